@@ -1,0 +1,117 @@
+//! The input record a transform sees: a zero-copy view into its packed batch.
+
+use serde::Deserialize;
+
+use crate::error::DomainError;
+use crate::wire::{self, InputBatch};
+
+/// One input record.
+///
+/// Inside a plugin it borrows its bytes from the batch the host sent (nothing is copied
+/// until the transform asks for it). In native unit tests build one with [`Record::new`].
+#[derive(Clone, Copy)]
+pub struct Record<'a> {
+    key: Option<&'a [u8]>,
+    payload: &'a [u8],
+    attributes: Attributes<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum Attributes<'a> {
+    Packed {
+        bytes: &'a [u8],
+        table: &'a [wire::Attribute],
+    },
+    Plain(&'a [(&'a str, &'a str)]),
+}
+
+impl<'a> Record<'a> {
+    /// A record with this payload, no key and no attributes (for tests).
+    pub fn new(payload: &'a [u8]) -> Self {
+        Self {
+            key: None,
+            payload,
+            attributes: Attributes::Plain(&[]),
+        }
+    }
+
+    /// The same record with this key (for tests).
+    pub fn with_key(mut self, key: &'a [u8]) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// The same record with these attributes (for tests).
+    pub fn with_attributes(mut self, attributes: &'a [(&'a str, &'a str)]) -> Self {
+        self.attributes = Attributes::Plain(attributes);
+        self
+    }
+
+    pub(crate) fn from_batch(batch: &'a InputBatch, index: usize) -> Option<Self> {
+        let entry = batch.records.get(index)?;
+        let bytes = batch.bytes.as_slice();
+        let start = entry.attributes.start as usize;
+        let table = batch
+            .attributes
+            .get(start..start + entry.attributes.count as usize)?;
+        Some(Self {
+            key: match entry.key {
+                Some(span) => Some(wire::slice(bytes, span)?),
+                None => None,
+            },
+            payload: wire::slice(bytes, entry.payload)?,
+            attributes: Attributes::Packed { bytes, table },
+        })
+    }
+
+    /// The payload bytes.
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// The key (Kinesis partition key, SQS message group, ...), if the source had one.
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.key
+    }
+
+    /// The payload parsed as JSON into `T`; a parse failure is a [`DomainError`].
+    pub fn json<T: Deserialize<'a>>(&self) -> Result<T, DomainError> {
+        Ok(serde_json::from_slice(self.payload)?)
+    }
+
+    /// The payload as UTF-8 text; anything else is a [`DomainError`].
+    pub fn text(&self) -> Result<&'a str, DomainError> {
+        std::str::from_utf8(self.payload)
+            .map_err(|e| DomainError::new(format!("payload is not UTF-8: {e}")))
+    }
+
+    /// The value of attribute `name` (`source`, `stream`, `shard`, `sequence-number`,
+    /// `arrival-time`, `line`, ...), if set.
+    pub fn attribute(&self, name: &str) -> Option<&'a str> {
+        self.attributes().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// All attributes, in the order the host set them.
+    pub fn attributes(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let (packed, plain) = match self.attributes {
+            Attributes::Packed { bytes, table } => (Some((bytes, table)), &[][..]),
+            Attributes::Plain(list) => (None, list),
+        };
+        let packed = packed.into_iter().flat_map(|(bytes, table)| {
+            table.iter().filter_map(move |a| {
+                Some((wire::text(bytes, a.name)?, wire::text(bytes, a.value)?))
+            })
+        });
+        packed.chain(plain.iter().copied())
+    }
+}
+
+impl std::fmt::Debug for Record<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("key", &self.key.map(String::from_utf8_lossy))
+            .field("payload", &String::from_utf8_lossy(self.payload))
+            .field("attributes", &self.attributes().collect::<Vec<_>>())
+            .finish()
+    }
+}

@@ -1,0 +1,48 @@
+//! Accounting: every input record ends as transformed, dropped or failed (DLQ).
+
+use crate::record::Outcome;
+
+/// Counts for a run. The invariant `input == transformed + dropped + failed` always holds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Input records read (including ones that could not be decoded).
+    pub input: u64,
+    /// Input records that produced at least one output.
+    pub transformed: u64,
+    /// Input records the plugin deliberately dropped.
+    pub dropped: u64,
+    /// Input records sent to the dead-letter queue.
+    pub failed: u64,
+    /// Output records produced (fan-out makes this differ from `transformed`).
+    pub outputs: u64,
+}
+
+impl Summary {
+    /// Counts one input record's outcome.
+    pub fn count(&mut self, outcome: &Outcome) {
+        self.input += 1;
+        match outcome {
+            Outcome::Transformed(outputs) => {
+                self.transformed += 1;
+                self.outputs += outputs.len() as u64;
+            }
+            Outcome::Dropped => self.dropped += 1,
+            Outcome::Failed(_) => self.failed += 1,
+        }
+    }
+
+    /// Whether every input record is accounted for.
+    pub fn balanced(&self) -> bool {
+        self.input == self.transformed + self.dropped + self.failed
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "in={} transformed={} dropped={} failed={} outputs={}",
+            self.input, self.transformed, self.dropped, self.failed, self.outputs
+        )
+    }
+}

@@ -1,0 +1,105 @@
+//! Limits and settings: one type, validated in one place, with errors naming the setting.
+
+use std::time::Duration;
+
+/// Resource limits and retry policy for running a plugin.
+///
+/// Every field has a default; [`Limits::validate`] names the setting that is out of range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Cap on a plugin instance's linear memory. Default 128 MiB; 1 MiB ..= 4 GiB.
+    pub memory_bytes: usize,
+    /// CPU deadline for one call into the plugin (one batch). Default 1 s; 10 ms ..= 15 min.
+    pub deadline: Duration,
+    /// Largest payload a single output may have. Default 1 MiB (Kinesis' record limit).
+    pub max_output_bytes: usize,
+    /// Records per call into the plugin. Default 1000; 1 ..= 100,000.
+    pub batch_size: usize,
+    /// Times a record with an infrastructure error is handed to the plugin before it
+    /// goes to the dead-letter queue. Default 3; 1 ..= 20.
+    pub max_attempts: u32,
+    /// First retry delay; doubled per attempt, with jitter. Default 100 ms; at most 60 s.
+    pub retry_base_delay: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 128 << 20,
+            deadline: Duration::from_secs(1),
+            max_output_bytes: 1 << 20,
+            batch_size: 1000,
+            max_attempts: 3,
+            retry_base_delay: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A setting that is out of its allowed range.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid setting `{setting}`: {reason}")]
+pub struct ConfigError {
+    /// The setting's name as the user spells it (flag or environment variable).
+    pub setting: &'static str,
+    /// What is wrong and what is allowed.
+    pub reason: String,
+}
+
+fn check<T: PartialOrd + std::fmt::Debug>(
+    setting: &'static str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError {
+            setting,
+            reason: format!("{value:?} is outside {min:?} ..= {max:?}"),
+        });
+    }
+    Ok(())
+}
+
+impl Limits {
+    /// Checks every setting, naming the first one out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check("memory-mib", self.memory_bytes >> 20, 1, 4096)?;
+        check(
+            "deadline-ms",
+            self.deadline,
+            Duration::from_millis(10),
+            Duration::from_secs(900),
+        )?;
+        check("max-output-bytes", self.max_output_bytes, 1, 64 << 20)?;
+        check("batch-size", self.batch_size, 1, 100_000)?;
+        check("max-attempts", self.max_attempts, 1, 20)?;
+        check(
+            "retry-base-ms",
+            self.retry_base_delay,
+            Duration::ZERO,
+            Duration::from_secs(60),
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn error_names_the_setting() {
+        let limits = Limits {
+            batch_size: 0,
+            ..Limits::default()
+        };
+        let err = limits.validate().expect_err("zero batch");
+        assert_eq!(err.setting, "batch-size");
+        assert!(err.to_string().contains("batch-size"), "{err}");
+    }
+}

@@ -1,0 +1,162 @@
+//! The dead-letter envelope: the original record, why it failed, which plugin version
+//! failed it, how often it was tried and when. One JSON object per entry.
+//!
+//! ```json
+//! {"record":{"payload":"{\"id\":7}","attributes":{"line":"3","source":"file"}},
+//!  "error":{"kind":"domain","message":"missing `amount`"},
+//!  "plugin":{"name":"validate","version":"0.1.0"},"attempts":1,
+//!  "failed_at":"2026-11-26T12:00:00Z"}
+//! ```
+//! `payload` / `key` hold the exact bytes as a string when they are UTF-8, otherwise
+//! `payload_base64` / `key_base64` hold them base64-encoded, so an entry can be replayed
+//! byte for byte.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::record::{Failure, Record};
+
+/// One dead-letter entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DlqEntry {
+    /// The original record.
+    pub record: DlqRecord,
+    /// Why it failed.
+    pub error: DlqError,
+    /// The plugin (and version) that failed it.
+    pub plugin: PluginRef,
+    /// How many times the record was handed to the plugin (0: it never reached it).
+    pub attempts: u32,
+    /// When it was dead-lettered (RFC 3339, UTC).
+    pub failed_at: String,
+}
+
+/// The original record, losslessly encoded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DlqRecord {
+    /// The key as text, when it is UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The key base64-encoded, when it is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_base64: Option<String>,
+    /// The payload as text, when it is UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+    /// The payload base64-encoded, when it is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_base64: Option<String>,
+    /// The record's attributes.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// The failure, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DlqError {
+    /// `decode`, `domain`, `infrastructure`, `trap`, `deadline`, `memory-limit`,
+    /// `output-too-large` or `contract`.
+    pub kind: String,
+    /// The reason, in words.
+    pub message: String,
+}
+
+/// Which plugin version produced the failure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginRef {
+    /// The plugin's name.
+    pub name: String,
+    /// The plugin's version.
+    pub version: String,
+}
+
+fn encode(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (Some(text.to_owned()), None),
+        Err(_) => (None, Some(BASE64.encode(bytes))),
+    }
+}
+
+impl DlqEntry {
+    /// An entry for `record`, failed by `plugin` at the current time.
+    pub fn new(record: &Record, failure: &Failure, plugin: &PluginRef) -> Self {
+        let (key, key_base64) = match &record.key {
+            Some(key) => encode(key),
+            None => (None, None),
+        };
+        let (payload, payload_base64) = encode(&record.payload);
+        Self {
+            record: DlqRecord {
+                key,
+                key_base64,
+                payload,
+                payload_base64,
+                attributes: record.attributes.iter().cloned().collect(),
+            },
+            error: DlqError {
+                kind: failure.kind.to_string(),
+                message: failure.message.clone(),
+            },
+            plugin: plugin.clone(),
+            attempts: failure.attempts,
+            failed_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        }
+    }
+
+    /// The original record, decoded back to bytes (for reprocessing).
+    pub fn original(&self) -> Result<Record, base64::DecodeError> {
+        let bytes = |text: &Option<String>,
+                     b64: &Option<String>|
+         -> Result<Option<Bytes>, base64::DecodeError> {
+            Ok(match (text, b64) {
+                (Some(text), _) => Some(Bytes::from(text.clone().into_bytes())),
+                (None, Some(b64)) => Some(Bytes::from(BASE64.decode(b64)?)),
+                (None, None) => None,
+            })
+        };
+        let r = &self.record;
+        Ok(Record {
+            key: bytes(&r.key, &r.key_base64)?,
+            payload: bytes(&r.payload, &r.payload_base64)?.unwrap_or_default(),
+            attributes: r
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::FailureKind;
+
+    #[test]
+    fn round_trips_binary_and_text() {
+        let record = Record {
+            key: Some(Bytes::from_static(b"k")),
+            payload: Bytes::from_static(&[0xff, 0x00, 0x7f]),
+            attributes: vec![("source".into(), "file".into())],
+        };
+        let failure = Failure {
+            kind: FailureKind::Trap,
+            message: "boom".into(),
+            attempts: 1,
+        };
+        let plugin = PluginRef {
+            name: "p".into(),
+            version: "1".into(),
+        };
+        let entry = DlqEntry::new(&record, &failure, &plugin);
+        let json = serde_json::to_string(&entry).expect("serialize");
+        assert!(json.contains(r#""kind":"trap""#), "{json}");
+        let back: DlqEntry = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back.original().expect("decode"), record);
+    }
+}

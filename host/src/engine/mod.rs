@@ -1,0 +1,266 @@
+//! The plugin engine: wasmtime with the component model, knowing nothing about AWS.
+//!
+//! One [`Engine`] per process (compiler, linker, epoch ticker); one [`Plugin`] per
+//! loaded component (compiled once, pre-instantiated); instances are made from it by
+//! the [`Runner`], which owns the per-batch call, the trap handling and the retries.
+
+mod runner;
+mod sandbox;
+mod wire;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Store};
+
+pub use runner::{Metrics, Runner};
+pub(crate) use sandbox::StoreState;
+
+use crate::config::Limits;
+
+/// Host-side bindings generated from `wit/plugin.wit`.
+#[allow(missing_docs, clippy::all)]
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "transform",
+    });
+}
+
+/// The WIT package version this host implements; plugins built against it load.
+pub const WIT_VERSION: &str = "pipeline:plugin@0.1.0";
+
+/// How often the epoch ticker advances; CPU deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Why a plugin could not be loaded or started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginError {
+    /// The `.wasm` file could not be read.
+    #[error("cannot read plugin {path}: {source}")]
+    Read {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The bytes are not a WebAssembly component (a core module, or not Wasm at all).
+    #[error("{origin} is not a WebAssembly component (build plugins for wasm32-wasip2): {reason}")]
+    NotAComponent {
+        /// Where the bytes came from.
+        origin: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// The component imports something the sandbox does not provide.
+    #[error("{origin} needs an import this host does not provide: {reason}")]
+    UnsupportedImport {
+        /// Where the bytes came from.
+        origin: String,
+        /// What the linker said.
+        reason: String,
+    },
+    /// The component does not export the `transform` world of `wit/plugin.wit`.
+    #[error("{origin} does not export the world `transform` of {WIT_VERSION}: {reason}")]
+    WrongWorld {
+        /// Where the bytes came from.
+        origin: String,
+        /// What is missing or mismatched.
+        reason: String,
+    },
+    /// Instantiating the component or its `init` trapped or ran out of limits.
+    #[error("{plugin} failed to start: {reason}")]
+    Start {
+        /// `name@version` or the origin.
+        plugin: String,
+        /// The trap or limit.
+        reason: String,
+    },
+    /// The plugin's `init` refused its configuration.
+    #[error("{plugin} refused its configuration: {reason}")]
+    InitRefused {
+        /// `name@version`.
+        plugin: String,
+        /// The plugin's own message.
+        reason: String,
+    },
+    /// The engine itself could not be set up.
+    #[error("cannot set up the wasm engine: {0}")]
+    Engine(String),
+}
+
+/// The process-wide wasm engine: compiler settings, linker and epoch ticker.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    engine: wasmtime::Engine,
+    linker: Linker<StoreState>,
+    limits: Limits,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for EngineInner {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Engine {
+    /// An engine enforcing `limits` on every plugin it runs.
+    pub fn new(limits: &Limits) -> Result<Self, PluginError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        // Plugins are small; a fixed strategy keeps precompiled artifacts comparable.
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine =
+            wasmtime::Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        sandbox::add_to_linker(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), stop_ticker.clone())?;
+        Ok(Self {
+            inner: Arc::new(EngineInner {
+                engine,
+                linker,
+                limits: limits.clone(),
+                stop_ticker,
+            }),
+        })
+    }
+
+    /// The limits this engine enforces.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Loads a plugin from a `.wasm` file.
+    pub fn load_file(&self, path: &Path) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.load_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// Compiles and checks a plugin component; `origin` names it in errors.
+    pub fn load_bytes(&self, bytes: &[u8], origin: &str) -> Result<Plugin, PluginError> {
+        let origin = origin.to_owned();
+        if wasmparser_is_core_module(bytes) || !bytes.starts_with(b"\0asm") {
+            let reason = if bytes.starts_with(b"\0asm") {
+                "it is a core wasm module".to_owned()
+            } else {
+                "missing the `\\0asm` header".to_owned()
+            };
+            return Err(PluginError::NotAComponent { origin, reason });
+        }
+        let component =
+            Component::new(&self.inner.engine, bytes).map_err(|e| PluginError::NotAComponent {
+                origin: origin.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
+            PluginError::UnsupportedImport {
+                origin: origin.clone(),
+                reason: format!("{e:#}"),
+            }
+        })?;
+        let pre = bindings::TransformPre::new(pre).map_err(|e| PluginError::WrongWorld {
+            origin: origin.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        let mut plugin = Plugin {
+            engine: self.clone(),
+            pre,
+            name: origin.clone(),
+            version: String::new(),
+        };
+        let (mut store, bindings) = plugin.instantiate()?;
+        let info = bindings
+            .call_info(&mut store)
+            .map_err(|e| PluginError::Start {
+                plugin: origin,
+                reason: sandbox::describe_trap(&store, &e),
+            })?;
+        plugin.name = info.name;
+        plugin.version = info.version;
+        Ok(plugin)
+    }
+}
+
+/// A core module starts with the same magic but has layer 0; components have layer 1.
+fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && bytes.starts_with(b"\0asm") && bytes[6..8] == [0, 0]
+}
+
+fn spawn_epoch_ticker(engine: wasmtime::Engine, stop: Arc<AtomicBool>) -> Result<(), PluginError> {
+    thread::Builder::new()
+        .name("epoch-ticker".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .map(drop)
+        .map_err(|e| PluginError::Engine(format!("cannot start the epoch ticker: {e}")))
+}
+
+/// A compiled, type-checked plugin, ready to be instantiated cheaply.
+#[derive(Clone)]
+pub struct Plugin {
+    engine: Engine,
+    pre: bindings::TransformPre<StoreState>,
+    name: String,
+    version: String,
+}
+
+impl Plugin {
+    /// The name the plugin reports (its crate name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The version the plugin reports.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// `name@version`, as used in logs and dead-letter entries.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
+    /// A fresh sandboxed instance with limits set (before any guest code runs).
+    pub(crate) fn instantiate(
+        &self,
+    ) -> Result<(Store<StoreState>, bindings::Transform), PluginError> {
+        let limits = self.engine.limits();
+        let state = StoreState::new(
+            limits.memory_bytes,
+            format!("{}@{}", self.name, self.version),
+        );
+        let mut store = Store::new(&self.engine.inner.engine, state);
+        store.limiter(|s| s.limiter());
+        store.set_epoch_deadline(deadline_ticks(limits.deadline));
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| PluginError::Start {
+                plugin: self.label(),
+                reason: sandbox::describe_trap(&store, &e),
+            })?;
+        Ok((store, bindings))
+    }
+}
+
+pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
+    (deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
+}

@@ -1,0 +1,244 @@
+//! Runs batches through a plugin: one call per batch, per-record outcomes, and the
+//! recovery rules that make sure no record is lost.
+//!
+//! - A trap (panic, CPU deadline, memory cap, contract violation) fails the whole call
+//!   and kills the instance. The runner starts a fresh instance from the pre-instantiated
+//!   component and re-runs the batch split in halves until the record that traps is
+//!   alone: only that record fails, its neighbours are processed normally.
+//! - An infrastructure error is retried, only for the records that reported it, with
+//!   exponential backoff and jitter, up to `max-attempts`; then the record fails.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use wasmtime::Store;
+
+use super::bindings::Transform;
+use super::bindings::pipeline::plugin::types::Error as WireError;
+use super::sandbox::{self, StoreState, TrapKind};
+use super::wire::{Packer, PluginResult, unpack};
+use super::{Plugin, PluginError, deadline_ticks};
+use crate::record::{Failure, FailureKind, Outcome, Record};
+
+/// What the runner observed, for the summary and for benchmarks.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Metrics {
+    /// Calls into the plugin's `transform`.
+    pub calls: u64,
+    /// Calls that trapped (each one costs a fresh instance).
+    pub traps: u64,
+    /// Instances started (the first one included).
+    pub instances: u64,
+    /// Counters the plugin reported.
+    pub counters: BTreeMap<String, u64>,
+    /// Gauges the plugin reported (last value).
+    pub gauges: BTreeMap<String, f64>,
+}
+
+struct Live {
+    store: Store<StoreState>,
+    bindings: Transform,
+}
+
+/// A failed call: the batch it carried has no results.
+struct CallFailure {
+    kind: FailureKind,
+    message: String,
+}
+
+/// Runs batches through one plugin, keeping one live instance between calls.
+pub struct Runner {
+    plugin: Plugin,
+    config: Vec<(String, String)>,
+    live: Option<Live>,
+    packer: Packer,
+    metrics: Metrics,
+}
+
+impl Runner {
+    /// Starts an instance and calls `init(config)`: a refused or trapping `init` is an
+    /// error here, before any record is touched.
+    pub fn new(plugin: Plugin, config: Vec<(String, String)>) -> Result<Self, PluginError> {
+        let mut runner = Self {
+            plugin,
+            config,
+            live: None,
+            packer: Packer::default(),
+            metrics: Metrics::default(),
+        };
+        runner.live = Some(runner.start()?);
+        Ok(runner)
+    }
+
+    /// The plugin this runner runs.
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    /// What happened so far.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn start(&mut self) -> Result<Live, PluginError> {
+        let (mut store, bindings) = self.plugin.instantiate()?;
+        self.metrics.instances += 1;
+        match bindings.call_init(&mut store, &self.config) {
+            Ok(Ok(())) => Ok(Live { store, bindings }),
+            Ok(Err(WireError::Domain(reason) | WireError::Infrastructure(reason))) => {
+                Err(PluginError::InitRefused {
+                    plugin: self.plugin.label(),
+                    reason,
+                })
+            }
+            Err(trap) => Err(PluginError::Start {
+                plugin: self.plugin.label(),
+                reason: sandbox::describe_trap(&store, &trap),
+            }),
+        }
+    }
+
+    /// Transforms `records`; returns exactly one outcome per record, in order.
+    pub fn run(&mut self, records: &[Record]) -> Vec<Outcome> {
+        let limits = self.plugin.engine.limits().clone();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+        let mut pending: Vec<usize> = (0..records.len()).collect();
+        for attempt in 1..=limits.max_attempts {
+            let mut retry = Vec::new();
+            self.run_isolating(records, &pending, &mut |index, result| {
+                let fail = |kind, message| {
+                    Some(Outcome::Failed(Failure {
+                        kind,
+                        message,
+                        attempts: attempt,
+                    }))
+                };
+                outcomes[index] = match result {
+                    Ok(PluginResult::Ok(outputs)) if outputs.is_empty() => Some(Outcome::Dropped),
+                    Ok(PluginResult::Ok(outputs)) => Some(Outcome::Transformed(outputs)),
+                    Ok(PluginResult::Domain(message)) => fail(FailureKind::Domain, message),
+                    Ok(PluginResult::Infrastructure(_)) if attempt < limits.max_attempts => {
+                        retry.push(index);
+                        None
+                    }
+                    Ok(PluginResult::Infrastructure(message)) => {
+                        fail(FailureKind::Infrastructure, message)
+                    }
+                    Ok(PluginResult::OutputTooLarge { bytes }) => fail(
+                        FailureKind::OutputTooLarge,
+                        format!(
+                            "an output of {bytes} bytes exceeds max-output-bytes={}",
+                            limits.max_output_bytes
+                        ),
+                    ),
+                    Err(CallFailure { kind, message }) => fail(kind, message),
+                };
+            });
+            if retry.is_empty() {
+                break;
+            }
+            std::thread::sleep(backoff(limits.retry_base_delay, attempt));
+            pending = retry;
+        }
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    Outcome::Failed(Failure {
+                        kind: FailureKind::Contract,
+                        message: "no outcome was recorded for this record (host bug)".into(),
+                        attempts: 0,
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Calls the plugin on `indices`; on a failed call, bisects until the failing
+    /// record is alone.
+    fn run_isolating(
+        &mut self,
+        records: &[Record],
+        indices: &[usize],
+        report: &mut dyn FnMut(usize, Result<PluginResult, CallFailure>),
+    ) {
+        if indices.is_empty() {
+            return;
+        }
+        match self.call(records, indices) {
+            Ok(results) => {
+                for (&index, result) in indices.iter().zip(results) {
+                    report(index, Ok(result));
+                }
+            }
+            Err(failure) if indices.len() == 1 => report(indices[0], Err(failure)),
+            Err(failure) => {
+                tracing::debug!(plugin = %self.plugin.label(), records = indices.len(), reason = %failure.message, "call failed; bisecting");
+                let (left, right) = indices.split_at(indices.len() / 2);
+                self.run_isolating(records, left, report);
+                self.run_isolating(records, right, report);
+            }
+        }
+    }
+
+    /// One call into the plugin's `transform` with the records at `indices`.
+    fn call(
+        &mut self,
+        records: &[Record],
+        indices: &[usize],
+    ) -> Result<Vec<PluginResult>, CallFailure> {
+        let limits = self.plugin.engine.limits().clone();
+        let mut live = match self.live.take() {
+            Some(live) => live,
+            None => self.start().map_err(|e| CallFailure {
+                kind: FailureKind::Trap,
+                message: e.to_string(),
+            })?,
+        };
+        let batch = self
+            .packer
+            .pack(indices.iter().map(|&i| &records[i]))
+            .map_err(|e| CallFailure {
+                kind: FailureKind::Contract,
+                message: e.to_string(),
+            })?;
+        live.store
+            .set_epoch_deadline(deadline_ticks(limits.deadline));
+        self.metrics.calls += 1;
+        let answer = live.bindings.call_transform(&mut live.store, batch);
+        let telemetry = std::mem::take(&mut live.store.data_mut().telemetry);
+        for (name, delta) in telemetry.counters {
+            *self.metrics.counters.entry(name).or_default() += delta;
+        }
+        self.metrics.gauges.extend(telemetry.gauges);
+        match answer {
+            Ok(batch) => {
+                self.live = Some(live);
+                unpack(batch, indices.len(), limits.max_output_bytes).map_err(|e| CallFailure {
+                    kind: FailureKind::Contract,
+                    message: e.to_string(),
+                })
+            }
+            Err(trap) => {
+                // The instance is unusable after a trap; the next call starts a fresh one.
+                self.metrics.traps += 1;
+                let kind = match sandbox::classify_trap(&live.store, &trap) {
+                    TrapKind::Deadline => FailureKind::Deadline,
+                    TrapKind::MemoryLimit => FailureKind::MemoryLimit,
+                    TrapKind::Other => FailureKind::Trap,
+                };
+                Err(CallFailure {
+                    kind,
+                    message: sandbox::describe_trap(&live.store, &trap),
+                })
+            }
+        }
+    }
+}
+
+/// `base * 2^(attempt-1)`, plus up to `base` of jitter so retries do not align.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exponential = base.saturating_mul(1 << (attempt - 1).min(10));
+    let jitter = Duration::from_micros(fastrand::u64(0..=base.as_micros() as u64));
+    exponential + jitter
+}

@@ -1,0 +1,276 @@
+//! What a plugin instance may touch: WASI with nothing granted, a memory cap, the
+//! host's logging and metrics imports, and a bounded tail of its stderr.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{ResourceLimiter, Store};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::pipeline::plugin::{host, types};
+
+/// Longest log message or stderr tail the host keeps from a plugin.
+const MAX_TEXT: usize = 4096;
+
+/// Per-instance state inside a wasmtime `Store`.
+pub(crate) struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory: MemoryCap,
+    stderr: StderrTail,
+    label: String,
+    pub(crate) telemetry: Telemetry,
+}
+
+/// Counters and gauges a plugin reported during one call.
+#[derive(Debug, Default)]
+pub(crate) struct Telemetry {
+    pub(crate) counters: BTreeMap<String, u64>,
+    pub(crate) gauges: BTreeMap<String, f64>,
+}
+
+impl StoreState {
+    pub(crate) fn new(memory_bytes: usize, label: String) -> Self {
+        let stderr = StderrTail::default();
+        // No preopened directories, no environment, no arguments, no network (the
+        // builder denies sockets and name lookups by default); stdout is discarded.
+        let wasi = WasiCtxBuilder::new().stderr(stderr.clone()).build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            memory: MemoryCap {
+                limit: memory_bytes,
+                hit: false,
+            },
+            stderr,
+            label,
+            telemetry: Telemetry::default(),
+        }
+    }
+
+    pub(crate) fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.memory
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    super::bindings::Transform::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    Ok(())
+}
+
+/// Denies memory growth past the cap by trapping, and remembers that it did.
+struct MemoryCap {
+    limit: usize,
+    hit: bool,
+}
+
+/// The trap raised when a plugin grows its memory past the cap.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit} bytes exceeded (plugin asked for {desired} bytes)")]
+pub(crate) struct MemoryLimitExceeded {
+    limit: usize,
+    desired: usize,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            return Err(MemoryLimitExceeded {
+                limit: self.limit,
+                desired,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// How a call into the plugin failed, classified from the trap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TrapKind {
+    Deadline,
+    MemoryLimit,
+    Other,
+}
+
+pub(crate) fn classify_trap(store: &Store<StoreState>, error: &wasmtime::Error) -> TrapKind {
+    if store.data().memory.hit || error.downcast_ref::<MemoryLimitExceeded>().is_some() {
+        TrapKind::MemoryLimit
+    } else if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        TrapKind::Deadline
+    } else {
+        TrapKind::Other
+    }
+}
+
+/// The trap, plus the last line the plugin wrote to stderr (its panic message).
+pub(crate) fn describe_trap(store: &Store<StoreState>, error: &wasmtime::Error) -> String {
+    let trap = match classify_trap(store, error) {
+        TrapKind::Deadline => "CPU deadline exceeded".to_owned(),
+        TrapKind::MemoryLimit => format!(
+            "memory limit of {} bytes exceeded",
+            store.data().memory.limit
+        ),
+        TrapKind::Other => match error.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => format!("wasm trap: {trap}"),
+            None => format!("{error}"),
+        },
+    };
+    match store.data().stderr.last_line() {
+        Some(line) => format!("{trap}; plugin stderr: {line}"),
+        None => trap,
+    }
+}
+
+impl types::Host for StoreState {}
+
+impl host::Host for StoreState {
+    fn log(&mut self, level: types::LogLevel, message: String) {
+        let message = truncate(&message);
+        let plugin = self.label.as_str();
+        match level {
+            types::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
+            types::LogLevel::Debug => tracing::debug!(plugin, "{message}"),
+            types::LogLevel::Info => tracing::info!(plugin, "{message}"),
+            types::LogLevel::Warn => tracing::warn!(plugin, "{message}"),
+            types::LogLevel::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+
+    fn counter(&mut self, name: String, delta: u64) {
+        let counter = self.telemetry.counters.entry(name).or_default();
+        *counter = counter.saturating_add(delta);
+    }
+
+    fn gauge(&mut self, name: String, value: f64) {
+        self.telemetry.gauges.insert(name, value);
+    }
+}
+
+fn truncate(text: &str) -> &str {
+    if text.len() <= MAX_TEXT {
+        return text;
+    }
+    let mut end = MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// A plugin's stderr: never full, never failing, keeps only the last few KiB
+/// (where a panic message lands).
+#[derive(Clone, Default)]
+struct StderrTail {
+    buffer: Arc<Mutex<Vec<u8>>>,
+}
+
+impl StderrTail {
+    fn append(&self, data: &[u8]) {
+        let Ok(mut buffer) = self.buffer.lock() else {
+            return;
+        };
+        buffer.extend_from_slice(data);
+        if buffer.len() > 2 * MAX_TEXT {
+            let excess = buffer.len() - MAX_TEXT;
+            buffer.drain(..excess);
+        }
+    }
+
+    fn last_line(&self) -> Option<String> {
+        let buffer = self.buffer.lock().ok()?;
+        let text = String::from_utf8_lossy(&buffer);
+        let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
+        Some(truncate(line.trim()).to_owned())
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for StderrTail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for StderrTail {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for StderrTail {
+    fn write(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        Ok(MAX_TEXT)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for StderrTail {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for StderrTail {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.append(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}

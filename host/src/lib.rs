@@ -1,0 +1,34 @@
+//! The pipeline host: runs WebAssembly transform plugins over batches of records.
+//!
+//! Data flows one way: a source decodes input into [`Record`]s; the [`engine`] runs
+//! them through the plugin in batches and returns one [`Outcome`] per record; outputs
+//! go to sinks, failures to the dead-letter queue, and the [`Summary`] checks that
+//! every record is accounted for.
+//!
+//! # Layout
+//! - [`config`]: [`Limits`], validated in one place.
+//! - [`record`]: the plain record, output and outcome types.
+//! - [`engine`]: wasmtime, the sandbox, the packed batch encoding, the runner.
+//! - [`sources`]: input decoding (local files: JSON lines, CSV, lines).
+//! - [`sinks`]: output writers (local JSON-lines files).
+//! - [`dlq`]: the dead-letter envelope.
+//! - [`accounting`]: the in = transformed + dropped + failed summary.
+//! - [`cli`]: the `host` command line (`host run`).
+#![deny(missing_docs)]
+
+pub mod accounting;
+pub mod cli;
+pub mod config;
+pub mod dlq;
+pub mod engine;
+pub mod record;
+pub mod sinks;
+pub mod sources;
+
+pub use accounting::Summary;
+pub use config::{ConfigError, Limits};
+pub use engine::{Engine, Plugin, PluginError, Runner};
+pub use record::{Failure, FailureKind, Outcome, Output, Record};
+
+/// The wasmtime this host embeds, for callers that need its types.
+pub use wasmtime;

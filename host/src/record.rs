@@ -1,0 +1,113 @@
+//! The host's plain record types: what sources produce and sinks consume.
+
+use bytes::Bytes;
+
+/// One input record, as decoded from a source.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    /// Partition key, message group, ...; `None` when the source has none.
+    pub key: Option<Bytes>,
+    /// The payload bytes handed to the plugin.
+    pub payload: Bytes,
+    /// Where the record came from: `source`, `stream`, `shard`, `line`, ...
+    pub attributes: Vec<(String, String)>,
+}
+
+impl Record {
+    /// A record with this payload and no key or attributes.
+    pub fn new(payload: impl Into<Bytes>) -> Self {
+        Self {
+            key: None,
+            payload: payload.into(),
+            attributes: Vec::new(),
+        }
+    }
+
+    /// The value of attribute `name`, if set.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One output record produced by a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Output {
+    /// The payload bytes.
+    pub payload: Bytes,
+    /// The key the sink partitions by, if the plugin set one.
+    pub key: Option<Bytes>,
+    /// The named destination; `None` means the default sink.
+    pub destination: Option<String>,
+    /// Attributes the plugin attached.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// What became of one input record: exactly one of these, always.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The plugin produced these outputs (at least one).
+    Transformed(Vec<Output>),
+    /// The plugin deliberately produced nothing.
+    Dropped,
+    /// The record could not be processed; it belongs in the dead-letter queue.
+    Failed(Failure),
+}
+
+/// Why a record ended in the dead-letter queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// The class of failure.
+    pub kind: FailureKind,
+    /// A human-readable reason.
+    pub message: String,
+    /// How many times the record was handed to the plugin.
+    pub attempts: u32,
+}
+
+/// The class of a record's failure; decides whether a retry could help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The source could not decode the record (e.g. a line that is not JSON).
+    Decode,
+    /// The plugin rejected the data (`DomainError`): never retried.
+    Domain,
+    /// The plugin reported a transient error and retries ran out.
+    Infrastructure,
+    /// The plugin trapped (panic, abort, ...) on this record.
+    Trap,
+    /// The plugin ran past its CPU deadline on this record.
+    Deadline,
+    /// The plugin tried to grow its memory past the cap on this record.
+    MemoryLimit,
+    /// One of the record's outputs is larger than the per-output limit.
+    OutputTooLarge,
+    /// The plugin broke the WIT contract (wrong result count, bad spans).
+    Contract,
+}
+
+impl FailureKind {
+    /// The kebab-case name used in DLQ entries and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Decode => "decode",
+            Self::Domain => "domain",
+            Self::Infrastructure => "infrastructure",
+            Self::Trap => "trap",
+            Self::Deadline => "deadline",
+            Self::MemoryLimit => "memory-limit",
+            Self::OutputTooLarge => "output-too-large",
+            Self::Contract => "contract",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,244 @@
+//! Local input for `host run`: JSON lines, CSV with a header, or raw lines.
+
+use std::io::BufRead;
+
+use bytes::Bytes;
+
+use super::{Decoded, SourceError, Undecodable};
+use crate::record::Record;
+
+/// How `host run` splits its input into records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputFormat {
+    /// One JSON document per line; a line that is not JSON goes to the dead-letter queue.
+    Jsonl,
+    /// CSV with a header row; each row becomes a JSON object of header -> text.
+    Csv,
+    /// Each line is a record, as is.
+    Lines,
+}
+
+/// Reads records from a file or stdin. Blank lines are skipped in every format.
+pub struct FileSource {
+    input: String,
+    reader: Reader,
+}
+
+enum Reader {
+    Lines {
+        reader: Box<dyn BufRead>,
+        json: bool,
+        line: u64,
+        buffer: Vec<u8>,
+    },
+    Csv {
+        reader: csv::Reader<Box<dyn BufRead>>,
+        headers: Vec<String>,
+        row: csv::ByteRecord,
+    },
+}
+
+impl FileSource {
+    /// A source over `reader`; `input` names it in attributes and errors.
+    pub fn new(
+        reader: Box<dyn BufRead>,
+        format: InputFormat,
+        input: &str,
+    ) -> Result<Self, SourceError> {
+        let reader = match format {
+            InputFormat::Jsonl | InputFormat::Lines => Reader::Lines {
+                reader,
+                json: format == InputFormat::Jsonl,
+                line: 0,
+                buffer: Vec::new(),
+            },
+            InputFormat::Csv => {
+                let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
+                let header_error = |reason: String| SourceError::CsvHeader {
+                    input: input.to_owned(),
+                    reason,
+                };
+                let headers = reader.headers().map_err(|e| header_error(e.to_string()))?;
+                if headers.is_empty() {
+                    return Err(header_error("the input has no header row".into()));
+                }
+                let headers = headers.iter().map(str::to_owned).collect();
+                Reader::Csv {
+                    reader,
+                    headers,
+                    row: csv::ByteRecord::new(),
+                }
+            }
+        };
+        Ok(Self {
+            input: input.to_owned(),
+            reader,
+        })
+    }
+
+    fn record(&self, payload: Vec<u8>, line: u64) -> Record {
+        Record {
+            key: None,
+            payload: Bytes::from(payload),
+            attributes: vec![
+                ("source".into(), "file".into()),
+                ("file".into(), self.input.clone()),
+                ("line".into(), line.to_string()),
+            ],
+        }
+    }
+
+    fn next_item(&mut self) -> Result<Option<Decoded>, SourceError> {
+        let read_error = |source| SourceError::Read {
+            input: self.input.clone(),
+            source,
+        };
+        match &mut self.reader {
+            Reader::Lines {
+                reader,
+                json,
+                line,
+                buffer,
+            } => loop {
+                buffer.clear();
+                if reader.read_until(b'\n', buffer).map_err(read_error)? == 0 {
+                    return Ok(None);
+                }
+                *line += 1;
+                let text = trim_line_end(buffer);
+                if text.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let (json, line, payload) = (*json, *line, text.to_vec());
+                let invalid = json
+                    .then(|| serde_json::from_slice::<serde::de::IgnoredAny>(&payload).err())
+                    .flatten();
+                let record = self.record(payload, line);
+                return Ok(Some(match invalid {
+                    None => Ok(record),
+                    Some(e) => Err(Undecodable {
+                        record,
+                        reason: format!("line {line} is not JSON: {e}"),
+                    }),
+                }));
+            },
+            Reader::Csv {
+                reader,
+                headers,
+                row,
+            } => loop {
+                let more = reader
+                    .read_byte_record(row)
+                    .map_err(|e| match e.into_kind() {
+                        csv::ErrorKind::Io(source) => read_error(source),
+                        other => read_error(std::io::Error::other(format!("{other:?}"))),
+                    })?;
+                if !more {
+                    return Ok(None);
+                }
+                if row.iter().all(|f| f.trim_ascii().is_empty()) {
+                    continue;
+                }
+                let line = row.position().map_or(0, |p| p.line());
+                let decoded = csv_row_to_json(headers, row);
+                let raw = row.iter().collect::<Vec<_>>().join(&b","[..]);
+                return Ok(Some(match decoded {
+                    Ok(json) => Ok(self.record(json, line)),
+                    Err(reason) => Err(Undecodable {
+                        record: self.record(raw, line),
+                        reason: format!("CSV line {line}: {reason}"),
+                    }),
+                }));
+            },
+        }
+    }
+}
+
+impl Iterator for FileSource {
+    type Item = Result<Decoded, SourceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_item().transpose()
+    }
+}
+
+fn trim_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// `{"header": "field", ...}` in header order.
+fn csv_row_to_json(headers: &[String], row: &csv::ByteRecord) -> Result<Vec<u8>, String> {
+    if row.len() != headers.len() {
+        return Err(format!(
+            "{} fields, the header has {}",
+            row.len(),
+            headers.len()
+        ));
+    }
+    let mut json = Vec::with_capacity(row.as_slice().len() + 16 * headers.len());
+    json.push(b'{');
+    for (i, (name, field)) in headers.iter().zip(row.iter()).enumerate() {
+        let value =
+            std::str::from_utf8(field).map_err(|_| format!("field `{name}` is not UTF-8"))?;
+        if i > 0 {
+            json.push(b',');
+        }
+        serde_json::to_writer(&mut json, name).map_err(|e| e.to_string())?;
+        json.push(b':');
+        serde_json::to_writer(&mut json, value).map_err(|e| e.to_string())?;
+    }
+    json.push(b'}');
+    Ok(json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(format: InputFormat, text: &'static str) -> Vec<Decoded> {
+        let source = FileSource::new(Box::new(text.as_bytes()), format, "t").expect("source");
+        source.collect::<Result<_, _>>().expect("readable")
+    }
+
+    #[test]
+    fn jsonl_skips_blank_lines_and_flags_bad_ones() {
+        let items = read(InputFormat::Jsonl, "{\"a\":1}\r\n\n  \nnot json\n{\"b\":2}");
+        assert_eq!(items.len(), 3);
+        assert_eq!(
+            items[0].as_ref().map(|r| &r.payload[..]).ok(),
+            Some(&b"{\"a\":1}"[..])
+        );
+        let bad = items[1].as_ref().expect_err("line 4 is bad");
+        assert!(
+            bad.reason.starts_with("line 4 is not JSON"),
+            "{}",
+            bad.reason
+        );
+        assert_eq!(bad.record.attribute("line"), Some("4"));
+        assert!(items[2].is_ok());
+    }
+
+    #[test]
+    fn csv_rows_become_json_objects() {
+        let items = read(InputFormat::Csv, "id,name\n1,ann\n2\n3,bob\n");
+        assert_eq!(items.len(), 3);
+        let first = items[0].as_ref().expect("row 1");
+        assert_eq!(&first.payload[..], br#"{"id":"1","name":"ann"}"#);
+        let bad = items[1].as_ref().expect_err("short row");
+        assert!(
+            bad.reason.contains("1 fields, the header has 2"),
+            "{}",
+            bad.reason
+        );
+        assert_eq!(&bad.record.payload[..], b"2");
+    }
+
+    #[test]
+    fn csv_without_header_is_an_error() {
+        let err = FileSource::new(Box::new(&b""[..]), InputFormat::Csv, "empty.csv")
+            .err()
+            .expect("no header");
+        assert!(err.to_string().contains("empty.csv"), "{err}");
+    }
+}

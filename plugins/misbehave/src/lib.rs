@@ -1,0 +1,49 @@
+//! Test plugin that misbehaves on request, for the host's sandbox tests.
+//!
+//! Each record's payload says what to do: `echo`, `panic`, `loop` (spin forever),
+//! `alloc` (allocate without bound), `huge` (one 8 MiB output), `fail` (domain error),
+//! `flaky` (infrastructure error), `drop`, `log`. Config `init=fail` or `init=panic`
+//! makes `init` refuse or trap.
+
+use guest_sdk::{Config, Error, Output, Record, log};
+
+/// The transform: does what the payload says.
+pub fn transform(record: Record) -> Result<Vec<Output>, Error> {
+    match record.text()?.trim() {
+        "panic" => panic!("misbehave: asked to panic"),
+        "loop" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "alloc" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "huge" => Ok(vec![Output::new(vec![b'x'; 8 << 20])]),
+        "fail" => Err(Error::domain("misbehave: asked to fail")),
+        "flaky" => Err(Error::infrastructure("misbehave: transient failure")),
+        "drop" => Ok(Vec::new()),
+        "log" => {
+            log::info("misbehave: a log line");
+            guest_sdk::metrics::counter("logged", 1);
+            Ok(vec![Output::new(record.payload())])
+        }
+        _ => Ok(vec![Output::new(record.payload())]),
+    }
+}
+
+/// Refuses or traps at start-up when configured to.
+pub fn init(config: &Config) -> Result<(), Error> {
+    match config.get("init") {
+        Some("fail") => Err(Error::domain("misbehave: init refused by config")),
+        Some("panic") => panic!("misbehave: init asked to panic"),
+        _ => Ok(()),
+    }
+}
+
+guest_sdk::export_transform!(transform, init = init);

@@ -1,0 +1,147 @@
+//! The sandbox's limits, driven through the real binary with the misbehaving plugin:
+//! the host survives every failure and every record is accounted for.
+
+use crate::support::Scratch;
+
+fn dlq_kinds(s: &Scratch) -> Vec<(String, String)> {
+    s.json_lines("dlq.jsonl")
+        .iter()
+        .map(|e| {
+            let payload = e["record"]["payload"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            (
+                payload,
+                e["error"]["kind"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_kind_of_misbehaviour_fails_only_its_own_record() {
+    let s = Scratch::new();
+    let input = s.write(
+        "in.txt",
+        "echo\npanic\necho\nloop\necho\nalloc\necho\nhuge\nfail\nflaky\ndrop\nlog\n",
+    );
+    let run = s.run_plugin(
+        "misbehave",
+        &input,
+        &[
+            "--format",
+            "lines",
+            "--deadline-ms",
+            "200",
+            "--memory-mib",
+            "32",
+            "--retry-base-ms",
+            "1",
+            "--emit",
+            "payload",
+        ],
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [12, 5, 1, 6]);
+    assert_eq!(
+        run.stdout.lines().collect::<Vec<_>>(),
+        ["echo", "echo", "echo", "echo", "log"]
+    );
+    let kinds = dlq_kinds(&s);
+    let expected = [
+        ("panic", "trap"),
+        ("loop", "deadline"),
+        ("alloc", "memory-limit"),
+        ("huge", "output-too-large"),
+        ("fail", "domain"),
+        ("flaky", "infrastructure"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(p, k)| (p.to_string(), k.to_string()))
+        .collect();
+    assert_eq!(kinds, expected);
+    let dlq = s.json_lines("dlq.jsonl");
+    assert!(
+        dlq[0]["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("misbehave: asked to panic"),
+        "the panic message reaches the DLQ: {}",
+        dlq[0]
+    );
+    assert_eq!(
+        dlq[5]["attempts"], 3,
+        "infrastructure errors are retried up to max-attempts"
+    );
+    assert!(run.stderr.contains("counter.logged=1"), "{}", run.stderr);
+}
+
+#[test]
+fn a_poison_record_in_a_large_batch_is_isolated_by_bisection() {
+    let s = Scratch::new();
+    let mut lines: Vec<&str> = vec!["echo"; 200];
+    lines[137] = "panic";
+    let input = s.write("in.txt", &lines.join("\n"));
+    let run = s.run_plugin(
+        "misbehave",
+        &input,
+        &[
+            "--format",
+            "lines",
+            "--batch-size",
+            "200",
+            "--emit",
+            "payload",
+        ],
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [200, 199, 0, 1]);
+    assert_eq!(run.stdout.lines().count(), 199);
+    let dlq = s.json_lines("dlq.jsonl");
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0]["record"]["attributes"]["line"], "138");
+    // One failed call per level of the bisection, never one per record.
+    let traps = run
+        .stderr
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("traps="))
+        .unwrap_or_default();
+    let traps: u32 = traps.parse().unwrap_or(u32::MAX);
+    assert!((1..=9).contains(&traps), "traps={traps}: {}", run.stderr);
+}
+
+#[test]
+fn init_that_refuses_or_traps_stops_the_run_before_any_output() {
+    let s = Scratch::new();
+    let input = s.write("in.txt", "echo\n");
+    s.run_plugin(
+        "misbehave",
+        &input,
+        &[
+            "--format",
+            "lines",
+            "--config",
+            "init=fail",
+            "--output",
+            "out.jsonl",
+        ],
+    )
+    .assert_error("refused its configuration: misbehave: init refused by config");
+    s.run_plugin(
+        "misbehave",
+        &input,
+        &["--format", "lines", "--config", "init=panic"],
+    )
+    .assert_error("failed to start");
+    assert!(!s.path("out.jsonl").exists());
+}
+
+#[test]
+fn validate_refuses_a_bad_setting_at_init() {
+    let s = Scratch::new();
+    let input = s.write("in.jsonl", "{}\n");
+    s.run_plugin("validate", &input, &["--config", "max_amount=lots"])
+        .assert_error("max_amount");
+}

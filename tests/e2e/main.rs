@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `host` binary running the real example plugins.
+//!
+//! The plugins are built for wasm32-wasip2 by `./dev test` (or `./dev plugins`) before
+//! this runs; a missing plugin fails the test with that instruction.
+
+mod support;
+
+mod limits;
+mod run;

@@ -1,0 +1,222 @@
+//! `host run` with the example plugins: outputs, drops, DLQ, formats and bad input.
+
+use crate::support::{Scratch, parse_lines, plugin};
+
+const EVENTS: &str = include_str!("../../examples/events.jsonl");
+
+#[test]
+fn enrich_transforms_valid_events_and_dead_letters_the_rest() {
+    let s = Scratch::new();
+    let input = s.write("events.jsonl", EVENTS);
+    let run = s.run_plugin(
+        "enrich",
+        &input,
+        &["--config", "currency=USD", "--output", "out.jsonl"],
+    );
+    run.assert_ok();
+    // 8 events: the non-JSON line fails decoding, e7 has no amount (domain error).
+    assert_eq!(run.balanced(), [8, 6, 0, 2]);
+    let outputs = s.json_lines("out.jsonl");
+    assert_eq!(outputs.len(), 6);
+    assert_eq!(outputs[0]["payload"]["amount_cents"], 1250);
+    assert_eq!(outputs[0]["payload"]["currency"], "USD");
+    assert_eq!(outputs[0]["payload"]["source"], "file");
+    assert_eq!(outputs[0]["key"], "ann");
+    let dlq = s.json_lines("dlq.jsonl");
+    let kinds: Vec<_> = dlq
+        .iter()
+        .map(|e| e["error"]["kind"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(kinds, ["decode", "domain"]);
+    assert_eq!(dlq[0]["record"]["payload"], "this line is not JSON");
+    assert_eq!(dlq[0]["record"]["attributes"]["line"], "6");
+    assert!(
+        dlq[1]["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("amount"),
+        "{}",
+        dlq[1]
+    );
+    assert_eq!(dlq[1]["plugin"]["name"], "enrich");
+    assert_eq!(dlq[1]["plugin"]["version"], "0.1.0");
+    assert_eq!(dlq[1]["attempts"], 1);
+}
+
+#[test]
+fn validate_drops_test_events_and_names_the_broken_rule() {
+    let s = Scratch::new();
+    let input = s.write("events.jsonl", EVENTS);
+    let run = s.run_plugin(
+        "validate",
+        &input,
+        &["--emit", "payload", "--batch-size", "3"],
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [8, 2, 1, 5]);
+    // Payload mode writes each output's bytes unchanged.
+    let outputs = parse_lines(&run.stdout);
+    assert_eq!(
+        outputs.iter().map(|o| o["id"].clone()).collect::<Vec<_>>(),
+        ["e1", "e2"]
+    );
+    let messages: Vec<String> = s
+        .json_lines("dlq.jsonl")
+        .iter()
+        .map(|e| {
+            e["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(messages.len(), 5);
+    assert_eq!(messages[0], "missing `id`");
+    assert!(
+        messages[1].contains("e5: amount -20 outside"),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("e8: amount 250000 outside")),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn route_sends_records_to_named_destinations_with_fan_out() {
+    let s = Scratch::new();
+    let input = s.write("events.jsonl", EVENTS);
+    let run = s.run_plugin(
+        "route",
+        &input,
+        &["--config", "route.buy=orders", "--config", "audit=true"],
+    );
+    run.assert_ok();
+    let [input_count, transformed, _, failed] = run.balanced();
+    assert_eq!((input_count, transformed, failed), (8, 7, 1));
+    assert_eq!(run.count("outputs"), 14);
+    let outputs = parse_lines(&run.stdout);
+    let destinations: Vec<_> = outputs
+        .iter()
+        .map(|o| o["destination"].as_str().unwrap_or("default"))
+        .collect();
+    assert_eq!(destinations.iter().filter(|d| **d == "audit").count(), 7);
+    assert_eq!(destinations.iter().filter(|d| **d == "orders").count(), 4);
+    assert_eq!(outputs[0]["attributes"]["action"], "buy");
+}
+
+#[test]
+fn csv_from_stdin_becomes_json_records() {
+    let s = Scratch::new();
+    let wasm = plugin("route");
+    let dlq = s.path("dlq.jsonl");
+    let args = [
+        "run",
+        "--plugin",
+        wasm.to_str().unwrap_or_default(),
+        "--input",
+        "-",
+        "--format",
+        "csv",
+        "--emit",
+        "payload",
+        "--dlq",
+        dlq.to_str().unwrap_or_default(),
+    ];
+    let run = s.host(&args, Some("action,user\nbuy,ann\nview\nview,bob\n"));
+    run.assert_ok();
+    assert_eq!(run.balanced(), [3, 2, 0, 1]);
+    assert_eq!(
+        run.stdout.lines().next(),
+        Some(r#"{"action":"buy","user":"ann"}"#)
+    );
+    let dlq = s.json_lines("dlq.jsonl");
+    assert_eq!(dlq[0]["error"]["kind"], "decode");
+    assert!(
+        dlq[0]["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("CSV line 3"),
+        "{}",
+        dlq[0]
+    );
+}
+
+#[test]
+fn bad_flags_fail_with_the_setting_named_and_nothing_written() {
+    let s = Scratch::new();
+    let input = s.write("events.jsonl", EVENTS);
+    s.run_plugin(
+        "enrich",
+        &input,
+        &["--batch-size", "0", "--output", "out.jsonl"],
+    )
+    .assert_error("batch-size");
+    s.run_plugin("enrich", &input, &["--config", "novalue"])
+        .assert_error("expected KEY=VALUE");
+    assert!(!s.path("out.jsonl").exists() && !s.path("dlq.jsonl").exists());
+}
+
+#[test]
+fn missing_input_and_missing_plugin_are_named() {
+    let s = Scratch::new();
+    let missing = s.path("nope.jsonl");
+    s.run_plugin("enrich", &missing, &[])
+        .assert_error("cannot open input");
+    let input = s.write("events.jsonl", EVENTS);
+    let args = [
+        "run",
+        "--plugin",
+        "/nonexistent/p.wasm",
+        "--input",
+        input.to_str().unwrap_or_default(),
+    ];
+    s.host(&args, None)
+        .assert_error("cannot read plugin /nonexistent/p.wasm");
+    assert!(!s.path("dlq.jsonl").exists());
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_refused() {
+    let s = Scratch::new();
+    let input = s.write("events.jsonl", EVENTS);
+    for (name, bytes, reason) in [
+        (
+            "core.wasm",
+            &b"\0asm\x01\0\0\0"[..],
+            "it is a core wasm module",
+        ),
+        ("text.wasm", &b"hello"[..], "not a WebAssembly component"),
+    ] {
+        let path = s.path(name);
+        std::fs::write(&path, bytes).expect("write");
+        let args = [
+            "run",
+            "--plugin",
+            path.to_str().unwrap_or_default(),
+            "--input",
+            input.to_str().unwrap_or_default(),
+        ];
+        s.host(&args, None).assert_error(reason);
+    }
+}
+
+#[test]
+fn a_component_of_another_world_is_refused() {
+    let s = Scratch::new();
+    let input = s.write("events.jsonl", EVENTS);
+    // The smallest valid component: the header alone. It exports nothing.
+    let path = s.path("empty-component.wasm");
+    std::fs::write(&path, b"\0asm\x0d\0\x01\0").expect("write");
+    let args = [
+        "run",
+        "--plugin",
+        path.to_str().unwrap_or_default(),
+        "--input",
+        input.to_str().unwrap_or_default(),
+    ];
+    s.host(&args, None)
+        .assert_error("does not export the world `transform`");
+}

@@ -1,0 +1,166 @@
+//! Shared helpers: plugin paths, running the binary, reading its files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// Path of a built example plugin; panics with the fix when it was not built.
+pub fn plugin(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm32-wasip2/plugin")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `./dev plugins` (./dev test does) first",
+        path.display()
+    );
+    path
+}
+
+/// A scratch directory with helpers to write inputs and read results.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+/// What one run of `host` left behind.
+pub struct Run {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The numbers of the `summary:` line, e.g. `count("failed")`.
+    pub fn count(&self, name: &str) -> u64 {
+        let line = self
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("summary:"))
+            .unwrap_or_else(|| panic!("no summary line in stderr:\n{}", self.stderr));
+        let prefix = format!("{name}=");
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}= in {line}"))
+    }
+
+    /// Asserts in == transformed + dropped + failed and returns the four counts.
+    pub fn balanced(&self) -> [u64; 4] {
+        let counts = [
+            self.count("in"),
+            self.count("transformed"),
+            self.count("dropped"),
+            self.count("failed"),
+        ];
+        assert_eq!(
+            counts[0],
+            counts[1] + counts[2] + counts[3],
+            "unbalanced: {}",
+            self.stderr
+        );
+        counts
+    }
+
+    pub fn assert_ok(&self) -> &Self {
+        assert!(
+            self.status.success(),
+            "host failed: {}\nstderr:\n{}",
+            self.status,
+            self.stderr
+        );
+        self
+    }
+
+    pub fn assert_error(&self, needle: &str) -> &Self {
+        assert!(
+            !self.status.success(),
+            "host should have failed; stderr:\n{}",
+            self.stderr
+        );
+        let last = self.stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.contains(needle),
+            "expected {needle:?} in the last stderr line: {last:?}\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).expect("write input");
+        path
+    }
+
+    /// Runs `host` with `args` (paths relative to nothing; pass absolute ones), feeding `stdin`.
+    pub fn host(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("HOST_LOG", "warn");
+        command.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn host");
+        if let Some(text) = stdin {
+            use std::io::Write;
+            let mut pipe = child.stdin.take().expect("stdin");
+            pipe.write_all(text.as_bytes()).expect("write stdin");
+        }
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = child.wait_with_output().expect("wait host");
+        Run {
+            status,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    /// Runs `host run --plugin <name> --input <input> --dlq dlq.jsonl <extra...>`.
+    pub fn run_plugin(&self, name: &str, input: &Path, extra: &[&str]) -> Run {
+        let plugin = plugin(name);
+        let dlq = self.path("dlq.jsonl");
+        let mut args = vec![
+            "run",
+            "--plugin",
+            plugin.to_str().expect("utf-8 path"),
+            "--input",
+            input.to_str().expect("utf-8 path"),
+            "--dlq",
+            dlq.to_str().expect("utf-8 path"),
+        ];
+        args.extend_from_slice(extra);
+        self.host(&args, None)
+    }
+
+    /// The JSON lines of a file in the scratch dir.
+    pub fn json_lines(&self, name: &str) -> Vec<serde_json::Value> {
+        let text =
+            std::fs::read_to_string(self.path(name)).unwrap_or_else(|e| panic!("read {name}: {e}"));
+        parse_lines(&text)
+    }
+}
+
+pub fn parse_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
