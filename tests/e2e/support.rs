@@ -76,10 +76,9 @@ impl Run {
             "host should have failed; stderr:\n{}",
             self.stderr
         );
-        let last = self.stderr.lines().last().unwrap_or_default();
         assert!(
-            last.contains(needle),
-            "expected {needle:?} in the last stderr line: {last:?}\n{}",
+            self.stderr.contains(needle),
+            "expected {needle:?} in stderr:\n{}",
             self.stderr
         );
         self

@@ -206,11 +206,15 @@ impl Runner {
             .set_epoch_deadline(deadline_ticks(limits.deadline));
         self.metrics.calls += 1;
         let answer = live.bindings.call_transform(&mut live.store, batch);
+        // Telemetry counts only from calls whose results are kept: a trapped call's
+        // records run again, and their counters would count twice.
         let telemetry = std::mem::take(&mut live.store.data_mut().telemetry);
-        for (name, delta) in telemetry.counters {
-            *self.metrics.counters.entry(name).or_default() += delta;
+        if answer.is_ok() {
+            for (name, delta) in telemetry.counters {
+                *self.metrics.counters.entry(name).or_default() += delta;
+            }
+            self.metrics.gauges.extend(telemetry.gauges);
         }
-        self.metrics.gauges.extend(telemetry.gauges);
         match answer {
             Ok(batch) => {
                 self.live = Some(live);

@@ -140,7 +140,7 @@ pub(crate) fn describe_trap(store: &Store<StoreState>, error: &wasmtime::Error) 
             store.data().memory.limit
         ),
         TrapKind::Other => match error.downcast_ref::<wasmtime::Trap>() {
-            Some(trap) => format!("wasm trap: {trap}"),
+            Some(trap) => trap.to_string(),
             None => format!("{error}"),
         },
     };
@@ -205,11 +205,26 @@ impl StderrTail {
         }
     }
 
+    /// The plugin's panic message if it panicked (`panicked at <where>:` and the
+    /// message on the next line), else its last non-empty line.
     fn last_line(&self) -> Option<String> {
         let buffer = self.buffer.lock().ok()?;
         let text = String::from_utf8_lossy(&buffer);
-        let line = text.lines().rev().find(|l| !l.trim().is_empty())?;
-        Some(truncate(line.trim()).to_owned())
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let line = match lines.iter().rposition(|l| l.contains("panicked at")) {
+            Some(at) => lines[at..]
+                .iter()
+                .take(2)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" "),
+            None => (*lines.last()?).to_owned(),
+        };
+        Some(truncate(&line).to_owned())
     }
 }
 

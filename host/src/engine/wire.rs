@@ -11,19 +11,22 @@ use super::bindings::pipeline::plugin::types::{
 use crate::record::{Output, Record};
 
 /// Reusable buffers for packing input batches (no allocation per batch once warm).
-#[derive(Default)]
 pub(crate) struct Packer {
     batch: InputBatch,
     /// Attribute names already written in this batch (names repeat on every record).
     names: Vec<(String, Span)>,
 }
 
-impl Default for InputBatch {
+impl Default for Packer {
     fn default() -> Self {
-        Self {
+        let batch = InputBatch {
             bytes: Vec::new(),
             records: Vec::new(),
             attributes: Vec::new(),
+        };
+        Self {
+            batch,
+            names: Vec::new(),
         }
     }
 }
