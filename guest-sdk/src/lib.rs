@@ -66,7 +66,7 @@ pub mod __private {
     }
 
     fn records(batch: &InputBatch) -> impl Iterator<Item = Result<Record<'_>, Error>> {
-        (0..batch.records.len()).map(|i| {
+        (0..batch.records.len() / crate::wire::RECORD_WORDS).map(|i| {
             Record::from_batch(batch, i)
                 .ok_or_else(|| Error::domain("host sent a record with spans outside its batch"))
         })
@@ -78,7 +78,10 @@ pub mod __private {
         O: IntoOutputs,
         E: Into<Error>,
     {
-        let mut out = OutputBuilder::with_capacity(batch.records.len(), batch.bytes.len());
+        let mut out = OutputBuilder::with_capacity(
+            batch.records.len() / crate::wire::RECORD_WORDS,
+            batch.bytes.len(),
+        );
         for record in records(batch) {
             out.push_result(record.and_then(|r| transform(r).map_err(Into::into)));
         }
@@ -91,7 +94,10 @@ pub mod __private {
         O: IntoOutputs,
         E: Into<Error>,
     {
-        let mut out = OutputBuilder::with_capacity(batch.records.len(), batch.bytes.len());
+        let mut out = OutputBuilder::with_capacity(
+            batch.records.len() / crate::wire::RECORD_WORDS,
+            batch.bytes.len(),
+        );
         let decoded: Vec<_> = records(batch).collect();
         let valid: Vec<Record<'_>> = decoded
             .iter()

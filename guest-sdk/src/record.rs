@@ -18,9 +18,10 @@ pub struct Record<'a> {
 
 #[derive(Clone, Copy)]
 enum Attributes<'a> {
+    /// Words of the batch's attribute table, four per attribute.
     Packed {
         bytes: &'a [u8],
-        table: &'a [wire::Attribute],
+        table: &'a [u32],
     },
     Plain(&'a [(&'a str, &'a str)]),
 }
@@ -48,18 +49,31 @@ impl<'a> Record<'a> {
     }
 
     pub(crate) fn from_batch(batch: &'a InputBatch, index: usize) -> Option<Self> {
-        let entry = batch.records.get(index)?;
+        let words = batch
+            .records
+            .get(index * wire::RECORD_WORDS..(index + 1) * wire::RECORD_WORDS)?;
+        let &[
+            key_offset,
+            key_len,
+            payload_offset,
+            payload_len,
+            first,
+            count,
+        ] = words
+        else {
+            return None;
+        };
         let bytes = batch.bytes.as_slice();
-        let start = entry.attributes.start as usize;
+        let (first, count) = (first as usize, count as usize);
         let table = batch
             .attributes
-            .get(start..start + entry.attributes.count as usize)?;
+            .get(first * wire::ATTRIBUTE_WORDS..(first + count) * wire::ATTRIBUTE_WORDS)?;
         Some(Self {
-            key: match entry.key {
-                Some(span) => Some(wire::slice(bytes, span)?),
-                None => None,
+            key: match key_offset {
+                wire::NONE => None,
+                _ => Some(wire::slice(bytes, key_offset, key_len)?),
             },
-            payload: wire::slice(bytes, entry.payload)?,
+            payload: wire::slice(bytes, payload_offset, payload_len)?,
             attributes: Attributes::Packed { bytes, table },
         })
     }
@@ -98,9 +112,14 @@ impl<'a> Record<'a> {
             Attributes::Plain(list) => (None, list),
         };
         let packed = packed.into_iter().flat_map(|(bytes, table)| {
-            table.iter().filter_map(move |a| {
-                Some((wire::text(bytes, a.name)?, wire::text(bytes, a.value)?))
-            })
+            table
+                .chunks_exact(wire::ATTRIBUTE_WORDS)
+                .filter_map(move |a| {
+                    Some((
+                        wire::text(bytes, a[0], a[1])?,
+                        wire::text(bytes, a[2], a[3])?,
+                    ))
+                })
         });
         packed.chain(plain.iter().copied())
     }

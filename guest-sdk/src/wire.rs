@@ -17,19 +17,25 @@ pub mod bindings {
 }
 
 pub use bindings::pipeline::plugin::types::{
-    Attribute, Error as WireError, InputBatch, OutputBatch, OutputRecord, PluginInfo, Range,
-    RecordResult, Span,
+    Error as WireError, InputBatch, OutputBatch, PluginInfo, RecordFailure,
 };
 
-/// The bytes of `span`, or `None` if the host sent a span outside the buffer.
-pub(crate) fn slice(bytes: &[u8], span: Span) -> Option<&[u8]> {
-    let start = span.offset as usize;
-    bytes.get(start..start.checked_add(span.len as usize)?)
+/// Offset of an absent optional span (see `wit/plugin.wit`).
+pub(crate) const NONE: u32 = u32::MAX;
+/// Words per entry of the tables (see `wit/plugin.wit`).
+pub(crate) const RECORD_WORDS: usize = 6;
+pub(crate) const ATTRIBUTE_WORDS: usize = 4;
+const OUTPUT_WORDS: usize = 8;
+
+/// The bytes at `offset..offset + len`, or `None` if the span is outside `bytes`.
+pub(crate) fn slice(bytes: &[u8], offset: u32, len: u32) -> Option<&[u8]> {
+    let start = offset as usize;
+    bytes.get(start..start.checked_add(len as usize)?)
 }
 
-/// The UTF-8 text of `span`, or `None` if it is out of bounds or not UTF-8.
-pub(crate) fn text(bytes: &[u8], span: Span) -> Option<&str> {
-    std::str::from_utf8(slice(bytes, span)?).ok()
+/// The UTF-8 text of a span, or `None` if it is out of bounds or not UTF-8.
+pub(crate) fn text(bytes: &[u8], offset: u32, len: u32) -> Option<&str> {
+    std::str::from_utf8(slice(bytes, offset, len)?).ok()
 }
 
 impl From<Error> for WireError {
@@ -52,55 +58,64 @@ impl OutputBuilder {
         Self {
             batch: OutputBatch {
                 bytes: Vec::with_capacity(bytes + bytes / 4),
-                outputs: Vec::with_capacity(records),
+                outputs: Vec::with_capacity(records * OUTPUT_WORDS),
                 attributes: Vec::new(),
-                results: Vec::with_capacity(records),
+                results: Vec::with_capacity(records * 2),
+                failures: Vec::new(),
             },
         }
     }
 
-    fn push_bytes(&mut self, data: &[u8]) -> Span {
+    fn push_bytes(&mut self, data: &[u8]) -> [u32; 2] {
         let offset = self.batch.bytes.len() as u32;
         self.batch.bytes.extend_from_slice(data);
-        Span {
-            offset,
-            len: data.len() as u32,
-        }
+        [offset, data.len() as u32]
+    }
+
+    fn push_optional(&mut self, data: Option<&[u8]>) -> [u32; 2] {
+        data.map_or([NONE, 0], |d| self.push_bytes(d))
     }
 
     fn push_output(&mut self, output: Output) {
-        let payload = self.push_bytes(output.payload());
-        let key = output.key().map(|k| self.push_bytes(k));
-        let destination = output.destination().map(|d| self.push_bytes(d.as_bytes()));
-        let start = self.batch.attributes.len() as u32;
+        let [payload_offset, payload_len] = self.push_bytes(output.payload());
+        let [key_offset, key_len] = self.push_optional(output.key());
+        let [dest_offset, dest_len] = self.push_optional(output.destination().map(str::as_bytes));
+        let first = (self.batch.attributes.len() / ATTRIBUTE_WORDS) as u32;
         for (name, value) in output.attributes() {
             let name = self.push_bytes(name.as_bytes());
             let value = self.push_bytes(value.as_bytes());
-            self.batch.attributes.push(Attribute { name, value });
+            self.batch
+                .attributes
+                .extend_from_slice(&[name[0], name[1], value[0], value[1]]);
         }
-        let count = self.batch.attributes.len() as u32 - start;
-        self.batch.outputs.push(OutputRecord {
-            payload,
-            key,
-            destination,
-            attributes: Range { start, count },
-        });
+        let count = output.attributes().len() as u32;
+        self.batch.outputs.extend_from_slice(&[
+            payload_offset,
+            payload_len,
+            key_offset,
+            key_len,
+            dest_offset,
+            dest_len,
+            first,
+            count,
+        ]);
     }
 
     /// Records the result of the next input record.
     pub(crate) fn push_result(&mut self, result: Result<impl crate::IntoOutputs, Error>) {
-        let entry = match result {
-            Ok(outputs) => {
-                let start = self.batch.outputs.len() as u32;
-                outputs.for_each_output(|o| self.push_output(o));
-                RecordResult::Ok(Range {
-                    start,
-                    count: self.batch.outputs.len() as u32 - start,
-                })
+        let first = (self.batch.outputs.len() / OUTPUT_WORDS) as u32;
+        match result {
+            Ok(outputs) => outputs.for_each_output(|o| self.push_output(o)),
+            Err(e) => {
+                let record = (self.batch.results.len() / 2) as u32;
+                self.batch.failures.push(RecordFailure {
+                    index: record,
+                    error: e.into(),
+                });
             }
-            Err(e) => RecordResult::Failed(e.into()),
-        };
-        self.batch.results.push(entry);
+        }
+        let count = (self.batch.outputs.len() / OUTPUT_WORDS) as u32 - first;
+        self.batch.results.extend_from_slice(&[first, count]);
     }
 
     pub(crate) fn finish(self) -> OutputBatch {

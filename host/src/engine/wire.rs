@@ -1,20 +1,23 @@
 //! Packing records into the WIT batch encoding and unpacking the plugin's answer.
 //!
-//! See the header of `wit/plugin.wit`: one byte buffer per batch plus tables of spans,
-//! so crossing into the sandbox costs three copies per batch instead of several per record.
+//! See the header of `wit/plugin.wit`: one byte buffer per batch plus flat `u32` tables,
+//! so crossing into the sandbox costs a few `memcpy`s per batch, not allocations per record.
 
 use bytes::Bytes;
 
-use super::bindings::pipeline::plugin::types::{
-    Attribute, Error as WireError, InputBatch, InputRecord, OutputBatch, Range, RecordResult, Span,
-};
+use super::bindings::pipeline::plugin::types::{Error as WireError, InputBatch, OutputBatch};
 use crate::record::{Output, Record};
+
+/// Offset of an absent optional span.
+const NONE: u32 = u32::MAX;
+const OUTPUT_WORDS: usize = 8;
+const ATTRIBUTE_WORDS: usize = 4;
 
 /// Reusable buffers for packing input batches (no allocation per batch once warm).
 pub(crate) struct Packer {
     batch: InputBatch,
     /// Attribute names already written in this batch (names repeat on every record).
-    names: Vec<(String, Span)>,
+    names: Vec<(String, [u32; 2])>,
 }
 
 impl Default for Packer {
@@ -50,9 +53,12 @@ impl Packer {
         batch.attributes.clear();
         self.names.clear();
         for record in records {
-            let key = record.key.as_ref().map(|k| push(&mut batch.bytes, k));
-            let payload = push(&mut batch.bytes, &record.payload);
-            let start = batch.attributes.len() as u32;
+            let [key_offset, key_len] = match &record.key {
+                Some(key) => push(&mut batch.bytes, key),
+                None => [NONE, 0],
+            };
+            let [payload_offset, payload_len] = push(&mut batch.bytes, &record.payload);
+            let first = (batch.attributes.len() / ATTRIBUTE_WORDS) as u32;
             for (name, value) in &record.attributes {
                 let name = match self.names.iter().find(|(n, _)| n == name) {
                     Some((_, span)) => *span,
@@ -63,16 +69,21 @@ impl Packer {
                     }
                 };
                 let value = push(&mut batch.bytes, value.as_bytes());
-                batch.attributes.push(Attribute { name, value });
+                batch
+                    .attributes
+                    .extend_from_slice(&[name[0], name[1], value[0], value[1]]);
             }
-            let count = batch.attributes.len() as u32 - start;
-            batch.records.push(InputRecord {
-                key,
-                payload,
-                attributes: Range { start, count },
-            });
+            let count = record.attributes.len() as u32;
+            batch.records.extend_from_slice(&[
+                key_offset,
+                key_len,
+                payload_offset,
+                payload_len,
+                first,
+                count,
+            ]);
         }
-        if batch.bytes.len() > u32::MAX as usize {
+        if batch.bytes.len() >= NONE as usize {
             return Err(BatchTooLarge {
                 bytes: batch.bytes.len(),
             });
@@ -81,13 +92,10 @@ impl Packer {
     }
 }
 
-fn push(bytes: &mut Vec<u8>, data: &[u8]) -> Span {
+fn push(bytes: &mut Vec<u8>, data: &[u8]) -> [u32; 2] {
     let offset = bytes.len() as u32;
     bytes.extend_from_slice(data);
-    Span {
-        offset,
-        len: data.len() as u32,
-    }
+    [offset, data.len() as u32]
 }
 
 /// One record's result as the plugin reported it.
@@ -104,76 +112,113 @@ pub(crate) enum PluginResult {
 #[error("plugin broke the batch contract: {0}")]
 pub(crate) struct ContractViolation(String);
 
+/// Reads spans and tables of one output batch, checking every bound.
+struct Reader {
+    bytes: Bytes,
+}
+
+impl Reader {
+    fn slice(&self, offset: u32, len: u32) -> Result<Bytes, ContractViolation> {
+        let (start, end) = (offset as usize, offset as usize + len as usize);
+        if end > self.bytes.len() {
+            return Err(ContractViolation(format!(
+                "span {start}..{end} outside {} bytes",
+                self.bytes.len()
+            )));
+        }
+        Ok(self.bytes.slice(start..end))
+    }
+
+    fn optional(&self, offset: u32, len: u32) -> Result<Option<Bytes>, ContractViolation> {
+        if offset == NONE {
+            Ok(None)
+        } else {
+            self.slice(offset, len).map(Some)
+        }
+    }
+
+    fn text(&self, offset: u32, len: u32) -> Result<String, ContractViolation> {
+        String::from_utf8(self.slice(offset, len)?.to_vec())
+            .map_err(|_| ContractViolation("a destination or attribute is not UTF-8".into()))
+    }
+}
+
+/// `words[first * width .. (first + count) * width]`, checked.
+fn entries<'w>(
+    words: &'w [u32],
+    first: u32,
+    count: u32,
+    width: usize,
+    what: &str,
+) -> Result<&'w [u32], ContractViolation> {
+    let (start, end) = (
+        first as usize * width,
+        (first as usize + count as usize) * width,
+    );
+    words.get(start..end).ok_or_else(|| {
+        ContractViolation(format!(
+            "{what} entries {first}+{count} outside the {what} table"
+        ))
+    })
+}
+
 /// Unpacks an output batch for `expected` input records, checking every span.
 pub(crate) fn unpack(
     batch: OutputBatch,
     expected: usize,
     max_output_bytes: usize,
 ) -> Result<Vec<PluginResult>, ContractViolation> {
-    if batch.results.len() != expected {
+    if batch.results.len() != expected * 2 {
         return Err(ContractViolation(format!(
             "{} results for {expected} records",
-            batch.results.len()
+            batch.results.len() / 2
         )));
     }
-    let bytes = Bytes::from(batch.bytes);
-    let slice = |span: Span| -> Result<Bytes, ContractViolation> {
-        let start = span.offset as usize;
-        let end = start + span.len as usize;
-        if end > bytes.len() {
-            return Err(ContractViolation(format!(
-                "span {start}..{end} outside {} bytes",
-                bytes.len()
-            )));
-        }
-        Ok(bytes.slice(start..end))
+    let reader = Reader {
+        bytes: Bytes::from(batch.bytes),
     };
-    let text = |span: Span| -> Result<String, ContractViolation> {
-        String::from_utf8(slice(span)?.to_vec())
-            .map_err(|_| ContractViolation("a destination or attribute is not UTF-8".into()))
-    };
-    let range =
-        |r: Range, len: usize, what: &str| -> Result<std::ops::Range<usize>, ContractViolation> {
-            let (start, end) = (r.start as usize, r.start as usize + r.count as usize);
-            if end > len {
-                return Err(ContractViolation(format!(
-                    "{what} range {start}..{end} outside {len} entries"
-                )));
-            }
-            Ok(start..end)
-        };
     let mut results = Vec::with_capacity(expected);
-    for result in batch.results {
-        let entry = match result {
-            RecordResult::Failed(WireError::Domain(m)) => PluginResult::Domain(m),
-            RecordResult::Failed(WireError::Infrastructure(m)) => PluginResult::Infrastructure(m),
-            RecordResult::Ok(outputs) => {
-                let mut unpacked = Vec::with_capacity(outputs.count as usize);
-                let mut too_large = None;
-                for entry in &batch.outputs[range(outputs, batch.outputs.len(), "output")?] {
-                    if entry.payload.len as usize > max_output_bytes {
-                        too_large = Some(entry.payload.len as usize);
-                    }
-                    let mut attributes = Vec::with_capacity(entry.attributes.count as usize);
-                    for a in &batch.attributes
-                        [range(entry.attributes, batch.attributes.len(), "attribute")?]
-                    {
-                        attributes.push((text(a.name)?, text(a.value)?));
-                    }
-                    unpacked.push(Output {
-                        payload: slice(entry.payload)?,
-                        key: entry.key.map(&slice).transpose()?,
-                        destination: entry.destination.map(&text).transpose()?,
-                        attributes,
-                    });
-                }
-                match too_large {
-                    Some(bytes) => PluginResult::OutputTooLarge { bytes },
-                    None => PluginResult::Ok(unpacked),
-                }
+    for result in batch.results.chunks_exact(2) {
+        let mut outputs = Vec::with_capacity(result[1] as usize);
+        let mut too_large = None;
+        for o in entries(&batch.outputs, result[0], result[1], OUTPUT_WORDS, "output")?
+            .chunks_exact(OUTPUT_WORDS)
+        {
+            if o[1] as usize > max_output_bytes {
+                too_large = Some(o[1] as usize);
             }
+            let mut attributes = Vec::with_capacity(o[7] as usize);
+            for a in entries(&batch.attributes, o[6], o[7], ATTRIBUTE_WORDS, "attribute")?
+                .chunks_exact(ATTRIBUTE_WORDS)
+            {
+                attributes.push((reader.text(a[0], a[1])?, reader.text(a[2], a[3])?));
+            }
+            outputs.push(Output {
+                payload: reader.slice(o[0], o[1])?,
+                key: reader.optional(o[2], o[3])?,
+                destination: reader
+                    .optional(o[4], o[5])?
+                    .map(|_| reader.text(o[4], o[5]))
+                    .transpose()?,
+                attributes,
+            });
+        }
+        results.push(match too_large {
+            Some(bytes) => PluginResult::OutputTooLarge { bytes },
+            None => PluginResult::Ok(outputs),
+        });
+    }
+    for failure in batch.failures {
+        let slot = results.get_mut(failure.index as usize).ok_or_else(|| {
+            ContractViolation(format!(
+                "failure for record {} of {expected}",
+                failure.index
+            ))
+        })?;
+        *slot = match failure.error {
+            WireError::Domain(message) => PluginResult::Domain(message),
+            WireError::Infrastructure(message) => PluginResult::Infrastructure(message),
         };
-        results.push(entry);
     }
     Ok(results)
 }

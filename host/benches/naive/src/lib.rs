@@ -1,0 +1,30 @@
+//! Echo over the naive encoding: each input record becomes one output, unchanged.
+
+#[allow(missing_docs, clippy::all, unsafe_op_in_unsafe_fn)]
+mod bindings {
+    wit_bindgen::generate!({ path: "naive.wit", world: "naive-echo" });
+}
+
+use bindings::{Guest, InputRecord, OutputRecord};
+
+struct Echo;
+
+impl Guest for Echo {
+    fn transform(batch: Vec<InputRecord>) -> Vec<Result<Vec<OutputRecord>, String>> {
+        batch
+            .into_iter()
+            .map(|r| {
+                // The same check the packed echo makes (a payload that is text).
+                std::str::from_utf8(&r.payload).map_err(|e| e.to_string())?;
+                Ok(vec![OutputRecord {
+                    payload: r.payload,
+                    key: r.key,
+                    destination: None,
+                    attributes: Vec::new(),
+                }])
+            })
+            .collect()
+    }
+}
+
+bindings::export!(Echo with_types_in bindings);
