@@ -26,7 +26,11 @@ impl Output {
 
     /// An output whose payload is `value` serialized as JSON.
     pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
-        Ok(Self::new(serde_json::to_vec(value)?))
+        // Start at a typical record's size: growing from empty costs several
+        // reallocations per record, and allocation is dear inside the sandbox.
+        let mut payload = Vec::with_capacity(256);
+        serde_json::to_writer(&mut payload, value)?;
+        Ok(Self::new(payload))
     }
 
     /// The same output with this key (Kinesis partition key, FIFO group, ...).
