@@ -1,8 +1,9 @@
-//! Accounting: every input record ends as transformed, dropped or failed (DLQ).
+//! Accounting: every input record ends as transformed, dropped, failed (DLQ), or, in
+//! Lambda, handed back to its event source for a retry.
 
 use crate::record::Outcome;
 
-/// Counts for a run. The invariant `input == transformed + dropped + failed` always holds.
+/// Counts for a run. `input == transformed + dropped + failed + retried` always holds.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
     /// Input records read (including ones that could not be decoded).
@@ -13,6 +14,8 @@ pub struct Summary {
     pub dropped: u64,
     /// Input records sent to the dead-letter queue.
     pub failed: u64,
+    /// Input records handed back to the event source for a retry (Lambda only).
+    pub retried: u64,
     /// Output records produced (fan-out makes this differ from `transformed`).
     pub outputs: u64,
 }
@@ -31,9 +34,15 @@ impl Summary {
         }
     }
 
+    /// Counts one input record handed back to the event source.
+    pub fn count_retry(&mut self) {
+        self.input += 1;
+        self.retried += 1;
+    }
+
     /// Whether every input record is accounted for.
     pub fn balanced(&self) -> bool {
-        self.input == self.transformed + self.dropped + self.failed
+        self.input == self.transformed + self.dropped + self.failed + self.retried
     }
 }
 
@@ -43,6 +52,10 @@ impl std::fmt::Display for Summary {
             f,
             "in={} transformed={} dropped={} failed={} outputs={}",
             self.input, self.transformed, self.dropped, self.failed, self.outputs
-        )
+        )?;
+        if self.retried > 0 {
+            write!(f, " retried={}", self.retried)?;
+        }
+        Ok(())
     }
 }

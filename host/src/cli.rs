@@ -27,7 +27,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a plugin over a local input: outputs to --output, failures to --dlq.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Serve as an AWS Lambda custom runtime (the default when AWS_LAMBDA_RUNTIME_API
+    /// is set and no command is given); configured by PIPELINE_* variables.
+    Lambda,
 }
 
 /// Flags of `host run`, as typed.
@@ -102,9 +105,21 @@ impl RunArgs {
 /// Entry point of the `host` binary: parses flags, runs, prints one-line errors.
 pub fn main() -> ExitCode {
     init_logging();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Run(args) => run(args),
+    // As a Lambda `bootstrap`, the binary is started without arguments.
+    let lambda =
+        std::env::args_os().len() == 1 && std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    let command = if lambda {
+        Command::Lambda
+    } else {
+        Cli::parse().command
+    };
+    let result = match command {
+        Command::Run(args) => run(*args),
+        Command::Lambda => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(crate::lambda::run())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,6 +137,7 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

@@ -83,6 +83,14 @@ impl Limits {
     }
 }
 
+/// Delay before retry number `attempt` (1-based): `base * 2^(attempt-1)`, plus up to
+/// `base` of random jitter so that retries from many callers do not align.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let exponential = base.saturating_mul(1 << attempt.saturating_sub(1).min(10));
+    let jitter = Duration::from_micros(fastrand::u64(0..=base.as_micros() as u64));
+    exponential + jitter
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

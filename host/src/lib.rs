@@ -9,18 +9,24 @@
 //! - [`config`]: [`Limits`], validated in one place.
 //! - [`record`]: the plain record, output and outcome types.
 //! - [`engine`]: wasmtime, the sandbox, the packed batch encoding, the runner.
-//! - [`sources`]: input decoding (local files: JSON lines, CSV, lines).
-//! - [`sinks`]: output writers (local JSON-lines files).
+//! - [`sources`]: input decoding: local files (JSON lines, CSV, lines) and AWS events.
+//! - [`sinks`]: outputs: local JSON-lines files, Kinesis, SQS, S3.
 //! - [`dlq`]: the dead-letter envelope.
-//! - [`accounting`]: the in = transformed + dropped + failed summary.
-//! - [`cli`]: the `host` command line (`host run`).
+//! - [`pipeline`]: one batch through plugin, sinks and DLQ, with per-item status.
+//! - [`lambda`]: the Lambda custom runtime: environment, cold start, responses.
+//! - [`aws`]: the AWS clients.
+//! - [`accounting`]: the in = transformed + dropped + failed (+ retried) summary.
+//! - [`cli`]: the `host` command line (`host run`, `host lambda`).
 #![deny(missing_docs)]
 
 pub mod accounting;
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod dlq;
 pub mod engine;
+pub mod lambda;
+pub mod pipeline;
 pub mod record;
 pub mod sinks;
 pub mod sources;

@@ -88,6 +88,10 @@ pub enum FailureKind {
     OutputTooLarge,
     /// The plugin broke the WIT contract (wrong result count, bad spans).
     Contract,
+    /// An output names a destination no sink is configured for.
+    Routing,
+    /// A sink could not take an output, after its retries.
+    Delivery,
 }
 
 impl FailureKind {
@@ -102,6 +106,8 @@ impl FailureKind {
             Self::MemoryLimit => "memory-limit",
             Self::OutputTooLarge => "output-too-large",
             Self::Contract => "contract",
+            Self::Routing => "routing",
+            Self::Delivery => "delivery",
         }
     }
 }

@@ -233,6 +233,11 @@ impl Plugin {
         &self.version
     }
 
+    /// The limits the plugin runs under.
+    pub fn limits(&self) -> &Limits {
+        self.engine.limits()
+    }
+
     /// `name@version`, as used in logs and dead-letter entries.
     pub fn label(&self) -> String {
         format!("{}@{}", self.name, self.version)

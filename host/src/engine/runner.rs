@@ -9,7 +9,6 @@
 //!   exponential backoff and jitter, up to `max-attempts`; then the record fails.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use wasmtime::Store;
 
@@ -137,7 +136,7 @@ impl Runner {
             if retry.is_empty() {
                 break;
             }
-            std::thread::sleep(backoff(limits.retry_base_delay, attempt));
+            std::thread::sleep(crate::config::backoff(limits.retry_base_delay, attempt));
             pending = retry;
         }
         outcomes
@@ -238,11 +237,4 @@ impl Runner {
             }
         }
     }
-}
-
-/// `base * 2^(attempt-1)`, plus up to `base` of jitter so retries do not align.
-fn backoff(base: Duration, attempt: u32) -> Duration {
-    let exponential = base.saturating_mul(1 << (attempt - 1).min(10));
-    let jitter = Duration::from_micros(fastrand::u64(0..=base.as_micros() as u64));
-    exponential + jitter
 }

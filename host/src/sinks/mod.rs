@@ -1,5 +1,237 @@
 //! Sinks: where outputs and dead-letter entries go.
+//!
+//! A sink is named by a spec: `kinesis://STREAM`, `sqs://QUEUE`, `s3://BUCKET/PREFIX`
+//! (JSON lines), each with an optional `?gzip=true`. A plugin output picks a sink by its
+//! destination name; outputs without one go to the sink named `default`.
 
 mod file;
+mod kinesis;
+mod s3;
+mod sqs;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
 
 pub use file::{Emit, JsonLinesFile, Target};
+pub use kinesis::KinesisSink;
+pub use s3::{S3Sink, json_line, partitioned_key};
+pub use sqs::SqsSink;
+
+use crate::aws::{AwsClients, describe_error};
+use crate::record::{FailureKind, Output};
+
+/// How a sink retries the part of a delivery the service refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all (at least 1).
+    pub max_attempts: u32,
+    /// First delay; doubled per attempt, plus jitter.
+    pub base_delay: Duration,
+}
+
+/// An output a sink could not take: which input item it came from, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryFailure {
+    /// Index of the input item (record) the output came from.
+    pub item: usize,
+    /// `OutputTooLarge` (never retried) or `Delivery` (retries ran out).
+    pub kind: FailureKind,
+    /// What the service said.
+    pub message: String,
+}
+
+/// A parsed sink spec, before any client exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    /// `kinesis://STREAM[?gzip=true]`
+    Kinesis {
+        /// Stream name.
+        stream: String,
+        /// Gzip each record.
+        gzip: bool,
+    },
+    /// `sqs://QUEUE` (a name; its URL is looked up at start)
+    Sqs {
+        /// Queue name.
+        queue: String,
+    },
+    /// `s3://BUCKET/PREFIX[?gzip=true]`
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix (may be empty).
+        prefix: String,
+        /// Gzip each object.
+        gzip: bool,
+    },
+}
+
+/// A sink spec that cannot be parsed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "bad sink {spec:?}: {reason} (expected kinesis://STREAM, sqs://QUEUE or s3://BUCKET/PREFIX, optionally ?gzip=true)"
+)]
+pub struct SinkSpecError {
+    spec: String,
+    reason: String,
+}
+
+impl std::str::FromStr for SinkSpec {
+    type Err = SinkSpecError;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let error = |reason: &str| SinkSpecError {
+            spec: spec.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let (scheme, rest) = spec.split_once("://").ok_or_else(|| error("no scheme"))?;
+        let (target, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let gzip = match query {
+            "" | "gzip=false" => false,
+            "gzip=true" => true,
+            _ => return Err(error("the only option is gzip=true|false")),
+        };
+        if target.is_empty() {
+            return Err(error("no name"));
+        }
+        match scheme {
+            "kinesis" => Ok(Self::Kinesis {
+                stream: target.to_owned(),
+                gzip,
+            }),
+            "sqs" if !gzip => Ok(Self::Sqs {
+                queue: target.to_owned(),
+            }),
+            "sqs" => Err(error("SQS messages are not gzipped")),
+            "s3" => {
+                let (bucket, prefix) = target.split_once('/').unwrap_or((target, ""));
+                Ok(Self::S3 {
+                    bucket: bucket.to_owned(),
+                    prefix: prefix.trim_matches('/').to_owned(),
+                    gzip,
+                })
+            }
+            _ => Err(error("unknown scheme")),
+        }
+    }
+}
+
+/// A sink with its client, ready to deliver.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// Kinesis Data Streams.
+    Kinesis(KinesisSink),
+    /// SQS.
+    Sqs(SqsSink),
+    /// S3 JSON-lines objects.
+    S3(S3Sink),
+}
+
+impl Sink {
+    /// Connects `spec` (looks up an SQS queue's URL, so a wrong name fails at start).
+    pub async fn connect(spec: &SinkSpec, aws: &AwsClients) -> Result<Self, String> {
+        Ok(match spec {
+            SinkSpec::Kinesis { stream, gzip } => {
+                Self::Kinesis(KinesisSink::new(aws.kinesis.clone(), stream.clone(), *gzip))
+            }
+            SinkSpec::Sqs { queue } => {
+                Self::Sqs(SqsSink::new(aws.sqs.clone(), queue_url(aws, queue).await?))
+            }
+            SinkSpec::S3 {
+                bucket,
+                prefix,
+                gzip,
+            } => Self::S3(S3Sink::new(
+                aws.s3.clone(),
+                bucket.clone(),
+                prefix.clone(),
+                *gzip,
+            )),
+        })
+    }
+
+    /// Delivers `outputs`, each tagged with its input item; returns what failed.
+    pub async fn deliver(
+        &self,
+        outputs: Vec<(usize, &Output)>,
+        retry: RetryPolicy,
+    ) -> Vec<DeliveryFailure> {
+        match self {
+            Self::Kinesis(sink) => sink.deliver(outputs, retry).await,
+            Self::Sqs(sink) => sink.deliver(outputs, retry).await,
+            Self::S3(sink) => sink.deliver(outputs, retry).await,
+        }
+    }
+}
+
+/// The URL of the SQS queue named `queue`.
+pub async fn queue_url(aws: &AwsClients, queue: &str) -> Result<String, String> {
+    let response = aws
+        .sqs
+        .get_queue_url()
+        .queue_name(queue)
+        .send()
+        .await
+        .map_err(|e| format!("SQS queue {queue}: {}", describe_error(&e)))?;
+    response
+        .queue_url()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("SQS queue {queue}: no URL returned"))
+}
+
+/// Named sinks; outputs without a destination go to `default`.
+#[derive(Debug, Clone, Default)]
+pub struct Router {
+    sinks: BTreeMap<String, Sink>,
+}
+
+impl Router {
+    /// A router over these named sinks.
+    pub fn new(sinks: BTreeMap<String, Sink>) -> Self {
+        Self { sinks }
+    }
+
+    /// Delivers every output to its sink (sinks in parallel). Outputs naming an
+    /// unknown destination fail with `Routing`.
+    pub async fn deliver(
+        &self,
+        outputs: Vec<(usize, &Output)>,
+        retry: RetryPolicy,
+    ) -> Vec<DeliveryFailure> {
+        let mut by_sink: BTreeMap<&str, Vec<(usize, &Output)>> = BTreeMap::new();
+        let mut failures = Vec::new();
+        for (item, output) in outputs {
+            let name = output.destination.as_deref().unwrap_or("default");
+            if self.sinks.contains_key(name) {
+                by_sink.entry(name).or_default().push((item, output));
+            } else {
+                failures.push(DeliveryFailure {
+                    item,
+                    kind: FailureKind::Routing,
+                    message: format!("no sink is configured for destination {name:?}"),
+                });
+            }
+        }
+        let deliveries = by_sink.into_iter().filter_map(|(name, outputs)| {
+            self.sinks
+                .get(name)
+                .map(|sink| sink.deliver(outputs, retry))
+        });
+        for result in futures_util::future::join_all(deliveries).await {
+            failures.extend(result);
+        }
+        failures
+    }
+}
+
+/// Gzip-compresses `data`.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 2 + 64),
+        flate2::Compression::fast(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(data);
+    encoder.finish().unwrap_or_default()
+}

@@ -1,9 +1,10 @@
 //! Local input for `host run`: JSON lines, CSV with a header, or raw lines.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 use bytes::Bytes;
 
+use super::events::{self, DecodedEvent, EventError, EventKind};
 use super::{Decoded, SourceError, Undecodable};
 use crate::record::Record;
 
@@ -16,7 +17,36 @@ pub enum InputFormat {
     Csv,
     /// Each line is a record, as is.
     Lines,
+    /// One AWS event JSON (a captured Lambda event); its source is detected.
+    Event,
+    /// A Kinesis Data Streams event.
+    KinesisEvent,
+    /// An SQS event.
+    SqsEvent,
+    /// A DynamoDB Streams event.
+    DynamodbEvent,
+    /// A Kinesis Data Firehose transformation event.
+    FirehoseEvent,
+    /// A direct invocation: a JSON array of records.
+    DirectEvent,
 }
+
+impl InputFormat {
+    /// The event kind this format names; `None` for line formats and auto-detection.
+    fn event_kind(self) -> Option<EventKind> {
+        match self {
+            Self::KinesisEvent => Some(EventKind::Kinesis),
+            Self::SqsEvent => Some(EventKind::Sqs),
+            Self::DynamodbEvent => Some(EventKind::Dynamodb),
+            Self::FirehoseEvent => Some(EventKind::Firehose),
+            Self::DirectEvent => Some(EventKind::Direct),
+            Self::Jsonl | Self::Csv | Self::Lines | Self::Event => None,
+        }
+    }
+}
+
+/// Largest event `host run` reads (Lambda's own payload limit is 6 MB).
+const MAX_EVENT_BYTES: u64 = 64 << 20;
 
 /// Reads records from a file or stdin. Blank lines are skipped in every format.
 pub struct FileSource {
@@ -36,6 +66,7 @@ enum Reader {
         headers: Vec<String>,
         row: csv::ByteRecord,
     },
+    Items(std::vec::IntoIter<Decoded>),
 }
 
 impl FileSource {
@@ -69,6 +100,17 @@ impl FileSource {
                     row: csv::ByteRecord::new(),
                 }
             }
+            InputFormat::Event
+            | InputFormat::KinesisEvent
+            | InputFormat::SqsEvent
+            | InputFormat::DynamodbEvent
+            | InputFormat::FirehoseEvent
+            | InputFormat::DirectEvent => {
+                let event = read_event(reader, format.event_kind(), input)?;
+                let items: Vec<Decoded> =
+                    event.items.into_iter().map(|item| item.decoded).collect();
+                Reader::Items(items.into_iter())
+            }
         };
         Ok(Self {
             input: input.to_owned(),
@@ -94,6 +136,7 @@ impl FileSource {
             source,
         };
         match &mut self.reader {
+            Reader::Items(items) => Ok(items.next()),
             Reader::Lines {
                 reader,
                 json,
@@ -160,6 +203,43 @@ impl Iterator for FileSource {
     fn next(&mut self) -> Option<Self::Item> {
         self.next_item().transpose()
     }
+}
+
+/// Reads and decodes one event; `kind` `None` detects the source from its shape.
+pub fn read_event(
+    reader: impl std::io::Read,
+    kind: Option<EventKind>,
+    input: &str,
+) -> Result<DecodedEvent, SourceError> {
+    let event_error = |source| SourceError::Event {
+        input: input.to_owned(),
+        source,
+    };
+    let mut text = Vec::new();
+    reader
+        .take(MAX_EVENT_BYTES)
+        .read_to_end(&mut text)
+        .map_err(|source| SourceError::Read {
+            input: input.to_owned(),
+            source,
+        })?;
+    let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
+        event_error(EventError {
+            expected: "a JSON".into(),
+            reason: e.to_string(),
+        })
+    })?;
+    let kind = match kind {
+        Some(kind) => kind,
+        None => events::detect(&value).map_err(event_error)?,
+    };
+    if kind == EventKind::S3 {
+        return Err(event_error(EventError {
+            expected: "record-carrying".into(),
+            reason: "an S3 notification names objects to read; the Lambda host reads them".into(),
+        }));
+    }
+    events::decode(kind, value).map_err(event_error)
 }
 
 fn trim_line_end(line: &[u8]) -> &[u8] {

@@ -1,8 +1,10 @@
 //! Sources: decode input into [`Record`]s. A record that cannot be decoded is not an
 //! error of the run: it comes out as [`Undecodable`] and ends in the dead-letter queue.
 
+pub mod events;
 mod file;
 
+pub use events::{DecodedEvent, EventItem, EventKind};
 pub use file::{FileSource, InputFormat};
 
 use crate::record::Record;
@@ -30,6 +32,14 @@ pub enum SourceError {
         input: String,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The input is not the AWS event it was said to be.
+    #[error("input {input}: {source}")]
+    Event {
+        /// The input's name.
+        input: String,
+        /// What is wrong with the event.
+        source: events::EventError,
     },
     /// The CSV header is missing or unreadable.
     #[error("input {input}: bad CSV header: {reason}")]

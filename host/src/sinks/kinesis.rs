@@ -1,0 +1,250 @@
+//! Kinesis Data Streams sink: `PutRecords` packed to the service limits, retrying only
+//! the records the service failed.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::ops::Range;
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+
+use super::{DeliveryFailure, RetryPolicy, gzip};
+use crate::aws::describe_error;
+use crate::record::{FailureKind, Output};
+
+/// Records per `PutRecords` call.
+const MAX_RECORDS: usize = 500;
+/// Bytes (data + partition keys) per `PutRecords` call.
+const MAX_CALL_BYTES: usize = 5 << 20;
+/// Bytes (data + partition key) per record.
+const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// Writes outputs to one Kinesis stream.
+#[derive(Debug, Clone)]
+pub struct KinesisSink {
+    client: aws_sdk_kinesis::Client,
+    stream: String,
+    gzip: bool,
+}
+
+/// One record ready to send, and the input item it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Entry {
+    pub(crate) item: usize,
+    pub(crate) data: Vec<u8>,
+    pub(crate) partition_key: String,
+}
+
+impl Entry {
+    fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+}
+
+impl KinesisSink {
+    /// A sink writing to `stream`, gzip-compressing each record when `gzip` is set.
+    pub fn new(client: aws_sdk_kinesis::Client, stream: String, gzip: bool) -> Self {
+        Self {
+            client,
+            stream,
+            gzip,
+        }
+    }
+
+    /// Sends `outputs`; returns the ones that could not be delivered, and why.
+    pub async fn deliver(
+        &self,
+        outputs: Vec<(usize, &Output)>,
+        retry: RetryPolicy,
+    ) -> Vec<DeliveryFailure> {
+        let (mut pending, mut failures) = prepare(outputs, self.gzip);
+        let mut last_error = String::new();
+        for attempt in 1..=retry.max_attempts {
+            let mut failed = Vec::new();
+            for range in pack(&pending) {
+                let chunk = &pending[range];
+                let records = chunk.iter().map(|e| {
+                    PutRecordsRequestEntry::builder()
+                        .data(Blob::new(e.data.clone()))
+                        .partition_key(&e.partition_key)
+                        .build()
+                });
+                let records = match records.collect::<Result<Vec<_>, _>>() {
+                    Ok(records) => records,
+                    Err(e) => {
+                        last_error = e.to_string();
+                        failed.extend_from_slice(chunk);
+                        continue;
+                    }
+                };
+                match self
+                    .client
+                    .put_records()
+                    .stream_name(&self.stream)
+                    .set_records(Some(records))
+                    .send()
+                    .await
+                {
+                    Ok(response) => {
+                        for (entry, result) in chunk.iter().zip(response.records()) {
+                            if let Some(code) = result.error_code() {
+                                last_error = format!(
+                                    "{code}: {}",
+                                    result.error_message().unwrap_or_default()
+                                );
+                                failed.push(entry.clone());
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        last_error = describe_error(&e);
+                        failed.extend_from_slice(chunk);
+                    }
+                }
+            }
+            pending = failed;
+            if pending.is_empty() {
+                break;
+            }
+            if attempt < retry.max_attempts {
+                tracing::warn!(stream = %self.stream, records = pending.len(), attempt, "PutRecords partly failed; retrying those records");
+                tokio::time::sleep(crate::config::backoff(retry.base_delay, attempt)).await;
+            }
+        }
+        failures.extend(pending.into_iter().map(|e| DeliveryFailure {
+            item: e.item,
+            kind: FailureKind::Delivery,
+            message: format!(
+                "Kinesis stream {}: PutRecords failed {} times: {last_error}",
+                self.stream, retry.max_attempts
+            ),
+        }));
+        failures
+    }
+}
+
+/// Compresses, keys and size-checks outputs; an output over the record limit fails here.
+pub(crate) fn prepare(
+    outputs: Vec<(usize, &Output)>,
+    compress: bool,
+) -> (Vec<Entry>, Vec<DeliveryFailure>) {
+    let mut entries = Vec::with_capacity(outputs.len());
+    let mut failures = Vec::new();
+    for (item, output) in outputs {
+        let data = if compress {
+            gzip(&output.payload)
+        } else {
+            output.payload.to_vec()
+        };
+        let entry = Entry {
+            item,
+            data,
+            partition_key: partition_key(output),
+        };
+        if entry.size() > MAX_RECORD_BYTES {
+            failures.push(DeliveryFailure {
+                item,
+                kind: FailureKind::OutputTooLarge,
+                message: format!(
+                    "a Kinesis record of {} bytes exceeds the 1 MiB limit",
+                    entry.size()
+                ),
+            });
+        } else {
+            entries.push(entry);
+        }
+    }
+    (entries, failures)
+}
+
+/// Kinesis needs a partition key of 1 to 256 characters: the output's key when it is
+/// one, a stable hash of it when it is not, a hash of the payload when there is none.
+fn partition_key(output: &Output) -> String {
+    let hash = |bytes: &[u8]| {
+        let mut hasher = DefaultHasher::new();
+        bytes.hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    };
+    match &output.key {
+        Some(key) => match std::str::from_utf8(key) {
+            Ok(text) if !text.is_empty() && text.chars().count() <= 256 => text.to_owned(),
+            _ => hash(key),
+        },
+        None => hash(&output.payload),
+    }
+}
+
+/// Splits entries into consecutive calls of at most 500 records and 5 MiB.
+pub(crate) fn pack(entries: &[Entry]) -> Vec<Range<usize>> {
+    let mut calls = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, entry) in entries.iter().enumerate() {
+        if i > start && (i - start == MAX_RECORDS || bytes + entry.size() > MAX_CALL_BYTES) {
+            calls.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += entry.size();
+    }
+    if start < entries.len() {
+        calls.push(start..entries.len());
+    }
+    calls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(size: usize) -> Output {
+        Output {
+            payload: vec![b'x'; size].into(),
+            key: Some("k".into()),
+            ..Output::default()
+        }
+    }
+
+    #[test]
+    fn packs_by_count_and_by_bytes() {
+        let small: Vec<Output> = (0..1001).map(|_| output(10)).collect();
+        let (entries, failures) = prepare(small.iter().enumerate().collect(), false);
+        assert!(failures.is_empty());
+        assert_eq!(pack(&entries), [0..500, 500..1000, 1000..1001]);
+        let big: Vec<Output> = (0..11).map(|_| output(1_000_000)).collect();
+        let (entries, _) = prepare(big.iter().enumerate().collect(), false);
+        assert_eq!(pack(&entries), [0..5, 5..10, 10..11]);
+    }
+
+    #[test]
+    fn an_oversize_record_fails_alone_with_its_reason() {
+        let outputs = [output(10), output(1 << 20), output(10)];
+        let (entries, failures) = prepare(outputs.iter().enumerate().collect(), false);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(failures.len(), 1);
+        assert_eq!(
+            (failures[0].item, failures[0].kind),
+            (1, FailureKind::OutputTooLarge)
+        );
+        assert!(
+            failures[0].message.contains("exceeds the 1 MiB limit"),
+            "{}",
+            failures[0].message
+        );
+    }
+
+    #[test]
+    fn partition_keys_are_always_valid() {
+        let long = Output {
+            key: Some(vec![b'a'; 300].into()),
+            ..output(1)
+        };
+        assert_eq!(partition_key(&long).len(), 16);
+        assert_eq!(partition_key(&output(1)), "k");
+        assert_eq!(
+            partition_key(&Output {
+                key: None,
+                ..output(1)
+            })
+            .len(),
+            16
+        );
+    }
+}

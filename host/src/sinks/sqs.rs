@@ -1,0 +1,208 @@
+//! SQS sink: `SendMessageBatch` packed to the service limits (10 messages, 256 KiB per
+//! message and per call), retrying only the messages the service failed.
+
+use std::ops::Range;
+
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use base64::Engine as _;
+
+use super::{DeliveryFailure, RetryPolicy};
+use crate::aws::describe_error;
+use crate::record::{FailureKind, Output};
+
+const MAX_MESSAGES: usize = 10;
+const MAX_BYTES: usize = 256 << 10;
+
+/// Writes outputs to one SQS queue (standard or FIFO).
+#[derive(Debug, Clone)]
+pub struct SqsSink {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+#[derive(Debug, Clone)]
+struct Message {
+    item: usize,
+    body: String,
+    base64: bool,
+    group: Option<String>,
+}
+
+impl SqsSink {
+    /// A sink sending to the queue at `queue_url` (a `.fifo` URL is a FIFO queue).
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: String) -> Self {
+        Self { client, queue_url }
+    }
+
+    fn is_fifo(&self) -> bool {
+        self.queue_url.ends_with(".fifo")
+    }
+
+    /// Sends `outputs`; returns the ones that could not be delivered, and why.
+    pub async fn deliver(
+        &self,
+        outputs: Vec<(usize, &Output)>,
+        retry: RetryPolicy,
+    ) -> Vec<DeliveryFailure> {
+        let mut failures = Vec::new();
+        let mut pending = Vec::with_capacity(outputs.len());
+        for (item, output) in outputs {
+            let (body, base64) = match std::str::from_utf8(&output.payload) {
+                Ok(text) => (text.to_owned(), false),
+                Err(_) => (
+                    base64::engine::general_purpose::STANDARD.encode(&output.payload),
+                    true,
+                ),
+            };
+            if body.len() > MAX_BYTES {
+                failures.push(DeliveryFailure {
+                    item,
+                    kind: FailureKind::OutputTooLarge,
+                    message: format!(
+                        "an SQS message of {} bytes exceeds the 256 KiB limit",
+                        body.len()
+                    ),
+                });
+                continue;
+            }
+            let group = output
+                .key
+                .as_ref()
+                .map(|k| String::from_utf8_lossy(k).into_owned());
+            pending.push(Message {
+                item,
+                body,
+                base64,
+                group,
+            });
+        }
+        let mut last_error = String::new();
+        for attempt in 1..=retry.max_attempts {
+            let mut failed = Vec::new();
+            for range in pack(&pending) {
+                let chunk = &pending[range];
+                let entries: Result<Vec<_>, _> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| self.entry(i, m))
+                    .collect();
+                let entries = match entries {
+                    Ok(entries) => entries,
+                    Err(e) => {
+                        last_error = e.to_string();
+                        failed.extend_from_slice(chunk);
+                        continue;
+                    }
+                };
+                match self
+                    .client
+                    .send_message_batch()
+                    .queue_url(&self.queue_url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                {
+                    Ok(response) => {
+                        for f in response.failed() {
+                            last_error =
+                                format!("{}: {}", f.code(), f.message().unwrap_or_default());
+                            if let Some(m) = f.id().parse::<usize>().ok().and_then(|i| chunk.get(i))
+                            {
+                                failed.push(m.clone());
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        last_error = describe_error(&e);
+                        failed.extend_from_slice(chunk);
+                    }
+                }
+            }
+            pending = failed;
+            if pending.is_empty() {
+                break;
+            }
+            if attempt < retry.max_attempts {
+                tokio::time::sleep(crate::config::backoff(retry.base_delay, attempt)).await;
+            }
+        }
+        failures.extend(pending.into_iter().map(|m| DeliveryFailure {
+            item: m.item,
+            kind: FailureKind::Delivery,
+            message: format!(
+                "SQS queue {}: SendMessageBatch failed {} times: {last_error}",
+                self.queue_url, retry.max_attempts
+            ),
+        }));
+        failures
+    }
+
+    fn entry(
+        &self,
+        index: usize,
+        m: &Message,
+    ) -> Result<SendMessageBatchRequestEntry, aws_sdk_sqs::error::BuildError> {
+        let mut entry = SendMessageBatchRequestEntry::builder()
+            .id(index.to_string())
+            .message_body(&m.body);
+        if m.base64 {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value("base64")
+                .build()?;
+            entry = entry.message_attributes("content-transfer-encoding", value);
+        }
+        if self.is_fifo() {
+            // FIFO queues need a group; the deduplication id makes a retried send idempotent.
+            entry = entry
+                .message_group_id(m.group.clone().unwrap_or_else(|| "default".into()))
+                .message_deduplication_id(dedup_id(&m.body));
+        }
+        entry.build()
+    }
+}
+
+fn dedup_id(body: &str) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    body.hash(&mut hasher);
+    format!("{:016x}{:08x}", hasher.finish(), body.len())
+}
+
+fn pack(messages: &[Message]) -> Vec<Range<usize>> {
+    let mut calls = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, m) in messages.iter().enumerate() {
+        if i > start && (i - start == MAX_MESSAGES || bytes + m.body.len() > MAX_BYTES) {
+            calls.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += m.body.len();
+    }
+    if start < messages.len() {
+        calls.push(start..messages.len());
+    }
+    calls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(size: usize) -> Message {
+        Message {
+            item: 0,
+            body: "x".repeat(size),
+            base64: false,
+            group: None,
+        }
+    }
+
+    #[test]
+    fn packs_ten_per_call_and_256_kib_per_call() {
+        let small: Vec<_> = (0..25).map(|_| message(10)).collect();
+        assert_eq!(pack(&small), [0..10, 10..20, 20..25]);
+        let big: Vec<_> = (0..3).map(|_| message(100 << 10)).collect();
+        assert_eq!(pack(&big), [0..2, 2..3]);
+    }
+}

@@ -1,0 +1,471 @@
+//! AWS event JSON (as Lambda delivers it, or a captured test event) into records.
+//!
+//! Every record keeps the identifier its event source uses for it (Kinesis and DynamoDB
+//! sequence number, SQS message id, Firehose record id, the index for direct
+//! invocation), so the response can name the records to retry.
+
+use std::io::Read;
+
+use aws_lambda_events::event::dynamodb::Event as DynamoDbEvent;
+use aws_lambda_events::event::firehose::KinesisFirehoseEvent;
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::event::s3::S3Event;
+use aws_lambda_events::event::sqs::SqsEvent;
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::{Decoded, Undecodable};
+use crate::record::Record;
+
+/// Largest payload a gzip-compressed record may inflate to (a guard against gzip bombs).
+const MAX_INFLATED: u64 = 64 << 20;
+
+/// The event sources the host understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventKind {
+    /// Kinesis Data Streams (`Records[].kinesis`).
+    Kinesis,
+    /// SQS, standard or FIFO (`Records[].body`).
+    Sqs,
+    /// DynamoDB Streams (`Records[].dynamodb`).
+    Dynamodb,
+    /// Kinesis Data Firehose data transformation (`records[].data`).
+    Firehose,
+    /// S3 object notifications (`Records[].s3`): each names an object to read.
+    S3,
+    /// Direct invocation with a JSON array; each element is one record's payload.
+    Direct,
+}
+
+/// One record of an event and the identifier its source knows it by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventItem {
+    /// Sequence number, message id, record id or index.
+    pub id: String,
+    /// The record, or why it could not be decoded.
+    pub decoded: Decoded,
+}
+
+/// An S3 object named by a notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    /// Bucket name.
+    pub bucket: String,
+    /// Object key, URL-decoded.
+    pub key: String,
+}
+
+/// A decoded event: records, or for S3, the objects to read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedEvent {
+    /// Which source sent it.
+    pub kind: EventKind,
+    /// Its records, in order (empty for S3).
+    pub items: Vec<EventItem>,
+    /// The objects an S3 notification names (empty otherwise).
+    pub objects: Vec<ObjectRef>,
+}
+
+/// An event that is not one the host understands.
+#[derive(Debug, thiserror::Error)]
+#[error("not a {expected} event: {reason}")]
+pub struct EventError {
+    /// What was expected (`Kinesis`, `an AWS`, ...).
+    pub expected: String,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// Works out which source sent `event` from its shape.
+pub fn detect(event: &Value) -> Result<EventKind, EventError> {
+    if event.is_array() {
+        return Ok(EventKind::Direct);
+    }
+    if event.get("deliveryStreamArn").is_some() || event.get("invocationId").is_some() {
+        return Ok(EventKind::Firehose);
+    }
+    let source = event
+        .get("Records")
+        .and_then(|r| r.get(0))
+        .and_then(|r| r.get("eventSource").or_else(|| r.get("EventSource")))
+        .and_then(Value::as_str);
+    match source {
+        Some("aws:kinesis") => Ok(EventKind::Kinesis),
+        Some("aws:sqs") => Ok(EventKind::Sqs),
+        Some("aws:dynamodb") => Ok(EventKind::Dynamodb),
+        Some("aws:s3") => Ok(EventKind::S3),
+        other => Err(EventError {
+            expected: "an AWS".into(),
+            reason: match other {
+                Some(source) => format!("unsupported eventSource {source:?}"),
+                None => "expected a JSON array (direct invocation), a Firehose event, or `Records` with an `eventSource`".into(),
+            },
+        }),
+    }
+}
+
+/// Decodes `event` as `kind`. Malformed records become [`Undecodable`] items; only an
+/// event whose overall shape is wrong is an error.
+pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError> {
+    let shape = |e: serde_json::Error| EventError {
+        expected: format!("{kind:?}"),
+        reason: e.to_string(),
+    };
+    let mut decoded = DecodedEvent {
+        kind,
+        items: Vec::new(),
+        objects: Vec::new(),
+    };
+    match kind {
+        EventKind::Direct => {
+            let Value::Array(values) = event else {
+                return Err(EventError {
+                    expected: "Direct".into(),
+                    reason: "expected a JSON array of records".into(),
+                });
+            };
+            for (index, value) in values.into_iter().enumerate() {
+                let payload = match value {
+                    Value::String(text) => text.into_bytes(),
+                    other => other.to_string().into_bytes(),
+                };
+                let record = record(
+                    payload,
+                    None,
+                    vec![("source", "direct".into()), ("index", index.to_string())],
+                );
+                decoded.items.push(EventItem {
+                    id: index.to_string(),
+                    decoded: Ok(record),
+                });
+            }
+        }
+        EventKind::Kinesis => {
+            let event: KinesisEvent = serde_json::from_value(event).map_err(shape)?;
+            for r in event.records {
+                let k = r.kinesis;
+                let attributes = vec![
+                    ("source", "kinesis".into()),
+                    ("stream", arn_name(r.event_source_arn.as_deref(), "stream/")),
+                    (
+                        "shard",
+                        r.event_id
+                            .as_deref()
+                            .and_then(|id| id.split(':').next())
+                            .unwrap_or_default()
+                            .into(),
+                    ),
+                    ("sequence-number", k.sequence_number.clone()),
+                    (
+                        "arrival-time",
+                        k.approximate_arrival_timestamp.0.to_rfc3339(),
+                    ),
+                ];
+                let key = Some(k.partition_key.into_bytes());
+                let item = match inflate_if_gzip(k.data.0) {
+                    Ok(payload) => Ok(record(payload, key, attributes)),
+                    Err((raw, reason)) => Err(Undecodable {
+                        record: record(raw, key, attributes),
+                        reason,
+                    }),
+                };
+                decoded.items.push(EventItem {
+                    id: k.sequence_number,
+                    decoded: item,
+                });
+            }
+        }
+        EventKind::Sqs => {
+            let event: SqsEvent = serde_json::from_value(event).map_err(shape)?;
+            for (index, m) in event.records.into_iter().enumerate() {
+                let id = m.message_id.clone().unwrap_or_else(|| index.to_string());
+                let mut attributes = vec![
+                    ("source", "sqs".into()),
+                    ("queue", arn_name(m.event_source_arn.as_deref(), ":")),
+                    ("message-id", id.clone()),
+                ];
+                if let Some(sent) = m
+                    .attributes
+                    .get("SentTimestamp")
+                    .and_then(|t| t.parse::<u64>().ok())
+                {
+                    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(sent);
+                    attributes.push((
+                        "arrival-time",
+                        humantime::format_rfc3339_millis(time).to_string(),
+                    ));
+                }
+                if let Some(count) = m.attributes.get("ApproximateReceiveCount") {
+                    attributes.push(("receive-count", count.clone()));
+                }
+                let key = m
+                    .attributes
+                    .get("MessageGroupId")
+                    .map(|g| g.clone().into_bytes());
+                let body = m.body.unwrap_or_default().into_bytes();
+                decoded.items.push(EventItem {
+                    id,
+                    decoded: Ok(record(body, key, attributes)),
+                });
+            }
+        }
+        EventKind::Dynamodb => {
+            let event: DynamoDbEvent = serde_json::from_value(event).map_err(shape)?;
+            for (index, r) in event.records.into_iter().enumerate() {
+                let change = r.change;
+                let id = change
+                    .sequence_number
+                    .clone()
+                    .unwrap_or_else(|| index.to_string());
+                let attributes = vec![
+                    ("source", "dynamodb".into()),
+                    ("table", arn_name(r.event_source_arn.as_deref(), "table/")),
+                    ("event-name", r.event_name.clone()),
+                    ("sequence-number", id.clone()),
+                    (
+                        "arrival-time",
+                        change.approximate_creation_date_time.to_rfc3339(),
+                    ),
+                ];
+                let image = |item: serde_dynamo::Item| serde_dynamo::from_item::<_, Value>(item);
+                let item = match (
+                    image(change.keys),
+                    image(change.new_image),
+                    image(change.old_image),
+                ) {
+                    (Ok(keys), Ok(new_image), Ok(old_image)) => {
+                        let key = keys.to_string().into_bytes();
+                        let payload = serde_json::json!({
+                            "eventName": r.event_name,
+                            "keys": keys,
+                            "newImage": new_image,
+                            "oldImage": old_image,
+                        });
+                        Ok(record(
+                            payload.to_string().into_bytes(),
+                            Some(key),
+                            attributes,
+                        ))
+                    }
+                    (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => Err(Undecodable {
+                        record: record(Vec::new(), None, attributes),
+                        reason: format!("DynamoDB image is not convertible to JSON: {e}"),
+                    }),
+                };
+                decoded.items.push(EventItem { id, decoded: item });
+            }
+        }
+        EventKind::Firehose => {
+            let event: KinesisFirehoseEvent = serde_json::from_value(event).map_err(shape)?;
+            let stream = arn_name(event.delivery_stream_arn.as_deref(), "deliverystream/");
+            for (index, r) in event.records.into_iter().enumerate() {
+                let id = r.record_id.clone().unwrap_or_else(|| index.to_string());
+                let attributes = vec![
+                    ("source", "firehose".into()),
+                    ("delivery-stream", stream.clone()),
+                    ("record-id", id.clone()),
+                    (
+                        "arrival-time",
+                        r.approximate_arrival_timestamp.0.to_rfc3339(),
+                    ),
+                ];
+                let item = match inflate_if_gzip(r.data.0) {
+                    Ok(payload) => Ok(record(payload, None, attributes)),
+                    Err((raw, reason)) => Err(Undecodable {
+                        record: record(raw, None, attributes),
+                        reason,
+                    }),
+                };
+                decoded.items.push(EventItem { id, decoded: item });
+            }
+        }
+        EventKind::S3 => {
+            let event: S3Event = serde_json::from_value(event).map_err(shape)?;
+            for r in event.records {
+                let (Some(bucket), Some(key)) = (r.s3.bucket.name, r.s3.object.key) else {
+                    return Err(EventError {
+                        expected: "S3".into(),
+                        reason: "a record without bucket or key".into(),
+                    });
+                };
+                decoded.objects.push(ObjectRef {
+                    bucket,
+                    key: url_decode_key(&key),
+                });
+            }
+        }
+    }
+    Ok(decoded)
+}
+
+fn record(payload: Vec<u8>, key: Option<Vec<u8>>, attributes: Vec<(&str, String)>) -> Record {
+    Record {
+        key: key.map(Bytes::from),
+        payload: Bytes::from(payload),
+        attributes: attributes
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    }
+}
+
+/// The resource name at the end of an ARN, after `marker` (`stream/`, `table/`, ...).
+fn arn_name(arn: Option<&str>, marker: &str) -> String {
+    let Some(arn) = arn else { return String::new() };
+    let name = arn.rsplit_once(marker).map_or(arn, |(_, name)| name);
+    name.split('/').next().unwrap_or(name).to_owned()
+}
+
+/// S3 notification keys are form-encoded (`+` for space, `%XX`).
+fn url_decode_key(key: &str) -> String {
+    let spaced = key.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Inflates gzip data (detected by its magic bytes); other data passes unchanged.
+/// On failure, returns the raw bytes and the reason.
+pub fn inflate_if_gzip(data: Vec<u8>) -> Result<Vec<u8>, (Vec<u8>, String)> {
+    if !data.starts_with(&[0x1f, 0x8b]) {
+        return Ok(data);
+    }
+    let mut inflated = Vec::with_capacity(data.len() * 4);
+    let result = flate2::read::MultiGzDecoder::new(&data[..])
+        .take(MAX_INFLATED + 1)
+        .read_to_end(&mut inflated);
+    match result {
+        Ok(_) if inflated.len() as u64 > MAX_INFLATED => Err((
+            data,
+            format!("gzip payload inflates past {MAX_INFLATED} bytes"),
+        )),
+        Ok(_) => Ok(inflated),
+        Err(e) => Err((
+            data,
+            format!("payload has a gzip header but does not inflate: {e}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn decode_fixture(name: &str) -> DecodedEvent {
+        let event = fixture(name);
+        let kind = detect(&event).expect("known event");
+        decode(kind, event).expect("decodes")
+    }
+
+    #[test]
+    fn kinesis_inflates_gzip_and_keeps_bad_records_for_the_dlq() {
+        let event = decode_fixture("kinesis-event.json");
+        assert_eq!(event.kind, EventKind::Kinesis);
+        assert_eq!(event.items.len(), 4);
+        let first = event.items[0].decoded.as_ref().expect("plain");
+        assert!(first.payload.starts_with(br#"{"id":"k1""#));
+        assert_eq!(first.key.as_deref(), Some(&b"ann"[..]));
+        assert_eq!(first.attribute("stream"), Some("events"));
+        assert_eq!(first.attribute("shard"), Some("shardId-000000000006"));
+        assert_eq!(
+            event.items[0].id,
+            "49590338271490256608559692538361571095921575989136588801"
+        );
+        let gzipped = event.items[1].decoded.as_ref().expect("inflated");
+        assert!(gzipped.payload.starts_with(br#"{"id":"k2""#));
+        assert!(
+            event.items[2].decoded.is_ok(),
+            "not-JSON is the plugin's call, not the source's"
+        );
+        let broken = event.items[3].decoded.as_ref().expect_err("bad gzip");
+        assert!(
+            broken.reason.contains("does not inflate"),
+            "{}",
+            broken.reason
+        );
+    }
+
+    #[test]
+    fn sqs_fifo_group_becomes_the_key() {
+        let event = decode_fixture("sqs-event.json");
+        assert_eq!(event.kind, EventKind::Sqs);
+        assert_eq!(event.items[0].id, "059f36b4-87a3-44ab-83d2-661975830a7d");
+        let record = event.items[0].decoded.as_ref().expect("ok");
+        assert_eq!(record.key.as_deref(), Some(&b"ann"[..]));
+        assert_eq!(record.attribute("queue"), Some("orders.fifo"));
+        assert_eq!(
+            record.attribute("arrival-time"),
+            Some("2025-11-25T13:00:00.183Z")
+        );
+        assert_eq!(event.items[1].decoded.as_ref().expect("ok").key, None);
+    }
+
+    #[test]
+    fn dynamodb_images_become_plain_json() {
+        let event = decode_fixture("dynamodb-event.json");
+        assert_eq!(event.kind, EventKind::Dynamodb);
+        let modify = event.items[1].decoded.as_ref().expect("ok");
+        let payload: Value = serde_json::from_slice(&modify.payload).expect("json");
+        assert_eq!(payload["eventName"], "MODIFY");
+        assert_eq!(payload["newImage"]["Message"], "This item has changed");
+        assert_eq!(payload["oldImage"]["Id"], 101);
+        assert_eq!(modify.attribute("table"), Some("ExampleTableWithStream"));
+        assert_eq!(event.items[1].id, "4421584500000000017450439092");
+    }
+
+    #[test]
+    fn firehose_records_keep_their_record_ids() {
+        let event = decode_fixture("firehose-event.json");
+        assert_eq!(event.kind, EventKind::Firehose);
+        assert_eq!(
+            event.items[1].id,
+            "49546986683135544286507457936321625675700192471156785155"
+        );
+        let record = event.items[0].decoded.as_ref().expect("ok");
+        assert_eq!(record.attribute("delivery-stream"), Some("events-to-s3"));
+    }
+
+    #[test]
+    fn s3_keys_are_url_decoded() {
+        let event = decode_fixture("s3-event.json");
+        assert_eq!(
+            event.objects,
+            [ObjectRef {
+                bucket: "incoming".into(),
+                key: "raw/2026-11-24/events part=1.jsonl.gz".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn direct_invocation_takes_any_json_values() {
+        let event = decode_fixture("direct-event.json");
+        assert_eq!(event.kind, EventKind::Direct);
+        let texts: Vec<_> = event
+            .items
+            .iter()
+            .map(|i| i.decoded.as_ref().expect("ok").payload.clone())
+            .collect();
+        assert_eq!(texts[2], Bytes::from_static(b"plain text record"));
+        assert_eq!(event.items[2].id, "2");
+    }
+
+    #[test]
+    fn an_unknown_shape_names_what_was_expected() {
+        let err = detect(&serde_json::json!({"hello": 1})).expect_err("unknown");
+        assert!(err.to_string().contains("eventSource"), "{err}");
+        let err = decode(
+            EventKind::Kinesis,
+            serde_json::json!({"Records": [{"kinesis": 5}]}),
+        )
+        .expect_err("bad");
+        assert!(err.to_string().starts_with("not a Kinesis event"), "{err}");
+    }
+}
