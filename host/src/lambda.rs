@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use aws_lambda_events::event::firehose::{KinesisFirehoseResponse, KinesisFirehoseResponseRecord};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use aws_lambda_events::event::streams::{
@@ -168,7 +169,8 @@ fn env_name(setting: &str) -> &'static str {
 
 /// Everything an invocation needs, built once at cold start.
 pub struct Host {
-    runner: Runner,
+    /// `None` only while a batch runs on a blocking thread.
+    runner: Option<Runner>,
     router: Router,
     dlq: Sink,
     retry: RetryPolicy,
@@ -224,7 +226,7 @@ impl Host {
             base_delay: config.limits.retry_base_delay,
         };
         Ok(Self {
-            runner,
+            runner: Some(runner),
             router: Router::new(sinks),
             dlq,
             retry,
@@ -249,16 +251,22 @@ impl Host {
         } else {
             Delivery::Sinks(&self.router)
         };
-        let report = pipeline::process(
-            &mut self.runner,
-            items,
-            delivery,
-            &self.dlq,
-            self.retry,
-            source_retries,
-        )
+        // The plugin runs on a blocking thread: WASI's sync bindings must not block an
+        // async worker, and a long batch should not stall the runtime's other tasks.
+        let mut runner = self
+            .runner
+            .take()
+            .context("the plugin instance was lost by an earlier failure")?;
+        let (runner, ran) = tokio::task::spawn_blocking(move || {
+            let ran = pipeline::run_plugin(&mut runner, items);
+            (runner, ran)
+        })
         .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+        .context("the plugin thread failed")?;
+        self.runner = Some(runner);
+        let report = pipeline::deliver(ran, delivery, &self.dlq, self.retry, source_retries)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
         anyhow::ensure!(
             report.summary.balanced(),
             "accounting does not balance: {}",
@@ -348,11 +356,19 @@ fn summary_json(report: &BatchReport) -> Value {
     })
 }
 
-/// Runs the Lambda runtime loop: cold start, then one invocation at a time.
+/// Runs the Lambda runtime loop: cold start, then one invocation at a time. A failed
+/// cold start is reported to the Runtime API's init-error endpoint before exiting.
 pub async fn run() -> anyhow::Result<()> {
-    let config = LambdaConfig::from_env(|name| std::env::var(name).ok())?;
-    let aws = AwsClients::from_env().await;
-    let host = Arc::new(Mutex::new(Host::start(config, &aws).await?));
+    let host = match cold_start().await {
+        Ok(host) => Arc::new(Mutex::new(host)),
+        Err(e) => {
+            let message = format!("{e:#}");
+            if let Err(report) = report_init_error(&message).await {
+                tracing::error!(error = %report, "cannot report the init error to the Runtime API");
+            }
+            return Err(e);
+        }
+    };
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let host = host.clone();
         async move {
@@ -364,6 +380,31 @@ pub async fn run() -> anyhow::Result<()> {
     }))
     .await
     .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"))
+}
+
+async fn cold_start() -> anyhow::Result<Host> {
+    let config = LambdaConfig::from_env(|name| std::env::var(name).ok())?;
+    let aws = AwsClients::from_env().await;
+    Host::start(config, &aws).await
+}
+
+/// `POST /2018-06-01/runtime/init/error`, as the Runtime API documents it.
+async fn report_init_error(message: &str) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = std::env::var("AWS_LAMBDA_RUNTIME_API").map_err(std::io::Error::other)?;
+    let body =
+        serde_json::json!({ "errorMessage": message, "errorType": "Runtime.ColdStartError" })
+            .to_string();
+    let request = format!(
+        "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\n\
+         Lambda-Runtime-Function-Error-Type: Runtime.ColdStartError\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(&api).await?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    Ok(())
 }
 
 #[cfg(test)]

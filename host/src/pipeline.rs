@@ -37,26 +37,23 @@ pub enum Delivery<'a> {
     InResponse,
 }
 
-/// Runs `items` through the plugin and delivers the results.
-///
-/// `source_retries`: the event source redelivers items reported as `Retry` (SQS,
-/// Kinesis, DynamoDB Streams with partial batch responses). Then transient failures
-/// (an infrastructure error after the host's own attempts) and items whose DLQ write
-/// failed are handed back; without it they go to the DLQ, and an item the DLQ refuses
-/// is an error of the whole invocation.
-pub async fn process(
-    runner: &mut Runner,
-    items: Vec<Decoded>,
-    delivery: Delivery<'_>,
-    dlq: &Sink,
-    retry: RetryPolicy,
-    source_retries: bool,
-) -> Result<BatchReport, String> {
+/// The plugin's verdict on a batch, before anything is delivered.
+pub struct Ran {
+    records: Vec<Record>,
+    undecodable: Vec<Record>,
+    /// Where each item's original record is: `Ok(i)` in `records`, `Err(i)` in `undecodable`.
+    origin: Vec<Result<usize, usize>>,
+    outcomes: Vec<Outcome>,
+    plugin: PluginRef,
+}
+
+/// Runs `items` through the plugin, in batches of the configured size. Blocking: inside
+/// an async runtime, call it from a blocking thread (WASI's sync bindings block on it).
+pub fn run_plugin(runner: &mut Runner, items: Vec<Decoded>) -> Ran {
     let batch_size = runner.plugin().limits().batch_size;
     let mut records: Vec<Record> = Vec::with_capacity(items.len());
     let mut undecodable: Vec<Record> = Vec::new();
-    // Where each item's original record is: `Ok(i)` in `records`, `Err(i)` in `undecodable`.
-    let mut origin: Vec<Result<usize, usize>> = Vec::with_capacity(items.len());
+    let mut origin = Vec::with_capacity(items.len());
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(items.len());
     let mut positions = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
@@ -84,7 +81,7 @@ pub async fn process(
             outcomes[position] = Some(outcome);
         }
     }
-    let mut outcomes: Vec<Outcome> = outcomes
+    let outcomes = outcomes
         .into_iter()
         .map(|o| {
             o.unwrap_or_else(|| {
@@ -97,7 +94,40 @@ pub async fn process(
             })
         })
         .collect();
+    let plugin = PluginRef {
+        name: runner.plugin().name().to_owned(),
+        version: runner.plugin().version().to_owned(),
+    };
+    Ran {
+        records,
+        undecodable,
+        origin,
+        outcomes,
+        plugin,
+    }
+}
 
+/// Delivers what the plugin produced: outputs to sinks, failures to the DLQ.
+///
+/// `source_retries`: the event source redelivers items reported as `Retry` (SQS,
+/// Kinesis, DynamoDB Streams with partial batch responses). Then transient failures
+/// (an infrastructure error after the host's own attempts) and items whose DLQ write
+/// failed are handed back; without it they go to the DLQ, and an item the DLQ refuses
+/// is an error of the whole invocation.
+pub async fn deliver(
+    ran: Ran,
+    delivery: Delivery<'_>,
+    dlq: &Sink,
+    retry: RetryPolicy,
+    source_retries: bool,
+) -> Result<BatchReport, String> {
+    let Ran {
+        records,
+        undecodable,
+        origin,
+        mut outcomes,
+        plugin,
+    } = ran;
     if let Delivery::Sinks(router) = delivery {
         let outputs: Vec<(usize, &Output)> = outcomes
             .iter()
@@ -126,10 +156,6 @@ pub async fn process(
     }
 
     let mut statuses = vec![ItemStatus::Done; outcomes.len()];
-    let plugin = PluginRef {
-        name: runner.plugin().name().to_owned(),
-        version: runner.plugin().version().to_owned(),
-    };
     let mut dead_letters: Vec<(usize, Output)> = Vec::new();
     for (index, outcome) in outcomes.iter().enumerate() {
         let Outcome::Failed(failure) = outcome else {

@@ -3,7 +3,10 @@
 //! The plugins are built for wasm32-wasip2 by `./dev test` (or `./dev plugins`) before
 //! this runs; a missing plugin fails the test with that instruction.
 
+mod emulator;
+mod runtime_api;
 mod support;
 
+mod lambda;
 mod limits;
 mod run;

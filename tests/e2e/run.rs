@@ -220,3 +220,25 @@ fn a_component_of_another_world_is_refused() {
     s.host(&args, None)
         .assert_error("does not export the world `transform`");
 }
+
+#[test]
+fn a_captured_kinesis_event_replays_locally() {
+    let s = Scratch::new();
+    let event = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/kinesis-event.json");
+    for format in ["kinesis-event", "event"] {
+        let run = s.run_plugin("enrich", &event, &["--format", format, "--emit", "payload"]);
+        run.assert_ok();
+        assert_eq!(run.balanced(), [4, 2, 0, 2]);
+        let outputs = parse_lines(&run.stdout);
+        assert_eq!(
+            outputs[1]["id"], "k2",
+            "the gzip-compressed record is inflated"
+        );
+        assert_eq!(outputs[0]["source"], "kinesis");
+    }
+    let sqs =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sqs-event.json");
+    s.run_plugin("enrich", &sqs, &["--format", "kinesis-event"])
+        .assert_error("not a Kinesis event");
+}

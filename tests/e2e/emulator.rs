@@ -1,0 +1,240 @@
+//! The local AWS emulator (moto's server, installed into `.venv` by `./dev test`) and
+//! SDK clients pointed at it. Each test starts its own emulator on a free loopback port
+//! and stops it (by PID) when done. If it cannot start, the test fails loudly.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_s3::config::Credentials;
+
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Self {
+        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+        assert!(
+            bin.exists(),
+            "{} is missing: run `./dev test`, which installs moto into .venv",
+            bin.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut moto = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!("moto_server exited at start: {status}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "moto_server did not listen on {port} within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        moto
+    }
+
+    /// The environment that points the host binary at this emulator.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("PIPELINE_S3_PATH_STYLE", "true".into()),
+        ]
+    }
+
+    pub async fn clients(&self) -> Clients {
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .load()
+            .await;
+        let s3 = aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build();
+        Clients {
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            kinesis: aws_sdk_kinesis::Client::new(&config),
+            sqs: aws_sdk_sqs::Client::new(&config),
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Clients {
+    pub s3: aws_sdk_s3::Client,
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl Clients {
+    pub async fn bucket(&self, name: &str) {
+        self.s3
+            .create_bucket()
+            .bucket(name)
+            .send()
+            .await
+            .expect("create bucket");
+    }
+
+    pub async fn put_object(&self, bucket: &str, key: &str, body: Vec<u8>) {
+        self.s3
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body.into())
+            .send()
+            .await
+            .expect("put object");
+    }
+
+    pub async fn stream(&self, name: &str) {
+        self.kinesis
+            .create_stream()
+            .stream_name(name)
+            .shard_count(1)
+            .send()
+            .await
+            .expect("create stream");
+    }
+
+    pub async fn queue(&self, name: &str) -> String {
+        let mut request = self.sqs.create_queue().queue_name(name);
+        if name.ends_with(".fifo") {
+            request = request.attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");
+        }
+        request
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url()
+            .expect("url")
+            .to_owned()
+    }
+
+    /// Every record in the stream's first shard, as text.
+    pub async fn stream_records(&self, stream: &str) -> Vec<String> {
+        let shards = self
+            .kinesis
+            .list_shards()
+            .stream_name(stream)
+            .send()
+            .await
+            .expect("shards");
+        let shard = shards.shards()[0].shard_id().to_owned();
+        let iterator = self
+            .kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard)
+            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .expect("iterator");
+        let records = self
+            .kinesis
+            .get_records()
+            .shard_iterator(iterator.shard_iterator().expect("iterator"))
+            .limit(10_000)
+            .send()
+            .await
+            .expect("records");
+        records
+            .records()
+            .iter()
+            .map(|r| String::from_utf8_lossy(r.data().as_ref()).into_owned())
+            .collect()
+    }
+
+    /// Every message in the queue (received and deleted), as bodies.
+    pub async fn drain_queue(&self, url: &str) -> Vec<String> {
+        let mut bodies = Vec::new();
+        loop {
+            let response = self
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("receive");
+            let messages = response.messages();
+            if messages.is_empty() {
+                return bodies;
+            }
+            for m in messages {
+                bodies.push(m.body().unwrap_or_default().to_owned());
+                if let Some(handle) = m.receipt_handle() {
+                    self.sqs
+                        .delete_message()
+                        .queue_url(url)
+                        .receipt_handle(handle)
+                        .send()
+                        .await
+                        .expect("delete");
+                }
+            }
+        }
+    }
+
+    /// Keys and bodies of every object under `prefix`.
+    pub async fn objects(&self, bucket: &str, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        let listed = self
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .expect("list");
+        let mut objects = Vec::new();
+        for object in listed.contents() {
+            let key = object.key().unwrap_or_default().to_owned();
+            let body = self
+                .s3
+                .get_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .expect("get");
+            objects.push((
+                key,
+                body.body
+                    .collect()
+                    .await
+                    .expect("body")
+                    .into_bytes()
+                    .to_vec(),
+            ));
+        }
+        objects
+    }
+}

@@ -1,0 +1,312 @@
+//! The real `host` binary as a Lambda custom runtime, fed real event JSON through the
+//! Runtime API, with every source, sink and DLQ on the local AWS emulator.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::emulator::Moto;
+use crate::runtime_api::{Answer, Function, RuntimeApi};
+use crate::support::{Scratch, plugin};
+
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture JSON")
+}
+
+fn env(moto: &Moto, pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    let mut env = moto.env();
+    env.extend(pairs.iter().map(|(k, v)| (*k, v.to_string())));
+    env
+}
+
+fn response(answer: Answer, function: &Function) -> Value {
+    match answer {
+        Answer::Response(value) => value,
+        other => panic!(
+            "expected a response, got {other:?}; log:\n{}",
+            function.log_text()
+        ),
+    }
+}
+
+fn dlq_kinds(entries: &[String]) -> Vec<String> {
+    let mut kinds: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<Value>(e).expect("DLQ JSON")["error"]["kind"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kinesis_event_to_kinesis_with_a_plugin_from_s3_and_an_sqs_dlq() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("plugins").await;
+    aws.put_object(
+        "plugins",
+        "enrich/enrich.wasm",
+        std::fs::read(plugin("enrich")).expect("wasm"),
+    )
+    .await;
+    aws.stream("enriched").await;
+    let dlq = aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    let api = RuntimeApi::start(vec![fixture("kinesis-event.json")]);
+    let function = Function::start(
+        &api,
+        &env(
+            &moto,
+            &[
+                ("PIPELINE_PLUGIN", "s3://plugins/enrich/enrich.wasm"),
+                ("PIPELINE_PLUGIN_CONFIG", "currency=USD"),
+                ("PIPELINE_SINKS", "default=kinesis://enriched"),
+                ("PIPELINE_DLQ", "sqs://dlq"),
+            ],
+        ),
+        scratch.dir.path(),
+    );
+    let answer = response(api.next_answer(ANSWER_TIMEOUT), &function);
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": []}),
+        "domain and decode failures are done, not retried"
+    );
+    let delivered = aws.stream_records("enriched").await;
+    assert_eq!(delivered.len(), 2, "{delivered:?}");
+    let first: Value = serde_json::from_str(&delivered[0]).expect("JSON");
+    assert_eq!(
+        (
+            first["id"].as_str(),
+            first["currency"].as_str(),
+            first["source"].as_str()
+        ),
+        (Some("k1"), Some("USD"), Some("kinesis"))
+    );
+    let dead = aws.drain_queue(&dlq).await;
+    assert_eq!(dlq_kinds(&dead), ["decode", "domain"]);
+    assert!(
+        function
+            .log_text()
+            .contains("in=4 transformed=2 dropped=0 failed=2"),
+        "{}",
+        function.log_text()
+    );
+}
+
+fn sqs_event(bodies: &[&str]) -> Value {
+    let records: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            json!({
+                "messageId": format!("m-{i}"), "receiptHandle": "handle", "body": body,
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1764075600183"},
+                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:in", "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqs_event_reports_only_transient_failures_and_dead_letters_to_s3() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let out = aws.queue("out").await;
+    aws.bucket("dead").await;
+    let scratch = Scratch::new();
+    let wasm = plugin("misbehave");
+    let api = RuntimeApi::start(vec![sqs_event(&["echo", "flaky", "fail", "drop", "panic"])]);
+    let function = Function::start(
+        &api,
+        &env(
+            &moto,
+            &[
+                ("PIPELINE_PLUGIN", wasm.to_str().unwrap_or_default()),
+                ("PIPELINE_SINKS", "default=sqs://out"),
+                ("PIPELINE_DLQ", "s3://dead/letters"),
+                ("PIPELINE_MAX_ATTEMPTS", "2"),
+                ("PIPELINE_RETRY_BASE_MS", "1"),
+            ],
+        ),
+        scratch.dir.path(),
+    );
+    let answer = response(api.next_answer(ANSWER_TIMEOUT), &function);
+    assert_eq!(
+        answer,
+        json!({"batchItemFailures": [{"itemIdentifier": "m-1"}]})
+    );
+    assert_eq!(aws.drain_queue(&out).await, ["echo"]);
+    let objects = aws.objects("dead", "letters/").await;
+    assert_eq!(objects.len(), 1, "one DLQ object per invocation");
+    assert!(objects[0].0.starts_with("letters/dt="), "{}", objects[0].0);
+    let lines: Vec<String> = String::from_utf8_lossy(&objects[0].1)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(dlq_kinds(&lines), ["domain", "trap"]);
+    let log = function.log_text();
+    assert!(
+        log.contains("in=5 transformed=1 dropped=1 failed=2 outputs=1 retried=1"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn firehose_transformation_answers_per_record() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let dlq = aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    let wasm = plugin("enrich");
+    let api = RuntimeApi::start(vec![fixture("firehose-event.json")]);
+    let function = Function::start(
+        &api,
+        &env(
+            &moto,
+            &[
+                ("PIPELINE_PLUGIN", wasm.to_str().unwrap_or_default()),
+                ("PIPELINE_DLQ", "sqs://dlq"),
+            ],
+        ),
+        scratch.dir.path(),
+    );
+    let answer = response(api.next_answer(ANSWER_TIMEOUT), &function);
+    let records = answer["records"].as_array().expect("records");
+    assert_eq!(records.len(), 2);
+    assert_eq!(
+        records[0]["recordId"],
+        "49546986683135544286507457936321625675700192471156785154"
+    );
+    assert_eq!(records[0]["result"], "Ok");
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(records[0]["data"].as_str().unwrap_or_default())
+        .expect("base64");
+    let enriched: Value = serde_json::from_slice(&data).expect("JSON");
+    assert_eq!(enriched["source"], "firehose");
+    assert_eq!(records[1]["result"], "ProcessingFailed");
+    assert_eq!(dlq_kinds(&aws.drain_queue(&dlq).await), ["domain"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn direct_invocation_routes_to_s3_and_kinesis_and_dead_letters_oversize_records() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("lake").await;
+    aws.stream("orders").await;
+    let dlq = aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    let route = plugin("route");
+    let events = vec![json!([
+        {"id": "d1", "action": "buy"},
+        {"id": "d2", "action": "view"},
+        {"id": "d3", "action": "view"},
+        {"id": "d4", "action": "refund"}
+    ])];
+    let api = RuntimeApi::start(events);
+    let function = Function::start(
+        &api,
+        &env(
+            &moto,
+            &[
+                ("PIPELINE_PLUGIN", route.to_str().unwrap_or_default()),
+                (
+                    "PIPELINE_PLUGIN_CONFIG",
+                    "route.buy=orders,route.refund=refunds",
+                ),
+                (
+                    "PIPELINE_SINKS",
+                    "default=s3://lake/events?gzip=true, orders=kinesis://orders",
+                ),
+                ("PIPELINE_DLQ", "sqs://dlq"),
+            ],
+        ),
+        scratch.dir.path(),
+    );
+    let answer = response(api.next_answer(ANSWER_TIMEOUT), &function);
+    assert_eq!(answer["in"], 4);
+    assert_eq!(answer["transformed"], 3);
+    assert_eq!(answer["failed"], 1, "no sink is named `refunds`: {answer}");
+    let orders = aws.stream_records("orders").await;
+    assert_eq!(orders.len(), 1);
+    let objects = aws.objects("lake", "events/").await;
+    assert_eq!(objects.len(), 1);
+    assert!(
+        objects[0].0.contains("/dt=")
+            && objects[0].0.contains("/hour=")
+            && objects[0].0.ends_with(".jsonl.gz"),
+        "{}",
+        objects[0].0
+    );
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&objects[0].1[..]),
+        &mut text,
+    )
+    .expect("gzip");
+    assert_eq!(text.lines().count(), 2);
+    let dead = aws.drain_queue(&dlq).await;
+    assert_eq!(dlq_kinds(&dead), ["routing"]);
+
+    // A second function: an 8 MiB output passes the plugin limit but not Kinesis' 1 MiB.
+    let misbehave = plugin("misbehave");
+    let api = RuntimeApi::start(vec![json!(["huge", "echo"])]);
+    let function = Function::start(
+        &api,
+        &env(
+            &moto,
+            &[
+                ("PIPELINE_PLUGIN", misbehave.to_str().unwrap_or_default()),
+                ("PIPELINE_SINKS", "default=kinesis://orders"),
+                ("PIPELINE_DLQ", "sqs://dlq"),
+                ("PIPELINE_MAX_OUTPUT_BYTES", "16777216"),
+            ],
+        ),
+        scratch.dir.path(),
+    );
+    let answer = response(api.next_answer(ANSWER_TIMEOUT), &function);
+    assert_eq!(
+        (answer["transformed"].as_u64(), answer["failed"].as_u64()),
+        (Some(1), Some(1)),
+        "{answer}"
+    );
+    assert_eq!(aws.stream_records("orders").await.len(), 2);
+    let dead = aws.drain_queue(&dlq).await;
+    assert_eq!(dlq_kinds(&dead), ["output-too-large"]);
+    assert!(dead[0].contains("exceeds the 1 MiB limit"), "{}", dead[0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_setting_fails_the_cold_start_naming_the_variable() {
+    let moto = Moto::start();
+    let scratch = Scratch::new();
+    let wasm = plugin("enrich");
+    let api = RuntimeApi::start(vec![fixture("direct-event.json")]);
+    let mut function = Function::start(
+        &api,
+        &env(
+            &moto,
+            &[("PIPELINE_PLUGIN", wasm.to_str().unwrap_or_default())],
+        ),
+        scratch.dir.path(),
+    );
+    match api.next_answer(ANSWER_TIMEOUT) {
+        Answer::InitError(error) => {
+            let message = error["errorMessage"].as_str().unwrap_or_default();
+            assert!(message.contains("PIPELINE_DLQ"), "{message}");
+        }
+        other => panic!("expected an init error, got {other:?}"),
+    }
+    assert!(!function.wait_exit(Duration::from_secs(30)).success());
+}

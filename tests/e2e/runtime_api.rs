@@ -1,0 +1,176 @@
+//! A small server speaking the documented Lambda Runtime API (next invocation,
+//! response, error, init error), so tests run the real `host` binary as a custom
+//! runtime exactly as Lambda would.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::Duration;
+
+use serde_json::Value;
+use tiny_http::{Header, Response, Server};
+
+/// What the runtime answered for one invocation (or for its start-up).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Response(Value),
+    Error(Value),
+    InitError(Value),
+}
+
+pub struct RuntimeApi {
+    server: Arc<Server>,
+    answers: Receiver<Answer>,
+    pub address: String,
+}
+
+impl RuntimeApi {
+    pub fn start(events: Vec<Value>) -> Self {
+        let server = Arc::new(Server::http("127.0.0.1:0").expect("runtime API server"));
+        let address = server
+            .server_addr()
+            .to_ip()
+            .expect("ip address")
+            .to_string();
+        let (send, answers) = channel();
+        let serving = server.clone();
+        std::thread::spawn(move || serve(&serving, events.into(), &send));
+        Self {
+            server,
+            answers,
+            address,
+        }
+    }
+
+    /// Waits for the next answer.
+    pub fn next_answer(&self, timeout: Duration) -> Answer {
+        self.answers
+            .recv_timeout(timeout)
+            .expect("the runtime did not answer in time")
+    }
+}
+
+impl Drop for RuntimeApi {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+fn serve(server: &Server, mut events: VecDeque<Value>, answers: &Sender<Answer>) {
+    let mut parked = Vec::new();
+    let mut next_id = 0;
+    for mut request in server.incoming_requests() {
+        let url = request.url().to_owned();
+        let mut body = String::new();
+        let _ = std::io::Read::read_to_string(request.as_reader(), &mut body);
+        let parsed = serde_json::from_str(&body).unwrap_or(Value::String(body));
+        let accepted = || Response::from_string("").with_status_code(202);
+        if url == "/2018-06-01/runtime/invocation/next" {
+            match events.pop_front() {
+                Some(event) => {
+                    next_id += 1;
+                    let header = |k: &str, v: String| {
+                        Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("header")
+                    };
+                    let deadline = std::time::SystemTime::now() + Duration::from_secs(300);
+                    let deadline_ms = deadline
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis());
+                    let response = Response::from_string(event.to_string())
+                        .with_header(header(
+                            "Lambda-Runtime-Aws-Request-Id",
+                            format!("request-{next_id}"),
+                        ))
+                        .with_header(header(
+                            "Lambda-Runtime-Deadline-Ms",
+                            deadline_ms.to_string(),
+                        ))
+                        .with_header(header(
+                            "Lambda-Runtime-Invoked-Function-Arn",
+                            "arn:aws:lambda:us-east-1:123456789012:function:pipeline-host".into(),
+                        ))
+                        .with_header(header(
+                            "Lambda-Runtime-Trace-Id",
+                            "Root=1-00000000-000000000000000000000000".into(),
+                        ))
+                        .with_header(header("Content-Type", "application/json".into()));
+                    let _ = request.respond(response);
+                }
+                // No more events: hold the request open, as Lambda does between invocations.
+                None => parked.push(request),
+            }
+        } else if url.ends_with("/response") {
+            let _ = answers.send(Answer::Response(parsed));
+            let _ = request.respond(accepted());
+        } else if url == "/2018-06-01/runtime/init/error" {
+            let _ = answers.send(Answer::InitError(parsed));
+            let _ = request.respond(accepted());
+        } else if url.ends_with("/error") {
+            let _ = answers.send(Answer::Error(parsed));
+            let _ = request.respond(accepted());
+        } else {
+            let _ = request.respond(Response::from_string("not found").with_status_code(404));
+        }
+    }
+}
+
+/// The `host` binary started as Lambda starts a `bootstrap`: no arguments, the runtime
+/// API's address and the function's environment. Killed (by PID) when dropped.
+pub struct Function {
+    child: Child,
+    pub log: std::path::PathBuf,
+}
+
+impl Function {
+    pub fn start(api: &RuntimeApi, env: &[(&str, String)], dir: &Path) -> Self {
+        let log = dir.join("function.log");
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_host"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_LAMBDA_RUNTIME_API", &api.address)
+            .env("AWS_LAMBDA_FUNCTION_NAME", "pipeline-host")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/pipeline-host")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
+            .env("HOST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start host as a Lambda runtime");
+        Self { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit by itself (a failed cold start).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "the function did not exit; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
