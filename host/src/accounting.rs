@@ -34,6 +34,16 @@ impl Summary {
         }
     }
 
+    /// Adds another summary's counts to these.
+    pub fn add(&mut self, other: &Summary) {
+        self.input += other.input;
+        self.transformed += other.transformed;
+        self.dropped += other.dropped;
+        self.failed += other.failed;
+        self.retried += other.retried;
+        self.outputs += other.outputs;
+    }
+
     /// Counts one input record handed back to the event source.
     pub fn count_retry(&mut self) {
         self.input += 1;

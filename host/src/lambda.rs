@@ -36,7 +36,7 @@ use crate::engine::{Engine, Runner};
 use crate::pipeline::{self, BatchReport, Delivery, ItemStatus};
 use crate::record::Outcome;
 use crate::sinks::{RetryPolicy, Router, Sink, SinkSpec};
-use crate::sources::{EventKind, events};
+use crate::sources::{Decoded, EventKind, events};
 
 /// Firehose refuses a transformation response over 6 MB; keep a margin for the JSON.
 const FIREHOSE_RESPONSE_LIMIT: usize = 6_000_000 - (64 << 10);
@@ -233,24 +233,21 @@ impl Host {
         })
     }
 
-    /// Handles one event; the response is in the event source's terms.
-    pub async fn handle(&mut self, event: Value) -> anyhow::Result<Value> {
-        let kind = events::detect(&event)?;
-        let decoded = events::decode(kind, event)?;
-        if kind == EventKind::S3 {
-            anyhow::bail!("S3 notification sources are not supported by this host version");
-        }
-        let ids: Vec<String> = decoded.items.iter().map(|i| i.id.clone()).collect();
-        let items = decoded.items.into_iter().map(|i| i.decoded).collect();
-        let source_retries = matches!(
-            kind,
-            EventKind::Kinesis | EventKind::Sqs | EventKind::Dynamodb
-        );
-        let delivery = if kind == EventKind::Firehose {
-            Delivery::InResponse
-        } else {
-            Delivery::Sinks(&self.router)
-        };
+    /// `name@version` of the plugin serving.
+    pub fn plugin_label(&self) -> String {
+        self.runner
+            .as_ref()
+            .map_or_else(|| "(none)".into(), |r| r.plugin().label())
+    }
+
+    /// Runs decoded items through the plugin and delivers the results: outputs to the
+    /// sinks (or, `in_response`, kept in the report), failures to the DLQ.
+    pub async fn process(
+        &mut self,
+        items: Vec<Decoded>,
+        in_response: bool,
+        source_retries: bool,
+    ) -> anyhow::Result<BatchReport> {
         // The plugin runs on a blocking thread: WASI's sync bindings must not block an
         // async worker, and a long batch should not stall the runtime's other tasks.
         let mut runner = self
@@ -264,6 +261,11 @@ impl Host {
         .await
         .context("the plugin thread failed")?;
         self.runner = Some(runner);
+        let delivery = if in_response {
+            Delivery::InResponse
+        } else {
+            Delivery::Sinks(&self.router)
+        };
         let report = pipeline::deliver(ran, delivery, &self.dlq, self.retry, source_retries)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
@@ -272,6 +274,25 @@ impl Host {
             "accounting does not balance: {}",
             report.summary
         );
+        Ok(report)
+    }
+
+    /// Handles one event; the response is in the event source's terms.
+    pub async fn handle(&mut self, event: Value) -> anyhow::Result<Value> {
+        let kind = events::detect(&event)?;
+        let decoded = events::decode(kind, event)?;
+        if kind == EventKind::S3 {
+            anyhow::bail!("S3 notification sources are not supported by this host version");
+        }
+        let ids: Vec<String> = decoded.items.iter().map(|i| i.id.clone()).collect();
+        let items = decoded.items.into_iter().map(|i| i.decoded).collect();
+        let source_retries = matches!(
+            kind,
+            EventKind::Kinesis | EventKind::Sqs | EventKind::Dynamodb
+        );
+        let report = self
+            .process(items, kind == EventKind::Firehose, source_retries)
+            .await?;
         let retry_ids: Vec<String> = ids
             .iter()
             .zip(&report.statuses)

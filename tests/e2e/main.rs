@@ -9,4 +9,5 @@ mod support;
 
 mod lambda;
 mod limits;
+mod reprocess;
 mod run;

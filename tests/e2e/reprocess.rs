@@ -1,0 +1,163 @@
+//! The user's round trip against the emulator: run into sinks, find the broken records
+//! in the DLQ with their reasons, fix the cause, reprocess them.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::emulator::Moto;
+use crate::support::{Run, Scratch, plugin};
+
+const EVENTS: &str = include_str!("../../examples/events.jsonl");
+
+fn host(scratch: &Scratch, moto: &Moto, args: &[&str]) -> Run {
+    let output = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(args)
+        .envs(moto.env())
+        .env("HOST_LOG", "warn")
+        .current_dir(scratch.dir.path())
+        .output()
+        .expect("run host");
+    Run {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_from_a_run_into_sinks_are_reprocessed_after_a_fix() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.stream("valid").await;
+    let dlq = aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    let input = scratch.write("events.jsonl", EVENTS);
+    let wasm = plugin("validate");
+    let (wasm, input) = (
+        wasm.to_str().unwrap_or_default(),
+        input.to_str().unwrap_or_default(),
+    );
+
+    let run = host(
+        &scratch,
+        &moto,
+        &[
+            "run",
+            "--plugin",
+            wasm,
+            "--input",
+            input,
+            "--sink",
+            "default=kinesis://valid",
+            "--dlq",
+            "sqs://dlq",
+        ],
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [8, 2, 1, 5]);
+    assert_eq!(aws.stream_records("valid").await.len(), 2);
+
+    // The amounts limit was too strict: raise it and reprocess what was dead-lettered.
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // entries are stamped to the second
+    let run = host(
+        &scratch,
+        &moto,
+        &[
+            "reprocess",
+            "--plugin",
+            wasm,
+            "--config",
+            "max_amount=1000000",
+            "--from",
+            "sqs://dlq",
+            "--sink",
+            "default=kinesis://valid",
+            "--dlq",
+            "sqs://dlq",
+        ],
+    );
+    run.assert_ok();
+    assert_eq!(
+        run.balanced(),
+        [5, 1, 0, 4],
+        "e8 passes now; the other four fail again"
+    );
+    let delivered = aws.stream_records("valid").await;
+    assert_eq!(delivered.len(), 3);
+    assert!(delivered[2].contains("\"e8\""), "{delivered:?}");
+    // The five old entries are gone; the four that failed again are new entries.
+    let remaining: Vec<Value> = aws
+        .drain_queue(&dlq)
+        .await
+        .iter()
+        .map(|b| serde_json::from_str(b).expect("entry"))
+        .collect();
+    assert_eq!(remaining.len(), 4);
+    assert!(
+        remaining
+            .iter()
+            .all(|e| e["attempts"] == 1 && e["error"]["kind"] == "domain"),
+        "{remaining:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kinesis_dlq_or_a_file_dlq_with_sinks_is_refused() {
+    let moto = Moto::start();
+    let scratch = Scratch::new();
+    let input = scratch.write("events.jsonl", EVENTS);
+    let wasm = plugin("validate");
+    let (wasm, input) = (
+        wasm.to_str().unwrap_or_default(),
+        input.to_str().unwrap_or_default(),
+    );
+    host(
+        &scratch,
+        &moto,
+        &[
+            "run",
+            "--plugin",
+            wasm,
+            "--input",
+            input,
+            "--sink",
+            "default=kinesis://x",
+            "--dlq",
+            "dlq.jsonl",
+        ],
+    )
+    .assert_error("with --sink, the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX");
+    host(
+        &scratch,
+        &moto,
+        &[
+            "run",
+            "--plugin",
+            wasm,
+            "--input",
+            input,
+            "--sink",
+            "default=kinesis://x",
+            "--dlq",
+            "kinesis://y",
+        ],
+    )
+    .assert_error("--dlq: the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX");
+    host(
+        &scratch,
+        &moto,
+        &[
+            "run",
+            "--plugin",
+            wasm,
+            "--input",
+            input,
+            "--sink",
+            "default=sqs://missing",
+            "--dlq",
+            "sqs://missing",
+        ],
+    )
+    .assert_error("PIPELINE_SINKS default: SQS queue missing");
+}
