@@ -30,13 +30,15 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use crate::accounting::Summary;
 use crate::aws::{AwsClients, describe_error};
 use crate::config::{ConfigError, Limits};
 use crate::engine::{Engine, Runner};
 use crate::pipeline::{self, BatchReport, Delivery, ItemStatus};
 use crate::record::Outcome;
 use crate::sinks::{RetryPolicy, Router, Sink, SinkSpec};
-use crate::sources::{Decoded, EventKind, events};
+use crate::sources::s3::ObjectBatches;
+use crate::sources::{Decoded, EventKind, ObjectRef, events};
 
 /// Firehose refuses a transformation response over 6 MB; keep a margin for the JSON.
 const FIREHOSE_RESPONSE_LIMIT: usize = 6_000_000 - (64 << 10);
@@ -174,6 +176,7 @@ pub struct Host {
     router: Router,
     dlq: Sink,
     retry: RetryPolicy,
+    aws: AwsClients,
 }
 
 impl Host {
@@ -226,6 +229,7 @@ impl Host {
             base_delay: config.limits.retry_base_delay,
         };
         Ok(Self {
+            aws: aws.clone(),
             runner: Some(runner),
             router: Router::new(sinks),
             dlq,
@@ -277,12 +281,37 @@ impl Host {
         Ok(report)
     }
 
+    /// Streams one S3 object through the pipeline in batches. S3 invokes asynchronously
+    /// (no partial responses): a failure to read the object fails the invocation.
+    pub async fn process_object(&mut self, object: &ObjectRef) -> anyhow::Result<Summary> {
+        let batch_size = self
+            .runner
+            .as_ref()
+            .map_or(1000, |r| r.plugin().limits().batch_size);
+        let aws = self.aws.clone();
+        let mut batches = ObjectBatches::open(&aws, object, batch_size)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let mut summary = Summary::default();
+        while let Some(batch) = batches.next().await {
+            let report = self.process(batch?, false, false).await?;
+            summary.add(&report.summary);
+        }
+        batches.finish().await;
+        tracing::info!(bucket = %object.bucket, key = %object.key, %summary, "object done");
+        Ok(summary)
+    }
+
     /// Handles one event; the response is in the event source's terms.
     pub async fn handle(&mut self, event: Value) -> anyhow::Result<Value> {
         let kind = events::detect(&event)?;
         let decoded = events::decode(kind, event)?;
         if kind == EventKind::S3 {
-            anyhow::bail!("S3 notification sources are not supported by this host version");
+            let mut summary = Summary::default();
+            for object in &decoded.objects {
+                summary.add(&self.process_object(object).await?);
+            }
+            return Ok(summary_json(&summary));
         }
         let ids: Vec<String> = decoded.items.iter().map(|i| i.id.clone()).collect();
         let items = decoded.items.into_iter().map(|i| i.decoded).collect();
@@ -329,7 +358,7 @@ impl Host {
                 serde_json::to_value(response)?
             }
             EventKind::Firehose => serde_json::to_value(firehose_response(&ids, &report))?,
-            EventKind::Direct | EventKind::S3 => summary_json(&report),
+            EventKind::Direct | EventKind::S3 => summary_json(&report.summary),
         };
         Ok(response)
     }
@@ -369,8 +398,7 @@ fn firehose_response(ids: &[String], report: &BatchReport) -> KinesisFirehoseRes
     response
 }
 
-fn summary_json(report: &BatchReport) -> Value {
-    let s = &report.summary;
+fn summary_json(s: &Summary) -> Value {
     serde_json::json!({
         "in": s.input, "transformed": s.transformed, "dropped": s.dropped,
         "failed": s.failed, "retried": s.retried, "outputs": s.outputs,

@@ -310,3 +310,91 @@ async fn a_missing_setting_fails_the_cold_start_naming_the_variable() {
     }
     assert!(!function.wait_exit(Duration::from_secs(30)).success());
 }
+
+fn s3_event(bucket: &str, keys: &[&str]) -> Value {
+    let records: Vec<Value> = keys
+        .iter()
+        .map(|key| {
+            json!({
+                "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+                "eventTime": "2026-11-24T13:00:00.000Z", "eventName": "ObjectCreated:Put",
+                "userIdentity": {"principalId": "EXAMPLE"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+                "responseElements": {},
+                "s3": {"s3SchemaVersion": "1.0", "configurationId": "t", "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+                       "object": {"key": key, "size": 1}}
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_objects_stream_through_in_batches() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("incoming").await;
+    aws.bucket("lake").await;
+    let dlq = aws.queue("dlq").await;
+    // 2,500 JSON lines, gzip-compressed, one of them broken; and a small CSV.
+    let mut lines: Vec<String> = (0..2500)
+        .map(|i| format!(r#"{{"id":"s{i}","user":"u{}","action":"view","amount":{i},"ts":"2026-11-24T13:00:00Z"}}"#, i % 7))
+        .collect();
+    lines[1234] = "{broken".into();
+    let gz = {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder
+            .write_all(lines.join("\n").as_bytes())
+            .expect("gzip");
+        encoder.finish().expect("gzip")
+    };
+    aws.put_object("incoming", "raw/day 1/events.jsonl.gz", gz)
+        .await;
+    aws.put_object(
+        "incoming",
+        "raw/users.csv",
+        b"id,user,action,amount,ts\nc1,ann,buy,5,2026-11-24T13:00:00Z\nc2,bob\n".to_vec(),
+    )
+    .await;
+    let scratch = Scratch::new();
+    let wasm = plugin("validate");
+    let api = RuntimeApi::start(vec![s3_event(
+        "incoming",
+        &["raw/day+1/events.jsonl.gz", "raw/users.csv"],
+    )]);
+    let function = Function::start(
+        &api,
+        &env(
+            &moto,
+            &[
+                ("PIPELINE_PLUGIN", wasm.to_str().unwrap_or_default()),
+                ("PIPELINE_SINKS", "default=s3://lake/valid"),
+                ("PIPELINE_DLQ", "sqs://dlq"),
+                ("PIPELINE_BATCH_SIZE", "1000"),
+            ],
+        ),
+        scratch.dir.path(),
+    );
+    let answer = response(api.next_answer(ANSWER_TIMEOUT), &function);
+    // 2,500 + 2 records in; the broken line and the short CSV row fail decoding; CSV
+    // fields are text, so the validator refuses the other row's "5" as an amount.
+    assert_eq!(
+        answer,
+        json!({"in": 2502, "transformed": 2499, "dropped": 0, "failed": 3, "retried": 0, "outputs": 2499})
+    );
+    let objects = aws.objects("lake", "valid/").await;
+    assert_eq!(
+        objects.len(),
+        3,
+        "one object per batch with outputs: 1000 + 999 + 500"
+    );
+    let written: usize = objects
+        .iter()
+        .map(|(_, body)| String::from_utf8_lossy(body).lines().count())
+        .sum();
+    assert_eq!(written, 2499);
+    assert_eq!(
+        dlq_kinds(&aws.drain_queue(&dlq).await),
+        ["decode", "decode", "domain"]
+    );
+}

@@ -51,6 +51,8 @@ const MAX_EVENT_BYTES: u64 = 64 << 20;
 /// Reads records from a file or stdin. Blank lines are skipped in every format.
 pub struct FileSource {
     input: String,
+    /// The `source` attribute of every record (`file`, `s3`).
+    source: &'static str,
     reader: Reader,
 }
 
@@ -114,8 +116,15 @@ impl FileSource {
         };
         Ok(Self {
             input: input.to_owned(),
+            source: "file",
             reader,
         })
+    }
+
+    /// The same source, naming `source` in each record's `source` attribute.
+    pub fn labelled(mut self, source: &'static str) -> Self {
+        self.source = source;
+        self
     }
 
     fn record(&self, payload: Vec<u8>, line: u64) -> Record {
@@ -123,7 +132,7 @@ impl FileSource {
             key: None,
             payload: Bytes::from(payload),
             attributes: vec![
-                ("source".into(), "file".into()),
+                ("source".into(), self.source.into()),
                 ("file".into(), self.input.clone()),
                 ("line".into(), line.to_string()),
             ],

@@ -3,8 +3,9 @@
 
 pub mod events;
 mod file;
+pub mod s3;
 
-pub use events::{DecodedEvent, EventItem, EventKind};
+pub use events::{DecodedEvent, EventItem, EventKind, ObjectRef};
 pub use file::{FileSource, InputFormat};
 
 use crate::record::Record;
