@@ -104,7 +104,7 @@ impl DlqEntry {
             },
             plugin: plugin.clone(),
             attempts: failure.attempts,
-            failed_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            failed_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         }
     }
 

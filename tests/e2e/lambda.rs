@@ -398,3 +398,57 @@ async fn s3_objects_stream_through_in_batches() {
         ["decode", "decode", "domain"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parquet_objects_in_and_parquet_objects_out() {
+    use pipeline_host::sinks::parquet::{from_json_payloads, rows_of};
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("incoming").await;
+    aws.bucket("lake").await;
+    let dlq = aws.queue("dlq").await;
+    let rows: Vec<String> = (0..300)
+        .map(|i| format!(r#"{{"id":"p{i}","user":"u{i}","action":"buy","amount":{}.5,"ts":"2026-11-24T13:00:00Z"}}"#, i % 50))
+        .collect();
+    let payloads: Vec<&[u8]> = rows.iter().map(|r| r.as_bytes()).collect();
+    aws.put_object(
+        "incoming",
+        "raw/orders.parquet",
+        from_json_payloads(&payloads).expect("parquet"),
+    )
+    .await;
+    let scratch = Scratch::new();
+    let wasm = plugin("enrich");
+    let api = RuntimeApi::start(vec![s3_event("incoming", &["raw/orders.parquet"])]);
+    let function = Function::start(
+        &api,
+        &env(
+            &moto,
+            &[
+                ("PIPELINE_PLUGIN", wasm.to_str().unwrap_or_default()),
+                (
+                    "PIPELINE_SINKS",
+                    "default=s3://lake/enriched?format=parquet",
+                ),
+                ("PIPELINE_DLQ", "sqs://dlq"),
+                ("PIPELINE_BATCH_SIZE", "128"),
+            ],
+        ),
+        scratch.dir.path(),
+    );
+    let answer = response(api.next_answer(ANSWER_TIMEOUT), &function);
+    assert_eq!(answer["transformed"], 300, "{answer}");
+    let objects = aws.objects("lake", "enriched/").await;
+    assert_eq!(objects.len(), 3, "batches of 128: 128 + 128 + 44");
+    assert!(objects.iter().all(|(key, _)| key.ends_with(".parquet")));
+    let mut total = 0;
+    for (_, body) in objects {
+        let rows = rows_of(body, 1000).expect("a Parquet object");
+        let first: Value = serde_json::from_slice(&rows[0]).expect("row JSON");
+        assert_eq!(first["source"], "s3");
+        assert!(first["amount_cents"].is_i64(), "{first}");
+        total += rows.len();
+    }
+    assert_eq!(total, 300);
+    assert!(aws.drain_queue(&dlq).await.is_empty());
+}

@@ -12,7 +12,7 @@ use crate::aws::{AwsClients, describe_error};
 use crate::dlq::DlqEntry;
 use crate::lambda::{Host, LambdaConfig};
 use crate::pipeline::ItemStatus;
-use crate::sinks::{RetryPolicy, S3Sink, SinkSpec, queue_url};
+use crate::sinks::{ObjectFormat, RetryPolicy, S3Sink, SinkSpec, queue_url};
 use crate::sources::Decoded;
 
 async fn start(
@@ -64,7 +64,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
 /// plugin and the sinks again. An entry is deleted once its record is delivered,
 /// dropped, or dead-lettered anew; one that fails transiently stays where it is.
 pub(super) async fn reprocess(args: ReprocessArgs) -> anyhow::Result<()> {
-    let started = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let started = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let (mut host, aws) = start(&args.plugin, args.sink.clone(), args.dlq.clone()).await?;
     let mut summary = Summary::default();
     match &args.from {
@@ -77,7 +77,12 @@ pub(super) async fn reprocess(args: ReprocessArgs) -> anyhow::Result<()> {
                 max_attempts: 3,
                 base_delay: std::time::Duration::from_millis(100),
             };
-            let sink = S3Sink::new(aws.s3.clone(), bucket.clone(), prefix.clone(), false);
+            let sink = S3Sink::new(
+                aws.s3.clone(),
+                bucket.clone(),
+                prefix.clone(),
+                ObjectFormat::JsonLines,
+            );
             reprocess_bucket(&mut host, &aws, bucket, prefix, &sink, retry, &mut summary).await?;
         }
         SinkSpec::Kinesis { .. } => {
@@ -226,7 +231,7 @@ async fn reprocess_bucket(
             None => break,
         }
     }
-    let cutoff = humantime::format_rfc3339_seconds(started).to_string();
+    let cutoff = humantime::format_rfc3339_millis(started).to_string();
     for key in &listed {
         let body = aws
             .s3

@@ -6,6 +6,7 @@
 
 mod file;
 mod kinesis;
+pub mod parquet;
 mod s3;
 mod sqs;
 
@@ -56,21 +57,32 @@ pub enum SinkSpec {
         /// Queue name.
         queue: String,
     },
-    /// `s3://BUCKET/PREFIX[?gzip=true]`
+    /// `s3://BUCKET/PREFIX[?gzip=true|?format=parquet]`
     S3 {
         /// Bucket name.
         bucket: String,
         /// Key prefix (may be empty).
         prefix: String,
-        /// Gzip each object.
-        gzip: bool,
+        /// How objects are written.
+        format: ObjectFormat,
     },
+}
+
+/// How an S3 sink writes each object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectFormat {
+    /// JSON lines (`.jsonl`).
+    JsonLines,
+    /// Gzip-compressed JSON lines (`.jsonl.gz`).
+    JsonLinesGzip,
+    /// Parquet with Snappy pages (`.parquet`); the schema is inferred from the outputs.
+    Parquet,
 }
 
 /// A sink spec that cannot be parsed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "bad sink {spec:?}: {reason} (expected kinesis://STREAM, sqs://QUEUE or s3://BUCKET/PREFIX, optionally ?gzip=true)"
+    "bad sink {spec:?}: {reason} (expected kinesis://STREAM[?gzip=true], sqs://QUEUE or s3://BUCKET/PREFIX[?gzip=true|?format=parquet])"
 )]
 pub struct SinkSpecError {
     spec: String,
@@ -87,31 +99,44 @@ impl std::str::FromStr for SinkSpec {
         };
         let (scheme, rest) = spec.split_once("://").ok_or_else(|| error("no scheme"))?;
         let (target, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let gzip = match query {
-            "" | "gzip=false" => false,
-            "gzip=true" => true,
-            _ => return Err(error("the only option is gzip=true|false")),
-        };
+        let (mut gzip, mut parquet) = (false, false);
+        for option in query.split('&').filter(|o| !o.is_empty()) {
+            match option {
+                "gzip=true" => gzip = true,
+                "gzip=false" => gzip = false,
+                "format=parquet" => parquet = true,
+                "format=jsonl" => parquet = false,
+                _ => return Err(error(&format!("unknown option {option:?}"))),
+            }
+        }
         if target.is_empty() {
             return Err(error("no name"));
         }
         match scheme {
-            "kinesis" => Ok(Self::Kinesis {
+            "kinesis" if !parquet => Ok(Self::Kinesis {
                 stream: target.to_owned(),
                 gzip,
             }),
-            "sqs" if !gzip => Ok(Self::Sqs {
+            "sqs" if !gzip && !parquet => Ok(Self::Sqs {
                 queue: target.to_owned(),
             }),
-            "sqs" => Err(error("SQS messages are not gzipped")),
             "s3" => {
                 let (bucket, prefix) = target.split_once('/').unwrap_or((target, ""));
+                let format = match (gzip, parquet) {
+                    (false, false) => ObjectFormat::JsonLines,
+                    (true, false) => ObjectFormat::JsonLinesGzip,
+                    (false, true) => ObjectFormat::Parquet,
+                    (true, true) => {
+                        return Err(error("Parquet objects are compressed inside; no gzip"));
+                    }
+                };
                 Ok(Self::S3 {
                     bucket: bucket.to_owned(),
                     prefix: prefix.trim_matches('/').to_owned(),
-                    gzip,
+                    format,
                 })
             }
+            "kinesis" | "sqs" => Err(error("option not available for this sink")),
             _ => Err(error("unknown scheme")),
         }
     }
@@ -141,12 +166,12 @@ impl Sink {
             SinkSpec::S3 {
                 bucket,
                 prefix,
-                gzip,
+                format,
             } => Self::S3(S3Sink::new(
                 aws.s3.clone(),
                 bucket.clone(),
                 prefix.clone(),
-                *gzip,
+                *format,
             )),
         })
     }

@@ -1,12 +1,12 @@
-//! S3 sink: one JSON-lines object (optionally gzip) per delivery, under Hive-style
-//! partitioned keys `prefix/dt=YYYY-MM-DD/hour=HH/<time>-<random>.jsonl[.gz]`,
+//! S3 sink: one object per delivery — JSON lines (optionally gzip) or Parquet — under
+//! Hive-style partitioned keys `prefix/dt=YYYY-MM-DD/hour=HH/<time>-<random>.<ext>`,
 //! written with `If-None-Match: *` so an existing object is never overwritten.
 
 use std::time::SystemTime;
 
 use aws_sdk_s3::primitives::ByteStream;
 
-use super::{DeliveryFailure, RetryPolicy, gzip};
+use super::{DeliveryFailure, ObjectFormat, RetryPolicy, gzip};
 use crate::aws::describe_error;
 use crate::record::{FailureKind, Output};
 
@@ -16,17 +16,22 @@ pub struct S3Sink {
     client: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
-    gzip: bool,
+    format: ObjectFormat,
 }
 
 impl S3Sink {
     /// A sink writing under `s3://bucket/prefix`.
-    pub fn new(client: aws_sdk_s3::Client, bucket: String, prefix: String, gzip: bool) -> Self {
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        bucket: String,
+        prefix: String,
+        format: ObjectFormat,
+    ) -> Self {
         Self {
             client,
             bucket,
             prefix: prefix.trim_end_matches('/').to_owned(),
-            gzip,
+            format,
         }
     }
 
@@ -35,7 +40,11 @@ impl S3Sink {
         partitioned_key(
             &self.prefix,
             now,
-            if self.gzip { "jsonl.gz" } else { "jsonl" },
+            match self.format {
+                ObjectFormat::JsonLines => "jsonl",
+                ObjectFormat::JsonLinesGzip => "jsonl.gz",
+                ObjectFormat::Parquet => "parquet",
+            },
         )
     }
 
@@ -48,12 +57,38 @@ impl S3Sink {
         if outputs.is_empty() {
             return Vec::new();
         }
-        let mut body = Vec::new();
-        for (_, output) in &outputs {
-            body.extend_from_slice(&json_line(&output.payload));
-            body.push(b'\n');
-        }
-        let body = if self.gzip { gzip(&body) } else { body };
+        let body = match self.format {
+            ObjectFormat::Parquet => {
+                let payloads: Vec<&[u8]> = outputs.iter().map(|(_, o)| &o.payload[..]).collect();
+                match super::parquet::from_json_payloads(&payloads) {
+                    Ok(body) => body,
+                    Err(message) => {
+                        let message =
+                            format!("S3 bucket {}: cannot write Parquet: {message}", self.bucket);
+                        return outputs
+                            .into_iter()
+                            .map(|(item, _)| DeliveryFailure {
+                                item,
+                                kind: FailureKind::Delivery,
+                                message: message.clone(),
+                            })
+                            .collect();
+                    }
+                }
+            }
+            ObjectFormat::JsonLines | ObjectFormat::JsonLinesGzip => {
+                let mut body = Vec::new();
+                for (_, output) in &outputs {
+                    body.extend_from_slice(&json_line(&output.payload));
+                    body.push(b'\n');
+                }
+                if self.format == ObjectFormat::JsonLinesGzip {
+                    gzip(&body)
+                } else {
+                    body
+                }
+            }
+        };
         match self.put_new(body, retry).await {
             Ok(key) => {
                 tracing::debug!(bucket = %self.bucket, %key, outputs = outputs.len(), "wrote S3 object");

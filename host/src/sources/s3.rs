@@ -2,7 +2,9 @@
 //! stays bounded by a couple of batches whatever the object's size.
 //!
 //! The format comes from the key: `.jsonl`, `.ndjson`, `.json` (JSON lines), `.csv`
-//! (CSV with a header), `.txt`/`.log` (lines), each optionally `.gz`.
+//! (CSV with a header), `.txt`/`.log` (lines), each optionally `.gz`; `.parquet` (each
+//! row becomes a JSON object). Parquet needs random access: the object is streamed to a
+//! temporary file first (disk, not memory), then read a batch of rows at a time.
 
 use std::io::{BufRead, BufReader};
 
@@ -12,8 +14,17 @@ use tokio_util::io::SyncIoBridge;
 use super::{Decoded, FileSource, InputFormat, ObjectRef, SourceError};
 use crate::aws::{AwsClients, describe_error};
 
-/// The input format and compression of an object, from its key.
-pub fn format_for_key(key: &str) -> Result<(InputFormat, bool), String> {
+/// How an object is read, from its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectLayout {
+    /// A line-based format, gzip-compressed or not.
+    Lines(InputFormat, bool),
+    /// Parquet.
+    Parquet,
+}
+
+/// The layout of an object, from its key.
+pub fn format_for_key(key: &str) -> Result<ObjectLayout, String> {
     let (stem, gzip) = match key.strip_suffix(".gz") {
         Some(stem) => (stem, true),
         None => (key, false),
@@ -26,18 +37,14 @@ pub fn format_for_key(key: &str) -> Result<(InputFormat, bool), String> {
         "jsonl" | "ndjson" | "json" => InputFormat::Jsonl,
         "csv" => InputFormat::Csv,
         "txt" | "log" => InputFormat::Lines,
-        "parquet" => {
-            return Err(format!(
-                "{key}: Parquet objects are not supported by this host version"
-            ));
-        }
+        "parquet" if !gzip => return Ok(ObjectLayout::Parquet),
         _ => {
             return Err(format!(
-                "{key}: cannot tell the format from the extension (.jsonl, .csv or .txt, optionally .gz)"
+                "{key}: cannot tell the format from the extension (.jsonl, .csv, .txt, optionally .gz, or .parquet)"
             ));
         }
     };
-    Ok((format, gzip))
+    Ok(ObjectLayout::Lines(format, gzip))
 }
 
 /// A stream of record batches read from one S3 object on a blocking thread.
@@ -54,7 +61,7 @@ impl ObjectBatches {
         batch_size: usize,
     ) -> Result<Self, String> {
         let name = format!("s3://{}/{}", object.bucket, object.key);
-        let (format, gzip) = format_for_key(&object.key)?;
+        let layout = format_for_key(&object.key)?;
         let response = aws
             .s3
             .get_object()
@@ -63,8 +70,18 @@ impl ObjectBatches {
             .send()
             .await
             .map_err(|e| format!("{name}: {}", describe_error(&e)))?;
-        let body = SyncIoBridge::new(response.body.into_async_read());
         let (sender, receiver) = mpsc::channel(1);
+        let (format, gzip) = match layout {
+            ObjectLayout::Lines(format, gzip) => (format, gzip),
+            ObjectLayout::Parquet => {
+                let file = download(response.body, &name).await?;
+                let reader = tokio::task::spawn_blocking(move || {
+                    read_parquet(file, &name, batch_size, &sender)
+                });
+                return Ok(Self { receiver, reader });
+            }
+        };
+        let body = SyncIoBridge::new(response.body.into_async_read());
         let reader = tokio::task::spawn_blocking(move || {
             let raw: Box<dyn BufRead> = if gzip {
                 Box::new(BufReader::with_capacity(
@@ -117,6 +134,66 @@ impl ObjectBatches {
     }
 }
 
+/// Streams an object's body into an anonymous temporary file.
+async fn download(
+    mut body: aws_sdk_s3::primitives::ByteStream,
+    name: &str,
+) -> Result<std::fs::File, String> {
+    use std::io::{Seek, Write};
+    let mut file = tempfile::tempfile().map_err(|e| format!("{name}: no temporary file: {e}"))?;
+    while let Some(chunk) = body.try_next().await.map_err(|e| format!("{name}: {e}"))? {
+        file.write_all(&chunk)
+            .map_err(|e| format!("{name}: writing the temporary file: {e}"))?;
+    }
+    file.rewind().map_err(|e| format!("{name}: {e}"))?;
+    Ok(file)
+}
+
+/// Sends a Parquet file's rows as JSON-object records, a batch at a time.
+fn read_parquet(
+    file: std::fs::File,
+    name: &str,
+    batch_size: usize,
+    sender: &mpsc::Sender<Result<Vec<Decoded>, SourceError>>,
+) {
+    let fail = |reason: String| {
+        let error = std::io::Error::other(reason);
+        let _ = sender.blocking_send(Err(SourceError::Read {
+            input: name.to_owned(),
+            source: error,
+        }));
+    };
+    let batches = match crate::sinks::parquet::json_rows(file, batch_size) {
+        Ok(batches) => batches,
+        Err(reason) => return fail(reason),
+    };
+    let mut row = 0u64;
+    for batch in batches {
+        let rows = match batch {
+            Ok(rows) => rows,
+            Err(reason) => return fail(reason),
+        };
+        let records = rows
+            .into_iter()
+            .map(|json| {
+                row += 1;
+                Ok(crate::record::Record {
+                    key: None,
+                    payload: json.into(),
+                    attributes: vec![
+                        ("source".into(), "s3".into()),
+                        ("file".into(), name.to_owned()),
+                        ("row".into(), row.to_string()),
+                    ],
+                })
+            })
+            .collect();
+        if sender.blocking_send(Ok(records)).is_err() {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,10 +202,14 @@ mod tests {
     fn format_comes_from_the_extension() {
         assert_eq!(
             format_for_key("a/b.jsonl.gz"),
-            Ok((InputFormat::Jsonl, true))
+            Ok(ObjectLayout::Lines(InputFormat::Jsonl, true))
         );
-        assert_eq!(format_for_key("a/b.CSV"), Ok((InputFormat::Csv, false)));
-        assert!(format_for_key("a/b.parquet").is_err_and(|e| e.contains("Parquet")));
+        assert_eq!(
+            format_for_key("a/b.CSV"),
+            Ok(ObjectLayout::Lines(InputFormat::Csv, false))
+        );
+        assert_eq!(format_for_key("a/b.parquet"), Ok(ObjectLayout::Parquet));
+        assert!(format_for_key("a/b.parquet.gz").is_err_and(|e| e.contains("extension")));
         assert!(format_for_key("a/b").is_err_and(|e| e.contains("extension")));
     }
 }
