@@ -4,6 +4,7 @@
 //! this runs; a missing plugin fails the test with that instruction.
 
 mod emulator;
+mod faults;
 mod runtime_api;
 mod support;
 
