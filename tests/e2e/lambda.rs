@@ -123,7 +123,7 @@ fn sqs_event(bodies: &[&str]) -> Value {
 async fn sqs_event_reports_only_transient_failures_and_dead_letters_to_s3() {
     let moto = Moto::start();
     let aws = moto.clients().await;
-    let out = aws.queue("out").await;
+    let out = aws.queue("out.fifo").await;
     aws.bucket("dead").await;
     let scratch = Scratch::new();
     let wasm = plugin("misbehave");
@@ -134,7 +134,7 @@ async fn sqs_event_reports_only_transient_failures_and_dead_letters_to_s3() {
             &moto,
             &[
                 ("PIPELINE_PLUGIN", wasm.to_str().unwrap_or_default()),
-                ("PIPELINE_SINKS", "default=sqs://out"),
+                ("PIPELINE_SINKS", "default=sqs://out.fifo"),
                 ("PIPELINE_DLQ", "s3://dead/letters"),
                 ("PIPELINE_MAX_ATTEMPTS", "2"),
                 ("PIPELINE_RETRY_BASE_MS", "1"),
@@ -450,5 +450,45 @@ async fn parquet_objects_in_and_parquet_objects_out() {
         total += rows.len();
     }
     assert_eq!(total, 300);
+    assert!(aws.drain_queue(&dlq).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dynamodb_stream_images_arrive_as_plain_json() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let out = aws.queue("changes").await;
+    let dlq = aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    let wasm = plugin("misbehave");
+    let api = RuntimeApi::start(vec![fixture("dynamodb-event.json")]);
+    let function = Function::start(
+        &api,
+        &env(
+            &moto,
+            &[
+                ("PIPELINE_PLUGIN", wasm.to_str().unwrap_or_default()),
+                ("PIPELINE_SINKS", "default=sqs://changes"),
+                ("PIPELINE_DLQ", "sqs://dlq"),
+            ],
+        ),
+        scratch.dir.path(),
+    );
+    assert_eq!(
+        response(api.next_answer(ANSWER_TIMEOUT), &function),
+        json!({"batchItemFailures": []})
+    );
+    let changes: Vec<Value> = aws
+        .drain_queue(&out)
+        .await
+        .iter()
+        .map(|b| serde_json::from_str(b).expect("JSON"))
+        .collect();
+    assert_eq!(changes.len(), 2);
+    let modify = changes
+        .iter()
+        .find(|c| c["eventName"] == "MODIFY")
+        .expect("the MODIFY record");
+    assert_eq!(modify["oldImage"]["Message"], "New item!");
     assert!(aws.drain_queue(&dlq).await.is_empty());
 }

@@ -161,3 +161,72 @@ async fn a_kinesis_dlq_or_a_file_dlq_with_sinks_is_refused() {
     )
     .assert_error("PIPELINE_SINKS default: SQS queue missing");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_dead_letter_prefix_is_reprocessed_object_by_object() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("lake").await;
+    aws.bucket("dead").await;
+    let scratch = Scratch::new();
+    let input = scratch.write("events.jsonl", EVENTS);
+    let wasm = plugin("validate");
+    let (wasm, input) = (
+        wasm.to_str().unwrap_or_default(),
+        input.to_str().unwrap_or_default(),
+    );
+    let run = host(
+        &scratch,
+        &moto,
+        &[
+            "run",
+            "--plugin",
+            wasm,
+            "--input",
+            input,
+            "--sink",
+            "default=s3://lake/valid",
+            "--dlq",
+            "s3://dead/letters",
+        ],
+    );
+    run.assert_ok();
+    let before = aws.objects("dead", "letters/").await;
+    assert_eq!(before.len(), 1);
+    assert_eq!(String::from_utf8_lossy(&before[0].1).lines().count(), 5);
+
+    let run = host(
+        &scratch,
+        &moto,
+        &[
+            "reprocess",
+            "--plugin",
+            wasm,
+            "--config",
+            "max_amount=1000000",
+            "--from",
+            "s3://dead/letters",
+            "--sink",
+            "default=s3://lake/valid",
+            "--dlq",
+            "s3://dead/letters",
+        ],
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [5, 1, 0, 4]);
+    let after = aws.objects("dead", "letters/").await;
+    assert_eq!(
+        after.len(),
+        1,
+        "the old object is gone, the four new entries are in a new one"
+    );
+    assert_ne!(after[0].0, before[0].0);
+    assert_eq!(String::from_utf8_lossy(&after[0].1).lines().count(), 4);
+    let delivered: usize = aws
+        .objects("lake", "valid/")
+        .await
+        .iter()
+        .map(|(_, b)| String::from_utf8_lossy(b).lines().count())
+        .sum();
+    assert_eq!(delivered, 3);
+}
