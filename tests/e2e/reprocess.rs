@@ -230,3 +230,43 @@ async fn an_s3_dead_letter_prefix_is_reprocessed_object_by_object() {
         .sum();
     assert_eq!(delivered, 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_captured_s3_notification_replays_from_the_command_line() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("incoming").await;
+    aws.stream("enriched").await;
+    let dlq = aws.queue("dlq").await;
+    aws.put_object(
+        "incoming",
+        "raw/2026-11-24/events part=1.jsonl.gz",
+        pipeline_host::sinks::gzip(EVENTS.as_bytes()),
+    )
+    .await;
+    let scratch = Scratch::new();
+    // The standard test event names incoming/raw/2026-11-24/events+part%3D1.jsonl.gz.
+    let event =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/s3-event.json");
+    let wasm = plugin("enrich");
+    let args = [
+        "run",
+        "--plugin",
+        wasm.to_str().unwrap_or_default(),
+        "--input",
+        event.to_str().unwrap_or_default(),
+        "--format",
+        "s3-event",
+        "--sink",
+        "default=kinesis://enriched",
+        "--dlq",
+        "sqs://dlq",
+    ];
+    let run = host(&scratch, &moto, &args);
+    run.assert_ok();
+    assert_eq!(run.balanced(), [8, 6, 0, 2]);
+    assert_eq!(aws.stream_records("enriched").await.len(), 6);
+    assert_eq!(aws.drain_queue(&dlq).await.len(), 2);
+    let local = scratch.run_plugin("enrich", &event, &["--format", "event"]);
+    local.assert_error("use --format s3-event with --sink");
+}

@@ -13,7 +13,7 @@ use crate::dlq::DlqEntry;
 use crate::lambda::{Host, LambdaConfig};
 use crate::pipeline::ItemStatus;
 use crate::sinks::{ObjectFormat, RetryPolicy, S3Sink, SinkSpec, queue_url};
-use crate::sources::Decoded;
+use crate::sources::{Decoded, EventKind, InputFormat, events};
 
 async fn start(
     plugin: &PluginArgs,
@@ -46,6 +46,9 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let dlq: SinkSpec = args.dlq.parse().map_err(|_| {
         anyhow::anyhow!("--dlq {}: with --sink, the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX", args.dlq)
     })?;
+    if args.format == InputFormat::S3Event {
+        return run_s3_event(args, dlq).await;
+    }
     let source = local::open_input(&args)?;
     let batch_size = args.plugin.limits().batch_size;
     let (mut host, _aws) = start(&args.plugin, args.sink.clone(), dlq).await?;
@@ -55,6 +58,28 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
         let items: Vec<Decoded> = source.by_ref().take(batch_size).collect::<Result<_, _>>()?;
         let report = host.process(items, false, false).await?;
         summary.add(&report.summary);
+    }
+    print_summary(&summary, &host);
+    Ok(())
+}
+
+/// `host run --format s3-event`: the objects an S3 notification names, streamed
+/// through the pipeline as the Lambda host does.
+async fn run_s3_event(args: RunArgs, dlq: SinkSpec) -> anyhow::Result<()> {
+    let text = if args.input == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&args.input)
+            .with_context(|| format!("cannot open input {}", args.input))?
+    };
+    let event: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("input {}: not JSON", args.input))?;
+    let decoded =
+        events::decode(EventKind::S3, event).with_context(|| format!("input {}", args.input))?;
+    let (mut host, _aws) = start(&args.plugin, args.sink.clone(), dlq).await?;
+    let mut summary = Summary::default();
+    for object in &decoded.objects {
+        summary.add(&host.process_object(object).await?);
     }
     print_summary(&summary, &host);
     Ok(())

@@ -29,6 +29,8 @@ pub enum InputFormat {
     FirehoseEvent,
     /// A direct invocation: a JSON array of records.
     DirectEvent,
+    /// An S3 notification: the objects it names are read (needs `--sink`: AWS access).
+    S3Event,
 }
 
 impl InputFormat {
@@ -40,6 +42,7 @@ impl InputFormat {
             Self::DynamodbEvent => Some(EventKind::Dynamodb),
             Self::FirehoseEvent => Some(EventKind::Firehose),
             Self::DirectEvent => Some(EventKind::Direct),
+            Self::S3Event => Some(EventKind::S3),
             Self::Jsonl | Self::Csv | Self::Lines | Self::Event => None,
         }
     }
@@ -107,7 +110,8 @@ impl FileSource {
             | InputFormat::SqsEvent
             | InputFormat::DynamodbEvent
             | InputFormat::FirehoseEvent
-            | InputFormat::DirectEvent => {
+            | InputFormat::DirectEvent
+            | InputFormat::S3Event => {
                 let event = read_event(reader, format.event_kind(), input)?;
                 let items: Vec<Decoded> =
                     event.items.into_iter().map(|item| item.decoded).collect();
@@ -245,7 +249,8 @@ pub fn read_event(
     if kind == EventKind::S3 {
         return Err(event_error(EventError {
             expected: "record-carrying".into(),
-            reason: "an S3 notification names objects to read; the Lambda host reads them".into(),
+            reason: "an S3 notification names objects to read: use --format s3-event with --sink"
+                .into(),
         }));
     }
     events::decode(kind, value).map_err(event_error)
