@@ -5,6 +5,7 @@
 
 mod emulator;
 mod faults;
+mod infra;
 mod runtime_api;
 mod support;
 

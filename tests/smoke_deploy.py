@@ -1,0 +1,140 @@
+"""Deploys the parts of infra/template.yaml that the local AWS emulator supports.
+
+The SAM template is transformed to plain CloudFormation with the same translator SAM
+uses; the resources the emulator can create (buckets, streams, queues, roles) are kept,
+the rest (the function, its event source mapping, its log group) are left out, and the
+result is created as a CloudFormation stack on the emulator. Every kept resource is then
+looked up through its own service. Exit status 0 means all of them exist.
+
+Usage: smoke_deploy.py --endpoint http://127.0.0.1:PORT [--template infra/template.yaml]
+"""
+
+import argparse
+import ast
+import json
+import os
+import sys
+import time
+import urllib.parse
+
+import boto3
+from cfnlint.decode import decode
+from samtranslator.translator.transform import transform
+
+SUPPORTED = {"AWS::S3::Bucket", "AWS::Kinesis::Stream", "AWS::SQS::Queue", "AWS::IAM::Role"}
+
+
+class NoManagedPolicies:
+    """The translator asks for AWS managed policy ARNs by name; the template names none."""
+
+    def load(self):
+        return {}
+
+
+def referenced(value):
+    """Logical ids a template fragment refers to (Ref, GetAtt, Sub)."""
+    found = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref" and isinstance(inner, str):
+                found.add(inner)
+            elif key == "Fn::GetAtt":
+                target = inner[0] if isinstance(inner, list) else inner.split(".")[0]
+                found.add(target)
+            elif key == "Fn::Sub":
+                text = inner[0] if isinstance(inner, list) else inner
+                for part in text.split("${")[1:]:
+                    found.add(part.split("}")[0].split(".")[0])
+                found |= referenced(inner)
+            else:
+                found |= referenced(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            found |= referenced(inner)
+    return found
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--template", default="infra/template.yaml")
+    args = parser.parse_args()
+
+    # The translator resolves pseudo parameters from the default session's region.
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    template, problems = decode(args.template)
+    if problems:
+        sys.exit(f"cannot read {args.template}: {problems}")
+    # What `sam package` does: the function's local code becomes an S3 location.
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = "s3://packaged-code/host.zip"
+    plain = transform(template, {}, NoManagedPolicies())
+    resources = {k: v for k, v in plain["Resources"].items() if v["Type"] in SUPPORTED}
+    dropped = sorted(set(plain["Resources"]) - set(resources))
+    # A kept resource must not depend on a dropped one.
+    for name, resource in resources.items():
+        missing = referenced(resource) & set(dropped)
+        if missing:
+            sys.exit(f"{name} refers to resources the emulator cannot create: {sorted(missing)}")
+    plain["Resources"] = resources
+    plain.pop("Outputs", None)
+    plain["Parameters"] = {k: v for k, v in plain.get("Parameters", {}).items() if k in referenced(resources)}
+
+    session = boto3.session.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+    client = lambda service: session.client(service, endpoint_url=args.endpoint)
+    cloudformation = client("cloudformation")
+    cloudformation.create_stack(
+        StackName="pipeline-host",
+        TemplateBody=json.dumps(plain),
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+    )
+    for _ in range(100):
+        stack = cloudformation.describe_stacks(StackName="pipeline-host")["Stacks"][0]
+        if not stack["StackStatus"].endswith("IN_PROGRESS"):
+            break
+        time.sleep(0.1)
+    status = stack["StackStatus"]
+    print(f"stack status: {status}")
+    if status != "CREATE_COMPLETE":
+        events = cloudformation.describe_stack_events(StackName="pipeline-host")["StackEvents"]
+        for event in events:
+            print(f"  {event['LogicalResourceId']}: {event['ResourceStatus']} {event.get('ResourceStatusReason', '')}")
+        sys.exit(1)
+
+    created = cloudformation.describe_stack_resources(StackName="pipeline-host")["StackResources"]
+    checks = {
+        "AWS::S3::Bucket": lambda id: client("s3").head_bucket(Bucket=id),
+        "AWS::Kinesis::Stream": lambda id: client("kinesis").describe_stream_summary(StreamName=id),
+        "AWS::SQS::Queue": lambda id: client("sqs").get_queue_attributes(QueueUrl=id, AttributeNames=["QueueArn"]),
+        "AWS::IAM::Role": lambda id: client("iam").get_role(RoleName=id),
+    }
+    for resource in sorted(created, key=lambda r: r["LogicalResourceId"]):
+        checks[resource["ResourceType"]](resource["PhysicalResourceId"])
+        print(f"created {resource['ResourceType']} {resource['LogicalResourceId']}")
+    iam = client("iam")
+    for resource in created:
+        if resource["ResourceType"] != "AWS::IAM::Role":
+            continue
+        role = resource["PhysicalResourceId"]
+        for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+            document = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+            if isinstance(document, str):  # the emulator returns it as text (JSON or a Python literal)
+                text = urllib.parse.unquote(document)
+                try:
+                    document = json.loads(text)
+                except json.JSONDecodeError:
+                    document = ast.literal_eval(text)
+            for statement in document["Statement"]:
+                actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                wide = [a for a in actions if a == "*" or a.endswith(":*")]
+                if wide:
+                    sys.exit(f"role {role} policy {name} grants wildcard actions {wide}")
+        print(f"role {role}: no wildcard actions")
+    print(f"left out (not supported by the emulator): {', '.join(dropped)}")
+    if len(created) != len(resources):
+        sys.exit(f"{len(resources)} resources in the template, {len(created)} created")
+
+
+if __name__ == "__main__":
+    main()
