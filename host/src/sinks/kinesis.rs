@@ -175,19 +175,7 @@ fn partition_key(output: &Output) -> String {
 
 /// Splits entries into consecutive calls of at most 500 records and 5 MiB.
 pub(crate) fn pack(entries: &[Entry]) -> Vec<Range<usize>> {
-    let mut calls = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, entry) in entries.iter().enumerate() {
-        if i > start && (i - start == MAX_RECORDS || bytes + entry.size() > MAX_CALL_BYTES) {
-            calls.push(start..i);
-            (start, bytes) = (i, 0);
-        }
-        bytes += entry.size();
-    }
-    if start < entries.len() {
-        calls.push(start..entries.len());
-    }
-    calls
+    super::pack(entries, MAX_RECORDS, MAX_CALL_BYTES, Entry::size)
 }
 
 #[cfg(test)]

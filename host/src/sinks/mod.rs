@@ -12,6 +12,7 @@ mod sqs;
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::ops::Range;
 use std::time::Duration;
 
 pub use file::{Emit, JsonLinesFile, Target};
@@ -248,6 +249,29 @@ impl Router {
         }
         failures
     }
+}
+
+/// Splits `items` into consecutive runs of at most `max_count` items and `max_bytes`
+/// bytes (by `size`), as a service's batch call allows. An item is never split.
+pub(crate) fn pack<T>(
+    items: &[T],
+    max_count: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<Range<usize>> {
+    let mut calls = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        if i > start && (i - start == max_count || bytes + size(item) > max_bytes) {
+            calls.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size(item);
+    }
+    if start < items.len() {
+        calls.push(start..items.len());
+    }
+    calls
 }
 
 /// Gzip-compresses `data`.

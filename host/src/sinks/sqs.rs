@@ -169,20 +169,9 @@ fn dedup_id(body: &str) -> String {
     format!("{:016x}{:08x}", hasher.finish(), body.len())
 }
 
+/// Splits messages into calls of at most 10 messages and 256 KiB.
 fn pack(messages: &[Message]) -> Vec<Range<usize>> {
-    let mut calls = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, m) in messages.iter().enumerate() {
-        if i > start && (i - start == MAX_MESSAGES || bytes + m.body.len() > MAX_BYTES) {
-            calls.push(start..i);
-            (start, bytes) = (i, 0);
-        }
-        bytes += m.body.len();
-    }
-    if start < messages.len() {
-        calls.push(start..messages.len());
-    }
-    calls
+    super::pack(messages, MAX_MESSAGES, MAX_BYTES, |m| m.body.len())
 }
 
 #[cfg(test)]
