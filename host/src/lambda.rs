@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use aws_lambda_events::event::firehose::{KinesisFirehoseResponse, KinesisFirehoseResponseRecord};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use aws_lambda_events::event::streams::{
@@ -31,14 +30,13 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::accounting::Summary;
-use crate::aws::{AwsClients, describe_error};
+use crate::aws::AwsClients;
 use crate::config::{ConfigError, Limits};
-use crate::engine::{Engine, Runner};
-use crate::pipeline::{self, BatchReport, Delivery, ItemStatus};
+use crate::pipeline::{BatchReport, ItemStatus};
 use crate::record::Outcome;
-use crate::sinks::{RetryPolicy, Router, Sink, SinkSpec};
-use crate::sources::s3::ObjectBatches;
-use crate::sources::{Decoded, EventKind, ObjectRef, events};
+use crate::service::Service;
+use crate::sinks::SinkSpec;
+use crate::sources::{EventKind, events};
 
 /// Firehose refuses a transformation response over 6 MB; keep a margin for the JSON.
 const FIREHOSE_RESPONSE_LIMIT: usize = 6_000_000 - (64 << 10);
@@ -169,199 +167,65 @@ fn env_name(setting: &str) -> &'static str {
     }
 }
 
-/// Everything an invocation needs, built once at cold start.
-pub struct Host {
-    /// `None` only while a batch runs on a blocking thread.
-    runner: Option<Runner>,
-    router: Router,
-    dlq: Sink,
-    retry: RetryPolicy,
-    aws: AwsClients,
-}
-
-impl Host {
-    /// The cold start: plugin, sinks, DLQ. Errors name what failed.
-    pub async fn start(config: LambdaConfig, aws: &AwsClients) -> anyhow::Result<Self> {
-        let engine = Engine::new(&config.limits)?;
-        let plugin = match config.plugin.strip_prefix("s3://") {
-            Some(location) => {
-                let (bucket, key) = location.split_once('/').ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "PIPELINE_PLUGIN {:?}: expected s3://bucket/key",
-                        config.plugin
-                    )
-                })?;
-                let object = aws
-                    .s3
-                    .get_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "PIPELINE_PLUGIN {}: cannot fetch: {}",
-                            config.plugin,
-                            describe_error(&e)
-                        )
-                    })?;
-                let bytes = object.body.collect().await.map_err(|e| {
-                    anyhow::anyhow!("PIPELINE_PLUGIN {}: cannot read: {e}", config.plugin)
-                })?;
-                engine.load_bytes(&bytes.into_bytes(), &config.plugin)?
-            }
-            None => engine.load_file(std::path::Path::new(&config.plugin))?,
-        };
-        tracing::info!(plugin = %plugin.label(), "plugin loaded");
-        let runner = Runner::new(plugin, config.plugin_config)?;
-        let mut sinks = BTreeMap::new();
-        for (name, spec) in &config.sinks {
-            let sink = Sink::connect(spec, aws)
-                .await
-                .map_err(|e| anyhow::anyhow!("PIPELINE_SINKS {name}: {e}"))?;
-            sinks.insert(name.clone(), sink);
-        }
-        let dlq = Sink::connect(&config.dlq, aws)
-            .await
-            .map_err(|e| anyhow::anyhow!("PIPELINE_DLQ: {e}"))?;
-        let retry = RetryPolicy {
-            max_attempts: config.limits.max_attempts,
-            base_delay: config.limits.retry_base_delay,
-        };
-        Ok(Self {
-            aws: aws.clone(),
-            runner: Some(runner),
-            router: Router::new(sinks),
-            dlq,
-            retry,
-        })
-    }
-
-    /// `name@version` of the plugin serving.
-    pub fn plugin_label(&self) -> String {
-        self.runner
-            .as_ref()
-            .map_or_else(|| "(none)".into(), |r| r.plugin().label())
-    }
-
-    /// Runs decoded items through the plugin and delivers the results: outputs to the
-    /// sinks (or, `in_response`, kept in the report), failures to the DLQ.
-    pub async fn process(
-        &mut self,
-        items: Vec<Decoded>,
-        in_response: bool,
-        source_retries: bool,
-    ) -> anyhow::Result<BatchReport> {
-        // The plugin runs on a blocking thread: WASI's sync bindings must not block an
-        // async worker, and a long batch should not stall the runtime's other tasks.
-        let mut runner = self
-            .runner
-            .take()
-            .context("the plugin instance was lost by an earlier failure")?;
-        let (runner, ran) = tokio::task::spawn_blocking(move || {
-            let ran = pipeline::run_plugin(&mut runner, items);
-            (runner, ran)
-        })
-        .await
-        .context("the plugin thread failed")?;
-        self.runner = Some(runner);
-        let delivery = if in_response {
-            Delivery::InResponse
-        } else {
-            Delivery::Sinks(&self.router)
-        };
-        let report = pipeline::deliver(ran, delivery, &self.dlq, self.retry, source_retries)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
-        anyhow::ensure!(
-            report.summary.balanced(),
-            "accounting does not balance: {}",
-            report.summary
-        );
-        Ok(report)
-    }
-
-    /// Streams one S3 object through the pipeline in batches. S3 invokes asynchronously
-    /// (no partial responses): a failure to read the object fails the invocation.
-    pub async fn process_object(&mut self, object: &ObjectRef) -> anyhow::Result<Summary> {
-        let batch_size = self
-            .runner
-            .as_ref()
-            .map_or(1000, |r| r.plugin().limits().batch_size);
-        let aws = self.aws.clone();
-        let mut batches = ObjectBatches::open(&aws, object, batch_size)
-            .await
-            .map_err(anyhow::Error::msg)?;
+/// Handles one event; the response is in the event source's terms.
+pub async fn handle(service: &mut Service, event: Value) -> anyhow::Result<Value> {
+    let kind = events::detect(&event)?;
+    let decoded = events::decode(kind, event)?;
+    if kind == EventKind::S3 {
         let mut summary = Summary::default();
-        while let Some(batch) = batches.next().await {
-            let report = self.process(batch?, false, false).await?;
-            summary.add(&report.summary);
+        for object in &decoded.objects {
+            summary.add(&service.process_object(object).await?);
         }
-        batches.finish().await;
-        tracing::info!(bucket = %object.bucket, key = %object.key, %summary, "object done");
-        Ok(summary)
+        return Ok(summary_json(&summary));
     }
-
-    /// Handles one event; the response is in the event source's terms.
-    pub async fn handle(&mut self, event: Value) -> anyhow::Result<Value> {
-        let kind = events::detect(&event)?;
-        let decoded = events::decode(kind, event)?;
-        if kind == EventKind::S3 {
-            let mut summary = Summary::default();
-            for object in &decoded.objects {
-                summary.add(&self.process_object(object).await?);
+    let ids: Vec<String> = decoded.items.iter().map(|i| i.id.clone()).collect();
+    let items = decoded.items.into_iter().map(|i| i.decoded).collect();
+    let source_retries = matches!(
+        kind,
+        EventKind::Kinesis | EventKind::Sqs | EventKind::Dynamodb
+    );
+    let report = service
+        .process(items, kind == EventKind::Firehose, source_retries)
+        .await?;
+    let retry_ids: Vec<String> = ids
+        .iter()
+        .zip(&report.statuses)
+        .filter(|(_, s)| **s == ItemStatus::Retry)
+        .map(|(id, _)| id.clone())
+        .collect();
+    // The response types are `#[non_exhaustive]`: built from `Default`, field by field.
+    let response = match kind {
+        EventKind::Sqs => {
+            let mut response = SqsBatchResponse::default();
+            for id in retry_ids {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id;
+                response.batch_item_failures.push(failure);
             }
-            return Ok(summary_json(&summary));
+            serde_json::to_value(response)?
         }
-        let ids: Vec<String> = decoded.items.iter().map(|i| i.id.clone()).collect();
-        let items = decoded.items.into_iter().map(|i| i.decoded).collect();
-        let source_retries = matches!(
-            kind,
-            EventKind::Kinesis | EventKind::Sqs | EventKind::Dynamodb
-        );
-        let report = self
-            .process(items, kind == EventKind::Firehose, source_retries)
-            .await?;
-        let retry_ids: Vec<String> = ids
-            .iter()
-            .zip(&report.statuses)
-            .filter(|(_, s)| **s == ItemStatus::Retry)
-            .map(|(id, _)| id.clone())
-            .collect();
-        // The response types are `#[non_exhaustive]`: built from `Default`, field by field.
-        let response = match kind {
-            EventKind::Sqs => {
-                let mut response = SqsBatchResponse::default();
-                for id in retry_ids {
-                    let mut failure = BatchItemFailure::default();
-                    failure.item_identifier = id;
-                    response.batch_item_failures.push(failure);
-                }
-                serde_json::to_value(response)?
+        EventKind::Kinesis => {
+            let mut response = KinesisEventResponse::default();
+            for id in retry_ids {
+                let mut failure = KinesisBatchItemFailure::default();
+                failure.item_identifier = Some(id);
+                response.batch_item_failures.push(failure);
             }
-            EventKind::Kinesis => {
-                let mut response = KinesisEventResponse::default();
-                for id in retry_ids {
-                    let mut failure = KinesisBatchItemFailure::default();
-                    failure.item_identifier = Some(id);
-                    response.batch_item_failures.push(failure);
-                }
-                serde_json::to_value(response)?
+            serde_json::to_value(response)?
+        }
+        EventKind::Dynamodb => {
+            let mut response = DynamoDbEventResponse::default();
+            for id in retry_ids {
+                let mut failure = DynamoDbBatchItemFailure::default();
+                failure.item_identifier = Some(id);
+                response.batch_item_failures.push(failure);
             }
-            EventKind::Dynamodb => {
-                let mut response = DynamoDbEventResponse::default();
-                for id in retry_ids {
-                    let mut failure = DynamoDbBatchItemFailure::default();
-                    failure.item_identifier = Some(id);
-                    response.batch_item_failures.push(failure);
-                }
-                serde_json::to_value(response)?
-            }
-            EventKind::Firehose => serde_json::to_value(firehose_response(&ids, &report))?,
-            EventKind::Direct | EventKind::S3 => summary_json(&report.summary),
-        };
-        Ok(response)
-    }
+            serde_json::to_value(response)?
+        }
+        EventKind::Firehose => serde_json::to_value(firehose_response(&ids, &report))?,
+        EventKind::Direct | EventKind::S3 => summary_json(&report.summary),
+    };
+    Ok(response)
 }
 
 /// One response record per input record: `Ok` with the outputs' payloads joined by
@@ -408,8 +272,8 @@ fn summary_json(s: &Summary) -> Value {
 /// Runs the Lambda runtime loop: cold start, then one invocation at a time. A failed
 /// cold start is reported to the Runtime API's init-error endpoint before exiting.
 pub async fn run() -> anyhow::Result<()> {
-    let host = match cold_start().await {
-        Ok(host) => Arc::new(Mutex::new(host)),
+    let service = match cold_start().await {
+        Ok(service) => Arc::new(Mutex::new(service)),
         Err(e) => {
             let message = format!("{e:#}");
             if let Err(report) = report_init_error(&message).await {
@@ -419,10 +283,10 @@ pub async fn run() -> anyhow::Result<()> {
         }
     };
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let host = host.clone();
+        let service = service.clone();
         async move {
-            let mut host = host.lock().await;
-            host.handle(event.payload)
+            let mut service = service.lock().await;
+            handle(&mut service, event.payload)
                 .await
                 .map_err(|e| lambda_runtime::Error::from(format!("{e:#}")))
         }
@@ -431,10 +295,10 @@ pub async fn run() -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("Lambda runtime: {e}"))
 }
 
-async fn cold_start() -> anyhow::Result<Host> {
+async fn cold_start() -> anyhow::Result<Service> {
     let config = LambdaConfig::from_env(|name| std::env::var(name).ok())?;
     let aws = AwsClients::from_env().await;
-    Host::start(config, &aws).await
+    Service::start(config, &aws).await
 }
 
 /// `POST /2018-06-01/runtime/init/error`, as the Runtime API documents it.

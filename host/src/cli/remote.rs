@@ -10,8 +10,9 @@ use super::{PluginArgs, ReprocessArgs, RunArgs, local};
 use crate::accounting::Summary;
 use crate::aws::{AwsClients, describe_error};
 use crate::dlq::DlqEntry;
-use crate::lambda::{Host, LambdaConfig};
+use crate::lambda::LambdaConfig;
 use crate::pipeline::ItemStatus;
+use crate::service::Service;
 use crate::sinks::{ObjectFormat, RetryPolicy, S3Sink, SinkSpec, queue_url};
 use crate::sources::{Decoded, EventKind, InputFormat, events};
 
@@ -19,7 +20,7 @@ async fn start(
     plugin: &PluginArgs,
     sinks: Vec<(String, SinkSpec)>,
     dlq: SinkSpec,
-) -> anyhow::Result<(Host, AwsClients)> {
+) -> anyhow::Result<(Service, AwsClients)> {
     let limits = plugin.limits();
     limits.validate()?;
     anyhow::ensure!(
@@ -34,10 +35,10 @@ async fn start(
         limits,
     };
     let aws = AwsClients::from_env().await;
-    Ok((Host::start(config, &aws).await?, aws))
+    Ok((Service::start(config, &aws).await?, aws))
 }
 
-fn print_summary(summary: &Summary, host: &Host) {
+fn print_summary(summary: &Summary, host: &Service) {
     eprintln!("summary: {summary} plugin={}", host.plugin_label());
 }
 
@@ -138,7 +139,7 @@ fn original(text: &str, started: &str) -> Option<Decoded> {
 }
 
 async fn reprocess_queue(
-    host: &mut Host,
+    host: &mut Service,
     aws: &AwsClients,
     url: &str,
     started: &str,
@@ -223,7 +224,7 @@ async fn release(aws: &AwsClients, url: &str, handle: &str) -> anyhow::Result<()
 }
 
 async fn reprocess_bucket(
-    host: &mut Host,
+    host: &mut Service,
     aws: &AwsClients,
     bucket: &str,
     prefix: &str,

@@ -153,7 +153,7 @@ impl Engine {
     /// Compiles and checks a plugin component; `origin` names it in errors.
     pub fn load_bytes(&self, bytes: &[u8], origin: &str) -> Result<Plugin, PluginError> {
         let origin = origin.to_owned();
-        if wasmparser_is_core_module(bytes) || !bytes.starts_with(b"\0asm") {
+        if is_core_module(bytes) || !bytes.starts_with(b"\0asm") {
             let reason = if bytes.starts_with(b"\0asm") {
                 "it is a core wasm module".to_owned()
             } else {
@@ -196,7 +196,7 @@ impl Engine {
 }
 
 /// A core module starts with the same magic but has layer 0; components have layer 1.
-fn wasmparser_is_core_module(bytes: &[u8]) -> bool {
+fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes.starts_with(b"\0asm") && bytes[6..8] == [0, 0]
 }
 
