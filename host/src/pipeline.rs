@@ -178,7 +178,12 @@ pub async fn deliver(
                     ..Output::default()
                 },
             )),
-            Err(e) => tracing::error!(error = %e, "cannot encode a DLQ entry"),
+            // Cannot happen for this plain type; if it did, the record must not be lost.
+            Err(e) if source_retries => {
+                tracing::error!(error = %e, "cannot encode a DLQ entry; handing the record back");
+                statuses[index] = ItemStatus::Retry;
+            }
+            Err(e) => return Err(format!("cannot encode a DLQ entry: {e}")),
         }
     }
     let refused = dlq
