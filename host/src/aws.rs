@@ -33,6 +33,26 @@ impl AwsClients {
     }
 }
 
+impl AwsClients {
+    /// The whole body of `s3://bucket/key`; the error names the object.
+    pub async fn object_bytes(&self, bucket: &str, key: &str) -> Result<bytes::Bytes, String> {
+        let object = self
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| format!("s3://{bucket}/{key}: {}", describe_error(&e)))?;
+        let body = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| format!("s3://{bucket}/{key}: reading: {e}"))?;
+        Ok(body.into_bytes())
+    }
+}
+
 /// An AWS SDK error with its service message, in one line.
 pub fn describe_error<E: std::error::Error + 'static>(error: &E) -> String {
     let mut text = error.to_string();

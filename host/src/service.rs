@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 
 use crate::accounting::Summary;
-use crate::aws::{AwsClients, describe_error};
+use crate::aws::AwsClients;
 use crate::engine::{Engine, Runner};
 use crate::lambda::LambdaConfig;
 use crate::pipeline::{self, BatchReport, Delivery};
@@ -38,24 +38,10 @@ impl Service {
                         config.plugin
                     )
                 })?;
-                let object = aws
-                    .s3
-                    .get_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!(
-                            "PIPELINE_PLUGIN {}: cannot fetch: {}",
-                            config.plugin,
-                            describe_error(&e)
-                        )
-                    })?;
-                let bytes = object.body.collect().await.map_err(|e| {
-                    anyhow::anyhow!("PIPELINE_PLUGIN {}: cannot read: {e}", config.plugin)
+                let bytes = aws.object_bytes(bucket, key).await.map_err(|e| {
+                    anyhow::anyhow!("PIPELINE_PLUGIN {}: cannot fetch: {e}", config.plugin)
                 })?;
-                engine.load_bytes(&bytes.into_bytes(), &config.plugin)?
+                engine.load_bytes(&bytes, &config.plugin)?
             }
             None => engine.load_file(std::path::Path::new(&config.plugin))?,
         };

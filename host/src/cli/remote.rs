@@ -260,18 +260,9 @@ async fn reprocess_bucket(
     let cutoff = humantime::format_rfc3339_millis(started).to_string();
     for key in &listed {
         let body = aws
-            .s3
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
+            .object_bytes(bucket, key)
             .await
-            .map_err(|e| anyhow::anyhow!("s3://{bucket}/{key}: {}", describe_error(&e)))?
-            .body
-            .collect()
-            .await
-            .with_context(|| format!("reading s3://{bucket}/{key}"))?
-            .into_bytes();
+            .map_err(anyhow::Error::msg)?;
         let lines: Vec<&str> = std::str::from_utf8(&body)
             .unwrap_or_default()
             .lines()

@@ -7,7 +7,7 @@ use std::ops::Range;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 
-use super::{DeliveryFailure, RetryPolicy, gzip};
+use super::{DeliveryFailure, RetryPolicy, gzip, send_with_retries};
 use crate::aws::describe_error;
 use crate::record::{FailureKind, Output};
 
@@ -56,60 +56,40 @@ impl KinesisSink {
         outputs: Vec<(usize, &Output)>,
         retry: RetryPolicy,
     ) -> Vec<DeliveryFailure> {
-        let (mut pending, mut failures) = prepare(outputs, self.gzip);
-        let mut last_error = String::new();
-        for attempt in 1..=retry.max_attempts {
-            let mut failed = Vec::new();
-            for range in pack(&pending) {
-                let chunk = &pending[range];
-                let records = chunk.iter().map(|e| {
+        let (pending, mut failures) = prepare(outputs, self.gzip);
+        let send = async |chunk: &[Entry]| {
+            let records = chunk
+                .iter()
+                .map(|e| {
                     PutRecordsRequestEntry::builder()
                         .data(Blob::new(e.data.clone()))
                         .partition_key(&e.partition_key)
                         .build()
-                });
-                let records = match records.collect::<Result<Vec<_>, _>>() {
-                    Ok(records) => records,
-                    Err(e) => {
-                        last_error = e.to_string();
-                        failed.extend_from_slice(chunk);
-                        continue;
-                    }
-                };
-                match self
-                    .client
-                    .put_records()
-                    .stream_name(&self.stream)
-                    .set_records(Some(records))
-                    .send()
-                    .await
-                {
-                    Ok(response) => {
-                        for (entry, result) in chunk.iter().zip(response.records()) {
-                            if let Some(code) = result.error_code() {
-                                last_error = format!(
-                                    "{code}: {}",
-                                    result.error_message().unwrap_or_default()
-                                );
-                                failed.push(entry.clone());
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        last_error = describe_error(&e);
-                        failed.extend_from_slice(chunk);
-                    }
-                }
-            }
-            pending = failed;
-            if pending.is_empty() {
-                break;
-            }
-            if attempt < retry.max_attempts {
-                tracing::warn!(stream = %self.stream, records = pending.len(), attempt, "PutRecords partly failed; retrying those records");
-                tokio::time::sleep(crate::config::backoff(retry.base_delay, attempt)).await;
-            }
-        }
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let response = self
+                .client
+                .put_records()
+                .stream_name(&self.stream)
+                .set_records(Some(records))
+                .send()
+                .await
+                .map_err(|e| describe_error(&e))?;
+            Ok(response
+                .records()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    let code = r.error_code()?;
+                    Some((
+                        i,
+                        format!("{code}: {}", r.error_message().unwrap_or_default()),
+                    ))
+                })
+                .collect())
+        };
+        let (pending, last_error) = send_with_retries(pending, retry, pack, send).await;
         failures.extend(pending.into_iter().map(|e| DeliveryFailure {
             item: e.item,
             kind: FailureKind::Delivery,

@@ -274,6 +274,48 @@ pub(crate) fn pack<T>(
     calls
 }
 
+/// The retry rule every batching sink follows: send `pending` in `pack`ed calls; `send`
+/// answers for one call which entries (by position in the call) the service refused,
+/// and why; only those are sent again, after a backoff, up to `retry.max_attempts`.
+/// Returns the entries still refused at the end, with the last reason.
+pub(crate) async fn send_with_retries<T: Clone>(
+    mut pending: Vec<T>,
+    retry: RetryPolicy,
+    pack: impl Fn(&[T]) -> Vec<Range<usize>>,
+    mut send: impl AsyncFnMut(&[T]) -> Result<Vec<(usize, String)>, String>,
+) -> (Vec<T>, String) {
+    let mut last_error = String::new();
+    for attempt in 1..=retry.max_attempts {
+        let mut failed = Vec::new();
+        for range in pack(&pending) {
+            let chunk = &pending[range];
+            match send(chunk).await {
+                Ok(refused) => {
+                    for (position, reason) in refused {
+                        if let Some(entry) = chunk.get(position) {
+                            failed.push(entry.clone());
+                            last_error = reason;
+                        }
+                    }
+                }
+                Err(reason) => {
+                    failed.extend_from_slice(chunk);
+                    last_error = reason;
+                }
+            }
+        }
+        pending = failed;
+        if pending.is_empty() {
+            break;
+        }
+        if attempt < retry.max_attempts {
+            tracing::warn!(entries = pending.len(), attempt, reason = %last_error, "a sink call partly failed; retrying those entries");
+            tokio::time::sleep(crate::config::backoff(retry.base_delay, attempt)).await;
+        }
+    }
+    (pending, last_error)
+}
+
 /// Gzip-compresses `data`.
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(

@@ -6,7 +6,7 @@ use std::ops::Range;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use base64::Engine as _;
 
-use super::{DeliveryFailure, RetryPolicy};
+use super::{DeliveryFailure, RetryPolicy, send_with_retries};
 use crate::aws::describe_error;
 use crate::record::{FailureKind, Output};
 
@@ -76,56 +76,35 @@ impl SqsSink {
                 group,
             });
         }
-        let mut last_error = String::new();
-        for attempt in 1..=retry.max_attempts {
-            let mut failed = Vec::new();
-            for range in pack(&pending) {
-                let chunk = &pending[range];
-                let entries: Result<Vec<_>, _> = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| self.entry(i, m))
-                    .collect();
-                let entries = match entries {
-                    Ok(entries) => entries,
-                    Err(e) => {
-                        last_error = e.to_string();
-                        failed.extend_from_slice(chunk);
-                        continue;
-                    }
-                };
-                match self
-                    .client
-                    .send_message_batch()
-                    .queue_url(&self.queue_url)
-                    .set_entries(Some(entries))
-                    .send()
-                    .await
-                {
-                    Ok(response) => {
-                        for f in response.failed() {
-                            last_error =
-                                format!("{}: {}", f.code(), f.message().unwrap_or_default());
-                            if let Some(m) = f.id().parse::<usize>().ok().and_then(|i| chunk.get(i))
-                            {
-                                failed.push(m.clone());
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        last_error = describe_error(&e);
-                        failed.extend_from_slice(chunk);
-                    }
-                }
-            }
-            pending = failed;
-            if pending.is_empty() {
-                break;
-            }
-            if attempt < retry.max_attempts {
-                tokio::time::sleep(crate::config::backoff(retry.base_delay, attempt)).await;
-            }
-        }
+        let send = async |chunk: &[Message]| {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, m)| self.entry(i, m))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let response = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| describe_error(&e))?;
+            // Entry ids are the positions in the call.
+            Ok(response
+                .failed()
+                .iter()
+                .filter_map(|f| {
+                    let position = f.id().parse::<usize>().ok()?;
+                    Some((
+                        position,
+                        format!("{}: {}", f.code(), f.message().unwrap_or_default()),
+                    ))
+                })
+                .collect())
+        };
+        let (pending, last_error) = send_with_retries(pending, retry, pack, send).await;
         failures.extend(pending.into_iter().map(|m| DeliveryFailure {
             item: m.item,
             kind: FailureKind::Delivery,
