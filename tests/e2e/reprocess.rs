@@ -1,8 +1,6 @@
 //! The user's round trip against the emulator: run into sinks, find the broken records
 //! in the DLQ with their reasons, fix the cause, reprocess them.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 use crate::emulator::Moto;
@@ -11,18 +9,7 @@ use crate::support::{Run, Scratch, plugin};
 const EVENTS: &str = include_str!("../../examples/events.jsonl");
 
 fn host(scratch: &Scratch, moto: &Moto, args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_host"))
-        .args(args)
-        .envs(moto.env())
-        .env("HOST_LOG", "warn")
-        .current_dir(scratch.dir.path())
-        .output()
-        .expect("run host");
-    Run {
-        status: output.status,
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    scratch.host_with_env(args, None, &moto.env())
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -104,11 +104,17 @@ impl Scratch {
 
     /// Runs `host` with `args` (paths relative to nothing; pass absolute ones), feeding `stdin`.
     pub fn host(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        self.host_with_env(args, stdin, &[])
+    }
+
+    /// As [`Scratch::host`], with extra environment (the emulator's endpoint, say).
+    pub fn host_with_env(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, String)]) -> Run {
         let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
         command
             .args(args)
             .current_dir(self.dir.path())
-            .env("HOST_LOG", "warn");
+            .env("HOST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         command.stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
