@@ -9,14 +9,18 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `PIPELINE_PLUGIN` | `s3://bucket/key.wasm` or a path | required |
-//! | `PIPELINE_PLUGIN_CONFIG` | plugin settings, `key=value,key=value` | none |
+//! | `PIPELINE_PLUGIN` | `s3://bucket/plugins/NAME/` (follows its `manifest.json`), `s3://bucket/…/versions/V.json` (stays on V), `s3://bucket/key.wasm` or a path; several, comma-separated, make a chain | required |
+//! | `PIPELINE_PLUGIN_CONFIG` | plugin settings, `key=value,key=value`, over the manifest's defaults; every stage sees them | none |
+//! | `PIPELINE_PLUGIN_CHECK_SECONDS` | least time between two checks of the manifest for a new version (`0`: before every batch) | `30` |
+//! | `PIPELINE_PLUGIN_PUBLIC_KEY` | ed25519 public key (hex or base64); manifests must be signed by it | none |
+//! | `PIPELINE_CACHE_DIR` | where precompiled plugins are kept (`off`: compile every cold start) | `/tmp/plugin-cache` |
 //! | `PIPELINE_SINKS` | `name=spec,...`; `default` takes outputs without a destination | none |
 //! | `PIPELINE_DLQ` | `sqs://QUEUE` or `s3://BUCKET/PREFIX` | required |
 //! | `PIPELINE_BATCH_SIZE`, `PIPELINE_MEMORY_MIB`, `PIPELINE_DEADLINE_MS`, `PIPELINE_MAX_OUTPUT_BYTES`, `PIPELINE_MAX_ATTEMPTS`, `PIPELINE_RETRY_BASE_MS` | limits, as the `host run` flags | as `host run` |
 //! | `PIPELINE_S3_PATH_STYLE` | `true` for S3 emulators | `false` |
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +29,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use aws_lambda_events::event::streams::{
     DynamoDbBatchItemFailure, DynamoDbEventResponse, KinesisBatchItemFailure, KinesisEventResponse,
 };
+use ed25519_dalek::VerifyingKey;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -34,6 +39,7 @@ use crate::aws::AwsClients;
 use crate::config::{ConfigError, Limits};
 use crate::pipeline::{BatchReport, ItemStatus};
 use crate::record::Outcome;
+use crate::registry::{PluginLocation, verifying_key};
 use crate::service::Service;
 use crate::sinks::SinkSpec;
 use crate::sources::{EventKind, events};
@@ -41,13 +47,25 @@ use crate::sources::{EventKind, events};
 /// Firehose refuses a transformation response over 6 MB; keep a margin for the JSON.
 const FIREHOSE_RESPONSE_LIMIT: usize = 6_000_000 - (64 << 10);
 
+/// Where precompiled plugins go: Lambda's writable `/tmp`, kept across warm invocations.
+const DEFAULT_CACHE_DIR: &str = "/tmp/plugin-cache";
+
+/// How often a warm host looks for a new plugin version by default.
+const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
 /// The Lambda configuration, as read from the environment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LambdaConfig {
-    /// `PIPELINE_PLUGIN`.
-    pub plugin: String,
+    /// `PIPELINE_PLUGIN`: one location, or several for a chain.
+    pub plugins: Vec<PluginLocation>,
     /// `PIPELINE_PLUGIN_CONFIG`.
     pub plugin_config: Vec<(String, String)>,
+    /// `PIPELINE_PLUGIN_CHECK_SECONDS`.
+    pub check_interval: Duration,
+    /// `PIPELINE_CACHE_DIR`; `None` when off.
+    pub cache_dir: Option<PathBuf>,
+    /// `PIPELINE_PLUGIN_PUBLIC_KEY`.
+    pub public_key: Option<VerifyingKey>,
     /// `PIPELINE_SINKS`.
     pub sinks: BTreeMap<String, SinkSpec>,
     /// `PIPELINE_DLQ`.
@@ -145,9 +163,36 @@ impl LambdaConfig {
                 variable: env_name(setting),
                 reason,
             })?;
+        let plugins = required("PIPELINE_PLUGIN")?
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(PluginLocation::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| EnvError {
+                variable: "PIPELINE_PLUGIN",
+                reason,
+            })?;
+        let cache_dir = match get("PIPELINE_CACHE_DIR").map(|v| v.trim().to_owned()) {
+            None => Some(PathBuf::from(DEFAULT_CACHE_DIR)),
+            Some(v) if v.is_empty() || v == "off" => None,
+            Some(v) => Some(PathBuf::from(v)),
+        };
+        let public_key = get("PIPELINE_PLUGIN_PUBLIC_KEY")
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| verifying_key(&v))
+            .transpose()
+            .map_err(|reason| EnvError {
+                variable: "PIPELINE_PLUGIN_PUBLIC_KEY",
+                reason,
+            })?;
         Ok(Self {
-            plugin: required("PIPELINE_PLUGIN")?,
+            plugins,
             plugin_config: pairs("PIPELINE_PLUGIN_CONFIG")?,
+            check_interval: number("PIPELINE_PLUGIN_CHECK_SECONDS")?
+                .map_or(DEFAULT_CHECK_INTERVAL, Duration::from_secs),
+            cache_dir,
+            public_key,
             sinks,
             dlq,
             limits,
@@ -176,7 +221,7 @@ pub async fn handle(service: &mut Service, event: Value) -> anyhow::Result<Value
         for object in &decoded.objects {
             summary.add(&service.process_object(object).await?);
         }
-        return Ok(summary_json(&summary));
+        return Ok(summary_json(&summary, service));
     }
     let ids: Vec<String> = decoded.items.iter().map(|i| i.id.clone()).collect();
     let items = decoded.items.into_iter().map(|i| i.decoded).collect();
@@ -223,7 +268,7 @@ pub async fn handle(service: &mut Service, event: Value) -> anyhow::Result<Value
             serde_json::to_value(response)?
         }
         EventKind::Firehose => serde_json::to_value(firehose_response(&ids, &report))?,
-        EventKind::Direct | EventKind::S3 => summary_json(&report.summary),
+        EventKind::Direct | EventKind::S3 => summary_json(&report.summary, service),
     };
     Ok(response)
 }
@@ -262,10 +307,13 @@ fn firehose_response(ids: &[String], report: &BatchReport) -> KinesisFirehoseRes
     response
 }
 
-fn summary_json(s: &Summary) -> Value {
+/// The answer to a direct invocation or an S3 notification: the counts, and the plugin
+/// version(s) that ran.
+fn summary_json(s: &Summary, service: &Service) -> Value {
     serde_json::json!({
         "in": s.input, "transformed": s.transformed, "dropped": s.dropped,
         "failed": s.failed, "retried": s.retried, "outputs": s.outputs,
+        "plugin": service.plugin_label(),
     })
 }
 

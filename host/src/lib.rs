@@ -13,6 +13,7 @@
 //! - [`sinks`]: outputs: local JSON-lines files, Kinesis, SQS, S3.
 //! - [`dlq`]: the dead-letter envelope.
 //! - [`pipeline`]: one batch through plugin, sinks and DLQ, with per-item status.
+//! - [`registry`]: plugin manifests, fetch and verify, hot swap, `host publish`.
 //! - [`service`]: the pipeline around one plugin (plugin instance, sinks, DLQ).
 //! - [`lambda`]: the Lambda custom runtime: environment, cold start, responses.
 //! - [`aws`]: the AWS clients.
@@ -29,6 +30,7 @@ pub mod engine;
 pub mod lambda;
 pub mod pipeline;
 pub mod record;
+pub mod registry;
 pub mod service;
 pub mod sinks;
 pub mod sources;

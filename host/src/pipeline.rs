@@ -4,7 +4,7 @@
 
 use crate::accounting::Summary;
 use crate::dlq::{DlqEntry, PluginRef};
-use crate::engine::Runner;
+use crate::engine::Chain;
 use crate::record::{Failure, FailureKind, Outcome, Output, Record};
 use crate::sinks::{RetryPolicy, Router, Sink};
 use crate::sources::Decoded;
@@ -44,13 +44,14 @@ pub struct Ran {
     /// Where each item's original record is: `Ok(i)` in `records`, `Err(i)` in `undecodable`.
     origin: Vec<Result<usize, usize>>,
     outcomes: Vec<Outcome>,
-    plugin: PluginRef,
+    /// The chain's plugins, in order; a failure's `stage` indexes it.
+    plugins: Vec<PluginRef>,
 }
 
-/// Runs `items` through the plugin, in batches of the configured size. Blocking: inside
+/// Runs `items` through the plugins, in batches of the configured size. Blocking: inside
 /// an async runtime, call it from a blocking thread (WASI's sync bindings block on it).
-pub fn run_plugin(runner: &mut Runner, items: Vec<Decoded>) -> Ran {
-    let batch_size = runner.plugin().limits().batch_size;
+pub fn run_plugin(chain: &mut Chain, items: Vec<Decoded>) -> Ran {
+    let batch_size = chain.batch_size();
     let mut records: Vec<Record> = Vec::with_capacity(items.len());
     let mut undecodable: Vec<Record> = Vec::new();
     let mut origin = Vec::with_capacity(items.len());
@@ -71,13 +72,14 @@ pub fn run_plugin(runner: &mut Runner, items: Vec<Decoded>) -> Ran {
                     kind: FailureKind::Decode,
                     message: bad.reason,
                     attempts: 0,
+                    stage: 0,
                 };
                 outcomes.push(Some(Outcome::Failed(failure)));
             }
         }
     }
     for (chunk, chunk_positions) in records.chunks(batch_size).zip(positions.chunks(batch_size)) {
-        for (outcome, &position) in runner.run(chunk).into_iter().zip(chunk_positions) {
+        for (outcome, &position) in chain.run(chunk).into_iter().zip(chunk_positions) {
             outcomes[position] = Some(outcome);
         }
     }
@@ -90,20 +92,17 @@ pub fn run_plugin(runner: &mut Runner, items: Vec<Decoded>) -> Ran {
                     kind: FailureKind::Contract,
                     message,
                     attempts: 0,
+                    stage: 0,
                 })
             })
         })
         .collect();
-    let plugin = PluginRef {
-        name: runner.plugin().name().to_owned(),
-        version: runner.plugin().version().to_owned(),
-    };
     Ran {
         records,
         undecodable,
         origin,
         outcomes,
-        plugin,
+        plugins: PluginRef::of_chain(chain),
     }
 }
 
@@ -126,8 +125,9 @@ pub async fn deliver(
         undecodable,
         origin,
         mut outcomes,
-        plugin,
+        plugins,
     } = ran;
+    let last_stage = plugins.len().saturating_sub(1);
     if let Delivery::Sinks(router) = delivery {
         let outputs: Vec<(usize, &Output)> = outcomes
             .iter()
@@ -150,6 +150,7 @@ pub async fn deliver(
                     kind: failure.kind,
                     message: failure.message,
                     attempts,
+                    stage: last_stage,
                 });
             }
         }
@@ -169,7 +170,7 @@ pub async fn deliver(
             Ok(i) => &records[i],
             Err(i) => &undecodable[i],
         };
-        let entry = DlqEntry::new(original, failure, &plugin);
+        let entry = DlqEntry::new(original, failure, &plugins[failure.stage.min(last_stage)]);
         match serde_json::to_vec(&entry) {
             Ok(json) => dead_letters.push((
                 index,
@@ -207,7 +208,12 @@ pub async fn deliver(
             ItemStatus::Retry => summary.count_retry(),
         }
     }
-    tracing::info!(plugin = %plugin.name, version = %plugin.version, %summary, "batch done");
+    let plugin = plugins
+        .iter()
+        .map(|p| format!("{}@{}", p.name, p.version))
+        .collect::<Vec<_>>()
+        .join(" -> ");
+    tracing::info!(%plugin, %summary, "batch done");
     Ok(BatchReport {
         statuses,
         outcomes,

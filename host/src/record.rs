@@ -65,6 +65,8 @@ pub struct Failure {
     pub message: String,
     /// How many times the record was handed to the plugin.
     pub attempts: u32,
+    /// Which plugin of a chain failed it (0: the first, or the only one).
+    pub stage: usize,
 }
 
 /// The class of a record's failure; decides whether a retry could help.

@@ -1,6 +1,8 @@
-//! The pipeline around one plugin, shared by the Lambda host and `host run --sink` /
-//! `host reprocess`: the plugin instance, the sinks, the dead-letter queue, and the two
-//! ways records arrive (decoded items, or an S3 object streamed in batches).
+//! The pipeline around one plugin or a chain, shared by the Lambda host and
+//! `host run --sink` / `host reprocess`: the plugin instances and where they come from
+//! (checked for new versions between batches, never during one), the sinks, the
+//! dead-letter queue, and the two ways records arrive (decoded items, or an S3 object
+//! streamed in batches).
 
 use std::collections::BTreeMap;
 
@@ -8,18 +10,22 @@ use anyhow::Context as _;
 
 use crate::accounting::Summary;
 use crate::aws::AwsClients;
-use crate::engine::{Engine, Runner};
+use crate::engine::{Chain, Engine};
 use crate::lambda::LambdaConfig;
 use crate::pipeline::{self, BatchReport, Delivery};
+use crate::registry::{PluginSource, SourceSettings};
 use crate::sinks::{RetryPolicy, Router, Sink};
 use crate::sources::s3::ObjectBatches;
 use crate::sources::{Decoded, ObjectRef};
 
-/// The pipeline around one plugin: the plugin instance, the sinks, the dead-letter queue.
-/// Built once (a Lambda cold start, or a `host run --sink` / `host reprocess` start).
+/// The pipeline around one plugin (or a chain): the plugin instances, where they come
+/// from, the sinks, the dead-letter queue. Built once (a Lambda cold start, or a
+/// `host run --sink` / `host reprocess` start).
 pub struct Service {
     /// `None` only while a batch runs on a blocking thread.
-    runner: Option<Runner>,
+    chain: Option<Chain>,
+    /// One per stage: where its plugin comes from, checked between batches.
+    sources: Vec<PluginSource>,
     router: Router,
     dlq: Sink,
     retry: RetryPolicy,
@@ -27,26 +33,36 @@ pub struct Service {
 }
 
 impl Service {
-    /// The cold start: plugin, sinks, DLQ. Errors name what failed.
+    /// The cold start: plugins, sinks, DLQ. Errors name what failed.
     pub async fn start(config: LambdaConfig, aws: &AwsClients) -> anyhow::Result<Self> {
         let engine = Engine::new(&config.limits)?;
-        let plugin = match config.plugin.strip_prefix("s3://") {
-            Some(location) => {
-                let (bucket, key) = location.split_once('/').ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "PIPELINE_PLUGIN {:?}: expected s3://bucket/key",
-                        config.plugin
-                    )
-                })?;
-                let bytes = aws.object_bytes(bucket, key).await.map_err(|e| {
-                    anyhow::anyhow!("PIPELINE_PLUGIN {}: cannot fetch: {e}", config.plugin)
-                })?;
-                engine.load_bytes(&bytes, &config.plugin)?
-            }
-            None => engine.load_file(std::path::Path::new(&config.plugin))?,
-        };
-        tracing::info!(plugin = %plugin.label(), "plugin loaded");
-        let runner = Runner::new(plugin, config.plugin_config)?;
+        let cache = config.cache_dir.as_ref().and_then(|dir| {
+            engine
+                .artifact_cache(dir)
+                .inspect_err(|e| {
+                    tracing::warn!(dir = %dir.display(), error = %e, "no precompiled cache: compiling every cold start");
+                })
+                .ok()
+        });
+        let mut sources = Vec::new();
+        let mut runners = Vec::new();
+        for location in &config.plugins {
+            let settings = SourceSettings {
+                check_interval: config.check_interval,
+                cache: cache.clone(),
+                public_key: config.public_key,
+                config: config.plugin_config.clone(),
+            };
+            let mut source = PluginSource::new(location.clone(), engine.clone(), settings);
+            let loaded = source
+                .load(Some(aws))
+                .await
+                .with_context(|| format!("PIPELINE_PLUGIN {location}"))?;
+            loaded.log_ready("plugin ready");
+            runners.push(loaded.runner);
+            sources.push(source);
+        }
+        anyhow::ensure!(!runners.is_empty(), "PIPELINE_PLUGIN: no plugin configured");
         let mut sinks = BTreeMap::new();
         for (name, spec) in &config.sinks {
             let sink = Sink::connect(spec, aws)
@@ -63,18 +79,56 @@ impl Service {
         };
         Ok(Self {
             aws: aws.clone(),
-            runner: Some(runner),
+            chain: Some(Chain::new(runners)),
+            sources,
             router: Router::new(sinks),
             dlq,
             retry,
         })
     }
 
-    /// `name@version` of the plugin serving.
+    /// `name@version` of the plugins serving, in chain order.
     pub fn plugin_label(&self) -> String {
-        self.runner
+        self.chain
             .as_ref()
-            .map_or_else(|| "(none)".into(), |r| r.plugin().label())
+            .map_or_else(|| "(none)".into(), Chain::label)
+    }
+
+    /// Per-stage counts since the start, `name@version: in=… out=…` per stage.
+    pub fn stage_report(&self) -> String {
+        self.chain.as_ref().map_or_else(String::new, |chain| {
+            chain
+                .stages()
+                .iter()
+                .zip(chain.stats())
+                .map(|(runner, stats)| format!("[{}: {stats}]", runner.plugin().label()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+    }
+
+    /// Between batches: takes any new plugin version that is due, verified and started.
+    /// A version that fails any step is logged with its reason; the serving one stays.
+    async fn refresh(&mut self) {
+        let Some(chain) = self.chain.as_mut() else {
+            return;
+        };
+        for (stage, source) in self.sources.iter_mut().enumerate() {
+            match source.check(&self.aws).await {
+                Ok(None) => {}
+                Ok(Some(loaded)) => {
+                    let before = chain.stages()[stage].plugin().label();
+                    loaded.log_ready(&format!("plugin swapped (was {before})"));
+                    chain.replace(stage, loaded.runner);
+                }
+                Err(e) => tracing::error!(
+                    location = %source.location(),
+                    serving = %chain.stages()[stage].plugin().label(),
+                    reason = %e,
+                    "new plugin version refused; the serving version stays"
+                ),
+            }
+        }
     }
 
     /// Runs decoded items through the plugin and delivers the results: outputs to the
@@ -87,17 +141,18 @@ impl Service {
     ) -> anyhow::Result<BatchReport> {
         // The plugin runs on a blocking thread: WASI's sync bindings must not block an
         // async worker, and a long batch should not stall the runtime's other tasks.
-        let mut runner = self
-            .runner
+        self.refresh().await;
+        let mut chain = self
+            .chain
             .take()
             .context("the plugin instance was lost by an earlier failure")?;
-        let (runner, ran) = tokio::task::spawn_blocking(move || {
-            let ran = pipeline::run_plugin(&mut runner, items);
-            (runner, ran)
+        let (chain, ran) = tokio::task::spawn_blocking(move || {
+            let ran = pipeline::run_plugin(&mut chain, items);
+            (chain, ran)
         })
         .await
         .context("the plugin thread failed")?;
-        self.runner = Some(runner);
+        self.chain = Some(chain);
         let delivery = if in_response {
             Delivery::InResponse
         } else {
@@ -117,10 +172,7 @@ impl Service {
     /// Streams one S3 object through the pipeline in batches. S3 invokes asynchronously
     /// (no partial responses): a failure to read the object fails the invocation.
     pub async fn process_object(&mut self, object: &ObjectRef) -> anyhow::Result<Summary> {
-        let batch_size = self
-            .runner
-            .as_ref()
-            .map_or(1000, |r| r.plugin().limits().batch_size);
+        let batch_size = self.chain.as_ref().map_or(1000, Chain::batch_size);
         let aws = self.aws.clone();
         let mut batches = ObjectBatches::open(&aws, object, batch_size)
             .await

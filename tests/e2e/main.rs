@@ -10,6 +10,7 @@ mod runtime_api;
 mod support;
 
 mod lambda;
+mod lifecycle;
 mod limits;
 mod reprocess;
 mod run;

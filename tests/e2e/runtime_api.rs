@@ -5,8 +5,8 @@
 use std::collections::VecDeque;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -22,8 +22,18 @@ pub enum Answer {
 
 pub struct RuntimeApi {
     server: Arc<Server>,
+    queue: Arc<Mutex<Queue>>,
     answers: Receiver<Answer>,
     pub address: String,
+}
+
+/// Events not yet handed out, and `next` requests waiting for one (as Lambda holds
+/// them open between invocations).
+#[derive(Default)]
+struct Queue {
+    events: VecDeque<Value>,
+    parked: Vec<tiny_http::Request>,
+    next_id: u64,
 }
 
 impl RuntimeApi {
@@ -36,11 +46,29 @@ impl RuntimeApi {
             .to_string();
         let (send, answers) = channel();
         let serving = server.clone();
-        std::thread::spawn(move || serve(&serving, events.into(), &send));
+        let queue = Arc::new(Mutex::new(Queue {
+            events: events.into(),
+            ..Queue::default()
+        }));
+        let shared = queue.clone();
+        std::thread::spawn(move || serve(&serving, &shared, &send));
         Self {
             server,
+            queue,
             answers,
             address,
+        }
+    }
+
+    /// Hands `event` to the function: now if it is waiting, else on its next request.
+    pub fn push(&self, event: Value) {
+        let mut queue = self.queue.lock().expect("queue");
+        match queue.parked.pop() {
+            Some(request) => {
+                queue.next_id += 1;
+                invoke(request, &event, queue.next_id);
+            }
+            None => queue.events.push_back(event),
         }
     }
 
@@ -58,9 +86,7 @@ impl Drop for RuntimeApi {
     }
 }
 
-fn serve(server: &Server, mut events: VecDeque<Value>, answers: &Sender<Answer>) {
-    let mut parked = Vec::new();
-    let mut next_id = 0;
+fn serve(server: &Server, queue: &Mutex<Queue>, answers: &Sender<Answer>) {
     for mut request in server.incoming_requests() {
         let url = request.url().to_owned();
         let mut body = String::new();
@@ -68,38 +94,14 @@ fn serve(server: &Server, mut events: VecDeque<Value>, answers: &Sender<Answer>)
         let parsed = serde_json::from_str(&body).unwrap_or(Value::String(body));
         let accepted = || Response::from_string("").with_status_code(202);
         if url == "/2018-06-01/runtime/invocation/next" {
-            match events.pop_front() {
+            let mut queue = queue.lock().expect("queue");
+            match queue.events.pop_front() {
                 Some(event) => {
-                    next_id += 1;
-                    let header = |k: &str, v: String| {
-                        Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("header")
-                    };
-                    let deadline = std::time::SystemTime::now() + Duration::from_secs(300);
-                    let deadline_ms = deadline
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis());
-                    let response = Response::from_string(event.to_string())
-                        .with_header(header(
-                            "Lambda-Runtime-Aws-Request-Id",
-                            format!("request-{next_id}"),
-                        ))
-                        .with_header(header(
-                            "Lambda-Runtime-Deadline-Ms",
-                            deadline_ms.to_string(),
-                        ))
-                        .with_header(header(
-                            "Lambda-Runtime-Invoked-Function-Arn",
-                            "arn:aws:lambda:us-east-1:123456789012:function:pipeline-host".into(),
-                        ))
-                        .with_header(header(
-                            "Lambda-Runtime-Trace-Id",
-                            "Root=1-00000000-000000000000000000000000".into(),
-                        ))
-                        .with_header(header("Content-Type", "application/json".into()));
-                    let _ = request.respond(response);
+                    queue.next_id += 1;
+                    invoke(request, &event, queue.next_id);
                 }
-                // No more events: hold the request open, as Lambda does between invocations.
-                None => parked.push(request),
+                // No event yet: hold the request open, as Lambda does between invocations.
+                None => queue.parked.push(request),
             }
         } else if url.ends_with("/response") {
             let _ = answers.send(Answer::Response(parsed));
@@ -114,6 +116,35 @@ fn serve(server: &Server, mut events: VecDeque<Value>, answers: &Sender<Answer>)
             let _ = request.respond(Response::from_string("not found").with_status_code(404));
         }
     }
+}
+
+/// Answers a `next` request with an invocation, headers as the Runtime API documents.
+fn invoke(request: tiny_http::Request, event: &Value, id: u64) {
+    let header =
+        |k: &str, v: String| Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("header");
+    let deadline = std::time::SystemTime::now() + Duration::from_secs(300);
+    let deadline_ms = deadline
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let response = Response::from_string(event.to_string())
+        .with_header(header(
+            "Lambda-Runtime-Aws-Request-Id",
+            format!("request-{id}"),
+        ))
+        .with_header(header(
+            "Lambda-Runtime-Deadline-Ms",
+            deadline_ms.to_string(),
+        ))
+        .with_header(header(
+            "Lambda-Runtime-Invoked-Function-Arn",
+            "arn:aws:lambda:us-east-1:123456789012:function:pipeline-host".into(),
+        ))
+        .with_header(header(
+            "Lambda-Runtime-Trace-Id",
+            "Root=1-00000000-000000000000000000000000".into(),
+        ))
+        .with_header(header("Content-Type", "application/json".into()));
+    let _ = request.respond(response);
 }
 
 /// The `host` binary started as Lambda starts a `bootstrap`: no arguments, the runtime
@@ -137,6 +168,8 @@ impl Function {
             .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/pipeline-host")
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
             .env("HOST_LOG", "info")
+            // Each function gets its own precompiled cache, as each Lambda sandbox has its /tmp.
+            .env("PIPELINE_CACHE_DIR", dir.join("plugin-cache"))
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .current_dir(dir)
             .stdin(Stdio::null())

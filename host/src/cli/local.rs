@@ -7,8 +7,9 @@ use anyhow::Context as _;
 use super::RunArgs;
 use crate::accounting::Summary;
 use crate::dlq::{DlqEntry, PluginRef};
-use crate::engine::{Engine, Runner};
+use crate::engine::{Chain, Engine};
 use crate::record::{Failure, FailureKind, Outcome};
+use crate::registry::{PluginLocation, load_file};
 use crate::sinks::{JsonLinesFile, Target};
 use crate::sources::{FileSource, Undecodable};
 
@@ -31,13 +32,8 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
     limits.validate()?;
     let dlq_path = std::path::PathBuf::from(&args.dlq);
     let source = open_input(&args)?;
-    let engine = Engine::new(&limits)?;
-    let plugin = engine.load_file(&args.plugin.plugin)?;
-    let plugin_ref = PluginRef {
-        name: plugin.name().to_owned(),
-        version: plugin.version().to_owned(),
-    };
-    let mut runner = Runner::new(plugin, args.plugin.config.clone())?;
+    let mut chain = load_chain(&args, &limits)?;
+    let plugins = PluginRef::of_chain(&chain);
     let output_target = args.output.clone().map_or(Target::Stdout, Target::File);
     let mut outputs = JsonLinesFile::create(&output_target).context("cannot create --output")?;
     let mut dlq = JsonLinesFile::create(&Target::File(dlq_path.clone()))
@@ -56,7 +52,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
                 Err(bad) => undecodable.push((records.len(), bad)),
             }
         }
-        let outcomes = runner.run(&records);
+        let outcomes = chain.run(&records);
         anyhow::ensure!(
             outcomes.len() == records.len(),
             "runner returned {} outcomes for {} records",
@@ -66,7 +62,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
         let mut undecodable = undecodable.into_iter().peekable();
         for (position, (record, outcome)) in records.iter().zip(&outcomes).enumerate() {
             while let Some((_, bad)) = undecodable.next_if(|(before, _)| *before == position) {
-                write_undecodable(&mut dlq, &mut summary, bad, &plugin_ref)?;
+                write_undecodable(&mut dlq, &mut summary, bad, &plugins[0])?;
             }
             summary.count(outcome);
             match outcome {
@@ -79,32 +75,59 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
                 Outcome::Dropped => {}
                 Outcome::Failed(failure) => {
-                    dlq.write_json(&DlqEntry::new(record, failure, &plugin_ref))
+                    let plugin = &plugins[failure.stage.min(plugins.len() - 1)];
+                    dlq.write_json(&DlqEntry::new(record, failure, plugin))
                         .context("cannot write DLQ")?;
                 }
             }
         }
         for (_, bad) in undecodable {
-            write_undecodable(&mut dlq, &mut summary, bad, &plugin_ref)?;
+            write_undecodable(&mut dlq, &mut summary, bad, &plugins[0])?;
         }
     }
     outputs.commit().context("cannot finish --output")?;
     dlq.commit().context("cannot finish --dlq")?;
-    let metrics = runner.metrics();
-    eprintln!(
-        "summary: {summary} plugin={}@{} calls={} traps={}{}",
-        plugin_ref.name,
-        plugin_ref.version,
-        metrics.calls,
-        metrics.traps,
-        metrics
-            .counters
-            .iter()
-            .map(|(k, v)| format!(" counter.{k}={v}"))
-            .collect::<String>(),
-    );
+    let mut line = format!("summary: {summary} plugin={}", chain.label());
+    for (runner, stats) in chain.stages().iter().zip(chain.stats()) {
+        let metrics = runner.metrics();
+        line.push_str(&format!(" calls={} traps={}", metrics.calls, metrics.traps));
+        for (name, value) in &metrics.counters {
+            line.push_str(&format!(" counter.{name}={value}"));
+        }
+        if chain.stages().len() > 1 {
+            line.push_str(&format!(" [{}: {stats}]", runner.plugin().label()));
+        }
+    }
+    eprintln!("{line}");
     anyhow::ensure!(summary.balanced(), "accounting does not balance: {summary}");
     Ok(())
+}
+
+/// The `--plugin` files, started in order (through `--cache-dir` when given).
+fn load_chain(args: &RunArgs, limits: &crate::config::Limits) -> anyhow::Result<Chain> {
+    let engine = Engine::new(limits)?;
+    let cache = match &args.plugin.cache_dir {
+        Some(dir) => Some(
+            engine
+                .artifact_cache(dir)
+                .with_context(|| format!("--cache-dir {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    anyhow::ensure!(
+        args.plugin.public_key.is_none(),
+        "--public-key needs s3:// plugins with signed manifests (and --sink)"
+    );
+    let mut runners = Vec::new();
+    for location in args.plugin.locations()? {
+        let PluginLocation::File(path) = location else {
+            anyhow::bail!("--plugin {location}: S3 plugins run with --sink (the Lambda pipeline)");
+        };
+        let loaded = load_file(&engine, &path, cache.as_ref(), &args.plugin.config)?;
+        tracing::debug!(plugin = %loaded.runner.plugin().label(), cache = loaded.timings.load.cache.as_str(), "plugin ready");
+        runners.push(loaded.runner);
+    }
+    Ok(Chain::new(runners))
 }
 
 fn write_undecodable(
@@ -117,6 +140,7 @@ fn write_undecodable(
         kind: FailureKind::Decode,
         message: bad.reason,
         attempts: 0,
+        stage: 0,
     };
     dlq.write_json(&DlqEntry::new(&bad.record, &failure, plugin))
         .context("cannot write DLQ")?;

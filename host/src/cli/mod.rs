@@ -3,9 +3,12 @@
 //! - `host run`: a plugin over a local input; outputs to a file (or to sinks with
 //!   `--sink`), failures to the DLQ.
 //! - `host reprocess`: DLQ entries back through the plugin and the sinks.
+//! - `host publish`: a plugin version into S3 (module, manifest), or a rollback.
+//! - `host keygen`: an ed25519 key pair for signing published plugins.
 //! - `host lambda`: the Lambda custom runtime (also the default as a `bootstrap`).
 
 mod local;
+mod publish;
 mod remote;
 
 use std::path::PathBuf;
@@ -15,6 +18,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::Limits;
+use crate::registry::{PluginLocation, verifying_key};
 use crate::sinks::{Emit, SinkSpec};
 use crate::sources::InputFormat;
 
@@ -33,6 +37,12 @@ enum Command {
     /// Run dead-letter entries (from sqs://QUEUE or s3://BUCKET/PREFIX) through the plugin
     /// and the sinks again; each entry is deleted only once it is delivered.
     Reprocess(Box<ReprocessArgs>),
+    /// Publish a plugin version to s3://BUCKET/plugins/NAME/ (module, then manifest), or
+    /// with --rollback point the live manifest back at an earlier version.
+    Publish(Box<publish::PublishArgs>),
+    /// Make an ed25519 key pair: the secret key goes to --out, the public key is printed
+    /// (give it to hosts as PIPELINE_PLUGIN_PUBLIC_KEY).
+    Keygen(publish::KeygenArgs),
     /// Serve as an AWS Lambda custom runtime (the default when AWS_LAMBDA_RUNTIME_API
     /// is set and no command is given); configured by PIPELINE_* variables.
     Lambda,
@@ -41,9 +51,20 @@ enum Command {
 /// The plugin and its limits, shared by `run` and `reprocess`.
 #[derive(Debug, Args)]
 struct PluginArgs {
-    /// The plugin: a WebAssembly component built for wasm32-wasip2.
+    /// The plugin: a WebAssembly component built for wasm32-wasip2 (a path; with --sink
+    /// or for reprocess also s3://BUCKET/plugins/NAME/). Repeat to chain plugins: each
+    /// one's outputs are the next one's records.
+    #[arg(long, required = true)]
+    plugin: Vec<String>,
+    /// Keep precompiled plugins in this directory, so the next start skips compiling.
     #[arg(long)]
-    plugin: PathBuf,
+    cache_dir: Option<PathBuf>,
+    /// Require manifests signed by this ed25519 public key (hex or base64).
+    #[arg(long)]
+    public_key: Option<String>,
+    /// With an s3:// plugin: seconds between checks for a new version.
+    #[arg(long, default_value_t = 30)]
+    check_seconds: u64,
     /// A plugin setting, `key=value`; repeat for more.
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     config: Vec<(String, String)>,
@@ -128,6 +149,20 @@ fn parse_sink(raw: &str) -> Result<(String, SinkSpec), String> {
 }
 
 impl PluginArgs {
+    fn locations(&self) -> anyhow::Result<Vec<PluginLocation>> {
+        self.plugin
+            .iter()
+            .map(|p| PluginLocation::parse(p).map_err(|e| anyhow::anyhow!("--plugin {e}")))
+            .collect()
+    }
+
+    fn public_key(&self) -> anyhow::Result<Option<ed25519_dalek::VerifyingKey>> {
+        self.public_key
+            .as_deref()
+            .map(|k| verifying_key(k).map_err(|e| anyhow::anyhow!("--public-key: {e}")))
+            .transpose()
+    }
+
     fn limits(&self) -> Limits {
         let d = Limits::default();
         Limits {
@@ -160,6 +195,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) if args.sink.is_empty() => local::run(*args),
         Command::Run(args) => in_runtime(remote::run(*args)),
         Command::Reprocess(args) => in_runtime(remote::reprocess(*args)),
+        Command::Publish(args) => in_runtime(publish::publish(*args)),
+        Command::Keygen(args) => publish::keygen(&args),
         Command::Lambda => in_runtime(crate::lambda::run()),
     };
     match result {

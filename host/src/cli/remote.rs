@@ -28,8 +28,11 @@ async fn start(
         "--dlq: the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX"
     );
     let config = LambdaConfig {
-        plugin: plugin.plugin.display().to_string(),
+        plugins: plugin.locations()?,
         plugin_config: plugin.config.clone(),
+        check_interval: std::time::Duration::from_secs(plugin.check_seconds),
+        cache_dir: plugin.cache_dir.clone(),
+        public_key: plugin.public_key()?,
         sinks: sinks.into_iter().collect::<BTreeMap<_, _>>(),
         dlq,
         limits,
@@ -39,7 +42,11 @@ async fn start(
 }
 
 fn print_summary(summary: &Summary, host: &Service) {
-    eprintln!("summary: {summary} plugin={}", host.plugin_label());
+    eprintln!(
+        "summary: {summary} plugin={} stages: {}",
+        host.plugin_label(),
+        host.stage_report()
+    );
 }
 
 /// `host run --sink ...`: input in batches through the plugin into the sinks.

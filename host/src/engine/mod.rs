@@ -4,6 +4,8 @@
 //! loaded component (compiled once, pre-instantiated); instances are made from it by
 //! the [`Runner`], which owns the per-batch call, the trap handling and the retries.
 
+mod cache;
+mod chain;
 mod runner;
 mod sandbox;
 mod wire;
@@ -12,11 +14,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Store};
 
+pub use cache::{ArtifactCache, Lookup};
+pub use chain::{Chain, StageStats};
 pub use runner::{Metrics, Runner};
 pub(crate) use sandbox::StoreState;
 
@@ -152,6 +156,58 @@ impl Engine {
 
     /// Compiles and checks a plugin component; `origin` names it in errors.
     pub fn load_bytes(&self, bytes: &[u8], origin: &str) -> Result<Plugin, PluginError> {
+        let component = self.compile(bytes, origin)?;
+        self.prepare(&component, origin)
+    }
+
+    /// A cache of precompiled artifacts in `dir`, for this engine's settings.
+    pub fn artifact_cache(&self, dir: &Path) -> std::io::Result<ArtifactCache> {
+        ArtifactCache::new(dir, &self.inner.engine)
+    }
+
+    /// Loads a module whose sha256 is known (checked by the caller), through `cache`:
+    /// a sound entry is deserialized, anything else is compiled and stored.
+    pub fn load_cached(
+        &self,
+        bytes: &[u8],
+        sha256: &str,
+        origin: &str,
+        cache: Option<&ArtifactCache>,
+    ) -> Result<(Plugin, LoadReport), PluginError> {
+        let started = Instant::now();
+        let lookup = cache.map_or(Lookup::Miss, |c| c.lookup(&self.inner.engine, sha256));
+        let (component, cache_use) = match lookup {
+            Lookup::Hit(component) => (component, CacheUse::Hit),
+            miss => {
+                if let Lookup::Rejected(reason) = &miss {
+                    tracing::warn!(plugin = origin, %reason, "ignoring a bad precompiled cache entry; recompiling");
+                }
+                let component = self.compile(bytes, origin)?;
+                let stored = cache.map(|c| c.store(sha256, &component));
+                if let Some(Err(reason)) = &stored {
+                    tracing::warn!(plugin = origin, %reason, "cannot store the precompiled artifact");
+                }
+                let cache_use = match (miss, stored) {
+                    (Lookup::Rejected(reason), _) => CacheUse::Rejected(reason),
+                    (_, None) => CacheUse::Off,
+                    _ => CacheUse::Miss,
+                };
+                (component, cache_use)
+            }
+        };
+        let loaded = started.elapsed();
+        let started = Instant::now();
+        let plugin = self.prepare(&component, origin)?;
+        let report = LoadReport {
+            cache: cache_use,
+            load: loaded,
+            prepare: started.elapsed(),
+        };
+        Ok((plugin, report))
+    }
+
+    /// Cranelift compile, with the header checks that give plain errors.
+    fn compile(&self, bytes: &[u8], origin: &str) -> Result<Component, PluginError> {
         let origin = origin.to_owned();
         if is_core_module(bytes) || !bytes.starts_with(b"\0asm") {
             let reason = if bytes.starts_with(b"\0asm") {
@@ -161,12 +217,16 @@ impl Engine {
             };
             return Err(PluginError::NotAComponent { origin, reason });
         }
-        let component =
-            Component::new(&self.inner.engine, bytes).map_err(|e| PluginError::NotAComponent {
-                origin: origin.clone(),
-                reason: format!("{e:#}"),
-            })?;
-        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
+        Component::new(&self.inner.engine, bytes).map_err(|e| PluginError::NotAComponent {
+            origin,
+            reason: format!("{e:#}"),
+        })
+    }
+
+    /// Links a compiled component against the sandbox and asks it who it is.
+    fn prepare(&self, component: &Component, origin: &str) -> Result<Plugin, PluginError> {
+        let origin = origin.to_owned();
+        let pre = self.inner.linker.instantiate_pre(component).map_err(|e| {
             PluginError::UnsupportedImport {
                 origin: origin.clone(),
                 reason: format!("{e:#}"),
@@ -192,6 +252,42 @@ impl Engine {
         plugin.name = info.name;
         plugin.version = info.version;
         Ok(plugin)
+    }
+}
+
+/// How a plugin got compiled code, and how long each step took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadReport {
+    /// What the precompiled cache contributed.
+    pub cache: CacheUse,
+    /// Compile, or deserialize from the cache (including the cache's own checks).
+    pub load: Duration,
+    /// Link against the sandbox, instantiate once and call `info`.
+    pub prepare: Duration,
+}
+
+/// What the precompiled cache contributed to a load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Deserialized from the cache: no compile.
+    Hit,
+    /// Compiled, then stored.
+    Miss,
+    /// A cache entry failed its checks (the reason); compiled and stored anew.
+    Rejected(String),
+    /// No cache configured: compiled.
+    Off,
+}
+
+impl CacheUse {
+    /// `hit`, `miss`, `rejected` or `off`, for logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Rejected(_) => "rejected",
+            Self::Off => "off",
+        }
     }
 }
 
@@ -231,6 +327,14 @@ impl Plugin {
     /// The version the plugin reports.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// The same plugin under its published name and version (from its manifest), which
+    /// logs and dead-letter entries then name.
+    pub fn with_identity(mut self, name: &str, version: &str) -> Self {
+        name.clone_into(&mut self.name);
+        version.clone_into(&mut self.version);
+        self
     }
 
     /// The limits the plugin runs under.

@@ -110,6 +110,7 @@ impl Runner {
                         kind,
                         message,
                         attempts: attempt,
+                        stage: 0,
                     }))
                 };
                 outcomes[index] = match result {
@@ -147,6 +148,7 @@ impl Runner {
                         kind: FailureKind::Contract,
                         message: "no outcome was recorded for this record (host bug)".into(),
                         attempts: 0,
+                        stage: 0,
                     })
                 })
             })

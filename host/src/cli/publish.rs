@@ -1,0 +1,137 @@
+//! `host publish` and `host keygen`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use ed25519_dalek::SigningKey;
+
+use super::parse_key_value;
+use crate::aws::AwsClients;
+use crate::config::Limits;
+use crate::engine::Engine;
+use crate::registry::key_bytes;
+use crate::registry::publish::{self, Prefix, Published, Release};
+
+/// Flags of `host publish`.
+#[derive(Debug, Args)]
+pub(super) struct PublishArgs {
+    /// The plugin's prefix: s3://BUCKET/plugins/NAME/.
+    #[arg(long)]
+    to: Prefix,
+    /// The component to publish. Not with --rollback.
+    #[arg(
+        long,
+        required_unless_present = "rollback",
+        conflicts_with = "rollback"
+    )]
+    plugin: Option<PathBuf>,
+    /// Publish under this version instead of the one the plugin reports; with
+    /// --rollback, the version to go back to (default: the one before the live one).
+    #[arg(long)]
+    version: Option<String>,
+    /// Publish under this name instead of the one the plugin reports.
+    #[arg(long, conflicts_with = "rollback")]
+    name: Option<String>,
+    /// A setting the version ships with, `key=value` (hosts' own settings override it);
+    /// checked by calling the plugin's `init` before anything is uploaded.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value, conflicts_with = "rollback")]
+    config: Vec<(String, String)>,
+    /// Sign the module hash with this ed25519 secret key file (from `host keygen`).
+    #[arg(long, conflicts_with = "rollback")]
+    signing_key: Option<PathBuf>,
+    /// Point the live manifest back at an earlier version.
+    #[arg(long)]
+    rollback: bool,
+    /// Pin the live manifest: later publishes store their version without making it live.
+    #[arg(long)]
+    pin: bool,
+    /// Make the version live even though the live manifest is pinned.
+    #[arg(long, conflicts_with = "rollback")]
+    force: bool,
+}
+
+/// Flags of `host keygen`.
+#[derive(Debug, Args)]
+pub(super) struct KeygenArgs {
+    /// Where the secret key goes (hex; created, never overwritten).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub(super) async fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    let aws = AwsClients::from_env().await;
+    let at = format!("s3://{}/{}", args.to.bucket, args.to.prefix);
+    if args.rollback {
+        let (was, now) =
+            publish::rollback(&aws.s3, &args.to, args.version.as_deref(), args.pin).await?;
+        println!(
+            "{at}: live version is now {} (was {}){}",
+            now.label(),
+            was.label(),
+            if now.pinned { ", pinned" } else { "" }
+        );
+        return Ok(());
+    }
+    let path = args.plugin.context("--plugin is required")?;
+    let module = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let signing_key = args
+        .signing_key
+        .as_ref()
+        .map(|file| -> anyhow::Result<SigningKey> {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read --signing-key {}", file.display()))?;
+            let bytes = key_bytes(&text)
+                .map_err(|e| anyhow::anyhow!("--signing-key {}: {e}", file.display()))?;
+            Ok(SigningKey::from_bytes(&bytes))
+        })
+        .transpose()?;
+    let engine = Engine::new(&Limits::default())?;
+    let release = Release {
+        module,
+        name: args.name,
+        version: args.version,
+        config: args.config.into_iter().collect(),
+        signing_key,
+        pin: args.pin,
+        force: args.force,
+    };
+    match publish::publish(&engine, &aws.s3, &args.to, release).await? {
+        Published::Live(manifest) => println!(
+            "{at}: {} is live (sha256 {}){}{}",
+            manifest.label(),
+            manifest.sha256,
+            if manifest.signature.is_some() {
+                ", signed"
+            } else {
+                ""
+            },
+            if manifest.pinned { ", pinned" } else { "" }
+        ),
+        Published::HeldByPin { published, pinned } => println!(
+            "{at}: {} is published but not live: the live manifest is pinned to {} \
+             (make it live with --force, or --rollback --version {})",
+            published.label(),
+            pinned.label(),
+            published.version
+        ),
+    }
+    Ok(())
+}
+
+pub(super) fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let key = SigningKey::from_bytes(&seed);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&args.out)
+        .with_context(|| format!("cannot create --out {}", args.out.display()))?;
+    writeln!(file, "{}", hex::encode(key.to_bytes()))?;
+    println!("{}", hex::encode(key.verifying_key().to_bytes()));
+    Ok(())
+}

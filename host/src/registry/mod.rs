@@ -1,0 +1,153 @@
+//! Where plugins come from and how a new version becomes live: the manifest, fetching
+//! and verifying a module, the precompiled cache, the periodic check for a new
+//! version, and `host publish`.
+//!
+//! A plugin published to `s3://bucket/plugins/enrich/` is laid out as
+//!
+//! ```text
+//! plugins/enrich/modules/<sha256>.wasm   the module, content-addressed, never overwritten
+//! plugins/enrich/versions/<version>.json one manifest per published version
+//! plugins/enrich/manifest.json           the live version: a copy of one of the above
+//! ```
+//!
+//! The module is written before any manifest naming it, so a reader never finds a
+//! manifest pointing at a missing module. A host configured with the prefix follows
+//! `manifest.json`; configured with `versions/<version>.json` it stays on that version.
+
+mod manifest;
+pub mod publish;
+mod source;
+
+use std::path::PathBuf;
+
+pub use manifest::{
+    Manifest, ManifestError, key_bytes, sha256_hex, verifying_key, world_supported,
+};
+pub use source::{Loaded, PluginSource, SourceSettings, Timings, load_file};
+
+/// The live manifest's name under a plugin's prefix.
+pub const MANIFEST: &str = "manifest.json";
+
+/// Where a plugin is configured to come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginLocation {
+    /// A local `.wasm` file: loaded once.
+    File(PathBuf),
+    /// A bare module in S3 (no manifest, so no hash to check): loaded once.
+    S3Module {
+        /// The bucket.
+        bucket: String,
+        /// The module's key.
+        key: String,
+    },
+    /// A manifest in S3 (`prefix/` means `prefix/manifest.json`): checked for new versions.
+    S3Manifest {
+        /// The bucket.
+        bucket: String,
+        /// The manifest's key.
+        key: String,
+    },
+}
+
+impl PluginLocation {
+    /// Parses `s3://bucket/prefix/`, `s3://bucket/….json`, `s3://bucket/….wasm` or a path.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let Some(rest) = raw.strip_prefix("s3://") else {
+            return Ok(Self::File(PathBuf::from(raw)));
+        };
+        let (bucket, key) = rest
+            .split_once('/')
+            .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+            .ok_or_else(|| format!("{raw:?}: expected s3://BUCKET/KEY or s3://BUCKET/PREFIX/"))?;
+        let bucket = bucket.to_owned();
+        Ok(if key.ends_with('/') {
+            Self::S3Manifest {
+                bucket,
+                key: format!("{key}{MANIFEST}"),
+            }
+        } else if key.ends_with(".json") {
+            Self::S3Manifest {
+                bucket,
+                key: key.to_owned(),
+            }
+        } else {
+            Self::S3Module {
+                bucket,
+                key: key.to_owned(),
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for PluginLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::S3Module { bucket, key } | Self::S3Manifest { bucket, key } => {
+                write!(f, "s3://{bucket}/{key}")
+            }
+        }
+    }
+}
+
+/// Why a plugin version could not be made ready. The previous version (if any) keeps
+/// serving; at a cold start the start fails with this message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The manifest or module could not be fetched.
+    #[error("cannot fetch {what}: {reason}")]
+    Fetch {
+        /// `s3://bucket/key`.
+        what: String,
+        /// The service's answer.
+        reason: String,
+    },
+    /// The manifest or the module failed a check.
+    #[error("{plugin}: {source}")]
+    Refused {
+        /// `name@version` or the location.
+        plugin: String,
+        /// The check that failed.
+        source: ManifestError,
+    },
+    /// The module did not compile, link, or start.
+    #[error(transparent)]
+    Plugin(#[from] crate::engine::PluginError),
+    /// A configuration mistake (a signature required for a bare module, ...).
+    #[error("{0}")]
+    Config(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            PluginLocation::parse("s3://b/plugins/enrich/"),
+            Ok(PluginLocation::S3Manifest {
+                bucket: "b".into(),
+                key: "plugins/enrich/manifest.json".into()
+            })
+        );
+        assert_eq!(
+            PluginLocation::parse("s3://b/plugins/enrich/versions/0.1.0.json"),
+            Ok(PluginLocation::S3Manifest {
+                bucket: "b".into(),
+                key: "plugins/enrich/versions/0.1.0.json".into()
+            })
+        );
+        assert!(matches!(
+            PluginLocation::parse("s3://b/enrich.wasm"),
+            Ok(PluginLocation::S3Module { .. })
+        ));
+        assert!(matches!(
+            PluginLocation::parse("enrich.wasm"),
+            Ok(PluginLocation::File(_))
+        ));
+        assert!(PluginLocation::parse("s3://bucket").is_err());
+        assert!(PluginLocation::parse("s3:///key").is_err());
+    }
+}

@@ -1,0 +1,300 @@
+//! `host publish`: put a plugin version into S3 (module, then its version manifest,
+//! then the live manifest), and `--rollback`: point the live manifest at an earlier one.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use anyhow::{Context as _, bail};
+use aws_sdk_s3::primitives::ByteStream;
+use ed25519_dalek::SigningKey;
+
+use super::{MANIFEST, Manifest, sha256_hex};
+use crate::aws::describe_error;
+use crate::engine::{Engine, Runner, WIT_VERSION};
+
+/// A plugin's prefix in S3, `s3://bucket/plugins/<name>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefix {
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix, ending in `/`.
+    pub prefix: String,
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let (bucket, prefix) = raw
+            .strip_prefix("s3://")
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(b, p)| !b.is_empty() && !p.trim_matches('/').is_empty())
+            .ok_or_else(|| format!("{raw:?}: expected s3://BUCKET/PREFIX/"))?;
+        Ok(Self {
+            bucket: bucket.to_owned(),
+            prefix: format!("{}/", prefix.trim_end_matches('/')),
+        })
+    }
+}
+
+impl Prefix {
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn version_key(&self, version: &str) -> String {
+        self.key(&format!("versions/{version}.json"))
+    }
+}
+
+/// What to publish.
+pub struct Release {
+    /// The module's bytes.
+    pub module: Vec<u8>,
+    /// Overrides the name the plugin reports.
+    pub name: Option<String>,
+    /// Overrides the version the plugin reports.
+    pub version: Option<String>,
+    /// Settings the version ships with (checked by calling `init` with them).
+    pub config: BTreeMap<String, String>,
+    /// Signs the module hash when set.
+    pub signing_key: Option<SigningKey>,
+    /// Make the live manifest pinned (newer publishes do not move it).
+    pub pin: bool,
+    /// Move the live manifest even when it is pinned.
+    pub force: bool,
+}
+
+/// What publishing did.
+#[derive(Debug)]
+pub enum Published {
+    /// The version is live.
+    Live(Manifest),
+    /// The version is stored, but the live manifest is pinned to another one.
+    HeldByPin {
+        /// What was published.
+        published: Manifest,
+        /// What stays live.
+        pinned: Manifest,
+    },
+}
+
+/// Checks the module the way a host will (compile, link, `info`, `init` with the
+/// shipped settings), then uploads module, version manifest and live manifest, in
+/// that order.
+pub async fn publish(
+    engine: &Engine,
+    s3: &aws_sdk_s3::Client,
+    to: &Prefix,
+    release: Release,
+) -> anyhow::Result<Published> {
+    let sha256 = sha256_hex(&release.module);
+    let (module, info) = {
+        let engine = engine.clone();
+        let config: Vec<(String, String)> = release.config.clone().into_iter().collect();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let plugin = engine.load_bytes(&release.module, "the module")?;
+            let info = (plugin.name().to_owned(), plugin.version().to_owned());
+            Runner::new(plugin, config).context("the shipped settings are refused")?;
+            Ok((release.module, info))
+        })
+        .await??
+    };
+    let mut manifest = Manifest {
+        name: release.name.unwrap_or(info.0),
+        version: release.version.unwrap_or(info.1),
+        world: WIT_VERSION.to_owned(),
+        module: to.key(&format!("modules/{sha256}.wasm")),
+        sha256,
+        config: release.config,
+        created_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        signature: None,
+        pinned: false,
+    };
+    if manifest.version.is_empty() || manifest.version.contains('/') {
+        bail!("version {:?} cannot name a manifest", manifest.version);
+    }
+    if let Some(key) = &release.signing_key {
+        manifest.sign(key)?;
+    }
+    // Content-addressed: an existing object with this key has these very bytes.
+    put_new(s3, &to.bucket, &manifest.module, module).await?;
+    let version_key = to.version_key(&manifest.version);
+    if !put_new(
+        s3,
+        &to.bucket,
+        &version_key,
+        serde_json::to_vec_pretty(&manifest)?,
+    )
+    .await?
+    {
+        let existing = get_manifest(s3, &to.bucket, &version_key)
+            .await?
+            .context("the version manifest vanished")?;
+        if existing.sha256 != manifest.sha256 || existing.config != manifest.config {
+            bail!(
+                "{} is already published with another module or settings ({}); publish a new version",
+                manifest.label(),
+                existing.sha256
+            );
+        }
+        manifest = existing;
+    }
+    if let Some(live) = get_manifest(s3, &to.bucket, &to.key(MANIFEST)).await?
+        && live.pinned
+        && !release.force
+        && live.sha256 != manifest.sha256
+    {
+        return Ok(Published::HeldByPin {
+            published: manifest,
+            pinned: live,
+        });
+    }
+    manifest.pinned = release.pin;
+    put(
+        s3,
+        &to.bucket,
+        &to.key(MANIFEST),
+        serde_json::to_vec_pretty(&manifest)?,
+    )
+    .await?;
+    Ok(Published::Live(manifest))
+}
+
+/// Points the live manifest at `version`, or at the version published before the live
+/// one. Returns (was live, now live).
+pub async fn rollback(
+    s3: &aws_sdk_s3::Client,
+    to: &Prefix,
+    version: Option<&str>,
+    pin: bool,
+) -> anyhow::Result<(Manifest, Manifest)> {
+    let live = get_manifest(s3, &to.bucket, &to.key(MANIFEST))
+        .await?
+        .with_context(|| {
+            format!(
+                "nothing is published under s3://{}/{}",
+                to.bucket, to.prefix
+            )
+        })?;
+    let mut target = match version {
+        Some(version) => get_manifest(s3, &to.bucket, &to.version_key(version))
+            .await?
+            .with_context(|| format!("version {version} was never published here"))?,
+        None => previous(s3, to, &live)
+            .await?
+            .with_context(|| format!("no version was published before {}", live.label()))?,
+    };
+    target.pinned = pin;
+    put(
+        s3,
+        &to.bucket,
+        &to.key(MANIFEST),
+        serde_json::to_vec_pretty(&target)?,
+    )
+    .await?;
+    Ok((live, target))
+}
+
+/// The newest version manifest published before `live`.
+async fn previous(
+    s3: &aws_sdk_s3::Client,
+    to: &Prefix,
+    live: &Manifest,
+) -> anyhow::Result<Option<Manifest>> {
+    let mut best: Option<Manifest> = None;
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(&to.bucket)
+        .prefix(to.key("versions/"))
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| anyhow::anyhow!("listing versions: {}", describe_error(&e)))?;
+        for object in page.contents() {
+            let Some(key) = object.key() else { continue };
+            let Some(candidate) = get_manifest(s3, &to.bucket, key).await? else {
+                continue;
+            };
+            let earlier =
+                candidate.created_at < live.created_at && candidate.version != live.version;
+            if earlier
+                && best
+                    .as_ref()
+                    .is_none_or(|b| candidate.created_at > b.created_at)
+            {
+                best = Some(candidate);
+            }
+        }
+    }
+    Ok(best)
+}
+
+async fn get_manifest(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> anyhow::Result<Option<Manifest>> {
+    let object = match s3.get_object().bucket(bucket).key(key).send().await {
+        Ok(object) => object,
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+        Err(e) => bail!("s3://{bucket}/{key}: {}", describe_error(&e)),
+    };
+    let body = object.body.collect().await?.into_bytes();
+    Manifest::parse(&body)
+        .map(Some)
+        .with_context(|| format!("s3://{bucket}/{key}"))
+}
+
+/// `If-None-Match: *` put; `false` when the key already exists.
+async fn put_new(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<bool> {
+    match s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .if_none_match("*")
+        .body(ByteStream::from(body))
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(false),
+        Err(e) => bail!("s3://{bucket}/{key}: {}", describe_error(&e)),
+    }
+}
+
+async fn put(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<()> {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type("application/json")
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("s3://{bucket}/{key}: {}", describe_error(&e)))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Prefix;
+
+    #[test]
+    fn prefixes_end_in_a_slash() {
+        let p: Prefix = "s3://b/plugins/enrich".parse().expect("prefix");
+        assert_eq!(p.prefix, "plugins/enrich/");
+        assert_eq!(p.version_key("0.1.0"), "plugins/enrich/versions/0.1.0.json");
+        assert!("s3://b/".parse::<Prefix>().is_err());
+        assert!("plugins/enrich/".parse::<Prefix>().is_err());
+    }
+}

@@ -1,0 +1,356 @@
+//! A configured plugin location, followed over time: the version serving now, and the
+//! check between batches that finds, verifies and starts a newer one.
+//!
+//! The check is a conditional GET of the manifest with the ETag last seen, so an
+//! unchanged manifest costs one small request that returns 304. A changed manifest is
+//! taken in full before anything switches: fetch, hash check, contract and signature
+//! checks, compile (or the precompiled cache), `init`. Only a version that passed all of
+//! them replaces the serving one; the caller swaps between two batches.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::VerifyingKey;
+
+use super::{LoadError, Manifest, PluginLocation, sha256_hex};
+use crate::aws::{AwsClients, describe_error};
+use crate::engine::{ArtifactCache, Engine, LoadReport, Runner};
+
+/// How a source is followed and checked.
+#[derive(Debug, Clone, Default)]
+pub struct SourceSettings {
+    /// Least time between two manifest checks; zero checks before every batch.
+    pub check_interval: Duration,
+    /// Where precompiled artifacts are kept; `None` compiles every time.
+    pub cache: Option<ArtifactCache>,
+    /// When set, a manifest must carry a signature by this key.
+    pub public_key: Option<VerifyingKey>,
+    /// The host's plugin settings; they override the manifest's defaults.
+    pub config: Vec<(String, String)>,
+}
+
+/// A plugin version, started and ready for its first batch.
+pub struct Loaded {
+    /// The started plugin (`init` done).
+    pub runner: Runner,
+    /// The manifest it came from, when there is one.
+    pub manifest: Option<Manifest>,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+impl Loaded {
+    /// Logs that this version is ready, with where the time went.
+    pub fn log_ready(&self, what: &str) {
+        let t = &self.timings;
+        tracing::info!(
+            plugin = %self.runner.plugin().label(),
+            sha256 = self.manifest.as_ref().map_or("", |m| &m.sha256[..m.sha256.len().min(12)]),
+            cache = t.load.cache.as_str(),
+            fetch_ms = ms(t.fetch),
+            verify_ms = ms(t.verify),
+            load_ms = ms(t.load.load),
+            prepare_ms = ms(t.load.prepare),
+            init_ms = ms(t.init),
+            "{what}"
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}
+
+/// The steps of making a plugin version ready.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timings {
+    /// Fetching the manifest and module.
+    pub fetch: Duration,
+    /// Hashing the module and checking manifest and signature.
+    pub verify: Duration,
+    /// Compile or deserialize, link, first instance.
+    pub load: LoadReport,
+    /// Starting the serving instance and calling `init`.
+    pub init: Duration,
+}
+
+/// One configured plugin location and what serves from it.
+pub struct PluginSource {
+    location: PluginLocation,
+    engine: Engine,
+    settings: SourceSettings,
+    etag: Option<String>,
+    /// `(sha256, version, config)` of the serving version: a manifest rewritten with the
+    /// same three is not a new version.
+    serving: Option<(String, String, BTreeMap<String, String>)>,
+    next_check: Instant,
+}
+
+impl PluginSource {
+    /// A source for `location`, loaded with `engine`.
+    pub fn new(location: PluginLocation, engine: Engine, settings: SourceSettings) -> Self {
+        Self {
+            location,
+            engine,
+            settings,
+            etag: None,
+            serving: None,
+            next_check: Instant::now(),
+        }
+    }
+
+    /// Where the plugin comes from.
+    pub fn location(&self) -> &PluginLocation {
+        &self.location
+    }
+
+    /// The cold start: the current version, or why it cannot run.
+    pub async fn load(&mut self, aws: Option<&AwsClients>) -> Result<Loaded, LoadError> {
+        self.next_check = Instant::now() + self.settings.check_interval;
+        if self.settings.public_key.is_some()
+            && !matches!(self.location, PluginLocation::S3Manifest { .. })
+        {
+            return Err(LoadError::Config(format!(
+                "{}: a signed plugin needs a manifest (publish it with `host publish`)",
+                self.location
+            )));
+        }
+        let started = Instant::now();
+        let (bytes, origin, manifest) = match &self.location {
+            PluginLocation::File(path) => {
+                let bytes = std::fs::read(path).map_err(|e| LoadError::Fetch {
+                    what: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                (bytes::Bytes::from(bytes), path.display().to_string(), None)
+            }
+            PluginLocation::S3Module { bucket, key } => {
+                let bytes = s3(aws, &self.location)?
+                    .object_bytes(bucket, key)
+                    .await
+                    .map_err(|reason| LoadError::Fetch {
+                        what: self.location.to_string(),
+                        reason,
+                    })?;
+                (bytes, self.location.to_string(), None)
+            }
+            PluginLocation::S3Manifest { .. } => {
+                let aws = s3(aws, &self.location)?;
+                let Some((manifest, etag)) = self.fetch_manifest(aws, None).await? else {
+                    return Err(LoadError::Config(
+                        "the manifest answered 304 to an unconditional GET".into(),
+                    ));
+                };
+                self.etag = etag;
+                let bytes = self.fetch_module(aws, &manifest).await?;
+                (bytes, manifest.label(), Some(manifest))
+            }
+        };
+        let fetch = started.elapsed();
+        self.start(bytes, origin, manifest, fetch).await
+    }
+
+    /// Between batches: a new version, verified and started, if the manifest changed
+    /// since the last check and the interval has passed; `Ok(None)` when nothing is due
+    /// or nothing changed. An error leaves the serving version in place, and the same
+    /// manifest is not tried again until it changes.
+    pub async fn check(&mut self, aws: &AwsClients) -> Result<Option<Loaded>, LoadError> {
+        if !matches!(self.location, PluginLocation::S3Manifest { .. })
+            || Instant::now() < self.next_check
+        {
+            return Ok(None);
+        }
+        self.next_check = Instant::now() + self.settings.check_interval;
+        let started = Instant::now();
+        let etag = self.etag.clone();
+        let Some((manifest, etag)) = self.fetch_manifest(aws, etag.as_deref()).await? else {
+            return Ok(None);
+        };
+        self.etag = etag;
+        if self.serving.as_ref() == Some(&identity(&manifest)) {
+            return Ok(None);
+        }
+        let bytes = self.fetch_module(aws, &manifest).await?;
+        let label = manifest.label();
+        self.start(bytes, label, Some(manifest), started.elapsed())
+            .await
+            .map(Some)
+    }
+
+    /// GET the manifest, conditional on `etag`; `None` when it is unchanged (304).
+    async fn fetch_manifest(
+        &self,
+        aws: &AwsClients,
+        etag: Option<&str>,
+    ) -> Result<Option<(Manifest, Option<String>)>, LoadError> {
+        let PluginLocation::S3Manifest { bucket, key } = &self.location else {
+            return Ok(None);
+        };
+        let fetch_error = |reason: String| LoadError::Fetch {
+            what: self.location.to_string(),
+            reason,
+        };
+        let response = aws
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .set_if_none_match(etag.map(str::to_owned))
+            .send()
+            .await;
+        let object = match response {
+            Ok(object) => object,
+            // The SDK has no modelled "not modified": it arrives as an error with the status.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 304) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(fetch_error(describe_error(&e))),
+        };
+        let new_etag = object.e_tag.clone();
+        let body = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| fetch_error(format!("reading: {e}")))?;
+        let manifest =
+            Manifest::parse(&body.into_bytes()).map_err(|source| LoadError::Refused {
+                plugin: self.location.to_string(),
+                source,
+            })?;
+        Ok(Some((manifest, new_etag)))
+    }
+
+    /// The module a manifest names, after the checks that need no module bytes.
+    async fn fetch_module(
+        &self,
+        aws: &AwsClients,
+        manifest: &Manifest,
+    ) -> Result<bytes::Bytes, LoadError> {
+        let PluginLocation::S3Manifest { bucket, .. } = &self.location else {
+            return Err(LoadError::Config("not a manifest location".into()));
+        };
+        manifest
+            .check(self.settings.public_key.as_ref())
+            .map_err(|source| LoadError::Refused {
+                plugin: manifest.label(),
+                source,
+            })?;
+        aws.object_bytes(bucket, &manifest.module)
+            .await
+            .map_err(|reason| LoadError::Fetch {
+                what: format!("the module of {}", manifest.label()),
+                reason,
+            })
+    }
+
+    /// Hash check, compile or cache, `init`: the CPU-bound part, on a blocking thread.
+    async fn start(
+        &mut self,
+        bytes: bytes::Bytes,
+        origin: String,
+        manifest: Option<Manifest>,
+        fetch: Duration,
+    ) -> Result<Loaded, LoadError> {
+        let engine = self.engine.clone();
+        let cache = self.settings.cache.clone();
+        let config = self.settings.config.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            prepare(
+                &engine,
+                &bytes,
+                &origin,
+                manifest,
+                cache.as_ref(),
+                &config,
+                fetch,
+            )
+        })
+        .await
+        .map_err(|e| LoadError::Config(format!("the loading thread failed: {e}")))??;
+        self.serving = loaded.manifest.as_ref().map(identity);
+        Ok(loaded)
+    }
+}
+
+/// Loads a local `.wasm` file (through the cache, if any) and starts it. Blocking.
+pub fn load_file(
+    engine: &Engine,
+    path: &std::path::Path,
+    cache: Option<&ArtifactCache>,
+    config: &[(String, String)],
+) -> Result<Loaded, LoadError> {
+    let started = Instant::now();
+    let bytes = std::fs::read(path).map_err(|e| LoadError::Fetch {
+        what: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let origin = path.display().to_string();
+    prepare(
+        engine,
+        &bytes,
+        &origin,
+        None,
+        cache,
+        config,
+        started.elapsed(),
+    )
+}
+
+/// Verifies `bytes` against the manifest, compiles (or deserializes) and starts them
+/// with the manifest's settings overlaid by `config`. Blocking.
+fn prepare(
+    engine: &Engine,
+    bytes: &[u8],
+    origin: &str,
+    manifest: Option<Manifest>,
+    cache: Option<&ArtifactCache>,
+    config: &[(String, String)],
+    fetch: Duration,
+) -> Result<Loaded, LoadError> {
+    let started = Instant::now();
+    let sha256 = sha256_hex(bytes);
+    if let Some(manifest) = &manifest {
+        manifest
+            .verify_module(bytes)
+            .map_err(|source| LoadError::Refused {
+                plugin: manifest.label(),
+                source,
+            })?;
+    }
+    let verify = started.elapsed();
+    let (mut plugin, load) = engine.load_cached(bytes, &sha256, origin, cache)?;
+    let mut settings: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(manifest) = &manifest {
+        plugin = plugin.with_identity(&manifest.name, &manifest.version);
+        settings.clone_from(&manifest.config);
+    }
+    settings.extend(config.iter().cloned());
+    let started = Instant::now();
+    let runner = Runner::new(plugin, settings.into_iter().collect())?;
+    let timings = Timings {
+        fetch,
+        verify,
+        load,
+        init: started.elapsed(),
+    };
+    Ok(Loaded {
+        runner,
+        manifest,
+        timings,
+    })
+}
+
+fn identity(manifest: &Manifest) -> (String, String, BTreeMap<String, String>) {
+    (
+        manifest.sha256.to_ascii_lowercase(),
+        manifest.version.clone(),
+        manifest.config.clone(),
+    )
+}
+
+fn s3<'a>(
+    aws: Option<&'a AwsClients>,
+    location: &PluginLocation,
+) -> Result<&'a AwsClients, LoadError> {
+    aws.ok_or_else(|| LoadError::Config(format!("{location}: S3 locations need AWS clients")))
+}

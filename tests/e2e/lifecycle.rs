@@ -1,0 +1,559 @@
+//! The plugin lifecycle against the emulator: `host publish`, a Lambda host following
+//! the manifest between invocations, broken versions refused while the serving one
+//! stays, rollback, signatures, and the precompiled cache across cold starts.
+
+use std::time::{Duration, Instant};
+
+use pipeline_host::registry::sha256_hex;
+use serde_json::{Value, json};
+
+use crate::emulator::{Clients, Moto};
+use crate::runtime_api::{Answer, Function, RuntimeApi};
+use crate::support::{Run, Scratch, plugin};
+
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(90);
+const PREFIX: &str = "s3://plugins/plugins/enrich/";
+/// The function looks at the manifest at most this often.
+const CHECK_SECONDS: u64 = 1;
+
+fn publish(scratch: &Scratch, moto: &Moto, args: &[&str]) -> Run {
+    let mut all = vec!["publish", "--to", PREFIX];
+    all.extend_from_slice(args);
+    scratch.host_with_env(&all, None, &moto.env())
+}
+
+fn wasm(name: &str) -> String {
+    plugin(name).to_str().expect("utf-8 path").to_owned()
+}
+
+/// The same component with a custom section appended: another module (another
+/// sha256) with the same code, as a rebuilt plugin would be.
+fn rebuilt(name: &str, note: &str) -> Vec<u8> {
+    let mut bytes = std::fs::read(plugin(name)).expect("wasm");
+    let mut payload = vec![u8::try_from(b"note".len()).expect("short")];
+    payload.extend_from_slice(b"note");
+    payload.extend_from_slice(note.as_bytes());
+    bytes.push(0); // custom section id
+    bytes.push(u8::try_from(payload.len()).expect("short note"));
+    bytes.extend(payload);
+    bytes
+}
+
+/// One good event and one that `enrich` refuses (no `user`).
+fn event(id: &str) -> Value {
+    json!([
+        {"id": id, "user": "u1", "action": "buy", "amount": 1.5, "ts": "2026-11-26T12:00:00Z"},
+        {"id": format!("{id}-bad")}
+    ])
+}
+
+fn start_function(
+    api: &RuntimeApi,
+    moto: &Moto,
+    scratch: &Scratch,
+    extra: &[(&'static str, &str)],
+) -> Function {
+    let mut env = moto.env();
+    env.extend([
+        ("PIPELINE_PLUGIN", PREFIX.to_owned()),
+        ("PIPELINE_PLUGIN_CHECK_SECONDS", CHECK_SECONDS.to_string()),
+        ("PIPELINE_SINKS", "default=sqs://out".to_owned()),
+        ("PIPELINE_DLQ", "sqs://dlq".to_owned()),
+    ]);
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    Function::start(api, &env, scratch.dir.path())
+}
+
+/// Sends one event and returns the plugin version that answered, after checking the
+/// outputs (currency) and the DLQ entry (which names the version) it produced.
+async fn invoke(
+    api: &RuntimeApi,
+    function: &Function,
+    aws: &Clients,
+    id: &str,
+) -> (String, String) {
+    api.push(event(id));
+    let answer = match api.next_answer(ANSWER_TIMEOUT) {
+        Answer::Response(value) => value,
+        other => panic!(
+            "expected a response, got {other:?}; log:\n{}",
+            function.log_text()
+        ),
+    };
+    assert_eq!(
+        (
+            answer["in"].as_u64(),
+            answer["transformed"].as_u64(),
+            answer["failed"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1)),
+        "{answer}"
+    );
+    let label = answer["plugin"].as_str().expect("plugin").to_owned();
+    let out = aws.drain_queue(&queue_url(aws, "out").await).await;
+    assert_eq!(out.len(), 1, "{out:?}");
+    let output: Value = serde_json::from_str(&out[0]).expect("output JSON");
+    assert_eq!(output["id"], id);
+    let dead = aws.drain_queue(&queue_url(aws, "dlq").await).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let entry: Value = serde_json::from_str(&dead[0]).expect("DLQ JSON");
+    let dlq_label = format!(
+        "{}@{}",
+        entry["plugin"]["name"].as_str().unwrap_or("?"),
+        entry["plugin"]["version"].as_str().unwrap_or("?")
+    );
+    assert_eq!(dlq_label, label, "the DLQ entry names the version that ran");
+    (label, output["currency"].as_str().unwrap_or("?").to_owned())
+}
+
+async fn queue_url(aws: &Clients, name: &str) -> String {
+    aws.sqs
+        .get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("queue url")
+        .queue_url()
+        .expect("url")
+        .to_owned()
+}
+
+/// Waits past the check interval, so the next invocation looks at the manifest.
+fn after_check_interval() {
+    std::thread::sleep(Duration::from_millis(CHECK_SECONDS * 1000 + 200));
+}
+
+/// A manifest written by hand (as a careless or rogue publisher would), live at once.
+async fn put_live(aws: &Clients, manifest: &Value, module: Option<(&str, Vec<u8>)>) {
+    if let Some((key, bytes)) = module {
+        aws.put_object("plugins", key, bytes).await;
+    }
+    aws.put_object(
+        "plugins",
+        "plugins/enrich/manifest.json",
+        serde_json::to_vec(manifest).expect("json"),
+    )
+    .await;
+}
+
+fn manifest(version: &str, module_key: &str, sha256: &str, config: Value) -> Value {
+    json!({
+        "name": "enrich", "version": version, "world": "pipeline:plugin@0.1.0",
+        "module": module_key, "sha256": sha256, "config": config,
+        "created_at": "2026-11-26T13:00:00.000Z"
+    })
+}
+
+fn wait_for_log(function: &Function, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let log = function.log_text();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            start.elapsed() < ANSWER_TIMEOUT,
+            "{needle:?} never logged:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_published_version_goes_live_between_batches_and_broken_ones_are_refused() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("plugins").await;
+    aws.queue("out").await;
+    aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    publish(
+        &scratch,
+        &moto,
+        &[
+            "--plugin",
+            &wasm("enrich"),
+            "--version",
+            "1.0.0",
+            "--config",
+            "currency=EUR",
+        ],
+    )
+    .assert_ok();
+
+    let api = RuntimeApi::start(Vec::new());
+    let function = start_function(&api, &moto, &scratch, &[]);
+    assert_eq!(
+        invoke(&api, &function, &aws, "e1").await,
+        ("enrich@1.0.0".into(), "EUR".into())
+    );
+
+    // v2: another module, other shipped settings. Live from the first batch after the interval.
+    let v2 = scratch.path("enrich-v2.wasm");
+    std::fs::write(&v2, rebuilt("enrich", "v2")).expect("write");
+    let published = publish(
+        &scratch,
+        &moto,
+        &[
+            "--plugin",
+            v2.to_str().expect("utf-8"),
+            "--version",
+            "2.0.0",
+            "--config",
+            "currency=USD",
+        ],
+    );
+    published.assert_ok();
+    assert!(
+        published.stdout.contains("enrich@2.0.0 is live"),
+        "{}",
+        published.stdout
+    );
+    after_check_interval();
+    assert_eq!(
+        invoke(&api, &function, &aws, "e2").await,
+        ("enrich@2.0.0".into(), "USD".into())
+    );
+    wait_for_log(&function, "plugin swapped (was enrich@1.0.0)");
+
+    // Broken v3s, each refused with its reason while v2 keeps serving.
+    let module = rebuilt("enrich", "v3");
+    let wrong_hash = sha256_hex(b"some other module");
+    put_live(
+        &aws,
+        &manifest(
+            "3.0.0",
+            "plugins/enrich/modules/v3a.wasm",
+            &wrong_hash,
+            json!({}),
+        ),
+        Some(("plugins/enrich/modules/v3a.wasm", module)),
+    )
+    .await;
+    after_check_interval();
+    assert_eq!(invoke(&api, &function, &aws, "e3").await.0, "enrich@2.0.0");
+    wait_for_log(&function, "module sha256 mismatch");
+
+    let core_module = b"\0asm\x01\0\0\0".to_vec();
+    put_live(
+        &aws,
+        &manifest(
+            "3.0.1",
+            "plugins/enrich/modules/v3b.wasm",
+            &sha256_hex(&core_module),
+            json!({}),
+        ),
+        Some(("plugins/enrich/modules/v3b.wasm", core_module)),
+    )
+    .await;
+    after_check_interval();
+    assert_eq!(invoke(&api, &function, &aws, "e4").await.0, "enrich@2.0.0");
+    wait_for_log(&function, "is not a WebAssembly component");
+
+    let trapping = std::fs::read(plugin("misbehave")).expect("wasm");
+    put_live(
+        &aws,
+        &manifest(
+            "3.0.2",
+            "plugins/enrich/modules/v3c.wasm",
+            &sha256_hex(&trapping),
+            json!({"init": "panic"}),
+        ),
+        Some(("plugins/enrich/modules/v3c.wasm", trapping)),
+    )
+    .await;
+    after_check_interval();
+    assert_eq!(invoke(&api, &function, &aws, "e5").await.0, "enrich@2.0.0");
+    let log = wait_for_log(&function, "enrich@3.0.2 failed to start");
+    assert_eq!(
+        log.matches("new plugin version refused").count(),
+        3,
+        "{log}"
+    );
+
+    let missing = manifest(
+        "3.0.3",
+        "plugins/enrich/modules/gone.wasm",
+        &wrong_hash,
+        json!({}),
+    );
+    put_live(&aws, &missing, None).await;
+    after_check_interval();
+    assert_eq!(invoke(&api, &function, &aws, "e6").await.0, "enrich@2.0.0");
+    wait_for_log(&function, "cannot fetch the module of enrich@3.0.3");
+
+    // Roll back to 1.0.0 by name: the live manifest points at it again.
+    let rolled = publish(&scratch, &moto, &["--rollback", "--version", "1.0.0"]);
+    rolled.assert_ok();
+    assert!(
+        rolled
+            .stdout
+            .contains("live version is now enrich@1.0.0 (was enrich@3.0.3)"),
+        "{}",
+        rolled.stdout
+    );
+    after_check_interval();
+    assert_eq!(
+        invoke(&api, &function, &aws, "e7").await,
+        ("enrich@1.0.0".into(), "EUR".into())
+    );
+
+    // Swapping did not recompile what the cache already had.
+    let log = function.log_text();
+    assert!(
+        log.contains("cache=\"hit\"") || log.contains("cache=hit"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publishing_keeps_versions_immutable_and_respects_a_pin() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("plugins").await;
+    let scratch = Scratch::new();
+    publish(
+        &scratch,
+        &moto,
+        &["--plugin", &wasm("enrich"), "--version", "1.0.0", "--pin"],
+    )
+    .assert_ok();
+    let live = |aws: &Clients| {
+        let s3 = aws.s3.clone();
+        async move {
+            let object = s3
+                .get_object()
+                .bucket("plugins")
+                .key("plugins/enrich/manifest.json")
+                .send()
+                .await
+                .expect("manifest");
+            let body = object.body.collect().await.expect("body").into_bytes();
+            serde_json::from_slice::<Value>(&body).expect("manifest JSON")
+        }
+    };
+    let v1 = live(&aws).await;
+    assert_eq!(
+        (v1["version"].as_str(), v1["pinned"].as_bool()),
+        (Some("1.0.0"), Some(true))
+    );
+    assert_eq!(
+        v1["sha256"],
+        sha256_hex(&std::fs::read(plugin("enrich")).expect("wasm"))
+    );
+    let module = aws
+        .objects("plugins", v1["module"].as_str().expect("module key"))
+        .await;
+    assert_eq!(
+        module.len(),
+        1,
+        "the module is stored where the manifest says"
+    );
+
+    // Same version, other module: refused. Same version, same module: a no-op.
+    let v2 = scratch.path("enrich-v2.wasm");
+    std::fs::write(&v2, rebuilt("enrich", "v2")).expect("write");
+    let v2 = v2.to_str().expect("utf-8");
+    publish(&scratch, &moto, &["--plugin", v2, "--version", "1.0.0"])
+        .assert_error("enrich@1.0.0 is already published with another module");
+    publish(
+        &scratch,
+        &moto,
+        &["--plugin", &wasm("enrich"), "--version", "1.0.0", "--pin"],
+    )
+    .assert_ok();
+
+    // Pinned: a new version is stored but not made live, until --force.
+    let held = publish(&scratch, &moto, &["--plugin", v2, "--version", "2.0.0"]);
+    held.assert_ok();
+    assert!(
+        held.stdout.contains("published but not live"),
+        "{}",
+        held.stdout
+    );
+    assert_eq!(live(&aws).await["version"], "1.0.0");
+    publish(
+        &scratch,
+        &moto,
+        &["--plugin", v2, "--version", "2.0.0", "--force"],
+    )
+    .assert_ok();
+    assert_eq!(live(&aws).await["version"], "2.0.0");
+
+    // Rollback without a version goes to the one published before the live one.
+    let rolled = publish(&scratch, &moto, &["--rollback"]);
+    rolled.assert_ok();
+    assert_eq!(live(&aws).await["version"], "1.0.0", "{}", rolled.stdout);
+
+    // Nothing that would not start is published: an init that refuses its settings.
+    publish(
+        &scratch,
+        &moto,
+        &["--plugin", &wasm("validate"), "--config", "max_amount=lots"],
+    )
+    .assert_error("refused");
+    assert_eq!(
+        aws.objects("plugins", "plugins/enrich/versions/")
+            .await
+            .len(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_with_a_public_key_runs_only_signed_versions() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("plugins").await;
+    aws.queue("out").await;
+    aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    let key_file = scratch.path("signing.key");
+    let keygen = scratch.host(
+        &["keygen", "--out", key_file.to_str().expect("utf-8")],
+        None,
+    );
+    keygen.assert_ok();
+    let public_key = keygen.stdout.trim().to_owned();
+    assert_eq!(public_key.len(), 64, "hex public key: {public_key}");
+
+    // Unsigned at a cold start: the start fails, naming the reason.
+    publish(
+        &scratch,
+        &moto,
+        &["--plugin", &wasm("enrich"), "--version", "1.0.0"],
+    )
+    .assert_ok();
+    let api = RuntimeApi::start(Vec::new());
+    let mut function = start_function(
+        &api,
+        &moto,
+        &scratch,
+        &[("PIPELINE_PLUGIN_PUBLIC_KEY", &public_key)],
+    );
+    match api.next_answer(ANSWER_TIMEOUT) {
+        Answer::InitError(error) => assert!(
+            error["errorMessage"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("signature refused"),
+            "{error}"
+        ),
+        other => panic!("expected an init error, got {other:?}"),
+    }
+    assert!(!function.wait_exit(ANSWER_TIMEOUT).success());
+
+    // Signed: runs. A later unsigned version is refused; the signed one keeps serving.
+    let key = key_file.to_str().expect("utf-8");
+    publish(
+        &scratch,
+        &moto,
+        &[
+            "--plugin",
+            &wasm("enrich"),
+            "--version",
+            "1.0.1",
+            "--signing-key",
+            key,
+        ],
+    )
+    .assert_ok();
+    let api = RuntimeApi::start(Vec::new());
+    let function = start_function(
+        &api,
+        &moto,
+        &scratch,
+        &[("PIPELINE_PLUGIN_PUBLIC_KEY", &public_key)],
+    );
+    assert_eq!(invoke(&api, &function, &aws, "s1").await.0, "enrich@1.0.1");
+    let v2 = scratch.path("enrich-v2.wasm");
+    std::fs::write(&v2, rebuilt("enrich", "v2")).expect("write");
+    publish(
+        &scratch,
+        &moto,
+        &[
+            "--plugin",
+            v2.to_str().expect("utf-8"),
+            "--version",
+            "2.0.0",
+        ],
+    )
+    .assert_ok();
+    after_check_interval();
+    assert_eq!(invoke(&api, &function, &aws, "s2").await.0, "enrich@1.0.1");
+    wait_for_log(
+        &function,
+        "the host requires a signature and the manifest has none",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warm_cache_skips_the_compile_and_a_damaged_entry_is_recompiled() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("plugins").await;
+    aws.queue("out").await;
+    aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    publish(
+        &scratch,
+        &moto,
+        &["--plugin", &wasm("enrich"), "--version", "1.0.0"],
+    )
+    .assert_ok();
+    let cold_start = |n: usize| {
+        let api = RuntimeApi::start(Vec::new());
+        let function = start_function(&api, &moto, &scratch, &[]);
+        let log = wait_for_log(&function, "plugin ready");
+        let line = log
+            .lines()
+            .find(|l| l.contains("plugin ready"))
+            .unwrap_or_default()
+            .to_owned();
+        (api, function, line, n)
+    };
+    let cache_use = |line: &str| {
+        ["hit", "miss", "rejected", "off"]
+            .into_iter()
+            .find(|c| {
+                line.contains(&format!("cache=\"{c}\"")) || line.contains(&format!("cache={c} "))
+            })
+            .unwrap_or_else(|| panic!("no cache= in {line}"))
+    };
+    let (api, function, line, _) = cold_start(1);
+    assert_eq!(cache_use(&line), "miss", "{line}");
+    assert_eq!(invoke(&api, &function, &aws, "c1").await.0, "enrich@1.0.0");
+    drop(function);
+
+    let entries: Vec<_> = std::fs::read_dir(scratch.path("plugin-cache"))
+        .expect("cache dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let (api, function, line, _) = cold_start(2);
+    assert_eq!(cache_use(&line), "hit", "{line}");
+    assert_eq!(invoke(&api, &function, &aws, "c2").await.0, "enrich@1.0.0");
+    drop(function);
+
+    // One flipped byte in the middle of the artifact.
+    let mut bytes = std::fs::read(&entries[0]).expect("entry");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&entries[0], bytes).expect("corrupt");
+    let (api, function, line, _) = cold_start(3);
+    assert_eq!(cache_use(&line), "rejected", "{line}");
+    assert!(
+        function.log_text().contains("checksum mismatch"),
+        "{}",
+        function.log_text()
+    );
+    assert_eq!(invoke(&api, &function, &aws, "c3").await.0, "enrich@1.0.0");
+    drop(function);
+
+    let (_api, _function, line, _) = cold_start(4);
+    assert_eq!(
+        cache_use(&line),
+        "hit",
+        "the recompiled entry replaced the damaged one: {line}"
+    );
+}
