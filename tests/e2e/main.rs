@@ -9,6 +9,7 @@ mod infra;
 mod runtime_api;
 mod support;
 
+mod chain;
 mod lambda;
 mod lifecycle;
 mod limits;

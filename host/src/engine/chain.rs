@@ -8,8 +8,8 @@
 //! delivered, so reprocessing it through the chain does not duplicate anything.
 //!
 //! A record handed to the next stage keeps the attributes of the record it came from,
-//! overlaid with the ones the plugin attached; an output without a destination inherits
-//! the one an earlier stage chose.
+//! overlaid with the ones the plugin attached; an output without a destination or a key
+//! inherits the ones an earlier stage chose.
 
 use super::Runner;
 use crate::record::{Outcome, Output, Record};
@@ -121,6 +121,9 @@ impl Chain {
                         for mut output in outputs {
                             if output.destination.is_none() {
                                 output.destination.clone_from(&flight.destinations[j]);
+                            }
+                            if output.key.is_none() {
+                                output.key.clone_from(&flight.records[j].key);
                             }
                             match &mut outcomes[owner] {
                                 Outcome::Transformed(list) if index == stages => list.push(output),

@@ -14,7 +14,7 @@ use ed25519_dalek::VerifyingKey;
 
 use super::{LoadError, Manifest, PluginLocation, sha256_hex};
 use crate::aws::{AwsClients, describe_error};
-use crate::engine::{ArtifactCache, Engine, LoadReport, Runner};
+use crate::engine::{ArtifactCache, Engine, LoadReport, PluginError, Runner};
 
 /// How a source is followed and checked.
 #[derive(Debug, Clone, Default)]
@@ -118,10 +118,7 @@ impl PluginSource {
         let started = Instant::now();
         let (bytes, origin, manifest) = match &self.location {
             PluginLocation::File(path) => {
-                let bytes = std::fs::read(path).map_err(|e| LoadError::Fetch {
-                    what: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
+                let bytes = read_file(path)?;
                 (bytes::Bytes::from(bytes), path.display().to_string(), None)
             }
             PluginLocation::S3Module { bucket, key } => {
@@ -280,10 +277,7 @@ pub fn load_file(
     config: &[(String, String)],
 ) -> Result<Loaded, LoadError> {
     let started = Instant::now();
-    let bytes = std::fs::read(path).map_err(|e| LoadError::Fetch {
-        what: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let bytes = read_file(path)?;
     let origin = path.display().to_string();
     prepare(
         engine,
@@ -294,6 +288,15 @@ pub fn load_file(
         config,
         started.elapsed(),
     )
+}
+
+fn read_file(path: &std::path::Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| {
+        LoadError::Plugin(PluginError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+    })
 }
 
 /// Verifies `bytes` against the manifest, compiles (or deserializes) and starts them
