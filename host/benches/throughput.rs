@@ -7,10 +7,13 @@
 //! Run with `./dev bench`; writes the "Throughput" section of `BENCHMARKS.md`.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pipeline_host::{Engine, Limits, Outcome, Record, Runner};
+
+mod common;
+use common::{machine, wasmtime_version, write_section};
 
 const RECORDS: usize = 1_000_000;
 const BATCH_SIZES: [usize; 4] = [1, 100, 1000, 10_000];
@@ -184,40 +187,6 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map_or("unknown", |v| v.trim_start_matches([' ', '\t', ':']));
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let rustc = std::process::Command::new("rustc")
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    format!(
-        "{cpu}, {cores} cores, {:.0} GiB RAM, Linux {}, {rustc}",
-        mem_kib as f64 / 1048576.0,
-        kernel.trim()
-    )
-}
-
-fn wasmtime_version(root: &Path) -> String {
-    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
-    lock.split("[[package]]")
-        .find(|p| p.contains("name = \"wasmtime\"\n"))
-        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
-        .map_or("unknown".into(), |v| v.trim_matches('"').to_owned())
-}
-
 fn render(rows: &[Row], native: &Best, payload_bytes: usize, rss_data: u64, root: &Path) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "## Throughput (`./dev bench`)\n");
@@ -267,28 +236,6 @@ fn render(rows: &[Row], native: &Best, payload_bytes: usize, rss_data: u64, root
          echo from the enrich time: what the JSON parsing and serializing costs inside the sandbox."
     );
     s
-}
-
-/// Replaces the `<!-- name:begin -->` .. `<!-- name:end -->` section of the file (or
-/// appends it), so several benchmarks share one results file.
-fn write_section(path: &PathBuf, name: &str, body: &str) {
-    let (begin, end) = (
-        format!("<!-- {name}:begin -->"),
-        format!("<!-- {name}:end -->"),
-    );
-    let section = format!("{begin}\n{body}{end}\n");
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".to_owned());
-    let new = match (old.find(&begin), old.find(&end)) {
-        (Some(b), Some(e)) if b < e => format!(
-            "{}{section}{}",
-            &old[..b],
-            old[e + end.len()..].trim_start_matches('\n')
-        ),
-        _ => format!("{}\n{section}", old.trim_end()),
-    };
-    if let Err(e) = std::fs::write(path, new) {
-        eprintln!("cannot write {}: {e}", path.display());
-    }
 }
 
 /// The naive encoding, for comparison: a `list<record>` of nested lists and strings.

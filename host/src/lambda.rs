@@ -402,6 +402,49 @@ mod tests {
             }
         );
         assert_eq!(config.limits.batch_size, 250);
+        assert_eq!(config.plugins.len(), 1);
+        assert_eq!(config.check_interval, DEFAULT_CHECK_INTERVAL);
+        assert_eq!(config.cache_dir, Some(PathBuf::from(DEFAULT_CACHE_DIR)));
+        assert_eq!(config.public_key, None);
+    }
+
+    #[test]
+    fn reads_a_chain_of_followed_plugins() {
+        let public = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+        let config = LambdaConfig::from_env(env(&[
+            (
+                "PIPELINE_PLUGIN",
+                "s3://plugins/plugins/validate/, s3://plugins/plugins/enrich/versions/0.2.0.json",
+            ),
+            ("PIPELINE_DLQ", "sqs://dlq"),
+            ("PIPELINE_PLUGIN_CHECK_SECONDS", "0"),
+            ("PIPELINE_CACHE_DIR", "off"),
+            ("PIPELINE_PLUGIN_PUBLIC_KEY", public),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            config.plugins,
+            [
+                PluginLocation::S3Manifest {
+                    bucket: "plugins".into(),
+                    key: "plugins/validate/manifest.json".into()
+                },
+                PluginLocation::S3Manifest {
+                    bucket: "plugins".into(),
+                    key: "plugins/enrich/versions/0.2.0.json".into()
+                }
+            ]
+        );
+        assert_eq!(config.check_interval, Duration::ZERO);
+        assert_eq!(config.cache_dir, None);
+        assert!(config.public_key.is_some());
+        let bad = LambdaConfig::from_env(env(&[
+            ("PIPELINE_PLUGIN", "s3://plugins/plugins/validate/"),
+            ("PIPELINE_DLQ", "sqs://dlq"),
+            ("PIPELINE_PLUGIN_PUBLIC_KEY", "not-a-key"),
+        ]))
+        .expect_err("bad key");
+        assert_eq!(bad.variable, "PIPELINE_PLUGIN_PUBLIC_KEY");
     }
 
     #[test]

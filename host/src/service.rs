@@ -152,7 +152,11 @@ impl Service {
         })
         .await
         .context("the plugin thread failed")?;
+        let chained = chain.stages().len() > 1;
         self.chain = Some(chain);
+        if chained {
+            tracing::info!(stages = %self.stage_report(), "chain counts since the start");
+        }
         let delivery = if in_response {
             Delivery::InResponse
         } else {

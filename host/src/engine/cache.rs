@@ -4,10 +4,11 @@
 //!
 //! An entry's name is the module's sha256 plus a hash of everything that makes an
 //! artifact loadable by this engine (wasmtime version, target, compiler flags,
-//! features: [`wasmtime::Engine::precompile_compatibility_hash`]). An entry is never
-//! trusted as it is: it carries its own length and CRC-32, written before the atomic
-//! rename that publishes it, and wasmtime checks its header again when loading. A
-//! torn, truncated, flipped or foreign entry is reported, removed and recompiled.
+//! features: [`wasmtime::Engine::precompile_compatibility_hash`]), and the CRC-32 of
+//! the artifact. An entry is never trusted as it is: its bytes are checked against that
+//! CRC-32 before wasmtime maps it, and wasmtime checks its header again. An entry appears
+//! by an atomic rename; a truncated, flipped or foreign one is reported, removed and
+//! recompiled.
 //!
 //! The directory is private to the process's owner (Lambda's `/tmp` is private to the
 //! execution environment); the check guards against damage, not against an attacker
@@ -18,9 +19,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use wasmtime::component::Component;
-
-const MAGIC: &[u8; 8] = b"PLGCWASM";
-const HEADER: usize = MAGIC.len() + 4 + 8;
 
 /// A directory of precompiled artifacts for one engine configuration.
 #[derive(Debug, Clone)]
@@ -53,33 +51,40 @@ impl ArtifactCache {
         })
     }
 
-    /// Where the artifact of the module with this sha256 lives.
-    pub fn path_for(&self, module_sha256: &str) -> PathBuf {
-        self.dir
-            .join(format!("{module_sha256}-{}.cwasm", self.engine_key))
+    /// Entries are named `<module sha256>-<engine hash>-<crc32 of the artifact>.cwasm`:
+    /// the file itself is exactly wasmtime's artifact, so it can be mapped, not copied.
+    fn stem(&self, module_sha256: &str) -> String {
+        format!("{module_sha256}-{}-", self.engine_key)
+    }
+
+    /// The entry for `module_sha256`, if there is one, with the checksum its name carries.
+    pub fn entry(&self, module_sha256: &str) -> Option<(PathBuf, String)> {
+        let stem = self.stem(module_sha256);
+        std::fs::read_dir(&self.dir).ok()?.flatten().find_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let crc = name.strip_prefix(&stem)?.strip_suffix(".cwasm")?.to_owned();
+            Some((e.path(), crc))
+        })
     }
 
     /// The entry for `module_sha256`, checked before wasmtime sees a byte of it.
     pub fn lookup(&self, engine: &wasmtime::Engine, module_sha256: &str) -> Lookup {
-        let path = self.path_for(module_sha256);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Lookup::Miss,
-            Err(e) => return Lookup::Rejected(format!("{}: cannot read: {e}", path.display())),
+        let Some((path, crc)) = self.entry(module_sha256) else {
+            return Lookup::Miss;
         };
         let rejected = |reason: String| {
-            // Removing is best effort: a later store overwrites it anyway.
+            // Removing is best effort: a later store replaces it anyway.
             let _ = std::fs::remove_file(&path);
             Lookup::Rejected(format!("{}: {reason}", path.display()))
         };
-        let artifact = match check(&bytes) {
-            Ok(artifact) => artifact,
-            Err(reason) => return rejected(reason),
-        };
-        // SAFETY: the bytes are exactly what `store` wrote from `Component::serialize`
-        // of this engine's configuration (length and CRC-32 checked above, the file
-        // name carries the engine's compatibility hash); wasmtime re-checks the header.
-        match unsafe { Component::deserialize(engine, artifact) } {
+        if let Err(reason) = check_file(&path, &crc) {
+            return rejected(reason);
+        }
+        // SAFETY: the file is exactly what `store` wrote from `Component::serialize` of
+        // this engine's configuration (its CRC-32 checked above; the name carries the
+        // engine's compatibility hash), in a directory only this process writes; wasmtime
+        // checks the header again.
+        match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(component) => Lookup::Hit(component),
             Err(e) => rejected(format!("wasmtime refused it: {e:#}")),
         }
@@ -91,76 +96,71 @@ impl ArtifactCache {
         let artifact = component
             .serialize()
             .map_err(|e| format!("cannot serialize: {e:#}"))?;
-        let path = self.path_for(module_sha256);
+        let path = self.dir.join(format!(
+            "{}{:08x}.cwasm",
+            self.stem(module_sha256),
+            crc32fast::hash(&artifact)
+        ));
+        if let Some((old, _)) = self.entry(module_sha256) {
+            let _ = std::fs::remove_file(old);
+        }
         let mut file = tempfile::NamedTempFile::new_in(&self.dir)
             .map_err(|e| format!("{}: {e}", self.dir.display()))?;
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&artifact);
-        let written = file
-            .write_all(MAGIC)
-            .and_then(|()| file.write_all(&crc.finalize().to_le_bytes()))
-            .and_then(|()| file.write_all(&(artifact.len() as u64).to_le_bytes()))
-            .and_then(|()| file.write_all(&artifact))
-            .and_then(|()| file.as_file().sync_data());
-        written.map_err(|e| format!("{}: {e}", file.path().display()))?;
+        file.write_all(&artifact)
+            .and_then(|()| file.as_file().sync_data())
+            .map_err(|e| format!("{}: {e}", file.path().display()))?;
         file.persist(&path)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(path)
     }
 }
 
-/// The artifact inside a cache file, if the file is whole.
-fn check(bytes: &[u8]) -> Result<&[u8], String> {
-    if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
-        return Err("not a cache entry (bad header)".into());
+/// Checks a cache file against the CRC-32 its name carries. The file is mapped, not
+/// read: its pages are already in the page cache, and mapping them costs a few faults
+/// instead of a copy.
+fn check_file(path: &Path, crc: &str) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    // SAFETY: a read-only private mapping of a file in a directory only this process
+    // writes (entries are replaced by rename, never written in place).
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("cannot map: {e}"))?;
+    check(&map, crc)
+}
+
+/// Whether `artifact` has the CRC-32 (8 hex digits) `crc`.
+fn check(artifact: &[u8], crc: &str) -> Result<(), String> {
+    let expected =
+        u32::from_str_radix(crc, 16).map_err(|_| format!("bad checksum in the name: {crc:?}"))?;
+    if artifact.is_empty() {
+        return Err("empty (truncated)".into());
     }
-    let crc = u32::from_le_bytes(
-        bytes[8..12]
-            .try_into()
-            .map_err(|_| "bad header".to_owned())?,
-    );
-    let len = u64::from_le_bytes(
-        bytes[12..HEADER]
-            .try_into()
-            .map_err(|_| "bad header".to_owned())?,
-    );
-    let artifact = &bytes[HEADER..];
-    if artifact.len() as u64 != len {
-        return Err(format!(
-            "truncated or padded: {} bytes, header says {len}",
-            artifact.len()
-        ));
+    if crc32fast::hash(artifact) != expected {
+        return Err("checksum mismatch (damaged or truncated)".into());
     }
-    if crc32fast::hash(artifact) != crc {
-        return Err("checksum mismatch (damaged)".into());
-    }
-    Ok(artifact)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::check;
 
-    fn entry(artifact: &[u8]) -> Vec<u8> {
-        let mut bytes = super::MAGIC.to_vec();
-        bytes.extend(crc32fast::hash(artifact).to_le_bytes());
-        bytes.extend((artifact.len() as u64).to_le_bytes());
-        bytes.extend(artifact);
-        bytes
-    }
-
     #[test]
     fn a_whole_entry_passes_and_any_damage_is_caught() {
-        let good = entry(b"artifact bytes");
-        assert_eq!(check(&good), Ok(&b"artifact bytes"[..]));
+        let good = b"artifact bytes".to_vec();
+        let crc = format!("{:08x}", crc32fast::hash(&good));
+        assert_eq!(check(&good, &crc), Ok(()));
         let mut flipped = good.clone();
-        *flipped.last_mut().expect("not empty") ^= 1;
-        assert!(check(&flipped).expect_err("flipped").contains("checksum"));
+        flipped[3] ^= 1;
         assert!(
-            check(&good[..good.len() - 1])
-                .expect_err("short")
-                .contains("truncated")
+            check(&flipped, &crc)
+                .expect_err("flipped")
+                .contains("checksum")
         );
-        assert!(check(b"PLGC").expect_err("tiny").contains("header"));
+        assert!(
+            check(&good[..good.len() - 1], &crc)
+                .expect_err("short")
+                .contains("checksum")
+        );
+        assert!(check(b"", &crc).expect_err("empty").contains("empty"));
+        assert!(check(&good, "zz").expect_err("name").contains("name"));
     }
 }

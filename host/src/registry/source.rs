@@ -116,29 +116,29 @@ impl PluginSource {
             )));
         }
         let started = Instant::now();
-        let (bytes, origin, manifest) = match &self.location {
+        let location = self.location.clone();
+        let (bytes, origin, manifest) = match &location {
             PluginLocation::File(path) => {
                 let bytes = read_file(path)?;
                 (bytes::Bytes::from(bytes), path.display().to_string(), None)
             }
             PluginLocation::S3Module { bucket, key } => {
-                let bytes = s3(aws, &self.location)?
+                let bytes = s3(aws, &location)?
                     .object_bytes(bucket, key)
                     .await
                     .map_err(|reason| LoadError::Fetch {
-                        what: self.location.to_string(),
+                        what: location.to_string(),
                         reason,
                     })?;
-                (bytes, self.location.to_string(), None)
+                (bytes, location.to_string(), None)
             }
             PluginLocation::S3Manifest { .. } => {
-                let aws = s3(aws, &self.location)?;
-                let Some((manifest, etag)) = self.fetch_manifest(aws, None).await? else {
+                let aws = s3(aws, &location)?;
+                let Some(manifest) = self.fetch_manifest(aws, None).await? else {
                     return Err(LoadError::Config(
                         "the manifest answered 304 to an unconditional GET".into(),
                     ));
                 };
-                self.etag = etag;
                 let bytes = self.fetch_module(aws, &manifest).await?;
                 (bytes, manifest.label(), Some(manifest))
             }
@@ -158,12 +158,25 @@ impl PluginSource {
             return Ok(None);
         }
         self.next_check = Instant::now() + self.settings.check_interval;
+        let previous = self.etag.clone();
+        let result = self.check_changed(aws, previous.as_deref()).await;
+        if let Err(LoadError::Fetch { .. }) = &result {
+            // Possibly transient (a throttled GET, a module not yet visible): look again
+            // at the next check. Every other refusal waits for the manifest to change.
+            self.etag = previous;
+        }
+        result
+    }
+
+    async fn check_changed(
+        &mut self,
+        aws: &AwsClients,
+        etag: Option<&str>,
+    ) -> Result<Option<Loaded>, LoadError> {
         let started = Instant::now();
-        let etag = self.etag.clone();
-        let Some((manifest, etag)) = self.fetch_manifest(aws, etag.as_deref()).await? else {
+        let Some(manifest) = self.fetch_manifest(aws, etag).await? else {
             return Ok(None);
         };
-        self.etag = etag;
         if self.serving.as_ref() == Some(&identity(&manifest)) {
             return Ok(None);
         }
@@ -174,12 +187,14 @@ impl PluginSource {
             .map(Some)
     }
 
-    /// GET the manifest, conditional on `etag`; `None` when it is unchanged (304).
+    /// GET the manifest, conditional on `etag`; `None` when it is unchanged (304). The
+    /// new ETag is kept as soon as the body arrives, so a manifest that does not parse
+    /// is not fetched again until it changes.
     async fn fetch_manifest(
-        &self,
+        &mut self,
         aws: &AwsClients,
         etag: Option<&str>,
-    ) -> Result<Option<(Manifest, Option<String>)>, LoadError> {
+    ) -> Result<Option<Manifest>, LoadError> {
         let PluginLocation::S3Manifest { bucket, key } = &self.location else {
             return Ok(None);
         };
@@ -203,7 +218,7 @@ impl PluginSource {
             }
             Err(e) => return Err(fetch_error(describe_error(&e))),
         };
-        let new_etag = object.e_tag.clone();
+        self.etag.clone_from(&object.e_tag);
         let body = object
             .body
             .collect()
@@ -214,7 +229,7 @@ impl PluginSource {
                 plugin: self.location.to_string(),
                 source,
             })?;
-        Ok(Some((manifest, new_etag)))
+        Ok(Some(manifest))
     }
 
     /// The module a manifest names, after the checks that need no module bytes.

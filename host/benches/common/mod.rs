@@ -1,0 +1,61 @@
+//! Helpers shared by the benchmarks: what machine ran them, and the results file.
+
+use std::path::Path;
+
+/// CPU, cores, memory, kernel and compiler, for the results file.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map_or("unknown", |v| v.trim_start_matches([' ', '\t', ':']));
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let rustc = std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, {:.0} GiB RAM, Linux {}, {rustc}",
+        mem_kib as f64 / 1048576.0,
+        kernel.trim()
+    )
+}
+
+/// The wasmtime version in Cargo.lock.
+pub fn wasmtime_version(root: &Path) -> String {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
+    lock.split("[[package]]")
+        .find(|p| p.contains("name = \"wasmtime\"\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = ")))
+        .map_or("unknown".into(), |v| v.trim_matches('"').to_owned())
+}
+
+/// Replaces the `<!-- name:begin -->` .. `<!-- name:end -->` section of the file (or
+/// appends it), so several benchmarks share one results file.
+pub fn write_section(path: &Path, name: &str, body: &str) {
+    let (begin, end) = (
+        format!("<!-- {name}:begin -->"),
+        format!("<!-- {name}:end -->"),
+    );
+    let section = format!("{begin}\n{body}{end}\n");
+    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n\n".to_owned());
+    let new = match (old.find(&begin), old.find(&end)) {
+        (Some(b), Some(e)) if b < e => format!(
+            "{}{section}{}",
+            &old[..b],
+            old[e + end.len()..].trim_start_matches('\n')
+        ),
+        _ => format!("{}\n{section}", old.trim_end()),
+    };
+    if let Err(e) = std::fs::write(path, new) {
+        eprintln!("cannot write {}: {e}", path.display());
+    }
+}
