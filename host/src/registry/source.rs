@@ -64,9 +64,10 @@ fn ms(d: Duration) -> f64 {
 /// The steps of making a plugin version ready.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timings {
-    /// Fetching the manifest and module.
+    /// Fetching the manifest and module (with the contract and signature checks made
+    /// between the two, microseconds).
     pub fetch: Duration,
-    /// Hashing the module and checking manifest and signature.
+    /// Hashing the module and comparing with the manifest's sha256.
     pub verify: Duration,
     /// Compile or deserialize, link, first instance.
     pub load: LoadReport,
