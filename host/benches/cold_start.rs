@@ -9,13 +9,9 @@
 //! section of `BENCHMARKS.md`.
 
 use std::fmt::Write as _;
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_s3::config::Credentials;
 use pipeline_host::aws::AwsClients;
 use pipeline_host::engine::{CacheUse, Chain};
 use pipeline_host::registry::publish::{self, Prefix, Release};
@@ -24,6 +20,12 @@ use pipeline_host::{Engine, Limits, Record};
 
 mod common;
 use common::{machine, wasmtime_version, write_section};
+
+/// The emulator the end-to-end tests start, started the same way here.
+#[allow(dead_code)]
+#[path = "../../tests/e2e/emulator.rs"]
+mod emulator;
+use emulator::Moto;
 
 const PLUGINS: [&str; 4] = ["enrich", "validate", "route", "misbehave"];
 /// Loads per plugin without a cache (each one a full Cranelift compile).
@@ -36,13 +38,18 @@ const SWAPS: usize = 5;
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let wasm_dir = root.join("target/wasm32-wasip2/plugin");
-    let moto = Moto::start(&root);
+    let moto = Moto::start();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let report = runtime.block_on(async {
-        let aws = moto.clients().await;
+        let clients = moto.clients().await;
+        let aws = AwsClients {
+            s3: clients.s3,
+            kinesis: clients.kinesis,
+            sqs: clients.sqs,
+        };
         aws.s3
             .create_bucket()
             .bucket("plugins")
@@ -292,67 +299,4 @@ fn render(rows: &[Row], swaps: &[Duration], root: &Path) -> String {
          step at all: its cost is a redeploy of the function, which this design avoids."
     );
     s
-}
-
-/// moto's server from `.venv` on a free loopback port, stopped (by PID) when dropped.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Moto {
-    fn start(root: &Path) -> Self {
-        let bin = root.join(".venv/bin/moto_server");
-        assert!(
-            bin.exists(),
-            "{} is missing: ./dev bench installs it",
-            bin.display()
-        );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server");
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "moto_server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn clients(&self) -> AwsClients {
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .endpoint_url(&self.endpoint)
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "bench"))
-            .load()
-            .await;
-        let s3 = aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(true)
-            .build();
-        AwsClients {
-            s3: aws_sdk_s3::Client::from_conf(s3),
-            kinesis: aws_sdk_kinesis::Client::new(&config),
-            sqs: aws_sdk_sqs::Client::new(&config),
-        }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

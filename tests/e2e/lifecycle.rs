@@ -144,6 +144,16 @@ fn manifest(version: &str, module_key: &str, sha256: &str, config: Value) -> Val
     })
 }
 
+/// The emulator with the plugin bucket, the output queue and the DLQ.
+async fn emulator_with_queues() -> (Moto, Clients, Scratch) {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("plugins").await;
+    aws.queue("out").await;
+    aws.queue("dlq").await;
+    (moto, aws, Scratch::new())
+}
+
 fn wait_for_log(function: &Function, needle: &str) -> String {
     let start = Instant::now();
     loop {
@@ -161,12 +171,7 @@ fn wait_for_log(function: &Function, needle: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_published_version_goes_live_between_batches_and_broken_ones_are_refused() {
-    let moto = Moto::start();
-    let aws = moto.clients().await;
-    aws.bucket("plugins").await;
-    aws.queue("out").await;
-    aws.queue("dlq").await;
-    let scratch = Scratch::new();
+    let (moto, aws, scratch) = emulator_with_queues().await;
     publish(
         &scratch,
         &moto,
@@ -217,70 +222,53 @@ async fn a_published_version_goes_live_between_batches_and_broken_ones_are_refus
     wait_for_log(&function, "plugin swapped (was enrich@1.0.0)");
 
     // Broken v3s, each refused with its reason while v2 keeps serving.
-    let module = rebuilt("enrich", "v3");
-    let wrong_hash = sha256_hex(b"some other module");
-    put_live(
-        &aws,
-        &manifest(
-            "3.0.0",
-            "plugins/enrich/modules/v3a.wasm",
-            &wrong_hash,
-            json!({}),
-        ),
-        Some(("plugins/enrich/modules/v3a.wasm", module)),
-    )
-    .await;
-    after_check_interval();
-    assert_eq!(invoke(&api, &function, &aws, "e3").await.0, "enrich@2.0.0");
-    wait_for_log(&function, "module sha256 mismatch");
-
-    let core_module = b"\0asm\x01\0\0\0".to_vec();
-    put_live(
-        &aws,
-        &manifest(
-            "3.0.1",
-            "plugins/enrich/modules/v3b.wasm",
-            &sha256_hex(&core_module),
-            json!({}),
-        ),
-        Some(("plugins/enrich/modules/v3b.wasm", core_module)),
-    )
-    .await;
-    after_check_interval();
-    assert_eq!(invoke(&api, &function, &aws, "e4").await.0, "enrich@2.0.0");
-    wait_for_log(&function, "is not a WebAssembly component");
-
     let trapping = std::fs::read(plugin("misbehave")).expect("wasm");
-    put_live(
-        &aws,
-        &manifest(
-            "3.0.2",
-            "plugins/enrich/modules/v3c.wasm",
-            &sha256_hex(&trapping),
-            json!({"init": "panic"}),
+    let core_module = b"\0asm\x01\0\0\0".to_vec();
+    let wrong_hash = sha256_hex(b"some other module");
+    let broken = [
+        (
+            "3.0.0",
+            Some(rebuilt("enrich", "v3")),
+            wrong_hash.clone(),
+            json!({}),
+            "module sha256 mismatch",
         ),
-        Some(("plugins/enrich/modules/v3c.wasm", trapping)),
-    )
-    .await;
-    after_check_interval();
-    assert_eq!(invoke(&api, &function, &aws, "e5").await.0, "enrich@2.0.0");
-    let log = wait_for_log(&function, "enrich@3.0.2 failed to start");
-    assert_eq!(
-        log.matches("new plugin version refused").count(),
-        3,
+        (
+            "3.0.1",
+            Some(core_module.clone()),
+            sha256_hex(&core_module),
+            json!({}),
+            "is not a WebAssembly component",
+        ),
+        (
+            "3.0.2",
+            Some(trapping.clone()),
+            sha256_hex(&trapping),
+            json!({"init": "panic"}),
+            "enrich@3.0.2 failed to start",
+        ),
+        (
+            "3.0.3",
+            None,
+            wrong_hash,
+            json!({}),
+            "cannot fetch the module of enrich@3.0.3",
+        ),
+    ];
+    for (n, (version, module, sha256, config, reason)) in broken.into_iter().enumerate() {
+        let key = format!("plugins/enrich/modules/{version}.wasm");
+        let module = module.map(|bytes| (key.as_str(), bytes));
+        put_live(&aws, &manifest(version, &key, &sha256, config), module).await;
+        after_check_interval();
+        let id = format!("e{}", n + 3);
+        assert_eq!(invoke(&api, &function, &aws, &id).await.0, "enrich@2.0.0");
+        wait_for_log(&function, reason);
+    }
+    let log = function.log_text();
+    assert!(
+        log.matches("new plugin version refused").count() >= 4,
         "{log}"
     );
-
-    let missing = manifest(
-        "3.0.3",
-        "plugins/enrich/modules/gone.wasm",
-        &wrong_hash,
-        json!({}),
-    );
-    put_live(&aws, &missing, None).await;
-    after_check_interval();
-    assert_eq!(invoke(&api, &function, &aws, "e6").await.0, "enrich@2.0.0");
-    wait_for_log(&function, "cannot fetch the module of enrich@3.0.3");
 
     // Roll back to 1.0.0 by name: the live manifest points at it again.
     let rolled = publish(&scratch, &moto, &["--rollback", "--version", "1.0.0"]);
@@ -402,12 +390,7 @@ async fn publishing_keeps_versions_immutable_and_respects_a_pin() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_with_a_public_key_runs_only_signed_versions() {
-    let moto = Moto::start();
-    let aws = moto.clients().await;
-    aws.bucket("plugins").await;
-    aws.queue("out").await;
-    aws.queue("dlq").await;
-    let scratch = Scratch::new();
+    let (moto, aws, scratch) = emulator_with_queues().await;
     let key_file = scratch.path("signing.key");
     let keygen = scratch.host(
         &["keygen", "--out", key_file.to_str().expect("utf-8")],
@@ -489,12 +472,7 @@ async fn a_host_with_a_public_key_runs_only_signed_versions() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_warm_cache_skips_the_compile_and_a_damaged_entry_is_recompiled() {
-    let moto = Moto::start();
-    let aws = moto.clients().await;
-    aws.bucket("plugins").await;
-    aws.queue("out").await;
-    aws.queue("dlq").await;
-    let scratch = Scratch::new();
+    let (moto, aws, scratch) = emulator_with_queues().await;
     publish(
         &scratch,
         &moto,
