@@ -139,9 +139,9 @@ impl Service {
         in_response: bool,
         source_retries: bool,
     ) -> anyhow::Result<BatchReport> {
+        self.refresh().await;
         // The plugin runs on a blocking thread: WASI's sync bindings must not block an
         // async worker, and a long batch should not stall the runtime's other tasks.
-        self.refresh().await;
         let mut chain = self
             .chain
             .take()

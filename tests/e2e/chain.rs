@@ -53,9 +53,9 @@ fn a_chain_feeds_each_stage_into_the_next_and_accounts_per_stage() {
     assert_eq!(run.balanced(), [6, 2, 1, 3], "{}", run.stderr);
     assert_eq!(run.count("outputs"), 4, "route fans each record out to two");
     for stage in [
-        "[validate@0.1.0: in=5 out=3 dropped=1 failed=1]",
-        "[enrich@0.1.0: in=3 out=2 dropped=0 failed=1]",
-        "[route@0.1.0: in=2 out=4 dropped=0 failed=0]",
+        "[validate@0.1.0: in=5 out=3 dropped=1 failed=1 calls=1 traps=0",
+        "[enrich@0.1.0: in=3 out=2 dropped=0 failed=1 calls=1 traps=0",
+        "[route@0.1.0: in=2 out=4 dropped=0 failed=0 calls=1 traps=0",
     ] {
         assert!(run.stderr.contains(stage), "{stage} in {}", run.stderr);
     }

@@ -87,15 +87,22 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     outputs.commit().context("cannot finish --output")?;
     dlq.commit().context("cannot finish --dlq")?;
+    // One plugin: its numbers follow the summary. A chain: one bracket per stage.
     let mut line = format!("summary: {summary} plugin={}", chain.label());
+    let chained = chain.stages().len() > 1;
     for (runner, stats) in chain.stages().iter().zip(chain.stats()) {
         let metrics = runner.metrics();
-        line.push_str(&format!(" calls={} traps={}", metrics.calls, metrics.traps));
+        let mut numbers = format!("calls={} traps={}", metrics.calls, metrics.traps);
         for (name, value) in &metrics.counters {
-            line.push_str(&format!(" counter.{name}={value}"));
+            numbers.push_str(&format!(" counter.{name}={value}"));
         }
-        if chain.stages().len() > 1 {
-            line.push_str(&format!(" [{}: {stats}]", runner.plugin().label()));
+        if chained {
+            line.push_str(&format!(
+                " [{}: {stats} {numbers}]",
+                runner.plugin().label()
+            ));
+        } else {
+            line.push_str(&format!(" {numbers}"));
         }
     }
     eprintln!("{line}");

@@ -16,6 +16,10 @@ use super::{LoadError, Manifest, PluginLocation, sha256_hex};
 use crate::aws::{AwsClients, describe_error};
 use crate::engine::{ArtifactCache, Engine, LoadReport, PluginError, Runner};
 
+/// Longest wait for the manifest or the module: a check runs between two batches, so a
+/// hung request must not hold the next batch for long.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How a source is followed and checked.
 #[derive(Debug, Clone, Default)]
 pub struct SourceSettings {
@@ -203,33 +207,38 @@ impl PluginSource {
             what: self.location.to_string(),
             reason,
         };
-        let response = aws
+        let request = aws
             .s3
             .get_object()
             .bucket(bucket)
             .key(key)
-            .set_if_none_match(etag.map(str::to_owned))
-            .send()
-            .await;
-        let object = match response {
-            Ok(object) => object,
-            // The SDK has no modelled "not modified": it arrives as an error with the status.
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 304) => {
-                return Ok(None);
-            }
-            Err(e) => return Err(fetch_error(describe_error(&e))),
+            .set_if_none_match(etag.map(str::to_owned));
+        let fetched = tokio::time::timeout(FETCH_TIMEOUT, async {
+            let object = match request.send().await {
+                Ok(object) => object,
+                // The SDK has no modelled "not modified": an error with the status.
+                Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 304) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(describe_error(&e)),
+            };
+            let etag = object.e_tag.clone();
+            let body = object.body.collect().await;
+            body.map(|b| Some((etag, b.into_bytes())))
+                .map_err(|e| format!("reading: {e}"))
+        })
+        .await
+        .map_err(|_| format!("no answer within {FETCH_TIMEOUT:?}"))
+        .flatten()
+        .map_err(fetch_error)?;
+        let Some((new_etag, body)) = fetched else {
+            return Ok(None);
         };
-        self.etag.clone_from(&object.e_tag);
-        let body = object
-            .body
-            .collect()
-            .await
-            .map_err(|e| fetch_error(format!("reading: {e}")))?;
-        let manifest =
-            Manifest::parse(&body.into_bytes()).map_err(|source| LoadError::Refused {
-                plugin: self.location.to_string(),
-                source,
-            })?;
+        self.etag = new_etag;
+        let manifest = Manifest::parse(&body).map_err(|source| LoadError::Refused {
+            plugin: self.location.to_string(),
+            source,
+        })?;
         Ok(Some(manifest))
     }
 
@@ -248,8 +257,10 @@ impl PluginSource {
                 plugin: manifest.label(),
                 source,
             })?;
-        aws.object_bytes(bucket, &manifest.module)
+        tokio::time::timeout(FETCH_TIMEOUT, aws.object_bytes(bucket, &manifest.module))
             .await
+            .map_err(|_| format!("no answer within {FETCH_TIMEOUT:?}"))
+            .flatten()
             .map_err(|reason| LoadError::Fetch {
                 what: format!("the module of {}", manifest.label()),
                 reason,
