@@ -1,5 +1,5 @@
 //! Plugins chained in one host: validate -> enrich -> route, with each stage's counts
-//! and every input accounted for once.
+//! and every input accounted for once; and `host run` reusing precompiled plugins.
 
 use serde_json::Value;
 
@@ -108,4 +108,44 @@ fn a_chain_feeds_each_stage_into_the_next_and_accounts_per_stage() {
         original["ts"], "bad",
         "the DLQ holds the input, not an intermediate record"
     );
+}
+
+#[test]
+fn host_run_with_a_cache_dir_compiles_once() {
+    let s = Scratch::new();
+    let input = s.write(
+        "events.jsonl",
+        r#"{"id":"a1","user":"ann","action":"buy","amount":12.5,"ts":"2026-11-24T13:00:00Z"}"#,
+    );
+    let cache = s.path("cache");
+    let cache_dir = cache.to_str().expect("utf-8");
+    let debug = [("HOST_LOG", "debug".to_owned())];
+    let run = |name: &str| {
+        let plugin = plugin("enrich");
+        let output = s.path(name);
+        let dlq = s.path("dlq.jsonl");
+        let args = [
+            "run",
+            "--plugin",
+            plugin.to_str().expect("utf-8"),
+            "--input",
+            input.to_str().expect("utf-8"),
+            "--output",
+            output.to_str().expect("utf-8"),
+            "--dlq",
+            dlq.to_str().expect("utf-8"),
+            "--cache-dir",
+            cache_dir,
+        ];
+        let run = s.host_with_env(&args, None, &debug);
+        run.assert_ok();
+        (run.stderr, std::fs::read_to_string(output).expect("output"))
+    };
+    let (first, first_out) = run("first.jsonl");
+    assert!(first.contains("cache=\"miss\""), "{first}");
+    let entries = std::fs::read_dir(&cache).expect("cache dir").count();
+    assert_eq!(entries, 1, "one precompiled entry");
+    let (second, second_out) = run("second.jsonl");
+    assert!(second.contains("cache=\"hit\""), "{second}");
+    assert_eq!(first_out, second_out);
 }
