@@ -101,7 +101,7 @@ impl Chain {
         for (owner, outcome) in outcomes.iter_mut().enumerate() {
             if let Outcome::Transformed(outputs) = outcome {
                 for output in std::mem::take(outputs) {
-                    flight.push(owner, &records[owner], output, None);
+                    flight.push(owner, &records[owner], output);
                 }
             }
         }
@@ -128,8 +128,7 @@ impl Chain {
                             match &mut outcomes[owner] {
                                 Outcome::Transformed(list) if index == stages => list.push(output),
                                 Outcome::Transformed(_) => {
-                                    let destination = output.destination.clone();
-                                    next.push(owner, &flight.records[j], output, destination);
+                                    next.push(owner, &flight.records[j], output);
                                 }
                                 _ => {}
                             }
@@ -165,8 +164,8 @@ struct Flight {
 }
 
 impl Flight {
-    fn push(&mut self, owner: usize, from: &Record, output: Output, inherited: Option<String>) {
-        let destination = output.destination.clone().or(inherited);
+    fn push(&mut self, owner: usize, from: &Record, output: Output) {
+        let destination = output.destination.clone();
         self.owners.push(owner);
         self.records.push(output_to_record(from, output));
         self.destinations.push(destination);
