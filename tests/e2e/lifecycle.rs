@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use pipeline_host::registry::publish::{Prefix, get_live, replace_live};
 use pipeline_host::registry::sha256_hex;
 use serde_json::{Value, json};
 
@@ -372,6 +373,23 @@ async fn publishing_keeps_versions_immutable_and_respects_a_pin() {
     let rolled = publish(&scratch, &moto, &["--rollback"]);
     rolled.assert_ok();
     assert_eq!(live(&aws).await["version"], "1.0.0", "{}", rolled.stdout);
+
+    // The live manifest is replaced only if it is still the one read: a publisher that
+    // read it before another one moved it gets an error, and nothing changes.
+    let prefix: Prefix = PREFIX.parse().expect("prefix");
+    let (stale, etag) = get_live(&aws.s3, &prefix)
+        .await
+        .expect("get")
+        .expect("live");
+    publish(&scratch, &moto, &["--rollback", "--version", "2.0.0"]).assert_ok();
+    let raced = replace_live(&aws.s3, &prefix, &stale, Some(&etag))
+        .await
+        .expect_err("a stale ETag");
+    assert!(
+        raced.to_string().contains("changed since it was read"),
+        "{raced:#}"
+    );
+    assert_eq!(live(&aws).await["version"], "2.0.0");
 
     // Nothing that would not start is published: an init that refuses its settings.
     publish(

@@ -140,24 +140,20 @@ pub async fn publish(
         }
         manifest = existing;
     }
-    if let Some(live) = get_manifest(s3, &to.bucket, &to.key(MANIFEST)).await?
+    let live = get_live(s3, to).await?;
+    if let Some((live, _)) = &live
         && live.pinned
         && !release.force
         && live.sha256 != manifest.sha256
     {
         return Ok(Published::HeldByPin {
             published: manifest,
-            pinned: live,
+            pinned: live.clone(),
         });
     }
     manifest.pinned = release.pin;
-    put(
-        s3,
-        &to.bucket,
-        &to.key(MANIFEST),
-        serde_json::to_vec_pretty(&manifest)?,
-    )
-    .await?;
+    let expected = live.as_ref().map(|(_, etag)| etag.as_str());
+    replace_live(s3, to, &manifest, expected).await?;
     Ok(Published::Live(manifest))
 }
 
@@ -169,14 +165,12 @@ pub async fn rollback(
     version: Option<&str>,
     pin: bool,
 ) -> anyhow::Result<(Manifest, Manifest)> {
-    let live = get_manifest(s3, &to.bucket, &to.key(MANIFEST))
-        .await?
-        .with_context(|| {
-            format!(
-                "nothing is published under s3://{}/{}",
-                to.bucket, to.prefix
-            )
-        })?;
+    let (live, etag) = get_live(s3, to).await?.with_context(|| {
+        format!(
+            "nothing is published under s3://{}/{}",
+            to.bucket, to.prefix
+        )
+    })?;
     let mut target = match version {
         Some(version) => get_manifest(s3, &to.bucket, &to.version_key(version))
             .await?
@@ -186,13 +180,7 @@ pub async fn rollback(
             .with_context(|| format!("no version was published before {}", live.label()))?,
     };
     target.pinned = pin;
-    put(
-        s3,
-        &to.bucket,
-        &to.key(MANIFEST),
-        serde_json::to_vec_pretty(&target)?,
-    )
-    .await?;
+    replace_live(s3, to, &target, Some(&etag)).await?;
     Ok((live, target))
 }
 
@@ -235,15 +223,63 @@ async fn get_manifest(
     bucket: &str,
     key: &str,
 ) -> anyhow::Result<Option<Manifest>> {
+    Ok(get_tagged(s3, bucket, key)
+        .await?
+        .map(|(manifest, _)| manifest))
+}
+
+/// The live manifest and its ETag, for a conditional replace.
+pub async fn get_live(
+    s3: &aws_sdk_s3::Client,
+    to: &Prefix,
+) -> anyhow::Result<Option<(Manifest, String)>> {
+    get_tagged(s3, &to.bucket, &to.key(MANIFEST)).await
+}
+
+async fn get_tagged(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> anyhow::Result<Option<(Manifest, String)>> {
     let object = match s3.get_object().bucket(bucket).key(key).send().await {
         Ok(object) => object,
         Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
         Err(e) => bail!("s3://{bucket}/{key}: {}", describe_error(&e)),
     };
+    let etag = object.e_tag.clone().unwrap_or_default();
     let body = object.body.collect().await?.into_bytes();
-    Manifest::parse(&body)
-        .map(Some)
-        .with_context(|| format!("s3://{bucket}/{key}"))
+    let manifest = Manifest::parse(&body).with_context(|| format!("s3://{bucket}/{key}"))?;
+    Ok(Some((manifest, etag)))
+}
+
+/// Writes the live manifest only if it is still the one read (`If-Match` its ETag), or
+/// still absent: two publishers racing on one plugin cannot silently undo each other.
+pub async fn replace_live(
+    s3: &aws_sdk_s3::Client,
+    to: &Prefix,
+    manifest: &Manifest,
+    expected_etag: Option<&str>,
+) -> anyhow::Result<()> {
+    let key = to.key(MANIFEST);
+    let request = s3
+        .put_object()
+        .bucket(&to.bucket)
+        .key(&key)
+        .content_type("application/json")
+        .body(ByteStream::from(serde_json::to_vec_pretty(manifest)?));
+    let request = match expected_etag {
+        Some(etag) => request.if_match(etag),
+        None => request.if_none_match("*"),
+    };
+    match request.send().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => bail!(
+            "s3://{}/{key} changed since it was read (another publish or rollback?); \
+             the live version was not changed: run again",
+            to.bucket
+        ),
+        Err(e) => bail!("s3://{}/{key}: {}", to.bucket, describe_error(&e)),
+    }
 }
 
 /// `If-None-Match: *` put; `false` when the key already exists.
@@ -266,23 +302,6 @@ async fn put_new(
         Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(false),
         Err(e) => bail!("s3://{bucket}/{key}: {}", describe_error(&e)),
     }
-}
-
-async fn put(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    body: Vec<u8>,
-) -> anyhow::Result<()> {
-    s3.put_object()
-        .bucket(bucket)
-        .key(key)
-        .content_type("application/json")
-        .body(ByteStream::from(body))
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("s3://{bucket}/{key}: {}", describe_error(&e)))?;
-    Ok(())
 }
 
 #[cfg(test)]
