@@ -8,7 +8,8 @@
 //! # Layout
 //! - [`config`]: [`Limits`], validated in one place.
 //! - [`record`]: the plain record, output and outcome types.
-//! - [`engine`]: wasmtime, the sandbox, the packed batch encoding, the runner.
+//! - [`engine`]: wasmtime, the sandbox, the packed batch encoding, the runner, chains,
+//!   the precompiled cache.
 //! - [`sources`]: input decoding: local files (JSON lines, CSV, lines) and AWS events.
 //! - [`sinks`]: outputs: local JSON-lines files, Kinesis, SQS, S3.
 //! - [`dlq`]: the dead-letter envelope.

@@ -1,8 +1,10 @@
 //! The plugin engine: wasmtime with the component model, knowing nothing about AWS.
 //!
 //! One [`Engine`] per process (compiler, linker, epoch ticker); one [`Plugin`] per
-//! loaded component (compiled once, pre-instantiated); instances are made from it by
-//! the [`Runner`], which owns the per-batch call, the trap handling and the retries.
+//! loaded component (compiled once, or deserialized from the [`ArtifactCache`], then
+//! pre-instantiated); instances are made from it by the [`Runner`], which owns the
+//! per-batch call, the trap handling and the retries; a [`Chain`] runs several runners
+//! in a row.
 
 mod cache;
 mod chain;
