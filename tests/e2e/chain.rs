@@ -121,23 +121,14 @@ fn host_run_with_a_cache_dir_compiles_once() {
     let cache_dir = cache.to_str().expect("utf-8");
     let debug = [("HOST_LOG", "debug".to_owned())];
     let run = |name: &str| {
-        let plugin = plugin("enrich");
         let output = s.path(name);
-        let dlq = s.path("dlq.jsonl");
-        let args = [
-            "run",
-            "--plugin",
-            plugin.to_str().expect("utf-8"),
-            "--input",
-            input.to_str().expect("utf-8"),
+        let extra = [
             "--output",
             output.to_str().expect("utf-8"),
-            "--dlq",
-            dlq.to_str().expect("utf-8"),
             "--cache-dir",
             cache_dir,
         ];
-        let run = s.host_with_env(&args, None, &debug);
+        let run = s.run_plugin_with_env("enrich", &input, &extra, &debug);
         run.assert_ok();
         (run.stderr, std::fs::read_to_string(output).expect("output"))
     };

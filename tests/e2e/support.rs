@@ -141,6 +141,17 @@ impl Scratch {
 
     /// Runs `host run --plugin <name> --input <input> --dlq dlq.jsonl <extra...>`.
     pub fn run_plugin(&self, name: &str, input: &Path, extra: &[&str]) -> Run {
+        self.run_plugin_with_env(name, input, extra, &[])
+    }
+
+    /// As [`Scratch::run_plugin`], with extra environment (`HOST_LOG=debug`, say).
+    pub fn run_plugin_with_env(
+        &self,
+        name: &str,
+        input: &Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Run {
         let plugin = plugin(name);
         let dlq = self.path("dlq.jsonl");
         let mut args = vec![
@@ -153,7 +164,7 @@ impl Scratch {
             dlq.to_str().expect("utf-8 path"),
         ];
         args.extend_from_slice(extra);
-        self.host(&args, None)
+        self.host_with_env(&args, None, env)
     }
 
     /// The JSON lines of a file in the scratch dir.
