@@ -1,37 +1,30 @@
-//! Accounting: every input record ends as transformed, dropped, failed (DLQ), or, in
-//! Lambda, handed back to its event source for a retry.
+//! Accounting: inputs are counted where they enter the pipeline and verdicts where they
+//! settle, separately, so an item that entered and never settled (or settled twice) is
+//! caught instead of balancing by construction.
 
-use crate::record::Outcome;
+use crate::record::Verdict;
 
-/// Counts for a run. `input == transformed + dropped + failed + retried` always holds.
+/// Counts for a run: what entered, and what the verdicts were.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
-    /// Input records read (including ones that could not be decoded).
+    /// Items that entered (including ones that could not be decoded).
     pub input: u64,
-    /// Input records that produced at least one output.
+    /// Items whose outputs were all delivered.
     pub transformed: u64,
-    /// Input records the plugin deliberately dropped.
+    /// Items the plugin deliberately dropped.
     pub dropped: u64,
-    /// Input records sent to the dead-letter queue.
+    /// Items sent to the dead-letter queue.
     pub failed: u64,
-    /// Input records handed back to the event source for a retry (Lambda only).
+    /// Items handed back to the event source for a retry.
     pub retried: u64,
-    /// Output records produced (fan-out makes this differ from `transformed`).
+    /// Outputs delivered (fan-out makes this differ from `transformed`).
     pub outputs: u64,
 }
 
 impl Summary {
-    /// Counts one input record's outcome.
-    pub fn count(&mut self, outcome: &Outcome) {
-        self.input += 1;
-        match outcome {
-            Outcome::Transformed(outputs) => {
-                self.transformed += 1;
-                self.outputs += outputs.len() as u64;
-            }
-            Outcome::Dropped => self.dropped += 1,
-            Outcome::Failed(_) => self.failed += 1,
-        }
+    /// Items with a verdict.
+    pub fn settled(&self) -> u64 {
+        self.transformed + self.dropped + self.failed + self.retried
     }
 
     /// Adds another summary's counts to these.
@@ -42,17 +35,6 @@ impl Summary {
         self.failed += other.failed;
         self.retried += other.retried;
         self.outputs += other.outputs;
-    }
-
-    /// Counts one input record handed back to the event source.
-    pub fn count_retry(&mut self) {
-        self.input += 1;
-        self.retried += 1;
-    }
-
-    /// Whether every input record is accounted for.
-    pub fn balanced(&self) -> bool {
-        self.input == self.transformed + self.dropped + self.failed + self.retried
     }
 }
 
@@ -67,5 +49,121 @@ impl std::fmt::Display for Summary {
             write!(f, " retried={}", self.retried)?;
         }
         Ok(())
+    }
+}
+
+/// Some items entered and did not settle exactly once.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("accounting does not balance: {entered} items entered, {settled} verdicts settled ({summary})")]
+pub struct Unbalanced {
+    /// Items that entered.
+    pub entered: u64,
+    /// Verdicts that settled.
+    pub settled: u64,
+    /// The counts.
+    pub summary: Summary,
+}
+
+/// The two counts of a run: one bumped where items enter, one where verdicts settle.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Ledger {
+    entered: u64,
+    settled: Summary,
+}
+
+impl Ledger {
+    /// `n` items entered the pipeline.
+    pub fn enter(&mut self, n: usize) {
+        self.entered += n as u64;
+    }
+
+    /// One item's verdict settled.
+    pub fn settle(&mut self, verdict: &Verdict) {
+        let s = &mut self.settled;
+        match verdict {
+            Verdict::Delivered(outputs) => {
+                s.transformed += 1;
+                s.outputs += outputs.len() as u64;
+            }
+            Verdict::Dropped => s.dropped += 1,
+            Verdict::DeadLettered(_) => s.failed += 1,
+            Verdict::Retry(_) => s.retried += 1,
+        }
+    }
+
+    /// The summary so far (`input` is what entered).
+    pub fn summary(&self) -> Summary {
+        Summary {
+            input: self.entered,
+            ..self.settled
+        }
+    }
+
+    /// The summary, if every item that entered settled exactly once.
+    pub fn close(&self) -> Result<Summary, Unbalanced> {
+        let summary = self.summary();
+        let settled = self.settled.settled();
+        if settled != self.entered {
+            return Err(Unbalanced {
+                entered: self.entered,
+                settled,
+                summary,
+            });
+        }
+        Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Failure, FailureKind, Output};
+
+    fn failure() -> Failure {
+        Failure {
+            kind: FailureKind::Domain,
+            message: "bad".into(),
+            attempts: 1,
+            stage: 0,
+        }
+    }
+
+    #[test]
+    fn every_verdict_counts_once() {
+        let mut ledger = Ledger::default();
+        ledger.enter(4);
+        for verdict in [
+            Verdict::Delivered(vec![Output::default(), Output::default()]),
+            Verdict::Dropped,
+            Verdict::DeadLettered(failure()),
+            Verdict::Retry("throttled".into()),
+        ] {
+            ledger.settle(&verdict);
+        }
+        let summary = ledger.close().expect("balanced");
+        assert_eq!(
+            summary.to_string(),
+            "in=4 transformed=1 dropped=1 failed=1 outputs=2 retried=1"
+        );
+    }
+
+    #[test]
+    fn a_lost_item_is_caught() {
+        let mut ledger = Ledger::default();
+        ledger.enter(3);
+        ledger.settle(&Verdict::Dropped);
+        ledger.settle(&Verdict::DeadLettered(failure()));
+        let err = ledger.close().expect_err("one item never settled");
+        assert_eq!((err.entered, err.settled), (3, 2));
+        assert!(err.to_string().contains("3 items entered, 2 verdicts"), "{err}");
+    }
+
+    #[test]
+    fn an_item_settled_twice_is_caught() {
+        let mut ledger = Ledger::default();
+        ledger.enter(1);
+        ledger.settle(&Verdict::Dropped);
+        ledger.settle(&Verdict::Dropped);
+        assert!(ledger.close().is_err());
     }
 }

@@ -1,9 +1,15 @@
 //! AWS clients, built once per process from the standard AWS configuration
 //! (environment, profile, instance role). `AWS_ENDPOINT_URL` points every client at
-//! another endpoint (a local emulator); `PIPELINE_S3_PATH_STYLE=true` makes S3 use
-//! path-style addressing, which emulators need.
+//! another endpoint (a local emulator); the `PIPELINE_S3_PATH_STYLE` setting makes S3 use
+//! path-style addressing, which emulators need. Also the few S3 calls that sources and
+//! sinks share: reading a whole object, and writing a new one under a partitioned key.
+
+use std::time::SystemTime;
 
 use aws_config::BehaviorVersion;
+use aws_sdk_s3::primitives::ByteStream;
+
+use crate::config::{RetryPolicy, backoff};
 
 /// The clients the host's sources, sinks and dead-letter queues use.
 #[derive(Clone, Debug)]
@@ -16,14 +22,32 @@ pub struct AwsClients {
     pub sqs: aws_sdk_sqs::Client,
 }
 
+/// An AWS call that failed, naming what it was about.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("{what}: {reason}")]
+pub struct AwsError {
+    /// `s3://bucket/key`, `SQS queue q`, ...
+    pub what: String,
+    /// The service's answer, with its causes.
+    pub reason: String,
+}
+
+impl AwsError {
+    /// An error about `what`, from an SDK error.
+    pub fn of<E: std::error::Error + 'static>(what: impl Into<String>, error: &E) -> Self {
+        Self {
+            what: what.into(),
+            reason: describe_error(error),
+        }
+    }
+}
+
 impl AwsClients {
     /// Loads the AWS configuration from the environment and builds the clients.
-    pub async fn from_env() -> Self {
+    pub async fn from_env(s3_path_style: bool) -> Self {
         let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        let path_style =
-            std::env::var("PIPELINE_S3_PATH_STYLE").is_ok_and(|v| v == "true" || v == "1");
         let s3 = aws_sdk_s3::config::Builder::from(&config)
-            .force_path_style(path_style)
+            .force_path_style(s3_path_style)
             .build();
         Self {
             s3: aws_sdk_s3::Client::from_conf(s3),
@@ -31,11 +55,10 @@ impl AwsClients {
             sqs: aws_sdk_sqs::Client::new(&config),
         }
     }
-}
 
-impl AwsClients {
     /// The whole body of `s3://bucket/key`; the error names the object.
-    pub async fn object_bytes(&self, bucket: &str, key: &str) -> Result<bytes::Bytes, String> {
+    pub async fn object_bytes(&self, bucket: &str, key: &str) -> Result<bytes::Bytes, AwsError> {
+        let what = || format!("s3://{bucket}/{key}");
         let object = self
             .s3
             .get_object()
@@ -43,13 +66,86 @@ impl AwsClients {
             .key(key)
             .send()
             .await
-            .map_err(|e| format!("s3://{bucket}/{key}: {}", describe_error(&e)))?;
-        let body = object
-            .body
-            .collect()
-            .await
-            .map_err(|e| format!("s3://{bucket}/{key}: reading: {e}"))?;
+            .map_err(|e| AwsError::of(what(), &e))?;
+        let body = object.body.collect().await.map_err(|e| AwsError {
+            what: what(),
+            reason: format!("reading: {e}"),
+        })?;
         Ok(body.into_bytes())
+    }
+
+    /// Puts `body` under a new partitioned key of `prefix` (never over an existing
+    /// object: `If-None-Match: *`), retrying with backoff; returns the key.
+    pub async fn put_new_object(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        extension: &str,
+        body: Vec<u8>,
+        retry: RetryPolicy,
+    ) -> Result<String, AwsError> {
+        let mut last_error = String::new();
+        for attempt in 1..=retry.max_attempts {
+            let key = partitioned_key(prefix, SystemTime::now(), extension);
+            let result = self
+                .s3
+                .put_object()
+                .bucket(bucket)
+                .key(&key)
+                .if_none_match("*")
+                .body(ByteStream::from(body.clone()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(key),
+                Err(e) => last_error = describe_error(&e),
+            }
+            if attempt < retry.max_attempts {
+                tokio::time::sleep(backoff(retry.base_delay, attempt)).await;
+            }
+        }
+        Err(AwsError {
+            what: format!("S3 bucket {bucket}"),
+            reason: format!(
+                "PutObject failed {} times: {last_error}",
+                retry.max_attempts
+            ),
+        })
+    }
+
+    /// The URL of the SQS queue named `queue`.
+    pub async fn queue_url(&self, queue: &str) -> Result<String, AwsError> {
+        let what = || format!("SQS queue {queue}");
+        let response = self
+            .sqs
+            .get_queue_url()
+            .queue_name(queue)
+            .send()
+            .await
+            .map_err(|e| AwsError::of(what(), &e))?;
+        response
+            .queue_url()
+            .map(str::to_owned)
+            .ok_or_else(|| AwsError {
+                what: what(),
+                reason: "no URL returned".into(),
+            })
+    }
+}
+
+/// `prefix/dt=YYYY-MM-DD/hour=HH/<unix-millis>-<random>.<extension>`.
+pub fn partitioned_key(prefix: &str, now: SystemTime, extension: &str) -> String {
+    let stamp = humantime::format_rfc3339_millis(now).to_string(); // 2026-11-24T13:05:11.123Z
+    let millis = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let name = format!("{millis}-{:016x}.{extension}", fastrand::u64(..));
+    let partition = format!("dt={}/hour={}", &stamp[..10], &stamp[11..13]);
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        format!("{partition}/{name}")
+    } else {
+        format!("{prefix}/{partition}/{name}")
     }
 }
 
@@ -63,4 +159,19 @@ pub fn describe_error<E: std::error::Error + 'static>(error: &E) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_hive_partitioned_and_unique() {
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
+        let a = partitioned_key("out/events", now, "jsonl.gz");
+        let b = partitioned_key("out/events", now, "jsonl.gz");
+        assert!(a.starts_with("out/events/dt=2026-11-18/hour="), "{a}");
+        assert!(a.ends_with(".jsonl.gz"));
+        assert_ne!(a, b);
+    }
 }

@@ -1,4 +1,5 @@
-//! Limits and settings: one type, validated in one place, with errors naming the setting.
+//! Limits and the retry policy: plain values the engine and the sinks share. Where each
+//! value comes from (flag, environment variable, default, bounds) is `settings.rs`.
 
 use std::time::Duration;
 
@@ -80,6 +81,25 @@ impl Limits {
             Duration::from_secs(60),
         )?;
         Ok(())
+    }
+}
+
+/// How a sink retries the part of a delivery the service refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all (at least 1).
+    pub max_attempts: u32,
+    /// First delay; doubled per attempt, plus jitter.
+    pub base_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// The policy `limits` describe.
+    pub fn of(limits: &Limits) -> Self {
+        Self {
+            max_attempts: limits.max_attempts,
+            base_delay: limits.retry_base_delay,
+        }
     }
 }
 

@@ -75,20 +75,6 @@ pub struct PluginRef {
     pub version: String,
 }
 
-impl PluginRef {
-    /// The plugin of each stage of `chain`, in order.
-    pub fn of_chain(chain: &crate::engine::Chain) -> Vec<Self> {
-        chain
-            .stages()
-            .iter()
-            .map(|r| Self {
-                name: r.plugin().name().to_owned(),
-                version: r.plugin().version().to_owned(),
-            })
-            .collect()
-    }
-}
-
 fn encode(bytes: &[u8]) -> (Option<String>, Option<String>) {
     match std::str::from_utf8(bytes) {
         Ok(text) => (Some(text.to_owned()), None),

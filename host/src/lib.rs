@@ -1,25 +1,28 @@
 //! The pipeline host: runs WebAssembly transform plugins over batches of records.
 //!
-//! Data flows one way: a source decodes input into [`Record`]s; the [`engine`] runs
-//! them through the plugin in batches and returns one [`Outcome`] per record; outputs
-//! go to sinks, failures to the dead-letter queue, and the [`Summary`] checks that
-//! every record is accounted for.
+//! Data flows one way, through one [`Pipeline`] whatever the front door: a source yields
+//! items, each with its own identity; the [`engine`] runs their records through the
+//! plugin chain, a batch per call, one [`Outcome`] per record; outputs go to sinks,
+//! failures to the dead-letter queue; each item ends in one [`Verdict`], which its source
+//! settles (an answer to Lambda, a deleted DLQ entry, ...); the [`Summary`] counts items
+//! where they enter and verdicts where they settle, and the two must agree.
 //!
 //! # Layout
-//! - [`config`]: [`Limits`], validated in one place.
-//! - [`record`]: the plain record, output and outcome types.
+//! - [`settings`]: every setting in one table (flag, variable, default, bounds, parser).
+//! - [`config`]: [`Limits`] and the retry policy, the values the engine and sinks use.
+//! - [`record`]: the plain record, output, outcome and verdict types.
+//! - [`sources`]: where items come from and where verdicts go back: local files, Lambda
+//!   events, S3 objects, dead-letter queues.
 //! - [`engine`]: wasmtime, the sandbox, the packed batch encoding, the runner, chains,
-//!   the precompiled cache.
-//! - [`sources`]: input decoding: local files (JSON lines, CSV, lines) and AWS events.
-//! - [`sinks`]: outputs: local JSON-lines files, Kinesis, SQS, S3.
+//!   the precompiled cache. Knows nothing about AWS.
+//! - [`sinks`]: outputs: JSON-lines files, Kinesis, SQS, S3, the Firehose answer.
 //! - [`dlq`]: the dead-letter envelope.
-//! - [`pipeline`]: one batch through plugin, sinks and DLQ, with per-item status.
+//! - [`pipeline`]: source -> batch -> chain -> sinks -> DLQ -> settle, for every front door.
 //! - [`registry`]: plugin manifests, fetch and verify, hot swap, `host publish`.
-//! - [`service`]: the pipeline around one plugin (plugin instance, sinks, DLQ).
-//! - [`lambda`]: the Lambda custom runtime: environment, cold start, responses.
-//! - [`aws`]: the AWS clients.
-//! - [`accounting`]: the in = transformed + dropped + failed (+ retried) summary.
-//! - [`cli`]: the `host` command line (`host run`, `host lambda`).
+//! - [`lambda`]: the Lambda front door: cold start, one source per event, the answer.
+//! - [`cli`]: the command-line front doors (`host run`, `host reprocess`, `host publish`).
+//! - [`aws`]: the AWS clients and the S3 calls sources and sinks share.
+//! - [`accounting`]: the ledger: items in == verdicts out.
 #![deny(missing_docs)]
 
 pub mod accounting;
@@ -32,14 +35,16 @@ pub mod lambda;
 pub mod pipeline;
 pub mod record;
 pub mod registry;
-pub mod service;
+pub mod settings;
 pub mod sinks;
 pub mod sources;
 
 pub use accounting::Summary;
 pub use config::{ConfigError, Limits};
 pub use engine::{Engine, Plugin, PluginError, Runner};
-pub use record::{Failure, FailureKind, Outcome, Output, Record};
+pub use pipeline::Pipeline;
+pub use record::{Failure, FailureKind, Outcome, Output, Record, Verdict};
+pub use settings::Settings;
 
 /// The wasmtime this host embeds, for callers that need its types.
 pub use wasmtime;

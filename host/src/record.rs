@@ -119,3 +119,18 @@ impl std::fmt::Display for FailureKind {
         f.write_str(self.as_str())
     }
 }
+
+/// What became of one input item once the pipeline is done with it: the one fact its
+/// source settles it by. Exactly one per item that entered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Every output was taken by its sink (they are kept here for sources that answer
+    /// with them, as Firehose does).
+    Delivered(Vec<Output>),
+    /// The plugin deliberately produced nothing.
+    Dropped,
+    /// In the dead-letter queue, for this reason.
+    DeadLettered(Failure),
+    /// Not finished: the event source should deliver it again (the reason, for logs).
+    Retry(String),
+}

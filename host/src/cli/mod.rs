@@ -1,4 +1,6 @@
-//! The `host` command line: raw flags, resolved into [`Limits`] and a run.
+//! The `host` command line: flags in, a front door out. Every setting's flag comes from
+//! the one table in `settings.rs` (so `--batch-size` and `PIPELINE_BATCH_SIZE` are the
+//! same setting); the commands only add what is theirs (the input, where outputs go).
 //!
 //! - `host run`: a plugin over a local input; outputs to a file (or to sinks with
 //!   `--sink`), failures to the DLQ.
@@ -6,19 +8,22 @@
 //! - `host publish`: a plugin version into S3 (module, manifest), or a rollback.
 //! - `host keygen`: an ed25519 key pair for signing published plugins.
 //! - `host lambda`: the Lambda custom runtime (also the default as a `bootstrap`).
+//!
+//! # Layout
+//! - `mod.rs`: the flags, and the table's settings as flags.
+//! - `run.rs`: `host run` and `host reprocess`, each a source into the pipeline.
+//! - `publish.rs`: `host publish`, `host keygen`.
 
-mod local;
 mod publish;
-mod remote;
+mod run;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Arg, ArgAction, ArgMatches, Args, Parser, Subcommand};
 
-use crate::config::Limits;
-use crate::registry::{PluginLocation, verifying_key};
+use crate::settings::{FrontDoor, SETTINGS, SettingError, Settings};
 use crate::sinks::{Emit, SinkSpec};
 use crate::sources::InputFormat;
 
@@ -48,51 +53,73 @@ enum Command {
     Lambda,
 }
 
-/// The plugin and its limits, shared by `run` and `reprocess`.
-#[derive(Debug, Args)]
-struct PluginArgs {
-    /// The plugin: a WebAssembly component built for wasm32-wasip2 (a path; with --sink
-    /// or for reprocess also s3://BUCKET/plugins/NAME/). Repeat to chain plugins: each
-    /// one's outputs are the next one's records.
-    #[arg(long, required = true)]
-    plugin: Vec<String>,
-    /// Keep precompiled plugins in this directory, so the next start skips compiling.
-    #[arg(long)]
-    cache_dir: Option<PathBuf>,
-    /// Require manifests signed by this ed25519 public key (hex or base64).
-    #[arg(long)]
-    public_key: Option<String>,
-    /// With an s3:// plugin: seconds between checks for a new version.
-    #[arg(long, default_value_t = 30)]
-    check_seconds: u64,
-    /// A plugin setting, `key=value`; repeat for more.
-    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    config: Vec<(String, String)>,
-    /// Records per call into the plugin [default: 1000].
-    #[arg(long)]
-    batch_size: Option<usize>,
-    /// Memory cap of the plugin in MiB [default: 128].
-    #[arg(long)]
-    memory_mib: Option<usize>,
-    /// CPU deadline per batch call in milliseconds [default: 1000].
-    #[arg(long)]
-    deadline_ms: Option<u64>,
-    /// Largest payload one output may have, in bytes [default: 1048576].
-    #[arg(long)]
-    max_output_bytes: Option<usize>,
-    /// Attempts for records failing with an infrastructure error, and for sink calls [default: 3].
-    #[arg(long)]
-    max_attempts: Option<u32>,
-    /// First retry delay in milliseconds, doubled per attempt [default: 100].
-    #[arg(long)]
-    retry_base_ms: Option<u64>,
+/// The pipeline settings as typed on the command line, one flag per row of
+/// [`SETTINGS`]; resolved (flag, then variable, then default) by [`SettingArgs::resolve`].
+#[derive(Debug, Clone, Default)]
+struct SettingArgs {
+    typed: BTreeMap<&'static str, Vec<String>>,
+}
+
+impl SettingArgs {
+    fn resolve(&self) -> Result<Settings, SettingError> {
+        Settings::resolve(
+            FrontDoor::Cli,
+            |row| {
+                row.flag
+                    .and_then(|flag| self.typed.get(flag).cloned())
+                    .unwrap_or_default()
+            },
+            |name| std::env::var(name).ok(),
+        )
+    }
+}
+
+impl Args for SettingArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        SETTINGS.iter().fold(command, |command, row| {
+            let Some(flag) = row.flag else {
+                return command;
+            };
+            let default = row
+                .default
+                .map_or_else(String::new, |d| format!(", default {d}"));
+            let help = format!("{} ({}{default}; env {})", row.about, row.bounds, row.env);
+            let action = if row.list {
+                ArgAction::Append
+            } else {
+                ArgAction::Set
+            };
+            command.arg(Arg::new(flag).long(flag).help(help).action(action))
+        })
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        Self::augment_args(command)
+    }
+}
+
+impl clap::FromArgMatches for SettingArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut typed = BTreeMap::new();
+        for flag in SETTINGS.iter().filter_map(|row| row.flag) {
+            if let Some(values) = matches.get_many::<String>(flag) {
+                typed.insert(flag, values.cloned().collect());
+            }
+        }
+        Ok(Self { typed })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
 }
 
 /// Flags of `host run`, as typed.
 #[derive(Debug, Args)]
 struct RunArgs {
     #[command(flatten)]
-    plugin: PluginArgs,
+    settings: SettingArgs,
     /// The input file, or `-` for stdin.
     #[arg(long)]
     input: String,
@@ -102,14 +129,6 @@ struct RunArgs {
     /// Where outputs go (JSON lines); stdout when omitted. Not with --sink.
     #[arg(long, conflicts_with = "sink")]
     output: Option<PathBuf>,
-    /// A named sink, `NAME=kinesis://STREAM|sqs://QUEUE|s3://BUCKET/PREFIX[?gzip=true]`;
-    /// repeat for more. Outputs without a destination go to `default`.
-    #[arg(long, value_name = "NAME=SPEC", value_parser = parse_sink)]
-    sink: Vec<(String, SinkSpec)>,
-    /// Where failed records go: a JSON-lines file, or with --sink, sqs://QUEUE or
-    /// s3://BUCKET/PREFIX.
-    #[arg(long, default_value = "dlq.jsonl")]
-    dlq: String,
     /// How each output is written to --output.
     #[arg(long, value_enum, default_value = "envelope")]
     emit: Emit,
@@ -119,16 +138,10 @@ struct RunArgs {
 #[derive(Debug, Args)]
 struct ReprocessArgs {
     #[command(flatten)]
-    plugin: PluginArgs,
+    settings: SettingArgs,
     /// The dead-letter queue to drain: sqs://QUEUE or s3://BUCKET/PREFIX.
     #[arg(long, value_parser = parse_spec)]
     from: SinkSpec,
-    /// A named sink, as for `host run`; repeat for more.
-    #[arg(long, value_name = "NAME=SPEC", value_parser = parse_sink, required = true)]
-    sink: Vec<(String, SinkSpec)>,
-    /// Where records that fail again go: sqs://QUEUE or s3://BUCKET/PREFIX (may be --from).
-    #[arg(long, value_parser = parse_spec)]
-    dlq: SinkSpec,
 }
 
 fn parse_key_value(raw: &str) -> Result<(String, String), String> {
@@ -143,43 +156,6 @@ fn parse_spec(raw: &str) -> Result<SinkSpec, String> {
         .map_err(|e: crate::sinks::SinkSpecError| e.to_string())
 }
 
-fn parse_sink(raw: &str) -> Result<(String, SinkSpec), String> {
-    let (name, spec) = parse_key_value(raw)?;
-    Ok((name, parse_spec(&spec)?))
-}
-
-impl PluginArgs {
-    fn locations(&self) -> anyhow::Result<Vec<PluginLocation>> {
-        self.plugin
-            .iter()
-            .map(|p| PluginLocation::parse(p).map_err(|e| anyhow::anyhow!("--plugin {e}")))
-            .collect()
-    }
-
-    fn public_key(&self) -> anyhow::Result<Option<ed25519_dalek::VerifyingKey>> {
-        self.public_key
-            .as_deref()
-            .map(|k| verifying_key(k).map_err(|e| anyhow::anyhow!("--public-key: {e}")))
-            .transpose()
-    }
-
-    fn limits(&self) -> Limits {
-        let d = Limits::default();
-        Limits {
-            memory_bytes: self
-                .memory_mib
-                .map_or(d.memory_bytes, |m| m.saturating_mul(1 << 20)),
-            deadline: self.deadline_ms.map_or(d.deadline, Duration::from_millis),
-            max_output_bytes: self.max_output_bytes.unwrap_or(d.max_output_bytes),
-            batch_size: self.batch_size.unwrap_or(d.batch_size),
-            max_attempts: self.max_attempts.unwrap_or(d.max_attempts),
-            retry_base_delay: self
-                .retry_base_ms
-                .map_or(d.retry_base_delay, Duration::from_millis),
-        }
-    }
-}
-
 /// Entry point of the `host` binary: parses flags, runs, prints one-line errors.
 pub fn main() -> ExitCode {
     init_logging();
@@ -192,9 +168,8 @@ pub fn main() -> ExitCode {
         Cli::parse().command
     };
     let result = match command {
-        Command::Run(args) if args.sink.is_empty() => local::run(*args),
-        Command::Run(args) => in_runtime(remote::run(*args)),
-        Command::Reprocess(args) => in_runtime(remote::reprocess(*args)),
+        Command::Run(args) => in_runtime(run::run(*args)),
+        Command::Reprocess(args) => in_runtime(run::reprocess(*args)),
         Command::Publish(args) => in_runtime(publish::publish(*args)),
         Command::Keygen(args) => publish::keygen(&args),
         Command::Lambda => in_runtime(crate::lambda::run()),

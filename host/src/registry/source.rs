@@ -131,9 +131,9 @@ impl PluginSource {
                 let bytes = s3(aws, &location)?
                     .object_bytes(bucket, key)
                     .await
-                    .map_err(|reason| LoadError::Fetch {
+                    .map_err(|e| LoadError::Fetch {
                         what: location.to_string(),
-                        reason,
+                        reason: e.reason,
                     })?;
                 (bytes, location.to_string(), None)
             }
@@ -260,7 +260,7 @@ impl PluginSource {
         tokio::time::timeout(FETCH_TIMEOUT, aws.object_bytes(bucket, &manifest.module))
             .await
             .map_err(|_| format!("no answer within {FETCH_TIMEOUT:?}"))
-            .flatten()
+            .and_then(|fetched| fetched.map_err(|e| e.reason))
             .map_err(|reason| LoadError::Fetch {
                 what: format!("the module of {}", manifest.label()),
                 reason,

@@ -5,11 +5,77 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::record::Output;
+use super::DeliveryFailure;
+use crate::record::{FailureKind, Output};
+
+/// A JSON-lines file (or stdout) as a sink. Shared by clones; committed once.
+#[derive(Clone)]
+pub struct FileSink {
+    file: Arc<Mutex<Option<JsonLinesFile>>>,
+    emit: Emit,
+    name: String,
+}
+
+impl std::fmt::Debug for FileSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileSink({})", self.name)
+    }
+}
+
+impl FileSink {
+    /// Opens `target`; each output is written as `emit` says.
+    pub fn create(target: &Target, emit: Emit) -> std::io::Result<Self> {
+        let name = match target {
+            Target::Stdout => "stdout".to_owned(),
+            Target::File(path) => path.display().to_string(),
+        };
+        Ok(Self {
+            file: Arc::new(Mutex::new(Some(JsonLinesFile::create(target)?))),
+            emit,
+            name,
+        })
+    }
+
+    /// Writes `outputs` in order; a write error fails the rest of them.
+    pub fn deliver(&self, outputs: Vec<(usize, &Output)>) -> Vec<DeliveryFailure> {
+        let mut guard = match self.file.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut failures = Vec::new();
+        for (item, output) in outputs {
+            let written = match guard.as_mut() {
+                Some(file) => file.write_output(output, self.emit),
+                None => Err(std::io::Error::other("already committed")),
+            };
+            if let Err(e) = written {
+                failures.push(DeliveryFailure {
+                    item,
+                    kind: FailureKind::Delivery,
+                    message: format!("{}: {e}", self.name),
+                });
+            }
+        }
+        failures
+    }
+
+    /// Flushes and moves the file into place (once; later calls do nothing).
+    pub fn commit(&self) -> std::io::Result<()> {
+        let mut guard = match self.file.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match guard.take() {
+            Some(file) => file.commit(),
+            None => Ok(()),
+        }
+    }
+}
 
 /// How `host run` writes each output record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,14 +99,14 @@ pub enum Target {
 /// A JSON-lines writer. A file target is written to `<name>.partial` and renamed on
 /// [`JsonLinesFile::commit`]; dropped without commit, the partial file is removed.
 pub struct JsonLinesFile {
-    writer: BufWriter<Box<dyn Write>>,
+    writer: BufWriter<Box<dyn Write + Send>>,
     paths: Option<(PathBuf, PathBuf)>,
 }
 
 impl JsonLinesFile {
     /// Opens `target` for writing.
     pub fn create(target: &Target) -> std::io::Result<Self> {
-        let (writer, paths): (Box<dyn Write>, _) = match target {
+        let (writer, paths): (Box<dyn Write + Send>, _) = match target {
             Target::Stdout => (Box::new(std::io::stdout()), None),
             Target::File(path) => {
                 let partial = partial_path(path);

@@ -1,36 +1,39 @@
-//! Sinks: where outputs and dead-letter entries go.
+//! Sinks: where outputs and dead-letter entries go. Sinks know nothing about Wasm or
+//! about where records came from: they take outputs tagged with the position of the
+//! item they belong to, and answer with the ones they could not take.
 //!
 //! A sink is named by a spec: `kinesis://STREAM`, `sqs://QUEUE`, `s3://BUCKET/PREFIX`
-//! (JSON lines), each with an optional `?gzip=true`. A plugin output picks a sink by its
-//! destination name; outputs without one go to the sink named `default`.
+//! (JSON lines), each with an optional `?gzip=true`; or a local JSON-lines file. A plugin
+//! output picks a sink by its destination name; outputs without one go to the sink named
+//! `default`. A [`Router`] can also send every output to one sink (`host run` to a file,
+//! the Firehose response).
+//!
+//! # Layout
+//! - `file.rs`: JSON-lines files (and stdout), committed by rename.
+//! - `kinesis.rs`, `sqs.rs`, `s3.rs`: the AWS sinks, packed to the service limits.
+//! - `parquet.rs`: JSON outputs into a Parquet object.
+//! - `response.rs`: the Firehose transformation response, within its size limit.
 
 mod file;
 mod kinesis;
 pub mod parquet;
+mod response;
 mod s3;
 mod sqs;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::ops::Range;
-use std::time::Duration;
 
-pub use file::{Emit, JsonLinesFile, Target};
+pub use crate::config::RetryPolicy;
+pub use file::{Emit, FileSink, JsonLinesFile, Target};
 pub use kinesis::KinesisSink;
-pub use s3::{S3Sink, json_line, partitioned_key};
+pub use response::ResponseSink;
+pub use s3::{S3Sink, json_line};
 pub use sqs::SqsSink;
 
-use crate::aws::{AwsClients, describe_error};
+use crate::aws::{AwsClients, AwsError};
 use crate::record::{FailureKind, Output};
-
-/// How a sink retries the part of a delivery the service refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in all (at least 1).
-    pub max_attempts: u32,
-    /// First delay; doubled per attempt, plus jitter.
-    pub base_delay: Duration,
-}
 
 /// An output a sink could not take: which input item it came from, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +49,13 @@ pub struct DeliveryFailure {
 /// A parsed sink spec, before any client exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkSpec {
+    /// A local JSON-lines file (`None`: stdout), each output written as `emit` says.
+    File {
+        /// The file; `None` for stdout.
+        path: Option<std::path::PathBuf>,
+        /// How each output is written.
+        emit: Emit,
+    },
     /// `kinesis://STREAM[?gzip=true]`
     Kinesis {
         /// Stream name.
@@ -143,9 +153,61 @@ impl std::str::FromStr for SinkSpec {
     }
 }
 
+impl SinkSpec {
+    /// A dead-letter queue: `sqs://QUEUE`, `s3://BUCKET/PREFIX`, or a file path (each
+    /// entry one JSON line).
+    pub fn dead_letters(raw: &str) -> Result<Self, String> {
+        if !raw.contains("://") {
+            return Ok(Self::File {
+                path: Some(raw.into()),
+                emit: Emit::Payload,
+            });
+        }
+        match raw.parse::<Self>().map_err(|e| e.to_string())? {
+            Self::Kinesis { .. } => {
+                Err("the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX".into())
+            }
+            spec => Ok(spec),
+        }
+    }
+}
+
+impl std::fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File { path: None, .. } => f.write_str("stdout"),
+            Self::File { path: Some(p), .. } => write!(f, "{}", p.display()),
+            Self::Kinesis { stream, .. } => write!(f, "kinesis://{stream}"),
+            Self::Sqs { queue } => write!(f, "sqs://{queue}"),
+            Self::S3 { bucket, prefix, .. } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// A sink that could not be set up (a missing queue, an unwritable file).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The AWS side refused.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// The local file could not be created.
+    #[error("cannot create {path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// A sink with its client, ready to deliver.
 #[derive(Debug, Clone)]
 pub enum Sink {
+    /// A local JSON-lines file or stdout.
+    File(FileSink),
+    /// Outputs kept for the Firehose response.
+    Response(ResponseSink),
     /// Kinesis Data Streams.
     Kinesis(KinesisSink),
     /// SQS.
@@ -156,20 +218,29 @@ pub enum Sink {
 
 impl Sink {
     /// Connects `spec` (looks up an SQS queue's URL, so a wrong name fails at start).
-    pub async fn connect(spec: &SinkSpec, aws: &AwsClients) -> Result<Self, String> {
+    pub async fn connect(spec: &SinkSpec, aws: &AwsClients) -> Result<Self, ConnectError> {
         Ok(match spec {
+            SinkSpec::File { path, emit } => {
+                let target = path.clone().map_or(Target::Stdout, Target::File);
+                Self::File(FileSink::create(&target, *emit).map_err(|source| {
+                    ConnectError::File {
+                        path: spec.to_string(),
+                        source,
+                    }
+                })?)
+            }
             SinkSpec::Kinesis { stream, gzip } => {
                 Self::Kinesis(KinesisSink::new(aws.kinesis.clone(), stream.clone(), *gzip))
             }
             SinkSpec::Sqs { queue } => {
-                Self::Sqs(SqsSink::new(aws.sqs.clone(), queue_url(aws, queue).await?))
+                Self::Sqs(SqsSink::new(aws.sqs.clone(), aws.queue_url(queue).await?))
             }
             SinkSpec::S3 {
                 bucket,
                 prefix,
                 format,
             } => Self::S3(S3Sink::new(
-                aws.s3.clone(),
+                aws.clone(),
                 bucket.clone(),
                 prefix.clone(),
                 *format,
@@ -184,38 +255,52 @@ impl Sink {
         retry: RetryPolicy,
     ) -> Vec<DeliveryFailure> {
         match self {
+            Self::File(sink) => sink.deliver(outputs),
+            Self::Response(sink) => sink.deliver(outputs),
             Self::Kinesis(sink) => sink.deliver(outputs, retry).await,
             Self::Sqs(sink) => sink.deliver(outputs, retry).await,
             Self::S3(sink) => sink.deliver(outputs, retry).await,
         }
     }
-}
 
-/// The URL of the SQS queue named `queue`.
-pub async fn queue_url(aws: &AwsClients, queue: &str) -> Result<String, String> {
-    let response = aws
-        .sqs
-        .get_queue_url()
-        .queue_name(queue)
-        .send()
-        .await
-        .map_err(|e| format!("SQS queue {queue}: {}", describe_error(&e)))?;
-    response
-        .queue_url()
-        .map(str::to_owned)
-        .ok_or_else(|| format!("SQS queue {queue}: no URL returned"))
+    /// Makes what was delivered final: a file is flushed and moved into place. Until
+    /// then a file sink's outputs are in `<name>.partial`, removed if the run fails.
+    pub fn finish(&self) -> std::io::Result<()> {
+        match self {
+            Self::File(sink) => sink.commit(),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Named sinks; outputs without a destination go to `default`.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
     sinks: BTreeMap<String, Sink>,
+    /// When set, every output goes here whatever its destination.
+    every: Option<Sink>,
 }
 
 impl Router {
     /// A router over these named sinks.
     pub fn new(sinks: BTreeMap<String, Sink>) -> Self {
-        Self { sinks }
+        Self { sinks, every: None }
+    }
+
+    /// A router sending every output to `sink`, whatever its destination.
+    pub fn only(sink: Sink) -> Self {
+        Self {
+            sinks: BTreeMap::new(),
+            every: Some(sink),
+        }
+    }
+
+    /// Makes every sink's deliveries final (see [`Sink::finish`]).
+    pub fn finish(&self) -> std::io::Result<()> {
+        for sink in self.sinks.values().chain(&self.every) {
+            sink.finish()?;
+        }
+        Ok(())
     }
 
     /// Delivers every output to its sink (sinks in parallel). Outputs naming an
@@ -225,6 +310,9 @@ impl Router {
         outputs: Vec<(usize, &Output)>,
         retry: RetryPolicy,
     ) -> Vec<DeliveryFailure> {
+        if let Some(sink) = &self.every {
+            return sink.deliver(outputs, retry).await;
+        }
         let mut by_sink: BTreeMap<&str, Vec<(usize, &Output)>> = BTreeMap::new();
         let mut failures = Vec::new();
         for (item, output) in outputs {

@@ -1,10 +1,8 @@
-//! Parquet for the S3 sink (JSON outputs into one file) and the S3 source (rows out of
-//! a file as JSON objects), through Arrow.
+//! Parquet for the S3 sink: JSON outputs into one file, through Arrow.
 
 use std::sync::Arc;
 
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
@@ -38,39 +36,6 @@ pub fn from_json_payloads(payloads: &[&[u8]]) -> Result<Vec<u8>, String> {
     writer.into_inner().map_err(|e| e.to_string())
 }
 
-/// Reads a Parquet file (any seekable source) as JSON objects, `batch_size` rows at a time.
-pub fn json_rows<R: parquet::file::reader::ChunkReader + 'static>(
-    file: R,
-    batch_size: usize,
-) -> Result<impl Iterator<Item = Result<Vec<Vec<u8>>, String>>, String> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| format!("not a readable Parquet file: {e}"))?
-        .with_batch_size(batch_size)
-        .build()
-        .map_err(|e| e.to_string())?;
-    Ok(reader.map(|batch| {
-        let batch = batch.map_err(|e| e.to_string())?;
-        let mut writer = arrow_json::LineDelimitedWriter::new(Vec::new());
-        writer.write(&batch).map_err(|e| e.to_string())?;
-        writer.finish().map_err(|e| e.to_string())?;
-        let text = writer.into_inner();
-        Ok(text
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect())
-    }))
-}
-
-/// A Parquet file in memory, for tests and small objects.
-pub fn rows_of(bytes: Vec<u8>, batch_size: usize) -> Result<Vec<Vec<u8>>, String> {
-    let mut rows = Vec::new();
-    for batch in json_rows(bytes::Bytes::from(bytes), batch_size)? {
-        rows.extend(batch?);
-    }
-    Ok(rows)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,7 +46,7 @@ mod tests {
             vec![br#"{"id":"a","n":1}"#, br#"{"id":"b","n":2,"extra":true}"#];
         let file = from_json_payloads(&payloads).expect("parquet");
         assert_eq!(&file[..4], b"PAR1");
-        let rows = rows_of(file, 10).expect("rows");
+        let rows = crate::sources::parquet::rows_of(file, 10).expect("rows");
         assert_eq!(rows.len(), 2);
         let second: serde_json::Value = serde_json::from_slice(&rows[1]).expect("json");
         assert_eq!(

@@ -2,18 +2,14 @@
 //! Hive-style partitioned keys `prefix/dt=YYYY-MM-DD/hour=HH/<time>-<random>.<ext>`,
 //! written with `If-None-Match: *` so an existing object is never overwritten.
 
-use std::time::SystemTime;
-
-use aws_sdk_s3::primitives::ByteStream;
-
 use super::{DeliveryFailure, ObjectFormat, RetryPolicy, gzip};
-use crate::aws::describe_error;
+use crate::aws::AwsClients;
 use crate::record::{FailureKind, Output};
 
 /// Writes outputs as JSON-lines objects under one bucket and prefix.
 #[derive(Debug, Clone)]
 pub struct S3Sink {
-    client: aws_sdk_s3::Client,
+    aws: AwsClients,
     bucket: String,
     prefix: String,
     format: ObjectFormat,
@@ -21,31 +17,13 @@ pub struct S3Sink {
 
 impl S3Sink {
     /// A sink writing under `s3://bucket/prefix`.
-    pub fn new(
-        client: aws_sdk_s3::Client,
-        bucket: String,
-        prefix: String,
-        format: ObjectFormat,
-    ) -> Self {
+    pub fn new(aws: AwsClients, bucket: String, prefix: String, format: ObjectFormat) -> Self {
         Self {
-            client,
+            aws,
             bucket,
             prefix: prefix.trim_end_matches('/').to_owned(),
             format,
         }
-    }
-
-    /// A fresh partitioned key for an object written now.
-    pub fn object_key(&self, now: SystemTime) -> String {
-        partitioned_key(
-            &self.prefix,
-            now,
-            match self.format {
-                ObjectFormat::JsonLines => "jsonl",
-                ObjectFormat::JsonLinesGzip => "jsonl.gz",
-                ObjectFormat::Parquet => "parquet",
-            },
-        )
     }
 
     /// Writes all `outputs` as one object; on failure every one of them fails.
@@ -89,63 +67,32 @@ impl S3Sink {
                 }
             }
         };
-        match self.put_new(body, retry).await {
+        let put = self
+            .aws
+            .put_new_object(&self.bucket, &self.prefix, self.extension(), body, retry)
+            .await;
+        match put {
             Ok(key) => {
                 tracing::debug!(bucket = %self.bucket, %key, outputs = outputs.len(), "wrote S3 object");
                 Vec::new()
             }
-            Err(message) => outputs
+            Err(error) => outputs
                 .into_iter()
                 .map(|(item, _)| DeliveryFailure {
                     item,
                     kind: FailureKind::Delivery,
-                    message: message.clone(),
+                    message: error.to_string(),
                 })
                 .collect(),
         }
     }
 
-    /// Puts `body` under a new key, retrying with backoff; returns the key.
-    pub async fn put_new(&self, body: Vec<u8>, retry: RetryPolicy) -> Result<String, String> {
-        let mut last_error = String::new();
-        for attempt in 1..=retry.max_attempts {
-            let key = self.object_key(SystemTime::now());
-            let result = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .if_none_match("*")
-                .body(ByteStream::from(body.clone()))
-                .send()
-                .await;
-            match result {
-                Ok(_) => return Ok(key),
-                Err(e) => last_error = describe_error(&e),
-            }
-            if attempt < retry.max_attempts {
-                tokio::time::sleep(crate::config::backoff(retry.base_delay, attempt)).await;
-            }
+    fn extension(&self) -> &'static str {
+        match self.format {
+            ObjectFormat::JsonLines => "jsonl",
+            ObjectFormat::JsonLinesGzip => "jsonl.gz",
+            ObjectFormat::Parquet => "parquet",
         }
-        Err(format!(
-            "S3 bucket {}: PutObject failed {} times: {last_error}",
-            self.bucket, retry.max_attempts
-        ))
-    }
-}
-
-/// `prefix/dt=YYYY-MM-DD/hour=HH/<unix-millis>-<random>.<extension>`.
-pub fn partitioned_key(prefix: &str, now: SystemTime, extension: &str) -> String {
-    let stamp = humantime::format_rfc3339_millis(now).to_string(); // 2026-11-24T13:05:11.123Z
-    let millis = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let name = format!("{millis}-{:016x}.{extension}", fastrand::u64(..));
-    let partition = format!("dt={}/hour={}", &stamp[..10], &stamp[11..13]);
-    if prefix.is_empty() {
-        format!("{partition}/{name}")
-    } else {
-        format!("{prefix}/{partition}/{name}")
     }
 }
 
@@ -164,16 +111,6 @@ pub fn json_line(payload: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_are_hive_partitioned_and_unique() {
-        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
-        let a = partitioned_key("out/events", now, "jsonl.gz");
-        let b = partitioned_key("out/events", now, "jsonl.gz");
-        assert!(a.starts_with("out/events/dt=2026-11-18/hour="), "{a}");
-        assert!(a.ends_with(".jsonl.gz"));
-        assert_ne!(a, b);
-    }
 
     #[test]
     fn every_payload_becomes_one_json_line() {

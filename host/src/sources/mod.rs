@@ -1,14 +1,36 @@
-//! Sources: decode input into [`Record`]s. A record that cannot be decoded is not an
-//! error of the run: it comes out as [`Undecodable`] and ends in the dead-letter queue.
+//! Sources: where items come from, and where their verdicts go back. A source knows
+//! nothing about Wasm or sinks: it yields batches of [`Item`]s, each carrying its own
+//! identity (a Lambda item id, an SQS receipt handle, a DLQ object and line, ...), and
+//! settles each item from the verdict the pipeline reached for it.
+//!
+//! A record that cannot be decoded is not an error of the run: it comes out as
+//! [`Undecodable`] and ends in the dead-letter queue.
+//!
+//! # Layout
+//! - `events.rs`: AWS event JSON (Kinesis, SQS, DynamoDB Streams, Firehose, S3, direct)
+//!   into items.
+//! - `lambda.rs`: one Lambda event as a source; its settle step is the Lambda answer.
+//! - `file.rs`: local input (JSON lines, CSV, lines, a captured event).
+//! - `s3.rs`: the objects an S3 notification names, streamed in batches.
+//! - `parquet.rs`: Parquet rows as JSON objects.
+//! - `dlq.rs`: dead-letter queues (SQS, S3) read back for `host reprocess`.
 
+pub mod dlq;
 pub mod events;
 mod file;
+pub mod lambda;
+pub mod parquet;
 pub mod s3;
 
-pub use events::{DecodedEvent, EventItem, EventKind, ObjectRef};
-pub use file::{FileSource, InputFormat};
+use std::future::Future;
 
-use crate::record::Record;
+pub use events::{DecodedEvent, EventItem, EventKind, ObjectRef};
+pub use file::{FileSource, InputFormat, read_event};
+pub use lambda::LambdaEvent;
+pub use s3::ObjectSource;
+
+use crate::aws::AwsError;
+use crate::record::{Record, Verdict};
 
 /// An input record the source could not decode, with its raw bytes and the reason.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,7 +44,43 @@ pub struct Undecodable {
 /// One item from a source: a record, or one that could not be decoded.
 pub type Decoded = Result<Record, Undecodable>;
 
-/// A source failed as a whole (unreadable file, broken CSV header): the run stops.
+/// One item of a batch: what the source knows it by, and its record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item<Id> {
+    /// The source's own identity for the item (what it settles by).
+    pub id: Id,
+    /// The record, or why it could not be decoded.
+    pub decoded: Decoded,
+}
+
+/// Where a pipeline's items come from and where their verdicts go back.
+///
+/// The pipeline asks for batches of at most its batch size, and settles every item of
+/// a batch, in order, before it asks for the next one.
+pub trait Source: Send {
+    /// What the source knows an item by.
+    type Id: Send + 'static;
+
+    /// The next batch of at most `max` items; `None` once the source is exhausted.
+    fn next_batch(
+        &mut self,
+        max: usize,
+    ) -> impl Future<Output = Result<Option<Vec<Item<Self::Id>>>, SourceError>> + Send;
+
+    /// Whether the source delivers again what is settled as [`Verdict::Retry`] (SQS,
+    /// Kinesis, DynamoDB Streams, a DLQ being reprocessed). When it does not, transient
+    /// failures go to the dead-letter queue instead.
+    fn redelivers(&self) -> bool;
+
+    /// Settles one batch: one verdict per item, in the batch's order.
+    fn settle(
+        &mut self,
+        settled: Vec<(Self::Id, Verdict)>,
+    ) -> impl Future<Output = Result<(), SourceError>> + Send;
+}
+
+/// A source failed as a whole (unreadable file, broken CSV header, an AWS call): the
+/// run stops.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {
@@ -50,4 +108,10 @@ pub enum SourceError {
         /// What the CSV reader said.
         reason: String,
     },
+    /// An object's format cannot be told from its key.
+    #[error("{0}")]
+    Format(String),
+    /// An AWS call of the source (reading, deleting, releasing) failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
 }

@@ -6,13 +6,87 @@
 //! row becomes a JSON object). Parquet needs random access: the object is streamed to a
 //! temporary file first (disk, not memory), then read a batch of rows at a time.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
-use super::{Decoded, FileSource, InputFormat, ObjectRef, SourceError};
-use crate::aws::{AwsClients, describe_error};
+use super::{Decoded, FileSource, InputFormat, Item, ObjectRef, Source, SourceError};
+use crate::aws::{AwsClients, AwsError};
+use crate::record::Verdict;
+
+/// The objects an S3 notification names, read one after the other in batches. S3
+/// invokes asynchronously (no partial answers): nothing is redelivered item by item,
+/// and a failure to read an object fails the invocation.
+pub struct ObjectSource {
+    aws: AwsClients,
+    objects: VecDeque<ObjectRef>,
+    current: Option<(ObjectRef, ObjectBatches)>,
+    read: u64,
+}
+
+impl ObjectSource {
+    /// A source over `objects`, in order.
+    pub fn new(aws: AwsClients, objects: Vec<ObjectRef>) -> Self {
+        Self {
+            aws,
+            objects: objects.into(),
+            current: None,
+            read: 0,
+        }
+    }
+}
+
+impl Source for ObjectSource {
+    type Id = u64;
+
+    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Item<u64>>>, SourceError> {
+        loop {
+            let (object, batches) = match &mut self.current {
+                Some(current) => current,
+                None => {
+                    let Some(object) = self.objects.pop_front() else {
+                        return Ok(None);
+                    };
+                    let batches = ObjectBatches::open(&self.aws, &object, max).await?;
+                    self.current.insert((object, batches))
+                }
+            };
+            match batches.next().await {
+                Some(batch) => {
+                    let items: Vec<Item<u64>> = batch?
+                        .into_iter()
+                        .map(|decoded| {
+                            self.read += 1;
+                            Item {
+                                id: self.read,
+                                decoded,
+                            }
+                        })
+                        .collect();
+                    if !items.is_empty() {
+                        return Ok(Some(items));
+                    }
+                }
+                None => {
+                    tracing::info!(bucket = %object.bucket, key = %object.key, "object read");
+                    if let Some((_, batches)) = self.current.take() {
+                        batches.finish().await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn redelivers(&self) -> bool {
+        false
+    }
+
+    async fn settle(&mut self, _settled: Vec<(u64, Verdict)>) -> Result<(), SourceError> {
+        Ok(())
+    }
+}
 
 /// How an object is read, from its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +98,7 @@ pub enum ObjectLayout {
 }
 
 /// The layout of an object, from its key.
-pub fn format_for_key(key: &str) -> Result<ObjectLayout, String> {
+pub fn format_for_key(key: &str) -> Result<ObjectLayout, SourceError> {
     let (stem, gzip) = match key.strip_suffix(".gz") {
         Some(stem) => (stem, true),
         None => (key, false),
@@ -39,9 +113,9 @@ pub fn format_for_key(key: &str) -> Result<ObjectLayout, String> {
         "txt" | "log" => InputFormat::Lines,
         "parquet" if !gzip => return Ok(ObjectLayout::Parquet),
         _ => {
-            return Err(format!(
+            return Err(SourceError::Format(format!(
                 "{key}: cannot tell the format from the extension (.jsonl, .csv, .txt, optionally .gz, or .parquet)"
-            ));
+            )));
         }
     };
     Ok(ObjectLayout::Lines(format, gzip))
@@ -59,7 +133,7 @@ impl ObjectBatches {
         aws: &AwsClients,
         object: &ObjectRef,
         batch_size: usize,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, SourceError> {
         let name = format!("s3://{}/{}", object.bucket, object.key);
         let layout = format_for_key(&object.key)?;
         let response = aws
@@ -69,7 +143,7 @@ impl ObjectBatches {
             .key(&object.key)
             .send()
             .await
-            .map_err(|e| format!("{name}: {}", describe_error(&e)))?;
+            .map_err(|e| AwsError::of(&name, &e))?;
         let (sender, receiver) = mpsc::channel(1);
         let (format, gzip) = match layout {
             ObjectLayout::Lines(format, gzip) => (format, gzip),
@@ -83,7 +157,7 @@ impl ObjectBatches {
         };
         let body = SyncIoBridge::new(response.body.into_async_read());
         let reader = tokio::task::spawn_blocking(move || {
-            let raw: Box<dyn BufRead> = if gzip {
+            let raw: Box<dyn BufRead + Send> = if gzip {
                 Box::new(BufReader::with_capacity(
                     1 << 16,
                     flate2::read::MultiGzDecoder::new(body),
@@ -138,14 +212,21 @@ impl ObjectBatches {
 async fn download(
     mut body: aws_sdk_s3::primitives::ByteStream,
     name: &str,
-) -> Result<std::fs::File, String> {
+) -> Result<std::fs::File, SourceError> {
     use std::io::{Seek, Write};
-    let mut file = tempfile::tempfile().map_err(|e| format!("{name}: no temporary file: {e}"))?;
-    while let Some(chunk) = body.try_next().await.map_err(|e| format!("{name}: {e}"))? {
-        file.write_all(&chunk)
-            .map_err(|e| format!("{name}: writing the temporary file: {e}"))?;
+    let read_error = |source: std::io::Error| SourceError::Read {
+        input: name.to_owned(),
+        source,
+    };
+    let mut file = tempfile::tempfile().map_err(read_error)?;
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .map_err(|e| read_error(std::io::Error::other(e)))?
+    {
+        file.write_all(&chunk).map_err(read_error)?;
     }
-    file.rewind().map_err(|e| format!("{name}: {e}"))?;
+    file.rewind().map_err(read_error)?;
     Ok(file)
 }
 
@@ -163,7 +244,7 @@ fn read_parquet(
             source: error,
         }));
     };
-    let batches = match crate::sinks::parquet::json_rows(file, batch_size) {
+    let batches = match super::parquet::json_rows(file, batch_size) {
         Ok(batches) => batches,
         Err(reason) => return fail(reason),
     };
@@ -201,15 +282,15 @@ mod tests {
     #[test]
     fn format_comes_from_the_extension() {
         assert_eq!(
-            format_for_key("a/b.jsonl.gz"),
-            Ok(ObjectLayout::Lines(InputFormat::Jsonl, true))
+            format_for_key("a/b.jsonl.gz").ok(),
+            Some(ObjectLayout::Lines(InputFormat::Jsonl, true))
         );
         assert_eq!(
-            format_for_key("a/b.CSV"),
-            Ok(ObjectLayout::Lines(InputFormat::Csv, false))
+            format_for_key("a/b.CSV").ok(),
+            Some(ObjectLayout::Lines(InputFormat::Csv, false))
         );
-        assert_eq!(format_for_key("a/b.parquet"), Ok(ObjectLayout::Parquet));
-        assert!(format_for_key("a/b.parquet.gz").is_err_and(|e| e.contains("extension")));
-        assert!(format_for_key("a/b").is_err_and(|e| e.contains("extension")));
+        assert_eq!(format_for_key("a/b.parquet").ok(), Some(ObjectLayout::Parquet));
+        assert!(format_for_key("a/b.parquet.gz").is_err_and(|e| e.to_string().contains("extension")));
+        assert!(format_for_key("a/b").is_err_and(|e| e.to_string().contains("extension")));
     }
 }

@@ -1,0 +1,125 @@
+//! `host run` and `host reprocess`: each picks a source (a file, the objects of an S3
+//! notification, a dead-letter queue) and where outputs go (a file, or the sinks), and
+//! hands both to the one [`Pipeline`].
+
+use std::io::BufRead;
+
+use anyhow::Context as _;
+
+use super::{ReprocessArgs, RunArgs};
+use crate::aws::AwsClients;
+use crate::pipeline::{Outputs, Pipeline};
+use crate::settings::Settings;
+use crate::sinks::{Router, Sink, SinkSpec};
+use crate::sources::dlq::{BucketDlq, QueueDlq};
+use crate::sources::{EventKind, FileSource, InputFormat, ObjectSource, events};
+
+/// `host run`: the input through the pipeline; outputs to `--output` (or stdout), or with
+/// `--sink` to the sinks. Output and DLQ files appear only once the whole input is done.
+pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let settings = args.settings.resolve()?;
+    let to_files = settings.sinks.is_empty();
+    if !to_files && matches!(settings.dlq, SinkSpec::File { .. }) {
+        anyhow::bail!(
+            "--dlq {}: with --sink, the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX",
+            settings.dlq
+        );
+    }
+    let aws = AwsClients::from_env(settings.s3_path_style).await;
+    if args.format == InputFormat::S3Event {
+        let objects = read_notification(&args)?;
+        let mut source = ObjectSource::new(aws.clone(), objects);
+        return drive(&settings, &aws, &args, &mut source).await;
+    }
+    let mut source = open_input(&args)?;
+    drive(&settings, &aws, &args, &mut source).await
+}
+
+/// Starts the pipeline and runs `source` through it; outputs to files unless sinks are
+/// configured.
+async fn drive<S: crate::sources::Source>(
+    settings: &Settings,
+    aws: &AwsClients,
+    args: &RunArgs,
+    source: &mut S,
+) -> anyhow::Result<()> {
+    let mut pipeline = Pipeline::start(settings, aws).await?;
+    let files = if settings.sinks.is_empty() {
+        let spec = SinkSpec::File {
+            path: args.output.clone(),
+            emit: args.emit,
+        };
+        let sink = Sink::connect(&spec, aws)
+            .await
+            .context("cannot create --output")?;
+        Some(Router::only(sink))
+    } else {
+        None
+    };
+    let outputs = files.as_ref().map_or(Outputs::Sinks, Outputs::To);
+    let summary = pipeline.run(source, outputs).await?;
+    if let Some(files) = &files {
+        files.finish().context("cannot finish --output")?;
+    }
+    pipeline.finish()?;
+    eprintln!("{}", pipeline.summary_line(&summary));
+    Ok(())
+}
+
+/// Opens `--input` (a file, or `-` for stdin) as a record source.
+fn open_input(args: &RunArgs) -> anyhow::Result<FileSource> {
+    let reader: Box<dyn BufRead + Send> = if args.input == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        let file = std::fs::File::open(&args.input)
+            .with_context(|| format!("cannot open input {}", args.input))?;
+        Box::new(std::io::BufReader::with_capacity(1 << 16, file))
+    };
+    Ok(FileSource::new(reader, args.format, &args.input)?)
+}
+
+/// The objects a captured S3 notification (`--format s3-event`) names.
+fn read_notification(args: &RunArgs) -> anyhow::Result<Vec<crate::sources::ObjectRef>> {
+    let text = if args.input == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(&args.input)
+            .with_context(|| format!("cannot open input {}", args.input))?
+    };
+    let event: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("input {}: not JSON", args.input))?;
+    let decoded =
+        events::decode(EventKind::S3, event).with_context(|| format!("input {}", args.input))?;
+    Ok(decoded.objects)
+}
+
+/// `host reprocess`: dead-letter entries written before this run started go through the
+/// pipeline again; each is settled by its verdict (see [`crate::sources::dlq`]).
+pub(super) async fn reprocess(args: ReprocessArgs) -> anyhow::Result<()> {
+    let settings = args.settings.resolve()?;
+    anyhow::ensure!(
+        !settings.sinks.is_empty(),
+        "--sink: reprocessing delivers to sinks; give at least one"
+    );
+    if matches!(settings.dlq, SinkSpec::File { .. }) {
+        anyhow::bail!("--dlq: the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX");
+    }
+    let aws = AwsClients::from_env(settings.s3_path_style).await;
+    let mut pipeline = Pipeline::start(&settings, &aws).await?;
+    let summary = match &args.from {
+        SinkSpec::Sqs { queue } => {
+            let mut source = QueueDlq::open(&aws, queue).await?;
+            pipeline.run(&mut source, Outputs::Sinks).await?
+        }
+        SinkSpec::S3 { bucket, prefix, .. } => {
+            let mut source = BucketDlq::open(&aws, bucket, prefix).await?;
+            pipeline.run(&mut source, Outputs::Sinks).await?
+        }
+        SinkSpec::Kinesis { .. } | SinkSpec::File { .. } => {
+            anyhow::bail!("--from: a dead-letter queue is sqs://QUEUE or s3://BUCKET/PREFIX")
+        }
+    };
+    pipeline.finish()?;
+    eprintln!("{}", pipeline.summary_line(&summary));
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! The one pipeline every front door runs: source -> batch -> plugin chain -> route ->
+//! sinks -> DLQ -> settle. A front door (the Lambda handler, `host run`, `host run
+//! --sink`, `host reprocess`) only chooses the [`Source`] and, for `host run` to a file or
+//! a Firehose answer, where outputs go; everything else happens here, the same way.
+//!
+//! # Layout
+//! - `mod.rs`: [`Pipeline`]: start (plugins, sinks, DLQ), the batch loop, hot swap
+//!   between batches, the summary.
+//! - `deliver.rs`: one batch through the chain, the sinks and the DLQ, into verdicts.
+
+mod deliver;
+
+use std::collections::BTreeMap;
+
+pub use deliver::DeliverError;
+
+use crate::accounting::{Ledger, Summary, Unbalanced};
+use crate::aws::AwsClients;
+use crate::engine::{Chain, Engine, PluginError};
+use crate::registry::{LoadError, PluginSource, SourceSettings};
+use crate::settings::Settings;
+use crate::sinks::{ConnectError, RetryPolicy, Router, Sink};
+use crate::sources::{Item, Source, SourceError};
+
+/// A pipeline that could not start; the message names the setting behind it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The wasm engine could not be set up.
+    #[error(transparent)]
+    Engine(#[from] PluginError),
+    /// No plugin is configured.
+    #[error("PIPELINE_PLUGIN (--plugin): no plugin configured")]
+    NoPlugin,
+    /// A plugin could not be loaded.
+    #[error("plugin {location}: {source}")]
+    Plugin {
+        /// Where it was configured to come from.
+        location: String,
+        /// Why it did not load.
+        source: LoadError,
+    },
+    /// A sink could not be set up.
+    #[error("sink {name}: {source}")]
+    Sink {
+        /// Its name.
+        name: String,
+        /// Why.
+        source: ConnectError,
+    },
+    /// The dead-letter queue could not be set up.
+    #[error("dead-letter queue {spec}: {source}")]
+    DeadLetters {
+        /// Its spec.
+        spec: String,
+        /// Why.
+        source: ConnectError,
+    },
+}
+
+/// A run that stopped: the source failed, the DLQ refused what no one else can take, or
+/// the accounting found an item without a verdict.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// Reading or settling the source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A batch could not be delivered item by item.
+    #[error(transparent)]
+    Deliver(#[from] DeliverError),
+    /// The plugin thread panicked, or an earlier one lost the plugin instance.
+    #[error("the plugin thread failed: {0}")]
+    PluginThread(String),
+    /// Items entered and did not settle exactly once.
+    #[error(transparent)]
+    Unbalanced(#[from] Unbalanced),
+    /// A file sink could not be committed.
+    #[error("cannot finish the outputs: {0}")]
+    Finish(std::io::Error),
+}
+
+/// Where a run's outputs go.
+#[derive(Clone, Copy)]
+pub enum Outputs<'a> {
+    /// To the configured sinks, by destination.
+    Sinks,
+    /// Every output to this router instead (a file for `host run`, the Firehose answer).
+    To(&'a Router),
+}
+
+/// The plugin chain, where its plugins come from, the sinks and the DLQ. Built once (a
+/// Lambda cold start, or the start of a command) and run over any number of sources.
+pub struct Pipeline {
+    /// `None` only while a batch runs on a blocking thread.
+    chain: Option<Chain>,
+    /// One per stage: where its plugin comes from, checked between batches.
+    plugins: Vec<PluginSource>,
+    router: Router,
+    dlq: Sink,
+    retry: RetryPolicy,
+    batch_size: usize,
+    aws: AwsClients,
+}
+
+impl Pipeline {
+    /// Loads the plugins and connects the sinks and the DLQ. Errors name what failed.
+    pub async fn start(settings: &Settings, aws: &AwsClients) -> Result<Self, StartError> {
+        let engine = Engine::new(&settings.limits)?;
+        let cache = settings.cache_dir.as_ref().and_then(|dir| {
+            engine
+                .artifact_cache(dir)
+                .inspect_err(|e| {
+                    tracing::warn!(dir = %dir.display(), error = %e, "no precompiled cache: compiling every start");
+                })
+                .ok()
+        });
+        let mut plugins = Vec::new();
+        let mut runners = Vec::new();
+        for location in &settings.plugins {
+            let source_settings = SourceSettings {
+                check_interval: settings.check_interval,
+                cache: cache.clone(),
+                public_key: settings.public_key,
+                config: settings.plugin_config.clone(),
+            };
+            let mut source = PluginSource::new(location.clone(), engine.clone(), source_settings);
+            let loaded = source
+                .load(Some(aws))
+                .await
+                .map_err(|source| StartError::Plugin {
+                    location: location.to_string(),
+                    source,
+                })?;
+            loaded.log_ready("plugin ready");
+            runners.push(loaded.runner);
+            plugins.push(source);
+        }
+        if runners.is_empty() {
+            return Err(StartError::NoPlugin);
+        }
+        let mut sinks = BTreeMap::new();
+        for (name, spec) in &settings.sinks {
+            let sink = Sink::connect(spec, aws)
+                .await
+                .map_err(|source| StartError::Sink {
+                    name: name.clone(),
+                    source,
+                })?;
+            sinks.insert(name.clone(), sink);
+        }
+        let dlq = Sink::connect(&settings.dlq, aws)
+            .await
+            .map_err(|source| StartError::DeadLetters {
+                spec: settings.dlq.to_string(),
+                source,
+            })?;
+        Ok(Self {
+            chain: Some(Chain::new(runners)),
+            plugins,
+            router: Router::new(sinks),
+            dlq,
+            retry: RetryPolicy::of(&settings.limits),
+            batch_size: settings.limits.batch_size,
+            aws: aws.clone(),
+        })
+    }
+
+    /// Runs every item of `source` through the pipeline, a batch at a time, settling
+    /// each batch before the next is read. The summary balances, or this is an error.
+    pub async fn run<S: Source>(
+        &mut self,
+        source: &mut S,
+        outputs: Outputs<'_>,
+    ) -> Result<Summary, RunError> {
+        let mut ledger = Ledger::default();
+        while let Some(batch) = source.next_batch(self.batch_size).await? {
+            ledger.enter(batch.len());
+            let (ids, items): (Vec<S::Id>, Vec<_>) = batch
+                .into_iter()
+                .map(|Item { id, decoded }| (id, decoded))
+                .unzip();
+            self.refresh().await;
+            let mut chain = self
+                .chain
+                .take()
+                .ok_or_else(|| RunError::PluginThread("the plugin instance was lost".into()))?;
+            // The plugin runs on a blocking thread: WASI's sync bindings must not block an
+            // async worker, and a long batch should not stall the runtime's other tasks.
+            let (chain, ran) = tokio::task::spawn_blocking(move || {
+                let ran = deliver::run_plugin(&mut chain, items);
+                (chain, ran)
+            })
+            .await
+            .map_err(|e| RunError::PluginThread(e.to_string()))?;
+            self.chain = Some(chain);
+            let router = match outputs {
+                Outputs::Sinks => &self.router,
+                Outputs::To(router) => router,
+            };
+            let verdicts =
+                deliver::deliver(ran, router, &self.dlq, self.retry, source.redelivers()).await?;
+            for verdict in &verdicts {
+                ledger.settle(verdict);
+            }
+            source.settle(ids.into_iter().zip(verdicts).collect()).await?;
+            tracing::info!(plugin = %self.plugin_label(), summary = %ledger.summary(), "batch done");
+        }
+        Ok(ledger.close()?)
+    }
+
+    /// Makes every delivery final (file sinks move into place). Call once the run is
+    /// complete; a pipeline dropped without it leaves no half-written files.
+    pub fn finish(&self) -> Result<(), RunError> {
+        self.router.finish().map_err(RunError::Finish)?;
+        self.dlq.finish().map_err(RunError::Finish)
+    }
+
+    /// Between batches: takes any new plugin version that is due, verified and started.
+    /// A version that fails any step is logged with its reason; the serving one stays.
+    async fn refresh(&mut self) {
+        let Some(chain) = self.chain.as_mut() else {
+            return;
+        };
+        for (stage, source) in self.plugins.iter_mut().enumerate() {
+            match source.check(&self.aws).await {
+                Ok(None) => {}
+                Ok(Some(loaded)) => {
+                    let before = chain.stages()[stage].plugin().label();
+                    loaded.log_ready(&format!("plugin swapped (was {before})"));
+                    chain.replace(stage, loaded.runner);
+                }
+                Err(e) => tracing::error!(
+                    location = %source.location(),
+                    serving = %chain.stages()[stage].plugin().label(),
+                    reason = %e,
+                    "new plugin version refused; the serving version stays"
+                ),
+            }
+        }
+    }
+
+    /// `name@version` of the plugins serving, in chain order.
+    pub fn plugin_label(&self) -> String {
+        self.chain
+            .as_ref()
+            .map_or_else(|| "(none)".into(), Chain::label)
+    }
+
+    /// The closing line of a command: the counts, the plugin(s), and what the runner saw
+    /// (one bracket per stage for a chain).
+    pub fn summary_line(&self, summary: &Summary) -> String {
+        let mut line = format!("summary: {summary} plugin={}", self.plugin_label());
+        let Some(chain) = &self.chain else {
+            return line;
+        };
+        let chained = chain.stages().len() > 1;
+        for (runner, stats) in chain.stages().iter().zip(chain.stats()) {
+            let metrics = runner.metrics();
+            let mut numbers = format!("calls={} traps={}", metrics.calls, metrics.traps);
+            for (name, value) in &metrics.counters {
+                numbers.push_str(&format!(" counter.{name}={value}"));
+            }
+            if chained {
+                line.push_str(&format!(
+                    " [{}: {stats} {numbers}]",
+                    runner.plugin().label()
+                ));
+            } else {
+                line.push_str(&format!(" {numbers}"));
+            }
+        }
+        line
+    }
+}

@@ -1,0 +1,613 @@
+//! Every setting of the pipeline in one table: its flag, its environment variable, its
+//! default, its bounds and its parser. The Lambda host reads the environment; the command
+//! line reads its flags, then the same environment variables, then the defaults. A value
+//! out of range is refused with the name the user spelled it by.
+//!
+//! [`SETTINGS`] is the table; [`Settings::resolve`] applies it; the README's settings
+//! table is [`markdown_table`] (a test keeps the two the same).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::config::Limits;
+use crate::registry::{PluginLocation, verifying_key};
+use crate::sinks::SinkSpec;
+
+/// Which front door is reading the settings: it decides where values come from and
+/// which settings must be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontDoor {
+    /// The Lambda host: the environment only.
+    Lambda,
+    /// `host run` / `host reprocess`: flags, then the environment.
+    Cli,
+}
+
+/// The resolved configuration of one pipeline, whichever front door built it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The plugin locations, in chain order (at least one).
+    pub plugins: Vec<PluginLocation>,
+    /// Plugin settings, over the manifest's shipped ones; every stage sees them.
+    pub plugin_config: Vec<(String, String)>,
+    /// Least time between two checks of a manifest for a new version.
+    pub check_interval: Duration,
+    /// Manifests must be signed by this key, when set.
+    pub public_key: Option<VerifyingKey>,
+    /// Where precompiled plugins are kept; `None`: compile every start.
+    pub cache_dir: Option<PathBuf>,
+    /// Named sinks; `default` takes outputs without a destination.
+    pub sinks: BTreeMap<String, SinkSpec>,
+    /// Where failed records go.
+    pub dlq: SinkSpec,
+    /// Resource limits and retry policy; `limits.batch_size` is the one batch size.
+    pub limits: Limits,
+    /// Path-style S3 addressing (emulators need it).
+    pub s3_path_style: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            plugins: Vec::new(),
+            plugin_config: Vec::new(),
+            check_interval: Duration::from_secs(30),
+            public_key: None,
+            cache_dir: None,
+            sinks: BTreeMap::new(),
+            dlq: SinkSpec::File {
+                path: Some(PathBuf::from("dlq.jsonl")),
+                emit: crate::sinks::Emit::Payload,
+            },
+            limits: Limits::default(),
+            s3_path_style: false,
+        }
+    }
+}
+
+/// A setting that is missing or out of range, named as the user spelled it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{name}: {reason}")]
+pub struct SettingError {
+    /// The flag (`--batch-size`) or environment variable (`PIPELINE_BATCH_SIZE`).
+    pub name: String,
+    /// What is wrong, and what is allowed.
+    pub reason: String,
+}
+
+/// Where a setting must be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Required {
+    /// Everywhere.
+    Always,
+    /// In Lambda (the command line has a default).
+    InLambda,
+    /// Nowhere: the default applies.
+    Never,
+}
+
+/// One row of the settings table.
+pub struct Setting {
+    /// The command-line flag, without `--`; `None`: environment only.
+    pub flag: Option<&'static str>,
+    /// The environment variable.
+    pub env: &'static str,
+    /// The default, as it would be written; `None`: no value.
+    pub default: Option<&'static str>,
+    /// The allowed values, in words.
+    pub bounds: &'static str,
+    /// What it means.
+    pub about: &'static str,
+    /// Whether it must be given.
+    pub required: Required,
+    /// Repeatable: the flag may be given several times, the variable is comma-separated.
+    pub list: bool,
+    apply: fn(&mut Settings, &[String]) -> Result<(), String>,
+}
+
+/// The settings, in the order the README lists them.
+pub static SETTINGS: &[Setting] = &[
+    Setting {
+        flag: Some("plugin"),
+        env: "PIPELINE_PLUGIN",
+        default: None,
+        bounds: "a path, `s3://B/plugins/NAME/` (follows its manifest), `s3://B/…/versions/V.json` or `s3://B/key.wasm`; several make a chain",
+        about: "the plugin(s), in chain order",
+        required: Required::Always,
+        list: true,
+        apply: |s, values| {
+            s.plugins = values
+                .iter()
+                .map(|v| PluginLocation::parse(v))
+                .collect::<Result<_, _>>()?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("config"),
+        env: "PIPELINE_PLUGIN_CONFIG",
+        default: None,
+        bounds: "`key=value`",
+        about: "plugin settings, over the manifest's shipped ones; every stage sees them",
+        required: Required::Never,
+        list: true,
+        apply: |s, values| {
+            s.plugin_config = values
+                .iter()
+                .map(|v| key_value(v))
+                .collect::<Result<_, _>>()?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("check-seconds"),
+        env: "PIPELINE_PLUGIN_CHECK_SECONDS",
+        default: Some("30"),
+        bounds: "0 ..= 86400 (0: before every batch)",
+        about: "least time between two checks of a manifest for a new version",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.check_interval = Duration::from_secs(number(one(values)?, 0, 86_400)?);
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("public-key"),
+        env: "PIPELINE_PLUGIN_PUBLIC_KEY",
+        default: None,
+        bounds: "ed25519 public key, hex or base64",
+        about: "only manifests signed with this key run",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.public_key = Some(verifying_key(one(values)?)?);
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("cache-dir"),
+        env: "PIPELINE_CACHE_DIR",
+        default: Some("/tmp/plugin-cache"),
+        bounds: "a directory, or `off`",
+        about: "where precompiled plugins are kept across starts",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            let value = one(values)?;
+            s.cache_dir = (value != "off").then(|| PathBuf::from(value));
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("sink"),
+        env: "PIPELINE_SINKS",
+        default: None,
+        bounds: "`NAME=SPEC`, SPEC one of `kinesis://STREAM`, `sqs://QUEUE`, `s3://BUCKET/PREFIX` (options `?gzip=true`, `?format=parquet`)",
+        about: "named sinks; `default` takes outputs without a destination",
+        required: Required::Never,
+        list: true,
+        apply: |s, values| {
+            s.sinks.clear();
+            for value in values {
+                let (name, spec) = key_value(value)?;
+                let spec: SinkSpec = spec.parse().map_err(|e: crate::sinks::SinkSpecError| e.to_string())?;
+                if matches!(spec, SinkSpec::File { .. }) {
+                    return Err(format!("{name}: a sink is kinesis://, sqs:// or s3://"));
+                }
+                s.sinks.insert(name, spec);
+            }
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("dlq"),
+        env: "PIPELINE_DLQ",
+        default: Some("dlq.jsonl"),
+        bounds: "`sqs://QUEUE`, `s3://BUCKET/PREFIX`, or (`host run` without sinks) a file",
+        about: "where failed records go, with their error",
+        required: Required::InLambda,
+        list: false,
+        apply: |s, values| {
+            s.dlq = SinkSpec::dead_letters(one(values)?)?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("batch-size"),
+        env: "PIPELINE_BATCH_SIZE",
+        default: Some("1000"),
+        bounds: "1 ..= 100000",
+        about: "records per call into a plugin",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.limits.batch_size = number(one(values)?, 1, 100_000)?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("memory-mib"),
+        env: "PIPELINE_MEMORY_MIB",
+        default: Some("128"),
+        bounds: "1 ..= 4096",
+        about: "memory cap of a plugin instance, MiB",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.limits.memory_bytes = number::<usize>(one(values)?, 1, 4096)? << 20;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("deadline-ms"),
+        env: "PIPELINE_DEADLINE_MS",
+        default: Some("1000"),
+        bounds: "10 ..= 900000",
+        about: "CPU deadline of one call into a plugin, ms",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.limits.deadline = Duration::from_millis(number(one(values)?, 10, 900_000)?);
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("max-output-bytes"),
+        env: "PIPELINE_MAX_OUTPUT_BYTES",
+        default: Some("1048576"),
+        bounds: "1 ..= 67108864",
+        about: "largest payload one output may have",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.limits.max_output_bytes = number(one(values)?, 1, 64 << 20)?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("max-attempts"),
+        env: "PIPELINE_MAX_ATTEMPTS",
+        default: Some("3"),
+        bounds: "1 ..= 20",
+        about: "tries for records with an infrastructure error, and for sink calls",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.limits.max_attempts = number(one(values)?, 1, 20)?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("retry-base-ms"),
+        env: "PIPELINE_RETRY_BASE_MS",
+        default: Some("100"),
+        bounds: "0 ..= 60000",
+        about: "first retry delay, doubled per attempt, plus jitter, ms",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.limits.retry_base_delay = Duration::from_millis(number(one(values)?, 0, 60_000)?);
+            Ok(())
+        },
+    },
+    Setting {
+        flag: None,
+        env: "PIPELINE_S3_PATH_STYLE",
+        default: Some("false"),
+        bounds: "`true` or `false`",
+        about: "path-style S3 addressing, for S3 emulators",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.s3_path_style = match one(values)? {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => return Err(format!("{other:?}: expected true or false")),
+            };
+            Ok(())
+        },
+    },
+];
+
+impl Setting {
+    /// The name a message uses for this setting at `door`.
+    pub fn name_at(&self, door: FrontDoor) -> String {
+        match (door, self.flag) {
+            (FrontDoor::Cli, Some(flag)) => format!("--{flag}"),
+            _ => self.env.to_owned(),
+        }
+    }
+}
+
+impl Settings {
+    /// Resolves every setting of the table. `flags(row)` gives the values typed on the
+    /// command line for a row (empty when none, and always at [`FrontDoor::Lambda`]);
+    /// `env(name)` reads an environment variable.
+    pub fn resolve(
+        door: FrontDoor,
+        flags: impl Fn(&Setting) -> Vec<String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, SettingError> {
+        let mut settings = Settings::default();
+        for row in SETTINGS {
+            let typed = match door {
+                FrontDoor::Cli => flags(row),
+                FrontDoor::Lambda => Vec::new(),
+            };
+            let (values, name) = if !typed.is_empty() {
+                (typed, row.name_at(door))
+            } else if let Some(raw) = env(row.env).filter(|v| !v.trim().is_empty()) {
+                (split(&raw, row.list), row.env.to_owned())
+            } else {
+                let required = match row.required {
+                    Required::Always => true,
+                    Required::InLambda => door == FrontDoor::Lambda,
+                    Required::Never => false,
+                };
+                if required {
+                    return Err(SettingError {
+                        name: row.name_at(door),
+                        reason: "is not set".into(),
+                    });
+                }
+                match row.default {
+                    Some(default) => (vec![default.to_owned()], row.name_at(door)),
+                    None => continue,
+                }
+            };
+            (row.apply)(&mut settings, &values).map_err(|reason| SettingError { name, reason })?;
+        }
+        Ok(settings)
+    }
+
+    /// The settings of the Lambda host, from the process environment.
+    pub fn from_env() -> Result<Self, SettingError> {
+        Self::resolve(FrontDoor::Lambda, |_| Vec::new(), |name| std::env::var(name).ok())
+    }
+}
+
+/// Whether S3 takes path-style addresses, from `PIPELINE_S3_PATH_STYLE` alone (for
+/// commands that read no other setting, as `host publish`).
+pub fn s3_path_style_from_env() -> Result<bool, SettingError> {
+    let mut settings = Settings::default();
+    for row in SETTINGS.iter().filter(|r| r.env == "PIPELINE_S3_PATH_STYLE") {
+        if let Some(raw) = std::env::var(row.env).ok().filter(|v| !v.trim().is_empty()) {
+            (row.apply)(&mut settings, &split(&raw, row.list)).map_err(|reason| SettingError {
+                name: row.env.to_owned(),
+                reason,
+            })?;
+        }
+    }
+    Ok(settings.s3_path_style)
+}
+
+/// The README's table of settings, generated from [`SETTINGS`].
+pub fn markdown_table() -> String {
+    let mut table = String::from(
+        "| flag | variable | default | allowed | meaning |\n|---|---|---|---|---|\n",
+    );
+    for row in SETTINGS {
+        let flag = row.flag.map_or_else(|| "—".to_owned(), |f| format!("`--{f}`"));
+        let default = match (row.required, row.default) {
+            (Required::Always, _) => "required".to_owned(),
+            (Required::InLambda, Some(d)) => format!("`{d}` (required in Lambda)"),
+            (_, Some(d)) => format!("`{d}`"),
+            (_, None) => "none".to_owned(),
+        };
+        let repeat = if row.list {
+            " (repeat the flag; comma-separated in the variable)"
+        } else {
+            ""
+        };
+        table.push_str(&format!(
+            "| {flag} | `{}` | {default} | {} | {}{repeat} |\n",
+            row.env, row.bounds, row.about
+        ));
+    }
+    table
+}
+
+fn split(raw: &str, list: bool) -> Vec<String> {
+    if !list {
+        return vec![raw.trim().to_owned()];
+    }
+    raw.split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn one(values: &[String]) -> Result<&str, String> {
+    match values {
+        [value] => Ok(value.trim()),
+        _ => Err(format!("expected one value, got {}", values.len())),
+    }
+}
+
+fn key_value(raw: &str) -> Result<(String, String), String> {
+    match raw.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("expected name=value, got {raw:?}")),
+    }
+}
+
+fn number<T>(raw: &str, min: T, max: T) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    T::Err: std::fmt::Display,
+{
+    let value: T = raw.parse().map_err(|e| format!("{raw:?}: {e}"))?;
+    if value < min || value > max {
+        return Err(format!("{value} is outside {min} ..= {max}"));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn lambda(pairs: &[(&str, &str)]) -> Result<Settings, SettingError> {
+        Settings::resolve(FrontDoor::Lambda, |_| Vec::new(), env(pairs))
+    }
+
+    #[test]
+    fn reads_a_full_configuration() {
+        let settings = lambda(&[
+            ("PIPELINE_PLUGIN", "s3://plugins/enrich.wasm"),
+            ("PIPELINE_PLUGIN_CONFIG", "currency=USD, region=eu"),
+            (
+                "PIPELINE_SINKS",
+                "default=kinesis://out?gzip=true,audit=s3://lake/audit",
+            ),
+            ("PIPELINE_DLQ", "sqs://dlq"),
+            ("PIPELINE_BATCH_SIZE", "250"),
+        ])
+        .expect("valid");
+        assert_eq!(settings.plugin_config[1], ("region".into(), "eu".into()));
+        assert_eq!(
+            settings.sinks["default"],
+            SinkSpec::Kinesis {
+                stream: "out".into(),
+                gzip: true
+            }
+        );
+        assert_eq!(settings.limits.batch_size, 250);
+        assert_eq!(settings.plugins.len(), 1);
+        assert_eq!(settings.check_interval, Duration::from_secs(30));
+        assert_eq!(settings.cache_dir, Some(PathBuf::from("/tmp/plugin-cache")));
+        assert_eq!(settings.public_key, None);
+        assert!(!settings.s3_path_style);
+    }
+
+    #[test]
+    fn reads_a_chain_of_followed_plugins() {
+        let public = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+        let settings = lambda(&[
+            (
+                "PIPELINE_PLUGIN",
+                "s3://plugins/plugins/validate/, s3://plugins/plugins/enrich/versions/0.2.0.json",
+            ),
+            ("PIPELINE_DLQ", "sqs://dlq"),
+            ("PIPELINE_PLUGIN_CHECK_SECONDS", "0"),
+            ("PIPELINE_CACHE_DIR", "off"),
+            ("PIPELINE_PLUGIN_PUBLIC_KEY", public),
+        ])
+        .expect("valid");
+        assert_eq!(
+            settings.plugins,
+            [
+                PluginLocation::S3Manifest {
+                    bucket: "plugins".into(),
+                    key: "plugins/validate/manifest.json".into()
+                },
+                PluginLocation::S3Manifest {
+                    bucket: "plugins".into(),
+                    key: "plugins/enrich/versions/0.2.0.json".into()
+                }
+            ]
+        );
+        assert_eq!(settings.check_interval, Duration::ZERO);
+        assert_eq!(settings.cache_dir, None);
+        assert!(settings.public_key.is_some());
+    }
+
+    #[test]
+    fn errors_name_the_variable_or_the_flag() {
+        let err = lambda(&[("PIPELINE_DLQ", "sqs://dlq")]).expect_err("no plugin");
+        assert_eq!(err.name, "PIPELINE_PLUGIN");
+        let err = lambda(&[("PIPELINE_PLUGIN", "p.wasm")]).expect_err("no DLQ in Lambda");
+        assert_eq!(err.name, "PIPELINE_DLQ");
+        let base = [("PIPELINE_PLUGIN", "p.wasm"), ("PIPELINE_DLQ", "sqs://dlq")];
+        let with = |extra: (&'static str, &'static str)| {
+            let mut pairs = base.to_vec();
+            pairs.push(extra);
+            lambda(&pairs).expect_err("bad").name
+        };
+        for (variable, bad) in [
+            ("PIPELINE_BATCH_SIZE", "lots"),
+            ("PIPELINE_BATCH_SIZE", "0"),
+            // Would wrap to 1 through `as u32`.
+            ("PIPELINE_MAX_ATTEMPTS", "4294967297"),
+            ("PIPELINE_MEMORY_MIB", "5000"),
+            ("PIPELINE_DEADLINE_MS", "5"),
+            ("PIPELINE_MAX_OUTPUT_BYTES", "0"),
+            ("PIPELINE_RETRY_BASE_MS", "60001"),
+            ("PIPELINE_PLUGIN_CHECK_SECONDS", "-1"),
+            ("PIPELINE_PLUGIN_PUBLIC_KEY", "not-a-key"),
+            ("PIPELINE_SINKS", "default=ftp://x"),
+            ("PIPELINE_DLQ", "kinesis://x"),
+            ("PIPELINE_S3_PATH_STYLE", "yes"),
+        ] {
+            assert_eq!(with((variable, bad)), variable, "{variable}={bad}");
+        }
+        // The command line names the flag it was given by.
+        let err = Settings::resolve(
+            FrontDoor::Cli,
+            |row| match row.flag {
+                Some("plugin") => vec!["p.wasm".into()],
+                Some("max-attempts") => vec!["21".into()],
+                _ => Vec::new(),
+            },
+            env(&[]),
+        )
+        .expect_err("too many attempts");
+        assert_eq!(err.to_string(), "--max-attempts: 21 is outside 1 ..= 20");
+    }
+
+    #[test]
+    fn the_command_line_falls_back_to_the_environment_then_the_defaults() {
+        let settings = Settings::resolve(
+            FrontDoor::Cli,
+            |row| match row.flag {
+                Some("plugin") => vec!["a.wasm".into(), "b.wasm".into()],
+                Some("batch-size") => vec!["7".into()],
+                _ => Vec::new(),
+            },
+            env(&[("PIPELINE_BATCH_SIZE", "9"), ("PIPELINE_MAX_ATTEMPTS", "5")]),
+        )
+        .expect("valid");
+        assert_eq!(settings.plugins.len(), 2);
+        assert_eq!(settings.limits.batch_size, 7, "a flag beats the variable");
+        assert_eq!(settings.limits.max_attempts, 5);
+        assert_eq!(settings.dlq, Settings::default().dlq);
+        assert_eq!(settings.limits.validate(), Ok(()));
+    }
+
+    #[test]
+    fn every_default_is_accepted_by_its_own_parser() {
+        for row in SETTINGS {
+            if let Some(default) = row.default {
+                let mut settings = Settings::default();
+                (row.apply)(&mut settings, &[default.to_owned()])
+                    .unwrap_or_else(|e| panic!("{}: default {default:?}: {e}", row.env));
+            }
+        }
+        assert_eq!(Settings::default().limits.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_readme_lists_every_setting_as_the_table_does() {
+        let readme = include_str!("../../README.md");
+        let table = markdown_table();
+        assert!(
+            readme.contains(&table),
+            "README.md's settings table differs from settings::SETTINGS; it should read:\n{table}"
+        );
+    }
+}

@@ -1,0 +1,319 @@
+//! Dead-letter queues read back, for `host reprocess`: an SQS queue or an S3 prefix of
+//! JSON-lines objects. Only entries written before the run started are taken (entries
+//! this run writes are left for the next one, so a record that fails again is not
+//! looped on). An entry is settled by its verdict: gone once its record is delivered,
+//! dropped or dead-lettered anew; kept where it is when the record must be retried.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::SystemTime;
+
+use super::{Decoded, Item, Source, SourceError};
+use crate::aws::{AwsClients, AwsError};
+use crate::config::RetryPolicy;
+use crate::dlq::DlqEntry;
+use crate::record::Verdict;
+
+/// The time a reprocessing run started, as DLQ entries write theirs.
+fn now_stamp() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// The original record of an entry this run may take, or `None` (logged) for a line that
+/// is not an entry, is newer than the run, or cannot be decoded.
+fn original(text: &str, started: &str) -> Option<Decoded> {
+    match serde_json::from_str::<DlqEntry>(text) {
+        Ok(entry) if entry.failed_at.as_str() < started => match entry.original() {
+            Ok(record) => Some(Ok(record)),
+            Err(e) => {
+                tracing::error!(error = %e, "a DLQ entry's payload is not valid base64; left in place");
+                None
+            }
+        },
+        Ok(_) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "not a DLQ entry; left in place");
+            None
+        }
+    }
+}
+
+/// An SQS dead-letter queue: items are messages, known by their receipt handles.
+pub struct QueueDlq {
+    aws: AwsClients,
+    url: String,
+    started: String,
+    seen: HashSet<String>,
+    drained: bool,
+}
+
+impl QueueDlq {
+    /// Opens the queue named `queue`.
+    pub async fn open(aws: &AwsClients, queue: &str) -> Result<Self, SourceError> {
+        let started = now_stamp();
+        Ok(Self {
+            url: aws.queue_url(queue).await?,
+            aws: aws.clone(),
+            started,
+            seen: HashSet::new(),
+            drained: false,
+        })
+    }
+
+    /// Makes a received message visible again at once (it stays in the queue).
+    async fn release(&self, handle: &str) -> Result<(), AwsError> {
+        self.aws
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(handle)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .map_err(|e| AwsError::of(format!("releasing an entry of {}", self.url), &e))?;
+        Ok(())
+    }
+}
+
+impl Source for QueueDlq {
+    type Id = String;
+
+    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Item<String>>>, SourceError> {
+        while !self.drained {
+            let response = self
+                .aws
+                .sqs
+                .receive_message()
+                .queue_url(&self.url)
+                .max_number_of_messages(max.clamp(1, 10) as i32)
+                .visibility_timeout(300)
+                .send()
+                .await
+                .map_err(|e| AwsError::of(format!("--from {}", self.url), &e))?;
+            if response.messages().is_empty() {
+                self.drained = true;
+                break;
+            }
+            let mut fresh = false;
+            let mut items = Vec::new();
+            for message in response.messages() {
+                let Some(handle) = message.receipt_handle() else {
+                    continue;
+                };
+                let id = message.message_id().unwrap_or(handle).to_owned();
+                if !self.seen.insert(id) {
+                    // Received again (this receive hid it): give it back.
+                    self.release(handle).await?;
+                    continue;
+                }
+                fresh = true;
+                match message.body().and_then(|body| original(body, &self.started)) {
+                    Some(decoded) => items.push(Item {
+                        id: handle.to_owned(),
+                        decoded,
+                    }),
+                    None => self.release(handle).await?,
+                }
+            }
+            if !fresh {
+                // Only entries already seen came back: everything there was is handled.
+                self.drained = true;
+                break;
+            }
+            if !items.is_empty() {
+                return Ok(Some(items));
+            }
+        }
+        Ok(None)
+    }
+
+    fn redelivers(&self) -> bool {
+        true
+    }
+
+    async fn settle(&mut self, settled: Vec<(String, Verdict)>) -> Result<(), SourceError> {
+        for (handle, verdict) in settled {
+            if matches!(verdict, Verdict::Retry(_)) {
+                self.release(&handle).await?;
+                continue;
+            }
+            self.aws
+                .sqs
+                .delete_message()
+                .queue_url(&self.url)
+                .receipt_handle(&handle)
+                .send()
+                .await
+                .map_err(|e| {
+                    AwsError::of(format!("deleting a reprocessed entry from {}", self.url), &e)
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// An S3 dead-letter prefix: items are the lines of its objects, one object at a time.
+/// Once every taken line of an object is settled, the lines to keep (not taken, or to be
+/// retried) are written to a new object and then the old one is deleted.
+pub struct BucketDlq {
+    aws: AwsClients,
+    bucket: String,
+    prefix: String,
+    started: String,
+    keys: VecDeque<String>,
+    open: Option<OpenObject>,
+}
+
+struct OpenObject {
+    key: String,
+    lines: Vec<String>,
+    /// Taken lines not yet handed out, by index into `lines`.
+    taken: VecDeque<(usize, Decoded)>,
+    /// Handed out, not yet settled.
+    outstanding: usize,
+    /// Settled as finished (their lines go).
+    done: HashSet<usize>,
+}
+
+/// Retries for rewriting a DLQ object.
+const REWRITE_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    base_delay: std::time::Duration::from_millis(100),
+};
+
+impl BucketDlq {
+    /// Lists the objects under `s3://bucket/prefix` (as of now).
+    pub async fn open(aws: &AwsClients, bucket: &str, prefix: &str) -> Result<Self, SourceError> {
+        let started = now_stamp();
+        let mut keys = VecDeque::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = aws
+                .s3
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::of(format!("--from s3://{bucket}/{prefix}"), &e))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+            match page.next_continuation_token() {
+                Some(next) => token = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        Ok(Self {
+            aws: aws.clone(),
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            started,
+            keys,
+            open: None,
+        })
+    }
+
+    /// Reads the next object with entries to take.
+    async fn open_next(&mut self) -> Result<Option<OpenObject>, SourceError> {
+        while let Some(key) = self.keys.pop_front() {
+            let body = self.aws.object_bytes(&self.bucket, &key).await?;
+            let Ok(text) = std::str::from_utf8(&body) else {
+                tracing::error!(bucket = %self.bucket, %key, "a DLQ object that is not UTF-8; left in place");
+                continue;
+            };
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+                .collect();
+            let taken: VecDeque<(usize, Decoded)> = lines
+                .iter()
+                .enumerate()
+                .filter_map(|(i, line)| original(line, &self.started).map(|item| (i, item)))
+                .collect();
+            if !taken.is_empty() {
+                return Ok(Some(OpenObject {
+                    key,
+                    lines,
+                    taken,
+                    outstanding: 0,
+                    done: HashSet::new(),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes the lines to keep to a new object, then deletes the old one.
+    async fn rewrite(&self, object: OpenObject) -> Result<(), SourceError> {
+        let keep: Vec<&str> = object
+            .lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !object.done.contains(i))
+            .map(|(_, l)| l.as_str())
+            .collect();
+        if !keep.is_empty() {
+            let body = keep.join("\n").into_bytes();
+            self.aws
+                .put_new_object(&self.bucket, &self.prefix, "jsonl", body, REWRITE_RETRY)
+                .await?;
+        }
+        self.aws
+            .s3
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&object.key)
+            .send()
+            .await
+            .map_err(|e| AwsError::of(format!("deleting s3://{}/{}", self.bucket, object.key), &e))?;
+        Ok(())
+    }
+}
+
+impl Source for BucketDlq {
+    type Id = usize;
+
+    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Item<usize>>>, SourceError> {
+        if self.open.is_none() {
+            self.open = self.open_next().await?;
+        }
+        let Some(object) = &mut self.open else {
+            return Ok(None);
+        };
+        let count = object.taken.len().min(max);
+        let batch: Vec<Item<usize>> = object
+            .taken
+            .drain(..count)
+            .map(|(id, decoded)| Item { id, decoded })
+            .collect();
+        object.outstanding += batch.len();
+        Ok(Some(batch))
+    }
+
+    fn redelivers(&self) -> bool {
+        true
+    }
+
+    async fn settle(&mut self, settled: Vec<(usize, Verdict)>) -> Result<(), SourceError> {
+        let Some(object) = &mut self.open else {
+            return Ok(());
+        };
+        for (line, verdict) in settled {
+            object.outstanding = object.outstanding.saturating_sub(1);
+            if !matches!(verdict, Verdict::Retry(_)) {
+                object.done.insert(line);
+            }
+        }
+        if object.taken.is_empty()
+            && object.outstanding == 0
+            && let Some(object) = self.open.take()
+        {
+            self.rewrite(object).await?;
+        }
+        Ok(())
+    }
+}

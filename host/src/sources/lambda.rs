@@ -1,0 +1,141 @@
+//! One Lambda event (Kinesis, SQS, DynamoDB Streams, Firehose, direct) as a source. Its
+//! settle step collects the verdicts by item id and its answer is the event source's own:
+//! `batchItemFailures` naming the items to retry, the Firehose records (outputs joined by
+//! newlines), or the run's summary for a direct invocation.
+
+use aws_lambda_events::event::firehose::{KinesisFirehoseResponse, KinesisFirehoseResponseRecord};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
+use aws_lambda_events::event::streams::{
+    DynamoDbBatchItemFailure, DynamoDbEventResponse, KinesisBatchItemFailure, KinesisEventResponse,
+};
+use serde_json::Value;
+
+use super::{DecodedEvent, EventItem, EventKind, Item, Source, SourceError};
+use crate::record::Verdict;
+
+/// The items of one Lambda event, and the verdicts they settled with.
+pub struct LambdaEvent {
+    kind: EventKind,
+    pending: std::vec::IntoIter<EventItem>,
+    settled: Vec<(String, Verdict)>,
+}
+
+impl LambdaEvent {
+    /// The source over a decoded event's items (an S3 notification has none: its
+    /// objects are an [`super::ObjectSource`]).
+    pub fn new(event: DecodedEvent) -> Self {
+        Self {
+            kind: event.kind,
+            settled: Vec::with_capacity(event.items.len()),
+            pending: event.items.into_iter(),
+        }
+    }
+
+    /// Which event source sent it.
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
+
+    /// The answer to the invocation, in the event source's terms; `summary` answers a
+    /// direct invocation.
+    pub fn response(self, summary: Value) -> Result<Value, serde_json::Error> {
+        let retry_ids = || {
+            self.settled
+                .iter()
+                .filter(|(_, v)| matches!(v, Verdict::Retry(_)))
+                .map(|(id, _)| id.clone())
+        };
+        // The response types are `#[non_exhaustive]`: built from `Default`, field by field.
+        match self.kind {
+            EventKind::Sqs => {
+                let mut response = SqsBatchResponse::default();
+                for id in retry_ids() {
+                    let mut failure = BatchItemFailure::default();
+                    failure.item_identifier = id;
+                    response.batch_item_failures.push(failure);
+                }
+                serde_json::to_value(response)
+            }
+            EventKind::Kinesis => {
+                let mut response = KinesisEventResponse::default();
+                for id in retry_ids() {
+                    let mut failure = KinesisBatchItemFailure::default();
+                    failure.item_identifier = Some(id);
+                    response.batch_item_failures.push(failure);
+                }
+                serde_json::to_value(response)
+            }
+            EventKind::Dynamodb => {
+                let mut response = DynamoDbEventResponse::default();
+                for id in retry_ids() {
+                    let mut failure = DynamoDbBatchItemFailure::default();
+                    failure.item_identifier = Some(id);
+                    response.batch_item_failures.push(failure);
+                }
+                serde_json::to_value(response)
+            }
+            EventKind::Firehose => serde_json::to_value(firehose_response(self.settled)),
+            EventKind::Direct | EventKind::S3 => Ok(summary),
+        }
+    }
+}
+
+/// One response record per input record: `Ok` with the outputs' payloads joined by
+/// newlines, `Dropped`, or `ProcessingFailed` (dead-lettered: also when the response
+/// sink refused it at the 6 MB limit).
+fn firehose_response(settled: Vec<(String, Verdict)>) -> KinesisFirehoseResponse {
+    let records = settled
+        .into_iter()
+        .map(|(id, verdict)| {
+            let (result, data) = match verdict {
+                Verdict::Delivered(outputs) => {
+                    let data = outputs
+                        .iter()
+                        .map(|o| &o.payload[..])
+                        .collect::<Vec<_>>()
+                        .join(&b"\n"[..]);
+                    ("Ok", data)
+                }
+                Verdict::Dropped => ("Dropped", Vec::new()),
+                Verdict::DeadLettered(_) | Verdict::Retry(_) => ("ProcessingFailed", Vec::new()),
+            };
+            let mut record = KinesisFirehoseResponseRecord::default();
+            record.record_id = Some(id);
+            record.result = Some(result.to_owned());
+            *record.data = data;
+            record
+        })
+        .collect();
+    let mut response = KinesisFirehoseResponse::default();
+    response.records = records;
+    response
+}
+
+impl Source for LambdaEvent {
+    type Id = String;
+
+    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Item<String>>>, SourceError> {
+        let batch: Vec<Item<String>> = self
+            .pending
+            .by_ref()
+            .take(max)
+            .map(|item| Item {
+                id: item.id,
+                decoded: item.decoded,
+            })
+            .collect();
+        Ok((!batch.is_empty()).then_some(batch))
+    }
+
+    fn redelivers(&self) -> bool {
+        matches!(
+            self.kind,
+            EventKind::Kinesis | EventKind::Sqs | EventKind::Dynamodb
+        )
+    }
+
+    async fn settle(&mut self, settled: Vec<(String, Verdict)>) -> Result<(), SourceError> {
+        self.settled.extend(settled);
+        Ok(())
+    }
+}
