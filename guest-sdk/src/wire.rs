@@ -20,12 +20,7 @@ pub use bindings::pipeline::plugin::types::{
     Error as WireError, InputBatch, OutputBatch, PluginInfo, RecordFailure,
 };
 
-/// Offset of an absent optional span (see `wit/plugin.wit`).
-pub(crate) const NONE: u32 = u32::MAX;
-/// Words per entry of the tables (see `wit/plugin.wit`).
-pub(crate) const RECORD_WORDS: usize = 6;
-pub(crate) const ATTRIBUTE_WORDS: usize = 4;
-const OUTPUT_WORDS: usize = 8;
+pub(crate) use wire_layout::{ATTRIBUTE_WORDS, NONE, OUTPUT_WORDS, RECORD_WORDS, RESULT_WORDS};
 
 /// The bytes at `offset..offset + len`, or `None` if the span is outside `bytes`.
 pub(crate) fn slice(bytes: &[u8], offset: u32, len: u32) -> Option<&[u8]> {
@@ -60,7 +55,7 @@ impl OutputBuilder {
                 bytes: Vec::with_capacity(bytes + bytes / 4),
                 outputs: Vec::with_capacity(records * OUTPUT_WORDS),
                 attributes: Vec::new(),
-                results: Vec::with_capacity(records * 2),
+                results: Vec::with_capacity(records * RESULT_WORDS),
                 failures: Vec::new(),
             },
         }
@@ -107,7 +102,7 @@ impl OutputBuilder {
         match result {
             Ok(outputs) => outputs.for_each_output(|o| self.push_output(o)),
             Err(e) => {
-                let record = (self.batch.results.len() / 2) as u32;
+                let record = (self.batch.results.len() / RESULT_WORDS) as u32;
                 self.batch.failures.push(RecordFailure {
                     index: record,
                     error: e.into(),

@@ -121,7 +121,7 @@ pub static SETTINGS: &[Setting] = &[
         apply: |s, values| {
             s.plugins = values
                 .iter()
-                .map(|v| PluginLocation::parse(v))
+                .map(|v| PluginLocation::parse(v).map_err(|e| e.to_string()))
                 .collect::<Result<_, _>>()?;
             Ok(())
         },
@@ -164,7 +164,7 @@ pub static SETTINGS: &[Setting] = &[
         required: Required::Never,
         list: false,
         apply: |s, values| {
-            s.public_key = Some(verifying_key(one(values)?)?);
+            s.public_key = Some(verifying_key(one(values)?).map_err(|e| e.to_string())?);
             Ok(())
         },
     },
@@ -212,7 +212,7 @@ pub static SETTINGS: &[Setting] = &[
         required: Required::InLambda,
         list: false,
         apply: |s, values| {
-            s.dlq = SinkSpec::dead_letters(one(values)?)?;
+            s.dlq = SinkSpec::dead_letters(one(values)?).map_err(|e| e.to_string())?;
             Ok(())
         },
     },

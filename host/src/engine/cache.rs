@@ -78,7 +78,7 @@ impl ArtifactCache {
             Lookup::Rejected(format!("{}: {reason}", path.display()))
         };
         if let Err(reason) = check_file(&path, &crc) {
-            return rejected(reason);
+            return rejected(reason.to_string());
         }
         // SAFETY: the file is exactly what `store` wrote from `Component::serialize` of
         // this engine's configuration (its CRC-32 checked above; the name carries the
@@ -92,10 +92,14 @@ impl ArtifactCache {
 
     /// Stores `component`'s artifact: written to a temporary file, then renamed, so a
     /// reader sees a whole entry or none.
-    pub fn store(&self, module_sha256: &str, component: &Component) -> Result<PathBuf, String> {
+    pub fn store(
+        &self,
+        module_sha256: &str,
+        component: &Component,
+    ) -> Result<PathBuf, CacheError> {
         let artifact = component
             .serialize()
-            .map_err(|e| format!("cannot serialize: {e:#}"))?;
+            .map_err(|e| CacheError::Serialize(format!("{e:#}")))?;
         let path = self.dir.join(format!(
             "{}{:08x}.cwasm",
             self.stem(module_sha256),
@@ -104,37 +108,68 @@ impl ArtifactCache {
         if let Some((old, _)) = self.entry(module_sha256) {
             let _ = std::fs::remove_file(old);
         }
-        let mut file = tempfile::NamedTempFile::new_in(&self.dir)
-            .map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| CacheError::Io { path, source }
+        };
+        let mut file = tempfile::NamedTempFile::new_in(&self.dir).map_err(io(&self.dir))?;
         file.write_all(&artifact)
             .and_then(|()| file.as_file().sync_data())
-            .map_err(|e| format!("{}: {e}", file.path().display()))?;
-        file.persist(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(io(file.path()))?;
+        file.persist(&path).map_err(|e| io(&path)(e.error))?;
         Ok(path)
     }
+}
+
+/// A cache entry that cannot be written, or one that failed its checks.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// wasmtime could not serialize the compiled component.
+    #[error("cannot serialize: {0}")]
+    Serialize(String),
+    /// The file system refused.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The entry is not what its name says.
+    #[error("{0}")]
+    Damaged(&'static str),
+    /// The name carries no readable checksum.
+    #[error("bad checksum in the name: {0:?}")]
+    BadName(String),
 }
 
 /// Checks a cache file against the CRC-32 its name carries. The file is mapped, not
 /// read: its pages are already in the page cache, and mapping them costs a few faults
 /// instead of a copy.
-fn check_file(path: &Path, crc: &str) -> Result<(), String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+fn check_file(path: &Path, crc: &str) -> Result<(), CacheError> {
+    let io = |source| CacheError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
     // SAFETY: a read-only private mapping of a file in a directory only this process
     // writes (entries are replaced by rename, never written in place).
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("cannot map: {e}"))?;
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
     check(&map, crc)
 }
 
 /// Whether `artifact` has the CRC-32 (8 hex digits) `crc`.
-fn check(artifact: &[u8], crc: &str) -> Result<(), String> {
+fn check(artifact: &[u8], crc: &str) -> Result<(), CacheError> {
     let expected =
-        u32::from_str_radix(crc, 16).map_err(|_| format!("bad checksum in the name: {crc:?}"))?;
+        u32::from_str_radix(crc, 16).map_err(|_| CacheError::BadName(crc.to_owned()))?;
     if artifact.is_empty() {
-        return Err("empty (truncated)".into());
+        return Err(CacheError::Damaged("empty (truncated)"));
     }
     if crc32fast::hash(artifact) != expected {
-        return Err("checksum mismatch (damaged or truncated)".into());
+        return Err(CacheError::Damaged(
+            "checksum mismatch (damaged or truncated)",
+        ));
     }
     Ok(())
 }
@@ -147,20 +182,32 @@ mod tests {
     fn a_whole_entry_passes_and_any_damage_is_caught() {
         let good = b"artifact bytes".to_vec();
         let crc = format!("{:08x}", crc32fast::hash(&good));
-        assert_eq!(check(&good, &crc), Ok(()));
+        assert!(check(&good, &crc).is_ok());
         let mut flipped = good.clone();
         flipped[3] ^= 1;
         assert!(
             check(&flipped, &crc)
                 .expect_err("flipped")
+                .to_string()
                 .contains("checksum")
         );
         assert!(
             check(&good[..good.len() - 1], &crc)
                 .expect_err("short")
+                .to_string()
                 .contains("checksum")
         );
-        assert!(check(b"", &crc).expect_err("empty").contains("empty"));
-        assert!(check(&good, "zz").expect_err("name").contains("name"));
+        assert!(
+            check(b"", &crc)
+                .expect_err("empty")
+                .to_string()
+                .contains("empty")
+        );
+        assert!(
+            check(&good, "zz")
+                .expect_err("name")
+                .to_string()
+                .contains("name")
+        );
     }
 }

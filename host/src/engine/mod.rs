@@ -5,6 +5,15 @@
 //! pre-instantiated); instances are made from it by the [`Runner`], which owns the
 //! per-batch call, the trap handling and the retries; a [`Chain`] runs several runners
 //! in a row.
+//!
+//! # Layout
+//! - `mod.rs`: [`Engine`] (compiler settings, linker, epoch ticker) and [`Plugin`].
+//! - `sandbox.rs`: what an instance may touch: WASI with nothing granted, the memory cap,
+//!   the host's log and metric imports.
+//! - `wire.rs`: packing records into the batch encoding and checking the answer.
+//! - `runner.rs`: one call per batch, trap isolation by bisection, retries.
+//! - `chain.rs`: several runners in a row, one outcome per input record.
+//! - `cache.rs`: precompiled artifacts on disk, checked before use.
 
 mod cache;
 mod chain;
@@ -21,7 +30,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Store};
 
-pub use cache::{ArtifactCache, Lookup};
+pub use cache::{ArtifactCache, CacheError, Lookup};
 pub use chain::{Chain, StageStats};
 pub use runner::{Metrics, Runner};
 pub(crate) use sandbox::StoreState;

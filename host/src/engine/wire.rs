@@ -8,10 +8,7 @@ use bytes::Bytes;
 use super::bindings::pipeline::plugin::types::{Error as WireError, InputBatch, OutputBatch};
 use crate::record::{Output, Record};
 
-/// Offset of an absent optional span.
-const NONE: u32 = u32::MAX;
-const OUTPUT_WORDS: usize = 8;
-const ATTRIBUTE_WORDS: usize = 4;
+use wire_layout::{ATTRIBUTE_WORDS, MAX_BATCH_BYTES, NONE, OUTPUT_WORDS, RECORD_WORDS, RESULT_WORDS};
 
 /// Reusable buffers for packing input batches (no allocation per batch once warm).
 pub(crate) struct Packer {
@@ -74,16 +71,11 @@ impl Packer {
                     .extend_from_slice(&[name[0], name[1], value[0], value[1]]);
             }
             let count = record.attributes.len() as u32;
-            batch.records.extend_from_slice(&[
-                key_offset,
-                key_len,
-                payload_offset,
-                payload_len,
-                first,
-                count,
-            ]);
+            let words: [u32; RECORD_WORDS] =
+                [key_offset, key_len, payload_offset, payload_len, first, count];
+            batch.records.extend_from_slice(&words);
         }
-        if batch.bytes.len() >= NONE as usize {
+        if batch.bytes.len() >= MAX_BATCH_BYTES {
             return Err(BatchTooLarge {
                 bytes: batch.bytes.len(),
             });
@@ -168,17 +160,17 @@ pub(crate) fn unpack(
     expected: usize,
     max_output_bytes: usize,
 ) -> Result<Vec<PluginResult>, ContractViolation> {
-    if batch.results.len() != expected * 2 {
+    if batch.results.len() != expected * RESULT_WORDS {
         return Err(ContractViolation(format!(
             "{} results for {expected} records",
-            batch.results.len() / 2
+            batch.results.len() / RESULT_WORDS
         )));
     }
     let reader = Reader {
         bytes: Bytes::from(batch.bytes),
     };
     let mut results = Vec::with_capacity(expected);
-    for result in batch.results.chunks_exact(2) {
+    for result in batch.results.chunks_exact(RESULT_WORDS) {
         let mut outputs = Vec::with_capacity(result[1] as usize);
         let mut too_large = None;
         for o in entries(&batch.outputs, result[0], result[1], OUTPUT_WORDS, "output")?

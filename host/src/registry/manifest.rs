@@ -160,22 +160,37 @@ pub fn world_supported(world: &str) -> bool {
     }
 }
 
+/// A key that cannot be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// Not hex, not base64.
+    #[error("neither hex nor base64")]
+    Encoding,
+    /// The wrong number of bytes.
+    #[error("{0} bytes, an ed25519 key has 32")]
+    Length(usize),
+    /// 32 bytes that are not a point of the curve.
+    #[error("not an ed25519 public key: {0}")]
+    NotAPublicKey(String),
+}
+
 /// Reads an ed25519 key (32 bytes, hex or base64), as configured or kept in a file.
-pub fn key_bytes(text: &str) -> Result<[u8; 32], String> {
+pub fn key_bytes(text: &str) -> Result<[u8; 32], KeyError> {
     let text = text.trim();
     let bytes = hex::decode(text)
         .ok()
         .or_else(|| BASE64.decode(text).ok())
-        .ok_or("neither hex nor base64")?;
+        .ok_or(KeyError::Encoding)?;
     bytes
         .try_into()
-        .map_err(|b: Vec<u8>| format!("{} bytes, an ed25519 key has 32", b.len()))
+        .map_err(|b: Vec<u8>| KeyError::Length(b.len()))
 }
 
 /// Reads an ed25519 public key (32 bytes, hex or base64).
-pub fn verifying_key(text: &str) -> Result<VerifyingKey, String> {
+pub fn verifying_key(text: &str) -> Result<VerifyingKey, KeyError> {
     VerifyingKey::from_bytes(&key_bytes(text)?)
-        .map_err(|e| format!("not an ed25519 public key: {e}"))
+        .map_err(|e| KeyError::NotAPublicKey(e.to_string()))
 }
 
 #[cfg(test)]

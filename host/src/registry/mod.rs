@@ -13,6 +13,12 @@
 //! The module is written before any manifest naming it, so a reader never finds a
 //! manifest pointing at a missing module. A host configured with the prefix follows
 //! `manifest.json`; configured with `versions/<version>.json` it stays on that version.
+//!
+//! # Layout
+//! - `mod.rs`: [`PluginLocation`] and [`LoadError`].
+//! - `manifest.rs`: the manifest, its checks (contract version, sha256, signature), keys.
+//! - `source.rs`: one configured location: load at start, check for a new version.
+//! - `publish.rs`: `host publish` and rollback.
 
 mod manifest;
 pub mod publish;
@@ -21,7 +27,7 @@ mod source;
 use std::path::PathBuf;
 
 pub use manifest::{
-    Manifest, ManifestError, key_bytes, sha256_hex, verifying_key, world_supported,
+    KeyError, Manifest, ManifestError, key_bytes, sha256_hex, verifying_key, world_supported,
 };
 pub use source::{Loaded, PluginSource, SourceSettings, Timings, load_file};
 
@@ -49,16 +55,21 @@ pub enum PluginLocation {
     },
 }
 
+/// A plugin location that is not one.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?}: expected s3://BUCKET/KEY or s3://BUCKET/PREFIX/")]
+pub struct LocationError(String);
+
 impl PluginLocation {
     /// Parses `s3://bucket/prefix/`, `s3://bucket/….json`, `s3://bucket/….wasm` or a path.
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, LocationError> {
         let Some(rest) = raw.strip_prefix("s3://") else {
             return Ok(Self::File(PathBuf::from(raw)));
         };
         let (bucket, key) = rest
             .split_once('/')
             .filter(|(b, k)| !b.is_empty() && !k.is_empty())
-            .ok_or_else(|| format!("{raw:?}: expected s3://BUCKET/KEY or s3://BUCKET/PREFIX/"))?;
+            .ok_or_else(|| LocationError(raw.to_owned()))?;
         let bucket = bucket.to_owned();
         Ok(if key.ends_with('/') {
             Self::S3Manifest {

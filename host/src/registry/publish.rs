@@ -21,15 +21,20 @@ pub struct Prefix {
     pub prefix: String,
 }
 
-impl std::str::FromStr for Prefix {
-    type Err = String;
+/// A plugin prefix that is not one.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?}: expected s3://BUCKET/PREFIX/")]
+pub struct PrefixError(String);
 
-    fn from_str(raw: &str) -> Result<Self, String> {
+impl std::str::FromStr for Prefix {
+    type Err = PrefixError;
+
+    fn from_str(raw: &str) -> Result<Self, PrefixError> {
         let (bucket, prefix) = raw
             .strip_prefix("s3://")
             .and_then(|rest| rest.split_once('/'))
             .filter(|(b, p)| !b.is_empty() && !p.trim_matches('/').is_empty())
-            .ok_or_else(|| format!("{raw:?}: expected s3://BUCKET/PREFIX/"))?;
+            .ok_or_else(|| PrefixError(raw.to_owned()))?;
         Ok(Self {
             bucket: bucket.to_owned(),
             prefix: format!("{}/", prefix.trim_end_matches('/')),

@@ -90,21 +90,30 @@ pub enum ObjectFormat {
     Parquet,
 }
 
-/// A sink spec that cannot be parsed.
+/// A sink spec that cannot be parsed, or that cannot serve where it was given.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "bad sink {spec:?}: {reason} (expected kinesis://STREAM[?gzip=true], sqs://QUEUE or s3://BUCKET/PREFIX[?gzip=true|?format=parquet])"
-)]
-pub struct SinkSpecError {
-    spec: String,
-    reason: String,
+#[non_exhaustive]
+pub enum SinkSpecError {
+    /// Not a sink spec.
+    #[error(
+        "bad sink {spec:?}: {reason} (expected kinesis://STREAM[?gzip=true], sqs://QUEUE or s3://BUCKET/PREFIX[?gzip=true|?format=parquet])"
+    )]
+    Malformed {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A Kinesis stream given as the dead-letter queue.
+    #[error("the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX")]
+    NotADeadLetterQueue,
 }
 
 impl std::str::FromStr for SinkSpec {
     type Err = SinkSpecError;
 
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
-        let error = |reason: &str| SinkSpecError {
+        let error = |reason: &str| SinkSpecError::Malformed {
             spec: spec.to_owned(),
             reason: reason.to_owned(),
         };
@@ -156,17 +165,15 @@ impl std::str::FromStr for SinkSpec {
 impl SinkSpec {
     /// A dead-letter queue: `sqs://QUEUE`, `s3://BUCKET/PREFIX`, or a file path (each
     /// entry one JSON line).
-    pub fn dead_letters(raw: &str) -> Result<Self, String> {
+    pub fn dead_letters(raw: &str) -> Result<Self, SinkSpecError> {
         if !raw.contains("://") {
             return Ok(Self::File {
                 path: Some(raw.into()),
                 emit: Emit::Payload,
             });
         }
-        match raw.parse::<Self>().map_err(|e| e.to_string())? {
-            Self::Kinesis { .. } => {
-                Err("the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX".into())
-            }
+        match raw.parse::<Self>()? {
+            Self::Kinesis { .. } => Err(SinkSpecError::NotADeadLetterQueue),
             spec => Ok(spec),
         }
     }

@@ -237,7 +237,7 @@ fn read_parquet(
     batch_size: usize,
     sender: &mpsc::Sender<Result<Vec<Decoded>, SourceError>>,
 ) {
-    let fail = |reason: String| {
+    let fail = |reason: super::parquet::ParquetReadError| {
         let error = std::io::Error::other(reason);
         let _ = sender.blocking_send(Err(SourceError::Read {
             input: name.to_owned(),
