@@ -54,7 +54,9 @@ impl std::fmt::Display for Summary {
 
 /// Some items entered and did not settle exactly once.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("accounting does not balance: {entered} items entered, {settled} verdicts settled ({summary})")]
+#[error(
+    "accounting does not balance: {entered} items entered, {settled} verdicts settled ({summary})"
+)]
 pub struct Unbalanced {
     /// Items that entered.
     pub entered: u64,
@@ -155,7 +157,10 @@ mod tests {
         ledger.settle(&Verdict::DeadLettered(failure()));
         let err = ledger.close().expect_err("one item never settled");
         assert_eq!((err.entered, err.settled), (3, 2));
-        assert!(err.to_string().contains("3 items entered, 2 verdicts"), "{err}");
+        assert!(
+            err.to_string().contains("3 items entered, 2 verdicts"),
+            "{err}"
+        );
     }
 
     #[test]

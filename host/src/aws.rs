@@ -151,14 +151,7 @@ pub fn partitioned_key(prefix: &str, now: SystemTime, extension: &str) -> String
 
 /// An AWS SDK error with its service message, in one line.
 pub fn describe_error<E: std::error::Error + 'static>(error: &E) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    crate::report::one_line(error)
 }
 
 #[cfg(test)]

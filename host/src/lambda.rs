@@ -79,7 +79,7 @@ pub async fn run() -> anyhow::Result<()> {
     let host = match cold_start().await {
         Ok(host) => Arc::new(Mutex::new(host)),
         Err(e) => {
-            let message = format!("{e:#}");
+            let message = crate::report::one_line(e.as_ref());
             if let Err(report) = report_init_error(&message).await {
                 tracing::error!(error = %report, "cannot report the init error to the Runtime API");
             }
@@ -92,7 +92,7 @@ pub async fn run() -> anyhow::Result<()> {
             let mut host = host.lock().await;
             host.handle(event.payload)
                 .await
-                .map_err(|e| lambda_runtime::Error::from(format!("{e:#}")))
+                .map_err(|e| lambda_runtime::Error::from(crate::report::one_line(e.as_ref())))
         }
     }))
     .await

@@ -23,6 +23,7 @@
 //! - [`cli`]: the command-line front doors (`host run`, `host reprocess`, `host publish`).
 //! - [`aws`]: the AWS clients and the S3 calls sources and sinks share.
 //! - [`accounting`]: the ledger: items in == verdicts out.
+//! - [`report`]: errors in one line at the edges.
 #![deny(missing_docs)]
 
 pub mod accounting;
@@ -35,6 +36,7 @@ pub mod lambda;
 pub mod pipeline;
 pub mod record;
 pub mod registry;
+pub mod report;
 pub mod settings;
 pub mod sinks;
 pub mod sources;

@@ -194,7 +194,9 @@ pub static SETTINGS: &[Setting] = &[
             s.sinks.clear();
             for value in values {
                 let (name, spec) = key_value(value)?;
-                let spec: SinkSpec = spec.parse().map_err(|e: crate::sinks::SinkSpecError| e.to_string())?;
+                let spec: SinkSpec = spec
+                    .parse()
+                    .map_err(|e: crate::sinks::SinkSpecError| e.to_string())?;
                 if matches!(spec, SinkSpec::File { .. }) {
                     return Err(format!("{name}: a sink is kinesis://, sqs:// or s3://"));
                 }
@@ -366,7 +368,11 @@ impl Settings {
 
     /// The settings of the Lambda host, from the process environment.
     pub fn from_env() -> Result<Self, SettingError> {
-        Self::resolve(FrontDoor::Lambda, |_| Vec::new(), |name| std::env::var(name).ok())
+        Self::resolve(
+            FrontDoor::Lambda,
+            |_| Vec::new(),
+            |name| std::env::var(name).ok(),
+        )
     }
 }
 
@@ -374,7 +380,10 @@ impl Settings {
 /// commands that read no other setting, as `host publish`).
 pub fn s3_path_style_from_env() -> Result<bool, SettingError> {
     let mut settings = Settings::default();
-    for row in SETTINGS.iter().filter(|r| r.env == "PIPELINE_S3_PATH_STYLE") {
+    for row in SETTINGS
+        .iter()
+        .filter(|r| r.env == "PIPELINE_S3_PATH_STYLE")
+    {
         if let Some(raw) = std::env::var(row.env).ok().filter(|v| !v.trim().is_empty()) {
             (row.apply)(&mut settings, &split(&raw, row.list)).map_err(|reason| SettingError {
                 name: row.env.to_owned(),
@@ -387,11 +396,12 @@ pub fn s3_path_style_from_env() -> Result<bool, SettingError> {
 
 /// The README's table of settings, generated from [`SETTINGS`].
 pub fn markdown_table() -> String {
-    let mut table = String::from(
-        "| flag | variable | default | allowed | meaning |\n|---|---|---|---|---|\n",
-    );
+    let mut table =
+        String::from("| flag | variable | default | allowed | meaning |\n|---|---|---|---|---|\n");
     for row in SETTINGS {
-        let flag = row.flag.map_or_else(|| "—".to_owned(), |f| format!("`--{f}`"));
+        let flag = row
+            .flag
+            .map_or_else(|| "—".to_owned(), |f| format!("`--{f}`"));
         let default = match (row.required, row.default) {
             (Required::Always, _) => "required".to_owned(),
             (Required::InLambda, Some(d)) => format!("`{d}` (required in Lambda)"),
@@ -434,7 +444,7 @@ fn key_value(raw: &str) -> Result<(String, String), String> {
         Some((key, value)) if !key.trim().is_empty() => {
             Ok((key.trim().to_owned(), value.trim().to_owned()))
         }
-        _ => Err(format!("expected name=value, got {raw:?}")),
+        _ => Err(format!("expected KEY=VALUE, got {raw:?}")),
     }
 }
 

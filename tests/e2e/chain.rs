@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::support::{Scratch, plugin};
+use crate::support::{Scratch, path_str, plugin, text};
 
 #[test]
 fn a_chain_feeds_each_stage_into_the_next_and_accounts_per_stage() {
@@ -21,7 +21,7 @@ fn a_chain_feeds_each_stage_into_the_next_and_accounts_per_stage() {
     );
     let paths: Vec<String> = ["validate", "enrich", "route"]
         .iter()
-        .map(|p| plugin(p).to_str().expect("utf-8").to_owned())
+        .map(|p| path_str(&plugin(p)).to_owned())
         .collect();
     let output = s.path("out.jsonl");
     let dlq = s.path("dlq.jsonl");
@@ -39,11 +39,11 @@ fn a_chain_feeds_each_stage_into_the_next_and_accounts_per_stage() {
             "--config",
             "route.buy=purchases",
             "--input",
-            input.to_str().expect("utf-8"),
+            path_str(&input),
             "--output",
-            output.to_str().expect("utf-8"),
+            path_str(&output),
             "--dlq",
-            dlq.to_str().expect("utf-8"),
+            path_str(&dlq),
         ],
         None,
     );
@@ -74,7 +74,7 @@ fn a_chain_feeds_each_stage_into_the_next_and_accounts_per_stage() {
     assert_eq!(a1[0]["key"], "ann");
     let mut destinations: Vec<&str> = a1
         .iter()
-        .map(|o| o["destination"].as_str().unwrap_or("-"))
+        .map(|o| text(&o["destination"], "the output's destination"))
         .collect();
     destinations.sort_unstable();
     assert_eq!(destinations, ["audit", "purchases"]);
@@ -84,8 +84,8 @@ fn a_chain_feeds_each_stage_into_the_next_and_accounts_per_stage() {
         .iter()
         .map(|e| {
             (
-                e["plugin"]["name"].as_str().unwrap_or("?").to_owned(),
-                e["error"]["kind"].as_str().unwrap_or("?").to_owned(),
+                text(&e["plugin"]["name"], "the DLQ entry's plugin.name").to_owned(),
+                text(&e["error"]["kind"], "the DLQ entry's error.kind").to_owned(),
             )
         })
         .collect();
@@ -98,11 +98,11 @@ fn a_chain_feeds_each_stage_into_the_next_and_accounts_per_stage() {
         ],
         "each entry names the stage that failed it, with the original record"
     );
-    let original: Value = serde_json::from_str(
-        s.json_lines("dlq.jsonl")[1]["record"]["payload"]
-            .as_str()
-            .expect("payload"),
-    )
+    let dlq = s.json_lines("dlq.jsonl");
+    let original: Value = serde_json::from_str(text(
+        &dlq[1]["record"]["payload"],
+        "the DLQ entry's record.payload",
+    ))
     .expect("JSON");
     assert_eq!(
         original["ts"], "bad",
@@ -118,16 +118,11 @@ fn host_run_with_a_cache_dir_compiles_once() {
         r#"{"id":"a1","user":"ann","action":"buy","amount":12.5,"ts":"2026-11-24T13:00:00Z"}"#,
     );
     let cache = s.path("cache");
-    let cache_dir = cache.to_str().expect("utf-8");
+    let cache_dir = path_str(&cache);
     let debug = [("HOST_LOG", "debug".to_owned())];
     let run = |name: &str| {
         let output = s.path(name);
-        let extra = [
-            "--output",
-            output.to_str().expect("utf-8"),
-            "--cache-dir",
-            cache_dir,
-        ];
+        let extra = ["--output", path_str(&output), "--cache-dir", cache_dir];
         let run = s.run_plugin_with_env("enrich", &input, &extra, &debug);
         run.assert_ok();
         (run.stderr, std::fs::read_to_string(output).expect("output"))

@@ -190,7 +190,7 @@ impl Clients {
                 return bodies;
             }
             for m in messages {
-                bodies.push(m.body().unwrap_or_default().to_owned());
+                bodies.push(m.body().expect("an SQS message body").to_owned());
                 if let Some(handle) = m.receipt_handle() {
                     self.sqs
                         .delete_message()
@@ -216,7 +216,7 @@ impl Clients {
             .expect("list");
         let mut objects = Vec::new();
         for object in listed.contents() {
-            let key = object.key().unwrap_or_default().to_owned();
+            let key = object.key().expect("a listed S3 object's key").to_owned();
             let body = self
                 .s3
                 .get_object()

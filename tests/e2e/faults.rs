@@ -60,7 +60,7 @@ impl Intercept for PartialFailure {
         }
         let mut kept = Vec::new();
         for (i, record) in records.into_iter().enumerate() {
-            let data = record["Data"].as_str().unwrap_or_default();
+            let data = record["Data"].as_str().ok_or("a record without Data")?;
             if self.poison.iter().any(|p| p == data) {
                 state.failed_positions.push(i);
             } else {
@@ -155,10 +155,7 @@ async fn only_the_failed_records_are_sent_again() {
         .deliver(outputs.iter().enumerate().collect(), RETRY)
         .await;
     assert!(failures.is_empty(), "{failures:?}");
-    assert_eq!(
-        state.lock().map(|s| s.sent.clone()).unwrap_or_default(),
-        [5, 2]
-    );
+    assert_eq!(state.lock().expect("the fault state").sent.clone(), [5, 2]);
     let mut stored = aws.stream_records("out").await;
     stored.sort();
     assert_eq!(
@@ -189,7 +186,7 @@ async fn a_record_that_keeps_failing_is_given_up_with_the_reason() {
         failures[0].message
     );
     assert_eq!(
-        state.lock().map(|s| s.sent.clone()).unwrap_or_default(),
+        state.lock().expect("the fault state").sent.clone(),
         [3, 1, 1]
     );
     assert_eq!(aws.stream_records("out").await.len(), 2);

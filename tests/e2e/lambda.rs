@@ -7,10 +7,9 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::emulator::Moto;
-use crate::runtime_api::{Answer, Function, RuntimeApi};
-use crate::support::{Scratch, plugin};
-
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(90);
+use crate::lambda_harness::{Lambda, invoke};
+use crate::runtime_api::Answer;
+use crate::support::{Scratch, path_str, plugin, text};
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -23,24 +22,12 @@ fn env(moto: &Moto, pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String
     env
 }
 
-fn response(answer: Answer, function: &Function) -> Value {
-    match answer {
-        Answer::Response(value) => value,
-        other => panic!(
-            "expected a response, got {other:?}; log:\n{}",
-            function.log_text()
-        ),
-    }
-}
-
 fn dlq_kinds(entries: &[String]) -> Vec<String> {
     let mut kinds: Vec<String> = entries
         .iter()
         .map(|e| {
-            serde_json::from_str::<Value>(e).expect("DLQ JSON")["error"]["kind"]
-                .as_str()
-                .unwrap_or("?")
-                .to_owned()
+            let entry: Value = serde_json::from_str(e).expect("DLQ JSON");
+            text(&entry["error"]["kind"], "the DLQ entry's error.kind").to_owned()
         })
         .collect();
     kinds.sort();
@@ -61,9 +48,7 @@ async fn kinesis_event_to_kinesis_with_a_plugin_from_s3_and_an_sqs_dlq() {
     aws.stream("enriched").await;
     let dlq = aws.queue("dlq").await;
     let scratch = Scratch::new();
-    let api = RuntimeApi::start(vec![fixture("kinesis-event.json")]);
-    let function = Function::start(
-        &api,
+    let lambda = Lambda::start(
         &env(
             &moto,
             &[
@@ -75,7 +60,7 @@ async fn kinesis_event_to_kinesis_with_a_plugin_from_s3_and_an_sqs_dlq() {
         ),
         scratch.dir.path(),
     );
-    let answer = response(api.next_answer(ANSWER_TIMEOUT), &function);
+    let answer = lambda.invoke(fixture("kinesis-event.json"));
     assert_eq!(
         answer,
         json!({"batchItemFailures": []}),
@@ -94,12 +79,10 @@ async fn kinesis_event_to_kinesis_with_a_plugin_from_s3_and_an_sqs_dlq() {
     );
     let dead = aws.drain_queue(&dlq).await;
     assert_eq!(dlq_kinds(&dead), ["decode", "domain"]);
+    let log = lambda.log();
     assert!(
-        function
-            .log_text()
-            .contains("in=4 transformed=2 dropped=0 failed=2"),
-        "{}",
-        function.log_text()
+        log.contains("in=4 transformed=2 dropped=0 failed=2"),
+        "{log}"
     );
 }
 
@@ -127,13 +110,11 @@ async fn sqs_event_reports_only_transient_failures_and_dead_letters_to_s3() {
     aws.bucket("dead").await;
     let scratch = Scratch::new();
     let wasm = plugin("misbehave");
-    let api = RuntimeApi::start(vec![sqs_event(&["echo", "flaky", "fail", "drop", "panic"])]);
-    let function = Function::start(
-        &api,
+    let lambda = Lambda::start(
         &env(
             &moto,
             &[
-                ("PIPELINE_PLUGIN", wasm.to_str().unwrap_or_default()),
+                ("PIPELINE_PLUGIN", path_str(&wasm)),
                 ("PIPELINE_SINKS", "default=sqs://out.fifo"),
                 ("PIPELINE_DLQ", "s3://dead/letters"),
                 ("PIPELINE_MAX_ATTEMPTS", "2"),
@@ -142,7 +123,7 @@ async fn sqs_event_reports_only_transient_failures_and_dead_letters_to_s3() {
         ),
         scratch.dir.path(),
     );
-    let answer = response(api.next_answer(ANSWER_TIMEOUT), &function);
+    let answer = lambda.invoke(sqs_event(&["echo", "flaky", "fail", "drop", "panic"]));
     assert_eq!(
         answer,
         json!({"batchItemFailures": [{"itemIdentifier": "m-1"}]})
@@ -156,7 +137,7 @@ async fn sqs_event_reports_only_transient_failures_and_dead_letters_to_s3() {
         .map(str::to_owned)
         .collect();
     assert_eq!(dlq_kinds(&lines), ["domain", "trap"]);
-    let log = function.log_text();
+    let log = lambda.log();
     assert!(
         log.contains("in=5 transformed=1 dropped=1 failed=2 outputs=1 retried=1"),
         "{log}"
@@ -170,19 +151,17 @@ async fn firehose_transformation_answers_per_record() {
     let dlq = aws.queue("dlq").await;
     let scratch = Scratch::new();
     let wasm = plugin("enrich");
-    let api = RuntimeApi::start(vec![fixture("firehose-event.json")]);
-    let function = Function::start(
-        &api,
+    let (answer, _) = invoke(
         &env(
             &moto,
             &[
-                ("PIPELINE_PLUGIN", wasm.to_str().unwrap_or_default()),
+                ("PIPELINE_PLUGIN", path_str(&wasm)),
                 ("PIPELINE_DLQ", "sqs://dlq"),
             ],
         ),
         scratch.dir.path(),
+        fixture("firehose-event.json"),
     );
-    let answer = response(api.next_answer(ANSWER_TIMEOUT), &function);
     let records = answer["records"].as_array().expect("records");
     assert_eq!(records.len(), 2);
     assert_eq!(
@@ -191,7 +170,7 @@ async fn firehose_transformation_answers_per_record() {
     );
     assert_eq!(records[0]["result"], "Ok");
     let data = base64::engine::general_purpose::STANDARD
-        .decode(records[0]["data"].as_str().unwrap_or_default())
+        .decode(text(&records[0]["data"], "the first record's data"))
         .expect("base64");
     let enriched: Value = serde_json::from_slice(&data).expect("JSON");
     assert_eq!(enriched["source"], "firehose");
@@ -208,19 +187,17 @@ async fn direct_invocation_routes_to_s3_and_kinesis_and_dead_letters_oversize_re
     let dlq = aws.queue("dlq").await;
     let scratch = Scratch::new();
     let route = plugin("route");
-    let events = vec![json!([
+    let event = json!([
         {"id": "d1", "action": "buy"},
         {"id": "d2", "action": "view"},
         {"id": "d3", "action": "view"},
         {"id": "d4", "action": "refund"}
-    ])];
-    let api = RuntimeApi::start(events);
-    let function = Function::start(
-        &api,
+    ]);
+    let (answer, _) = invoke(
         &env(
             &moto,
             &[
-                ("PIPELINE_PLUGIN", route.to_str().unwrap_or_default()),
+                ("PIPELINE_PLUGIN", path_str(&route)),
                 (
                     "PIPELINE_PLUGIN_CONFIG",
                     "route.buy=orders,route.refund=refunds",
@@ -233,8 +210,8 @@ async fn direct_invocation_routes_to_s3_and_kinesis_and_dead_letters_oversize_re
             ],
         ),
         scratch.dir.path(),
+        event,
     );
-    let answer = response(api.next_answer(ANSWER_TIMEOUT), &function);
     assert_eq!(answer["in"], 4);
     assert_eq!(answer["transformed"], 3);
     assert_eq!(answer["failed"], 1, "no sink is named `refunds`: {answer}");
@@ -261,21 +238,19 @@ async fn direct_invocation_routes_to_s3_and_kinesis_and_dead_letters_oversize_re
 
     // A second function: an 8 MiB output passes the plugin limit but not Kinesis' 1 MiB.
     let misbehave = plugin("misbehave");
-    let api = RuntimeApi::start(vec![json!(["huge", "echo"])]);
-    let function = Function::start(
-        &api,
+    let (answer, _) = invoke(
         &env(
             &moto,
             &[
-                ("PIPELINE_PLUGIN", misbehave.to_str().unwrap_or_default()),
+                ("PIPELINE_PLUGIN", path_str(&misbehave)),
                 ("PIPELINE_SINKS", "default=kinesis://orders"),
                 ("PIPELINE_DLQ", "sqs://dlq"),
                 ("PIPELINE_MAX_OUTPUT_BYTES", "16777216"),
             ],
         ),
         scratch.dir.path(),
+        json!(["huge", "echo"]),
     );
-    let answer = response(api.next_answer(ANSWER_TIMEOUT), &function);
     assert_eq!(
         (answer["transformed"].as_u64(), answer["failed"].as_u64()),
         (Some(1), Some(1)),
@@ -292,23 +267,18 @@ async fn a_missing_setting_fails_the_cold_start_naming_the_variable() {
     let moto = Moto::start();
     let scratch = Scratch::new();
     let wasm = plugin("enrich");
-    let api = RuntimeApi::start(vec![fixture("direct-event.json")]);
-    let mut function = Function::start(
-        &api,
-        &env(
-            &moto,
-            &[("PIPELINE_PLUGIN", wasm.to_str().unwrap_or_default())],
-        ),
+    let mut lambda = Lambda::start(
+        &env(&moto, &[("PIPELINE_PLUGIN", path_str(&wasm))]),
         scratch.dir.path(),
     );
-    match api.next_answer(ANSWER_TIMEOUT) {
+    match lambda.invoke_answer(fixture("direct-event.json")) {
         Answer::InitError(error) => {
-            let message = error["errorMessage"].as_str().unwrap_or_default();
+            let message = text(&error["errorMessage"], "the init error's errorMessage");
             assert!(message.contains("PIPELINE_DLQ"), "{message}");
         }
         other => panic!("expected an init error, got {other:?}"),
     }
-    assert!(!function.wait_exit(Duration::from_secs(30)).success());
+    assert!(!lambda.wait_exit(Duration::from_secs(30)).success());
 }
 
 fn s3_event(bucket: &str, keys: &[&str]) -> Value {
@@ -358,24 +328,19 @@ async fn s3_objects_stream_through_in_batches() {
     .await;
     let scratch = Scratch::new();
     let wasm = plugin("validate");
-    let api = RuntimeApi::start(vec![s3_event(
-        "incoming",
-        &["raw/day+1/events.jsonl.gz", "raw/users.csv"],
-    )]);
-    let function = Function::start(
-        &api,
+    let (answer, _) = invoke(
         &env(
             &moto,
             &[
-                ("PIPELINE_PLUGIN", wasm.to_str().unwrap_or_default()),
+                ("PIPELINE_PLUGIN", path_str(&wasm)),
                 ("PIPELINE_SINKS", "default=s3://lake/valid"),
                 ("PIPELINE_DLQ", "sqs://dlq"),
                 ("PIPELINE_BATCH_SIZE", "1000"),
             ],
         ),
         scratch.dir.path(),
+        s3_event("incoming", &["raw/day+1/events.jsonl.gz", "raw/users.csv"]),
     );
-    let answer = response(api.next_answer(ANSWER_TIMEOUT), &function);
     // 2,500 + 2 records in; the broken line and the short CSV row fail decoding; CSV
     // fields are text, so the validator refuses the other row's "5" as an amount.
     assert_eq!(
@@ -402,7 +367,8 @@ async fn s3_objects_stream_through_in_batches() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn parquet_objects_in_and_parquet_objects_out() {
-    use pipeline_host::sinks::parquet::{from_json_payloads, rows_of};
+    use pipeline_host::sinks::parquet::from_json_payloads;
+    use pipeline_host::sources::parquet::rows_of;
     let moto = Moto::start();
     let aws = moto.clients().await;
     aws.bucket("incoming").await;
@@ -420,13 +386,11 @@ async fn parquet_objects_in_and_parquet_objects_out() {
     .await;
     let scratch = Scratch::new();
     let wasm = plugin("enrich");
-    let api = RuntimeApi::start(vec![s3_event("incoming", &["raw/orders.parquet"])]);
-    let function = Function::start(
-        &api,
+    let (answer, _) = invoke(
         &env(
             &moto,
             &[
-                ("PIPELINE_PLUGIN", wasm.to_str().unwrap_or_default()),
+                ("PIPELINE_PLUGIN", path_str(&wasm)),
                 (
                     "PIPELINE_SINKS",
                     "default=s3://lake/enriched?format=parquet",
@@ -436,8 +400,8 @@ async fn parquet_objects_in_and_parquet_objects_out() {
             ],
         ),
         scratch.dir.path(),
+        s3_event("incoming", &["raw/orders.parquet"]),
     );
-    let answer = response(api.next_answer(ANSWER_TIMEOUT), &function);
     assert_eq!(answer["transformed"], 300, "{answer}");
     let objects = aws.objects("lake", "enriched/").await;
     assert_eq!(objects.len(), 3, "batches of 128: 128 + 128 + 44");
@@ -462,23 +426,19 @@ async fn dynamodb_stream_images_arrive_as_plain_json() {
     let dlq = aws.queue("dlq").await;
     let scratch = Scratch::new();
     let wasm = plugin("misbehave");
-    let api = RuntimeApi::start(vec![fixture("dynamodb-event.json")]);
-    let function = Function::start(
-        &api,
+    let (answer, _) = invoke(
         &env(
             &moto,
             &[
-                ("PIPELINE_PLUGIN", wasm.to_str().unwrap_or_default()),
+                ("PIPELINE_PLUGIN", path_str(&wasm)),
                 ("PIPELINE_SINKS", "default=sqs://changes"),
                 ("PIPELINE_DLQ", "sqs://dlq"),
             ],
         ),
         scratch.dir.path(),
+        fixture("dynamodb-event.json"),
     );
-    assert_eq!(
-        response(api.next_answer(ANSWER_TIMEOUT), &function),
-        json!({"batchItemFailures": []})
-    );
+    assert_eq!(answer, json!({"batchItemFailures": []}));
     let changes: Vec<Value> = aws
         .drain_queue(&out)
         .await

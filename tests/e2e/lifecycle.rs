@@ -9,10 +9,10 @@ use pipeline_host::registry::sha256_hex;
 use serde_json::{Value, json};
 
 use crate::emulator::{Clients, Moto};
-use crate::runtime_api::{Answer, Function, RuntimeApi};
-use crate::support::{Run, Scratch, plugin};
+use crate::lambda_harness::{ANSWER_TIMEOUT, Lambda};
+use crate::runtime_api::Answer;
+use crate::support::{Run, Scratch, path_str, plugin, text};
 
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(90);
 const PREFIX: &str = "s3://plugins/plugins/enrich/";
 /// The function looks at the manifest at most this often.
 const CHECK_SECONDS: u64 = 1;
@@ -24,7 +24,7 @@ fn publish(scratch: &Scratch, moto: &Moto, args: &[&str]) -> Run {
 }
 
 fn wasm(name: &str) -> String {
-    plugin(name).to_str().expect("utf-8 path").to_owned()
+    path_str(&plugin(name)).to_owned()
 }
 
 /// The same component with a custom section appended: another module (another
@@ -48,12 +48,7 @@ fn event(id: &str) -> Value {
     ])
 }
 
-fn start_function(
-    api: &RuntimeApi,
-    moto: &Moto,
-    scratch: &Scratch,
-    extra: &[(&'static str, &str)],
-) -> Function {
+fn start_lambda(moto: &Moto, scratch: &Scratch, extra: &[(&'static str, &str)]) -> Lambda {
     let mut env = moto.env();
     env.extend([
         ("PIPELINE_PLUGIN", PREFIX.to_owned()),
@@ -62,25 +57,13 @@ fn start_function(
         ("PIPELINE_DLQ", "sqs://dlq".to_owned()),
     ]);
     env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    Function::start(api, &env, scratch.dir.path())
+    Lambda::start(&env, scratch.dir.path())
 }
 
 /// Sends one event and returns the plugin version that answered, after checking the
 /// outputs (currency) and the DLQ entry (which names the version) it produced.
-async fn invoke(
-    api: &RuntimeApi,
-    function: &Function,
-    aws: &Clients,
-    id: &str,
-) -> (String, String) {
-    api.push(event(id));
-    let answer = match api.next_answer(ANSWER_TIMEOUT) {
-        Answer::Response(value) => value,
-        other => panic!(
-            "expected a response, got {other:?}; log:\n{}",
-            function.log_text()
-        ),
-    };
+async fn invoke(lambda: &Lambda, aws: &Clients, id: &str) -> (String, String) {
+    let answer = lambda.invoke(event(id));
     assert_eq!(
         (
             answer["in"].as_u64(),
@@ -90,7 +73,7 @@ async fn invoke(
         (Some(2), Some(1), Some(1)),
         "{answer}"
     );
-    let label = answer["plugin"].as_str().expect("plugin").to_owned();
+    let label = text(&answer["plugin"], "the answer's plugin").to_owned();
     let out = aws.drain_queue(&queue_url(aws, "out").await).await;
     assert_eq!(out.len(), 1, "{out:?}");
     let output: Value = serde_json::from_str(&out[0]).expect("output JSON");
@@ -100,11 +83,15 @@ async fn invoke(
     let entry: Value = serde_json::from_str(&dead[0]).expect("DLQ JSON");
     let dlq_label = format!(
         "{}@{}",
-        entry["plugin"]["name"].as_str().unwrap_or("?"),
-        entry["plugin"]["version"].as_str().unwrap_or("?")
+        text(&entry["plugin"]["name"], "the DLQ entry's plugin.name"),
+        text(
+            &entry["plugin"]["version"],
+            "the DLQ entry's plugin.version"
+        )
     );
     assert_eq!(dlq_label, label, "the DLQ entry names the version that ran");
-    (label, output["currency"].as_str().unwrap_or("?").to_owned())
+    let currency = text(&output["currency"], "the output's currency").to_owned();
+    (label, currency)
 }
 
 async fn queue_url(aws: &Clients, name: &str) -> String {
@@ -155,10 +142,10 @@ async fn emulator_with_queues() -> (Moto, Clients, Scratch) {
     (moto, aws, Scratch::new())
 }
 
-fn wait_for_log(function: &Function, needle: &str) -> String {
+fn wait_for_log(lambda: &Lambda, needle: &str) -> String {
     let start = Instant::now();
     loop {
-        let log = function.log_text();
+        let log = lambda.log();
         if log.contains(needle) {
             return log;
         }
@@ -187,10 +174,9 @@ async fn a_published_version_goes_live_between_batches_and_broken_ones_are_refus
     )
     .assert_ok();
 
-    let api = RuntimeApi::start(Vec::new());
-    let function = start_function(&api, &moto, &scratch, &[]);
+    let lambda = start_lambda(&moto, &scratch, &[]);
     assert_eq!(
-        invoke(&api, &function, &aws, "e1").await,
+        invoke(&lambda, &aws, "e1").await,
         ("enrich@1.0.0".into(), "EUR".into())
     );
 
@@ -202,7 +188,7 @@ async fn a_published_version_goes_live_between_batches_and_broken_ones_are_refus
         &moto,
         &[
             "--plugin",
-            v2.to_str().expect("utf-8"),
+            path_str(&v2),
             "--version",
             "2.0.0",
             "--config",
@@ -217,10 +203,10 @@ async fn a_published_version_goes_live_between_batches_and_broken_ones_are_refus
     );
     after_check_interval();
     assert_eq!(
-        invoke(&api, &function, &aws, "e2").await,
+        invoke(&lambda, &aws, "e2").await,
         ("enrich@2.0.0".into(), "USD".into())
     );
-    wait_for_log(&function, "plugin swapped (was enrich@1.0.0)");
+    wait_for_log(&lambda, "plugin swapped (was enrich@1.0.0)");
 
     // Broken v3s, each refused with its reason while v2 keeps serving.
     let trapping = std::fs::read(plugin("misbehave")).expect("wasm");
@@ -262,10 +248,10 @@ async fn a_published_version_goes_live_between_batches_and_broken_ones_are_refus
         put_live(&aws, &manifest(version, &key, &sha256, config), module).await;
         after_check_interval();
         let id = format!("e{}", n + 3);
-        assert_eq!(invoke(&api, &function, &aws, &id).await.0, "enrich@2.0.0");
-        wait_for_log(&function, reason);
+        assert_eq!(invoke(&lambda, &aws, &id).await.0, "enrich@2.0.0");
+        wait_for_log(&lambda, reason);
     }
-    let log = function.log_text();
+    let log = lambda.log();
     assert!(
         log.matches("new plugin version refused").count() >= 4,
         "{log}"
@@ -283,12 +269,12 @@ async fn a_published_version_goes_live_between_batches_and_broken_ones_are_refus
     );
     after_check_interval();
     assert_eq!(
-        invoke(&api, &function, &aws, "e7").await,
+        invoke(&lambda, &aws, "e7").await,
         ("enrich@1.0.0".into(), "EUR".into())
     );
 
     // Swapping did not recompile what the cache already had.
-    let log = function.log_text();
+    let log = lambda.log();
     assert!(
         log.contains("cache=\"hit\"") || log.contains("cache=hit"),
         "{log}"
@@ -331,7 +317,7 @@ async fn publishing_keeps_versions_immutable_and_respects_a_pin() {
         sha256_hex(&std::fs::read(plugin("enrich")).expect("wasm"))
     );
     let module = aws
-        .objects("plugins", v1["module"].as_str().expect("module key"))
+        .objects("plugins", text(&v1["module"], "the manifest's module key"))
         .await;
     assert_eq!(
         module.len(),
@@ -342,7 +328,7 @@ async fn publishing_keeps_versions_immutable_and_respects_a_pin() {
     // Same version, other module: refused. Same version, same module: a no-op.
     let v2 = scratch.path("enrich-v2.wasm");
     std::fs::write(&v2, rebuilt("enrich", "v2")).expect("write");
-    let v2 = v2.to_str().expect("utf-8");
+    let v2 = path_str(&v2);
     publish(&scratch, &moto, &["--plugin", v2, "--version", "1.0.0"])
         .assert_error("enrich@1.0.0 is already published with another module");
     publish(
@@ -410,10 +396,7 @@ async fn publishing_keeps_versions_immutable_and_respects_a_pin() {
 async fn a_host_with_a_public_key_runs_only_signed_versions() {
     let (moto, aws, scratch) = emulator_with_queues().await;
     let key_file = scratch.path("signing.key");
-    let keygen = scratch.host(
-        &["keygen", "--out", key_file.to_str().expect("utf-8")],
-        None,
-    );
+    let keygen = scratch.host(&["keygen", "--out", path_str(&key_file)], None);
     keygen.assert_ok();
     let public_key = keygen.stdout.trim().to_owned();
     assert_eq!(public_key.len(), 64, "hex public key: {public_key}");
@@ -425,27 +408,23 @@ async fn a_host_with_a_public_key_runs_only_signed_versions() {
         &["--plugin", &wasm("enrich"), "--version", "1.0.0"],
     )
     .assert_ok();
-    let api = RuntimeApi::start(Vec::new());
-    let mut function = start_function(
-        &api,
+    let mut lambda = start_lambda(
         &moto,
         &scratch,
         &[("PIPELINE_PLUGIN_PUBLIC_KEY", &public_key)],
     );
-    match api.next_answer(ANSWER_TIMEOUT) {
+    match lambda.next_answer() {
         Answer::InitError(error) => assert!(
-            error["errorMessage"]
-                .as_str()
-                .unwrap_or_default()
+            text(&error["errorMessage"], "the init error's errorMessage")
                 .contains("signature refused"),
             "{error}"
         ),
         other => panic!("expected an init error, got {other:?}"),
     }
-    assert!(!function.wait_exit(ANSWER_TIMEOUT).success());
+    assert!(!lambda.wait_exit(ANSWER_TIMEOUT).success());
 
     // Signed: runs. A later unsigned version is refused; the signed one keeps serving.
-    let key = key_file.to_str().expect("utf-8");
+    let key = path_str(&key_file);
     publish(
         &scratch,
         &moto,
@@ -459,31 +438,24 @@ async fn a_host_with_a_public_key_runs_only_signed_versions() {
         ],
     )
     .assert_ok();
-    let api = RuntimeApi::start(Vec::new());
-    let function = start_function(
-        &api,
+    let lambda = start_lambda(
         &moto,
         &scratch,
         &[("PIPELINE_PLUGIN_PUBLIC_KEY", &public_key)],
     );
-    assert_eq!(invoke(&api, &function, &aws, "s1").await.0, "enrich@1.0.1");
+    assert_eq!(invoke(&lambda, &aws, "s1").await.0, "enrich@1.0.1");
     let v2 = scratch.path("enrich-v2.wasm");
     std::fs::write(&v2, rebuilt("enrich", "v2")).expect("write");
     publish(
         &scratch,
         &moto,
-        &[
-            "--plugin",
-            v2.to_str().expect("utf-8"),
-            "--version",
-            "2.0.0",
-        ],
+        &["--plugin", path_str(&v2), "--version", "2.0.0"],
     )
     .assert_ok();
     after_check_interval();
-    assert_eq!(invoke(&api, &function, &aws, "s2").await.0, "enrich@1.0.1");
+    assert_eq!(invoke(&lambda, &aws, "s2").await.0, "enrich@1.0.1");
     wait_for_log(
-        &function,
+        &lambda,
         "the host requires a signature and the manifest has none",
     );
 }
@@ -497,16 +469,15 @@ async fn a_warm_cache_skips_the_compile_and_a_damaged_entry_is_recompiled() {
         &["--plugin", &wasm("enrich"), "--version", "1.0.0"],
     )
     .assert_ok();
-    let cold_start = |n: usize| {
-        let api = RuntimeApi::start(Vec::new());
-        let function = start_function(&api, &moto, &scratch, &[]);
-        let log = wait_for_log(&function, "plugin ready");
+    let cold_start = || {
+        let lambda = start_lambda(&moto, &scratch, &[]);
+        let log = wait_for_log(&lambda, "plugin ready");
         let line = log
             .lines()
             .find(|l| l.contains("plugin ready"))
-            .unwrap_or_default()
+            .expect("the log has a `plugin ready` line")
             .to_owned();
-        (api, function, line, n)
+        (lambda, line)
     };
     let cache_use = |line: &str| {
         ["hit", "miss", "rejected", "off"]
@@ -516,37 +487,34 @@ async fn a_warm_cache_skips_the_compile_and_a_damaged_entry_is_recompiled() {
             })
             .unwrap_or_else(|| panic!("no cache= in {line}"))
     };
-    let (api, function, line, _) = cold_start(1);
+    let (lambda, line) = cold_start();
     assert_eq!(cache_use(&line), "miss", "{line}");
-    assert_eq!(invoke(&api, &function, &aws, "c1").await.0, "enrich@1.0.0");
-    drop(function);
+    assert_eq!(invoke(&lambda, &aws, "c1").await.0, "enrich@1.0.0");
+    drop(lambda);
 
     let entries: Vec<_> = std::fs::read_dir(scratch.path("plugin-cache"))
         .expect("cache dir")
         .map(|e| e.expect("entry").path())
         .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
-    let (api, function, line, _) = cold_start(2);
+    let (lambda, line) = cold_start();
     assert_eq!(cache_use(&line), "hit", "{line}");
-    assert_eq!(invoke(&api, &function, &aws, "c2").await.0, "enrich@1.0.0");
-    drop(function);
+    assert_eq!(invoke(&lambda, &aws, "c2").await.0, "enrich@1.0.0");
+    drop(lambda);
 
     // One flipped byte in the middle of the artifact.
     let mut bytes = std::fs::read(&entries[0]).expect("entry");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(&entries[0], bytes).expect("corrupt");
-    let (api, function, line, _) = cold_start(3);
+    let (lambda, line) = cold_start();
     assert_eq!(cache_use(&line), "rejected", "{line}");
-    assert!(
-        function.log_text().contains("checksum mismatch"),
-        "{}",
-        function.log_text()
-    );
-    assert_eq!(invoke(&api, &function, &aws, "c3").await.0, "enrich@1.0.0");
-    drop(function);
+    let log = lambda.log();
+    assert!(log.contains("checksum mismatch"), "{log}");
+    assert_eq!(invoke(&lambda, &aws, "c3").await.0, "enrich@1.0.0");
+    drop(lambda);
 
-    let (_api, _function, line, _) = cold_start(4);
+    let (_lambda, line) = cold_start();
     assert_eq!(
         cache_use(&line),
         "hit",

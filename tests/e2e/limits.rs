@@ -1,20 +1,15 @@
 //! The sandbox's limits, driven through the real binary with the misbehaving plugin:
 //! the host survives every failure and every record is accounted for.
 
-use crate::support::Scratch;
+use crate::support::{Scratch, text};
 
 fn dlq_kinds(s: &Scratch) -> Vec<(String, String)> {
     s.json_lines("dlq.jsonl")
         .iter()
         .map(|e| {
-            let payload = e["record"]["payload"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            (
-                payload,
-                e["error"]["kind"].as_str().unwrap_or_default().to_owned(),
-            )
+            let payload = text(&e["record"]["payload"], "the DLQ entry's record.payload");
+            let kind = text(&e["error"]["kind"], "the DLQ entry's error.kind");
+            (payload.to_owned(), kind.to_owned())
         })
         .collect()
 }
@@ -64,9 +59,7 @@ fn every_kind_of_misbehaviour_fails_only_its_own_record() {
     assert_eq!(kinds, expected);
     let dlq = s.json_lines("dlq.jsonl");
     assert!(
-        dlq[0]["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
+        text(&dlq[0]["error"]["message"], "the DLQ entry's error.message")
             .contains("misbehave: asked to panic"),
         "the panic message reaches the DLQ: {}",
         dlq[0]
@@ -107,8 +100,10 @@ fn a_poison_record_in_a_large_batch_is_isolated_by_bisection() {
         .stderr
         .split_whitespace()
         .find_map(|w| w.strip_prefix("traps="))
-        .unwrap_or_default();
-    let traps: u32 = traps.parse().unwrap_or(u32::MAX);
+        .unwrap_or_else(|| panic!("no traps= in stderr:\n{}", run.stderr));
+    let traps = traps
+        .parse::<u32>()
+        .unwrap_or_else(|e| panic!("traps={traps} is not a count ({e}): {}", run.stderr));
     assert!((1..=9).contains(&traps), "traps={traps}: {}", run.stderr);
 }
 

@@ -6,10 +6,12 @@
 mod emulator;
 mod faults;
 mod infra;
+mod lambda_harness;
 mod runtime_api;
 mod support;
 
 mod chain;
+mod front_doors;
 mod lambda;
 mod lifecycle;
 mod limits;

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::emulator::Moto;
-use crate::support::{Run, Scratch, plugin};
+use crate::support::{Run, Scratch, path_str, plugin};
 
 const EVENTS: &str = include_str!("../../examples/events.jsonl");
 
@@ -21,10 +21,7 @@ async fn dead_letters_from_a_run_into_sinks_are_reprocessed_after_a_fix() {
     let scratch = Scratch::new();
     let input = scratch.write("events.jsonl", EVENTS);
     let wasm = plugin("validate");
-    let (wasm, input) = (
-        wasm.to_str().unwrap_or_default(),
-        input.to_str().unwrap_or_default(),
-    );
+    let (wasm, input) = (path_str(&wasm), path_str(&input));
 
     let run = host(
         &scratch,
@@ -95,10 +92,7 @@ async fn a_kinesis_dlq_or_a_file_dlq_with_sinks_is_refused() {
     let scratch = Scratch::new();
     let input = scratch.write("events.jsonl", EVENTS);
     let wasm = plugin("validate");
-    let (wasm, input) = (
-        wasm.to_str().unwrap_or_default(),
-        input.to_str().unwrap_or_default(),
-    );
+    let (wasm, input) = (path_str(&wasm), path_str(&input));
     host(
         &scratch,
         &moto,
@@ -146,7 +140,7 @@ async fn a_kinesis_dlq_or_a_file_dlq_with_sinks_is_refused() {
             "sqs://missing",
         ],
     )
-    .assert_error("PIPELINE_SINKS default: SQS queue missing");
+    .assert_error("sink default (--sink, PIPELINE_SINKS): SQS queue missing");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -158,10 +152,7 @@ async fn an_s3_dead_letter_prefix_is_reprocessed_object_by_object() {
     let scratch = Scratch::new();
     let input = scratch.write("events.jsonl", EVENTS);
     let wasm = plugin("validate");
-    let (wasm, input) = (
-        wasm.to_str().unwrap_or_default(),
-        input.to_str().unwrap_or_default(),
-    );
+    let (wasm, input) = (path_str(&wasm), path_str(&input));
     let run = host(
         &scratch,
         &moto,
@@ -239,9 +230,9 @@ async fn a_captured_s3_notification_replays_from_the_command_line() {
     let args = [
         "run",
         "--plugin",
-        wasm.to_str().unwrap_or_default(),
+        path_str(&wasm),
         "--input",
-        event.to_str().unwrap_or_default(),
+        path_str(&event),
         "--format",
         "s3-event",
         "--sink",

@@ -1,6 +1,6 @@
 //! `host run` with the example plugins: outputs, drops, DLQ, formats and bad input.
 
-use crate::support::{Scratch, parse_lines, plugin};
+use crate::support::{Scratch, parse_lines, path_str, plugin, text};
 
 const EVENTS: &str = include_str!("../../examples/events.jsonl");
 
@@ -25,16 +25,13 @@ fn enrich_transforms_valid_events_and_dead_letters_the_rest() {
     let dlq = s.json_lines("dlq.jsonl");
     let kinds: Vec<_> = dlq
         .iter()
-        .map(|e| e["error"]["kind"].as_str().unwrap_or_default())
+        .map(|e| text(&e["error"]["kind"], "the DLQ entry's error.kind"))
         .collect();
     assert_eq!(kinds, ["decode", "domain"]);
     assert_eq!(dlq[0]["record"]["payload"], "this line is not JSON");
     assert_eq!(dlq[0]["record"]["attributes"]["line"], "6");
     assert!(
-        dlq[1]["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("amount"),
+        text(&dlq[1]["error"]["message"], "the DLQ entry's error.message").contains("amount"),
         "{}",
         dlq[1]
     );
@@ -63,12 +60,7 @@ fn validate_drops_test_events_and_names_the_broken_rule() {
     let messages: Vec<String> = s
         .json_lines("dlq.jsonl")
         .iter()
-        .map(|e| {
-            e["error"]["message"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
+        .map(|e| text(&e["error"]["message"], "the DLQ entry's error.message").to_owned())
         .collect();
     assert_eq!(messages.len(), 5);
     assert_eq!(messages[0], "missing `id`");
@@ -115,7 +107,7 @@ fn csv_from_stdin_becomes_json_records() {
     let args = [
         "run",
         "--plugin",
-        wasm.to_str().unwrap_or_default(),
+        path_str(&wasm),
         "--input",
         "-",
         "--format",
@@ -123,7 +115,7 @@ fn csv_from_stdin_becomes_json_records() {
         "--emit",
         "payload",
         "--dlq",
-        dlq.to_str().unwrap_or_default(),
+        path_str(&dlq),
     ];
     let run = s.host(&args, Some("action,user\nbuy,ann\nview\nview,bob\n"));
     run.assert_ok();
@@ -135,10 +127,7 @@ fn csv_from_stdin_becomes_json_records() {
     let dlq = s.json_lines("dlq.jsonl");
     assert_eq!(dlq[0]["error"]["kind"], "decode");
     assert!(
-        dlq[0]["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("CSV line 3"),
+        text(&dlq[0]["error"]["message"], "the DLQ entry's error.message").contains("CSV line 3"),
         "{}",
         dlq[0]
     );
@@ -171,7 +160,7 @@ fn missing_input_and_missing_plugin_are_named() {
         "--plugin",
         "/nonexistent/p.wasm",
         "--input",
-        input.to_str().unwrap_or_default(),
+        path_str(&input),
     ];
     s.host(&args, None)
         .assert_error("cannot read plugin /nonexistent/p.wasm");
@@ -195,9 +184,9 @@ fn a_file_that_is_not_a_component_is_refused() {
         let args = [
             "run",
             "--plugin",
-            path.to_str().unwrap_or_default(),
+            path_str(&path),
             "--input",
-            input.to_str().unwrap_or_default(),
+            path_str(&input),
         ];
         s.host(&args, None).assert_error(reason);
     }
@@ -213,9 +202,9 @@ fn a_component_of_another_world_is_refused() {
     let args = [
         "run",
         "--plugin",
-        path.to_str().unwrap_or_default(),
+        path_str(&path),
         "--input",
-        input.to_str().unwrap_or_default(),
+        path_str(&input),
     ];
     s.host(&args, None)
         .assert_error("does not export the world `transform`");

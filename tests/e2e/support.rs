@@ -16,6 +16,19 @@ pub fn plugin(name: &str) -> PathBuf {
     path
 }
 
+/// The path as text, for command lines and settings; panics naming it when it is not UTF-8.
+pub fn path_str(p: &Path) -> &str {
+    p.to_str()
+        .unwrap_or_else(|| panic!("{} is not valid UTF-8", p.display()))
+}
+
+/// The JSON string at `v`, which the test relies on; panics naming `what` and showing
+/// the value when it is missing or not a string.
+pub fn text<'a>(v: &'a serde_json::Value, what: &str) -> &'a str {
+    v.as_str()
+        .unwrap_or_else(|| panic!("expected {what} to be a JSON string, got {v}"))
+}
+
 /// A scratch directory with helpers to write inputs and read results.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
@@ -157,11 +170,11 @@ impl Scratch {
         let mut args = vec![
             "run",
             "--plugin",
-            plugin.to_str().expect("utf-8 path"),
+            path_str(&plugin),
             "--input",
-            input.to_str().expect("utf-8 path"),
+            path_str(input),
             "--dlq",
-            dlq.to_str().expect("utf-8 path"),
+            path_str(&dlq),
         ];
         args.extend_from_slice(extra);
         self.host_with_env(&args, None, env)

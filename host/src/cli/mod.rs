@@ -177,7 +177,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::report::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }

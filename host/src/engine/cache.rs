@@ -92,11 +92,7 @@ impl ArtifactCache {
 
     /// Stores `component`'s artifact: written to a temporary file, then renamed, so a
     /// reader sees a whole entry or none.
-    pub fn store(
-        &self,
-        module_sha256: &str,
-        component: &Component,
-    ) -> Result<PathBuf, CacheError> {
+    pub fn store(&self, module_sha256: &str, component: &Component) -> Result<PathBuf, CacheError> {
         let artifact = component
             .serialize()
             .map_err(|e| CacheError::Serialize(format!("{e:#}")))?;
@@ -161,8 +157,7 @@ fn check_file(path: &Path, crc: &str) -> Result<(), CacheError> {
 
 /// Whether `artifact` has the CRC-32 (8 hex digits) `crc`.
 fn check(artifact: &[u8], crc: &str) -> Result<(), CacheError> {
-    let expected =
-        u32::from_str_radix(crc, 16).map_err(|_| CacheError::BadName(crc.to_owned()))?;
+    let expected = u32::from_str_radix(crc, 16).map_err(|_| CacheError::BadName(crc.to_owned()))?;
     if artifact.is_empty() {
         return Err(CacheError::Damaged("empty (truncated)"));
     }

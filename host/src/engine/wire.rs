@@ -8,7 +8,9 @@ use bytes::Bytes;
 use super::bindings::pipeline::plugin::types::{Error as WireError, InputBatch, OutputBatch};
 use crate::record::{Output, Record};
 
-use wire_layout::{ATTRIBUTE_WORDS, MAX_BATCH_BYTES, NONE, OUTPUT_WORDS, RECORD_WORDS, RESULT_WORDS};
+use wire_layout::{
+    ATTRIBUTE_WORDS, MAX_BATCH_BYTES, NONE, OUTPUT_WORDS, RECORD_WORDS, RESULT_WORDS,
+};
 
 /// Reusable buffers for packing input batches (no allocation per batch once warm).
 pub(crate) struct Packer {
@@ -71,8 +73,14 @@ impl Packer {
                     .extend_from_slice(&[name[0], name[1], value[0], value[1]]);
             }
             let count = record.attributes.len() as u32;
-            let words: [u32; RECORD_WORDS] =
-                [key_offset, key_len, payload_offset, payload_len, first, count];
+            let words: [u32; RECORD_WORDS] = [
+                key_offset,
+                key_len,
+                payload_offset,
+                payload_len,
+                first,
+                count,
+            ];
             batch.records.extend_from_slice(&words);
         }
         if batch.bytes.len() >= MAX_BATCH_BYTES {

@@ -190,7 +190,9 @@ pub(super) async fn deliver(
             // Cannot happen for this plain type; if it did, the record must not be lost.
             Err(e) if redelivers => {
                 tracing::error!(error = %e, "cannot encode a DLQ entry; handing the record back");
-                verdicts.push(Some(Verdict::Retry(format!("cannot encode a DLQ entry: {e}"))));
+                verdicts.push(Some(Verdict::Retry(format!(
+                    "cannot encode a DLQ entry: {e}"
+                ))));
             }
             Err(e) => {
                 return Err(DeliverError::DeadLetterRefused(format!(
@@ -200,7 +202,10 @@ pub(super) async fn deliver(
         }
     }
     let refused = dlq
-        .deliver(dead_letters.iter().map(|(i, o, _)| (*i, o)).collect(), retry)
+        .deliver(
+            dead_letters.iter().map(|(i, o, _)| (*i, o)).collect(),
+            retry,
+        )
         .await;
     let mut refused_items = std::collections::BTreeMap::new();
     for failure in refused {

@@ -30,31 +30,31 @@ pub enum StartError {
     #[error(transparent)]
     Engine(#[from] PluginError),
     /// No plugin is configured.
-    #[error("PIPELINE_PLUGIN (--plugin): no plugin configured")]
+    #[error("no plugin configured (--plugin, PIPELINE_PLUGIN)")]
     NoPlugin,
     /// A plugin could not be loaded.
-    #[error("plugin {location}: {source}")]
+    #[error("plugin {location} (--plugin, PIPELINE_PLUGIN): {reason}")]
     Plugin {
         /// Where it was configured to come from.
         location: String,
         /// Why it did not load.
-        source: LoadError,
+        reason: LoadError,
     },
     /// A sink could not be set up.
-    #[error("sink {name}: {source}")]
+    #[error("sink {name} (--sink, PIPELINE_SINKS): {reason}")]
     Sink {
         /// Its name.
         name: String,
         /// Why.
-        source: ConnectError,
+        reason: ConnectError,
     },
     /// The dead-letter queue could not be set up.
-    #[error("dead-letter queue {spec}: {source}")]
+    #[error("dead-letter queue {spec} (--dlq, PIPELINE_DLQ): {reason}")]
     DeadLetters {
         /// Its spec.
         spec: String,
         /// Why.
-        source: ConnectError,
+        reason: ConnectError,
     },
 }
 
@@ -128,9 +128,9 @@ impl Pipeline {
             let loaded = source
                 .load(Some(aws))
                 .await
-                .map_err(|source| StartError::Plugin {
+                .map_err(|reason| StartError::Plugin {
                     location: location.to_string(),
-                    source,
+                    reason,
                 })?;
             loaded.log_ready("plugin ready");
             runners.push(loaded.runner);
@@ -143,18 +143,19 @@ impl Pipeline {
         for (name, spec) in &settings.sinks {
             let sink = Sink::connect(spec, aws)
                 .await
-                .map_err(|source| StartError::Sink {
+                .map_err(|reason| StartError::Sink {
                     name: name.clone(),
-                    source,
+                    reason,
                 })?;
             sinks.insert(name.clone(), sink);
         }
-        let dlq = Sink::connect(&settings.dlq, aws)
-            .await
-            .map_err(|source| StartError::DeadLetters {
-                spec: settings.dlq.to_string(),
-                source,
-            })?;
+        let dlq =
+            Sink::connect(&settings.dlq, aws)
+                .await
+                .map_err(|reason| StartError::DeadLetters {
+                    spec: settings.dlq.to_string(),
+                    reason,
+                })?;
         Ok(Self {
             chain: Some(Chain::new(runners)),
             plugins,
@@ -203,7 +204,9 @@ impl Pipeline {
             for verdict in &verdicts {
                 ledger.settle(verdict);
             }
-            source.settle(ids.into_iter().zip(verdicts).collect()).await?;
+            source
+                .settle(ids.into_iter().zip(verdicts).collect())
+                .await?;
             tracing::info!(plugin = %self.plugin_label(), summary = %ledger.summary(), "batch done");
         }
         Ok(ledger.close()?)

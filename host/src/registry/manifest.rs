@@ -189,8 +189,7 @@ pub fn key_bytes(text: &str) -> Result<[u8; 32], KeyError> {
 
 /// Reads an ed25519 public key (32 bytes, hex or base64).
 pub fn verifying_key(text: &str) -> Result<VerifyingKey, KeyError> {
-    VerifyingKey::from_bytes(&key_bytes(text)?)
-        .map_err(|e| KeyError::NotAPublicKey(e.to_string()))
+    VerifyingKey::from_bytes(&key_bytes(text)?).map_err(|e| KeyError::NotAPublicKey(e.to_string()))
 }
 
 #[cfg(test)]

@@ -199,12 +199,12 @@ pub enum ConnectError {
     #[error(transparent)]
     Aws(#[from] AwsError),
     /// The local file could not be created.
-    #[error("cannot create {path}: {source}")]
+    #[error("cannot create {path}: {reason}")]
     File {
         /// The file.
         path: String,
         /// Why.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
 }
 
@@ -229,10 +229,10 @@ impl Sink {
         Ok(match spec {
             SinkSpec::File { path, emit } => {
                 let target = path.clone().map_or(Target::Stdout, Target::File);
-                Self::File(FileSink::create(&target, *emit).map_err(|source| {
+                Self::File(FileSink::create(&target, *emit).map_err(|reason| {
                     ConnectError::File {
                         path: spec.to_string(),
-                        source,
+                        reason,
                     }
                 })?)
             }

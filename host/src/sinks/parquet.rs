@@ -35,9 +35,8 @@ pub fn from_json_payloads(payloads: &[&[u8]]) -> Result<Vec<u8>, ParquetWriteErr
             Err(e) => return Err(ParquetWriteError::NotJson(i, e)),
         }
     }
-    let schema = arrow_json::reader::infer_json_schema_from_iterator(
-        values.iter().map(|v| Ok(v.clone())),
-    )?;
+    let schema =
+        arrow_json::reader::infer_json_schema_from_iterator(values.iter().map(|v| Ok(v.clone())))?;
     let schema = Arc::new(schema);
     let mut decoder = arrow_json::ReaderBuilder::new(schema.clone()).build_decoder()?;
     decoder.serialize(&values)?;

@@ -106,7 +106,10 @@ impl Source for QueueDlq {
                     continue;
                 }
                 fresh = true;
-                match message.body().and_then(|body| original(body, &self.started)) {
+                match message
+                    .body()
+                    .and_then(|body| original(body, &self.started))
+                {
                     Some(decoded) => items.push(Item {
                         id: handle.to_owned(),
                         decoded,
@@ -144,7 +147,10 @@ impl Source for QueueDlq {
                 .send()
                 .await
                 .map_err(|e| {
-                    AwsError::of(format!("deleting a reprocessed entry from {}", self.url), &e)
+                    AwsError::of(
+                        format!("deleting a reprocessed entry from {}", self.url),
+                        &e,
+                    )
                 })?;
         }
         Ok(())
@@ -269,7 +275,9 @@ impl BucketDlq {
             .key(&object.key)
             .send()
             .await
-            .map_err(|e| AwsError::of(format!("deleting s3://{}/{}", self.bucket, object.key), &e))?;
+            .map_err(|e| {
+                AwsError::of(format!("deleting s3://{}/{}", self.bucket, object.key), &e)
+            })?;
         Ok(())
     }
 }

@@ -289,8 +289,13 @@ mod tests {
             format_for_key("a/b.CSV").ok(),
             Some(ObjectLayout::Lines(InputFormat::Csv, false))
         );
-        assert_eq!(format_for_key("a/b.parquet").ok(), Some(ObjectLayout::Parquet));
-        assert!(format_for_key("a/b.parquet.gz").is_err_and(|e| e.to_string().contains("extension")));
+        assert_eq!(
+            format_for_key("a/b.parquet").ok(),
+            Some(ObjectLayout::Parquet)
+        );
+        assert!(
+            format_for_key("a/b.parquet.gz").is_err_and(|e| e.to_string().contains("extension"))
+        );
         assert!(format_for_key("a/b").is_err_and(|e| e.to_string().contains("extension")));
     }
 }
