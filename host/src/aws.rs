@@ -56,6 +56,20 @@ impl AwsClients {
         }
     }
 
+    /// Clients for a run that needs no AWS service (`host run` from files to files):
+    /// nothing is looked up, so no region or credential probe slows the start.
+    pub fn unconfigured() -> Self {
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        Self {
+            s3: aws_sdk_s3::Client::new(&config),
+            kinesis: aws_sdk_kinesis::Client::new(&config),
+            sqs: aws_sdk_sqs::Client::new(&config),
+        }
+    }
+
     /// The whole body of `s3://bucket/key`; the error names the object.
     pub async fn object_bytes(&self, bucket: &str, key: &str) -> Result<bytes::Bytes, AwsError> {
         let what = || format!("s3://{bucket}/{key}");

@@ -15,5 +15,6 @@ mod front_doors;
 mod lambda;
 mod lifecycle;
 mod limits;
+mod ordering;
 mod reprocess;
 mod run;

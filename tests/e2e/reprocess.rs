@@ -246,5 +246,5 @@ async fn a_captured_s3_notification_replays_from_the_command_line() {
     assert_eq!(aws.stream_records("enriched").await.len(), 6);
     assert_eq!(aws.drain_queue(&dlq).await.len(), 2);
     let local = scratch.run_plugin("enrich", &event, &["--format", "event"]);
-    local.assert_error("use --format s3-event with --sink");
+    local.assert_error("use --format s3-event, which reads them from S3");
 }

@@ -12,7 +12,7 @@ use crate::pipeline::{Outputs, Pipeline};
 use crate::settings::Settings;
 use crate::sinks::{Router, Sink, SinkSpec};
 use crate::sources::dlq::{BucketDlq, QueueDlq};
-use crate::sources::{EventKind, FileSource, InputFormat, ObjectSource, events};
+use crate::sources::{EventKind, FileSource, InputFormat, ObjectSource, read_event};
 
 /// `host run`: the input through the pipeline; outputs to `--output` (or stdout), or with
 /// `--sink` to the sinks. Output and DLQ files appear only once the whole input is done.
@@ -25,7 +25,24 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
             settings.dlq
         );
     }
-    let aws = AwsClients::from_env(settings.s3_path_style).await;
+    if !to_files && args.output.is_some() {
+        // `--sink` and `--output` conflict as flags; sinks may also come from PIPELINE_SINKS.
+        anyhow::bail!(
+            "--output: outputs go to the sinks (--sink or PIPELINE_SINKS), not to a file"
+        );
+    }
+    let needs_aws = !to_files
+        || !matches!(settings.dlq, SinkSpec::File { .. })
+        || args.format == InputFormat::S3Event
+        || settings
+            .plugins
+            .iter()
+            .any(|p| !matches!(p, crate::registry::PluginLocation::File(_)));
+    let aws = if needs_aws {
+        AwsClients::from_env(settings.s3_path_style).await
+    } else {
+        AwsClients::unconfigured()
+    };
     if args.format == InputFormat::S3Event {
         let objects = read_notification(&args)?;
         let mut source = ObjectSource::new(aws.clone(), objects);
@@ -80,17 +97,15 @@ fn open_input(args: &RunArgs) -> anyhow::Result<FileSource> {
 
 /// The objects a captured S3 notification (`--format s3-event`) names.
 fn read_notification(args: &RunArgs) -> anyhow::Result<Vec<crate::sources::ObjectRef>> {
-    let text = if args.input == "-" {
-        std::io::read_to_string(std::io::stdin())?
+    let reader: Box<dyn std::io::Read> = if args.input == "-" {
+        Box::new(std::io::stdin())
     } else {
-        std::fs::read_to_string(&args.input)
-            .with_context(|| format!("cannot open input {}", args.input))?
+        Box::new(
+            std::fs::File::open(&args.input)
+                .with_context(|| format!("cannot open input {}", args.input))?,
+        )
     };
-    let event: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("input {}: not JSON", args.input))?;
-    let decoded =
-        events::decode(EventKind::S3, event).with_context(|| format!("input {}", args.input))?;
-    Ok(decoded.objects)
+    Ok(read_event(reader, Some(EventKind::S3), &args.input)?.objects)
 }
 
 /// `host reprocess`: dead-letter entries written before this run started go through the
@@ -102,7 +117,9 @@ pub(super) async fn reprocess(args: ReprocessArgs) -> anyhow::Result<()> {
         "--sink: reprocessing delivers to sinks; give at least one"
     );
     if matches!(settings.dlq, SinkSpec::File { .. }) {
-        anyhow::bail!("--dlq: the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX");
+        anyhow::bail!(
+            "--dlq: records that fail again go to a dead-letter queue, sqs://QUEUE or s3://BUCKET/PREFIX (may be the --from one)"
+        );
     }
     let aws = AwsClients::from_env(settings.s3_path_style).await;
     let mut pipeline = Pipeline::start(&settings, &aws).await?;

@@ -179,18 +179,18 @@ pub(crate) fn unpack(
     };
     let mut results = Vec::with_capacity(expected);
     for result in batch.results.chunks_exact(RESULT_WORDS) {
-        let mut outputs = Vec::with_capacity(result[1] as usize);
+        // Sized from the checked table slices, never from the plugin's counts.
+        let output_words = entries(&batch.outputs, result[0], result[1], OUTPUT_WORDS, "output")?;
+        let mut outputs = Vec::with_capacity(output_words.len() / OUTPUT_WORDS);
         let mut too_large = None;
-        for o in entries(&batch.outputs, result[0], result[1], OUTPUT_WORDS, "output")?
-            .chunks_exact(OUTPUT_WORDS)
-        {
+        for o in output_words.chunks_exact(OUTPUT_WORDS) {
             if o[1] as usize > max_output_bytes {
                 too_large = Some(o[1] as usize);
             }
-            let mut attributes = Vec::with_capacity(o[7] as usize);
-            for a in entries(&batch.attributes, o[6], o[7], ATTRIBUTE_WORDS, "attribute")?
-                .chunks_exact(ATTRIBUTE_WORDS)
-            {
+            let attribute_words =
+                entries(&batch.attributes, o[6], o[7], ATTRIBUTE_WORDS, "attribute")?;
+            let mut attributes = Vec::with_capacity(attribute_words.len() / ATTRIBUTE_WORDS);
+            for a in attribute_words.chunks_exact(ATTRIBUTE_WORDS) {
                 attributes.push((reader.text(a[0], a[1])?, reader.text(a[2], a[3])?));
             }
             outputs.push(Output {

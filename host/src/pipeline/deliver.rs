@@ -2,6 +2,8 @@
 //! in one [`Verdict`] per item. The plugin's outcome is read, never rewritten: a delivery
 //! failure decides the verdict next to it.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use crate::dlq::{DlqEntry, PluginRef};
 use crate::engine::Chain;
 use crate::record::{Failure, FailureKind, Outcome, Output, Record, Verdict};
@@ -116,28 +118,86 @@ pub enum DeliverError {
 /// failures (an infrastructure error after the host's own attempts) and items whose DLQ
 /// write failed are handed back; without it they go to the DLQ, and an item the DLQ
 /// refuses is an error of the whole run.
+///
+/// Ordering: once an item of a group (`groups[i]`) is handed back, every later item of
+/// that group is handed back too, its outputs held back, in this batch and (through
+/// `held`) in the later batches of the run: the source redelivers from the first one.
+/// The DLQ entries of the plugin's failures are written before any output is sent, so a
+/// refused entry still holds back the outputs of the later items of its group.
 pub(super) async fn deliver(
     mut ran: Ran,
+    groups: &[Option<String>],
+    held: &mut HashSet<String>,
     router: &Router,
     dlq: &Sink,
     retry: RetryPolicy,
     redelivers: bool,
 ) -> Result<Vec<Verdict>, DeliverError> {
     let outcomes = std::mem::take(&mut ran.outcomes);
-    let plugins = &ran.plugins;
-    let last_stage = plugins.len().saturating_sub(1);
-    let outputs: Vec<(usize, &Output)> = outcomes
+    let count = outcomes.len();
+    let last_stage = ran.plugins.len().saturating_sub(1);
+    let group = |index: usize| groups.get(index).and_then(Option::as_ref);
+    let mut verdicts: Vec<Option<Verdict>> = vec![None; count];
+    // Per group, the first position from which items are held back: 0 for a group held
+    // since an earlier batch, else just after its first item handed back.
+    let mut held_from: HashMap<String, usize> = held.iter().map(|g| (g.clone(), 0)).collect();
+    let is_held = |held_from: &HashMap<String, usize>, index: usize| {
+        group(index)
+            .and_then(|g| held_from.get(g))
+            .is_some_and(|&from| from <= index)
+    };
+    // Every item handed back holds back the later items of its group.
+    let hold_retried = |verdicts: &[Option<Verdict>], held_from: &mut HashMap<String, usize>| {
+        for (index, verdict) in verdicts.iter().enumerate() {
+            if let (Some(Verdict::Retry(_)), Some(g)) = (verdict, group(index)) {
+                let from = held_from.entry(g.clone()).or_insert(index + 1);
+                *from = (*from).min(index + 1);
+            }
+        }
+    };
+
+    // 1. What the plugin decided alone: drops, retries (and the holds they make), the
+    //    failures that go to the DLQ.
+    let mut plugin_failures = Vec::new();
+    let mut transformed = Vec::new();
+    for (index, outcome) in outcomes.into_iter().enumerate() {
+        if is_held(&held_from, index) {
+            verdicts[index] = Some(held_back(group(index)));
+            continue;
+        }
+        match outcome {
+            Outcome::Dropped => verdicts[index] = Some(Verdict::Dropped),
+            Outcome::Failed(failure)
+                if redelivers && failure.kind == FailureKind::Infrastructure =>
+            {
+                if let Some(g) = group(index) {
+                    held_from.entry(g.clone()).or_insert(index + 1);
+                }
+                verdicts[index] = Some(Verdict::Retry(failure.message));
+            }
+            Outcome::Failed(failure) => plugin_failures.push((index, failure)),
+            Outcome::Transformed(outputs) => transformed.push((index, outputs)),
+        }
+    }
+    dead_letter(&ran, plugin_failures, dlq, retry, redelivers, &mut verdicts).await?;
+    hold_retried(&verdicts, &mut held_from);
+
+    // 2. The outputs of the items not held back.
+    let mut sending = Vec::with_capacity(transformed.len());
+    for (index, outputs) in transformed {
+        if is_held(&held_from, index) {
+            verdicts[index] = Some(held_back(group(index)));
+        } else {
+            sending.push((index, outputs));
+        }
+    }
+    let routed: Vec<(usize, &Output)> = sending
         .iter()
-        .enumerate()
-        .filter_map(|(i, o)| match o {
-            Outcome::Transformed(list) => Some(list.iter().map(move |out| (i, out))),
-            _ => None,
-        })
-        .flatten()
+        .flat_map(|(i, outputs)| outputs.iter().map(move |o| (*i, o)))
         .collect();
     // The first refusal of each item decides its failure.
-    let mut refused: Vec<Option<DeliveryFailure>> = vec![None; outcomes.len()];
-    for failure in router.deliver(outputs, retry).await {
+    let mut refused: Vec<Option<DeliveryFailure>> = vec![None; count];
+    for failure in router.deliver(routed, retry).await {
         if let Some(slot) = refused.get_mut(failure.item)
             && slot.is_none()
         {
@@ -145,38 +205,69 @@ pub(super) async fn deliver(
         }
     }
 
-    let mut verdicts: Vec<Option<Verdict>> = Vec::with_capacity(outcomes.len());
-    let mut dead_letters: Vec<(usize, Output, Failure)> = Vec::new();
-    for (index, (outcome, refusal)) in outcomes.into_iter().zip(refused).enumerate() {
-        let failure = match (outcome, refusal) {
-            (Outcome::Transformed(outputs), None) => {
-                verdicts.push(Some(Verdict::Delivered(outputs)));
-                continue;
-            }
-            (Outcome::Dropped, _) => {
-                verdicts.push(Some(Verdict::Dropped));
-                continue;
-            }
-            (Outcome::Failed(failure), _) => failure,
-            (Outcome::Transformed(_), Some(refusal)) => Failure {
-                attempts: if refusal.kind == FailureKind::Delivery {
-                    retry.max_attempts
-                } else {
-                    1
+    // 3. Items a sink refused go to the DLQ; the rest are delivered.
+    let mut delivery_failures = Vec::new();
+    for (index, outputs) in sending {
+        match refused.get_mut(index).and_then(Option::take) {
+            None => verdicts[index] = Some(Verdict::Delivered(outputs)),
+            Some(refusal) => delivery_failures.push((
+                index,
+                Failure {
+                    attempts: if refusal.kind == FailureKind::Delivery {
+                        retry.max_attempts
+                    } else {
+                        1
+                    },
+                    kind: refusal.kind,
+                    message: refusal.message,
+                    stage: last_stage,
                 },
-                kind: refusal.kind,
-                message: refusal.message,
-                stage: last_stage,
-            },
-        };
-        if redelivers && failure.kind == FailureKind::Infrastructure {
-            verdicts.push(Some(Verdict::Retry(failure.message)));
-            continue;
+            )),
         }
-        let plugin = &plugins[failure.stage.min(last_stage)];
-        let Some(original) = ran.original(index) else {
-            return Err(DeliverError::NoVerdict(index));
-        };
+    }
+    dead_letter(
+        &ran,
+        delivery_failures,
+        dlq,
+        retry,
+        redelivers,
+        &mut verdicts,
+    )
+    .await?;
+    // A refusal here holds back the group's items of the next batches; this batch's
+    // later items were already delivered.
+    hold_retried(&verdicts, &mut held_from);
+    held.extend(held_from.into_keys());
+    verdicts
+        .into_iter()
+        .enumerate()
+        .map(|(index, verdict)| verdict.ok_or(DeliverError::NoVerdict(index)))
+        .collect()
+}
+
+/// The verdict of an item held back behind an earlier one of its group.
+fn held_back(group: Option<&String>) -> Verdict {
+    Verdict::Retry(format!(
+        "held back: an earlier item of its group {:?} is to be retried",
+        group.map_or("", String::as_str)
+    ))
+}
+
+/// Writes the DLQ entries of `failures`, setting their verdicts: dead-lettered, or (a
+/// refused entry, when the source redelivers) handed back.
+async fn dead_letter(
+    ran: &Ran,
+    failures: Vec<(usize, Failure)>,
+    dlq: &Sink,
+    retry: RetryPolicy,
+    redelivers: bool,
+    verdicts: &mut [Option<Verdict>],
+) -> Result<(), DeliverError> {
+    let last_stage = ran.plugins.len().saturating_sub(1);
+    let mut entries: Vec<(usize, Output, Failure)> = Vec::with_capacity(failures.len());
+    for (index, failure) in failures {
+        let plugin = &ran.plugins[failure.stage.min(last_stage)];
+        let original = ran.original(index).ok_or(DeliverError::NoVerdict(index))?;
         let entry = DlqEntry::new(original, &failure, plugin);
         match serde_json::to_vec(&entry) {
             Ok(json) => {
@@ -184,15 +275,12 @@ pub(super) async fn deliver(
                     payload: json.into(),
                     ..Output::default()
                 };
-                dead_letters.push((index, output, failure));
-                verdicts.push(None);
+                entries.push((index, output, failure));
             }
             // Cannot happen for this plain type; if it did, the record must not be lost.
             Err(e) if redelivers => {
                 tracing::error!(error = %e, "cannot encode a DLQ entry; handing the record back");
-                verdicts.push(Some(Verdict::Retry(format!(
-                    "cannot encode a DLQ entry: {e}"
-                ))));
+                verdicts[index] = Some(Verdict::Retry(format!("cannot encode a DLQ entry: {e}")));
             }
             Err(e) => {
                 return Err(DeliverError::DeadLetterRefused(format!(
@@ -202,12 +290,9 @@ pub(super) async fn deliver(
         }
     }
     let refused = dlq
-        .deliver(
-            dead_letters.iter().map(|(i, o, _)| (*i, o)).collect(),
-            retry,
-        )
+        .deliver(entries.iter().map(|(i, o, _)| (*i, o)).collect(), retry)
         .await;
-    let mut refused_items = std::collections::BTreeMap::new();
+    let mut refused_items = BTreeMap::new();
     for failure in refused {
         tracing::error!(item = failure.item, reason = %failure.message, "the dead-letter queue refused an entry");
         if !redelivers {
@@ -215,15 +300,11 @@ pub(super) async fn deliver(
         }
         refused_items.insert(failure.item, failure.message);
     }
-    for (index, _, failure) in dead_letters {
+    for (index, _, failure) in entries {
         verdicts[index] = Some(match refused_items.remove(&index) {
             Some(reason) => Verdict::Retry(format!("the dead-letter queue refused it: {reason}")),
             None => Verdict::DeadLettered(failure),
         });
     }
-    verdicts
-        .into_iter()
-        .enumerate()
-        .map(|(index, verdict)| verdict.ok_or(DeliverError::NoVerdict(index)))
-        .collect()
+    Ok(())
 }

@@ -10,7 +10,7 @@
 
 mod deliver;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 pub use deliver::DeliverError;
 
@@ -78,6 +78,9 @@ pub enum RunError {
     /// A file sink could not be committed.
     #[error("cannot finish the outputs: {0}")]
     Finish(std::io::Error),
+    /// A sink can take nothing more (a local file that cannot be written).
+    #[error("{0}")]
+    Broken(String),
 }
 
 /// Where a run's outputs go.
@@ -175,13 +178,24 @@ impl Pipeline {
         outputs: Outputs<'_>,
     ) -> Result<Summary, RunError> {
         let mut ledger = Ledger::default();
+        // Ordering groups with an item handed back: their later items wait too.
+        let mut held = HashSet::new();
+        // A new plugin version is taken between runs (a Lambda invocation, a command),
+        // never during one: every batch of a run meets the same version.
+        if self.chain.is_none() {
+            self.restart().await?;
+        }
+        self.refresh().await;
         while let Some(batch) = source.next_batch(self.batch_size).await? {
             ledger.enter(batch.len());
-            let (ids, items): (Vec<S::Id>, Vec<_>) = batch
-                .into_iter()
-                .map(|Item { id, decoded }| (id, decoded))
-                .unzip();
-            self.refresh().await;
+            let mut ids = Vec::with_capacity(batch.len());
+            let mut groups = Vec::with_capacity(batch.len());
+            let mut items = Vec::with_capacity(batch.len());
+            for Item { id, group, decoded } in batch {
+                ids.push(id);
+                groups.push(group);
+                items.push(decoded);
+            }
             let mut chain = self
                 .chain
                 .take()
@@ -193,17 +207,31 @@ impl Pipeline {
                 (chain, ran)
             })
             .await
+            // The chain is gone with the thread: the next run starts the plugins again.
             .map_err(|e| RunError::PluginThread(e.to_string()))?;
             self.chain = Some(chain);
             let router = match outputs {
                 Outputs::Sinks => &self.router,
                 Outputs::To(router) => router,
             };
-            let verdicts =
-                deliver::deliver(ran, router, &self.dlq, self.retry, source.redelivers()).await?;
+            let verdicts = deliver::deliver(
+                ran,
+                &groups,
+                &mut held,
+                router,
+                &self.dlq,
+                self.retry,
+                source.redelivers(),
+            )
+            .await?;
+            if let Some(reason) = router.broken().or_else(|| self.dlq.broken()) {
+                return Err(RunError::Broken(reason));
+            }
             for verdict in &verdicts {
                 ledger.settle(verdict);
             }
+            // Checked before the source acts on any verdict (deletes a DLQ entry, ...).
+            ledger.close()?;
             source
                 .settle(ids.into_iter().zip(verdicts).collect())
                 .await?;
@@ -219,7 +247,21 @@ impl Pipeline {
         self.dlq.finish().map_err(RunError::Finish)
     }
 
-    /// Between batches: takes any new plugin version that is due, verified and started.
+    /// Starts every stage's plugin again (after a plugin thread was lost to a panic).
+    async fn restart(&mut self) -> Result<(), RunError> {
+        let mut runners = Vec::with_capacity(self.plugins.len());
+        for source in &mut self.plugins {
+            let loaded = source.load(Some(&self.aws)).await.map_err(|e| {
+                RunError::PluginThread(format!("cannot start {} again: {e}", source.location()))
+            })?;
+            loaded.log_ready("plugin started again");
+            runners.push(loaded.runner);
+        }
+        self.chain = Some(Chain::new(runners));
+        Ok(())
+    }
+
+    /// Before a run: takes any new plugin version that is due, verified and started.
     /// A version that fails any step is logged with its reason; the serving one stays.
     async fn refresh(&mut self) {
         let Some(chain) = self.chain.as_mut() else {

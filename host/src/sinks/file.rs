@@ -17,6 +17,8 @@ use crate::record::{FailureKind, Output};
 #[derive(Clone)]
 pub struct FileSink {
     file: Arc<Mutex<Option<JsonLinesFile>>>,
+    /// The first write error: the file takes nothing after it.
+    broken: Arc<Mutex<Option<String>>>,
     emit: Emit,
     name: String,
 }
@@ -36,6 +38,7 @@ impl FileSink {
         };
         Ok(Self {
             file: Arc::new(Mutex::new(Some(JsonLinesFile::create(target)?))),
+            broken: Arc::new(Mutex::new(None)),
             emit,
             name,
         })
@@ -54,14 +57,28 @@ impl FileSink {
                 None => Err(std::io::Error::other("already committed")),
             };
             if let Err(e) = written {
+                let message = format!("cannot write {}: {e}", self.name);
+                let mut broken = match self.broken.lock() {
+                    Ok(guard) => guard,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                broken.get_or_insert_with(|| message.clone());
                 failures.push(DeliveryFailure {
                     item,
                     kind: FailureKind::Delivery,
-                    message: format!("{}: {e}", self.name),
+                    message,
                 });
             }
         }
         failures
+    }
+
+    /// The first write error, if any.
+    pub fn broken(&self) -> Option<String> {
+        match self.broken.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// Flushes and moves the file into place (once; later calls do nothing).

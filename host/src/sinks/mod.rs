@@ -270,6 +270,15 @@ impl Sink {
         }
     }
 
+    /// Why this sink can take nothing more, if so: a file that failed a write (a full
+    /// disk, a closed pipe) stops the run instead of failing each record in turn.
+    pub fn broken(&self) -> Option<String> {
+        match self {
+            Self::File(sink) => sink.broken(),
+            _ => None,
+        }
+    }
+
     /// Makes what was delivered final: a file is flushed and moved into place. Until
     /// then a file sink's outputs are in `<name>.partial`, removed if the run fails.
     pub fn finish(&self) -> std::io::Result<()> {
@@ -300,6 +309,14 @@ impl Router {
             sinks: BTreeMap::new(),
             every: Some(sink),
         }
+    }
+
+    /// The first sink that can take nothing more, and why (see [`Sink::broken`]).
+    pub fn broken(&self) -> Option<String> {
+        self.sinks
+            .values()
+            .chain(&self.every)
+            .find_map(Sink::broken)
     }
 
     /// Makes every sink's deliveries final (see [`Sink::finish`]).

@@ -112,6 +112,7 @@ impl Source for QueueDlq {
                 {
                     Some(decoded) => items.push(Item {
                         id: handle.to_owned(),
+                        group: None,
                         decoded,
                     }),
                     None => self.release(handle).await?,
@@ -282,10 +283,13 @@ impl BucketDlq {
     }
 }
 
-impl Source for BucketDlq {
-    type Id = usize;
+/// An entry of an S3 DLQ: its object's key and its line in it.
+pub type EntryId = (String, usize);
 
-    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Item<usize>>>, SourceError> {
+impl Source for BucketDlq {
+    type Id = EntryId;
+
+    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Item<EntryId>>>, SourceError> {
         if self.open.is_none() {
             self.open = self.open_next().await?;
         }
@@ -293,10 +297,15 @@ impl Source for BucketDlq {
             return Ok(None);
         };
         let count = object.taken.len().min(max);
-        let batch: Vec<Item<usize>> = object
+        let key = &object.key;
+        let batch: Vec<Item<EntryId>> = object
             .taken
             .drain(..count)
-            .map(|(id, decoded)| Item { id, decoded })
+            .map(|(line, decoded)| Item {
+                id: (key.clone(), line),
+                group: None,
+                decoded,
+            })
             .collect();
         object.outstanding += batch.len();
         Ok(Some(batch))
@@ -306,12 +315,23 @@ impl Source for BucketDlq {
         true
     }
 
-    async fn settle(&mut self, settled: Vec<(usize, Verdict)>) -> Result<(), SourceError> {
+    async fn settle(&mut self, settled: Vec<(EntryId, Verdict)>) -> Result<(), SourceError> {
         let Some(object) = &mut self.open else {
-            return Ok(());
+            return Err(SourceError::Settle(format!(
+                "{} verdicts for s3://{}/{} with no object open",
+                settled.len(),
+                self.bucket,
+                self.prefix
+            )));
         };
-        for (line, verdict) in settled {
-            object.outstanding = object.outstanding.saturating_sub(1);
+        for ((key, line), verdict) in settled {
+            if key != object.key || object.outstanding == 0 {
+                return Err(SourceError::Settle(format!(
+                    "a verdict for s3://{}/{key} line {line}, but s3://{}/{} is the object open",
+                    self.bucket, self.bucket, object.key
+                )));
+            }
+            object.outstanding -= 1;
             if !matches!(verdict, Verdict::Retry(_)) {
                 object.done.insert(line);
             }

@@ -14,7 +14,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{Decoded, Undecodable};
+use super::Undecodable;
 use crate::record::Record;
 
 /// Largest payload a gzip-compressed record may inflate to (a guard against gzip bombs).
@@ -37,14 +37,9 @@ pub enum EventKind {
     Direct,
 }
 
-/// One record of an event and the identifier its source knows it by.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventItem {
-    /// Sequence number, message id, record id or index.
-    pub id: String,
-    /// The record, or why it could not be decoded.
-    pub decoded: Decoded,
-}
+/// One record of an event: the identifier its source knows it by, its ordering group
+/// (the Kinesis shard, the DynamoDB stream, the SQS FIFO message group), its record.
+pub type EventItem = super::Item<String>;
 
 /// An S3 object named by a notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +131,7 @@ pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError>
                 );
                 decoded.items.push(EventItem {
                     id: index.to_string(),
+                    group: None,
                     decoded: Ok(record),
                 });
             }
@@ -144,17 +140,17 @@ pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError>
             let event: KinesisEvent = serde_json::from_value(event).map_err(shape)?;
             for r in event.records {
                 let k = r.kinesis;
+                let shard: String = r
+                    .event_id
+                    .as_deref()
+                    .and_then(|id| id.split(':').next())
+                    .unwrap_or_default()
+                    .into();
+                let stream = arn_name(r.event_source_arn.as_deref(), "stream/");
                 let attributes = vec![
                     ("source", "kinesis".into()),
-                    ("stream", arn_name(r.event_source_arn.as_deref(), "stream/")),
-                    (
-                        "shard",
-                        r.event_id
-                            .as_deref()
-                            .and_then(|id| id.split(':').next())
-                            .unwrap_or_default()
-                            .into(),
-                    ),
+                    ("stream", stream.clone()),
+                    ("shard", shard.clone()),
                     ("sequence-number", k.sequence_number.clone()),
                     (
                         "arrival-time",
@@ -171,6 +167,8 @@ pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError>
                 };
                 decoded.items.push(EventItem {
                     id: k.sequence_number,
+                    // Without an `eventID` the shard is unknown: the stream stands for it.
+                    group: Some(if shard.is_empty() { stream } else { shard }),
                     decoded: item,
                 });
             }
@@ -198,13 +196,13 @@ pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError>
                 if let Some(count) = m.attributes.get("ApproximateReceiveCount") {
                     attributes.push(("receive-count", count.clone()));
                 }
-                let key = m
-                    .attributes
-                    .get("MessageGroupId")
-                    .map(|g| g.clone().into_bytes());
+                // FIFO queues keep order within a message group; standard queues have none.
+                let group = m.attributes.get("MessageGroupId").cloned();
+                let key = group.clone().map(String::into_bytes);
                 let body = m.body.unwrap_or_default().into_bytes();
                 decoded.items.push(EventItem {
                     id,
+                    group,
                     decoded: Ok(record(body, key, attributes)),
                 });
             }
@@ -252,7 +250,13 @@ pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError>
                         reason: format!("DynamoDB image is not convertible to JSON: {e}"),
                     }),
                 };
-                decoded.items.push(EventItem { id, decoded: item });
+                // A batch holds the records of one shard of the stream, in order.
+                let group = Some(r.event_source_arn.clone().unwrap_or_default());
+                decoded.items.push(EventItem {
+                    id,
+                    group,
+                    decoded: item,
+                });
             }
         }
         EventKind::Firehose => {
@@ -276,7 +280,11 @@ pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError>
                         reason,
                     }),
                 };
-                decoded.items.push(EventItem { id, decoded: item });
+                decoded.items.push(EventItem {
+                    id,
+                    group: None,
+                    decoded: item,
+                });
             }
         }
         EventKind::S3 => {

@@ -29,7 +29,7 @@ pub enum InputFormat {
     FirehoseEvent,
     /// A direct invocation: a JSON array of records.
     DirectEvent,
-    /// An S3 notification: the objects it names are read (needs `--sink`: AWS access).
+    /// An S3 notification: the objects it names are read from S3.
     S3Event,
 }
 
@@ -114,6 +114,17 @@ impl FileSource {
             | InputFormat::FirehoseEvent
             | InputFormat::DirectEvent
             | InputFormat::S3Event => {
+                if format == InputFormat::S3Event {
+                    return Err(SourceError::Event {
+                        input: input.to_owned(),
+                        source: EventError {
+                            expected: "record-carrying".into(),
+                            reason:
+                                "an S3 notification names objects: read them with an ObjectSource"
+                                    .into(),
+                        },
+                    });
+                }
                 let event = read_event(reader, format.event_kind(), input)?;
                 let items: Vec<Decoded> =
                     event.items.into_iter().map(|item| item.decoded).collect();
@@ -227,6 +238,7 @@ impl Source for FileSource {
             self.read += 1;
             batch.push(Item {
                 id: self.read,
+                group: None,
                 decoded,
             });
         }
@@ -276,15 +288,16 @@ pub fn read_event(
     })?;
     let kind = match kind {
         Some(kind) => kind,
-        None => events::detect(&value).map_err(event_error)?,
+        None => match events::detect(&value).map_err(event_error)? {
+            EventKind::S3 => {
+                return Err(event_error(EventError {
+                    expected: "record-carrying".into(),
+                    reason: "an S3 notification names objects to read: use --format s3-event, which reads them from S3".into(),
+                }));
+            }
+            kind => kind,
+        },
     };
-    if kind == EventKind::S3 {
-        return Err(event_error(EventError {
-            expected: "record-carrying".into(),
-            reason: "an S3 notification names objects to read: use --format s3-event with --sink"
-                .into(),
-        }));
-    }
     events::decode(kind, value).map_err(event_error)
 }
 

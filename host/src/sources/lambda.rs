@@ -115,15 +115,7 @@ impl Source for LambdaEvent {
     type Id = String;
 
     async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Item<String>>>, SourceError> {
-        let batch: Vec<Item<String>> = self
-            .pending
-            .by_ref()
-            .take(max)
-            .map(|item| Item {
-                id: item.id,
-                decoded: item.decoded,
-            })
-            .collect();
+        let batch: Vec<Item<String>> = self.pending.by_ref().take(max).collect();
         Ok((!batch.is_empty()).then_some(batch))
     }
 

@@ -44,11 +44,15 @@ pub struct Undecodable {
 /// One item from a source: a record, or one that could not be decoded.
 pub type Decoded = Result<Record, Undecodable>;
 
-/// One item of a batch: what the source knows it by, and its record.
+/// One item of a batch: what the source knows it by, its ordering group, and its record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item<Id> {
     /// The source's own identity for the item (what it settles by).
     pub id: Id,
+    /// Items of one group must finish in order (a Kinesis shard, a DynamoDB stream, an
+    /// SQS FIFO message group): once one is handed back for a retry, every later item of
+    /// its group is too. `None`: the item is on its own.
+    pub group: Option<String>,
     /// The record, or why it could not be decoded.
     pub decoded: Decoded,
 }
@@ -111,6 +115,9 @@ pub enum SourceError {
     /// An object's format cannot be told from its key.
     #[error("{0}")]
     Format(String),
+    /// Verdicts that do not belong to what the source handed out (a host bug).
+    #[error("cannot settle: {0}")]
+    Settle(String),
     /// An AWS call of the source (reading, deleting, releasing) failed.
     #[error(transparent)]
     Aws(#[from] AwsError),

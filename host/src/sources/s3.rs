@@ -61,6 +61,7 @@ impl Source for ObjectSource {
                             self.read += 1;
                             Item {
                                 id: self.read,
+                                group: None,
                                 decoded,
                             }
                         })

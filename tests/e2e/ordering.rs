@@ -1,0 +1,175 @@
+//! Ordered sources: Kinesis and DynamoDB Streams redeliver from the lowest item reported
+//! for retry, SQS FIFO keeps each message group in order. Once an item of a shard or a
+//! group is handed back, every later item of it is handed back too and none of their
+//! outputs go out; other shards and groups carry on.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::emulator::Moto;
+use crate::lambda_harness::Lambda;
+use crate::support::{Scratch, path_str, plugin};
+
+/// A Kinesis event: `(shard, payload)` per record, sequence numbers in order.
+fn kinesis_event(records: &[(&str, &str)]) -> Value {
+    let records: Vec<Value> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (shard, payload))| {
+            let sequence = format!(
+                "4959033827149025660855969253836157109592157598913658{:04}",
+                i
+            );
+            json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0", "partitionKey": "k", "sequenceNumber": sequence,
+                    "data": base64::engine::general_purpose::STANDARD.encode(payload),
+                    "approximateArrivalTimestamp": 1764075600.987
+                },
+                "eventSource": "aws:kinesis", "eventVersion": "1.0",
+                "eventID": format!("{shard}:{sequence}"), "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/lambda-role",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/events"
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// An SQS FIFO event: `(message group, body)` per message, ids `m-0`, `m-1`, ...
+fn fifo_event(messages: &[(&str, &str)]) -> Value {
+    let records: Vec<Value> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, (group, body))| {
+            json!({
+                "messageId": format!("m-{i}"), "receiptHandle": "handle", "body": body,
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1764075600183",
+                               "MessageGroupId": group, "SequenceNumber": format!("{i}"),
+                               "MessageDeduplicationId": format!("d-{i}")},
+                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:in.fifo", "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+fn failures(answer: &Value) -> Vec<String> {
+    answer["batchItemFailures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no batchItemFailures in {answer}"))
+        .iter()
+        .map(|f| {
+            f["itemIdentifier"]
+                .as_str()
+                .unwrap_or_else(|| panic!("an itemIdentifier in {answer}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+fn env(moto: &Moto, pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    let mut env = moto.env();
+    env.extend([
+        ("PIPELINE_MAX_ATTEMPTS", "2".to_owned()),
+        ("PIPELINE_RETRY_BASE_MS", "1".to_owned()),
+    ]);
+    env.extend(pairs.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    env
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kinesis_record_to_retry_holds_back_the_rest_of_its_shard() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.stream("out").await;
+    let dlq = aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    let wasm = plugin("misbehave");
+    let lambda = Lambda::start(
+        &env(
+            &moto,
+            &[
+                ("PIPELINE_PLUGIN", path_str(&wasm)),
+                ("PIPELINE_SINKS", "default=kinesis://out"),
+                ("PIPELINE_DLQ", "sqs://dlq"),
+            ],
+        ),
+        scratch.dir.path(),
+    );
+    let (a, b) = ("shardId-000000000006", "shardId-000000000007");
+    let event = kinesis_event(&[
+        (a, "a-first"),
+        (a, "flaky"),
+        (a, "a-after"),
+        (a, "fail"),
+        (b, "b-only"),
+        (a, "a-last"),
+    ]);
+    let ids: Vec<String> = event["Records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| {
+            r["kinesis"]["sequenceNumber"]
+                .as_str()
+                .expect("sequence")
+                .to_owned()
+        })
+        .collect();
+    let answer = lambda.invoke(event);
+    // The flaky record and every later one of its shard; shard b is unaffected.
+    assert_eq!(
+        failures(&answer),
+        [ids[1].as_str(), &ids[2], &ids[3], &ids[5]],
+        "{answer}"
+    );
+    assert_eq!(aws.stream_records("out").await, ["a-first", "b-only"]);
+    // `fail` comes after the retried record: it is redelivered, not dead-lettered now.
+    assert!(aws.drain_queue(&dlq).await.is_empty());
+    let log = lambda.log();
+    assert!(
+        log.contains("in=6 transformed=2 dropped=0 failed=0 outputs=2 retried=4"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sqs_fifo_message_to_retry_holds_back_the_rest_of_its_group() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let out = aws.queue("out").await;
+    let dlq = aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    let wasm = plugin("misbehave");
+    let lambda = Lambda::start(
+        &env(
+            &moto,
+            &[
+                ("PIPELINE_PLUGIN", path_str(&wasm)),
+                ("PIPELINE_SINKS", "default=sqs://out"),
+                ("PIPELINE_DLQ", "sqs://dlq"),
+            ],
+        ),
+        scratch.dir.path(),
+    );
+    let answer = lambda.invoke(fifo_event(&[
+        ("ann", "ann-1"),
+        ("ann", "flaky"),
+        ("bob", "bob-1"),
+        ("ann", "ann-2"),
+        ("bob", "bob-2"),
+    ]));
+    assert_eq!(failures(&answer), ["m-1", "m-3"], "{answer}");
+    let mut delivered = aws.drain_queue(&out).await;
+    delivered.sort();
+    assert_eq!(delivered, ["ann-1", "bob-1", "bob-2"]);
+    assert!(aws.drain_queue(&dlq).await.is_empty());
+    let log = lambda.log();
+    assert!(
+        log.contains("in=5 transformed=3 dropped=0 failed=0 outputs=3 retried=2"),
+        "{log}"
+    );
+}
