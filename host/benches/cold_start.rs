@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pipeline_host::aws::AwsClients;
+use pipeline_host::config::Budget;
 use pipeline_host::engine::{CacheUse, Chain};
 use pipeline_host::registry::publish::{self, Prefix, Release};
 use pipeline_host::registry::{PluginLocation, PluginSource, SourceSettings, Timings, load_file};
@@ -189,7 +190,7 @@ async fn swap_latency(engine: &Engine, aws: &AwsClients, wasm_dir: &Path) -> Vec
             .expect("check")
             .expect("a new version");
         chain.replace(0, loaded.runner);
-        let outcomes = chain.run(std::slice::from_ref(&record));
+        let outcomes = chain.run(std::slice::from_ref(&record), Budget::unbounded());
         assert_eq!(outcomes.len(), 1);
         assert_eq!(chain.stages()[0].plugin().version(), version);
         latencies.push(uploaded.elapsed());

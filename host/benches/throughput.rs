@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use pipeline_host::config::Budget;
 use pipeline_host::{Engine, Limits, Outcome, Record, Runner};
 
 mod common;
@@ -154,7 +155,7 @@ fn native_enrich(records: &[Record]) -> usize {
 fn run_wasm(runner: &mut Runner, records: &[Record], batch_size: usize) -> usize {
     let mut outputs = 0;
     for chunk in records.chunks(batch_size) {
-        for outcome in runner.run(chunk) {
+        for outcome in runner.run(chunk, Budget::unbounded()) {
             if let Outcome::Transformed(list) = outcome {
                 outputs += list.iter().filter(|o| !o.payload.is_empty()).count();
             }

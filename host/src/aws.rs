@@ -4,9 +4,10 @@
 //! path-style addressing, which emulators need. Also the few S3 calls that sources and
 //! sinks share: reading a whole object, and writing a new one under a partitioned key.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::primitives::ByteStream;
 
 use crate::config::{RetryPolicy, backoff};
@@ -30,6 +31,8 @@ pub struct AwsError {
     pub what: String,
     /// The service's answer, with its causes.
     pub reason: String,
+    /// Retrying stopped because the run's time budget ran out.
+    pub out_of_time: bool,
 }
 
 impl AwsError {
@@ -38,14 +41,41 @@ impl AwsError {
         Self {
             what: what.into(),
             reason: describe_error(error),
+            out_of_time: false,
+        }
+    }
+}
+
+/// How long an AWS call may take: a stalled connection fails the attempt, and the
+/// call's own retries stop at the operation timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwsTimeouts {
+    /// One call, its retries included.
+    pub operation: Duration,
+    /// One attempt of a call.
+    pub attempt: Duration,
+}
+
+impl Default for AwsTimeouts {
+    fn default() -> Self {
+        Self {
+            operation: Duration::from_secs(30),
+            attempt: Duration::from_secs(10),
         }
     }
 }
 
 impl AwsClients {
     /// Loads the AWS configuration from the environment and builds the clients.
-    pub async fn from_env(s3_path_style: bool) -> Self {
-        let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    pub async fn from_env(s3_path_style: bool, timeouts: AwsTimeouts) -> Self {
+        let timeouts = TimeoutConfig::builder()
+            .operation_timeout(timeouts.operation)
+            .operation_attempt_timeout(timeouts.attempt)
+            .build();
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(timeouts)
+            .load()
+            .await;
         let s3 = aws_sdk_s3::config::Builder::from(&config)
             .force_path_style(s3_path_style)
             .build();
@@ -84,6 +114,7 @@ impl AwsClients {
         let body = object.body.collect().await.map_err(|e| AwsError {
             what: what(),
             reason: format!("reading: {e}"),
+            out_of_time: false,
         })?;
         Ok(body.into_bytes())
     }
@@ -99,6 +130,7 @@ impl AwsClients {
         retry: RetryPolicy,
     ) -> Result<String, AwsError> {
         let mut last_error = String::new();
+        let mut out_of_time = false;
         for attempt in 1..=retry.max_attempts {
             let key = partitioned_key(prefix, SystemTime::now(), extension);
             let result = self
@@ -115,15 +147,25 @@ impl AwsClients {
                 Err(e) => last_error = describe_error(&e),
             }
             if attempt < retry.max_attempts {
-                tokio::time::sleep(backoff(retry.base_delay, attempt)).await;
+                let delay = backoff(retry.base_delay, attempt);
+                if !retry.budget.allows_wait(delay) {
+                    out_of_time = true;
+                    break;
+                }
+                tokio::time::sleep(delay).await;
             }
         }
         Err(AwsError {
             what: format!("S3 bucket {bucket}"),
-            reason: format!(
-                "PutObject failed {} times: {last_error}",
-                retry.max_attempts
-            ),
+            reason: if out_of_time {
+                format!("PutObject failed (out of time): {last_error}")
+            } else {
+                format!(
+                    "PutObject failed {} times: {last_error}",
+                    retry.max_attempts
+                )
+            },
+            out_of_time,
         })
     }
 
@@ -143,6 +185,7 @@ impl AwsClients {
             .ok_or_else(|| AwsError {
                 what: what(),
                 reason: "no URL returned".into(),
+                out_of_time: false,
             })
     }
 }

@@ -1,7 +1,7 @@
 //! Limits and the retry policy: plain values the engine and the sinks share. Where each
 //! value comes from (flag, environment variable, default, bounds) is `settings.rs`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Resource limits and retry policy for running a plugin.
 ///
@@ -84,6 +84,42 @@ impl Limits {
     }
 }
 
+/// The time a run may take: until an instant (a Lambda invocation's deadline less a
+/// margin), or unbounded (a command). Work that would start after it does not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Budget {
+    until: Option<Instant>,
+}
+
+impl Budget {
+    /// No limit.
+    pub const fn unbounded() -> Self {
+        Self { until: None }
+    }
+
+    /// Work may start until `until`.
+    pub fn until(until: Instant) -> Self {
+        Self { until: Some(until) }
+    }
+
+    /// Whether the time is up.
+    pub fn exhausted(&self) -> bool {
+        self.until.is_some_and(|until| Instant::now() >= until)
+    }
+
+    /// Whether waiting `delay` (a backoff) would run past the budget.
+    pub fn allows_wait(&self, delay: Duration) -> bool {
+        self.until
+            .is_none_or(|until| Instant::now() + delay < until)
+    }
+
+    /// The time left, if bounded.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.until
+            .map(|until| until.saturating_duration_since(Instant::now()))
+    }
+}
+
 /// How a sink retries the part of a delivery the service refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -91,14 +127,17 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// First delay; doubled per attempt, plus jitter.
     pub base_delay: Duration,
+    /// No retry starts past this budget; what is left is unfinished.
+    pub budget: Budget,
 }
 
 impl RetryPolicy {
-    /// The policy `limits` describe.
+    /// The policy `limits` describe, without a time budget.
     pub fn of(limits: &Limits) -> Self {
         Self {
             max_attempts: limits.max_attempts,
             base_delay: limits.retry_base_delay,
+            budget: Budget::unbounded(),
         }
     }
 }

@@ -6,8 +6,14 @@
 //! ([`LambdaEvent`]) or the objects an S3 notification names ([`ObjectSource`]) — runs it
 //! through the pipeline, and answers with what the source settled: `batchItemFailures`,
 //! the Firehose records, or a summary.
+//!
+//! Time is a budget: the invocation's deadline less `PIPELINE_TIME_MARGIN_MS`. Past it
+//! no batch, plugin call or retry starts, and what is left is reported for retry (a
+//! source without partial answers fails the invocation instead), so Lambda never kills
+//! an invocation halfway and retries its finished records with the rest.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use lambda_runtime::{LambdaEvent as Invocation, service_fn};
@@ -16,6 +22,7 @@ use tokio::sync::Mutex;
 
 use crate::accounting::Summary;
 use crate::aws::AwsClients;
+use crate::config::Budget;
 use crate::pipeline::{Outputs, Pipeline};
 use crate::settings::{SettingError, Settings};
 use crate::sinks::{ResponseSink, Router, Sink, SinkSpec};
@@ -25,6 +32,7 @@ use crate::sources::{EventKind, LambdaEvent, ObjectSource, events};
 pub struct Host {
     pipeline: Pipeline,
     aws: AwsClients,
+    time_margin: Duration,
 }
 
 impl Host {
@@ -37,27 +45,49 @@ impl Host {
             }
             .into());
         }
-        let aws = AwsClients::from_env(settings.s3_path_style).await;
+        let aws = AwsClients::from_env(settings.s3_path_style, settings.aws_timeouts).await;
         let pipeline = Pipeline::start(settings, &aws).await?;
-        Ok(Self { pipeline, aws })
+        Ok(Self {
+            pipeline,
+            aws,
+            time_margin: settings.time_margin,
+        })
     }
 
-    /// Handles one event; the answer is in the event source's terms.
-    pub async fn handle(&mut self, event: Value) -> anyhow::Result<Value> {
+    /// The budget of an invocation whose deadline is `deadline_ms` (milliseconds since
+    /// the Unix epoch, as the Runtime API gives it).
+    pub fn budget(&self, deadline_ms: u64) -> Budget {
+        let deadline = SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms);
+        let left = deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(self.time_margin);
+        Budget::until(Instant::now() + left)
+    }
+
+    /// Handles one event within `budget`; the answer is in the event source's terms.
+    pub async fn handle(&mut self, event: Value, budget: Budget) -> anyhow::Result<Value> {
         let kind = events::detect(&event)?;
         let decoded = events::decode(kind, event)?;
         if kind == EventKind::S3 {
             let mut source = ObjectSource::new(self.aws.clone(), decoded.objects);
-            let summary = self.pipeline.run(&mut source, Outputs::Sinks).await?;
+            let summary = self
+                .pipeline
+                .run(&mut source, Outputs::Sinks, budget)
+                .await?;
             return Ok(self.summary_json(&summary));
         }
         let mut source = LambdaEvent::new(decoded);
         let summary = if kind == EventKind::Firehose {
             // Firehose takes the outputs back in the answer: the answer is the sink.
             let answer = Router::only(Sink::Response(ResponseSink::default()));
-            self.pipeline.run(&mut source, Outputs::To(&answer)).await?
+            self.pipeline
+                .run(&mut source, Outputs::To(&answer), budget)
+                .await?
         } else {
-            self.pipeline.run(&mut source, Outputs::Sinks).await?
+            self.pipeline
+                .run(&mut source, Outputs::Sinks, budget)
+                .await?
         };
         Ok(source.response(self.summary_json(&summary))?)
     }
@@ -90,7 +120,8 @@ pub async fn run() -> anyhow::Result<()> {
         let host = host.clone();
         async move {
             let mut host = host.lock().await;
-            host.handle(event.payload)
+            let budget = host.budget(event.context.deadline);
+            host.handle(event.payload, budget)
                 .await
                 .map_err(|e| lambda_runtime::Error::from(crate::report::one_line(e.as_ref())))
         }

@@ -94,6 +94,9 @@ pub enum FailureKind {
     Routing,
     /// A sink could not take an output, after its retries.
     Delivery,
+    /// The run's time (a Lambda invocation's deadline) ran out before the record was
+    /// done: handed back to a source that redelivers, else dead-lettered to run again.
+    Unfinished,
 }
 
 impl FailureKind {
@@ -110,6 +113,7 @@ impl FailureKind {
             Self::Contract => "contract",
             Self::Routing => "routing",
             Self::Delivery => "delivery",
+            Self::Unfinished => "unfinished",
         }
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
 
+use crate::aws::AwsTimeouts;
 use crate::config::Limits;
 use crate::registry::{PluginLocation, verifying_key};
 use crate::sinks::SinkSpec;
@@ -47,6 +48,11 @@ pub struct Settings {
     pub limits: Limits,
     /// Path-style S3 addressing (emulators need it).
     pub s3_path_style: bool,
+    /// How long AWS calls may take.
+    pub aws_timeouts: AwsTimeouts,
+    /// In Lambda, no batch or retry starts later than this before the invocation's
+    /// deadline; what is left is handed back to the event source.
+    pub time_margin: Duration,
 }
 
 impl Default for Settings {
@@ -64,6 +70,8 @@ impl Default for Settings {
             },
             limits: Limits::default(),
             s3_path_style: false,
+            aws_timeouts: AwsTimeouts::default(),
+            time_margin: Duration::from_secs(2),
         }
     }
 }
@@ -293,6 +301,45 @@ pub static SETTINGS: &[Setting] = &[
         list: false,
         apply: |s, values| {
             s.limits.retry_base_delay = Duration::from_millis(number(one(values)?, 0, 60_000)?);
+            Ok(())
+        },
+    },
+    Setting {
+        flag: None,
+        env: "PIPELINE_TIME_MARGIN_MS",
+        default: Some("2000"),
+        bounds: "0 ..= 600000",
+        about: "Lambda: no batch, plugin call or retry starts this close to the invocation's deadline; the items left are reported for retry",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.time_margin = Duration::from_millis(number(one(values)?, 0, 600_000)?);
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("aws-timeout-ms"),
+        env: "PIPELINE_AWS_TIMEOUT_MS",
+        default: Some("30000"),
+        bounds: "100 ..= 900000",
+        about: "longest an AWS call may take, its own retries included",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.aws_timeouts.operation = Duration::from_millis(number(one(values)?, 100, 900_000)?);
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("aws-attempt-timeout-ms"),
+        env: "PIPELINE_AWS_ATTEMPT_TIMEOUT_MS",
+        default: Some("10000"),
+        bounds: "100 ..= 900000",
+        about: "longest one attempt of an AWS call may take (a stalled connection)",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.aws_timeouts.attempt = Duration::from_millis(number(one(values)?, 100, 900_000)?);
             Ok(())
         },
     },

@@ -130,18 +130,24 @@ fn base64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
+/// One output per text, each with its own partition key.
 fn outputs(texts: &[&str]) -> Vec<Output> {
+    keyed(texts, |t| t)
+}
+
+fn keyed(texts: &[&str], key: impl Fn(&str) -> &str) -> Vec<Output> {
     texts
         .iter()
         .map(|t| Output {
             payload: t.as_bytes().to_vec().into(),
-            key: Some("k".into()),
+            key: Some(key(t).to_owned().into()),
             ..Output::default()
         })
         .collect()
 }
 
 const RETRY: RetryPolicy = RetryPolicy {
+    budget: pipeline_host::config::Budget::unbounded(),
     max_attempts: 3,
     base_delay: Duration::from_millis(1),
 };
@@ -163,6 +169,24 @@ async fn only_the_failed_records_are_sent_again() {
         ["r0", "r1", "r2", "r3", "r4"],
         "each record exactly once"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_record_is_sent_again_with_the_later_ones_of_its_key_in_order() {
+    let moto = Moto::start();
+    let (sink, state, aws) = sink_with_faults(&moto, &["a1"], 1).await;
+    // Key `a`: a0 a1 a2 a3; key `b`: b0 b1. a1 is refused on the first call.
+    let outputs = keyed(&["a0", "b0", "a1", "a2", "b1", "a3"], |t| &t[..1]);
+    let failures = sink
+        .deliver(outputs.iter().enumerate().collect(), RETRY)
+        .await;
+    assert!(failures.is_empty(), "{failures:?}");
+    // a2 and a3 were taken on the first call, behind the refused a1: they go again,
+    // after it, so the last copy of each record of key `a` is in order. Key `b` is
+    // not sent twice.
+    assert_eq!(state.lock().expect("the fault state").sent.clone(), [6, 3]);
+    let stored = aws.stream_records("out").await;
+    assert_eq!(stored, ["a0", "b0", "a2", "b1", "a3", "a1", "a2", "a3"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

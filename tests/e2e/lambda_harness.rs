@@ -31,6 +31,12 @@ impl Lambda {
         Self { function, api }
     }
 
+    /// Gives the next invocations this timeout (their deadline), as the function's
+    /// configuration does in Lambda.
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.api.set_timeout(timeout);
+    }
+
     /// Sends `event` and returns the response; panics with the function's log when the
     /// answer is an error (or does not come within [`ANSWER_TIMEOUT`]).
     pub fn invoke(&self, event: Value) -> Value {

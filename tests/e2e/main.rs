@@ -11,6 +11,7 @@ mod runtime_api;
 mod support;
 
 mod chain;
+mod deadline;
 mod front_doors;
 mod lambda;
 mod lifecycle;

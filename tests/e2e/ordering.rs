@@ -11,7 +11,7 @@ use crate::lambda_harness::Lambda;
 use crate::support::{Scratch, path_str, plugin};
 
 /// A Kinesis event: `(shard, payload)` per record, sequence numbers in order.
-fn kinesis_event(records: &[(&str, &str)]) -> Value {
+pub fn kinesis_event(records: &[(&str, &str)]) -> Value {
     let records: Vec<Value> = records
         .iter()
         .enumerate()
@@ -56,7 +56,7 @@ fn fifo_event(messages: &[(&str, &str)]) -> Value {
     json!({ "Records": records })
 }
 
-fn failures(answer: &Value) -> Vec<String> {
+pub fn failures(answer: &Value) -> Vec<String> {
     answer["batchItemFailures"]
         .as_array()
         .unwrap_or_else(|| panic!("no batchItemFailures in {answer}"))

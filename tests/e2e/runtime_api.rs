@@ -34,6 +34,8 @@ struct Queue {
     events: VecDeque<Value>,
     parked: Vec<tiny_http::Request>,
     next_id: u64,
+    /// The function's timeout: each invocation's deadline is this far from its start.
+    timeout: Option<Duration>,
 }
 
 impl RuntimeApi {
@@ -60,13 +62,18 @@ impl RuntimeApi {
         }
     }
 
+    /// Gives the next invocations this timeout (the default is 300 s).
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.queue.lock().expect("queue").timeout = Some(timeout);
+    }
+
     /// Hands `event` to the function: now if it is waiting, else on its next request.
     pub fn push(&self, event: Value) {
         let mut queue = self.queue.lock().expect("queue");
         match queue.parked.pop() {
             Some(request) => {
                 queue.next_id += 1;
-                invoke(request, &event, queue.next_id);
+                invoke(request, &event, queue.next_id, queue.timeout);
             }
             None => queue.events.push_back(event),
         }
@@ -98,7 +105,7 @@ fn serve(server: &Server, queue: &Mutex<Queue>, answers: &Sender<Answer>) {
             match queue.events.pop_front() {
                 Some(event) => {
                     queue.next_id += 1;
-                    invoke(request, &event, queue.next_id);
+                    invoke(request, &event, queue.next_id, queue.timeout);
                 }
                 // No event yet: hold the request open, as Lambda does between invocations.
                 None => queue.parked.push(request),
@@ -119,10 +126,10 @@ fn serve(server: &Server, queue: &Mutex<Queue>, answers: &Sender<Answer>) {
 }
 
 /// Answers a `next` request with an invocation, headers as the Runtime API documents.
-fn invoke(request: tiny_http::Request, event: &Value, id: u64) {
+fn invoke(request: tiny_http::Request, event: &Value, id: u64, timeout: Option<Duration>) {
     let header =
         |k: &str, v: String| Header::from_bytes(k.as_bytes(), v.as_bytes()).expect("header");
-    let deadline = std::time::SystemTime::now() + Duration::from_secs(300);
+    let deadline = std::time::SystemTime::now() + timeout.unwrap_or(Duration::from_secs(300));
     let deadline_ms = deadline
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());

@@ -60,7 +60,11 @@ pub(super) struct KeygenArgs {
 }
 
 pub(super) async fn publish(args: PublishArgs) -> anyhow::Result<()> {
-    let aws = AwsClients::from_env(crate::settings::s3_path_style_from_env()?).await;
+    let aws = AwsClients::from_env(
+        crate::settings::s3_path_style_from_env()?,
+        crate::aws::AwsTimeouts::default(),
+    )
+    .await;
     let at = format!("s3://{}/{}", args.to.bucket, args.to.prefix);
     if args.rollback {
         let (was, now) =

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 
 use super::{ReprocessArgs, RunArgs};
 use crate::aws::AwsClients;
+use crate::config::Budget;
 use crate::pipeline::{Outputs, Pipeline};
 use crate::settings::Settings;
 use crate::sinks::{Router, Sink, SinkSpec};
@@ -39,7 +40,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
             .iter()
             .any(|p| !matches!(p, crate::registry::PluginLocation::File(_)));
     let aws = if needs_aws {
-        AwsClients::from_env(settings.s3_path_style).await
+        AwsClients::from_env(settings.s3_path_style, settings.aws_timeouts).await
     } else {
         AwsClients::unconfigured()
     };
@@ -74,7 +75,7 @@ async fn drive<S: crate::sources::Source>(
         None
     };
     let outputs = files.as_ref().map_or(Outputs::Sinks, Outputs::To);
-    let summary = pipeline.run(source, outputs).await?;
+    let summary = pipeline.run(source, outputs, Budget::unbounded()).await?;
     if let Some(files) = &files {
         files.finish().context("cannot finish --output")?;
     }
@@ -121,16 +122,20 @@ pub(super) async fn reprocess(args: ReprocessArgs) -> anyhow::Result<()> {
             "--dlq: records that fail again go to a dead-letter queue, sqs://QUEUE or s3://BUCKET/PREFIX (may be the --from one)"
         );
     }
-    let aws = AwsClients::from_env(settings.s3_path_style).await;
+    let aws = AwsClients::from_env(settings.s3_path_style, settings.aws_timeouts).await;
     let mut pipeline = Pipeline::start(&settings, &aws).await?;
     let summary = match &args.from {
         SinkSpec::Sqs { queue } => {
             let mut source = QueueDlq::open(&aws, queue).await?;
-            pipeline.run(&mut source, Outputs::Sinks).await?
+            pipeline
+                .run(&mut source, Outputs::Sinks, Budget::unbounded())
+                .await?
         }
         SinkSpec::S3 { bucket, prefix, .. } => {
             let mut source = BucketDlq::open(&aws, bucket, prefix).await?;
-            pipeline.run(&mut source, Outputs::Sinks).await?
+            pipeline
+                .run(&mut source, Outputs::Sinks, Budget::unbounded())
+                .await?
         }
         SinkSpec::Kinesis { .. } | SinkSpec::File { .. } => {
             anyhow::bail!("--from: a dead-letter queue is sqs://QUEUE or s3://BUCKET/PREFIX")

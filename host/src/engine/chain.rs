@@ -12,6 +12,7 @@
 //! inherits the ones an earlier stage chose.
 
 use super::Runner;
+use crate::config::Budget;
 use crate::record::{Outcome, Output, Record};
 
 /// What one stage saw: records in, and what became of them.
@@ -83,13 +84,14 @@ impl Chain {
             .map_or(1, |s| s.plugin().limits().batch_size)
     }
 
-    /// Runs `records` through every stage; one outcome per record, in order.
-    pub fn run(&mut self, records: &[Record]) -> Vec<Outcome> {
+    /// Runs `records` through every stage within `budget`; one outcome per record, in
+    /// order.
+    pub fn run(&mut self, records: &[Record], budget: Budget) -> Vec<Outcome> {
         let batch_size = self.batch_size();
         let Some((first, rest)) = self.stages.split_first_mut() else {
             return vec![Outcome::Dropped; records.len()];
         };
-        let mut outcomes = first.run(records);
+        let mut outcomes = first.run(records, budget);
         tally(&mut self.stats[0], records.len(), &outcomes);
         if rest.is_empty() {
             return outcomes;
@@ -110,7 +112,7 @@ impl Chain {
             let index = offset + 1;
             let mut results = Vec::with_capacity(flight.records.len());
             for chunk in flight.records.chunks(batch_size) {
-                results.extend(stage.run(chunk));
+                results.extend(stage.run(chunk, budget));
             }
             tally(&mut self.stats[index], flight.records.len(), &results);
             let mut next = Flight::default();

@@ -7,6 +7,8 @@
 //!   alone: only that record fails, its neighbours are processed normally.
 //! - An infrastructure error is retried, only for the records that reported it, with
 //!   exponential backoff and jitter, up to `max-attempts`; then the record fails.
+//! - A time [`Budget`] bounds it all: no call or backoff starts past it, and the records
+//!   not done by then fail as `Unfinished` (the pipeline hands them back to the source).
 
 use std::collections::BTreeMap;
 
@@ -17,7 +19,19 @@ use super::bindings::pipeline::plugin::types::Error as WireError;
 use super::sandbox::{self, StoreState, TrapKind};
 use super::wire::{Packer, PluginResult, unpack};
 use super::{Plugin, PluginError, deadline_ticks};
+use crate::config::Budget;
 use crate::record::{Failure, FailureKind, Outcome, Record};
+
+const UNFINISHED: &str = "the run's time ran out before this record was done";
+
+fn unfinished(attempts: u32) -> Outcome {
+    Outcome::Failed(Failure {
+        kind: FailureKind::Unfinished,
+        message: UNFINISHED.into(),
+        attempts,
+        stage: 0,
+    })
+}
 
 /// What the runner observed, for the summary and for benchmarks.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -97,14 +111,15 @@ impl Runner {
         }
     }
 
-    /// Transforms `records`; returns exactly one outcome per record, in order.
-    pub fn run(&mut self, records: &[Record]) -> Vec<Outcome> {
+    /// Transforms `records` within `budget`; returns exactly one outcome per record, in
+    /// order.
+    pub fn run(&mut self, records: &[Record], budget: Budget) -> Vec<Outcome> {
         let limits = self.plugin.engine.limits().clone();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
         let mut pending: Vec<usize> = (0..records.len()).collect();
         for attempt in 1..=limits.max_attempts {
             let mut retry = Vec::new();
-            self.run_isolating(records, &pending, &mut |index, result| {
+            self.run_isolating(records, &pending, budget, &mut |index, result| {
                 let fail = |kind, message| {
                     Some(Outcome::Failed(Failure {
                         kind,
@@ -137,7 +152,14 @@ impl Runner {
             if retry.is_empty() {
                 break;
             }
-            std::thread::sleep(crate::config::backoff(limits.retry_base_delay, attempt));
+            let delay = crate::config::backoff(limits.retry_base_delay, attempt);
+            if !budget.allows_wait(delay) {
+                for index in retry {
+                    outcomes[index] = Some(unfinished(attempt));
+                }
+                break;
+            }
+            std::thread::sleep(delay);
             pending = retry;
         }
         outcomes
@@ -161,9 +183,22 @@ impl Runner {
         &mut self,
         records: &[Record],
         indices: &[usize],
+        budget: Budget,
         report: &mut dyn FnMut(usize, Result<PluginResult, CallFailure>),
     ) {
         if indices.is_empty() {
+            return;
+        }
+        if budget.exhausted() {
+            for &index in indices {
+                report(
+                    index,
+                    Err(CallFailure {
+                        kind: FailureKind::Unfinished,
+                        message: UNFINISHED.into(),
+                    }),
+                );
+            }
             return;
         }
         match self.call(records, indices) {
@@ -176,8 +211,8 @@ impl Runner {
             Err(failure) => {
                 tracing::debug!(plugin = %self.plugin.label(), records = indices.len(), reason = %failure.message, "call failed; bisecting");
                 let (left, right) = indices.split_at(indices.len() / 2);
-                self.run_isolating(records, left, report);
-                self.run_isolating(records, right, report);
+                self.run_isolating(records, left, budget, report);
+                self.run_isolating(records, right, budget, report);
             }
         }
     }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::config::Budget;
 use crate::dlq::{DlqEntry, PluginRef};
 use crate::engine::Chain;
 use crate::record::{Failure, FailureKind, Outcome, Output, Record, Verdict};
@@ -51,7 +52,7 @@ pub(super) fn plugin_refs(chain: &Chain) -> Vec<PluginRef> {
 
 /// Runs one batch (at most the batch size) through the chain: one outcome per item.
 /// Blocking: inside an async runtime, call it from a blocking thread.
-pub(super) fn run_plugin(chain: &mut Chain, items: Vec<Decoded>) -> Ran {
+pub(super) fn run_plugin(chain: &mut Chain, items: Vec<Decoded>, budget: Budget) -> Ran {
     let mut originals = Vec::with_capacity(items.len());
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(items.len());
     let mut records = Vec::with_capacity(items.len());
@@ -75,7 +76,7 @@ pub(super) fn run_plugin(chain: &mut Chain, items: Vec<Decoded>) -> Ran {
             }
         }
     }
-    for (outcome, position) in chain.run(&records).into_iter().zip(positions) {
+    for (outcome, position) in chain.run(&records, budget).into_iter().zip(positions) {
         outcomes[position] = Some(outcome);
     }
     let outcomes = outcomes
@@ -167,9 +168,7 @@ pub(super) async fn deliver(
         }
         match outcome {
             Outcome::Dropped => verdicts[index] = Some(Verdict::Dropped),
-            Outcome::Failed(failure)
-                if redelivers && failure.kind == FailureKind::Infrastructure =>
-            {
+            Outcome::Failed(failure) if redelivers && hands_back(failure.kind) => {
                 if let Some(g) = group(index) {
                     held_from.entry(g.clone()).or_insert(index + 1);
                 }
@@ -243,6 +242,13 @@ pub(super) async fn deliver(
         .enumerate()
         .map(|(index, verdict)| verdict.ok_or(DeliverError::NoVerdict(index)))
         .collect()
+}
+
+/// Whether a failure of this kind goes back to a source that redelivers, rather than to
+/// the DLQ: a transient error after the host's own attempts, or a record the run's time
+/// did not allow to finish.
+fn hands_back(kind: FailureKind) -> bool {
+    matches!(kind, FailureKind::Infrastructure | FailureKind::Unfinished)
 }
 
 /// The verdict of an item held back behind an earlier one of its group.

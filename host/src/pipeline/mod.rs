@@ -16,7 +16,9 @@ pub use deliver::DeliverError;
 
 use crate::accounting::{Ledger, Summary, Unbalanced};
 use crate::aws::AwsClients;
+use crate::config::Budget;
 use crate::engine::{Chain, Engine, PluginError};
+use crate::record::Verdict;
 use crate::registry::{LoadError, PluginSource, SourceSettings};
 use crate::settings::Settings;
 use crate::sinks::{ConnectError, RetryPolicy, Router, Sink};
@@ -81,7 +83,12 @@ pub enum RunError {
     /// A sink can take nothing more (a local file that cannot be written).
     #[error("{0}")]
     Broken(String),
+    /// The time ran out before the source was done, and it does not redeliver.
+    #[error("out of time before the input was done (so far: {0})")]
+    OutOfTime(Summary),
 }
+
+const OUT_OF_TIME: &str = "the invocation's time ran out before this item's batch started";
 
 /// Where a run's outputs go.
 #[derive(Clone, Copy)]
@@ -171,12 +178,22 @@ impl Pipeline {
     }
 
     /// Runs every item of `source` through the pipeline, a batch at a time, settling
-    /// each batch before the next is read. The summary balances, or this is an error.
+    /// each batch before the next is read, within `budget`. The summary balances, or
+    /// this is an error.
+    ///
+    /// Once the budget is spent no batch starts: a source that redelivers gets its
+    /// remaining items back for a retry; any other source makes this an error
+    /// ([`RunError::OutOfTime`]), its finished batches already settled.
     pub async fn run<S: Source>(
         &mut self,
         source: &mut S,
         outputs: Outputs<'_>,
+        budget: Budget,
     ) -> Result<Summary, RunError> {
+        let retry = RetryPolicy {
+            budget,
+            ..self.retry
+        };
         let mut ledger = Ledger::default();
         // Ordering groups with an item handed back: their later items wait too.
         let mut held = HashSet::new();
@@ -188,6 +205,21 @@ impl Pipeline {
         self.refresh().await;
         while let Some(batch) = source.next_batch(self.batch_size).await? {
             ledger.enter(batch.len());
+            if budget.exhausted() {
+                if !source.redelivers() {
+                    return Err(RunError::OutOfTime(ledger.summary()));
+                }
+                let verdicts: Vec<(S::Id, Verdict)> = batch
+                    .into_iter()
+                    .map(|item| (item.id, Verdict::Retry(OUT_OF_TIME.into())))
+                    .collect();
+                for (_, verdict) in &verdicts {
+                    ledger.settle(verdict);
+                }
+                ledger.close()?;
+                source.settle(verdicts).await?;
+                continue;
+            }
             let mut ids = Vec::with_capacity(batch.len());
             let mut groups = Vec::with_capacity(batch.len());
             let mut items = Vec::with_capacity(batch.len());
@@ -203,7 +235,7 @@ impl Pipeline {
             // The plugin runs on a blocking thread: WASI's sync bindings must not block an
             // async worker, and a long batch should not stall the runtime's other tasks.
             let (chain, ran) = tokio::task::spawn_blocking(move || {
-                let ran = deliver::run_plugin(&mut chain, items);
+                let ran = deliver::run_plugin(&mut chain, items, budget);
                 (chain, ran)
             })
             .await
@@ -220,7 +252,7 @@ impl Pipeline {
                 &mut held,
                 router,
                 &self.dlq,
-                self.retry,
+                retry,
                 source.redelivers(),
             )
             .await?;
@@ -237,7 +269,9 @@ impl Pipeline {
                 .await?;
             tracing::info!(plugin = %self.plugin_label(), summary = %ledger.summary(), "batch done");
         }
-        Ok(ledger.close()?)
+        let summary = ledger.close()?;
+        tracing::info!(plugin = %self.plugin_label(), %summary, "run done");
+        Ok(summary)
     }
 
     /// Makes every delivery final (file sinks move into place). Call once the run is

@@ -89,14 +89,23 @@ impl KinesisSink {
                 })
                 .collect())
         };
-        let (pending, last_error) = send_with_retries(pending, retry, pack, send).await;
-        failures.extend(pending.into_iter().map(|e| DeliveryFailure {
+        let key = |e: &Entry| Some(e.partition_key.clone());
+        let left = send_with_retries(pending, retry, pack, key, send).await;
+        let kind = left.kind();
+        let message = format!(
+            "Kinesis stream {}: PutRecords failed ({}): {}",
+            self.stream,
+            if left.out_of_time {
+                "out of time".to_owned()
+            } else {
+                format!("{} attempts", retry.max_attempts)
+            },
+            left.last_error
+        );
+        failures.extend(left.entries.into_iter().map(|e| DeliveryFailure {
             item: e.item,
-            kind: FailureKind::Delivery,
-            message: format!(
-                "Kinesis stream {}: PutRecords failed {} times: {last_error}",
-                self.stream, retry.max_attempts
-            ),
+            kind,
+            message: message.clone(),
         }));
         failures
     }

@@ -386,33 +386,82 @@ pub(crate) fn pack<T>(
     calls
 }
 
+/// What a batching sink could not deliver.
+pub(crate) struct Undelivered<T> {
+    /// The entries still refused at the end, in order.
+    pub(crate) entries: Vec<T>,
+    /// The last reason the service gave.
+    pub(crate) last_error: String,
+    /// Retrying stopped because the run's time budget ran out, not the attempts.
+    pub(crate) out_of_time: bool,
+}
+
+impl<T> Undelivered<T> {
+    /// The failure kind of what is left: out of time, or out of attempts.
+    pub(crate) fn kind(&self) -> FailureKind {
+        if self.out_of_time {
+            FailureKind::Unfinished
+        } else {
+            FailureKind::Delivery
+        }
+    }
+}
+
 /// The retry rule every batching sink follows: send `pending` in `pack`ed calls; `send`
 /// answers for one call which entries (by position in the call) the service refused,
-/// and why; only those are sent again, after a backoff, up to `retry.max_attempts`.
-/// Returns the entries still refused at the end, with the last reason.
+/// and why; only those are sent again, after a backoff, up to `retry.max_attempts` and
+/// within `retry.budget`.
+///
+/// Entries with the same `key` (a partition key, a FIFO message group) stay in order:
+/// once one is refused, the later ones of its key in the same call are sent again after
+/// it (even though they were taken), and those of later calls wait for the next attempt.
 pub(crate) async fn send_with_retries<T: Clone>(
     mut pending: Vec<T>,
     retry: RetryPolicy,
     pack: impl Fn(&[T]) -> Vec<Range<usize>>,
+    key: impl Fn(&T) -> Option<String>,
     mut send: impl AsyncFnMut(&[T]) -> Result<Vec<(usize, String)>, String>,
-) -> (Vec<T>, String) {
+) -> Undelivered<T> {
     let mut last_error = String::new();
+    let mut out_of_time = false;
     for attempt in 1..=retry.max_attempts {
-        let mut failed = Vec::new();
+        let mut failed: Vec<T> = Vec::new();
+        let mut blocked: std::collections::HashSet<String> = std::collections::HashSet::new();
         for range in pack(&pending) {
-            let chunk = &pending[range];
-            match send(chunk).await {
-                Ok(refused) => {
-                    for (position, reason) in refused {
-                        if let Some(entry) = chunk.get(position) {
-                            failed.push(entry.clone());
+            let mut chunk = Vec::with_capacity(range.len());
+            for entry in &pending[range] {
+                match key(entry) {
+                    // An earlier entry of its key is to be sent again: this one waits.
+                    Some(k) if blocked.contains(&k) => failed.push(entry.clone()),
+                    _ => chunk.push(entry.clone()),
+                }
+            }
+            if chunk.is_empty() {
+                continue;
+            }
+            let mut refused = vec![false; chunk.len()];
+            match send(&chunk).await {
+                Ok(answer) => {
+                    for (position, reason) in answer {
+                        if let Some(slot) = refused.get_mut(position) {
+                            *slot = true;
                             last_error = reason;
                         }
                     }
                 }
                 Err(reason) => {
-                    failed.extend_from_slice(chunk);
+                    refused.fill(true);
                     last_error = reason;
+                }
+            }
+            for (entry, refused) in chunk.into_iter().zip(refused) {
+                let k = key(&entry);
+                let behind = k.as_ref().is_some_and(|k| blocked.contains(k));
+                if refused || behind {
+                    if let Some(k) = k {
+                        blocked.insert(k);
+                    }
+                    failed.push(entry);
                 }
             }
         }
@@ -421,11 +470,20 @@ pub(crate) async fn send_with_retries<T: Clone>(
             break;
         }
         if attempt < retry.max_attempts {
+            let delay = crate::config::backoff(retry.base_delay, attempt);
+            if !retry.budget.allows_wait(delay) {
+                out_of_time = true;
+                break;
+            }
             tracing::warn!(entries = pending.len(), attempt, reason = %last_error, "a sink call partly failed; retrying those entries");
-            tokio::time::sleep(crate::config::backoff(retry.base_delay, attempt)).await;
+            tokio::time::sleep(delay).await;
         }
     }
-    (pending, last_error)
+    Undelivered {
+        entries: pending,
+        last_error,
+        out_of_time,
+    }
 }
 
 /// Gzip-compresses `data`.

@@ -80,7 +80,11 @@ impl S3Sink {
                 .into_iter()
                 .map(|(item, _)| DeliveryFailure {
                     item,
-                    kind: FailureKind::Delivery,
+                    kind: if error.out_of_time {
+                        FailureKind::Unfinished
+                    } else {
+                        FailureKind::Delivery
+                    },
                     message: error.to_string(),
                 })
                 .collect(),

@@ -104,14 +104,26 @@ impl SqsSink {
                 })
                 .collect())
         };
-        let (pending, last_error) = send_with_retries(pending, retry, pack, send).await;
-        failures.extend(pending.into_iter().map(|m| DeliveryFailure {
+        // A FIFO queue keeps each message group in order; a standard queue has none.
+        let fifo = self.is_fifo();
+        let key =
+            |m: &Message| fifo.then(|| m.group.clone().unwrap_or_else(|| "default".to_owned()));
+        let left = send_with_retries(pending, retry, pack, key, send).await;
+        let kind = left.kind();
+        let message = format!(
+            "SQS queue {}: SendMessageBatch failed ({}): {}",
+            self.queue_url,
+            if left.out_of_time {
+                "out of time".to_owned()
+            } else {
+                format!("{} attempts", retry.max_attempts)
+            },
+            left.last_error
+        );
+        failures.extend(left.entries.into_iter().map(|m| DeliveryFailure {
             item: m.item,
-            kind: FailureKind::Delivery,
-            message: format!(
-                "SQS queue {}: SendMessageBatch failed {} times: {last_error}",
-                self.queue_url, retry.max_attempts
-            ),
+            kind,
+            message: message.clone(),
         }));
         failures
     }

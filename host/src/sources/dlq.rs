@@ -185,6 +185,7 @@ struct OpenObject {
 const REWRITE_RETRY: RetryPolicy = RetryPolicy {
     max_attempts: 3,
     base_delay: std::time::Duration::from_millis(100),
+    budget: crate::config::Budget::unbounded(),
 };
 
 impl BucketDlq {

@@ -1,0 +1,99 @@
+//! The Lambda deadline is a budget: with the function's timeout close, no batch, plugin
+//! call or retry starts past the invocation's deadline less the margin, and the records
+//! left are reported for retry — in order, as Kinesis redelivers from the first one —
+//! instead of Lambda killing the invocation and retrying the finished records with them.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::emulator::Moto;
+use crate::lambda_harness::Lambda;
+use crate::ordering::{failures, kinesis_event};
+use crate::support::{Scratch, path_str, plugin};
+
+const SHARD: &str = "shardId-000000000001";
+
+/// `first`, six records that spin until the CPU deadline, `last`: one shard.
+fn slow_event() -> (Value, Vec<String>) {
+    let mut payloads = vec!["first"];
+    payloads.extend(["loop"; 6]);
+    payloads.push("last");
+    let records: Vec<(&str, &str)> = payloads.iter().map(|p| (SHARD, *p)).collect();
+    let event = kinesis_event(&records);
+    let ids = event["Records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| {
+            r["kinesis"]["sequenceNumber"]
+                .as_str()
+                .expect("sequence number")
+                .to_owned()
+        })
+        .collect();
+    (event, ids)
+}
+
+/// Runs the slow event with `batch_size` records per plugin call, a 2.5 s function
+/// timeout and a 1.5 s margin (1 s of work), and checks what was left for the retry.
+async fn runs_out_of_time(batch_size: &str) {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.stream("out").await;
+    let dlq = aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    let wasm = plugin("misbehave");
+    let mut env = moto.env();
+    env.extend(
+        [
+            ("PIPELINE_PLUGIN", path_str(&wasm)),
+            ("PIPELINE_SINKS", "default=kinesis://out"),
+            ("PIPELINE_DLQ", "sqs://dlq"),
+            ("PIPELINE_BATCH_SIZE", batch_size),
+            ("PIPELINE_DEADLINE_MS", "400"),
+            ("PIPELINE_TIME_MARGIN_MS", "1500"),
+        ]
+        .map(|(k, v)| (k, v.to_owned())),
+    );
+    let lambda = Lambda::start(&env, scratch.dir.path());
+    lambda.set_timeout(Duration::from_millis(2500));
+    let (event, ids) = slow_event();
+    let answer = lambda.invoke(event);
+    let retried = failures(&answer);
+    let log = lambda.log();
+    // Six 400 ms loops cannot all run in 1 s: the rest is handed back, and it is the
+    // tail of the shard (Kinesis redelivers from the first one reported).
+    assert!(
+        !retried.is_empty(),
+        "nothing left for the retry: {answer}\n{log}"
+    );
+    assert_eq!(retried[..], ids[ids.len() - retried.len()..], "{answer}");
+    // What ran is done: the loops that ran are dead-lettered, `first` delivered.
+    let dead = aws.drain_queue(&dlq).await;
+    let delivered = aws.stream_records("out").await;
+    assert!(
+        dead.iter().all(|e| e.contains(r#""kind":"deadline""#)),
+        "{dead:?}"
+    );
+    assert!(delivered.iter().all(|d| d == "first"), "{delivered:?}");
+    assert_eq!(
+        delivered.len() + dead.len() + retried.len(),
+        ids.len(),
+        "every record in exactly one place: {log}"
+    );
+    assert!(
+        log.contains(&format!("retried={}", retried.len())),
+        "the summary counts the retried records: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_batch_starts_past_the_deadline_and_the_rest_of_the_shard_is_retried() {
+    runs_out_of_time("1").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_stops_bisecting_at_the_deadline_and_its_rest_is_retried() {
+    runs_out_of_time("100").await;
+}
