@@ -33,6 +33,7 @@ pub struct Host {
     pipeline: Pipeline,
     aws: AwsClients,
     time_margin: Duration,
+    max_record_bytes: usize,
 }
 
 impl Host {
@@ -51,6 +52,7 @@ impl Host {
             pipeline,
             aws,
             time_margin: settings.time_margin,
+            max_record_bytes: settings.max_record_bytes,
         })
     }
 
@@ -70,7 +72,8 @@ impl Host {
         let kind = events::detect(&event)?;
         let decoded = events::decode(kind, event)?;
         if kind == EventKind::S3 {
-            let mut source = ObjectSource::new(self.aws.clone(), decoded.objects);
+            let mut source =
+                ObjectSource::new(self.aws.clone(), decoded.objects, self.max_record_bytes);
             let summary = self
                 .pipeline
                 .run(&mut source, Outputs::Sinks, budget)

@@ -76,6 +76,9 @@ pub struct Failure {
 pub enum FailureKind {
     /// The source could not decode the record (e.g. a line that is not JSON).
     Decode,
+    /// An input record over the record limit (`max-record-bytes`): its first bytes are
+    /// kept.
+    InputTooLarge,
     /// The plugin rejected the data (`DomainError`): never retried.
     Domain,
     /// The plugin reported a transient error and retries ran out.
@@ -104,6 +107,7 @@ impl FailureKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Decode => "decode",
+            Self::InputTooLarge => "input-too-large",
             Self::Domain => "domain",
             Self::Infrastructure => "infrastructure",
             Self::Trap => "trap",

@@ -48,6 +48,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Path-style S3 addressing (emulators need it).
     pub s3_path_style: bool,
+    /// Longest input record (a line of a file or an S3 object) taken whole.
+    pub max_record_bytes: usize,
     /// How long AWS calls may take.
     pub aws_timeouts: AwsTimeouts,
     /// In Lambda, no batch or retry starts later than this before the invocation's
@@ -70,6 +72,7 @@ impl Default for Settings {
             },
             limits: Limits::default(),
             s3_path_style: false,
+            max_record_bytes: crate::sources::DEFAULT_MAX_RECORD_BYTES,
             aws_timeouts: AwsTimeouts::default(),
             time_margin: Duration::from_secs(2),
         }
@@ -275,6 +278,19 @@ pub static SETTINGS: &[Setting] = &[
         list: false,
         apply: |s, values| {
             s.limits.max_output_bytes = number(one(values)?, 1, 64 << 20)?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("max-record-bytes"),
+        env: "PIPELINE_MAX_RECORD_BYTES",
+        default: Some("4194304"),
+        bounds: "1024 ..= 268435456",
+        about: "longest input record (a line of a file or an S3 object); a longer one goes to the DLQ as `input-too-large`, its first bytes kept",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.max_record_bytes = number(one(values)?, 1024, 256 << 20)?;
             Ok(())
         },
     },

@@ -46,10 +46,10 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     if args.format == InputFormat::S3Event {
         let objects = read_notification(&args)?;
-        let mut source = ObjectSource::new(aws.clone(), objects);
+        let mut source = ObjectSource::new(aws.clone(), objects, settings.max_record_bytes);
         return drive(&settings, &aws, &args, &mut source).await;
     }
-    let mut source = open_input(&args)?;
+    let mut source = open_input(&args)?.with_max_record_bytes(settings.max_record_bytes);
     drive(&settings, &aws, &args, &mut source).await
 }
 

@@ -68,7 +68,7 @@ pub(super) fn run_plugin(chain: &mut Chain, items: Vec<Decoded>, budget: Budget)
             Err(bad) => {
                 originals.push(Original::Undecodable(bad.record));
                 outcomes.push(Some(Outcome::Failed(Failure {
-                    kind: FailureKind::Decode,
+                    kind: bad.kind,
                     message: bad.reason,
                     attempts: 0,
                     stage: 0,

@@ -101,14 +101,25 @@ impl S3Sink {
 }
 
 /// One JSON line for a payload: the payload itself when it is one line of JSON,
-/// compacted when it is multi-line JSON, a JSON string otherwise.
+/// compacted when it is multi-line JSON, a JSON string when it is other text, and
+/// `{"payload_base64": ...}` when it is not text.
 pub fn json_line(payload: &[u8]) -> Vec<u8> {
     match serde_json::from_slice::<serde_json::Value>(payload) {
         Ok(_) if !payload.contains(&b'\n') => payload.to_vec(),
         Ok(value) => value.to_string().into_bytes(),
-        Err(_) => serde_json::Value::String(String::from_utf8_lossy(payload).into_owned())
-            .to_string()
-            .into_bytes(),
+        Err(_) => match std::str::from_utf8(payload) {
+            Ok(text) => serde_json::Value::String(text.to_owned())
+                .to_string()
+                .into_bytes(),
+            // Bytes that are not text stay exact, as the DLQ keeps them.
+            Err(_) => {
+                use base64::Engine as _;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(payload);
+                serde_json::json!({ "payload_base64": encoded })
+                    .to_string()
+                    .into_bytes()
+            }
+        },
     }
 }
 
@@ -121,5 +132,6 @@ mod tests {
         assert_eq!(json_line(br#"{"a":1}"#), br#"{"a":1}"#);
         assert_eq!(json_line(b"{\n \"a\": 1\n}"), br#"{"a":1}"#);
         assert_eq!(json_line(b"plain\ntext"), br#""plain\ntext""#);
+        assert_eq!(json_line(&[0xff, 0x00]), br#"{"payload_base64":"/wA="}"#);
     }
 }

@@ -161,6 +161,7 @@ pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError>
                 let item = match inflate_if_gzip(k.data.0) {
                     Ok(payload) => Ok(record(payload, key, attributes)),
                     Err((raw, reason)) => Err(Undecodable {
+                        kind: crate::record::FailureKind::Decode,
                         record: record(raw, key, attributes),
                         reason,
                     }),
@@ -225,31 +226,20 @@ pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError>
                         change.approximate_creation_date_time.to_rfc3339(),
                     ),
                 ];
-                let image = |item: serde_dynamo::Item| serde_dynamo::from_item::<_, Value>(item);
-                let item = match (
-                    image(change.keys),
-                    image(change.new_image),
-                    image(change.old_image),
-                ) {
-                    (Ok(keys), Ok(new_image), Ok(old_image)) => {
-                        let key = keys.to_string().into_bytes();
-                        let payload = serde_json::json!({
-                            "eventName": r.event_name,
-                            "keys": keys,
-                            "newImage": new_image,
-                            "oldImage": old_image,
-                        });
-                        Ok(record(
-                            payload.to_string().into_bytes(),
-                            Some(key),
-                            attributes,
-                        ))
-                    }
-                    (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => Err(Undecodable {
-                        record: record(Vec::new(), None, attributes),
-                        reason: format!("DynamoDB image is not convertible to JSON: {e}"),
-                    }),
-                };
+                // Built as text, so numbers keep DynamoDB's digits (see dynamodb.rs).
+                let mut payload = Vec::with_capacity(256);
+                payload.extend_from_slice(b"{\"eventName\":");
+                let _ = serde_json::to_writer(&mut payload, &r.event_name);
+                payload.extend_from_slice(b",\"keys\":");
+                let keys_start = payload.len();
+                super::dynamodb::image_json(change.keys.inner(), &mut payload);
+                let key = payload[keys_start..].to_vec();
+                payload.extend_from_slice(b",\"newImage\":");
+                super::dynamodb::image_json(change.new_image.inner(), &mut payload);
+                payload.extend_from_slice(b",\"oldImage\":");
+                super::dynamodb::image_json(change.old_image.inner(), &mut payload);
+                payload.push(b'}');
+                let item = Ok(record(payload, Some(key), attributes));
                 // A batch holds the records of one shard of the stream, in order.
                 let group = Some(r.event_source_arn.clone().unwrap_or_default());
                 decoded.items.push(EventItem {
@@ -276,6 +266,7 @@ pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError>
                 let item = match inflate_if_gzip(r.data.0) {
                     Ok(payload) => Ok(record(payload, None, attributes)),
                     Err((raw, reason)) => Err(Undecodable {
+                        kind: crate::record::FailureKind::Decode,
                         record: record(raw, None, attributes),
                         reason,
                     }),

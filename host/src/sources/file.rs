@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::events::{self, DecodedEvent, EventError, EventKind};
 use super::{Decoded, Item, Source, SourceError, Undecodable};
-use crate::record::{Record, Verdict};
+use crate::record::{FailureKind, Record, Verdict};
 
 /// How `host run` splits its input into records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -48,6 +48,9 @@ impl InputFormat {
     }
 }
 
+/// The record limit when none is configured (the `max-record-bytes` setting's default).
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 4 << 20;
+
 /// Largest event `host run` reads (Lambda's own payload limit is 6 MB).
 const MAX_EVENT_BYTES: u64 = 64 << 20;
 
@@ -56,6 +59,8 @@ pub struct FileSource {
     input: String,
     /// Items read so far.
     read: u64,
+    /// Longest record (line) taken whole; longer ones are dead-lettered, cut.
+    max_record_bytes: usize,
     /// The `source` attribute of every record (`file`, `s3`).
     source: &'static str,
     reader: Reader,
@@ -134,9 +139,16 @@ impl FileSource {
         Ok(Self {
             input: input.to_owned(),
             read: 0,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             source: "file",
             reader,
         })
+    }
+
+    /// The same source, taking lines of at most `max` bytes whole.
+    pub fn with_max_record_bytes(mut self, max: usize) -> Self {
+        self.max_record_bytes = max;
+        self
     }
 
     /// The same source, naming `source` in each record's `source` attribute.
@@ -171,7 +183,9 @@ impl FileSource {
                 buffer,
             } => loop {
                 buffer.clear();
-                if reader.read_until(b'\n', buffer).map_err(read_error)? == 0 {
+                let max = self.max_record_bytes;
+                let (read, cut) = read_line_capped(reader, buffer, max).map_err(read_error)?;
+                if read == 0 {
                     return Ok(None);
                 }
                 *line += 1;
@@ -179,17 +193,32 @@ impl FileSource {
                 if text.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let (json, line, payload) = (*json, *line, text.to_vec());
-                let invalid = json
-                    .then(|| serde_json::from_slice::<serde::de::IgnoredAny>(&payload).err())
-                    .flatten();
+                let (json, line) = (*json, *line);
+                if cut || text.len() > max {
+                    let kept = text[..text.len().min(max)].to_vec();
+                    return Ok(Some(Err(Undecodable {
+                        record: self.record(kept, line),
+                        kind: FailureKind::InputTooLarge,
+                        reason: format!(
+                            "line {line} is longer than the {max}-byte record limit (max-record-bytes); its first {max} bytes are kept"
+                        ),
+                    })));
+                }
+                let payload = text.to_vec();
+                let invalid = if !json {
+                    None
+                } else if let Err(e) = std::str::from_utf8(&payload) {
+                    // serde_json does not check the bytes inside strings it skips.
+                    Some(format!("line {line} is not UTF-8: {e}"))
+                } else {
+                    serde_json::from_slice::<serde::de::IgnoredAny>(&payload)
+                        .err()
+                        .map(|e| format!("line {line} is not JSON: {e}"))
+                };
                 let record = self.record(payload, line);
                 return Ok(Some(match invalid {
                     None => Ok(record),
-                    Some(e) => Err(Undecodable {
-                        record,
-                        reason: format!("line {line} is not JSON: {e}"),
-                    }),
+                    Some(reason) => Err(Undecodable::decode(record, reason)),
                 }));
             },
             Reader::Csv {
@@ -215,6 +244,7 @@ impl FileSource {
                 return Ok(Some(match decoded {
                     Ok(json) => Ok(self.record(json, line)),
                     Err(reason) => Err(Undecodable {
+                        kind: crate::record::FailureKind::Decode,
                         record: self.record(raw, line),
                         reason: format!("CSV line {line}: {reason}"),
                     }),
@@ -299,6 +329,45 @@ pub fn read_event(
         },
     };
     events::decode(kind, value).map_err(event_error)
+}
+
+/// Reads one line (through its `\n`) into `buffer`, keeping at most `max` bytes of it
+/// (plus a line end) and skipping the rest, so one endless line cannot take the memory.
+/// Returns the bytes consumed (0 at the end of the input) and whether the line was cut.
+fn read_line_capped(
+    reader: &mut dyn BufRead,
+    buffer: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(usize, bool)> {
+    let keep = max.saturating_add(2);
+    let (mut consumed, mut cut) = (0, false);
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok((consumed, cut));
+        }
+        let (chunk, end) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        let room = keep.saturating_sub(buffer.len());
+        if chunk.len() > room {
+            buffer.extend_from_slice(&chunk[..room]);
+            cut = true;
+        } else {
+            buffer.extend_from_slice(chunk);
+        }
+        let taken = chunk.len();
+        reader.consume(taken);
+        consumed += taken;
+        if end {
+            return Ok((consumed, cut));
+        }
+    }
 }
 
 fn trim_line_end(line: &[u8]) -> &[u8] {

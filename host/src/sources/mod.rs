@@ -9,6 +9,7 @@
 //! # Layout
 //! - `events.rs`: AWS event JSON (Kinesis, SQS, DynamoDB Streams, Firehose, S3, direct)
 //!   into items.
+//! - `dynamodb.rs`: DynamoDB images as exact JSON.
 //! - `lambda.rs`: one Lambda event as a source; its settle step is the Lambda answer.
 //! - `file.rs`: local input (JSON lines, CSV, lines, a captured event).
 //! - `s3.rs`: the objects an S3 notification names, streamed in batches.
@@ -16,6 +17,7 @@
 //! - `dlq.rs`: dead-letter queues (SQS, S3) read back for `host reprocess`.
 
 pub mod dlq;
+mod dynamodb;
 pub mod events;
 mod file;
 pub mod lambda;
@@ -25,20 +27,34 @@ pub mod s3;
 use std::future::Future;
 
 pub use events::{DecodedEvent, EventItem, EventKind, ObjectRef};
-pub use file::{FileSource, InputFormat, read_event};
+pub use file::{DEFAULT_MAX_RECORD_BYTES, FileSource, InputFormat, read_event};
 pub use lambda::LambdaEvent;
 pub use s3::ObjectSource;
 
 use crate::aws::AwsError;
-use crate::record::{Record, Verdict};
+use crate::record::{FailureKind, Record, Verdict};
 
 /// An input record the source could not decode, with its raw bytes and the reason.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Undecodable {
-    /// The raw record (payload = the bytes as read), with its position attributes.
+    /// The raw record (payload = the bytes as read, or as many as the record limit
+    /// allows), with its position attributes.
     pub record: Record,
+    /// `Decode`, or `InputTooLarge` for a record over the record limit.
+    pub kind: FailureKind,
     /// What was wrong, e.g. `line 3 is not JSON: expected value at column 1`.
     pub reason: String,
+}
+
+impl Undecodable {
+    /// A record that could not be decoded, and why.
+    pub fn decode(record: Record, reason: String) -> Self {
+        Self {
+            record,
+            kind: FailureKind::Decode,
+            reason,
+        }
+    }
 }
 
 /// One item from a source: a record, or one that could not be decoded.

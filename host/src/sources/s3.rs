@@ -24,16 +24,19 @@ pub struct ObjectSource {
     objects: VecDeque<ObjectRef>,
     current: Option<(ObjectRef, ObjectBatches)>,
     read: u64,
+    max_record_bytes: usize,
 }
 
 impl ObjectSource {
-    /// A source over `objects`, in order.
-    pub fn new(aws: AwsClients, objects: Vec<ObjectRef>) -> Self {
+    /// A source over `objects`, in order; lines longer than `max_record_bytes` are
+    /// dead-lettered, cut.
+    pub fn new(aws: AwsClients, objects: Vec<ObjectRef>, max_record_bytes: usize) -> Self {
         Self {
             aws,
             objects: objects.into(),
             current: None,
             read: 0,
+            max_record_bytes,
         }
     }
 }
@@ -49,7 +52,8 @@ impl Source for ObjectSource {
                     let Some(object) = self.objects.pop_front() else {
                         return Ok(None);
                     };
-                    let batches = ObjectBatches::open(&self.aws, &object, max).await?;
+                    let batches =
+                        ObjectBatches::open(&self.aws, &object, max, self.max_record_bytes).await?;
                     self.current.insert((object, batches))
                 }
             };
@@ -124,8 +128,10 @@ pub fn format_for_key(key: &str) -> Result<ObjectLayout, SourceError> {
 
 /// A stream of record batches read from one S3 object on a blocking thread.
 pub struct ObjectBatches {
+    name: String,
     receiver: mpsc::Receiver<Result<Vec<Decoded>, SourceError>>,
-    reader: tokio::task::JoinHandle<()>,
+    /// `None` once joined.
+    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ObjectBatches {
@@ -134,8 +140,10 @@ impl ObjectBatches {
         aws: &AwsClients,
         object: &ObjectRef,
         batch_size: usize,
+        max_record_bytes: usize,
     ) -> Result<Self, SourceError> {
         let name = format!("s3://{}/{}", object.bucket, object.key);
+        let label = name.clone();
         let layout = format_for_key(&object.key)?;
         let response = aws
             .s3
@@ -153,7 +161,11 @@ impl ObjectBatches {
                 let reader = tokio::task::spawn_blocking(move || {
                     read_parquet(file, &name, batch_size, &sender)
                 });
-                return Ok(Self { receiver, reader });
+                return Ok(Self {
+                    name: label,
+                    receiver,
+                    reader: Some(reader),
+                });
             }
         };
         let body = SyncIoBridge::new(response.body.into_async_read());
@@ -167,7 +179,9 @@ impl ObjectBatches {
                 Box::new(BufReader::with_capacity(1 << 16, body))
             };
             let source = match FileSource::new(raw, format, &name) {
-                Ok(source) => source.labelled("s3"),
+                Ok(source) => source
+                    .labelled("s3")
+                    .with_max_record_bytes(max_record_bytes),
                 Err(e) => {
                     let _ = sender.blocking_send(Err(e));
                     return;
@@ -194,18 +208,35 @@ impl ObjectBatches {
                 let _ = sender.blocking_send(Ok(batch));
             }
         });
-        Ok(Self { receiver, reader })
+        Ok(Self {
+            name: label,
+            receiver,
+            reader: Some(reader),
+        })
     }
 
-    /// The next batch; `None` at the end of the object.
+    /// The next batch; `None` at the end of the object. A reader that died (a panic on
+    /// a hostile file) is an error, never a silent end of the object.
     pub async fn next(&mut self) -> Option<Result<Vec<Decoded>, SourceError>> {
-        self.receiver.recv().await
+        if let Some(batch) = self.receiver.recv().await {
+            return Some(batch);
+        }
+        let reader = self.reader.take()?;
+        match reader.await {
+            Ok(()) => None,
+            Err(e) => Some(Err(SourceError::Read {
+                input: self.name.clone(),
+                source: std::io::Error::other(format!("the reader failed: {e}")),
+            })),
+        }
     }
 
     /// Waits for the reading thread to finish.
     pub async fn finish(self) {
         drop(self.receiver);
-        let _ = self.reader.await;
+        if let Some(reader) = self.reader {
+            let _ = reader.await;
+        }
     }
 }
 

@@ -1,0 +1,109 @@
+//! Exact data and input limits: bytes and numbers arrive as sent, a line that is not
+//! UTF-8 is a `decode` failure with its exact bytes in the DLQ, and a line over the
+//! record limit goes to the DLQ as `input-too-large` (its first bytes kept) while the
+//! host carries on.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::emulator::Moto;
+use crate::lambda_harness::invoke;
+use crate::support::{Scratch, path_str, plugin, text};
+
+#[test]
+fn invalid_utf8_and_overlong_lines_are_dead_lettered_exactly() {
+    let s = Scratch::new();
+    let mut input = Vec::new();
+    input.extend_from_slice(b"{\"id\":\"a\"}\n");
+    let not_utf8: &[u8] = b"{\"id\":\"\xff\xfe\"}";
+    input.extend_from_slice(not_utf8);
+    input.push(b'\n');
+    let long = format!("{{\"pad\":\"{}\"}}", "x".repeat(2000));
+    input.extend_from_slice(long.as_bytes());
+    input.push(b'\n');
+    input.extend_from_slice(b"{\"id\":\"b\"}\n");
+    let path = s.path("events.jsonl");
+    std::fs::write(&path, &input).expect("write input");
+    let out = s.path("out.jsonl");
+    let run = s.run_plugin(
+        "misbehave",
+        &path,
+        &[
+            "--output",
+            path_str(&out),
+            "--emit",
+            "payload",
+            "--max-record-bytes",
+            "1024",
+        ],
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [4, 2, 0, 2]);
+    assert_eq!(
+        std::fs::read_to_string(&out).expect("outputs"),
+        "{\"id\":\"a\"}\n{\"id\":\"b\"}\n"
+    );
+    let dlq = s.json_lines("dlq.jsonl");
+    let kinds: Vec<&str> = dlq
+        .iter()
+        .map(|e| text(&e["error"]["kind"], "kind"))
+        .collect();
+    assert_eq!(kinds, ["decode", "input-too-large"]);
+    let exact = base64::engine::general_purpose::STANDARD
+        .decode(text(&dlq[0]["record"]["payload_base64"], "the raw bytes"))
+        .expect("base64");
+    assert_eq!(exact, not_utf8, "the DLQ keeps the bytes as read");
+    assert!(text(&dlq[0]["error"]["message"], "message").contains("not UTF-8"));
+    let kept = text(&dlq[1]["record"]["payload"], "the kept bytes");
+    assert_eq!(
+        kept,
+        &long[..1024],
+        "the first bytes of the long line are kept"
+    );
+    assert_eq!(dlq[1]["record"]["attributes"]["line"], "3");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dynamodb_numbers_and_binary_arrive_exactly() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.stream("out").await;
+    let dlq = aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    let wasm = plugin("misbehave");
+    let mut env = moto.env();
+    env.extend([
+        ("PIPELINE_PLUGIN", path_str(&wasm).to_owned()),
+        ("PIPELINE_SINKS", "default=kinesis://out".to_owned()),
+        ("PIPELINE_DLQ", "sqs://dlq".to_owned()),
+    ]);
+    let event = json!({"Records": [{
+        "eventID": "1", "eventName": "INSERT", "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1764075600,
+            "Keys": {"Id": {"N": "12345678901234567890123"}},
+            "NewImage": {
+                "Id": {"N": "12345678901234567890123"},
+                "Price": {"N": "0.1000000000000000055511151231257827"},
+                "Blob": {"B": "/wA="}
+            },
+            "SequenceNumber": "1", "SizeBytes": 26, "StreamViewType": "NEW_AND_OLD_IMAGES"
+        },
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/T/stream/2015-06-27T00:48:05.899"
+    }]});
+    let (answer, log) = invoke(&env, scratch.dir.path(), event);
+    assert_eq!(answer, json!({"batchItemFailures": []}), "{log}");
+    let delivered = aws.stream_records("out").await;
+    assert_eq!(delivered.len(), 1, "{log}");
+    assert!(
+        delivered[0].contains(r#""Id":12345678901234567890123"#)
+            && delivered[0].contains(r#""Price":0.1000000000000000055511151231257827"#)
+            && delivered[0].contains(r#""Blob":"/wA=""#),
+        "{}",
+        delivered[0]
+    );
+    let parsed: Value = serde_json::from_str(&delivered[0]).expect("JSON");
+    assert_eq!(parsed["eventName"], "INSERT");
+    assert!(aws.drain_queue(&dlq).await.is_empty());
+}
