@@ -95,6 +95,9 @@ pub enum FailureKind {
     Contract,
     /// An output names a destination no sink is configured for.
     Routing,
+    /// An output cannot be written in its sink's format (a Parquet row that is not a
+    /// JSON object).
+    Encoding,
     /// A sink could not take an output, after its retries.
     Delivery,
     /// The run's time (a Lambda invocation's deadline) ran out before the record was
@@ -116,6 +119,7 @@ impl FailureKind {
             Self::OutputTooLarge => "output-too-large",
             Self::Contract => "contract",
             Self::Routing => "routing",
+            Self::Encoding => "encoding",
             Self::Delivery => "delivery",
             Self::Unfinished => "unfinished",
         }

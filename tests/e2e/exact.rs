@@ -107,3 +107,48 @@ async fn dynamodb_numbers_and_binary_arrive_exactly() {
     assert_eq!(parsed["eventName"], "INSERT");
     assert!(aws.drain_queue(&dlq).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_with_an_output_that_cannot_go_sends_none_of_them() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.stream("out").await;
+    let dlq = aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    // `route` with audit=true gives every record a second output, to `audit`; there is
+    // no `audit` sink, so no record may send its first output either.
+    let input = scratch.write(
+        "events.jsonl",
+        "{\"id\":\"e1\",\"action\":\"buy\"}\n{\"id\":\"e2\",\"action\":\"view\"}\n",
+    );
+    let wasm = plugin("route");
+    let run = scratch.host_with_env(
+        &[
+            "run",
+            "--plugin",
+            path_str(&wasm),
+            "--config",
+            "audit=true",
+            "--input",
+            path_str(&input),
+            "--sink",
+            "default=kinesis://out",
+            "--dlq",
+            "sqs://dlq",
+        ],
+        None,
+        &moto.env(),
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [2, 0, 0, 2]);
+    assert!(
+        aws.stream_records("out").await.is_empty(),
+        "a dead-lettered record sent nothing"
+    );
+    let dead = aws.drain_queue(&dlq).await;
+    assert_eq!(dead.len(), 2);
+    assert!(
+        dead.iter().all(|e| e.contains(r#""kind":"routing""#)),
+        "{dead:?}"
+    );
+}

@@ -181,13 +181,26 @@ pub(super) async fn deliver(
     dead_letter(&ran, plugin_failures, dlq, retry, redelivers, &mut verdicts).await?;
     hold_retried(&verdicts, &mut held_from);
 
-    // 2. The outputs of the items not held back.
+    // 2. The outputs of the items not held back, each item's outputs checked first
+    //    (routing, size, format): an item with an output that cannot go sends none.
     let mut sending = Vec::with_capacity(transformed.len());
+    let mut delivery_failures = Vec::new();
     for (index, outputs) in transformed {
         if is_held(&held_from, index) {
             verdicts[index] = Some(held_back(group(index)));
-        } else {
-            sending.push((index, outputs));
+            continue;
+        }
+        match outputs.iter().find_map(|o| router.check(o).err()) {
+            None => sending.push((index, outputs)),
+            Some((kind, message)) => delivery_failures.push((
+                index,
+                Failure {
+                    kind,
+                    message,
+                    attempts: 1,
+                    stage: last_stage,
+                },
+            )),
         }
     }
     let routed: Vec<(usize, &Output)> = sending
@@ -205,7 +218,6 @@ pub(super) async fn deliver(
     }
 
     // 3. Items a sink refused go to the DLQ; the rest are delivered.
-    let mut delivery_failures = Vec::new();
     for (index, outputs) in sending {
         match refused.get_mut(index).and_then(Option::take) {
             None => verdicts[index] = Some(Verdict::Delivered(outputs)),

@@ -145,6 +145,21 @@ pub(crate) fn prepare(
     (entries, failures)
 }
 
+impl KinesisSink {
+    /// What can be known about `output` before sending: its size, when it is sent as is
+    /// (a gzip record's size is known only once compressed, at delivery).
+    pub fn check(&self, output: &Output) -> Result<(), (FailureKind, String)> {
+        let size = output.payload.len() + partition_key(output).len();
+        if !self.gzip && size > MAX_RECORD_BYTES {
+            return Err((
+                FailureKind::OutputTooLarge,
+                format!("a Kinesis record of {size} bytes exceeds the 1 MiB limit"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Kinesis needs a partition key of 1 to 256 characters: the output's key when it is
 /// one, a stable hash of it when it is not, a hash of the payload when there is none.
 fn partition_key(output: &Output) -> String {

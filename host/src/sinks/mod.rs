@@ -270,6 +270,17 @@ impl Sink {
         }
     }
 
+    /// What can be checked about `output` before anything is sent (size limits, the
+    /// sink's format), so a record with an output that cannot go sends none.
+    pub fn check(&self, output: &Output) -> Result<(), (FailureKind, String)> {
+        match self {
+            Self::Kinesis(sink) => sink.check(output),
+            Self::Sqs(sink) => sink.check(output),
+            Self::S3(sink) => sink.check(output),
+            Self::File(_) | Self::Response(_) => Ok(()),
+        }
+    }
+
     /// Why this sink can take nothing more, if so: a file that failed a write (a full
     /// disk, a closed pipe) stops the run instead of failing each record in turn.
     pub fn broken(&self) -> Option<String> {
@@ -308,6 +319,21 @@ impl Router {
         Self {
             sinks: BTreeMap::new(),
             every: Some(sink),
+        }
+    }
+
+    /// Whether `output` can go: its destination has a sink, and that sink's checks pass.
+    pub fn check(&self, output: &Output) -> Result<(), (FailureKind, String)> {
+        if let Some(sink) = &self.every {
+            return sink.check(output);
+        }
+        let name = output.destination.as_deref().unwrap_or("default");
+        match self.sinks.get(name) {
+            Some(sink) => sink.check(output),
+            None => Err((
+                FailureKind::Routing,
+                format!("no sink is configured for destination {name:?}"),
+            )),
         }
     }
 

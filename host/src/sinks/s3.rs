@@ -91,6 +91,31 @@ impl S3Sink {
         }
     }
 
+    /// What can be known about `output` before writing: a Parquet row must be a JSON
+    /// object (one output that is not fails alone, not the whole object).
+    pub fn check(&self, output: &Output) -> Result<(), (FailureKind, String)> {
+        if self.format == ObjectFormat::Parquet {
+            match serde_json::from_slice::<serde_json::Value>(&output.payload) {
+                Ok(serde_json::Value::Object(_)) => {}
+                Ok(_) => {
+                    return Err((
+                        FailureKind::Encoding,
+                        "a Parquet row must be a JSON object".into(),
+                    ));
+                }
+                Err(e) => {
+                    return Err((
+                        FailureKind::Encoding,
+                        format!(
+                            "a Parquet row must be a JSON object; this output is not JSON: {e}"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn extension(&self) -> &'static str {
         match self.format {
             ObjectFormat::JsonLines => "jsonl",

@@ -34,6 +34,21 @@ impl SqsSink {
         Self { client, queue_url }
     }
 
+    /// What can be known about `output` before sending: the size of its message body.
+    pub fn check(&self, output: &Output) -> Result<(), (FailureKind, String)> {
+        let size = match std::str::from_utf8(&output.payload) {
+            Ok(text) => text.len(),
+            Err(_) => output.payload.len().div_ceil(3) * 4,
+        };
+        if size > MAX_BYTES {
+            return Err((
+                FailureKind::OutputTooLarge,
+                format!("an SQS message of {size} bytes exceeds the 256 KiB limit"),
+            ));
+        }
+        Ok(())
+    }
+
     fn is_fifo(&self) -> bool {
         self.queue_url.ends_with(".fifo")
     }
