@@ -81,8 +81,10 @@ impl LambdaEvent {
 }
 
 /// One response record per input record: `Ok` with the outputs' payloads joined by
-/// newlines, `Dropped`, or `ProcessingFailed` (dead-lettered: also when the response
-/// sink refused it at the 6 MB limit).
+/// newlines, or `Dropped`: for a record the plugin dropped, and for one the host
+/// dead-lettered (also when the answer's 6 MB limit refused it) — the DLQ is that
+/// record's one place, with its error, ready for `host reprocess`; answering
+/// `ProcessingFailed` would put a second copy in Firehose's error output.
 fn firehose_response(settled: Vec<(String, Verdict)>) -> KinesisFirehoseResponse {
     let records = settled
         .into_iter()
@@ -96,8 +98,9 @@ fn firehose_response(settled: Vec<(String, Verdict)>) -> KinesisFirehoseResponse
                         .join(&b"\n"[..]);
                     ("Ok", data)
                 }
-                Verdict::Dropped => ("Dropped", Vec::new()),
-                Verdict::DeadLettered(_) | Verdict::Retry(_) => ("ProcessingFailed", Vec::new()),
+                Verdict::Dropped | Verdict::DeadLettered(_) => ("Dropped", Vec::new()),
+                // Firehose does not redeliver item by item: it retries on this answer.
+                Verdict::Retry(_) => ("ProcessingFailed", Vec::new()),
             };
             let mut record = KinesisFirehoseResponseRecord::default();
             record.record_id = Some(id);
