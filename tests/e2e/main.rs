@@ -20,3 +20,4 @@ mod limits;
 mod ordering;
 mod reprocess;
 mod run;
+mod stall;
