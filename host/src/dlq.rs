@@ -10,6 +10,11 @@
 //! `payload` / `key` hold the exact bytes as a string when they are UTF-8, otherwise
 //! `payload_base64` / `key_base64` hold them base64-encoded, so an entry can be replayed
 //! byte for byte.
+//!
+//! An entry too large for its queue (SQS takes 256 KiB) is either stored whole in S3
+//! with a pointer in the queue (`"overflow": "s3://bucket/key"`, the record left out), or
+//! cut to fit, saying so (`"cut": {"payload_bytes": N, "sha256": "..."}` of the whole
+//! payload).
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -34,6 +39,21 @@ pub struct DlqEntry {
     pub attempts: u32,
     /// When it was dead-lettered (RFC 3339, UTC).
     pub failed_at: String,
+    /// Where the whole entry is, when the queue holds only this pointer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overflow: Option<String>,
+    /// Set when the payload was cut to fit the queue: what the whole one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<Cut>,
+}
+
+/// What a cut payload was before it was cut.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cut {
+    /// Its length in bytes.
+    pub payload_bytes: usize,
+    /// The sha256 of its bytes (hex), as also logged.
+    pub sha256: String,
 }
 
 /// The original record, losslessly encoded.
@@ -105,6 +125,62 @@ impl DlqEntry {
             plugin: plugin.clone(),
             attempts: failure.attempts,
             failed_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            overflow: None,
+            cut: None,
+        }
+    }
+
+    /// The pointer a queue keeps for an entry stored whole at `location`: everything
+    /// but the record.
+    pub fn pointer(&self, location: String) -> Self {
+        Self {
+            record: DlqRecord {
+                key: None,
+                key_base64: None,
+                payload: None,
+                payload_base64: None,
+                attributes: BTreeMap::new(),
+            },
+            overflow: Some(location),
+            ..self.clone()
+        }
+    }
+
+    /// Cuts the payload so that the entry's JSON is at most `max` bytes (keys and
+    /// attributes stay whole), recording what was cut. `None` if even an empty payload
+    /// does not fit.
+    pub fn cut_to_fit(&self, max: usize) -> Option<(Self, Vec<u8>)> {
+        use sha2::Digest as _;
+        let whole = self.original().ok()?.payload;
+        let cut = Cut {
+            payload_bytes: whole.len(),
+            sha256: hex::encode(sha2::Sha256::digest(&whole)),
+        };
+        let mut keep = whole.len();
+        loop {
+            let mut entry = self.clone();
+            let part = &whole[..keep];
+            let (payload, payload_base64) = match std::str::from_utf8(part) {
+                Ok(text) => (Some(text.to_owned()), None),
+                // A cut in the middle of a character: keep the whole characters.
+                Err(e) if self.record.payload.is_some() => {
+                    keep = e.valid_up_to();
+                    continue;
+                }
+                Err(_) => (None, Some(BASE64.encode(part))),
+            };
+            entry.record.payload = payload;
+            entry.record.payload_base64 = payload_base64;
+            entry.cut = Some(cut.clone());
+            let json = serde_json::to_vec(&entry).ok()?;
+            if json.len() <= max {
+                return Some((entry, json));
+            }
+            if keep == 0 {
+                return None;
+            }
+            // Cut what is over, plus room for escapes, and try again.
+            keep = keep.saturating_sub((json.len() - max).max(keep / 16).max(64));
         }
     }
 

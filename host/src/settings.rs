@@ -44,6 +44,8 @@ pub struct Settings {
     pub sinks: BTreeMap<String, SinkSpec>,
     /// Where failed records go.
     pub dlq: SinkSpec,
+    /// Where a DLQ entry too large for its queue is stored whole (bucket, prefix).
+    pub dlq_overflow: Option<(String, String)>,
     /// Resource limits and retry policy; `limits.batch_size` is the one batch size.
     pub limits: Limits,
     /// Path-style S3 addressing (emulators need it).
@@ -70,6 +72,7 @@ impl Default for Settings {
                 path: Some(PathBuf::from("dlq.jsonl")),
                 emit: crate::sinks::Emit::Payload,
             },
+            dlq_overflow: None,
             limits: Limits::default(),
             s3_path_style: false,
             max_record_bytes: crate::sources::DEFAULT_MAX_RECORD_BYTES,
@@ -226,6 +229,25 @@ pub static SETTINGS: &[Setting] = &[
         list: false,
         apply: |s, values| {
             s.dlq = SinkSpec::dead_letters(one(values)?).map_err(|e| e.to_string())?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("dlq-overflow"),
+        env: "PIPELINE_DLQ_OVERFLOW",
+        default: None,
+        bounds: "`s3://BUCKET/PREFIX`",
+        about: "where a DLQ entry too large for its queue is stored whole, the queue keeping a pointer `host reprocess` follows; without it such an entry is cut to fit, saying so",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            match one(values)?
+                .parse::<SinkSpec>()
+                .map_err(|e| e.to_string())?
+            {
+                SinkSpec::S3 { bucket, prefix, .. } => s.dlq_overflow = Some((bucket, prefix)),
+                other => return Err(format!("{other}: expected s3://BUCKET/PREFIX")),
+            }
             Ok(())
         },
     },

@@ -13,6 +13,7 @@ mod support;
 
 mod chain;
 mod deadline;
+mod dlq_overflow;
 mod front_doors;
 mod lambda;
 mod lifecycle;

@@ -2,13 +2,14 @@
 //! in one [`Verdict`] per item. The plugin's outcome is read, never rewritten: a delivery
 //! failure decides the verdict next to it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
+use super::dead_letters::DeadLetters;
 use crate::config::Budget;
-use crate::dlq::{DlqEntry, PluginRef};
+use crate::dlq::PluginRef;
 use crate::engine::Chain;
 use crate::record::{Failure, FailureKind, Outcome, Output, Record, Verdict};
-use crate::sinks::{DeliveryFailure, RetryPolicy, Router, Sink};
+use crate::sinks::{DeliveryFailure, RetryPolicy, Router};
 use crate::sources::Decoded;
 
 /// The plugin's verdict on a batch, before anything is delivered.
@@ -19,7 +20,7 @@ pub(super) struct Ran {
     originals: Vec<Original>,
     outcomes: Vec<Outcome>,
     /// The chain's plugins, in order; a failure's `stage` indexes it.
-    plugins: Vec<PluginRef>,
+    pub(super) plugins: Vec<PluginRef>,
 }
 
 /// An item's original record: one the chain ran over, or the raw one that could not be
@@ -30,7 +31,7 @@ enum Original {
 }
 
 impl Ran {
-    fn original(&self, index: usize) -> Option<&Record> {
+    pub(super) fn original(&self, index: usize) -> Option<&Record> {
         match self.originals.get(index)? {
             Original::Decoded(i) => self.records.get(*i),
             Original::Undecodable(record) => Some(record),
@@ -130,7 +131,7 @@ pub(super) async fn deliver(
     groups: &[Option<String>],
     held: &mut HashSet<String>,
     router: &Router,
-    dlq: &Sink,
+    dlq: &DeadLetters,
     retry: RetryPolicy,
     redelivers: bool,
 ) -> Result<Vec<Verdict>, DeliverError> {
@@ -178,7 +179,8 @@ pub(super) async fn deliver(
             Outcome::Transformed(outputs) => transformed.push((index, outputs)),
         }
     }
-    dead_letter(&ran, plugin_failures, dlq, retry, redelivers, &mut verdicts).await?;
+    dlq.write(&ran, plugin_failures, retry, redelivers, &mut verdicts)
+        .await?;
     hold_retried(&verdicts, &mut held_from);
 
     // 2. The outputs of the items not held back, each item's outputs checked first
@@ -236,15 +238,8 @@ pub(super) async fn deliver(
             )),
         }
     }
-    dead_letter(
-        &ran,
-        delivery_failures,
-        dlq,
-        retry,
-        redelivers,
-        &mut verdicts,
-    )
-    .await?;
+    dlq.write(&ran, delivery_failures, retry, redelivers, &mut verdicts)
+        .await?;
     // A refusal here holds back the group's items of the next batches; this batch's
     // later items were already delivered.
     hold_retried(&verdicts, &mut held_from);
@@ -269,60 +264,4 @@ fn held_back(group: Option<&String>) -> Verdict {
         "held back: an earlier item of its group {:?} is to be retried",
         group.map_or("", String::as_str)
     ))
-}
-
-/// Writes the DLQ entries of `failures`, setting their verdicts: dead-lettered, or (a
-/// refused entry, when the source redelivers) handed back.
-async fn dead_letter(
-    ran: &Ran,
-    failures: Vec<(usize, Failure)>,
-    dlq: &Sink,
-    retry: RetryPolicy,
-    redelivers: bool,
-    verdicts: &mut [Option<Verdict>],
-) -> Result<(), DeliverError> {
-    let last_stage = ran.plugins.len().saturating_sub(1);
-    let mut entries: Vec<(usize, Output, Failure)> = Vec::with_capacity(failures.len());
-    for (index, failure) in failures {
-        let plugin = &ran.plugins[failure.stage.min(last_stage)];
-        let original = ran.original(index).ok_or(DeliverError::NoVerdict(index))?;
-        let entry = DlqEntry::new(original, &failure, plugin);
-        match serde_json::to_vec(&entry) {
-            Ok(json) => {
-                let output = Output {
-                    payload: json.into(),
-                    ..Output::default()
-                };
-                entries.push((index, output, failure));
-            }
-            // Cannot happen for this plain type; if it did, the record must not be lost.
-            Err(e) if redelivers => {
-                tracing::error!(error = %e, "cannot encode a DLQ entry; handing the record back");
-                verdicts[index] = Some(Verdict::Retry(format!("cannot encode a DLQ entry: {e}")));
-            }
-            Err(e) => {
-                return Err(DeliverError::DeadLetterRefused(format!(
-                    "cannot encode a DLQ entry: {e}"
-                )));
-            }
-        }
-    }
-    let refused = dlq
-        .deliver(entries.iter().map(|(i, o, _)| (*i, o)).collect(), retry)
-        .await;
-    let mut refused_items = BTreeMap::new();
-    for failure in refused {
-        tracing::error!(item = failure.item, reason = %failure.message, "the dead-letter queue refused an entry");
-        if !redelivers {
-            return Err(DeliverError::DeadLetterRefused(failure.message));
-        }
-        refused_items.insert(failure.item, failure.message);
-    }
-    for (index, _, failure) in entries {
-        verdicts[index] = Some(match refused_items.remove(&index) {
-            Some(reason) => Verdict::Retry(format!("the dead-letter queue refused it: {reason}")),
-            None => Verdict::DeadLettered(failure),
-        });
-    }
-    Ok(())
 }

@@ -7,11 +7,14 @@
 //! - `mod.rs`: [`Pipeline`]: start (plugins, sinks, DLQ), the batch loop, hot swap
 //!   between batches, the summary.
 //! - `deliver.rs`: one batch through the chain, the sinks and the DLQ, into verdicts.
+//! - `dead_letters.rs`: DLQ entries fitted to their queue (overflow bucket, or cut).
 
+mod dead_letters;
 mod deliver;
 
 use std::collections::{BTreeMap, HashSet};
 
+use dead_letters::{DeadLetters, Overflow};
 pub use deliver::DeliverError;
 
 use crate::accounting::{Ledger, Summary, Unbalanced};
@@ -107,7 +110,7 @@ pub struct Pipeline {
     /// One per stage: where its plugin comes from, checked between batches.
     plugins: Vec<PluginSource>,
     router: Router,
-    dlq: Sink,
+    dlq: DeadLetters,
     retry: RetryPolicy,
     batch_size: usize,
     aws: AwsClients,
@@ -170,7 +173,17 @@ impl Pipeline {
             chain: Some(Chain::new(runners)),
             plugins,
             router: Router::new(sinks),
-            dlq,
+            dlq: DeadLetters {
+                sink: dlq,
+                overflow: settings
+                    .dlq_overflow
+                    .as_ref()
+                    .map(|(bucket, prefix)| Overflow {
+                        aws: aws.clone(),
+                        bucket: bucket.clone(),
+                        prefix: prefix.clone(),
+                    }),
+            },
             retry: RetryPolicy::of(&settings.limits),
             batch_size: settings.limits.batch_size,
             aws: aws.clone(),
@@ -256,7 +269,7 @@ impl Pipeline {
                 source.redelivers(),
             )
             .await?;
-            if let Some(reason) = router.broken().or_else(|| self.dlq.broken()) {
+            if let Some(reason) = router.broken().or_else(|| self.dlq.sink.broken()) {
                 return Err(RunError::Broken(reason));
             }
             for verdict in &verdicts {
@@ -278,7 +291,7 @@ impl Pipeline {
     /// complete; a pipeline dropped without it leaves no half-written files.
     pub fn finish(&self) -> Result<(), RunError> {
         self.router.finish().map_err(RunError::Finish)?;
-        self.dlq.finish().map_err(RunError::Finish)
+        self.dlq.sink.finish().map_err(RunError::Finish)
     }
 
     /// Starts every stage's plugin again (after a plugin thread was lost to a panic).

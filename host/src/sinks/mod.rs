@@ -281,6 +281,14 @@ impl Sink {
         }
     }
 
+    /// The largest entry this sink takes, when it has a limit (an SQS message body).
+    pub fn max_entry_bytes(&self) -> Option<usize> {
+        match self {
+            Self::Sqs(_) => Some(sqs::MAX_BYTES),
+            _ => None,
+        }
+    }
+
     /// Why this sink can take nothing more, if so: a file that failed a write (a full
     /// disk, a closed pipe) stops the run instead of failing each record in turn.
     pub fn broken(&self) -> Option<String> {

@@ -11,7 +11,7 @@ use crate::aws::describe_error;
 use crate::record::{FailureKind, Output};
 
 const MAX_MESSAGES: usize = 10;
-const MAX_BYTES: usize = 256 << 10;
+pub(super) const MAX_BYTES: usize = 256 << 10;
 
 /// Writes outputs to one SQS queue (standard or FIFO).
 #[derive(Debug, Clone)]

@@ -21,17 +21,51 @@ fn now_stamp() -> String {
 /// The original record of an entry this run may take, or `None` (logged) for a line that
 /// is not an entry, is newer than the run, or cannot be decoded.
 fn original(text: &str, started: &str) -> Option<Decoded> {
+    entry(text, started).and_then(|entry| record_of(&entry))
+}
+
+/// The entry of `text`, if this run may take it (written before `started`).
+fn entry(text: &str, started: &str) -> Option<DlqEntry> {
     match serde_json::from_str::<DlqEntry>(text) {
-        Ok(entry) if entry.failed_at.as_str() < started => match entry.original() {
-            Ok(record) => Some(Ok(record)),
-            Err(e) => {
-                tracing::error!(error = %e, "a DLQ entry's payload is not valid base64; left in place");
-                None
-            }
-        },
+        Ok(entry) if entry.failed_at.as_str() < started => Some(entry),
         Ok(_) => None,
         Err(e) => {
             tracing::error!(error = %e, "not a DLQ entry; left in place");
+            None
+        }
+    }
+}
+
+fn record_of(entry: &DlqEntry) -> Option<Decoded> {
+    match entry.original() {
+        Ok(record) => Some(Ok(record)),
+        Err(e) => {
+            tracing::error!(error = %e, "a DLQ entry's payload is not valid base64; left in place");
+            None
+        }
+    }
+}
+
+/// The whole entry a queue's pointer names (`"overflow": "s3://bucket/key"`).
+async fn follow(aws: &AwsClients, pointer: &DlqEntry) -> Option<DlqEntry> {
+    let location = pointer.overflow.as_deref()?;
+    let Some((bucket, key)) = location
+        .strip_prefix("s3://")
+        .and_then(|rest| rest.split_once('/'))
+    else {
+        tracing::error!(%location, "a DLQ pointer that is not s3://BUCKET/KEY; left in place");
+        return None;
+    };
+    match aws.object_bytes(bucket, key).await {
+        Ok(bytes) => match serde_json::from_slice::<DlqEntry>(&bytes) {
+            Ok(entry) => Some(entry),
+            Err(e) => {
+                tracing::error!(%location, error = %e, "the entry a DLQ pointer names is not one; left in place");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the entry a DLQ pointer names; left in place");
             None
         }
     }
@@ -106,10 +140,11 @@ impl Source for QueueDlq {
                     continue;
                 }
                 fresh = true;
-                match message
-                    .body()
-                    .and_then(|body| original(body, &self.started))
-                {
+                let mut taken = message.body().and_then(|body| entry(body, &self.started));
+                if let Some(pointer) = taken.take_if(|e| e.overflow.is_some()) {
+                    taken = follow(&self.aws, &pointer).await;
+                }
+                match taken.as_ref().and_then(record_of) {
                     Some(decoded) => items.push(Item {
                         id: handle.to_owned(),
                         group: None,

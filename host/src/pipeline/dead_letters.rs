@@ -1,0 +1,116 @@
+//! The dead-letter queue as the pipeline writes it: one entry per failed item, each
+//! entry fitted to its queue first. An entry too large for the queue (SQS takes
+//! 256 KiB) is stored whole in the overflow bucket with a pointer in the queue, or
+//! without an overflow bucket cut to fit, the cut stated in the entry and the whole
+//! payload's hash logged. Such a refusal is never a retry: retrying would not make the
+//! entry smaller, only redeliver it, and every later item of its shard, forever.
+
+use std::collections::BTreeMap;
+
+use super::deliver::{DeliverError, Ran};
+use crate::aws::AwsClients;
+use crate::dlq::DlqEntry;
+use crate::record::{Failure, Output, Verdict};
+use crate::sinks::{RetryPolicy, Sink};
+
+/// Where the whole of an entry too large for the queue goes.
+pub(super) struct Overflow {
+    pub(super) aws: AwsClients,
+    pub(super) bucket: String,
+    pub(super) prefix: String,
+}
+
+/// The DLQ sink and its overflow bucket.
+pub(super) struct DeadLetters {
+    pub(super) sink: Sink,
+    pub(super) overflow: Option<Overflow>,
+}
+
+impl DeadLetters {
+    /// Writes the DLQ entries of `failures`, setting their verdicts: dead-lettered, or
+    /// (a refused entry, when the source redelivers) handed back.
+    pub(super) async fn write(
+        &self,
+        ran: &Ran,
+        failures: Vec<(usize, Failure)>,
+        retry: RetryPolicy,
+        redelivers: bool,
+        verdicts: &mut [Option<Verdict>],
+    ) -> Result<(), DeliverError> {
+        let last_stage = ran.plugins.len().saturating_sub(1);
+        let mut entries: Vec<(usize, Output, Failure)> = Vec::with_capacity(failures.len());
+        for (index, failure) in failures {
+            let plugin = &ran.plugins[failure.stage.min(last_stage)];
+            let original = ran.original(index).ok_or(DeliverError::NoVerdict(index))?;
+            let entry = DlqEntry::new(original, &failure, plugin);
+            match self.fit(entry, retry).await {
+                Ok(json) => {
+                    let output = Output {
+                        payload: json.into(),
+                        ..Output::default()
+                    };
+                    entries.push((index, output, failure));
+                }
+                Err(reason) if redelivers => {
+                    tracing::error!(%reason, "cannot write a DLQ entry; handing the record back");
+                    verdicts[index] = Some(Verdict::Retry(reason));
+                }
+                Err(reason) => return Err(DeliverError::DeadLetterRefused(reason)),
+            }
+        }
+        let refused = self
+            .sink
+            .deliver(entries.iter().map(|(i, o, _)| (*i, o)).collect(), retry)
+            .await;
+        let mut refused_items = BTreeMap::new();
+        for failure in refused {
+            tracing::error!(item = failure.item, reason = %failure.message, "the dead-letter queue refused an entry");
+            if !redelivers {
+                return Err(DeliverError::DeadLetterRefused(failure.message));
+            }
+            refused_items.insert(failure.item, failure.message);
+        }
+        for (index, _, failure) in entries {
+            verdicts[index] = Some(match refused_items.remove(&index) {
+                Some(reason) => {
+                    Verdict::Retry(format!("the dead-letter queue refused it: {reason}"))
+                }
+                None => Verdict::DeadLettered(failure),
+            });
+        }
+        Ok(())
+    }
+
+    /// The entry as the queue will hold it: whole when it fits; else its pointer, the
+    /// whole entry stored in the overflow bucket; else cut to fit.
+    async fn fit(&self, entry: DlqEntry, retry: RetryPolicy) -> Result<Vec<u8>, String> {
+        let json =
+            serde_json::to_vec(&entry).map_err(|e| format!("cannot encode a DLQ entry: {e}"))?;
+        let Some(max) = self.sink.max_entry_bytes().filter(|max| json.len() > *max) else {
+            return Ok(json);
+        };
+        if let Some(overflow) = &self.overflow {
+            let key = overflow
+                .aws
+                .put_new_object(&overflow.bucket, &overflow.prefix, "json", json, retry)
+                .await
+                .map_err(|e| {
+                    format!("cannot store a large DLQ entry in the overflow bucket: {e}")
+                })?;
+            let pointer = entry.pointer(format!("s3://{}/{key}", overflow.bucket));
+            return serde_json::to_vec(&pointer)
+                .map_err(|e| format!("cannot encode a DLQ pointer: {e}"));
+        }
+        let (cut, json) = entry.cut_to_fit(max).ok_or_else(|| {
+            format!("a DLQ entry does not fit the queue's {max} bytes even without its payload")
+        })?;
+        if let Some(cut) = &cut.cut {
+            tracing::error!(
+                payload_bytes = cut.payload_bytes,
+                sha256 = %cut.sha256,
+                "a DLQ entry was cut to fit the queue (set PIPELINE_DLQ_OVERFLOW to keep it whole)"
+            );
+        }
+        Ok(json)
+    }
+}
