@@ -26,7 +26,7 @@ use crate::config::Budget;
 use crate::pipeline::{Outputs, Pipeline};
 use crate::settings::{SettingError, Settings};
 use crate::sinks::{ResponseSink, Router, Sink, SinkSpec};
-use crate::sources::{EventKind, LambdaEvent, ObjectSource, events};
+use crate::sources::{Checkpoints, EventKind, LambdaEvent, ObjectSource, events};
 
 /// A warm Lambda host: the pipeline and the clients its sources use.
 pub struct Host {
@@ -34,6 +34,7 @@ pub struct Host {
     aws: AwsClients,
     time_margin: Duration,
     max_record_bytes: usize,
+    checkpoints: Option<(String, String)>,
 }
 
 impl Host {
@@ -53,6 +54,7 @@ impl Host {
             aws,
             time_margin: settings.time_margin,
             max_record_bytes: settings.max_record_bytes,
+            checkpoints: settings.checkpoint_location(),
         })
     }
 
@@ -74,6 +76,13 @@ impl Host {
         if kind == EventKind::S3 {
             let mut source =
                 ObjectSource::new(self.aws.clone(), decoded.objects, self.max_record_bytes);
+            if let Some((bucket, prefix)) = &self.checkpoints {
+                source = source.checkpointed(Checkpoints::new(
+                    self.aws.clone(),
+                    bucket.clone(),
+                    prefix.clone(),
+                ));
+            }
             let summary = self
                 .pipeline
                 .run(&mut source, Outputs::Sinks, budget)

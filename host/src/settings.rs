@@ -46,6 +46,9 @@ pub struct Settings {
     pub dlq: SinkSpec,
     /// Where a DLQ entry too large for its queue is stored whole (bucket, prefix).
     pub dlq_overflow: Option<(String, String)>,
+    /// Where S3 notifications record how far they got when out of time (bucket,
+    /// prefix); when unset, next to an S3 DLQ.
+    pub checkpoints: Option<(String, String)>,
     /// Resource limits and retry policy; `limits.batch_size` is the one batch size.
     pub limits: Limits,
     /// Path-style S3 addressing (emulators need it).
@@ -73,6 +76,7 @@ impl Default for Settings {
                 emit: crate::sinks::Emit::Payload,
             },
             dlq_overflow: None,
+            checkpoints: None,
             limits: Limits::default(),
             s3_path_style: false,
             max_record_bytes: crate::sources::DEFAULT_MAX_RECORD_BYTES,
@@ -252,6 +256,25 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        flag: Some("checkpoints"),
+        env: "PIPELINE_CHECKPOINTS",
+        default: None,
+        bounds: "`s3://BUCKET/PREFIX` (unset: next to an S3 DLQ, if it is one)",
+        about: "where an S3 notification that runs out of time records how far it got, so S3's retry resumes there",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            match one(values)?
+                .parse::<SinkSpec>()
+                .map_err(|e| e.to_string())?
+            {
+                SinkSpec::S3 { bucket, prefix, .. } => s.checkpoints = Some((bucket, prefix)),
+                other => return Err(format!("{other}: expected s3://BUCKET/PREFIX")),
+            }
+            Ok(())
+        },
+    },
+    Setting {
         flag: Some("batch-size"),
         env: "PIPELINE_BATCH_SIZE",
         default: Some("1000"),
@@ -411,6 +434,15 @@ impl Setting {
 }
 
 impl Settings {
+    /// Where S3 notifications keep their checkpoints: the setting, else next to an S3
+    /// dead-letter queue.
+    pub fn checkpoint_location(&self) -> Option<(String, String)> {
+        self.checkpoints.clone().or_else(|| match &self.dlq {
+            SinkSpec::S3 { bucket, prefix, .. } => Some((bucket.clone(), prefix.clone())),
+            _ => None,
+        })
+    }
+
     /// Resolves every setting of the table. `flags(row)` gives the values typed on the
     /// command line for a row (empty when none, and always at [`FrontDoor::Lambda`]);
     /// `env(name)` reads an environment variable.

@@ -97,3 +97,89 @@ async fn no_batch_starts_past_the_deadline_and_the_rest_of_the_shard_is_retried(
 async fn a_batch_stops_bisecting_at_the_deadline_and_its_rest_is_retried() {
     runs_out_of_time("100").await;
 }
+
+/// An S3 notification for one object (with its ETag, as S3 sends it).
+fn s3_event(bucket: &str, key: &str) -> Value {
+    serde_json::json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-24T13:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "EXAMPLE"},
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"}, "responseElements": {},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "t",
+               "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+               "object": {"key": key, "size": 1, "eTag": "0123456789abcdef"}}
+    }]})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_notification_out_of_time_records_how_far_it_got_and_the_retry_resumes() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("incoming").await;
+    aws.bucket("dead").await;
+    aws.stream("out").await;
+    let lines = [
+        "one", "loop", "two", "loop", "three", "loop", "four", "five",
+    ];
+    aws.put_object("incoming", "raw/slow.txt", lines.join("\n").into_bytes())
+        .await;
+    let scratch = Scratch::new();
+    let wasm = plugin("misbehave");
+    let mut env = moto.env();
+    env.extend(
+        [
+            ("PIPELINE_PLUGIN", path_str(&wasm)),
+            ("PIPELINE_SINKS", "default=kinesis://out"),
+            // Checkpoints go next to an S3 DLQ.
+            ("PIPELINE_DLQ", "s3://dead/letters"),
+            ("PIPELINE_BATCH_SIZE", "1"),
+            ("PIPELINE_DEADLINE_MS", "400"),
+            ("PIPELINE_TIME_MARGIN_MS", "1500"),
+        ]
+        .map(|(k, v)| (k, v.to_owned())),
+    );
+    let lambda = Lambda::start(&env, scratch.dir.path());
+    let event = s3_event("incoming", "raw/slow.txt");
+
+    // 1 s of work for three 400 ms loops: the first try runs out of time. S3 invokes
+    // asynchronously, so the invocation fails (S3 retries it) after a checkpoint.
+    lambda.set_timeout(Duration::from_millis(2500));
+    match lambda.invoke_answer(event.clone()) {
+        crate::runtime_api::Answer::Error(error) => {
+            assert!(error.to_string().contains("out of time"), "{error}")
+        }
+        other => panic!(
+            "expected the first try to fail, got {other:?}\n{}",
+            lambda.log()
+        ),
+    }
+    let checkpoints = aws.objects("dead", "letters/checkpoints/").await;
+    assert_eq!(checkpoints.len(), 1, "{}", lambda.log());
+
+    // S3's retry, with time enough: it resumes where the first try stopped.
+    lambda.set_timeout(Duration::from_secs(120));
+    let answer = lambda.invoke(event);
+    let log = lambda.log();
+    assert_eq!(
+        aws.stream_records("out").await,
+        ["one", "two", "three", "four", "five"],
+        "every line once, in order: {answer}\n{log}"
+    );
+    let dead: usize = aws
+        .objects("dead", "letters/dt=")
+        .await
+        .iter()
+        .map(|(_, body)| {
+            String::from_utf8_lossy(body)
+                .lines()
+                .filter(|l| l.contains(r#""kind":"deadline""#))
+                .count()
+        })
+        .sum();
+    assert_eq!(dead, 3, "each loop dead-lettered once: {log}");
+    assert!(
+        aws.objects("dead", "letters/checkpoints/").await.is_empty(),
+        "the checkpoint is gone once the notification is done"
+    );
+    assert!(log.contains("resuming an S3 notification"), "{log}");
+}

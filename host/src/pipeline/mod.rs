@@ -220,6 +220,9 @@ impl Pipeline {
             ledger.enter(batch.len());
             if budget.exhausted() {
                 if !source.redelivers() {
+                    // This batch entered and will not settle: the source's own retry
+                    // brings it back (from its checkpoint, if it keeps one).
+                    source.suspend().await?;
                     return Err(RunError::OutOfTime(ledger.summary()));
                 }
                 let verdicts: Vec<(S::Id, Verdict)> = batch

@@ -48,6 +48,8 @@ pub struct ObjectRef {
     pub bucket: String,
     /// Object key, URL-decoded.
     pub key: String,
+    /// The object's ETag as the notification gives it (which version was written).
+    pub etag: Option<String>,
 }
 
 /// A decoded event: records, or for S3, the objects to read.
@@ -290,6 +292,7 @@ pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError>
                 decoded.objects.push(ObjectRef {
                     bucket,
                     key: url_decode_key(&key),
+                    etag: r.s3.object.e_tag,
                 });
             }
         }
@@ -438,7 +441,8 @@ mod tests {
             event.objects,
             [ObjectRef {
                 bucket: "incoming".into(),
-                key: "raw/2026-11-24/events part=1.jsonl.gz".into()
+                key: "raw/2026-11-24/events part=1.jsonl.gz".into(),
+                etag: Some("0123456789abcdef0123456789abcdef".into()),
             }]
         );
     }

@@ -13,9 +13,11 @@
 //! - `lambda.rs`: one Lambda event as a source; its settle step is the Lambda answer.
 //! - `file.rs`: local input (JSON lines, CSV, lines, a captured event).
 //! - `s3.rs`: the objects an S3 notification names, streamed in batches.
+//! - `checkpoint.rs`: how far an S3 notification got, for the retry after a timeout.
 //! - `parquet.rs`: Parquet rows as JSON objects.
 //! - `dlq.rs`: dead-letter queues (SQS, S3) read back for `host reprocess`.
 
+mod checkpoint;
 pub mod dlq;
 mod dynamodb;
 pub mod events;
@@ -26,6 +28,7 @@ pub mod s3;
 
 use std::future::Future;
 
+pub use checkpoint::{Checkpoint, Checkpoints};
 pub use events::{DecodedEvent, EventItem, EventKind, ObjectRef};
 pub use file::{DEFAULT_MAX_RECORD_BYTES, FileSource, InputFormat, read_event};
 pub use lambda::LambdaEvent;
@@ -97,6 +100,13 @@ pub trait Source: Send {
         &mut self,
         settled: Vec<(Self::Id, Verdict)>,
     ) -> impl Future<Output = Result<(), SourceError>> + Send;
+
+    /// The run's time is up and the source does not redeliver item by item: it may
+    /// record how far it got, so that the whole retry its own source will make resumes
+    /// there instead of starting over (an S3 notification's checkpoint).
+    fn suspend(&mut self) -> impl Future<Output = Result<(), SourceError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// A source failed as a whole (unreadable file, broken CSV header, an AWS call): the

@@ -12,32 +12,90 @@ use std::io::{BufRead, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
+use super::checkpoint::{Checkpoint, Checkpoints};
 use super::{Decoded, FileSource, InputFormat, Item, ObjectRef, Source, SourceError};
 use crate::aws::{AwsClients, AwsError};
 use crate::record::Verdict;
 
 /// The objects an S3 notification names, read one after the other in batches. S3
 /// invokes asynchronously (no partial answers): nothing is redelivered item by item,
-/// and a failure to read an object fails the invocation.
+/// and a failure to read an object fails the invocation. With checkpoints, a run that
+/// runs out of time records how far it got and the retry resumes there.
 pub struct ObjectSource {
     aws: AwsClients,
     objects: VecDeque<ObjectRef>,
     current: Option<(ObjectRef, ObjectBatches)>,
     read: u64,
     max_record_bytes: usize,
+    checkpoints: Option<(Checkpoints, String)>,
+    /// Read the checkpoint yet?
+    started: bool,
+    /// A checkpoint was found: delete it once everything is done.
+    resumed: bool,
+    /// Objects finished, in order.
+    objects_done: usize,
+    /// Items of the current object settled (by this run or, resumed, an earlier one).
+    items_done: u64,
+    /// Items of the current object an earlier run settled, still to skip.
+    skip: u64,
+    names: Vec<String>,
 }
 
 impl ObjectSource {
     /// A source over `objects`, in order; lines longer than `max_record_bytes` are
     /// dead-lettered, cut.
     pub fn new(aws: AwsClients, objects: Vec<ObjectRef>, max_record_bytes: usize) -> Self {
+        let names = objects
+            .iter()
+            .map(|o| format!("s3://{}/{}", o.bucket, o.key))
+            .collect();
         Self {
             aws,
             objects: objects.into(),
             current: None,
             read: 0,
             max_record_bytes,
+            checkpoints: None,
+            started: false,
+            resumed: false,
+            objects_done: 0,
+            items_done: 0,
+            skip: 0,
+            names,
         }
+    }
+
+    /// The same source, keeping its checkpoints in `checkpoints`.
+    pub fn checkpointed(mut self, checkpoints: Checkpoints) -> Self {
+        let objects: Vec<ObjectRef> = self.objects.iter().cloned().collect();
+        let key = checkpoints.key(&objects);
+        self.checkpoints = Some((checkpoints, key));
+        self
+    }
+
+    /// Reads the checkpoint an earlier try left, and skips what it finished.
+    async fn resume(&mut self) -> Result<(), SourceError> {
+        self.started = true;
+        let Some((checkpoints, key)) = &self.checkpoints else {
+            return Ok(());
+        };
+        let Some(checkpoint) = checkpoints.read(key).await? else {
+            return Ok(());
+        };
+        tracing::info!(
+            checkpoint = %key,
+            objects_done = checkpoint.objects_done,
+            items_done = checkpoint.items_done,
+            "resuming an S3 notification where an earlier try stopped"
+        );
+        for _ in 0..checkpoint.objects_done.min(self.objects.len()) {
+            self.objects.pop_front();
+        }
+        self.resumed = true;
+        self.objects_done = checkpoint.objects_done;
+        self.items_done = checkpoint.items_done;
+        self.skip = checkpoint.items_done;
+        Ok(())
     }
 }
 
@@ -45,11 +103,20 @@ impl Source for ObjectSource {
     type Id = u64;
 
     async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Item<u64>>>, SourceError> {
+        if !self.started {
+            self.resume().await?;
+        }
         loop {
             let (object, batches) = match &mut self.current {
                 Some(current) => current,
                 None => {
                     let Some(object) = self.objects.pop_front() else {
+                        if self.resumed
+                            && let Some((checkpoints, key)) = &self.checkpoints
+                        {
+                            checkpoints.delete(key).await?;
+                            self.resumed = false;
+                        }
                         return Ok(None);
                     };
                     let batches =
@@ -59,7 +126,14 @@ impl Source for ObjectSource {
             };
             match batches.next().await {
                 Some(batch) => {
-                    let items: Vec<Item<u64>> = batch?
+                    let mut batch = batch?;
+                    // Settled by an earlier try: not this run's items.
+                    let skipped = batch
+                        .len()
+                        .min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+                    batch.drain(..skipped);
+                    self.skip -= skipped as u64;
+                    let items: Vec<Item<u64>> = batch
                         .into_iter()
                         .map(|decoded| {
                             self.read += 1;
@@ -79,6 +153,9 @@ impl Source for ObjectSource {
                     if let Some((_, batches)) = self.current.take() {
                         batches.finish().await;
                     }
+                    self.objects_done += 1;
+                    self.items_done = 0;
+                    self.skip = 0;
                 }
             }
         }
@@ -88,7 +165,27 @@ impl Source for ObjectSource {
         false
     }
 
-    async fn settle(&mut self, _settled: Vec<(u64, Verdict)>) -> Result<(), SourceError> {
+    async fn settle(&mut self, settled: Vec<(u64, Verdict)>) -> Result<(), SourceError> {
+        self.items_done += settled.len() as u64;
+        Ok(())
+    }
+
+    async fn suspend(&mut self) -> Result<(), SourceError> {
+        let Some((checkpoints, key)) = &self.checkpoints else {
+            return Ok(());
+        };
+        let checkpoint = Checkpoint {
+            objects: self.names.clone(),
+            objects_done: self.objects_done,
+            items_done: self.items_done,
+        };
+        checkpoints.write(key, &checkpoint).await?;
+        tracing::warn!(
+            checkpoint = %key,
+            objects_done = checkpoint.objects_done,
+            items_done = checkpoint.items_done,
+            "out of time: recorded how far this S3 notification got, for the retry"
+        );
         Ok(())
     }
 }
