@@ -248,3 +248,62 @@ async fn a_captured_s3_notification_replays_from_the_command_line() {
     let local = scratch.run_plugin("enrich", &event, &["--format", "event"]);
     local.assert_error("use --format s3-event, which reads them from S3");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reprocess_reads_gzip_dlq_objects_and_names_what_it_skips() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("dead").await;
+    aws.stream("again").await;
+    let entry = serde_json::json!({
+        "record": {"payload": "from a gzip object", "attributes": {}},
+        "error": {"kind": "domain", "message": "x"},
+        "plugin": {"name": "p", "version": "1"}, "attempts": 1,
+        "failed_at": "2026-01-01T00:00:00.000Z"
+    });
+    aws.put_object(
+        "dead",
+        "letters/old.jsonl.gz",
+        pipeline_host::sinks::gzip(entry.to_string().as_bytes()),
+    )
+    .await;
+    aws.put_object(
+        "dead",
+        "letters/broken.jsonl.gz",
+        b"not gzip at all".to_vec(),
+    )
+    .await;
+    let scratch = Scratch::new();
+    let wasm = plugin("misbehave");
+    let run = host(
+        &scratch,
+        &moto,
+        &[
+            "reprocess",
+            "--plugin",
+            path_str(&wasm),
+            "--from",
+            "s3://dead/letters",
+            "--sink",
+            "default=kinesis://again",
+            "--dlq",
+            "s3://dead/letters",
+        ],
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [1, 1, 0, 0]);
+    assert_eq!(aws.stream_records("again").await, ["from a gzip object"]);
+    assert!(
+        run.stderr
+            .contains("skipped s3://dead/letters/broken.jsonl.gz"),
+        "{}",
+        run.stderr
+    );
+    let left: Vec<String> = aws
+        .objects("dead", "letters/")
+        .await
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(left, ["letters/broken.jsonl.gz"], "the read object is gone");
+}

@@ -133,9 +133,15 @@ pub(super) async fn reprocess(args: ReprocessArgs) -> anyhow::Result<()> {
         }
         SinkSpec::S3 { bucket, prefix, .. } => {
             let mut source = BucketDlq::open(&aws, bucket, prefix).await?;
-            pipeline
+            let summary = pipeline
                 .run(&mut source, Outputs::Sinks, Budget::unbounded())
-                .await?
+                .await?;
+            for key in source.skipped() {
+                eprintln!(
+                    "skipped s3://{bucket}/{key}: not JSON lines (see the log); left in place"
+                );
+            }
+            summary
         }
         SinkSpec::Kinesis { .. } | SinkSpec::File { .. } => {
             anyhow::bail!("--from: a dead-letter queue is sqs://QUEUE or s3://BUCKET/PREFIX")

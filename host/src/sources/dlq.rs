@@ -203,6 +203,31 @@ pub struct BucketDlq {
     started: String,
     keys: VecDeque<String>,
     open: Option<OpenObject>,
+    /// Objects that could not be read as JSON lines, left in place.
+    skipped: Vec<String>,
+}
+
+/// Largest a gzip DLQ object may inflate to.
+const MAX_INFLATED_OBJECT: u64 = 1 << 30;
+
+fn inflate(body: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let mut inflated = Vec::new();
+    flate2::read::MultiGzDecoder::new(body)
+        .take(MAX_INFLATED_OBJECT + 1)
+        .read_to_end(&mut inflated)
+        .map_err(|e| e.to_string())?;
+    if inflated.len() as u64 > MAX_INFLATED_OBJECT {
+        return Err(format!("inflates past {MAX_INFLATED_OBJECT} bytes"));
+    }
+    Ok(inflated)
+}
+
+impl BucketDlq {
+    /// The objects skipped so far (not gzip that inflates, or not UTF-8), left in place.
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
+    }
 }
 
 struct OpenObject {
@@ -256,6 +281,7 @@ impl BucketDlq {
             started,
             keys,
             open: None,
+            skipped: Vec::new(),
         })
     }
 
@@ -263,8 +289,21 @@ impl BucketDlq {
     async fn open_next(&mut self) -> Result<Option<OpenObject>, SourceError> {
         while let Some(key) = self.keys.pop_front() {
             let body = self.aws.object_bytes(&self.bucket, &key).await?;
+            let body = if key.ends_with(".gz") {
+                match inflate(&body) {
+                    Ok(inflated) => inflated,
+                    Err(reason) => {
+                        tracing::error!(bucket = %self.bucket, %key, %reason, "a DLQ object that does not inflate; skipped, left in place");
+                        self.skipped.push(key);
+                        continue;
+                    }
+                }
+            } else {
+                body.to_vec()
+            };
             let Ok(text) = std::str::from_utf8(&body) else {
-                tracing::error!(bucket = %self.bucket, %key, "a DLQ object that is not UTF-8; left in place");
+                tracing::error!(bucket = %self.bucket, %key, "a DLQ object that is not UTF-8; skipped, left in place");
+                self.skipped.push(key);
                 continue;
             };
             let lines: Vec<String> = text
