@@ -43,6 +43,10 @@ pub struct Output {
     pub destination: Option<String>,
     /// Attributes the plugin attached.
     pub attributes: Vec<(String, String)>,
+    /// A stable identity (its input record's, and its place among that record's
+    /// outputs), set by the pipeline for sinks that deduplicate (SQS FIFO); the same
+    /// record delivered again gets the same one.
+    pub id: Option<String>,
 }
 
 /// What became of one input record: exactly one of these, always.

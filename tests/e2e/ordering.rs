@@ -173,3 +173,30 @@ async fn an_sqs_fifo_message_to_retry_holds_back_the_rest_of_its_group() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_records_with_the_same_body_both_reach_a_fifo_queue() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let out = aws.queue("out.fifo").await;
+    let dlq = aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    let wasm = plugin("misbehave");
+    let lambda = Lambda::start(
+        &env(
+            &moto,
+            &[
+                ("PIPELINE_PLUGIN", path_str(&wasm)),
+                ("PIPELINE_SINKS", "default=sqs://out.fifo"),
+                ("PIPELINE_DLQ", "sqs://dlq"),
+            ],
+        ),
+        scratch.dir.path(),
+    );
+    // Two different messages (ids m-0, m-1) with the same body: the FIFO queue's
+    // deduplication must not take one for a retry of the other.
+    let answer = lambda.invoke(fifo_event(&[("ann", "same"), ("ann", "same")]));
+    assert_eq!(failures(&answer), Vec::<String>::new(), "{answer}");
+    assert_eq!(aws.drain_queue(&out).await, ["same", "same"]);
+    assert!(aws.drain_queue(&dlq).await.is_empty());
+}

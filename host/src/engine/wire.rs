@@ -201,6 +201,7 @@ pub(crate) fn unpack(
                     .map(|_| reader.text(o[4], o[5]))
                     .transpose()?,
                 attributes,
+                id: None,
             });
         }
         results.push(match too_large {

@@ -205,6 +205,14 @@ pub(super) async fn deliver(
             )),
         }
     }
+    if router.deduplicates() {
+        for (index, outputs) in &mut sending {
+            let identity = ran.original(*index).map(identity).unwrap_or_default();
+            for (position, output) in outputs.iter_mut().enumerate() {
+                output.id = Some(format!("{identity}-{position}"));
+            }
+        }
+    }
     let routed: Vec<(usize, &Output)> = sending
         .iter()
         .flat_map(|(i, outputs)| outputs.iter().map(move |o| (*i, o)))
@@ -249,6 +257,26 @@ pub(super) async fn deliver(
         .enumerate()
         .map(|(index, verdict)| verdict.ok_or(DeliverError::NoVerdict(index)))
         .collect()
+}
+
+/// A record's stable identity: a hash of its attributes (they carry the source's own id:
+/// sequence number, message id, file and line, ...), key and payload. The same record
+/// redelivered has the same identity; two records with the same payload do not.
+fn identity(record: &Record) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    for (name, value) in &record.attributes {
+        hash.update((name.len() as u64).to_le_bytes());
+        hash.update(name.as_bytes());
+        hash.update((value.len() as u64).to_le_bytes());
+        hash.update(value.as_bytes());
+    }
+    if let Some(key) = &record.key {
+        hash.update(key);
+    }
+    hash.update(b"\0");
+    hash.update(&record.payload);
+    hex::encode(&hash.finalize()[..20])
 }
 
 /// Whether a failure of this kind goes back to a source that redelivers, rather than to

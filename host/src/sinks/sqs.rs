@@ -26,6 +26,8 @@ struct Message {
     body: String,
     base64: bool,
     group: Option<String>,
+    /// The FIFO deduplication id: the output's identity when it has one.
+    dedup: Option<String>,
 }
 
 impl SqsSink {
@@ -47,6 +49,12 @@ impl SqsSink {
             ));
         }
         Ok(())
+    }
+
+    /// Whether the queue drops a message whose deduplication id it saw in the last
+    /// five minutes (a FIFO queue): outputs then need their identity.
+    pub fn deduplicates(&self) -> bool {
+        self.is_fifo()
     }
 
     fn is_fifo(&self) -> bool {
@@ -89,6 +97,7 @@ impl SqsSink {
                 body,
                 base64,
                 group,
+                dedup: output.id.clone(),
             });
         }
         let send = async |chunk: &[Message]| {
@@ -159,10 +168,13 @@ impl SqsSink {
             entry = entry.message_attributes("content-transfer-encoding", value);
         }
         if self.is_fifo() {
-            // FIFO queues need a group; the deduplication id makes a retried send idempotent.
+            // FIFO queues need a group. The deduplication id is the output's identity (its
+            // record's and its place), so a retried send is dropped by the queue while two
+            // different records with the same body both arrive.
+            let dedup = m.dedup.clone().unwrap_or_else(|| dedup_id(&m.body));
             entry = entry
                 .message_group_id(m.group.clone().unwrap_or_else(|| "default".into()))
-                .message_deduplication_id(dedup_id(&m.body));
+                .message_deduplication_id(dedup);
         }
         entry.build()
     }
@@ -190,6 +202,7 @@ mod tests {
             body: "x".repeat(size),
             base64: false,
             group: None,
+            dedup: None,
         }
     }
 
