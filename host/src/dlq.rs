@@ -45,6 +45,10 @@ pub struct DlqEntry {
     /// Set when the payload was cut to fit the queue: what the whole one was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cut: Option<Cut>,
+    /// The outputs of the record (by their place among its outputs) that were
+    /// delivered before another was refused: reprocessing sends only the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delivered: Vec<usize>,
 }
 
 /// What a cut payload was before it was cut.
@@ -127,6 +131,7 @@ impl DlqEntry {
             failed_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             overflow: None,
             cut: None,
+            delivered: Vec::new(),
         }
     }
 

@@ -307,3 +307,75 @@ async fn reprocess_reads_gzip_dlq_objects_and_names_what_it_skips() {
         .collect();
     assert_eq!(left, ["letters/broken.jsonl.gz"], "the read object is gone");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_partly_delivered_is_reprocessed_without_what_already_went_out() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.stream("out").await;
+    let dlq = aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    let input = scratch.write(
+        "events.jsonl",
+        "{\"id\":\"e1\",\"action\":\"buy\"}\n{\"id\":\"e2\",\"action\":\"view\"}\n",
+    );
+    let wasm = plugin("route");
+    // Each record has two outputs: the first to `default`, an audit copy to `audit`,
+    // whose stream does not exist yet: the first goes out, the second is refused.
+    let args = |command: &'static str, from: Option<&'static str>| {
+        let mut args = vec![
+            command,
+            "--plugin",
+            path_str(&wasm),
+            "--config",
+            "audit=true",
+        ];
+        match from {
+            Some(from) => args.extend(["--from", from]),
+            None => args.extend(["--input", path_str(&input)]),
+        }
+        args.extend([
+            "--sink",
+            "default=kinesis://out",
+            "--sink",
+            "audit=kinesis://audit",
+            "--dlq",
+            "sqs://dlq",
+            "--retry-base-ms",
+            "1",
+        ]);
+        args
+    };
+    let run = host(&scratch, &moto, &args("run", None));
+    run.assert_ok();
+    assert_eq!(run.balanced(), [2, 0, 0, 2]);
+    assert_eq!(aws.stream_records("out").await.len(), 2);
+    let entries = aws.drain_queue(&dlq).await;
+    assert_eq!(entries.len(), 2);
+    for entry in &entries {
+        let entry: Value = serde_json::from_str(entry).expect("JSON");
+        assert_eq!(entry["error"]["kind"], "delivery");
+        assert_eq!(entry["delivered"], serde_json::json!([0]), "{entry}");
+        aws.sqs
+            .send_message()
+            .queue_url(&dlq)
+            .message_body(entry.to_string())
+            .send()
+            .await
+            .expect("put the entry back");
+    }
+
+    // The audit stream exists now: reprocessing sends the audit copies only.
+    aws.stream("audit").await;
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let run = host(&scratch, &moto, &args("reprocess", Some("sqs://dlq")));
+    run.assert_ok();
+    assert_eq!(run.balanced(), [2, 2, 0, 0]);
+    assert_eq!(
+        aws.stream_records("out").await.len(),
+        2,
+        "nothing sent twice"
+    );
+    assert_eq!(aws.stream_records("audit").await.len(), 2);
+    assert!(aws.drain_queue(&dlq).await.is_empty());
+}

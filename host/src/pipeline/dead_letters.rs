@@ -5,7 +5,7 @@
 //! payload's hash logged. Such a refusal is never a retry: retrying would not make the
 //! entry smaller, only redeliver it, and every later item of its shard, forever.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::deliver::{DeliverError, Ran};
 use crate::aws::AwsClients;
@@ -37,12 +37,29 @@ impl DeadLetters {
         redelivers: bool,
         verdicts: &mut [Option<Verdict>],
     ) -> Result<(), DeliverError> {
+        let none = HashMap::new();
+        self.write_delivered(ran, failures, &none, retry, redelivers, verdicts)
+            .await
+    }
+
+    /// As [`Self::write`], each entry listing the outputs of its record that were
+    /// delivered before another was refused (`delivered`, by item).
+    pub(super) async fn write_delivered(
+        &self,
+        ran: &Ran,
+        failures: Vec<(usize, Failure)>,
+        delivered: &HashMap<usize, Vec<usize>>,
+        retry: RetryPolicy,
+        redelivers: bool,
+        verdicts: &mut [Option<Verdict>],
+    ) -> Result<(), DeliverError> {
         let last_stage = ran.plugins.len().saturating_sub(1);
         let mut entries: Vec<(usize, Output, Failure)> = Vec::with_capacity(failures.len());
         for (index, failure) in failures {
             let plugin = &ran.plugins[failure.stage.min(last_stage)];
             let original = ran.original(index).ok_or(DeliverError::NoVerdict(index))?;
-            let entry = DlqEntry::new(original, &failure, plugin);
+            let mut entry = DlqEntry::new(original, &failure, plugin);
+            entry.delivered = delivered.get(&index).cloned().unwrap_or_default();
             match self.fit(entry, retry).await {
                 Ok(json) => {
                     let output = Output {

@@ -126,9 +126,11 @@ pub enum DeliverError {
 /// `held`) in the later batches of the run: the source redelivers from the first one.
 /// The DLQ entries of the plugin's failures are written before any output is sent, so a
 /// refused entry still holds back the outputs of the later items of its group.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn deliver(
     mut ran: Ran,
     groups: &[Option<String>],
+    skip: &[Vec<usize>],
     held: &mut HashSet<String>,
     router: &Router,
     dlq: &DeadLetters,
@@ -213,14 +215,30 @@ pub(super) async fn deliver(
             }
         }
     }
-    let routed: Vec<(usize, &Output)> = sending
-        .iter()
-        .flat_map(|(i, outputs)| outputs.iter().map(move |o| (*i, o)))
-        .collect();
-    // The first refusal of each item decides its failure.
+    // Each output is tagged with its own slot, so a refusal names the output, not only
+    // its item. Outputs an earlier try delivered (`skip`) are not sent again.
+    let mut slots: Vec<(usize, usize)> = Vec::new();
+    let mut routed: Vec<(usize, &Output)> = Vec::new();
+    for (index, outputs) in &sending {
+        let done = skip.get(*index).map_or(&[][..], Vec::as_slice);
+        for (position, output) in outputs.iter().enumerate() {
+            if !done.contains(&position) {
+                routed.push((slots.len(), output));
+                slots.push((*index, position));
+            }
+        }
+    }
+    // The first refusal of each item decides its failure; its other outputs that went
+    // out are listed in its DLQ entry, so reprocessing sends only the rest.
     let mut refused: Vec<Option<DeliveryFailure>> = vec![None; count];
-    for failure in router.deliver(routed, retry).await {
-        if let Some(slot) = refused.get_mut(failure.item)
+    let mut failed_positions: HashMap<usize, Vec<usize>> = HashMap::new();
+    for mut failure in router.deliver(routed, retry).await {
+        let Some(&(index, position)) = slots.get(failure.item) else {
+            continue;
+        };
+        failed_positions.entry(index).or_default().push(position);
+        failure.item = index;
+        if let Some(slot) = refused.get_mut(index)
             && slot.is_none()
         {
             *slot = Some(failure);
@@ -228,8 +246,17 @@ pub(super) async fn deliver(
     }
 
     // 3. Items a sink refused go to the DLQ; the rest are delivered.
+    let mut delivered: HashMap<usize, Vec<usize>> = HashMap::new();
     for (index, outputs) in sending {
-        match refused.get_mut(index).and_then(Option::take) {
+        let refusal = refused.get_mut(index).and_then(Option::take);
+        if refusal.is_some() {
+            let failed = failed_positions.remove(&index).unwrap_or_default();
+            let went: Vec<usize> = (0..outputs.len()).filter(|p| !failed.contains(p)).collect();
+            if !went.is_empty() {
+                delivered.insert(index, went);
+            }
+        }
+        match refusal {
             None => verdicts[index] = Some(Verdict::Delivered(outputs)),
             Some(refusal) => delivery_failures.push((
                 index,
@@ -246,8 +273,15 @@ pub(super) async fn deliver(
             )),
         }
     }
-    dlq.write(&ran, delivery_failures, retry, redelivers, &mut verdicts)
-        .await?;
+    dlq.write_delivered(
+        &ran,
+        delivery_failures,
+        &delivered,
+        retry,
+        redelivers,
+        &mut verdicts,
+    )
+    .await?;
     // A refusal here holds back the group's items of the next batches; this batch's
     // later items were already delivered.
     hold_retried(&verdicts, &mut held_from);

@@ -238,10 +238,18 @@ impl Pipeline {
             }
             let mut ids = Vec::with_capacity(batch.len());
             let mut groups = Vec::with_capacity(batch.len());
+            let mut skip = Vec::with_capacity(batch.len());
             let mut items = Vec::with_capacity(batch.len());
-            for Item { id, group, decoded } in batch {
+            for Item {
+                id,
+                group,
+                delivered,
+                decoded,
+            } in batch
+            {
                 ids.push(id);
                 groups.push(group);
+                skip.push(delivered);
                 items.push(decoded);
             }
             let mut chain = self
@@ -265,6 +273,7 @@ impl Pipeline {
             let verdicts = deliver::deliver(
                 ran,
                 &groups,
+                &skip,
                 &mut held,
                 router,
                 &self.dlq,

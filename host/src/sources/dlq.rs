@@ -18,12 +18,6 @@ fn now_stamp() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-/// The original record of an entry this run may take, or `None` (logged) for a line that
-/// is not an entry, is newer than the run, or cannot be decoded.
-fn original(text: &str, started: &str) -> Option<Decoded> {
-    entry(text, started).and_then(|entry| record_of(&entry))
-}
-
 /// The entry of `text`, if this run may take it (written before `started`).
 fn entry(text: &str, started: &str) -> Option<DlqEntry> {
     match serde_json::from_str::<DlqEntry>(text) {
@@ -144,10 +138,15 @@ impl Source for QueueDlq {
                 if let Some(pointer) = taken.take_if(|e| e.overflow.is_some()) {
                     taken = follow(&self.aws, &pointer).await;
                 }
+                let delivered = taken
+                    .as_ref()
+                    .map(|e| e.delivered.clone())
+                    .unwrap_or_default();
                 match taken.as_ref().and_then(record_of) {
                     Some(decoded) => items.push(Item {
                         id: handle.to_owned(),
                         group: None,
+                        delivered,
                         decoded,
                     }),
                     None => self.release(handle).await?,
@@ -234,7 +233,7 @@ struct OpenObject {
     key: String,
     lines: Vec<String>,
     /// Taken lines not yet handed out, by index into `lines`.
-    taken: VecDeque<(usize, Decoded)>,
+    taken: VecDeque<(usize, Vec<usize>, Decoded)>,
     /// Handed out, not yet settled.
     outstanding: usize,
     /// Settled as finished (their lines go).
@@ -311,10 +310,13 @@ impl BucketDlq {
                 .filter(|l| !l.trim().is_empty())
                 .map(str::to_owned)
                 .collect();
-            let taken: VecDeque<(usize, Decoded)> = lines
+            let taken: VecDeque<(usize, Vec<usize>, Decoded)> = lines
                 .iter()
                 .enumerate()
-                .filter_map(|(i, line)| original(line, &self.started).map(|item| (i, item)))
+                .filter_map(|(i, line)| {
+                    let entry = entry(line, &self.started)?;
+                    record_of(&entry).map(|decoded| (i, entry.delivered, decoded))
+                })
                 .collect();
             if !taken.is_empty() {
                 return Ok(Some(OpenObject {
@@ -376,9 +378,10 @@ impl Source for BucketDlq {
         let batch: Vec<Item<EntryId>> = object
             .taken
             .drain(..count)
-            .map(|(line, decoded)| Item {
+            .map(|(line, delivered, decoded)| Item {
                 id: (key.clone(), line),
                 group: None,
+                delivered,
                 decoded,
             })
             .collect();

@@ -134,6 +134,7 @@ pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError>
                 decoded.items.push(EventItem {
                     id: index.to_string(),
                     group: None,
+                    delivered: Vec::new(),
                     decoded: Ok(record),
                 });
             }
@@ -172,6 +173,7 @@ pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError>
                     id: k.sequence_number,
                     // Without an `eventID` the shard is unknown: the stream stands for it.
                     group: Some(if shard.is_empty() { stream } else { shard }),
+                    delivered: Vec::new(),
                     decoded: item,
                 });
             }
@@ -206,6 +208,7 @@ pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError>
                 decoded.items.push(EventItem {
                     id,
                     group,
+                    delivered: Vec::new(),
                     decoded: Ok(record(body, key, attributes)),
                 });
             }
@@ -247,6 +250,7 @@ pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError>
                 decoded.items.push(EventItem {
                     id,
                     group,
+                    delivered: Vec::new(),
                     decoded: item,
                 });
             }
@@ -276,6 +280,7 @@ pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError>
                 decoded.items.push(EventItem {
                     id,
                     group: None,
+                    delivered: Vec::new(),
                     decoded: item,
                 });
             }

@@ -269,6 +269,7 @@ impl Source for FileSource {
             batch.push(Item {
                 id: self.read,
                 group: None,
+                delivered: Vec::new(),
                 decoded,
             });
         }

@@ -72,6 +72,9 @@ pub struct Item<Id> {
     /// SQS FIFO message group): once one is handed back for a retry, every later item of
     /// its group is too. `None`: the item is on its own.
     pub group: Option<String>,
+    /// Outputs of this record (by their place among its outputs) an earlier try already
+    /// delivered (a DLQ entry's `delivered`): they are not sent again.
+    pub delivered: Vec<usize>,
     /// The record, or why it could not be decoded.
     pub decoded: Decoded,
 }

@@ -140,6 +140,7 @@ impl Source for ObjectSource {
                             Item {
                                 id: self.read,
                                 group: None,
+                                delivered: Vec::new(),
                                 decoded,
                             }
                         })
