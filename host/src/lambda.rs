@@ -34,6 +34,7 @@ pub struct Host {
     aws: AwsClients,
     time_margin: Duration,
     max_record_bytes: usize,
+    input_limits: crate::sources::InputLimits,
     checkpoints: Option<(String, String)>,
 }
 
@@ -54,6 +55,7 @@ impl Host {
             aws,
             time_margin: settings.time_margin,
             max_record_bytes: settings.max_record_bytes,
+            input_limits: settings.input_limits(),
             checkpoints: settings.checkpoint_location(),
         })
     }
@@ -72,7 +74,7 @@ impl Host {
     /// Handles one event within `budget`; the answer is in the event source's terms.
     pub async fn handle(&mut self, event: Value, budget: Budget) -> anyhow::Result<Value> {
         let kind = events::detect(&event)?;
-        let decoded = events::decode(kind, event)?;
+        let decoded = events::decode_within(kind, event, self.input_limits)?;
         if kind == EventKind::S3 {
             let mut source =
                 ObjectSource::new(self.aws.clone(), decoded.objects, self.max_record_bytes);

@@ -55,6 +55,8 @@ pub struct Settings {
     pub s3_path_style: bool,
     /// Longest input record (a line of a file or an S3 object) taken whole.
     pub max_record_bytes: usize,
+    /// Bytes the gzip records of one event may inflate to together.
+    pub max_event_bytes: usize,
     /// How long AWS calls may take.
     pub aws_timeouts: AwsTimeouts,
     /// In Lambda, no batch or retry starts later than this before the invocation's
@@ -80,6 +82,7 @@ impl Default for Settings {
             limits: Limits::default(),
             s3_path_style: false,
             max_record_bytes: crate::sources::DEFAULT_MAX_RECORD_BYTES,
+            max_event_bytes: crate::sources::InputLimits::default().event,
             aws_timeouts: AwsTimeouts::default(),
             time_margin: Duration::from_secs(2),
         }
@@ -331,11 +334,24 @@ pub static SETTINGS: &[Setting] = &[
         env: "PIPELINE_MAX_RECORD_BYTES",
         default: Some("4194304"),
         bounds: "1024 ..= 268435456",
-        about: "longest input record (a line of a file or an S3 object); a longer one goes to the DLQ as `input-too-large`, its first bytes kept",
+        about: "longest input record (a line of a file or an S3 object, an inflated gzip record); a longer one goes to the DLQ as `input-too-large`, its first bytes kept",
         required: Required::Never,
         list: false,
         apply: |s, values| {
             s.max_record_bytes = number(one(values)?, 1024, 256 << 20)?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("max-event-bytes"),
+        env: "PIPELINE_MAX_EVENT_BYTES",
+        default: Some("268435456"),
+        bounds: "1048576 ..= 4294967296",
+        about: "what the gzip records of one event may inflate to together; past it they go to the DLQ as `input-too-large`",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.max_event_bytes = number(one(values)?, 1 << 20, 4 << 30)?;
             Ok(())
         },
     },
@@ -434,6 +450,14 @@ impl Setting {
 }
 
 impl Settings {
+    /// The input limits these settings give.
+    pub fn input_limits(&self) -> crate::sources::InputLimits {
+        crate::sources::InputLimits {
+            record: self.max_record_bytes,
+            event: self.max_event_bytes,
+        }
+    }
+
     /// Where S3 notifications keep their checkpoints: the setting, else next to an S3
     /// dead-letter queue.
     pub fn checkpoint_location(&self) -> Option<(String, String)> {

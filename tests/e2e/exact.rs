@@ -152,3 +152,65 @@ async fn a_record_with_an_output_that_cannot_go_sends_none_of_them() {
         "{dead:?}"
     );
 }
+
+#[test]
+fn gzip_records_that_inflate_past_the_limits_are_dead_lettered_and_the_host_survives() {
+    let s = Scratch::new();
+    let gz = |text: String| {
+        base64::engine::general_purpose::STANDARD
+            .encode(pipeline_host::sinks::gzip(text.as_bytes()))
+    };
+    let record = |seq: u32, data: String| {
+        json!({
+            "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "k",
+                        "sequenceNumber": seq.to_string(), "data": data,
+                        "approximateArrivalTimestamp": 1764075600.987},
+            "eventSource": "aws:kinesis", "eventVersion": "1.0",
+            "eventID": format!("shardId-000000000001:{seq}"), "eventName": "aws:kinesis:record",
+            "invokeIdentityArn": "arn:aws:iam::123456789012:role/r", "awsRegion": "us-east-1",
+            "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/events"
+        })
+    };
+    // 2 MiB of `x` compresses to a few KiB: a record over the 1 MiB record limit. Then
+    // two of 600 KB: together over the 1 MiB event limit.
+    let event = json!({"Records": [
+        record(1, gz("small".into())),
+        record(2, gz("x".repeat(2 << 20))),
+        record(3, gz("y".repeat(600_000))),
+        record(4, gz("z".repeat(600_000))),
+    ]});
+    let input = s.write("event.json", &event.to_string());
+    let out = s.path("out.jsonl");
+    let run = s.run_plugin(
+        "misbehave",
+        &input,
+        &[
+            "--format",
+            "kinesis-event",
+            "--output",
+            path_str(&out),
+            "--emit",
+            "payload",
+            "--max-record-bytes",
+            "1048576",
+            "--max-event-bytes",
+            "1048576",
+        ],
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [4, 2, 0, 2]);
+    let outputs = std::fs::read_to_string(&out).expect("outputs");
+    let lengths: Vec<usize> = outputs.lines().map(str::len).collect();
+    assert_eq!(lengths, [5, 600_000]);
+    let dlq = s.json_lines("dlq.jsonl");
+    let kinds: Vec<&str> = dlq
+        .iter()
+        .map(|e| text(&e["error"]["kind"], "kind"))
+        .collect();
+    assert_eq!(kinds, ["input-too-large", "input-too-large"]);
+    // The DLQ keeps the record as it came: the compressed bytes.
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(text(&dlq[0]["record"]["payload_base64"], "the gzip bytes"))
+        .expect("base64");
+    assert!(raw.starts_with(&[0x1f, 0x8b]) && raw.len() < 64 << 10);
+}

@@ -45,11 +45,11 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
         AwsClients::unconfigured()
     };
     if args.format == InputFormat::S3Event {
-        let objects = read_notification(&args)?;
+        let objects = read_notification(&args, &settings)?;
         let mut source = ObjectSource::new(aws.clone(), objects, settings.max_record_bytes);
         return drive(&settings, &aws, &args, &mut source).await;
     }
-    let mut source = open_input(&args)?.with_max_record_bytes(settings.max_record_bytes);
+    let mut source = open_input(&args, &settings)?;
     drive(&settings, &aws, &args, &mut source).await
 }
 
@@ -85,7 +85,7 @@ async fn drive<S: crate::sources::Source>(
 }
 
 /// Opens `--input` (a file, or `-` for stdin) as a record source.
-fn open_input(args: &RunArgs) -> anyhow::Result<FileSource> {
+fn open_input(args: &RunArgs, settings: &Settings) -> anyhow::Result<FileSource> {
     let reader: Box<dyn BufRead + Send> = if args.input == "-" {
         Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
@@ -93,11 +93,19 @@ fn open_input(args: &RunArgs) -> anyhow::Result<FileSource> {
             .with_context(|| format!("cannot open input {}", args.input))?;
         Box::new(std::io::BufReader::with_capacity(1 << 16, file))
     };
-    Ok(FileSource::new(reader, args.format, &args.input)?)
+    Ok(FileSource::within(
+        reader,
+        args.format,
+        &args.input,
+        settings.input_limits(),
+    )?)
 }
 
 /// The objects a captured S3 notification (`--format s3-event`) names.
-fn read_notification(args: &RunArgs) -> anyhow::Result<Vec<crate::sources::ObjectRef>> {
+fn read_notification(
+    args: &RunArgs,
+    settings: &Settings,
+) -> anyhow::Result<Vec<crate::sources::ObjectRef>> {
     let reader: Box<dyn std::io::Read> = if args.input == "-" {
         Box::new(std::io::stdin())
     } else {
@@ -106,7 +114,13 @@ fn read_notification(args: &RunArgs) -> anyhow::Result<Vec<crate::sources::Objec
                 .with_context(|| format!("cannot open input {}", args.input))?,
         )
     };
-    Ok(read_event(reader, Some(EventKind::S3), &args.input)?.objects)
+    Ok(read_event(
+        reader,
+        Some(EventKind::S3),
+        &args.input,
+        settings.input_limits(),
+    )?
+    .objects)
 }
 
 /// `host reprocess`: dead-letter entries written before this run started go through the

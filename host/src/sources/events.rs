@@ -14,11 +14,9 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::Undecodable;
+use super::{InputLimits, Undecodable};
+use crate::record::FailureKind;
 use crate::record::Record;
-
-/// Largest payload a gzip-compressed record may inflate to (a guard against gzip bombs).
-const MAX_INFLATED: u64 = 64 << 20;
 
 /// The event sources the host understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -104,6 +102,16 @@ pub fn detect(event: &Value) -> Result<EventKind, EventError> {
 /// Decodes `event` as `kind`. Malformed records become [`Undecodable`] items; only an
 /// event whose overall shape is wrong is an error.
 pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError> {
+    decode_within(kind, event, InputLimits::default())
+}
+
+/// [`decode`], gzip records inflating within `limits`.
+pub fn decode_within(
+    kind: EventKind,
+    event: Value,
+    limits: InputLimits,
+) -> Result<DecodedEvent, EventError> {
+    let mut inflation = Inflation::new(limits);
     let shape = |e: serde_json::Error| EventError {
         expected: format!("{kind:?}"),
         reason: e.to_string(),
@@ -161,10 +169,10 @@ pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError>
                     ),
                 ];
                 let key = Some(k.partition_key.into_bytes());
-                let item = match inflate_if_gzip(k.data.0) {
+                let item = match inflation.inflate(k.data.0) {
                     Ok(payload) => Ok(record(payload, key, attributes)),
-                    Err((raw, reason)) => Err(Undecodable {
-                        kind: crate::record::FailureKind::Decode,
+                    Err((raw, kind, reason)) => Err(Undecodable {
+                        kind,
                         record: record(raw, key, attributes),
                         reason,
                     }),
@@ -269,10 +277,10 @@ pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError>
                         r.approximate_arrival_timestamp.0.to_rfc3339(),
                     ),
                 ];
-                let item = match inflate_if_gzip(r.data.0) {
+                let item = match inflation.inflate(r.data.0) {
                     Ok(payload) => Ok(record(payload, None, attributes)),
-                    Err((raw, reason)) => Err(Undecodable {
-                        kind: crate::record::FailureKind::Decode,
+                    Err((raw, kind, reason)) => Err(Undecodable {
+                        kind,
                         record: record(raw, None, attributes),
                         reason,
                     }),
@@ -332,26 +340,58 @@ fn url_decode_key(key: &str) -> String {
         .into_owned()
 }
 
-/// Inflates gzip data (detected by its magic bytes); other data passes unchanged.
-/// On failure, returns the raw bytes and the reason.
-pub fn inflate_if_gzip(data: Vec<u8>) -> Result<Vec<u8>, (Vec<u8>, String)> {
-    if !data.starts_with(&[0x1f, 0x8b]) {
-        return Ok(data);
+/// How much gzip records may inflate to: each, and all of one event together, so a
+/// small event of gzip bombs cannot take the memory.
+pub struct Inflation {
+    per_record: u64,
+    left: u64,
+}
+
+impl Inflation {
+    /// Within `limits`.
+    pub fn new(limits: InputLimits) -> Self {
+        Self {
+            per_record: limits.record as u64,
+            left: limits.event as u64,
+        }
     }
-    let mut inflated = Vec::with_capacity(data.len() * 4);
-    let result = flate2::read::MultiGzDecoder::new(&data[..])
-        .take(MAX_INFLATED + 1)
-        .read_to_end(&mut inflated);
-    match result {
-        Ok(_) if inflated.len() as u64 > MAX_INFLATED => Err((
-            data,
-            format!("gzip payload inflates past {MAX_INFLATED} bytes"),
-        )),
-        Ok(_) => Ok(inflated),
-        Err(e) => Err((
-            data,
-            format!("payload has a gzip header but does not inflate: {e}"),
-        )),
+
+    /// Inflates gzip data (detected by its magic bytes); other data passes unchanged.
+    /// On failure, returns the raw bytes, the failure's kind and the reason.
+    pub fn inflate(&mut self, data: Vec<u8>) -> Result<Vec<u8>, (Vec<u8>, FailureKind, String)> {
+        if !data.starts_with(&[0x1f, 0x8b]) {
+            return Ok(data);
+        }
+        let cap = self.per_record.min(self.left);
+        let mut inflated = Vec::with_capacity(data.len().saturating_mul(4).min(cap as usize));
+        let result = flate2::read::MultiGzDecoder::new(&data[..])
+            .take(cap + 1)
+            .read_to_end(&mut inflated);
+        match result {
+            Ok(_) if inflated.len() as u64 > cap => {
+                let reason = if cap < self.per_record {
+                    format!(
+                        "the event's gzip records inflate past its {} byte limit (max-event-bytes)",
+                        self.left
+                    )
+                } else {
+                    format!(
+                        "gzip payload inflates past the {} byte record limit (max-record-bytes)",
+                        self.per_record
+                    )
+                };
+                Err((data, FailureKind::InputTooLarge, reason))
+            }
+            Ok(_) => {
+                self.left -= inflated.len() as u64;
+                Ok(inflated)
+            }
+            Err(e) => Err((
+                data,
+                FailureKind::Decode,
+                format!("payload has a gzip header but does not inflate: {e}"),
+            )),
+        }
     }
 }
 

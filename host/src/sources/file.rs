@@ -5,7 +5,7 @@ use std::io::{BufRead, Read};
 use bytes::Bytes;
 
 use super::events::{self, DecodedEvent, EventError, EventKind};
-use super::{Decoded, Item, Source, SourceError, Undecodable};
+use super::{Decoded, InputLimits, Item, Source, SourceError, Undecodable};
 use crate::record::{FailureKind, Record, Verdict};
 
 /// How `host run` splits its input into records.
@@ -88,6 +88,16 @@ impl FileSource {
         format: InputFormat,
         input: &str,
     ) -> Result<Self, SourceError> {
+        Self::within(reader, format, input, InputLimits::default())
+    }
+
+    /// A source over `reader` whose records stay within `limits`.
+    pub fn within(
+        reader: Box<dyn BufRead + Send>,
+        format: InputFormat,
+        input: &str,
+        limits: InputLimits,
+    ) -> Result<Self, SourceError> {
         let reader = match format {
             InputFormat::Jsonl | InputFormat::Lines => Reader::Lines {
                 reader,
@@ -130,7 +140,7 @@ impl FileSource {
                         },
                     });
                 }
-                let event = read_event(reader, format.event_kind(), input)?;
+                let event = read_event(reader, format.event_kind(), input, limits)?;
                 let items: Vec<Decoded> =
                     event.items.into_iter().map(|item| item.decoded).collect();
                 Reader::Items(items.into_iter())
@@ -139,7 +149,7 @@ impl FileSource {
         Ok(Self {
             input: input.to_owned(),
             read: 0,
-            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_record_bytes: limits.record,
             source: "file",
             reader,
         })
@@ -298,6 +308,7 @@ pub fn read_event(
     reader: impl std::io::Read,
     kind: Option<EventKind>,
     input: &str,
+    limits: InputLimits,
 ) -> Result<DecodedEvent, SourceError> {
     let event_error = |source| SourceError::Event {
         input: input.to_owned(),
@@ -329,7 +340,7 @@ pub fn read_event(
             kind => kind,
         },
     };
-    events::decode(kind, value).map_err(event_error)
+    events::decode_within(kind, value, limits).map_err(event_error)
 }
 
 /// Reads one line (through its `\n`) into `buffer`, keeping at most `max` bytes of it

@@ -60,6 +60,25 @@ impl Undecodable {
     }
 }
 
+/// How large input may be: one record (a line, an inflated gzip record), and all the
+/// gzip records of one event inflated together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputLimits {
+    /// Bytes of one record.
+    pub record: usize,
+    /// Bytes the gzip records of one event may inflate to together.
+    pub event: usize,
+}
+
+impl Default for InputLimits {
+    fn default() -> Self {
+        Self {
+            record: DEFAULT_MAX_RECORD_BYTES,
+            event: 256 << 20,
+        }
+    }
+}
+
 /// One item from a source: a record, or one that could not be decoded.
 pub type Decoded = Result<Record, Undecodable>;
 
