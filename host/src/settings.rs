@@ -700,6 +700,8 @@ mod tests {
             ("PIPELINE_MAX_OUTPUT_BYTES", "0"),
             ("PIPELINE_RETRY_BASE_MS", "60001"),
             ("PIPELINE_PLUGIN_CHECK_SECONDS", "-1"),
+            // Would overflow `Instant + Duration` at the first check.
+            ("PIPELINE_PLUGIN_CHECK_SECONDS", "18446744073709551615"),
             ("PIPELINE_PLUGIN_PUBLIC_KEY", "not-a-key"),
             ("PIPELINE_SINKS", "default=ftp://x"),
             ("PIPELINE_DLQ", "kinesis://x"),

@@ -214,3 +214,119 @@ fn gzip_records_that_inflate_past_the_limits_are_dead_lettered_and_the_host_surv
         .expect("base64");
     assert!(raw.starts_with(&[0x1f, 0x8b]) && raw.len() < 64 << 10);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_that_is_not_a_parquet_row_fails_alone() {
+    use pipeline_host::sources::parquet::rows_of;
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("lake").await;
+    let dlq = aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    // `misbehave` passes each line through: two JSON objects and one JSON array.
+    let input = scratch.write("rows.jsonl", "{\"a\":1}\n[1,2]\n{\"a\":2}\n");
+    let wasm = plugin("misbehave");
+    let run = scratch.host_with_env(
+        &[
+            "run",
+            "--plugin",
+            path_str(&wasm),
+            "--input",
+            path_str(&input),
+            "--sink",
+            "default=s3://lake/rows?format=parquet",
+            "--dlq",
+            "sqs://dlq",
+        ],
+        None,
+        &moto.env(),
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [3, 2, 0, 1]);
+    let objects = aws.objects("lake", "rows/").await;
+    assert_eq!(objects.len(), 1);
+    let rows = rows_of(objects[0].1.clone(), 10).expect("a Parquet object");
+    assert_eq!(
+        rows.len(),
+        2,
+        "the two objects are written, the array is not"
+    );
+    let dead = aws.drain_queue(&dlq).await;
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].contains(r#""kind":"encoding""#), "{}", dead[0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_object_fails_the_invocation_rather_than_ending_early() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("incoming").await;
+    aws.stream("out").await;
+    aws.queue("dlq").await;
+    let mut broken = b"PAR1".to_vec();
+    broken.extend_from_slice(&[0u8; 64]);
+    broken.extend_from_slice(b"PAR1");
+    aws.put_object("incoming", "raw/broken.parquet", broken)
+        .await;
+    let scratch = Scratch::new();
+    let wasm = plugin("misbehave");
+    let mut env = moto.env();
+    env.extend([
+        ("PIPELINE_PLUGIN", path_str(&wasm).to_owned()),
+        ("PIPELINE_SINKS", "default=kinesis://out".to_owned()),
+        ("PIPELINE_DLQ", "sqs://dlq".to_owned()),
+    ]);
+    let lambda = crate::lambda_harness::Lambda::start(&env, scratch.dir.path());
+    let event = json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-24T13:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "EXAMPLE"},
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"}, "responseElements": {},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "t",
+               "bucket": {"name": "incoming", "arn": "arn:aws:s3:::incoming"},
+               "object": {"key": "raw/broken.parquet", "size": 72}}
+    }]});
+    match lambda.invoke_answer(event) {
+        crate::runtime_api::Answer::Error(error) => {
+            assert!(error.to_string().contains("broken.parquet"), "{error}")
+        }
+        other => panic!("expected an error, got {other:?}\n{}", lambda.log()),
+    }
+}
+
+#[test]
+fn a_csv_row_over_the_record_limit_is_dead_lettered_and_the_rest_is_read() {
+    let s = Scratch::new();
+    let long = "x".repeat(5000);
+    let input = s.write(
+        "rows.csv",
+        &format!("id,note\n1,short\n2,{long}\n3,also short\n"),
+    );
+    let out = s.path("out.jsonl");
+    let run = s.run_plugin(
+        "misbehave",
+        &input,
+        &[
+            "--format",
+            "csv",
+            "--output",
+            path_str(&out),
+            "--emit",
+            "payload",
+            "--max-record-bytes",
+            "1024",
+        ],
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [3, 2, 0, 1]);
+    assert_eq!(
+        std::fs::read_to_string(&out).expect("outputs"),
+        "{\"id\":\"1\",\"note\":\"short\"}\n{\"id\":\"3\",\"note\":\"also short\"}\n"
+    );
+    let dlq = s.json_lines("dlq.jsonl");
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0]["error"]["kind"], "input-too-large");
+    assert_eq!(dlq[0]["record"]["attributes"]["line"], "3");
+    let kept = text(&dlq[0]["record"]["payload"], "the kept bytes");
+    assert!(kept.len() <= 1024 && kept.starts_with("2,xxx"), "{kept}");
+}

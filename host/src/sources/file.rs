@@ -4,6 +4,7 @@ use std::io::{BufRead, Read};
 
 use bytes::Bytes;
 
+use super::capped::{CappedLines, CutLines};
 use super::events::{self, DecodedEvent, EventError, EventKind};
 use super::{Decoded, InputLimits, Item, Source, SourceError, Undecodable};
 use crate::record::{FailureKind, Record, Verdict};
@@ -74,7 +75,8 @@ enum Reader {
         buffer: Vec<u8>,
     },
     Csv {
-        reader: csv::Reader<Box<dyn BufRead + Send>>,
+        reader: csv::Reader<Box<dyn Read + Send>>,
+        cut: CutLines,
         headers: Vec<String>,
         row: csv::ByteRecord,
     },
@@ -106,7 +108,10 @@ impl FileSource {
                 buffer: Vec::new(),
             },
             InputFormat::Csv => {
-                let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
+                let cut = CutLines::default();
+                let capped: Box<dyn Read + Send> =
+                    Box::new(CappedLines::new(reader, limits.record, cut.clone()));
+                let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(capped);
                 let header_error = |reason: String| SourceError::CsvHeader {
                     input: input.to_owned(),
                     reason,
@@ -120,6 +125,7 @@ impl FileSource {
                     reader,
                     headers,
                     row: csv::ByteRecord::new(),
+                    cut,
                 }
             }
             InputFormat::Event
@@ -153,12 +159,6 @@ impl FileSource {
             source: "file",
             reader,
         })
-    }
-
-    /// The same source, taking lines of at most `max` bytes whole.
-    pub fn with_max_record_bytes(mut self, max: usize) -> Self {
-        self.max_record_bytes = max;
-        self
     }
 
     /// The same source, naming `source` in each record's `source` attribute.
@@ -235,6 +235,7 @@ impl FileSource {
                 reader,
                 headers,
                 row,
+                cut,
             } => loop {
                 let more = reader
                     .read_byte_record(row)
@@ -249,8 +250,19 @@ impl FileSource {
                     continue;
                 }
                 let line = row.position().map_or(0, |p| p.line());
-                let decoded = csv_row_to_json(headers, row);
                 let raw = row.iter().collect::<Vec<_>>().join(&b","[..]);
+                let spans = raw.iter().filter(|&&b| b == b'\n').count() as u64;
+                if cut.take_between(line, line + spans) {
+                    let max = self.max_record_bytes;
+                    return Ok(Some(Err(Undecodable {
+                        kind: FailureKind::InputTooLarge,
+                        record: self.record(raw, line),
+                        reason: format!(
+                            "CSV line {line} is longer than the {max}-byte record limit (max-record-bytes); its first {max} bytes are kept"
+                        ),
+                    })));
+                }
+                let decoded = csv_row_to_json(headers, row);
                 return Ok(Some(match decoded {
                     Ok(json) => Ok(self.record(json, line)),
                     Err(reason) => Err(Undecodable {

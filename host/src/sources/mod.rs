@@ -10,6 +10,7 @@
 //! - `events.rs`: AWS event JSON (Kinesis, SQS, DynamoDB Streams, Firehose, S3, direct)
 //!   into items.
 //! - `dynamodb.rs`: DynamoDB images as exact JSON.
+//! - `capped.rs`: a reader cutting over-long lines (CSV rows).
 //! - `lambda.rs`: one Lambda event as a source; its settle step is the Lambda answer.
 //! - `file.rs`: local input (JSON lines, CSV, lines, a captured event).
 //! - `s3.rs`: the objects an S3 notification names, streamed in batches.
@@ -17,6 +18,7 @@
 //! - `parquet.rs`: Parquet rows as JSON objects.
 //! - `dlq.rs`: dead-letter queues (SQS, S3) read back for `host reprocess`.
 
+mod capped;
 mod checkpoint;
 pub mod dlq;
 mod dynamodb;

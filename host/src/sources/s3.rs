@@ -276,10 +276,12 @@ impl ObjectBatches {
             } else {
                 Box::new(BufReader::with_capacity(1 << 16, body))
             };
-            let source = match FileSource::new(raw, format, &name) {
-                Ok(source) => source
-                    .labelled("s3")
-                    .with_max_record_bytes(max_record_bytes),
+            let limits = super::InputLimits {
+                record: max_record_bytes,
+                ..super::InputLimits::default()
+            };
+            let source = match FileSource::within(raw, format, &name, limits) {
+                Ok(source) => source.labelled("s3"),
                 Err(e) => {
                     let _ = sender.blocking_send(Err(e));
                     return;
