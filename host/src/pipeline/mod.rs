@@ -377,3 +377,67 @@ impl Pipeline {
         line
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::PluginLocation;
+    use crate::sinks::{Emit, SinkSpec};
+    use crate::sources::{FileSource, InputFormat};
+
+    /// The example plugin `./dev test` builds before the tests run.
+    fn enrich() -> std::path::PathBuf {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/wasm32-wasip2/plugin/enrich.wasm");
+        assert!(
+            path.exists(),
+            "{} is missing: run `./dev plugins`",
+            path.display()
+        );
+        path
+    }
+
+    fn source(text: &'static str) -> FileSource {
+        FileSource::new(Box::new(text.as_bytes()), InputFormat::Jsonl, "t").expect("source")
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_plugin_thread_lost_to_a_panic_is_started_again_for_the_next_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = Settings {
+            plugins: vec![PluginLocation::File(enrich())],
+            dlq: SinkSpec::File {
+                path: Some(dir.path().join("dlq.jsonl")),
+                emit: Emit::Payload,
+            },
+            cache_dir: None,
+            ..Settings::default()
+        };
+        let aws = AwsClients::unconfigured();
+        let mut pipeline = Pipeline::start(&settings, &aws).await.expect("start");
+        let out = Sink::connect(
+            &SinkSpec::File {
+                path: Some(dir.path().join("out.jsonl")),
+                emit: Emit::Payload,
+            },
+            &aws,
+        )
+        .await
+        .expect("output file");
+        let router = Router::only(out);
+        let event =
+            r#"{"id":"a","user":"u","action":"buy","amount":1,"ts":"2026-11-26T12:00:00Z"}"#;
+        // What a panic on the plugin thread leaves behind: no chain.
+        pipeline.chain = None;
+        let summary = pipeline
+            .run(
+                &mut source(event),
+                Outputs::To(&router),
+                Budget::unbounded(),
+            )
+            .await
+            .expect("the next run starts the plugins again");
+        assert_eq!((summary.input, summary.transformed), (1, 1));
+        assert!(pipeline.chain.is_some());
+    }
+}
