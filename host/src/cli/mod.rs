@@ -158,10 +158,17 @@ fn parse_spec(raw: &str) -> Result<SinkSpec, String> {
 
 /// Entry point of the `host` binary: parses flags, runs, prints one-line errors.
 pub fn main() -> ExitCode {
-    init_logging();
     // As a Lambda `bootstrap`, the binary is started without arguments.
     let lambda =
         std::env::args_os().len() == 1 && std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    let lambda_command = std::env::args_os().nth(1).is_some_and(|a| a == "lambda");
+    // The Lambda log is the operator's record of each batch; on the command line the
+    // summary line says it, and only warnings and errors join it unless HOST_LOG asks.
+    init_logging(if lambda || lambda_command {
+        "info"
+    } else {
+        "warn"
+    });
     let command = if lambda {
         Command::Lambda
     } else {
@@ -190,9 +197,9 @@ fn in_runtime(future: impl std::future::Future<Output = anyhow::Result<()>>) -> 
         .block_on(future)
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
