@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::emulator::Moto;
+use crate::events::{failures, kinesis_event, s3_event, sequence_numbers};
 use crate::lambda_harness::Lambda;
-use crate::ordering::{failures, kinesis_event};
 use crate::support::{Scratch, path_str, plugin};
 
 const SHARD: &str = "shardId-000000000001";
@@ -21,17 +21,7 @@ fn slow_event() -> (Value, Vec<String>) {
     payloads.push("last");
     let records: Vec<(&str, &str)> = payloads.iter().map(|p| (SHARD, *p)).collect();
     let event = kinesis_event(&records);
-    let ids = event["Records"]
-        .as_array()
-        .expect("records")
-        .iter()
-        .map(|r| {
-            r["kinesis"]["sequenceNumber"]
-                .as_str()
-                .expect("sequence number")
-                .to_owned()
-        })
-        .collect();
+    let ids = sequence_numbers(&event);
     (event, ids)
 }
 
@@ -44,18 +34,14 @@ async fn runs_out_of_time(batch_size: &str) {
     let dlq = aws.queue("dlq").await;
     let scratch = Scratch::new();
     let wasm = plugin("misbehave");
-    let mut env = moto.env();
-    env.extend(
-        [
-            ("PIPELINE_PLUGIN", path_str(&wasm)),
-            ("PIPELINE_SINKS", "default=kinesis://out"),
-            ("PIPELINE_DLQ", "sqs://dlq"),
-            ("PIPELINE_BATCH_SIZE", batch_size),
-            ("PIPELINE_DEADLINE_MS", "400"),
-            ("PIPELINE_TIME_MARGIN_MS", "1500"),
-        ]
-        .map(|(k, v)| (k, v.to_owned())),
-    );
+    let env = moto.env_with(&[
+        ("PIPELINE_PLUGIN", path_str(&wasm)),
+        ("PIPELINE_SINKS", "default=kinesis://out"),
+        ("PIPELINE_DLQ", "sqs://dlq"),
+        ("PIPELINE_BATCH_SIZE", batch_size),
+        ("PIPELINE_DEADLINE_MS", "400"),
+        ("PIPELINE_TIME_MARGIN_MS", "1500"),
+    ]);
     let lambda = Lambda::start(&env, scratch.dir.path());
     lambda.set_timeout(Duration::from_millis(2500));
     let (event, ids) = slow_event();
@@ -98,19 +84,6 @@ async fn a_batch_stops_bisecting_at_the_deadline_and_its_rest_is_retried() {
     runs_out_of_time("100").await;
 }
 
-/// An S3 notification for one object (with its ETag, as S3 sends it).
-fn s3_event(bucket: &str, key: &str) -> Value {
-    serde_json::json!({"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": "2026-11-24T13:00:00.000Z", "eventName": "ObjectCreated:Put",
-        "userIdentity": {"principalId": "EXAMPLE"},
-        "requestParameters": {"sourceIPAddress": "127.0.0.1"}, "responseElements": {},
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "t",
-               "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
-               "object": {"key": key, "size": 1, "eTag": "0123456789abcdef"}}
-    }]})
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s3_notification_out_of_time_records_how_far_it_got_and_the_retry_resumes() {
     let moto = Moto::start();
@@ -125,21 +98,17 @@ async fn an_s3_notification_out_of_time_records_how_far_it_got_and_the_retry_res
         .await;
     let scratch = Scratch::new();
     let wasm = plugin("misbehave");
-    let mut env = moto.env();
-    env.extend(
-        [
-            ("PIPELINE_PLUGIN", path_str(&wasm)),
-            ("PIPELINE_SINKS", "default=kinesis://out"),
-            // Checkpoints go next to an S3 DLQ.
-            ("PIPELINE_DLQ", "s3://dead/letters"),
-            ("PIPELINE_BATCH_SIZE", "1"),
-            ("PIPELINE_DEADLINE_MS", "400"),
-            ("PIPELINE_TIME_MARGIN_MS", "1500"),
-        ]
-        .map(|(k, v)| (k, v.to_owned())),
-    );
+    let env = moto.env_with(&[
+        ("PIPELINE_PLUGIN", path_str(&wasm)),
+        ("PIPELINE_SINKS", "default=kinesis://out"),
+        // Checkpoints go next to an S3 DLQ.
+        ("PIPELINE_DLQ", "s3://dead/letters"),
+        ("PIPELINE_BATCH_SIZE", "1"),
+        ("PIPELINE_DEADLINE_MS", "400"),
+        ("PIPELINE_TIME_MARGIN_MS", "1500"),
+    ]);
     let lambda = Lambda::start(&env, scratch.dir.path());
-    let event = s3_event("incoming", "raw/slow.txt");
+    let event = s3_event("incoming", &["raw/slow.txt"]);
 
     // 1 s of work for three 400 ms loops: the first try runs out of time. S3 invokes
     // asynchronously, so the invocation fails (S3 retries it) after a checkpoint.

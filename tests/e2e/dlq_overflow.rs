@@ -6,8 +6,8 @@
 use serde_json::{Value, json};
 
 use crate::emulator::Moto;
+use crate::events::kinesis_event;
 use crate::lambda_harness::invoke;
-use crate::ordering::kinesis_event;
 use crate::support::{Scratch, path_str, plugin, text};
 
 /// A 300 KB record `enrich` refuses (no `user`): its DLQ entry is over 256 KiB.
@@ -21,11 +21,10 @@ const AFTER: &str =
 
 fn env(moto: &Moto, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
     let wasm = plugin("enrich");
-    let mut env = moto.env();
-    env.extend([
-        ("PIPELINE_PLUGIN", path_str(&wasm).to_owned()),
-        ("PIPELINE_SINKS", "default=kinesis://out".to_owned()),
-        ("PIPELINE_DLQ", "sqs://dlq".to_owned()),
+    let mut env = moto.env_with(&[
+        ("PIPELINE_PLUGIN", path_str(&wasm)),
+        ("PIPELINE_SINKS", "default=kinesis://out"),
+        ("PIPELINE_DLQ", "sqs://dlq"),
     ]);
     env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     env

@@ -71,11 +71,10 @@ async fn dynamodb_numbers_and_binary_arrive_exactly() {
     let dlq = aws.queue("dlq").await;
     let scratch = Scratch::new();
     let wasm = plugin("misbehave");
-    let mut env = moto.env();
-    env.extend([
-        ("PIPELINE_PLUGIN", path_str(&wasm).to_owned()),
-        ("PIPELINE_SINKS", "default=kinesis://out".to_owned()),
-        ("PIPELINE_DLQ", "sqs://dlq".to_owned()),
+    let env = moto.env_with(&[
+        ("PIPELINE_PLUGIN", path_str(&wasm)),
+        ("PIPELINE_SINKS", "default=kinesis://out"),
+        ("PIPELINE_DLQ", "sqs://dlq"),
     ]);
     let event = json!({"Records": [{
         "eventID": "1", "eventName": "INSERT", "eventVersion": "1.1",
@@ -270,11 +269,10 @@ async fn an_unreadable_object_fails_the_invocation_rather_than_ending_early() {
         .await;
     let scratch = Scratch::new();
     let wasm = plugin("misbehave");
-    let mut env = moto.env();
-    env.extend([
-        ("PIPELINE_PLUGIN", path_str(&wasm).to_owned()),
-        ("PIPELINE_SINKS", "default=kinesis://out".to_owned()),
-        ("PIPELINE_DLQ", "sqs://dlq".to_owned()),
+    let env = moto.env_with(&[
+        ("PIPELINE_PLUGIN", path_str(&wasm)),
+        ("PIPELINE_SINKS", "default=kinesis://out"),
+        ("PIPELINE_DLQ", "sqs://dlq"),
     ]);
     let lambda = crate::lambda_harness::Lambda::start(&env, scratch.dir.path());
     let event = json!({"Records": [{

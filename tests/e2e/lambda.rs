@@ -7,6 +7,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::emulator::Moto;
+use crate::events::{s3_event, sqs_event};
 use crate::lambda_harness::{Lambda, invoke};
 use crate::runtime_api::Answer;
 use crate::support::{Scratch, path_str, plugin, text};
@@ -14,12 +15,6 @@ use crate::support::{Scratch, path_str, plugin, text};
 fn fixture(name: &str) -> Value {
     let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture JSON")
-}
-
-fn env(moto: &Moto, pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
-    let mut env = moto.env();
-    env.extend(pairs.iter().map(|(k, v)| (*k, v.to_string())));
-    env
 }
 
 fn dlq_kinds(entries: &[String]) -> Vec<String> {
@@ -49,15 +44,12 @@ async fn kinesis_event_to_kinesis_with_a_plugin_from_s3_and_an_sqs_dlq() {
     let dlq = aws.queue("dlq").await;
     let scratch = Scratch::new();
     let lambda = Lambda::start(
-        &env(
-            &moto,
-            &[
-                ("PIPELINE_PLUGIN", "s3://plugins/enrich/enrich.wasm"),
-                ("PIPELINE_PLUGIN_CONFIG", "currency=USD"),
-                ("PIPELINE_SINKS", "default=kinesis://enriched"),
-                ("PIPELINE_DLQ", "sqs://dlq"),
-            ],
-        ),
+        &moto.env_with(&[
+            ("PIPELINE_PLUGIN", "s3://plugins/enrich/enrich.wasm"),
+            ("PIPELINE_PLUGIN_CONFIG", "currency=USD"),
+            ("PIPELINE_SINKS", "default=kinesis://enriched"),
+            ("PIPELINE_DLQ", "sqs://dlq"),
+        ]),
         scratch.dir.path(),
     );
     let answer = lambda.invoke(fixture("kinesis-event.json"));
@@ -86,22 +78,6 @@ async fn kinesis_event_to_kinesis_with_a_plugin_from_s3_and_an_sqs_dlq() {
     );
 }
 
-fn sqs_event(bodies: &[&str]) -> Value {
-    let records: Vec<Value> = bodies
-        .iter()
-        .enumerate()
-        .map(|(i, body)| {
-            json!({
-                "messageId": format!("m-{i}"), "receiptHandle": "handle", "body": body,
-                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1764075600183"},
-                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:in", "awsRegion": "us-east-1"
-            })
-        })
-        .collect();
-    json!({ "Records": records })
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sqs_event_reports_only_transient_failures_and_dead_letters_to_s3() {
     let moto = Moto::start();
@@ -111,16 +87,13 @@ async fn sqs_event_reports_only_transient_failures_and_dead_letters_to_s3() {
     let scratch = Scratch::new();
     let wasm = plugin("misbehave");
     let lambda = Lambda::start(
-        &env(
-            &moto,
-            &[
-                ("PIPELINE_PLUGIN", path_str(&wasm)),
-                ("PIPELINE_SINKS", "default=sqs://out.fifo"),
-                ("PIPELINE_DLQ", "s3://dead/letters"),
-                ("PIPELINE_MAX_ATTEMPTS", "2"),
-                ("PIPELINE_RETRY_BASE_MS", "1"),
-            ],
-        ),
+        &moto.env_with(&[
+            ("PIPELINE_PLUGIN", path_str(&wasm)),
+            ("PIPELINE_SINKS", "default=sqs://out.fifo"),
+            ("PIPELINE_DLQ", "s3://dead/letters"),
+            ("PIPELINE_MAX_ATTEMPTS", "2"),
+            ("PIPELINE_RETRY_BASE_MS", "1"),
+        ]),
         scratch.dir.path(),
     );
     let answer = lambda.invoke(sqs_event(&["echo", "flaky", "fail", "drop", "panic"]));
@@ -152,13 +125,10 @@ async fn firehose_transformation_answers_per_record() {
     let scratch = Scratch::new();
     let wasm = plugin("enrich");
     let (answer, _) = invoke(
-        &env(
-            &moto,
-            &[
-                ("PIPELINE_PLUGIN", path_str(&wasm)),
-                ("PIPELINE_DLQ", "sqs://dlq"),
-            ],
-        ),
+        &moto.env_with(&[
+            ("PIPELINE_PLUGIN", path_str(&wasm)),
+            ("PIPELINE_DLQ", "sqs://dlq"),
+        ]),
         scratch.dir.path(),
         fixture("firehose-event.json"),
     );
@@ -196,21 +166,18 @@ async fn direct_invocation_routes_to_s3_and_kinesis_and_dead_letters_oversize_re
         {"id": "d4", "action": "refund"}
     ]);
     let (answer, _) = invoke(
-        &env(
-            &moto,
-            &[
-                ("PIPELINE_PLUGIN", path_str(&route)),
-                (
-                    "PIPELINE_PLUGIN_CONFIG",
-                    "route.buy=orders,route.refund=refunds",
-                ),
-                (
-                    "PIPELINE_SINKS",
-                    "default=s3://lake/events?gzip=true, orders=kinesis://orders",
-                ),
-                ("PIPELINE_DLQ", "sqs://dlq"),
-            ],
-        ),
+        &moto.env_with(&[
+            ("PIPELINE_PLUGIN", path_str(&route)),
+            (
+                "PIPELINE_PLUGIN_CONFIG",
+                "route.buy=orders,route.refund=refunds",
+            ),
+            (
+                "PIPELINE_SINKS",
+                "default=s3://lake/events?gzip=true, orders=kinesis://orders",
+            ),
+            ("PIPELINE_DLQ", "sqs://dlq"),
+        ]),
         scratch.dir.path(),
         event,
     );
@@ -241,15 +208,12 @@ async fn direct_invocation_routes_to_s3_and_kinesis_and_dead_letters_oversize_re
     // A second function: an 8 MiB output passes the plugin limit but not Kinesis' 1 MiB.
     let misbehave = plugin("misbehave");
     let (answer, _) = invoke(
-        &env(
-            &moto,
-            &[
-                ("PIPELINE_PLUGIN", path_str(&misbehave)),
-                ("PIPELINE_SINKS", "default=kinesis://orders"),
-                ("PIPELINE_DLQ", "sqs://dlq"),
-                ("PIPELINE_MAX_OUTPUT_BYTES", "16777216"),
-            ],
-        ),
+        &moto.env_with(&[
+            ("PIPELINE_PLUGIN", path_str(&misbehave)),
+            ("PIPELINE_SINKS", "default=kinesis://orders"),
+            ("PIPELINE_DLQ", "sqs://dlq"),
+            ("PIPELINE_MAX_OUTPUT_BYTES", "16777216"),
+        ]),
         scratch.dir.path(),
         json!(["huge", "echo"]),
     );
@@ -270,7 +234,7 @@ async fn a_missing_setting_fails_the_cold_start_naming_the_variable() {
     let scratch = Scratch::new();
     let wasm = plugin("enrich");
     let mut lambda = Lambda::start(
-        &env(&moto, &[("PIPELINE_PLUGIN", path_str(&wasm))]),
+        &moto.env_with(&[("PIPELINE_PLUGIN", path_str(&wasm))]),
         scratch.dir.path(),
     );
     match lambda.invoke_answer(fixture("direct-event.json")) {
@@ -281,23 +245,6 @@ async fn a_missing_setting_fails_the_cold_start_naming_the_variable() {
         other => panic!("expected an init error, got {other:?}"),
     }
     assert!(!lambda.wait_exit(Duration::from_secs(30)).success());
-}
-
-fn s3_event(bucket: &str, keys: &[&str]) -> Value {
-    let records: Vec<Value> = keys
-        .iter()
-        .map(|key| {
-            json!({
-                "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-                "eventTime": "2026-11-24T13:00:00.000Z", "eventName": "ObjectCreated:Put",
-                "userIdentity": {"principalId": "EXAMPLE"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-                "responseElements": {},
-                "s3": {"s3SchemaVersion": "1.0", "configurationId": "t", "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
-                       "object": {"key": key, "size": 1}}
-            })
-        })
-        .collect();
-    json!({ "Records": records })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -331,15 +278,12 @@ async fn s3_objects_stream_through_in_batches() {
     let scratch = Scratch::new();
     let wasm = plugin("validate");
     let (answer, _) = invoke(
-        &env(
-            &moto,
-            &[
-                ("PIPELINE_PLUGIN", path_str(&wasm)),
-                ("PIPELINE_SINKS", "default=s3://lake/valid"),
-                ("PIPELINE_DLQ", "sqs://dlq"),
-                ("PIPELINE_BATCH_SIZE", "1000"),
-            ],
-        ),
+        &moto.env_with(&[
+            ("PIPELINE_PLUGIN", path_str(&wasm)),
+            ("PIPELINE_SINKS", "default=s3://lake/valid"),
+            ("PIPELINE_DLQ", "sqs://dlq"),
+            ("PIPELINE_BATCH_SIZE", "1000"),
+        ]),
         scratch.dir.path(),
         s3_event("incoming", &["raw/day+1/events.jsonl.gz", "raw/users.csv"]),
     );
@@ -389,18 +333,15 @@ async fn parquet_objects_in_and_parquet_objects_out() {
     let scratch = Scratch::new();
     let wasm = plugin("enrich");
     let (answer, _) = invoke(
-        &env(
-            &moto,
-            &[
-                ("PIPELINE_PLUGIN", path_str(&wasm)),
-                (
-                    "PIPELINE_SINKS",
-                    "default=s3://lake/enriched?format=parquet",
-                ),
-                ("PIPELINE_DLQ", "sqs://dlq"),
-                ("PIPELINE_BATCH_SIZE", "128"),
-            ],
-        ),
+        &moto.env_with(&[
+            ("PIPELINE_PLUGIN", path_str(&wasm)),
+            (
+                "PIPELINE_SINKS",
+                "default=s3://lake/enriched?format=parquet",
+            ),
+            ("PIPELINE_DLQ", "sqs://dlq"),
+            ("PIPELINE_BATCH_SIZE", "128"),
+        ]),
         scratch.dir.path(),
         s3_event("incoming", &["raw/orders.parquet"]),
     );
@@ -429,14 +370,11 @@ async fn dynamodb_stream_images_arrive_as_plain_json() {
     let scratch = Scratch::new();
     let wasm = plugin("misbehave");
     let (answer, _) = invoke(
-        &env(
-            &moto,
-            &[
-                ("PIPELINE_PLUGIN", path_str(&wasm)),
-                ("PIPELINE_SINKS", "default=sqs://changes"),
-                ("PIPELINE_DLQ", "sqs://dlq"),
-            ],
-        ),
+        &moto.env_with(&[
+            ("PIPELINE_PLUGIN", path_str(&wasm)),
+            ("PIPELINE_SINKS", "default=sqs://changes"),
+            ("PIPELINE_DLQ", "sqs://dlq"),
+        ]),
         scratch.dir.path(),
         fixture("dynamodb-event.json"),
     );

@@ -4,6 +4,7 @@
 //! this runs; a missing plugin fails the test with that instruction.
 
 mod emulator;
+mod events;
 mod exact;
 mod faults;
 mod infra;

@@ -3,78 +3,15 @@
 //! group is handed back, every later item of it is handed back too and none of their
 //! outputs go out; other shards and groups carry on.
 
-use base64::Engine as _;
-use serde_json::{Value, json};
-
 use crate::emulator::Moto;
+use crate::events::{failures, fifo_event, kinesis_event, sequence_numbers};
 use crate::lambda_harness::Lambda;
 use crate::support::{Scratch, path_str, plugin};
 
-/// A Kinesis event: `(shard, payload)` per record, sequence numbers in order.
-pub fn kinesis_event(records: &[(&str, &str)]) -> Value {
-    let records: Vec<Value> = records
-        .iter()
-        .enumerate()
-        .map(|(i, (shard, payload))| {
-            let sequence = format!(
-                "4959033827149025660855969253836157109592157598913658{:04}",
-                i
-            );
-            json!({
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0", "partitionKey": "k", "sequenceNumber": sequence,
-                    "data": base64::engine::general_purpose::STANDARD.encode(payload),
-                    "approximateArrivalTimestamp": 1764075600.987
-                },
-                "eventSource": "aws:kinesis", "eventVersion": "1.0",
-                "eventID": format!("{shard}:{sequence}"), "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": "arn:aws:iam::123456789012:role/lambda-role",
-                "awsRegion": "us-east-1",
-                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/events"
-            })
-        })
-        .collect();
-    json!({ "Records": records })
-}
-
-/// An SQS FIFO event: `(message group, body)` per message, ids `m-0`, `m-1`, ...
-fn fifo_event(messages: &[(&str, &str)]) -> Value {
-    let records: Vec<Value> = messages
-        .iter()
-        .enumerate()
-        .map(|(i, (group, body))| {
-            json!({
-                "messageId": format!("m-{i}"), "receiptHandle": "handle", "body": body,
-                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1764075600183",
-                               "MessageGroupId": group, "SequenceNumber": format!("{i}"),
-                               "MessageDeduplicationId": format!("d-{i}")},
-                "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:in.fifo", "awsRegion": "us-east-1"
-            })
-        })
-        .collect();
-    json!({ "Records": records })
-}
-
-pub fn failures(answer: &Value) -> Vec<String> {
-    answer["batchItemFailures"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no batchItemFailures in {answer}"))
-        .iter()
-        .map(|f| {
-            f["itemIdentifier"]
-                .as_str()
-                .unwrap_or_else(|| panic!("an itemIdentifier in {answer}"))
-                .to_owned()
-        })
-        .collect()
-}
-
 fn env(moto: &Moto, pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
-    let mut env = moto.env();
-    env.extend([
-        ("PIPELINE_MAX_ATTEMPTS", "2".to_owned()),
-        ("PIPELINE_RETRY_BASE_MS", "1".to_owned()),
+    let mut env = moto.env_with(&[
+        ("PIPELINE_MAX_ATTEMPTS", "2"),
+        ("PIPELINE_RETRY_BASE_MS", "1"),
     ]);
     env.extend(pairs.iter().map(|(k, v)| (*k, (*v).to_owned())));
     env
@@ -108,17 +45,7 @@ async fn a_kinesis_record_to_retry_holds_back_the_rest_of_its_shard() {
         (b, "b-only"),
         (a, "a-last"),
     ]);
-    let ids: Vec<String> = event["Records"]
-        .as_array()
-        .expect("records")
-        .iter()
-        .map(|r| {
-            r["kinesis"]["sequenceNumber"]
-                .as_str()
-                .expect("sequence")
-                .to_owned()
-        })
-        .collect();
+    let ids = sequence_numbers(&event);
     let answer = lambda.invoke(event);
     // The flaky record and every later one of its shard; shard b is unaffected.
     assert_eq!(

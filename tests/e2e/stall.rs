@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::emulator::Moto;
+use crate::events::{failures, kinesis_event};
 use crate::lambda_harness::Lambda;
-use crate::ordering::{failures, kinesis_event};
 use crate::support::{Scratch, path_str, plugin};
 
 /// Forwards each request to `upstream`, one request per connection, except the ones

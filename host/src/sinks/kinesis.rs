@@ -91,22 +91,8 @@ impl KinesisSink {
         };
         let key = |e: &Entry| Some(e.partition_key.clone());
         let left = send_with_retries(pending, retry, pack, key, send).await;
-        let kind = left.kind();
-        let message = format!(
-            "Kinesis stream {}: PutRecords failed ({}): {}",
-            self.stream,
-            if left.out_of_time {
-                "out of time".to_owned()
-            } else {
-                format!("{} attempts", retry.max_attempts)
-            },
-            left.last_error
-        );
-        failures.extend(left.entries.into_iter().map(|e| DeliveryFailure {
-            item: e.item,
-            kind,
-            message: message.clone(),
-        }));
+        let call = format!("Kinesis stream {}: PutRecords", self.stream);
+        failures.extend(left.failures(&call, retry, |e| e.item));
         failures
     }
 }

@@ -452,6 +452,27 @@ impl<T> Undelivered<T> {
             FailureKind::Delivery
         }
     }
+
+    /// One failure per entry left, saying which `call` failed and why it stopped.
+    pub(crate) fn failures(
+        self,
+        call: &str,
+        retry: RetryPolicy,
+        item: impl Fn(&T) -> usize,
+    ) -> impl Iterator<Item = DeliveryFailure> {
+        let kind = self.kind();
+        let stopped = if self.out_of_time {
+            "out of time".to_owned()
+        } else {
+            format!("{} attempts", retry.max_attempts)
+        };
+        let message = format!("{call} failed ({stopped}): {}", self.last_error);
+        self.entries.into_iter().map(move |e| DeliveryFailure {
+            item: item(&e),
+            kind,
+            message: message.clone(),
+        })
+    }
 }
 
 /// The retry rule every batching sink follows: send `pending` in `pack`ed calls; `send`

@@ -133,22 +133,8 @@ impl SqsSink {
         let key =
             |m: &Message| fifo.then(|| m.group.clone().unwrap_or_else(|| "default".to_owned()));
         let left = send_with_retries(pending, retry, pack, key, send).await;
-        let kind = left.kind();
-        let message = format!(
-            "SQS queue {}: SendMessageBatch failed ({}): {}",
-            self.queue_url,
-            if left.out_of_time {
-                "out of time".to_owned()
-            } else {
-                format!("{} attempts", retry.max_attempts)
-            },
-            left.last_error
-        );
-        failures.extend(left.entries.into_iter().map(|m| DeliveryFailure {
-            item: m.item,
-            kind,
-            message: message.clone(),
-        }));
+        let call = format!("SQS queue {}: SendMessageBatch", self.queue_url);
+        failures.extend(left.failures(&call, retry, |m| m.item));
         failures
     }
 

@@ -1,0 +1,114 @@
+//! AWS events as Lambda delivers them, built for the tests: Kinesis, SQS (standard and
+//! FIFO), S3 notifications; and the answers' `batchItemFailures`.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+/// A Kinesis event: `(shard, payload)` per record, sequence numbers in order.
+pub fn kinesis_event(records: &[(&str, &str)]) -> Value {
+    let records: Vec<Value> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (shard, payload))| {
+            let sequence = format!("4959033827149025660855969253836157109592157598913658{i:04}");
+            json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0", "partitionKey": "k", "sequenceNumber": sequence,
+                    "data": base64::engine::general_purpose::STANDARD.encode(payload),
+                    "approximateArrivalTimestamp": 1764075600.987
+                },
+                "eventSource": "aws:kinesis", "eventVersion": "1.0",
+                "eventID": format!("{shard}:{sequence}"), "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/lambda-role",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/events"
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// The sequence numbers of a Kinesis event's records, in order.
+pub fn sequence_numbers(event: &Value) -> Vec<String> {
+    event["Records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| {
+            r["kinesis"]["sequenceNumber"]
+                .as_str()
+                .expect("a sequence number")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// An SQS event from a standard queue: one message per body, ids `m-0`, `m-1`, ...
+pub fn sqs_event(bodies: &[&str]) -> Value {
+    let messages: Vec<(Option<&str>, &str)> = bodies.iter().map(|b| (None, *b)).collect();
+    sqs_records(&messages, "in")
+}
+
+/// An SQS FIFO event: `(message group, body)` per message, ids `m-0`, `m-1`, ...
+pub fn fifo_event(messages: &[(&str, &str)]) -> Value {
+    let messages: Vec<(Option<&str>, &str)> =
+        messages.iter().map(|(g, b)| (Some(*g), *b)).collect();
+    sqs_records(&messages, "in.fifo")
+}
+
+fn sqs_records(messages: &[(Option<&str>, &str)], queue: &str) -> Value {
+    let records: Vec<Value> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, (group, body))| {
+            let mut attributes =
+                json!({"ApproximateReceiveCount": "1", "SentTimestamp": "1764075600183"});
+            if let Some(group) = group {
+                attributes["MessageGroupId"] = json!(group);
+                attributes["SequenceNumber"] = json!(i.to_string());
+                attributes["MessageDeduplicationId"] = json!(format!("d-{i}"));
+            }
+            json!({
+                "messageId": format!("m-{i}"), "receiptHandle": "handle", "body": body,
+                "attributes": attributes, "messageAttributes": {}, "md5OfBody": "",
+                "eventSource": "aws:sqs", "awsRegion": "us-east-1",
+                "eventSourceARN": format!("arn:aws:sqs:us-east-1:123456789012:{queue}")
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// An S3 notification naming `keys` in `bucket` (each with an ETag, as S3 sends them).
+pub fn s3_event(bucket: &str, keys: &[&str]) -> Value {
+    let records: Vec<Value> = keys
+        .iter()
+        .map(|key| {
+            json!({
+                "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+                "eventTime": "2026-11-24T13:00:00.000Z", "eventName": "ObjectCreated:Put",
+                "userIdentity": {"principalId": "EXAMPLE"},
+                "requestParameters": {"sourceIPAddress": "127.0.0.1"}, "responseElements": {},
+                "s3": {"s3SchemaVersion": "1.0", "configurationId": "t",
+                       "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+                       "object": {"key": key, "size": 1, "eTag": "0123456789abcdef"}}
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// The item identifiers of an answer's `batchItemFailures`.
+pub fn failures(answer: &Value) -> Vec<String> {
+    answer["batchItemFailures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no batchItemFailures in {answer}"))
+        .iter()
+        .map(|f| {
+            f["itemIdentifier"]
+                .as_str()
+                .unwrap_or_else(|| panic!("an itemIdentifier in {answer}"))
+                .to_owned()
+        })
+        .collect()
+}
