@@ -99,6 +99,20 @@ pub struct PluginRef {
     pub version: String,
 }
 
+/// Longest error message an entry keeps (a plugin's own message has no bound).
+const MAX_MESSAGE_BYTES: usize = 8 << 10;
+
+fn cap_message(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message.to_owned();
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &message[..end], message.len())
+}
+
 fn encode(bytes: &[u8]) -> (Option<String>, Option<String>) {
     match std::str::from_utf8(bytes) {
         Ok(text) => (Some(text.to_owned()), None),
@@ -124,7 +138,7 @@ impl DlqEntry {
             },
             error: DlqError {
                 kind: failure.kind.to_string(),
-                message: failure.message.clone(),
+                message: cap_message(&failure.message),
             },
             plugin: plugin.clone(),
             attempts: failure.attempts,

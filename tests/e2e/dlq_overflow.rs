@@ -55,6 +55,40 @@ async fn an_entry_too_large_for_the_queue_is_cut_to_fit_and_said_so() {
     assert!(kept.len() < record.len() && record.starts_with(kept));
     assert!(log.contains("cut to fit"), "{log}");
     assert_eq!(aws.stream_records("out").await.len(), 1);
+
+    // A cut entry holds only part of its record: reprocessing leaves it where it is.
+    aws.sqs
+        .send_message()
+        .queue_url(&dlq)
+        .message_body(&dead[0])
+        .send()
+        .await
+        .expect("put the entry back");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let misbehave = plugin("misbehave");
+    let run = scratch.host_with_env(
+        &[
+            "reprocess",
+            "--plugin",
+            path_str(&misbehave),
+            "--from",
+            "sqs://dlq",
+            "--sink",
+            "default=kinesis://out",
+            "--dlq",
+            "sqs://dlq",
+        ],
+        None,
+        &moto.env(),
+    );
+    run.assert_ok();
+    assert_eq!(run.count("in"), 0, "{}", run.stderr);
+    assert_eq!(
+        aws.stream_records("out").await.len(),
+        1,
+        "nothing cut was sent"
+    );
+    assert_eq!(aws.drain_queue(&dlq).await.len(), 1, "the entry stays");
 }
 
 #[tokio::test(flavor = "multi_thread")]

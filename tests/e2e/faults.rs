@@ -190,6 +190,23 @@ async fn a_refused_record_is_sent_again_with_the_later_ones_of_its_key_in_order(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn on_the_last_attempt_what_the_service_took_counts_as_delivered() {
+    let moto = Moto::start();
+    let (sink, _, aws) = sink_with_faults(&moto, &["a1"], usize::MAX).await;
+    let outputs = keyed(&["a0", "a1", "a2"], |t| &t[..1]);
+    let once = RetryPolicy {
+        max_attempts: 1,
+        ..RETRY
+    };
+    let failures = sink
+        .deliver(outputs.iter().enumerate().collect(), once)
+        .await;
+    // a2 went out behind the refused a1; with no attempt left it is not failed too.
+    assert_eq!(failures.iter().map(|f| f.item).collect::<Vec<_>>(), [1]);
+    assert_eq!(aws.stream_records("out").await, ["a0", "a2"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_record_that_keeps_failing_is_given_up_with_the_reason() {
     let moto = Moto::start();
     let (sink, state, aws) = sink_with_faults(&moto, &["r2"], usize::MAX).await;

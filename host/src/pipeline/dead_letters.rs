@@ -28,23 +28,9 @@ pub(super) struct DeadLetters {
 
 impl DeadLetters {
     /// Writes the DLQ entries of `failures`, setting their verdicts: dead-lettered, or
-    /// (a refused entry, when the source redelivers) handed back.
+    /// (a refused entry, when the source redelivers) handed back. Each entry lists the
+    /// outputs of its record that already went out (`delivered`, by item).
     pub(super) async fn write(
-        &self,
-        ran: &Ran,
-        failures: Vec<(usize, Failure)>,
-        retry: RetryPolicy,
-        redelivers: bool,
-        verdicts: &mut [Option<Verdict>],
-    ) -> Result<(), DeliverError> {
-        let none = HashMap::new();
-        self.write_delivered(ran, failures, &none, retry, redelivers, verdicts)
-            .await
-    }
-
-    /// As [`Self::write`], each entry listing the outputs of its record that were
-    /// delivered before another was refused (`delivered`, by item).
-    pub(super) async fn write_delivered(
         &self,
         ran: &Ran,
         failures: Vec<(usize, Failure)>,

@@ -142,6 +142,14 @@ pub(super) async fn deliver(
     let last_stage = ran.plugins.len().saturating_sub(1);
     let group = |index: usize| groups.get(index).and_then(Option::as_ref);
     let mut verdicts: Vec<Option<Verdict>> = vec![None; count];
+    // Outputs that went out, by item: an earlier try's (reprocessing a DLQ entry), then
+    // this one's. Every DLQ entry written for the item lists them.
+    let mut delivered: HashMap<usize, Vec<usize>> = skip
+        .iter()
+        .enumerate()
+        .filter(|(_, done)| !done.is_empty())
+        .map(|(index, done)| (index, done.clone()))
+        .collect();
     // Per group, the first position from which items are held back: 0 for a group held
     // since an earlier batch, else just after its first item handed back.
     let mut held_from: HashMap<String, usize> = held.iter().map(|g| (g.clone(), 0)).collect();
@@ -181,8 +189,15 @@ pub(super) async fn deliver(
             Outcome::Transformed(outputs) => transformed.push((index, outputs)),
         }
     }
-    dlq.write(&ran, plugin_failures, retry, redelivers, &mut verdicts)
-        .await?;
+    dlq.write(
+        &ran,
+        plugin_failures,
+        &delivered,
+        retry,
+        redelivers,
+        &mut verdicts,
+    )
+    .await?;
     hold_retried(&verdicts, &mut held_from);
 
     // 2. The outputs of the items not held back, each item's outputs checked first
@@ -245,19 +260,28 @@ pub(super) async fn deliver(
         }
     }
 
-    // 3. Items a sink refused go to the DLQ; the rest are delivered.
-    let mut delivered: HashMap<usize, Vec<usize>> = HashMap::new();
+    // 3. Items a sink refused go to the DLQ; the rest are delivered. An item whose
+    // delivery ran out of time with nothing sent goes back to a source that redelivers.
     for (index, outputs) in sending {
         let refusal = refused.get_mut(index).and_then(Option::take);
+        let mut went = Vec::new();
         if refusal.is_some() {
             let failed = failed_positions.remove(&index).unwrap_or_default();
-            let went: Vec<usize> = (0..outputs.len()).filter(|p| !failed.contains(p)).collect();
+            went = (0..outputs.len()).filter(|p| !failed.contains(p)).collect();
             if !went.is_empty() {
-                delivered.insert(index, went);
+                delivered.entry(index).or_default().extend(&went);
             }
         }
+        let nothing_sent = went
+            .iter()
+            .all(|p| skip.get(index).is_some_and(|s| s.contains(p)));
         match refusal {
             None => verdicts[index] = Some(Verdict::Delivered(outputs)),
+            Some(refusal)
+                if redelivers && refusal.kind == FailureKind::Unfinished && nothing_sent =>
+            {
+                verdicts[index] = Some(Verdict::Retry(refusal.message));
+            }
             Some(refusal) => delivery_failures.push((
                 index,
                 Failure {
@@ -273,7 +297,11 @@ pub(super) async fn deliver(
             )),
         }
     }
-    dlq.write_delivered(
+    for outputs in delivered.values_mut() {
+        outputs.sort_unstable();
+        outputs.dedup();
+    }
+    dlq.write(
         &ran,
         delivery_failures,
         &delivered,

@@ -210,6 +210,8 @@ impl Pipeline {
         let mut ledger = Ledger::default();
         // Ordering groups with an item handed back: their later items wait too.
         let mut held = HashSet::new();
+        // Out of time, a source that does not redeliver may still take its items back.
+        let mut hand_back = false;
         // A new plugin version is taken between runs (a Lambda invocation, a command),
         // never during one: every batch of a run meets the same version.
         if self.chain.is_none() {
@@ -219,11 +221,13 @@ impl Pipeline {
         while let Some(batch) = source.next_batch(self.batch_size).await? {
             ledger.enter(batch.len());
             if budget.exhausted() {
-                if !source.redelivers() {
-                    // This batch entered and will not settle: the source's own retry
-                    // brings it back (from its checkpoint, if it keeps one).
-                    source.suspend().await?;
-                    return Err(RunError::OutOfTime(ledger.summary()));
+                if !source.redelivers() && !hand_back {
+                    hand_back = source.suspend().await?;
+                    if !hand_back {
+                        // This batch entered and will not settle: the source's own retry
+                        // brings it back (from its checkpoint, if it keeps one).
+                        return Err(RunError::OutOfTime(ledger.summary()));
+                    }
                 }
                 let verdicts: Vec<(S::Id, Verdict)> = batch
                     .into_iter()

@@ -493,14 +493,16 @@ pub(crate) async fn send_with_retries<T: Clone>(
     let mut last_error = String::new();
     let mut out_of_time = false;
     for attempt in 1..=retry.max_attempts {
-        let mut failed: Vec<T> = Vec::new();
+        // What goes again, and whether the service already took it (sent again only to
+        // stay behind a refused entry of its key).
+        let mut failed: Vec<(T, bool)> = Vec::new();
         let mut blocked: std::collections::HashSet<String> = std::collections::HashSet::new();
         for range in pack(&pending) {
             let mut chunk = Vec::with_capacity(range.len());
             for entry in &pending[range] {
                 match key(entry) {
                     // An earlier entry of its key is to be sent again: this one waits.
-                    Some(k) if blocked.contains(&k) => failed.push(entry.clone()),
+                    Some(k) if blocked.contains(&k) => failed.push((entry.clone(), false)),
                     _ => chunk.push(entry.clone()),
                 }
             }
@@ -529,23 +531,28 @@ pub(crate) async fn send_with_retries<T: Clone>(
                     if let Some(k) = k {
                         blocked.insert(k);
                     }
-                    failed.push(entry);
+                    failed.push((entry, !refused));
                 }
             }
         }
-        pending = failed;
+        let last = attempt == retry.max_attempts;
+        let delay = crate::config::backoff(retry.base_delay, attempt);
+        let no_time = !last && !retry.budget.allows_wait(delay);
+        if last || no_time {
+            // No more tries: what the service took is delivered, whatever its order.
+            pending = failed
+                .into_iter()
+                .filter_map(|(entry, taken)| (!taken).then_some(entry))
+                .collect();
+            out_of_time = no_time && !pending.is_empty();
+            break;
+        }
+        pending = failed.into_iter().map(|(entry, _)| entry).collect();
         if pending.is_empty() {
             break;
         }
-        if attempt < retry.max_attempts {
-            let delay = crate::config::backoff(retry.base_delay, attempt);
-            if !retry.budget.allows_wait(delay) {
-                out_of_time = true;
-                break;
-            }
-            tracing::warn!(entries = pending.len(), attempt, reason = %last_error, "a sink call partly failed; retrying those entries");
-            tokio::time::sleep(delay).await;
-        }
+        tracing::warn!(entries = pending.len(), attempt, reason = %last_error, "a sink call partly failed; retrying those entries");
+        tokio::time::sleep(delay).await;
     }
     Undelivered {
         entries: pending,

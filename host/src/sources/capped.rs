@@ -68,10 +68,13 @@ impl<R: Read> Read for CappedLines<R> {
             }
             let mut kept = 0;
             for &byte in &self.scratch[..n] {
-                if byte == b'\n' {
+                if byte == b'\n' || byte == b'\r' {
+                    // A bare `\r` ends a line for the CSV parser too.
                     out[kept] = byte;
                     kept += 1;
-                    self.line += 1;
+                    if byte == b'\n' {
+                        self.line += 1;
+                    }
                     self.in_line = 0;
                 } else if self.in_line < self.max {
                     out[kept] = byte;

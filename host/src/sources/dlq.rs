@@ -31,6 +31,15 @@ fn entry(text: &str, started: &str) -> Option<DlqEntry> {
 }
 
 fn record_of(entry: &DlqEntry) -> Option<Decoded> {
+    // Only the first bytes of such a record were kept: running them would deliver a
+    // cut record as if it were whole.
+    if entry.cut.is_some() || entry.error.kind == "input-too-large" {
+        tracing::error!(
+            kind = %entry.error.kind,
+            "a DLQ entry that holds only part of its record; left in place"
+        );
+        return None;
+    }
     match entry.original() {
         Ok(record) => Some(Ok(record)),
         Err(e) => {

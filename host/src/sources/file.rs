@@ -200,7 +200,7 @@ impl FileSource {
                 }
                 *line += 1;
                 let text = trim_line_end(buffer);
-                if text.iter().all(u8::is_ascii_whitespace) {
+                if !cut && text.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
                 let (json, line) = (*json, *line);
@@ -449,6 +449,27 @@ mod tests {
         );
         assert_eq!(bad.record.attribute("line"), Some("4"));
         assert!(items[2].is_ok());
+    }
+
+    #[test]
+    fn a_long_line_of_leading_blanks_is_cut_not_skipped() {
+        let text = format!("{}x\n{{\"a\":1}}\n", " ".repeat(3000));
+        let limits = InputLimits {
+            record: 1024,
+            ..InputLimits::default()
+        };
+        let source = FileSource::within(
+            Box::new(std::io::Cursor::new(text)),
+            InputFormat::Jsonl,
+            "t",
+            limits,
+        )
+        .expect("source");
+        let items: Vec<Decoded> = source.collect::<Result<_, _>>().expect("readable");
+        assert_eq!(items.len(), 2);
+        let cut = items[0].as_ref().expect_err("too long");
+        assert_eq!(cut.kind, FailureKind::InputTooLarge);
+        assert!(items[1].is_ok());
     }
 
     #[test]

@@ -133,4 +133,11 @@ impl Source for LambdaEvent {
         self.settled.extend(settled);
         Ok(())
     }
+
+    /// Firehose takes records back one by one (`ProcessingFailed`, to its error output)
+    /// rather than the whole batch again, which would repeat what is already done; a
+    /// direct invocation fails, its caller deciding.
+    async fn suspend(&mut self) -> Result<bool, SourceError> {
+        Ok(self.kind == EventKind::Firehose)
+    }
 }

@@ -125,11 +125,13 @@ pub trait Source: Send {
         settled: Vec<(Self::Id, Verdict)>,
     ) -> impl Future<Output = Result<(), SourceError>> + Send;
 
-    /// The run's time is up and the source does not redeliver item by item: it may
-    /// record how far it got, so that the whole retry its own source will make resumes
-    /// there instead of starting over (an S3 notification's checkpoint).
-    fn suspend(&mut self) -> impl Future<Output = Result<(), SourceError>> + Send {
-        async { Ok(()) }
+    /// The run's time is up and the source does not redeliver item by item. It may
+    /// record how far it got, so that the whole retry its own source makes resumes there
+    /// (an S3 notification's checkpoint); `Ok(true)` asks instead for the rest of its
+    /// items to be settled as [`Verdict::Retry`] (Firehose answers them
+    /// `ProcessingFailed`), `Ok(false)` for the run to fail.
+    fn suspend(&mut self) -> impl Future<Output = Result<bool, SourceError>> + Send {
+        async { Ok(false) }
     }
 }
 

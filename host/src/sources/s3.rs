@@ -171,9 +171,9 @@ impl Source for ObjectSource {
         Ok(())
     }
 
-    async fn suspend(&mut self) -> Result<(), SourceError> {
+    async fn suspend(&mut self) -> Result<bool, SourceError> {
         let Some((checkpoints, key)) = &self.checkpoints else {
-            return Ok(());
+            return Ok(false);
         };
         let checkpoint = Checkpoint {
             objects: self.names.clone(),
@@ -187,7 +187,7 @@ impl Source for ObjectSource {
             items_done = checkpoint.items_done,
             "out of time: recorded how far this S3 notification got, for the retry"
         );
-        Ok(())
+        Ok(false)
     }
 }
 
