@@ -169,6 +169,53 @@ impl AwsClients {
         })
     }
 
+    /// Puts `body` at `key` unless an object is already there (`If-None-Match: *`),
+    /// retrying with backoff. An object already there counts as written: the key is
+    /// derived from the content, so it is this write, landed on an earlier attempt (a
+    /// connection cut after the request was sent) or by an earlier try of the batch.
+    pub async fn put_once(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        retry: RetryPolicy,
+    ) -> Result<(), AwsError> {
+        let mut last_error = String::new();
+        let mut out_of_time = false;
+        for attempt in 1..=retry.max_attempts {
+            let result = self
+                .s3
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .if_none_match("*")
+                .body(ByteStream::from(body.clone()))
+                .send()
+                .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+                    tracing::info!(%bucket, %key, "the object is already written; not written again");
+                    return Ok(());
+                }
+                Err(e) => last_error = describe_error(&e),
+            }
+            if attempt < retry.max_attempts {
+                let delay = backoff(retry.base_delay, attempt);
+                if !retry.budget.allows_wait(delay) {
+                    out_of_time = true;
+                    break;
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+        Err(AwsError {
+            what: format!("s3://{bucket}/{key}"),
+            reason: format!("PutObject failed: {last_error}"),
+            out_of_time,
+        })
+    }
+
     /// The URL of the SQS queue named `queue`.
     pub async fn queue_url(&self, queue: &str) -> Result<String, AwsError> {
         let what = || format!("SQS queue {queue}");
@@ -192,11 +239,16 @@ impl AwsClients {
 
 /// `prefix/dt=YYYY-MM-DD/hour=HH/<unix-millis>-<random>.<extension>`.
 pub fn partitioned_key(prefix: &str, now: SystemTime, extension: &str) -> String {
-    let stamp = humantime::format_rfc3339_millis(now).to_string(); // 2026-11-24T13:05:11.123Z
     let millis = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let name = format!("{millis}-{:016x}.{extension}", fastrand::u64(..));
+    partitioned(prefix, now, &name)
+}
+
+/// `prefix/dt=YYYY-MM-DD/hour=HH/<name>`.
+pub fn partitioned(prefix: &str, now: SystemTime, name: &str) -> String {
+    let stamp = humantime::format_rfc3339_millis(now).to_string(); // 2026-11-24T13:05:11.123Z
     let partition = format!("dt={}/hour={}", &stamp[..10], &stamp[11..13]);
     let prefix = prefix.trim_end_matches('/');
     if prefix.is_empty() {

@@ -328,3 +328,43 @@ fn a_csv_row_over_the_record_limit_is_dead_lettered_and_the_rest_is_read() {
     let kept = text(&dlq[0]["record"]["payload"], "the kept bytes");
     assert!(kept.len() <= 1024 && kept.starts_with("2,xxx"), "{kept}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_records_delivered_twice_write_one_s3_object() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("lake").await;
+    aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    let input = scratch.write("rows.jsonl", "{\"a\":1}\n{\"a\":2}\n");
+    let wasm = plugin("misbehave");
+    let args = [
+        "run",
+        "--plugin",
+        path_str(&wasm),
+        "--input",
+        path_str(&input),
+        "--sink",
+        "default=s3://lake/rows",
+        "--dlq",
+        "sqs://dlq",
+    ];
+    // A retry of the same records (here: the same run twice) makes the same key, and
+    // the second write finds the first in place.
+    for _ in 0..2 {
+        let run = scratch.host_with_env(&args, None, &moto.env());
+        run.assert_ok();
+        assert_eq!(run.balanced(), [2, 2, 0, 0]);
+    }
+    let objects = aws.objects("lake", "rows/").await;
+    assert_eq!(
+        objects.len(),
+        1,
+        "{:?}",
+        objects.iter().map(|o| &o.0).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&objects[0].1),
+        "{\"a\":1}\n{\"a\":2}\n"
+    );
+}

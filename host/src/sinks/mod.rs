@@ -281,9 +281,14 @@ impl Sink {
         }
     }
 
-    /// Whether the sink deduplicates by output identity ([`Output::id`]).
+    /// Whether the sink uses output identities ([`Output::id`]): an SQS FIFO queue
+    /// deduplicates by them, an S3 sink names its objects after them.
     pub fn deduplicates(&self) -> bool {
-        matches!(self, Self::Sqs(sink) if sink.deduplicates())
+        match self {
+            Self::Sqs(sink) => sink.deduplicates(),
+            Self::S3(_) => true,
+            _ => false,
+        }
     }
 
     /// The largest entry this sink takes, when it has a limit (an SQS message body).

@@ -67,12 +67,16 @@ impl S3Sink {
                 }
             }
         };
-        let put = self
-            .aws
-            .put_new_object(&self.bucket, &self.prefix, self.extension(), body, retry)
-            .await;
+        // The same outputs make the same key on every attempt and every try of the batch,
+        // so a write that already landed is not made twice.
+        let key = crate::aws::partitioned(
+            &self.prefix,
+            std::time::SystemTime::now(),
+            &format!("{}.{}", content_name(&outputs, &body), self.extension()),
+        );
+        let put = self.aws.put_once(&self.bucket, &key, body, retry).await;
         match put {
-            Ok(key) => {
+            Ok(()) => {
                 tracing::debug!(bucket = %self.bucket, %key, outputs = outputs.len(), "wrote S3 object");
                 Vec::new()
             }
@@ -123,6 +127,21 @@ impl S3Sink {
             ObjectFormat::Parquet => "parquet",
         }
     }
+}
+
+/// The name of an object holding `outputs`: a hash of their identities (their records'
+/// and their places, when the pipeline set them) and of the bytes written.
+fn content_name(outputs: &[(usize, &Output)], body: &[u8]) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    for (_, output) in outputs {
+        if let Some(id) = &output.id {
+            hash.update(id.as_bytes());
+        }
+        hash.update(b"\n");
+    }
+    hash.update(sha2::Sha256::digest(body));
+    hex::encode(&hash.finalize()[..16])
 }
 
 /// One JSON line for a payload: the payload itself when it is one line of JSON,
