@@ -195,8 +195,10 @@ impl Pipeline {
     /// this is an error.
     ///
     /// Once the budget is spent no batch starts: a source that redelivers gets its
-    /// remaining items back for a retry; any other source makes this an error
-    /// ([`RunError::OutOfTime`]), its finished batches already settled.
+    /// remaining items back for a retry, and so does one whose [`Source::suspend`] asks
+    /// for it (Firehose); any other source makes this an error ([`RunError::OutOfTime`]),
+    /// its finished batches already settled and, for an S3 notification, a checkpoint
+    /// written.
     pub async fn run<S: Source>(
         &mut self,
         source: &mut S,
