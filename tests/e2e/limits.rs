@@ -140,3 +140,45 @@ fn validate_refuses_a_bad_setting_at_init() {
     s.run_plugin("validate", &input, &["--config", "max_amount=lots"])
         .assert_error("max_amount");
 }
+
+#[test]
+fn a_trap_does_not_carry_what_an_earlier_record_wrote_to_stderr() {
+    let s = Scratch::new();
+    let input = s.write("in.txt", "noisy\nloop\n");
+    let run = s.run_plugin(
+        "misbehave",
+        &input,
+        &["--format", "lines", "--deadline-ms", "200"],
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [2, 1, 0, 1]);
+    let dlq = s.json_lines("dlq.jsonl");
+    let message = text(&dlq[0]["error"]["message"], "the trap's message");
+    assert!(message.contains("CPU deadline"), "{message}");
+    assert!(
+        !message.contains("noise from another record"),
+        "another record's stderr blamed on this one: {message}"
+    );
+}
+
+#[test]
+fn a_plugin_cannot_flood_or_forge_host_log_lines() {
+    let s = Scratch::new();
+    let input = s.write("in.txt", "flood\n");
+    let run = s.run_plugin_with_env(
+        "misbehave",
+        &input,
+        &["--format", "lines"],
+        &[("HOST_LOG", "info".to_owned())],
+    );
+    run.assert_ok();
+    let plugin_lines = run.stderr.lines().filter(|l| l.contains("flood ")).count();
+    assert_eq!(plugin_lines, 100, "{}", run.stderr);
+    assert!(
+        !run.stderr
+            .lines()
+            .any(|l| l.starts_with("forged host line")),
+        "a plugin line broke into a second host line"
+    );
+    assert!(run.stderr.contains("the rest of this call's are dropped"));
+}

@@ -16,7 +16,7 @@ use wasmtime::Store;
 
 use super::bindings::Transform;
 use super::bindings::pipeline::plugin::types::Error as WireError;
-use super::sandbox::{self, StoreState, TrapKind};
+use super::sandbox::{self, MAX_METRIC_NAMES, StoreState, TrapKind};
 use super::wire::{Packer, PluginResult, unpack};
 use super::{Plugin, PluginError, deadline_ticks};
 use crate::config::Budget;
@@ -240,16 +240,29 @@ impl Runner {
             })?;
         live.store
             .set_epoch_deadline(deadline_ticks(limits.deadline));
+        live.store.data_mut().begin_call();
         self.metrics.calls += 1;
         let answer = live.bindings.call_transform(&mut live.store, batch);
         // Telemetry counts only from calls whose results are kept: a trapped call's
         // records run again, and their counters would count twice.
         let telemetry = std::mem::take(&mut live.store.data_mut().telemetry);
         if answer.is_ok() {
+            // Bounded like a call's: a plugin cannot grow these maps for the runner's life.
             for (name, delta) in telemetry.counters {
-                *self.metrics.counters.entry(name).or_default() += delta;
+                if self.metrics.counters.len() < MAX_METRIC_NAMES
+                    || self.metrics.counters.contains_key(&name)
+                {
+                    let counter = self.metrics.counters.entry(name).or_default();
+                    *counter = counter.saturating_add(delta);
+                }
             }
-            self.metrics.gauges.extend(telemetry.gauges);
+            for (name, value) in telemetry.gauges {
+                if self.metrics.gauges.len() < MAX_METRIC_NAMES
+                    || self.metrics.gauges.contains_key(&name)
+                {
+                    self.metrics.gauges.insert(name, value);
+                }
+            }
         }
         match answer {
             Ok(batch) => {

@@ -14,6 +14,17 @@ use super::bindings::pipeline::plugin::{host, types};
 
 /// Longest log message or stderr tail the host keeps from a plugin.
 const MAX_TEXT: usize = 4096;
+/// Log lines a plugin may write in one call; the rest are dropped (said once).
+const MAX_LOG_LINES_PER_CALL: u32 = 100;
+/// Longest counter or gauge name, and how many distinct names one call may report.
+const MAX_METRIC_NAME: usize = 128;
+pub(crate) const MAX_METRIC_NAMES: usize = 256;
+/// Linear memories, tables and instances one plugin instance may have, and elements per
+/// table: generous for any language's component, bounded for a hostile one.
+const MAX_MEMORIES: usize = 8;
+const MAX_TABLES: usize = 64;
+const MAX_INSTANCES: usize = 64;
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
 /// Per-instance state inside a wasmtime `Store`.
 pub(crate) struct StoreState {
@@ -23,6 +34,8 @@ pub(crate) struct StoreState {
     stderr: StderrTail,
     label: String,
     pub(crate) telemetry: Telemetry,
+    /// Log lines written in the current call.
+    log_lines: u32,
 }
 
 /// Counters and gauges a plugin reported during one call.
@@ -43,12 +56,21 @@ impl StoreState {
             table: ResourceTable::new(),
             memory: MemoryCap {
                 limit: memory_bytes,
+                total: 0,
                 hit: false,
             },
             stderr,
             label,
             telemetry: Telemetry::default(),
+            log_lines: 0,
         }
+    }
+
+    /// Before each call: what the plugin wrote to stderr before belongs to other
+    /// records, and the per-call log allowance starts again.
+    pub(crate) fn begin_call(&mut self) {
+        self.stderr.clear();
+        self.log_lines = 0;
     }
 
     pub(crate) fn limiter(&mut self) -> &mut dyn ResourceLimiter {
@@ -71,9 +93,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result
     Ok(())
 }
 
-/// Denies memory growth past the cap by trapping, and remembers that it did.
+/// Denies memory growth past the cap by trapping, and remembers that it did. The cap
+/// is on all of an instance's linear memories together.
 struct MemoryCap {
     limit: usize,
+    /// Bytes of all memories so far.
+    total: usize,
     hit: bool,
 }
 
@@ -88,18 +113,20 @@ pub(crate) struct MemoryLimitExceeded {
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
+        let total = self.total.saturating_add(desired.saturating_sub(current));
+        if total > self.limit {
             self.hit = true;
             return Err(MemoryLimitExceeded {
                 limit: self.limit,
-                desired,
+                desired: total,
             }
             .into());
         }
+        self.total = total;
         Ok(true)
     }
 
@@ -109,7 +136,19 @@ impl ResourceLimiter for MemoryCap {
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
     }
 }
 
@@ -154,7 +193,15 @@ impl types::Host for StoreState {}
 
 impl host::Host for StoreState {
     fn log(&mut self, level: types::LogLevel, message: String) {
-        let message = truncate(&message);
+        self.log_lines = self.log_lines.saturating_add(1);
+        if self.log_lines > MAX_LOG_LINES_PER_CALL {
+            if self.log_lines == MAX_LOG_LINES_PER_CALL + 1 {
+                tracing::warn!(plugin = %self.label, "more than {MAX_LOG_LINES_PER_CALL} log lines in one call: the rest of this call's are dropped");
+            }
+            return;
+        }
+        // One plugin line is one host line: a line break cannot forge another entry.
+        let message = truncate(&message).replace('\n', "\\n").replace('\r', "\\r");
         let plugin = self.label.as_str();
         match level {
             types::LogLevel::Trace => tracing::trace!(plugin, "{message}"),
@@ -166,13 +213,36 @@ impl host::Host for StoreState {
     }
 
     fn counter(&mut self, name: String, delta: u64) {
+        let Some(name) = metric_name(name, self.telemetry.counters.len()) else {
+            return;
+        };
         let counter = self.telemetry.counters.entry(name).or_default();
         *counter = counter.saturating_add(delta);
     }
 
     fn gauge(&mut self, name: String, value: f64) {
+        let Some(name) = metric_name(name, self.telemetry.gauges.len()) else {
+            return;
+        };
         self.telemetry.gauges.insert(name, value);
     }
+}
+
+/// A metric name as kept: cut to its longest, and refused past the number of names.
+fn metric_name(name: String, names: usize) -> Option<String> {
+    if names >= MAX_METRIC_NAMES {
+        return None;
+    }
+    let cut = if name.len() > MAX_METRIC_NAME {
+        let mut end = MAX_METRIC_NAME;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name[..end].to_owned()
+    } else {
+        name
+    };
+    Some(cut)
 }
 
 fn truncate(text: &str) -> &str {
@@ -194,6 +264,12 @@ struct StderrTail {
 }
 
 impl StderrTail {
+    fn clear(&self) {
+        if let Ok(mut buffer) = self.buffer.lock() {
+            buffer.clear();
+        }
+    }
+
     fn append(&self, data: &[u8]) {
         let Ok(mut buffer) = self.buffer.lock() else {
             return;

@@ -2,8 +2,9 @@
 //!
 //! Each record's payload says what to do: `echo`, `panic`, `loop` (spin forever),
 //! `alloc` (allocate without bound), `huge` (one 8 MiB output), `fail` (domain error),
-//! `flaky` (infrastructure error), `drop`, `log`. Config `init=fail` or `init=panic`
-//! makes `init` refuse or trap.
+//! `flaky` (infrastructure error), `drop`, `log`, `noisy` (writes to stderr, then echoes),
+//! `flood` (1000 log lines, each trying to forge a second one). Config `init=fail` or
+//! `init=panic` makes `init` refuse or trap.
 
 use guest_sdk::{Config, Error, Output, Record, log};
 
@@ -28,6 +29,16 @@ pub fn transform(record: Record) -> Result<Vec<Output>, Error> {
         "fail" => Err(Error::domain("misbehave: asked to fail")),
         "flaky" => Err(Error::infrastructure("misbehave: transient failure")),
         "drop" => Ok(Vec::new()),
+        "noisy" => {
+            eprintln!("noise from another record");
+            Ok(vec![Output::new(record.payload())])
+        }
+        "flood" => {
+            for i in 0..1000 {
+                log::info(&format!("flood {i}\nforged host line"));
+            }
+            Ok(vec![Output::new(record.payload())])
+        }
         "log" => {
             log::info("misbehave: a log line");
             guest_sdk::metrics::counter("logged", 1);
