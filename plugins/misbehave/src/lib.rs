@@ -35,7 +35,7 @@ pub fn transform(record: Record) -> Result<Vec<Output>, Error> {
         }
         "flood" => {
             for i in 0..1000 {
-                log::info(&format!("flood {i}\nforged host line"));
+                log::info(format!("flood {i}\nforged host line"));
             }
             Ok(vec![Output::new(record.payload())])
         }
