@@ -1,7 +1,7 @@
 //! The sandbox's limits, driven through the real binary with the misbehaving plugin:
 //! the host survives every failure and every record is accounted for.
 
-use crate::support::{Scratch, text};
+use crate::support::{Scratch, path_str, text};
 
 fn dlq_kinds(s: &Scratch) -> Vec<(String, String)> {
     s.json_lines("dlq.jsonl")
@@ -181,4 +181,30 @@ fn a_plugin_cannot_flood_or_forge_host_log_lines() {
         "a plugin line broke into a second host line"
     );
     assert!(run.stderr.contains("the rest of this call's are dropped"));
+}
+
+#[test]
+fn a_record_broken_by_an_earlier_one_gets_a_fresh_instance_before_it_is_blamed() {
+    let s = Scratch::new();
+    // `poison` breaks the instance; `check` then panics on it, but not on a fresh one.
+    let input = s.write("in.txt", "poison\ncheck\n");
+    let out = s.path("out.jsonl");
+    let run = s.run_plugin(
+        "misbehave",
+        &input,
+        &[
+            "--format",
+            "lines",
+            "--output",
+            path_str(&out),
+            "--emit",
+            "payload",
+        ],
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [2, 2, 0, 0]);
+    assert_eq!(
+        std::fs::read_to_string(&out).expect("outputs"),
+        "poison\ncheck\n"
+    );
 }

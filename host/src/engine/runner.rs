@@ -4,7 +4,9 @@
 //! - A trap (panic, CPU deadline, memory cap, contract violation) fails the whole call
 //!   and kills the instance. The runner starts a fresh instance from the pre-instantiated
 //!   component and re-runs the batch split in halves until the record that traps is
-//!   alone: only that record fails, its neighbours are processed normally.
+//!   alone: only that record fails, its neighbours are processed normally. A record that
+//!   traps alone on an instance earlier records ran in gets one more try on a fresh
+//!   instance before it is blamed (their state may be what broke it).
 //! - An infrastructure error is retried, only for the records that reported it, with
 //!   exponential backoff and jitter, up to `max-attempts`; then the record fails.
 //! - A time [`Budget`] bounds it all: no call or backoff starts past it, and the records
@@ -57,6 +59,8 @@ struct Live {
 struct CallFailure {
     kind: FailureKind,
     message: String,
+    /// The call ran on an instance started for it (no earlier record's state in it).
+    fresh: bool,
 }
 
 /// Runs batches through one plugin, keeping one live instance between calls.
@@ -146,7 +150,7 @@ impl Runner {
                             limits.max_output_bytes
                         ),
                     ),
-                    Err(CallFailure { kind, message }) => fail(kind, message),
+                    Err(CallFailure { kind, message, .. }) => fail(kind, message),
                 };
             });
             if retry.is_empty() {
@@ -196,6 +200,7 @@ impl Runner {
                     Err(CallFailure {
                         kind: FailureKind::Unfinished,
                         message: UNFINISHED.into(),
+                        fresh: true,
                     }),
                 );
             }
@@ -206,6 +211,19 @@ impl Runner {
                 for (&index, result) in indices.iter().zip(results) {
                     report(index, Ok(result));
                 }
+            }
+            // A trap on an instance earlier records ran in may be their doing (state they
+            // corrupted): the record gets a second chance on a fresh instance first.
+            Err(failure)
+                if indices.len() == 1
+                    && !failure.fresh
+                    && matches!(failure.kind, FailureKind::Trap | FailureKind::MemoryLimit) =>
+            {
+                self.live = None;
+                let again = self
+                    .call(records, indices)
+                    .map(|mut results| results.remove(0));
+                report(indices[0], again);
             }
             Err(failure) if indices.len() == 1 => report(indices[0], Err(failure)),
             Err(failure) => {
@@ -224,11 +242,13 @@ impl Runner {
         indices: &[usize],
     ) -> Result<Vec<PluginResult>, CallFailure> {
         let limits = self.plugin.engine.limits().clone();
+        let fresh = self.live.is_none();
         let mut live = match self.live.take() {
             Some(live) => live,
             None => self.start().map_err(|e| CallFailure {
                 kind: FailureKind::Trap,
                 message: e.to_string(),
+                fresh: true,
             })?,
         };
         let batch = self
@@ -237,6 +257,7 @@ impl Runner {
             .map_err(|e| CallFailure {
                 kind: FailureKind::Contract,
                 message: e.to_string(),
+                fresh: true,
             })?;
         live.store
             .set_epoch_deadline(deadline_ticks(limits.deadline));
@@ -270,6 +291,7 @@ impl Runner {
                 unpack(batch, indices.len(), limits.max_output_bytes).map_err(|e| CallFailure {
                     kind: FailureKind::Contract,
                     message: e.to_string(),
+                    fresh: true,
                 })
             }
             Err(trap) => {
@@ -283,6 +305,7 @@ impl Runner {
                 Err(CallFailure {
                     kind,
                     message: sandbox::describe_trap(&live.store, &trap),
+                    fresh,
                 })
             }
         }

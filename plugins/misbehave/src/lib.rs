@@ -3,10 +3,16 @@
 //! Each record's payload says what to do: `echo`, `panic`, `loop` (spin forever),
 //! `alloc` (allocate without bound), `huge` (one 8 MiB output), `fail` (domain error),
 //! `flaky` (infrastructure error), `drop`, `log`, `noisy` (writes to stderr, then echoes),
-//! `flood` (1000 log lines, each trying to forge a second one). Config `init=fail` or
-//! `init=panic` makes `init` refuse or trap.
+//! `flood` (1000 log lines, each trying to forge a second one), `poison` (breaks the
+//! instance's state, then echoes) and `check` (panics on a broken instance, else echoes).
+//! Config `init=fail` or `init=panic` makes `init` refuse or trap.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use guest_sdk::{Config, Error, Output, Record, log};
+
+/// Set by `poison`: the instance's state is broken from then on.
+static POISONED: AtomicBool = AtomicBool::new(false);
 
 /// The transform: does what the payload says.
 pub fn transform(record: Record) -> Result<Vec<Output>, Error> {
@@ -29,6 +35,13 @@ pub fn transform(record: Record) -> Result<Vec<Output>, Error> {
         "fail" => Err(Error::domain("misbehave: asked to fail")),
         "flaky" => Err(Error::infrastructure("misbehave: transient failure")),
         "drop" => Ok(Vec::new()),
+        "poison" => {
+            POISONED.store(true, Ordering::Relaxed);
+            Ok(vec![Output::new(record.payload())])
+        }
+        "check" if POISONED.load(Ordering::Relaxed) => {
+            panic!("misbehave: this instance was poisoned by an earlier record")
+        }
         "noisy" => {
             eprintln!("noise from another record");
             Ok(vec![Output::new(record.payload())])
