@@ -129,44 +129,8 @@ impl AwsClients {
         body: Vec<u8>,
         retry: RetryPolicy,
     ) -> Result<String, AwsError> {
-        let mut last_error = String::new();
-        let mut out_of_time = false;
-        for attempt in 1..=retry.max_attempts {
-            let key = partitioned_key(prefix, SystemTime::now(), extension);
-            let result = self
-                .s3
-                .put_object()
-                .bucket(bucket)
-                .key(&key)
-                .if_none_match("*")
-                .body(ByteStream::from(body.clone()))
-                .send()
-                .await;
-            match result {
-                Ok(_) => return Ok(key),
-                Err(e) => last_error = describe_error(&e),
-            }
-            if attempt < retry.max_attempts {
-                let delay = backoff(retry.base_delay, attempt);
-                if !retry.budget.allows_wait(delay) {
-                    out_of_time = true;
-                    break;
-                }
-                tokio::time::sleep(delay).await;
-            }
-        }
-        Err(AwsError {
-            what: format!("S3 bucket {bucket}"),
-            reason: if out_of_time {
-                format!("PutObject failed (out of time): {last_error}")
-            } else {
-                format!(
-                    "PutObject failed {} times: {last_error}",
-                    retry.max_attempts
-                )
-            },
-            out_of_time,
-        })
+        let new_key = || partitioned_key(prefix, SystemTime::now(), extension);
+        self.put_retrying(bucket, new_key, body, retry, false).await
     }
 
     /// Puts `body` at `key` unless an object is already there (`If-None-Match: *`),
@@ -180,23 +144,42 @@ impl AwsClients {
         body: Vec<u8>,
         retry: RetryPolicy,
     ) -> Result<(), AwsError> {
+        self.put_retrying(bucket, || key.to_owned(), body, retry, true)
+            .await
+            .map(drop)
+    }
+
+    /// The retry loop of both puts: `key()` for each attempt; with `existing_is_ours`, a
+    /// 412 (the key is taken) is this write already landed.
+    async fn put_retrying(
+        &self,
+        bucket: &str,
+        key: impl Fn() -> String,
+        body: Vec<u8>,
+        retry: RetryPolicy,
+        existing_is_ours: bool,
+    ) -> Result<String, AwsError> {
         let mut last_error = String::new();
         let mut out_of_time = false;
         for attempt in 1..=retry.max_attempts {
+            let key = key();
             let result = self
                 .s3
                 .put_object()
                 .bucket(bucket)
-                .key(key)
+                .key(&key)
                 .if_none_match("*")
                 .body(ByteStream::from(body.clone()))
                 .send()
                 .await;
             match result {
-                Ok(_) => return Ok(()),
-                Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+                Ok(_) => return Ok(key),
+                Err(e)
+                    if existing_is_ours
+                        && e.raw_response().is_some_and(|r| r.status().as_u16() == 412) =>
+                {
                     tracing::info!(%bucket, %key, "the object is already written; not written again");
-                    return Ok(());
+                    return Ok(key);
                 }
                 Err(e) => last_error = describe_error(&e),
             }
@@ -209,9 +192,14 @@ impl AwsClients {
                 tokio::time::sleep(delay).await;
             }
         }
+        let stopped = if out_of_time {
+            "out of time".to_owned()
+        } else {
+            format!("{} attempts", retry.max_attempts)
+        };
         Err(AwsError {
-            what: format!("s3://{bucket}/{key}"),
-            reason: format!("PutObject failed: {last_error}"),
+            what: format!("S3 bucket {bucket}"),
+            reason: format!("PutObject failed ({stopped}): {last_error}"),
             out_of_time,
         })
     }

@@ -33,7 +33,6 @@ pub struct Host {
     pipeline: Pipeline,
     aws: AwsClients,
     time_margin: Duration,
-    max_record_bytes: usize,
     input_limits: crate::sources::InputLimits,
     checkpoints: Option<(String, String)>,
 }
@@ -54,7 +53,6 @@ impl Host {
             pipeline,
             aws,
             time_margin: settings.time_margin,
-            max_record_bytes: settings.max_record_bytes,
             input_limits: settings.input_limits(),
             checkpoints: settings.checkpoint_location(),
         })
@@ -77,7 +75,7 @@ impl Host {
         let decoded = events::decode_within(kind, event, self.input_limits)?;
         if kind == EventKind::S3 {
             let mut source =
-                ObjectSource::new(self.aws.clone(), decoded.objects, self.max_record_bytes);
+                ObjectSource::new(self.aws.clone(), decoded.objects, self.input_limits.record);
             if let Some((bucket, prefix)) = &self.checkpoints {
                 source = source.checkpointed(Checkpoints::new(
                     self.aws.clone(),

@@ -93,6 +93,21 @@ pub enum RunError {
 
 const OUT_OF_TIME: &str = "the invocation's time ran out before this item's batch started";
 
+/// Counts a batch's verdicts, checks that every item that entered has one, and only then
+/// hands them to the source (which may delete a DLQ entry, answer Lambda, ...).
+async fn settle<S: Source>(
+    ledger: &mut Ledger,
+    source: &mut S,
+    settled: Vec<(S::Id, Verdict)>,
+) -> Result<(), RunError> {
+    for (_, verdict) in &settled {
+        ledger.settle(verdict);
+    }
+    ledger.close()?;
+    source.settle(settled).await?;
+    Ok(())
+}
+
 /// Where a run's outputs go.
 #[derive(Clone, Copy)]
 pub enum Outputs<'a> {
@@ -231,15 +246,11 @@ impl Pipeline {
                         return Err(RunError::OutOfTime(ledger.summary()));
                     }
                 }
-                let verdicts: Vec<(S::Id, Verdict)> = batch
+                let verdicts = batch
                     .into_iter()
                     .map(|item| (item.id, Verdict::Retry(OUT_OF_TIME.into())))
                     .collect();
-                for (_, verdict) in &verdicts {
-                    ledger.settle(verdict);
-                }
-                ledger.close()?;
-                source.settle(verdicts).await?;
+                settle(&mut ledger, source, verdicts).await?;
                 continue;
             }
             let mut ids = Vec::with_capacity(batch.len());
@@ -290,14 +301,7 @@ impl Pipeline {
             if let Some(reason) = router.broken().or_else(|| self.dlq.sink.broken()) {
                 return Err(RunError::Broken(reason));
             }
-            for verdict in &verdicts {
-                ledger.settle(verdict);
-            }
-            // Checked before the source acts on any verdict (deletes a DLQ entry, ...).
-            ledger.close()?;
-            source
-                .settle(ids.into_iter().zip(verdicts).collect())
-                .await?;
+            settle(&mut ledger, source, ids.into_iter().zip(verdicts).collect()).await?;
             tracing::info!(plugin = %self.plugin_label(), summary = %ledger.summary(), "batch done");
         }
         let summary = ledger.close()?;

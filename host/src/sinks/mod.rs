@@ -281,14 +281,10 @@ impl Sink {
         }
     }
 
-    /// Whether the sink uses output identities ([`Output::id`]): an SQS FIFO queue
-    /// deduplicates by them, an S3 sink names its objects after them.
+    /// Whether the sink deduplicates by output identity ([`Output::id`]): an SQS FIFO
+    /// queue. (An S3 sink names its objects after their content, which needs none.)
     pub fn deduplicates(&self) -> bool {
-        match self {
-            Self::Sqs(sink) => sink.deduplicates(),
-            Self::S3(_) => true,
-            _ => false,
-        }
+        matches!(self, Self::Sqs(sink) if sink.deduplicates())
     }
 
     /// The largest entry this sink takes, when it has a limit (an SQS message body).
@@ -353,14 +349,22 @@ impl Router {
         if let Some(sink) = &self.every {
             return sink.check(output);
         }
+        let (_, sink) = self.route(output)?;
+        sink.check(output)
+    }
+
+    /// The named sink `output` goes to, or the routing failure.
+    fn route<'o>(&self, output: &'o Output) -> Result<(&'o str, &Sink), (FailureKind, String)> {
         let name = output.destination.as_deref().unwrap_or("default");
-        match self.sinks.get(name) {
-            Some(sink) => sink.check(output),
-            None => Err((
-                FailureKind::Routing,
-                format!("no sink is configured for destination {name:?}"),
-            )),
-        }
+        self.sinks
+            .get(name)
+            .map(|sink| (name, sink))
+            .ok_or_else(|| {
+                (
+                    FailureKind::Routing,
+                    format!("no sink is configured for destination {name:?}"),
+                )
+            })
     }
 
     /// The first sink that can take nothing more, and why (see [`Sink::broken`]).
@@ -392,15 +396,13 @@ impl Router {
         let mut by_sink: BTreeMap<&str, Vec<(usize, &Output)>> = BTreeMap::new();
         let mut failures = Vec::new();
         for (item, output) in outputs {
-            let name = output.destination.as_deref().unwrap_or("default");
-            if self.sinks.contains_key(name) {
-                by_sink.entry(name).or_default().push((item, output));
-            } else {
-                failures.push(DeliveryFailure {
+            match self.route(output) {
+                Ok((name, _)) => by_sink.entry(name).or_default().push((item, output)),
+                Err((kind, message)) => failures.push(DeliveryFailure {
                     item,
-                    kind: FailureKind::Routing,
-                    message: format!("no sink is configured for destination {name:?}"),
-                });
+                    kind,
+                    message,
+                }),
             }
         }
         let deliveries = by_sink.into_iter().filter_map(|(name, outputs)| {

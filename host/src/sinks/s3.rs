@@ -129,8 +129,8 @@ impl S3Sink {
     }
 }
 
-/// The name of an object holding `outputs`: a hash of their identities (their records'
-/// and their places, when the pipeline set them) and of the bytes written.
+/// The name of an object holding `outputs`: a hash of the bytes written, and of the
+/// outputs' identities when the pipeline set them (for an SQS FIFO sink beside it).
 fn content_name(outputs: &[(usize, &Output)], body: &[u8]) -> String {
     use sha2::Digest as _;
     let mut hash = sha2::Sha256::new();
