@@ -26,16 +26,6 @@ impl Summary {
     pub fn settled(&self) -> u64 {
         self.transformed + self.dropped + self.failed + self.retried
     }
-
-    /// Adds another summary's counts to these.
-    pub fn add(&mut self, other: &Summary) {
-        self.input += other.input;
-        self.transformed += other.transformed;
-        self.dropped += other.dropped;
-        self.failed += other.failed;
-        self.retried += other.retried;
-        self.outputs += other.outputs;
-    }
 }
 
 impl std::fmt::Display for Summary {

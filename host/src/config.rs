@@ -112,12 +112,6 @@ impl Budget {
         self.until
             .is_none_or(|until| Instant::now() + delay < until)
     }
-
-    /// The time left, if bounded.
-    pub fn remaining(&self) -> Option<Duration> {
-        self.until
-            .map(|until| until.saturating_duration_since(Instant::now()))
-    }
 }
 
 /// How a sink retries the part of a delivery the service refused.

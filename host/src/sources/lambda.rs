@@ -31,11 +31,6 @@ impl LambdaEvent {
         }
     }
 
-    /// Which event source sent it.
-    pub fn kind(&self) -> EventKind {
-        self.kind
-    }
-
     /// The answer to the invocation, in the event source's terms; `summary` answers a
     /// direct invocation.
     pub fn response(self, summary: Value) -> Result<Value, serde_json::Error> {
