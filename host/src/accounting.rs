@@ -17,6 +17,8 @@ pub struct Summary {
     pub failed: u64,
     /// Items handed back to the event source for a retry.
     pub retried: u64,
+    /// Items an earlier delivery already finished (the idempotency store knew them).
+    pub duplicate: u64,
     /// Outputs delivered (fan-out makes this differ from `transformed`).
     pub outputs: u64,
 }
@@ -24,7 +26,7 @@ pub struct Summary {
 impl Summary {
     /// Items with a verdict.
     pub fn settled(&self) -> u64 {
-        self.transformed + self.dropped + self.failed + self.retried
+        self.transformed + self.dropped + self.failed + self.retried + self.duplicate
     }
 }
 
@@ -37,6 +39,9 @@ impl std::fmt::Display for Summary {
         )?;
         if self.retried > 0 {
             write!(f, " retried={}", self.retried)?;
+        }
+        if self.duplicate > 0 {
+            write!(f, " duplicate={}", self.duplicate)?;
         }
         Ok(())
     }
@@ -80,6 +85,7 @@ impl Ledger {
             Verdict::Dropped => s.dropped += 1,
             Verdict::DeadLettered(_) => s.failed += 1,
             Verdict::Retry(_) => s.retried += 1,
+            Verdict::Duplicate => s.duplicate += 1,
         }
     }
 
@@ -123,19 +129,20 @@ mod tests {
     #[test]
     fn every_verdict_counts_once() {
         let mut ledger = Ledger::default();
-        ledger.enter(4);
+        ledger.enter(5);
         for verdict in [
             Verdict::Delivered(vec![Output::default(), Output::default()]),
             Verdict::Dropped,
             Verdict::DeadLettered(failure()),
             Verdict::Retry("throttled".into()),
+            Verdict::Duplicate,
         ] {
             ledger.settle(&verdict);
         }
         let summary = ledger.close().expect("balanced");
         assert_eq!(
             summary.to_string(),
-            "in=4 transformed=1 dropped=1 failed=1 outputs=2 retried=1"
+            "in=5 transformed=1 dropped=1 failed=1 outputs=2 retried=1 duplicate=1"
         );
     }
 

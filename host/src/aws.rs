@@ -21,6 +21,8 @@ pub struct AwsClients {
     pub kinesis: aws_sdk_kinesis::Client,
     /// SQS: `SendMessageBatch` outputs and the dead-letter queue.
     pub sqs: aws_sdk_sqs::Client,
+    /// DynamoDB: the idempotency store.
+    pub dynamodb: aws_sdk_dynamodb::Client,
 }
 
 /// An AWS call that failed, naming what it was about.
@@ -83,6 +85,7 @@ impl AwsClients {
             s3: aws_sdk_s3::Client::from_conf(s3),
             kinesis: aws_sdk_kinesis::Client::new(&config),
             sqs: aws_sdk_sqs::Client::new(&config),
+            dynamodb: aws_sdk_dynamodb::Client::new(&config),
         }
     }
 
@@ -97,6 +100,7 @@ impl AwsClients {
             s3: aws_sdk_s3::Client::new(&config),
             kinesis: aws_sdk_kinesis::Client::new(&config),
             sqs: aws_sdk_sqs::Client::new(&config),
+            dynamodb: aws_sdk_dynamodb::Client::new(&config),
         }
     }
 

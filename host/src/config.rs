@@ -107,6 +107,12 @@ impl Budget {
         self.until.is_some_and(|until| Instant::now() >= until)
     }
 
+    /// The time left, when there is a limit.
+    pub fn left(&self) -> Option<Duration> {
+        self.until
+            .map(|until| until.saturating_duration_since(Instant::now()))
+    }
+
     /// Whether waiting `delay` (a backoff) would run past the budget.
     pub fn allows_wait(&self, delay: Duration) -> bool {
         self.until

@@ -5,7 +5,7 @@
 //! {"record":{"payload":"{\"id\":7}","attributes":{"line":"3","source":"file"}},
 //!  "error":{"kind":"domain","message":"missing `amount`"},
 //!  "plugin":{"name":"validate","version":"0.1.0"},"attempts":1,
-//!  "failed_at":"2026-11-26T12:00:00Z"}
+//!  "failed_at":"2026-11-26T12:00:00Z","identity":"file/events.jsonl#3"}
 //! ```
 //! `payload` / `key` hold the exact bytes as a string when they are UTF-8, otherwise
 //! `payload_base64` / `key_base64` hold them base64-encoded, so an entry can be replayed
@@ -49,6 +49,11 @@ pub struct DlqEntry {
     /// delivered before another was refused: reprocessing sends only the others.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub delivered: Vec<usize>,
+    /// The record's source position (a Kinesis shard and sequence number, an SQS
+    /// message id, an object's version and line, ...), which its outputs' identities
+    /// (`POSITION#N`) start with: a consumer deduplicates by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// What a cut payload was before it was cut.
@@ -146,6 +151,7 @@ impl DlqEntry {
             overflow: None,
             cut: None,
             delivered: Vec::new(),
+            identity: None,
         }
     }
 

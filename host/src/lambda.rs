@@ -35,6 +35,8 @@ pub struct Host {
     time_margin: Duration,
     input_limits: crate::sources::InputLimits,
     checkpoints: Option<(String, String)>,
+    /// The field naming a direct invocation's records.
+    id_field: String,
 }
 
 impl Host {
@@ -55,6 +57,7 @@ impl Host {
             time_margin: settings.time_margin,
             input_limits: settings.input_limits(),
             checkpoints: settings.checkpoint_location(),
+            id_field: settings.dedup_id_field.clone(),
         })
     }
 
@@ -72,7 +75,8 @@ impl Host {
     /// Handles one event within `budget`; the answer is in the event source's terms.
     pub async fn handle(&mut self, event: Value, budget: Budget) -> anyhow::Result<Value> {
         let kind = events::detect(&event)?;
-        let decoded = events::decode_within(kind, event, self.input_limits)?;
+        let mut decoded = events::decode_within(kind, event, self.input_limits)?;
+        decoded.identify_direct(&self.id_field);
         if kind == EventKind::S3 {
             let mut source =
                 ObjectSource::new(self.aws.clone(), decoded.objects, self.input_limits.record);
@@ -109,7 +113,8 @@ impl Host {
     fn summary_json(&self, s: &Summary) -> Value {
         serde_json::json!({
             "in": s.input, "transformed": s.transformed, "dropped": s.dropped,
-            "failed": s.failed, "retried": s.retried, "outputs": s.outputs,
+            "failed": s.failed, "retried": s.retried, "duplicate": s.duplicate,
+            "outputs": s.outputs,
             "plugin": self.pipeline.plugin_label(),
         })
     }

@@ -22,6 +22,7 @@
 //! - [`lambda`]: the Lambda front door: cold start, one source per event, the answer.
 //! - [`cli`]: the command-line front doors (`host run`, `host reprocess`, `host publish`).
 //! - [`aws`]: the AWS clients and the S3 calls sources and sinks share.
+//! - [`idempotency`]: the store that remembers which records are done (DynamoDB).
 //! - [`accounting`]: the ledger: items in == verdicts out.
 //! - [`report`]: errors in one line at the edges.
 #![deny(missing_docs)]
@@ -32,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod dlq;
 pub mod engine;
+pub mod idempotency;
 pub mod lambda;
 pub mod pipeline;
 pub mod record;

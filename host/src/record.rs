@@ -43,9 +43,11 @@ pub struct Output {
     pub destination: Option<String>,
     /// Attributes the plugin attached.
     pub attributes: Vec<(String, String)>,
-    /// A stable identity (its input record's, and its place among that record's
-    /// outputs), set by the pipeline for sinks that deduplicate (SQS FIFO); the same
-    /// record delivered again gets the same one.
+    /// A stable identity, `SOURCE-IDENTITY#N`: its input record's position in its source
+    /// (or, without one, a hash of the record) and its place among that record's outputs.
+    /// Set by the pipeline; the same record delivered again gets the same one. SQS sinks
+    /// send it as the `pipeline-output-id` attribute (a FIFO queue deduplicates by it),
+    /// DLQ entries list their item's.
     pub id: Option<String>,
 }
 
@@ -149,4 +151,7 @@ pub enum Verdict {
     DeadLettered(Failure),
     /// Not finished: the event source should deliver it again (the reason, for logs).
     Retry(String),
+    /// Already done by an earlier delivery of the same record (the idempotency store
+    /// says so): nothing is sent again.
+    Duplicate,
 }

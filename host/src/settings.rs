@@ -62,6 +62,14 @@ pub struct Settings {
     /// In Lambda, no batch or retry starts later than this before the invocation's
     /// deadline; what is left is handed back to the event source.
     pub time_margin: Duration,
+    /// The idempotency store, when records are deduplicated.
+    pub dedup: Option<crate::idempotency::StoreSpec>,
+    /// How long the store remembers a record as done.
+    pub dedup_ttl: Duration,
+    /// Longest a claim on a record lasts (a Lambda invocation's lasts until its deadline).
+    pub dedup_claim: Duration,
+    /// The field of a direct invocation's records that names them.
+    pub dedup_id_field: String,
 }
 
 impl Default for Settings {
@@ -85,6 +93,10 @@ impl Default for Settings {
             max_event_bytes: crate::sources::InputLimits::default().event,
             aws_timeouts: AwsTimeouts::default(),
             time_margin: Duration::from_secs(2),
+            dedup: None,
+            dedup_ttl: Duration::from_secs(86_400),
+            dedup_claim: Duration::from_secs(900),
+            dedup_id_field: "id".into(),
         }
     }
 }
@@ -274,6 +286,62 @@ pub static SETTINGS: &[Setting] = &[
                 SinkSpec::S3 { bucket, prefix, .. } => s.checkpoints = Some((bucket, prefix)),
                 other => return Err(format!("{other}: expected s3://BUCKET/PREFIX")),
             }
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("dedup"),
+        env: "PIPELINE_DEDUP",
+        default: None,
+        bounds: "`dynamodb://TABLE` (partition key `id`, a string; TTL on `ttl`)",
+        about: "the idempotency store: a record delivered again (same source position) is counted `duplicate` and not sent twice",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.dedup = Some(one(values)?.parse()?);
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("dedup-ttl-seconds"),
+        env: "PIPELINE_DEDUP_TTL_SECONDS",
+        default: Some("86400"),
+        bounds: "60 ..= 31536000",
+        about: "how long the store remembers a record as done; a redelivery later than this is processed again",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.dedup_ttl = Duration::from_secs(number(one(values)?, 60, 31_536_000)?);
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("dedup-claim-seconds"),
+        env: "PIPELINE_DEDUP_CLAIM_SECONDS",
+        default: Some("900"),
+        bounds: "1 ..= 86400",
+        about: "longest a claim on a record lasts before another run may take it over (in Lambda, at most until the invocation's deadline)",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.dedup_claim = Duration::from_secs(number(one(values)?, 1, 86_400)?);
+            Ok(())
+        },
+    },
+    Setting {
+        flag: None,
+        env: "PIPELINE_DEDUP_ID_FIELD",
+        default: Some("id"),
+        bounds: "a top-level field name",
+        about: "direct invocations: the field whose value (a string or number) identifies a record; a record without it is not deduplicated",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            let field = one(values)?;
+            if field.is_empty() {
+                return Err("expected a field name".into());
+            }
+            s.dedup_id_field = field.to_owned();
             Ok(())
         },
     },

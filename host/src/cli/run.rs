@@ -33,6 +33,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let needs_aws = !to_files
+        || settings.dedup.is_some()
         || !matches!(settings.dlq, SinkSpec::File { .. })
         || args.format == InputFormat::S3Event
         || settings

@@ -29,10 +29,13 @@ pub(super) struct DeadLetters {
 impl DeadLetters {
     /// Writes the DLQ entries of `failures`, setting their verdicts: dead-lettered, or
     /// (a refused entry, when the source redelivers) handed back. Each entry lists the
-    /// outputs of its record that already went out (`delivered`, by item).
+    /// outputs of its record that already went out (`delivered`, by item) and its
+    /// source position (`identities`, by item).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn write(
         &self,
         ran: &Ran,
+        identities: &[Option<String>],
         failures: Vec<(usize, Failure)>,
         delivered: &HashMap<usize, Vec<usize>>,
         retry: RetryPolicy,
@@ -46,6 +49,7 @@ impl DeadLetters {
             let original = ran.original(index).ok_or(DeliverError::NoVerdict(index))?;
             let mut entry = DlqEntry::new(original, &failure, plugin);
             entry.delivered = delivered.get(&index).cloned().unwrap_or_default();
+            entry.identity = identities.get(index).cloned().flatten();
             match self.fit(entry, retry).await {
                 Ok(json) => {
                     let output = Output {

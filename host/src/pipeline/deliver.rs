@@ -101,6 +101,17 @@ pub(super) fn run_plugin(chain: &mut Chain, items: Vec<Decoded>, budget: Budget)
     }
 }
 
+/// What the pipeline knows of a batch's items besides their records, by position.
+#[derive(Default)]
+pub(super) struct Places {
+    /// Each item's ordering group (see `Item::group`).
+    pub(super) groups: Vec<Option<String>>,
+    /// Each item's outputs an earlier try delivered (see `Item::delivered`).
+    pub(super) delivered: Vec<Vec<usize>>,
+    /// Each item's source position (see `Item::identity`).
+    pub(super) identities: Vec<Option<String>>,
+}
+
 /// A batch that cannot be settled item by item: the run stops.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -129,14 +140,14 @@ pub enum DeliverError {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn deliver(
     mut ran: Ran,
-    groups: &[Option<String>],
-    skip: &[Vec<usize>],
+    places: &Places,
     held: &mut HashSet<String>,
     router: &Router,
     dlq: &DeadLetters,
     retry: RetryPolicy,
     redelivers: bool,
 ) -> Result<Vec<Verdict>, DeliverError> {
+    let (groups, skip) = (&places.groups, &places.delivered);
     let outcomes = std::mem::take(&mut ran.outcomes);
     let count = outcomes.len();
     let last_stage = ran.plugins.len().saturating_sub(1);
@@ -191,6 +202,7 @@ pub(super) async fn deliver(
     }
     dlq.write(
         &ran,
+        &places.identities,
         plugin_failures,
         &delivered,
         retry,
@@ -204,10 +216,18 @@ pub(super) async fn deliver(
     //    (routing, size, format): an item with an output that cannot go sends none.
     let mut sending = Vec::with_capacity(transformed.len());
     let mut delivery_failures = Vec::new();
-    for (index, outputs) in transformed {
+    for (index, mut outputs) in transformed {
         if is_held(&held_from, index) {
             verdicts[index] = Some(held_back(group(index)));
             continue;
+        }
+        // Each output's identity: its record's, and its place among the record's outputs.
+        let identity = match places.identities.get(index).and_then(Option::as_ref) {
+            Some(position) => position.clone(),
+            None => ran.original(index).map(identity).unwrap_or_default(),
+        };
+        for (position, output) in outputs.iter_mut().enumerate() {
+            output.id = Some(format!("{identity}#{position}"));
         }
         match outputs.iter().find_map(|o| router.check(o).err()) {
             None => sending.push((index, outputs)),
@@ -220,14 +240,6 @@ pub(super) async fn deliver(
                     stage: last_stage,
                 },
             )),
-        }
-    }
-    if router.deduplicates() {
-        for (index, outputs) in &mut sending {
-            let identity = ran.original(*index).map(identity).unwrap_or_default();
-            for (position, output) in outputs.iter_mut().enumerate() {
-                output.id = Some(format!("{identity}-{position}"));
-            }
         }
     }
     // Each output is tagged with its own slot, so a refusal names the output, not only
@@ -303,6 +315,7 @@ pub(super) async fn deliver(
     }
     dlq.write(
         &ran,
+        &places.identities,
         delivery_failures,
         &delivered,
         retry,
@@ -321,9 +334,9 @@ pub(super) async fn deliver(
         .collect()
 }
 
-/// A record's stable identity: a hash of its attributes (they carry the source's own id:
-/// sequence number, message id, file and line, ...), key and payload. The same record
-/// redelivered has the same identity; two records with the same payload do not.
+/// The identity of a record without a source position: `record/` and a hash of its
+/// attributes (they carry what the source knows of it: a Firehose record id, a direct
+/// record's index), key and payload.
 fn identity(record: &Record) -> String {
     use sha2::Digest as _;
     let mut hash = sha2::Sha256::new();
@@ -338,7 +351,7 @@ fn identity(record: &Record) -> String {
     }
     hash.update(b"\0");
     hash.update(&record.payload);
-    hex::encode(&hash.finalize()[..20])
+    format!("record/{}", hex::encode(&hash.finalize()[..20]))
 }
 
 /// Whether a failure of this kind goes back to a source that redelivers, rather than to

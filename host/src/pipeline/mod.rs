@@ -9,17 +9,21 @@
 //! - `deliver.rs`: one batch through the chain, the sinks and the DLQ, into verdicts.
 //! - `dead_letters.rs`: DLQ entries fitted to their queue (overflow bucket, or cut).
 
+mod claims;
 mod dead_letters;
 mod deliver;
 
 use std::collections::{BTreeMap, HashSet};
 
+use claims::Claims;
 use dead_letters::{DeadLetters, Overflow};
 pub use deliver::DeliverError;
+use deliver::Places;
 
 use crate::accounting::{Ledger, Summary, Unbalanced};
-use crate::aws::AwsClients;
+use crate::aws::{AwsClients, AwsError};
 use crate::config::Budget;
+use crate::idempotency::Store;
 use crate::engine::{Chain, Engine, PluginError};
 use crate::record::Verdict;
 use crate::registry::{LoadError, PluginSource, SourceSettings};
@@ -89,6 +93,9 @@ pub enum RunError {
     /// The time ran out before the source was done, and it does not redeliver.
     #[error("out of time before the input was done (so far: {0})")]
     OutOfTime(Summary),
+    /// The idempotency store could not be asked, and the source does not redeliver.
+    #[error(transparent)]
+    Store(AwsError),
 }
 
 const OUT_OF_TIME: &str = "the invocation's time ran out before this item's batch started";
@@ -129,6 +136,10 @@ pub struct Pipeline {
     retry: RetryPolicy,
     batch_size: usize,
     aws: AwsClients,
+    /// The idempotency store, when records are deduplicated.
+    store: Option<Store>,
+    /// How long past a run's budget it may still be delivering (a claim lasts as long).
+    slack: std::time::Duration,
 }
 
 impl Pipeline {
@@ -202,6 +213,15 @@ impl Pipeline {
             retry: RetryPolicy::of(&settings.limits),
             batch_size: settings.limits.batch_size,
             aws: aws.clone(),
+            store: settings.dedup.as_ref().map(|spec| {
+                Store::new(
+                    aws.dynamodb.clone(),
+                    spec,
+                    settings.dedup_ttl,
+                    settings.dedup_claim,
+                )
+            }),
+            slack: settings.time_margin,
         })
     }
 
@@ -254,21 +274,39 @@ impl Pipeline {
                 continue;
             }
             let mut ids = Vec::with_capacity(batch.len());
-            let mut groups = Vec::with_capacity(batch.len());
-            let mut skip = Vec::with_capacity(batch.len());
+            let mut places = Places::default();
             let mut items = Vec::with_capacity(batch.len());
             for Item {
                 id,
                 group,
+                identity,
                 delivered,
                 decoded,
             } in batch
             {
                 ids.push(id);
-                groups.push(group);
-                skip.push(delivered);
+                places.groups.push(group);
+                places.identities.push(identity);
+                places.delivered.push(delivered);
                 items.push(decoded);
             }
+            let claims = self
+                .claim(&places.identities, source.redelivers(), budget)
+                .await?;
+            // Items an earlier delivery finished settle as duplicates; the rest run.
+            let (mut running, mut duplicates) = (Places::default(), Vec::new());
+            let mut admitted = Vec::with_capacity(items.len());
+            for (index, decoded) in items.into_iter().enumerate() {
+                if claims.is_duplicate(index) {
+                    duplicates.push(index);
+                    continue;
+                }
+                running.groups.push(places.groups[index].take());
+                running.identities.push(places.identities[index].clone());
+                running.delivered.push(std::mem::take(&mut places.delivered[index]));
+                admitted.push(claims.admit(index, decoded));
+            }
+            let items = admitted;
             let mut chain = self
                 .chain
                 .take()
@@ -287,10 +325,9 @@ impl Pipeline {
                 Outputs::Sinks => &self.router,
                 Outputs::To(router) => router,
             };
-            let verdicts = deliver::deliver(
+            let ran_verdicts = deliver::deliver(
                 ran,
-                &groups,
-                &skip,
+                &running,
                 &mut held,
                 router,
                 &self.dlq,
@@ -301,12 +338,51 @@ impl Pipeline {
             if let Some(reason) = router.broken().or_else(|| self.dlq.sink.broken()) {
                 return Err(RunError::Broken(reason));
             }
+            // Every item's verdict, in the batch's order.
+            let mut ran_verdicts = ran_verdicts.into_iter();
+            let mut verdicts = Vec::with_capacity(ids.len());
+            for index in 0..ids.len() {
+                verdicts.push(if duplicates.contains(&index) {
+                    Verdict::Duplicate
+                } else {
+                    ran_verdicts
+                        .next()
+                        .ok_or(RunError::Deliver(DeliverError::NoVerdict(index)))?
+                });
+            }
+            if let Some(store) = &self.store {
+                claims
+                    .finish(store, &places.identities, &verdicts, retry)
+                    .await;
+            }
             settle(&mut ledger, source, ids.into_iter().zip(verdicts).collect()).await?;
             tracing::info!(plugin = %self.plugin_label(), summary = %ledger.summary(), "batch done");
         }
         let summary = ledger.close()?;
         tracing::info!(plugin = %self.plugin_label(), %summary, "run done");
         Ok(summary)
+    }
+
+    /// Claims a batch's items in the idempotency store, if there is one. A store that
+    /// cannot be reached hands every item back to a source that redelivers, and stops
+    /// the run of one that does not.
+    async fn claim(
+        &self,
+        identities: &[Option<String>],
+        redelivers: bool,
+        budget: Budget,
+    ) -> Result<Claims, RunError> {
+        let Some(store) = &self.store else {
+            return Ok(Claims::none(identities.len()));
+        };
+        match Claims::make(store, identities, redelivers, budget, self.slack).await {
+            Ok(claims) => Ok(claims),
+            Err(e) if redelivers => {
+                tracing::error!(error = %e, "the idempotency store cannot be reached; the batch goes back to its source");
+                Ok(Claims::unavailable(identities, &e))
+            }
+            Err(e) => Err(RunError::Store(e)),
+        }
     }
 
     /// Makes every delivery final (file sinks move into place). Call once the run is

@@ -129,10 +129,15 @@ impl S3Sink {
     }
 }
 
-/// The name of an object holding `outputs`: a hash of the bytes written, and of the
-/// outputs' identities when the pipeline set them (for an SQS FIFO sink beside it).
+/// The name of an object holding `outputs`, the same on every attempt: the identities of
+/// its first and last outputs (their records' source positions, hashed to fit a key) and
+/// a hash of everything it holds.
 fn content_name(outputs: &[(usize, &Output)], body: &[u8]) -> String {
     use sha2::Digest as _;
+    let short = |output: Option<&(usize, &Output)>| match output.and_then(|(_, o)| o.id.as_ref()) {
+        Some(id) => hex::encode(&sha2::Sha256::digest(id)[..6]),
+        None => "0".repeat(12),
+    };
     let mut hash = sha2::Sha256::new();
     for (_, output) in outputs {
         if let Some(id) = &output.id {
@@ -141,7 +146,12 @@ fn content_name(outputs: &[(usize, &Output)], body: &[u8]) -> String {
         hash.update(b"\n");
     }
     hash.update(sha2::Sha256::digest(body));
-    hex::encode(&hash.finalize()[..16])
+    format!(
+        "{}-{}-{}",
+        short(outputs.first()),
+        short(outputs.last()),
+        hex::encode(&hash.finalize()[..12])
+    )
 }
 
 /// One JSON line for a payload: the payload itself when it is one line of JSON,

@@ -26,8 +26,17 @@ struct Message {
     body: String,
     base64: bool,
     group: Option<String>,
-    /// The FIFO deduplication id: the output's identity when it has one.
-    dedup: Option<String>,
+    /// The output's identity: sent as the `pipeline-output-id` attribute; a FIFO
+    /// queue's deduplication id is its hash.
+    id: Option<String>,
+}
+
+/// The attribute an output's identity travels in.
+const OUTPUT_ID: &str = "pipeline-output-id";
+
+/// What a message counts against the 256 KiB limit: its body and its attributes.
+fn message_size(body: usize, id: Option<&String>) -> usize {
+    body + id.map_or(0, |id| OUTPUT_ID.len() + "String".len() + id.len())
 }
 
 impl SqsSink {
@@ -38,10 +47,11 @@ impl SqsSink {
 
     /// What can be known about `output` before sending: the size of its message body.
     pub fn check(&self, output: &Output) -> Result<(), (FailureKind, String)> {
-        let size = match std::str::from_utf8(&output.payload) {
+        let body = match std::str::from_utf8(&output.payload) {
             Ok(text) => text.len(),
             Err(_) => output.payload.len().div_ceil(3) * 4,
         };
+        let size = message_size(body, output.id.as_ref());
         if size > MAX_BYTES {
             return Err((
                 FailureKind::OutputTooLarge,
@@ -77,7 +87,7 @@ impl SqsSink {
                     true,
                 ),
             };
-            if body.len() > MAX_BYTES {
+            if message_size(body.len(), output.id.as_ref()) > MAX_BYTES {
                 failures.push(DeliveryFailure {
                     item,
                     kind: FailureKind::OutputTooLarge,
@@ -97,7 +107,7 @@ impl SqsSink {
                 body,
                 base64,
                 group,
-                dedup: output.id.clone(),
+                id: output.id.clone(),
             });
         }
         let send = async |chunk: &[Message]| {
@@ -153,17 +163,30 @@ impl SqsSink {
                 .build()?;
             entry = entry.message_attributes("content-transfer-encoding", value);
         }
+        if let Some(id) = &m.id {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(id)
+                .build()?;
+            entry = entry.message_attributes(OUTPUT_ID, value);
+        }
         if self.is_fifo() {
             // FIFO queues need a group. The deduplication id is the output's identity (its
             // record's and its place), so a retried send is dropped by the queue while two
             // different records with the same body both arrive.
-            let dedup = m.dedup.clone().unwrap_or_else(|| dedup_id(&m.body));
+            let dedup = m.id.as_deref().map_or_else(|| dedup_id(&m.body), hashed_id);
             entry = entry
                 .message_group_id(m.group.clone().unwrap_or_else(|| "default".into()))
                 .message_deduplication_id(dedup);
         }
         entry.build()
     }
+}
+
+/// A deduplication id (at most 128 characters) for an output identity of any length.
+fn hashed_id(id: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(id))
 }
 
 fn dedup_id(body: &str) -> String {
@@ -175,7 +198,9 @@ fn dedup_id(body: &str) -> String {
 
 /// Splits messages into calls of at most 10 messages and 256 KiB.
 fn pack(messages: &[Message]) -> Vec<Range<usize>> {
-    super::pack(messages, MAX_MESSAGES, MAX_BYTES, |m| m.body.len())
+    super::pack(messages, MAX_MESSAGES, MAX_BYTES, |m| {
+        message_size(m.body.len(), m.id.as_ref())
+    })
 }
 
 #[cfg(test)]
@@ -188,7 +213,7 @@ mod tests {
             body: "x".repeat(size),
             base64: false,
             group: None,
-            dedup: None,
+            id: None,
         }
     }
 

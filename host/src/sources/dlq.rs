@@ -136,8 +136,8 @@ impl Source for QueueDlq {
                 let Some(handle) = message.receipt_handle() else {
                     continue;
                 };
-                let id = message.message_id().unwrap_or(handle).to_owned();
-                if !self.seen.insert(id) {
+                let message_id = message.message_id().unwrap_or(handle).to_owned();
+                if !self.seen.insert(message_id.clone()) {
                     // Received again (this receive hid it): give it back.
                     self.release(handle).await?;
                     continue;
@@ -155,6 +155,7 @@ impl Source for QueueDlq {
                     Some(decoded) => items.push(Item {
                         id: handle.to_owned(),
                         group: None,
+                        identity: Some(format!("dlq/sqs/{}/{message_id}", self.url)),
                         delivered,
                         decoded,
                     }),
@@ -384,10 +385,18 @@ impl Source for BucketDlq {
         };
         let count = object.taken.len().min(max);
         let key = &object.key;
+        let bucket = &self.bucket;
         let batch: Vec<Item<EntryId>> = object
             .taken
             .drain(..count)
             .map(|(line, delivered, decoded)| Item {
+                // The entry's text: the same after its object is rewritten without the
+                // entries already reprocessed (which moves it to another line).
+                identity: object.lines.get(line).map(|text| {
+                    use sha2::Digest as _;
+                    let hash = hex::encode(&sha2::Sha256::digest(text)[..16]);
+                    format!("dlq/s3/{bucket}/{key}/{hash}")
+                }),
                 id: (key.clone(), line),
                 group: None,
                 delivered,

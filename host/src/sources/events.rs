@@ -61,6 +61,28 @@ pub struct DecodedEvent {
     pub objects: Vec<ObjectRef>,
 }
 
+impl DecodedEvent {
+    /// Gives each record of a direct invocation the identity its caller named: the value
+    /// of its top-level `field` (a string or a number), as `direct/VALUE`. A record
+    /// without one has none, and is not deduplicated.
+    pub fn identify_direct(&mut self, field: &str) {
+        if self.kind != EventKind::Direct {
+            return;
+        }
+        for item in &mut self.items {
+            let Ok(record) = &item.decoded else { continue };
+            let value = serde_json::from_slice::<Value>(&record.payload)
+                .ok()
+                .and_then(|v| match v.get(field)? {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                });
+            item.identity = value.map(|v| format!("direct/{v}"));
+        }
+    }
+}
+
 /// An event that is not one the host understands.
 #[derive(Debug, thiserror::Error)]
 #[error("not a {expected} event: {reason}")]
@@ -142,6 +164,8 @@ pub fn decode_within(
                 decoded.items.push(EventItem {
                     id: index.to_string(),
                     group: None,
+                    // Named by the caller's id field, if it has one: see `identify_direct`.
+                    identity: None,
                     delivered: Vec::new(),
                     decoded: Ok(record),
                 });
@@ -178,6 +202,7 @@ pub fn decode_within(
                     }),
                 };
                 decoded.items.push(EventItem {
+                    identity: Some(format!("kinesis/{stream}/{shard}/{}", k.sequence_number)),
                     id: k.sequence_number,
                     // Without an `eventID` the shard is unknown: the stream stands for it.
                     group: Some(if shard.is_empty() { stream } else { shard }),
@@ -213,7 +238,9 @@ pub fn decode_within(
                 let group = m.attributes.get("MessageGroupId").cloned();
                 let key = group.clone().map(String::into_bytes);
                 let body = m.body.unwrap_or_default().into_bytes();
+                let queue = arn_name(m.event_source_arn.as_deref(), ":");
                 decoded.items.push(EventItem {
+                    identity: m.message_id.map(|message| format!("sqs/{queue}/{message}")),
                     id,
                     group,
                     delivered: Vec::new(),
@@ -255,7 +282,10 @@ pub fn decode_within(
                 let item = Ok(record(payload, Some(key), attributes));
                 // A batch holds the records of one shard of the stream, in order.
                 let group = Some(r.event_source_arn.clone().unwrap_or_default());
+                let table = arn_name(r.event_source_arn.as_deref(), "table/");
+                let event_id = if r.event_id.is_empty() { &id } else { &r.event_id };
                 decoded.items.push(EventItem {
+                    identity: Some(format!("dynamodb/{table}/{event_id}")),
                     id,
                     group,
                     delivered: Vec::new(),
@@ -288,6 +318,9 @@ pub fn decode_within(
                 decoded.items.push(EventItem {
                     id,
                     group: None,
+                    // The answer to Firehose is the delivery: a retried invocation must
+                    // answer every record again, never skip one as a duplicate.
+                    identity: None,
                     delivered: Vec::new(),
                     decoded: item,
                 });

@@ -288,9 +288,14 @@ impl Source for FileSource {
                 break;
             };
             self.read += 1;
+            // Standard input has no place to come back to.
+            let identity = (self.input != "-")
+                .then(|| super::line_of(&decoded).map(|line| format!("file/{}#{line}", self.input)))
+                .flatten();
             batch.push(Item {
                 id: self.read,
                 group: None,
+                identity,
                 delivered: Vec::new(),
                 decoded,
             });

@@ -93,7 +93,10 @@ fn firehose_response(settled: Vec<(String, Verdict)>) -> KinesisFirehoseResponse
                         .join(&b"\n"[..]);
                     ("Ok", data)
                 }
-                Verdict::Dropped | Verdict::DeadLettered(_) => ("Dropped", Vec::new()),
+                // (Firehose records have no identity: none is ever a duplicate.)
+                Verdict::Dropped | Verdict::DeadLettered(_) | Verdict::Duplicate => {
+                    ("Dropped", Vec::new())
+                }
                 // Firehose does not redeliver item by item: it retries on this answer.
                 Verdict::Retry(_) => ("ProcessingFailed", Vec::new()),
             };

@@ -84,6 +84,15 @@ impl Default for InputLimits {
 /// One item from a source: a record, or one that could not be decoded.
 pub type Decoded = Result<Record, Undecodable>;
 
+/// A record's line in its file or object (`row` for Parquet), decoded or not.
+pub(crate) fn line_of(decoded: &Decoded) -> Option<&str> {
+    let record = match decoded {
+        Ok(record) => record,
+        Err(bad) => &bad.record,
+    };
+    record.attribute("line").or_else(|| record.attribute("row"))
+}
+
 /// One item of a batch: what the source knows it by, its ordering group, and its record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item<Id> {
@@ -93,6 +102,12 @@ pub struct Item<Id> {
     /// SQS FIFO message group): once one is handed back for a retry, every later item of
     /// its group is too. `None`: the item is on its own.
     pub group: Option<String>,
+    /// Where the record sits in its source, the same on every delivery of it (a Kinesis
+    /// shard and sequence number, an SQS message id, an S3 object's version and line, a
+    /// file and line, a DLQ entry): what the idempotency store remembers it by, and what
+    /// its outputs' identities start with. `None`: it has no stable position (a Firehose
+    /// record, whose answer is its delivery; a direct record without its id field; stdin).
+    pub identity: Option<String>,
     /// Outputs of this record (by their place among its outputs) an earlier try already
     /// delivered (a DLQ entry's `delivered`): they are not sent again.
     pub delivered: Vec<usize>,

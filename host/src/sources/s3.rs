@@ -137,9 +137,19 @@ impl Source for ObjectSource {
                         .into_iter()
                         .map(|decoded| {
                             self.read += 1;
+                            // The object's version (its ETag) and the record's line.
+                            let identity = super::line_of(&decoded).map(|line| {
+                                format!(
+                                    "s3/{}/{}@{}#{line}",
+                                    object.bucket,
+                                    object.key,
+                                    object.etag.as_deref().unwrap_or("").trim_matches('"')
+                                )
+                            });
                             Item {
                                 id: self.read,
                                 group: None,
+                                identity,
                                 delivered: Vec::new(),
                                 decoded,
                             }

@@ -1,0 +1,144 @@
+//! The idempotency store's part of a batch: before the plugin runs, each item with a
+//! source position is claimed; an item an earlier delivery finished settles as a
+//! duplicate without running, one another run holds is handed back (or, for a source
+//! that does not redeliver, waited for). Once the batch has its verdicts, this run's
+//! claims are marked done, or released for the items handed back.
+
+use std::time::{Duration, Instant};
+
+use crate::config::{Budget, RetryPolicy, backoff};
+use crate::idempotency::{Claim, Store};
+use crate::record::{FailureKind, Verdict};
+use crate::sources::{Decoded, Undecodable};
+
+/// Why an item held by another run goes back to its source.
+const BUSY: &str = "another run is processing this record (claimed in the idempotency store)";
+
+/// The claims of one batch, by item (`None` for an item without a source position),
+/// and why a busy one goes back.
+pub(super) struct Claims {
+    claims: Vec<Option<Claim>>,
+    busy: String,
+}
+
+impl Claims {
+    /// No store: nothing claimed.
+    pub(super) fn none(count: usize) -> Self {
+        Self {
+            claims: vec![None; count],
+            busy: String::new(),
+        }
+    }
+
+    /// Claims every identity. `redelivers`: a busy item goes back to the source; else
+    /// the claim is tried again until its holder finishes or its claim expires, within
+    /// `budget` and the store's claim time. A store that cannot be reached is an error.
+    pub(super) async fn make(
+        store: &Store,
+        identities: &[Option<String>],
+        redelivers: bool,
+        budget: Budget,
+        slack: Duration,
+    ) -> Result<Self, crate::aws::AwsError> {
+        let mut claims = vec![None; identities.len()];
+        let mut asking: Vec<usize> = (0..identities.len())
+            .filter(|&i| identities[i].is_some())
+            .collect();
+        let started = Instant::now();
+        let mut attempt = 0;
+        while !asking.is_empty() {
+            let names: Vec<String> = asking
+                .iter()
+                .filter_map(|&i| identities[i].clone())
+                .collect();
+            // A claim lasts as long as this run may still be delivering: its budget and
+            // the margin kept before the deadline.
+            let answers = store.claim(&names, budget.left().map(|l| l + slack)).await?;
+            for (&i, answer) in asking.iter().zip(&answers) {
+                claims[i] = Some(*answer);
+            }
+            asking.retain(|&i| claims[i] == Some(Claim::Busy));
+            attempt += 1;
+            let delay = backoff(Duration::from_millis(200), attempt).min(Duration::from_secs(5));
+            if redelivers
+                || asking.is_empty()
+                || started.elapsed() + delay > store.claim_time()
+                || !budget.allows_wait(delay)
+            {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+        }
+        Ok(Self {
+            claims,
+            busy: BUSY.into(),
+        })
+    }
+
+    /// Every claimable item handed back: the store could not be asked.
+    pub(super) fn unavailable(
+        identities: &[Option<String>],
+        error: &crate::aws::AwsError,
+    ) -> Self {
+        Self {
+            claims: identities
+                .iter()
+                .map(|i| i.as_ref().map(|_| Claim::Busy))
+                .collect(),
+            busy: format!("the idempotency store cannot be reached: {error}"),
+        }
+    }
+
+    /// Whether item `index` is a duplicate (settles without running).
+    pub(super) fn is_duplicate(&self, index: usize) -> bool {
+        self.claims.get(index) == Some(&Some(Claim::Done))
+    }
+
+    /// Item `index` as it enters the chain: a busy one as a record that cannot finish
+    /// now (handed back to a source that redelivers, else dead-lettered as
+    /// `unfinished`).
+    pub(super) fn admit(&self, index: usize, decoded: Decoded) -> Decoded {
+        if self.claims.get(index) != Some(&Some(Claim::Busy)) {
+            return decoded;
+        }
+        let record = match decoded {
+            Ok(record) => record,
+            Err(bad) => bad.record,
+        };
+        Err(Undecodable {
+            record,
+            kind: FailureKind::Unfinished,
+            reason: self.busy.clone(),
+        })
+    }
+
+    /// Marks this run's claims done (a final verdict) or releases them (a retry).
+    /// `settled` holds every item's verdict, in order. A store that cannot be written
+    /// is logged: the verdicts stand (a mark left claimed expires, a redelivery then
+    /// runs the record again and deterministic sink writes absorb what they can).
+    pub(super) async fn finish(
+        &self,
+        store: &Store,
+        identities: &[Option<String>],
+        settled: &[Verdict],
+        retry: RetryPolicy,
+    ) {
+        let (mut done, mut release) = (Vec::new(), Vec::new());
+        for ((claim, identity), verdict) in self.claims.iter().zip(identities).zip(settled) {
+            let (Some(Claim::Ours), Some(identity)) = (claim, identity) else {
+                continue;
+            };
+            match verdict {
+                Verdict::Retry(_) => release.push(identity.clone()),
+                _ => done.push(identity.clone()),
+            }
+        }
+        if let Err(e) = store.done(&done, retry).await {
+            tracing::error!(error = %e, records = done.len(), "cannot mark records done in the idempotency store; a redelivery after their claims expire runs them again");
+        }
+        if let Err(e) = store.release(&release, retry).await {
+            tracing::error!(error = %e, records = release.len(), "cannot release claims in the idempotency store; their retry waits for the claims to expire");
+        }
+    }
+}
+
