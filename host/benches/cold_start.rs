@@ -50,6 +50,7 @@ fn main() {
             s3: clients.s3,
             kinesis: clients.kinesis,
             sqs: clients.sqs,
+            dynamodb: clients.dynamodb,
         };
         aws.s3
             .create_bucket()

@@ -24,10 +24,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, DeleteRequest, PutRequest, ReturnValuesOnConditionCheckFailure, WriteRequest,
 };
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use futures_util::StreamExt as _;
 
 use crate::aws::{AwsError, describe_error};
@@ -196,14 +196,34 @@ impl Store {
             Some(PutItemError::ConditionalCheckFailedException(failed)) => failed,
             _ => return Err(AwsError::of(self.what(), &error)),
         };
-        let state = failed
-            .item()
-            .and_then(|item| item.get("state"))
-            .and_then(|v| v.as_s().ok());
-        Ok(match state.map(String::as_str) {
+        let state = match failed.item() {
+            Some(item) => item.get("state").and_then(|v| v.as_s().ok()).cloned(),
+            // Not every implementation returns the item that failed the condition.
+            None => self.state(identity).await?,
+        };
+        Ok(match state.as_deref() {
             Some("done") => Claim::Done,
+            // Claimed by another run (or gone since: the next delivery claims it).
             _ => Claim::Busy,
         })
+    }
+
+    /// The state stored for `identity`, read consistently.
+    async fn state(&self, identity: &str) -> Result<Option<String>, AwsError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(key_of(identity)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| AwsError::of(self.what(), &e))?;
+        Ok(item
+            .item()
+            .and_then(|item| item.get("state"))
+            .and_then(|v| v.as_s().ok())
+            .cloned())
     }
 
     /// Marks identities done (their records have their final verdict), kept for the TTL.
@@ -272,7 +292,9 @@ impl Store {
                     Err(e) if attempt >= retry.max_attempts => {
                         return Err(AwsError::of(self.what(), &e));
                     }
-                    Err(e) => tracing::warn!(error = %describe_error(&e), attempt, "idempotency store write failed; retrying"),
+                    Err(e) => {
+                        tracing::warn!(error = %describe_error(&e), attempt, "idempotency store write failed; retrying")
+                    }
                 }
                 if attempt >= retry.max_attempts {
                     return Err(AwsError {
@@ -308,7 +330,9 @@ mod tests {
         let spec: StoreSpec = "dynamodb://pipeline-dedup".parse().expect("valid");
         assert_eq!(spec.table, "pipeline-dedup");
         assert_eq!(spec.to_string(), "dynamodb://pipeline-dedup");
-        let err = "s3://bucket".parse::<StoreSpec>().expect_err("not dynamodb");
+        let err = "s3://bucket"
+            .parse::<StoreSpec>()
+            .expect_err("not dynamodb");
         assert!(err.contains("dynamodb://TABLE"), "{err}");
         let err = "dynamodb://a b".parse::<StoreSpec>().expect_err("bad name");
         assert!(err.contains("a table name"), "{err}");

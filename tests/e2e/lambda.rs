@@ -291,7 +291,7 @@ async fn s3_objects_stream_through_in_batches() {
     // fields are text, so the validator refuses the other row's "5" as an amount.
     assert_eq!(
         answer,
-        json!({"in": 2502, "transformed": 2499, "dropped": 0, "failed": 3, "retried": 0, "outputs": 2499,
+        json!({"in": 2502, "transformed": 2499, "dropped": 0, "failed": 3, "retried": 0, "duplicate": 0, "outputs": 2499,
                "plugin": "validate@0.1.0"})
     );
     let objects = aws.objects("lake", "valid/").await;

@@ -48,8 +48,13 @@ impl Lambda {
 
     /// Sends `event` and returns whatever the function answered.
     pub fn invoke_answer(&self, event: Value) -> Answer {
-        self.api.push(event);
+        self.send(event);
         self.next_answer()
+    }
+
+    /// Queues `event` without waiting for its answer ([`Lambda::next_answer`]).
+    pub fn send(&self, event: Value) {
+        self.api.push(event);
     }
 
     /// Waits for the next answer without sending anything (a cold start's init error).

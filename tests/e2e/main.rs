@@ -9,6 +9,7 @@ mod exact;
 mod faults;
 mod infra;
 mod lambda_harness;
+mod proxy;
 mod runtime_api;
 mod support;
 
@@ -19,6 +20,7 @@ mod front_doors;
 mod lambda;
 mod lifecycle;
 mod limits;
+mod matrix;
 mod ordering;
 mod reprocess;
 mod run;

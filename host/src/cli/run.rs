@@ -94,12 +94,10 @@ fn open_input(args: &RunArgs, settings: &Settings) -> anyhow::Result<FileSource>
             .with_context(|| format!("cannot open input {}", args.input))?;
         Box::new(std::io::BufReader::with_capacity(1 << 16, file))
     };
-    Ok(FileSource::within(
-        reader,
-        args.format,
-        &args.input,
-        settings.input_limits(),
-    )?)
+    Ok(
+        FileSource::within(reader, args.format, &args.input, settings.input_limits())?
+            .with_id_field(&settings.dedup_id_field),
+    )
 }
 
 /// The objects a captured S3 notification (`--format s3-event`) names.

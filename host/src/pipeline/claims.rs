@@ -53,7 +53,9 @@ impl Claims {
                 .collect();
             // A claim lasts as long as this run may still be delivering: its budget and
             // the margin kept before the deadline.
-            let answers = store.claim(&names, budget.left().map(|l| l + slack)).await?;
+            let answers = store
+                .claim(&names, budget.left().map(|l| l + slack))
+                .await?;
             for (&i, answer) in asking.iter().zip(&answers) {
                 claims[i] = Some(*answer);
             }
@@ -76,10 +78,7 @@ impl Claims {
     }
 
     /// Every claimable item handed back: the store could not be asked.
-    pub(super) fn unavailable(
-        identities: &[Option<String>],
-        error: &crate::aws::AwsError,
-    ) -> Self {
+    pub(super) fn unavailable(identities: &[Option<String>], error: &crate::aws::AwsError) -> Self {
         Self {
             claims: identities
                 .iter()
@@ -141,4 +140,3 @@ impl Claims {
         }
     }
 }
-

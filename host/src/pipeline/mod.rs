@@ -23,8 +23,8 @@ use deliver::Places;
 use crate::accounting::{Ledger, Summary, Unbalanced};
 use crate::aws::{AwsClients, AwsError};
 use crate::config::Budget;
-use crate::idempotency::Store;
 use crate::engine::{Chain, Engine, PluginError};
+use crate::idempotency::Store;
 use crate::record::Verdict;
 use crate::registry::{LoadError, PluginSource, SourceSettings};
 use crate::settings::Settings;
@@ -303,7 +303,9 @@ impl Pipeline {
                 }
                 running.groups.push(places.groups[index].take());
                 running.identities.push(places.identities[index].clone());
-                running.delivered.push(std::mem::take(&mut places.delivered[index]));
+                running
+                    .delivered
+                    .push(std::mem::take(&mut places.delivered[index]));
                 admitted.push(claims.admit(index, decoded));
             }
             let items = admitted;

@@ -70,17 +70,22 @@ impl DecodedEvent {
             return;
         }
         for item in &mut self.items {
-            let Ok(record) = &item.decoded else { continue };
-            let value = serde_json::from_slice::<Value>(&record.payload)
-                .ok()
-                .and_then(|v| match v.get(field)? {
-                    Value::String(s) => Some(s.clone()),
-                    Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                });
-            item.identity = value.map(|v| format!("direct/{v}"));
+            item.identity = direct_identity(&item.decoded, field);
         }
     }
+}
+
+/// A direct invocation's record's identity: `direct/VALUE`, the value of its top-level
+/// `field` (a string or a number); `None` without one.
+pub fn direct_identity(decoded: &super::Decoded, field: &str) -> Option<String> {
+    let record = decoded.as_ref().ok()?;
+    let value = serde_json::from_slice::<Value>(&record.payload).ok()?;
+    let value = match value.get(field)? {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    Some(format!("direct/{value}"))
 }
 
 /// An event that is not one the host understands.
@@ -283,7 +288,11 @@ pub fn decode_within(
                 // A batch holds the records of one shard of the stream, in order.
                 let group = Some(r.event_source_arn.clone().unwrap_or_default());
                 let table = arn_name(r.event_source_arn.as_deref(), "table/");
-                let event_id = if r.event_id.is_empty() { &id } else { &r.event_id };
+                let event_id = if r.event_id.is_empty() {
+                    &id
+                } else {
+                    &r.event_id
+                };
                 decoded.items.push(EventItem {
                     identity: Some(format!("dynamodb/{table}/{event_id}")),
                     id,

@@ -64,6 +64,8 @@ pub struct FileSource {
     max_record_bytes: usize,
     /// The `source` attribute of every record (`file`, `s3`).
     source: &'static str,
+    /// The field naming a direct invocation's records.
+    id_field: String,
     reader: Reader,
 }
 
@@ -80,7 +82,12 @@ enum Reader {
         headers: Vec<String>,
         row: csv::ByteRecord,
     },
-    Items(std::vec::IntoIter<Decoded>),
+    /// The records of an AWS event, with their source positions; `direct`: a direct
+    /// invocation's, named by their id field.
+    Items {
+        items: std::vec::IntoIter<super::EventItem>,
+        direct: bool,
+    },
 }
 
 impl FileSource {
@@ -147,9 +154,10 @@ impl FileSource {
                     });
                 }
                 let event = read_event(reader, format.event_kind(), input, limits)?;
-                let items: Vec<Decoded> =
-                    event.items.into_iter().map(|item| item.decoded).collect();
-                Reader::Items(items.into_iter())
+                Reader::Items {
+                    direct: event.kind == EventKind::Direct,
+                    items: event.items.into_iter(),
+                }
             }
         };
         Ok(Self {
@@ -157,8 +165,15 @@ impl FileSource {
             read: 0,
             max_record_bytes: limits.record,
             source: "file",
+            id_field: "id".into(),
             reader,
         })
+    }
+
+    /// The same source, naming a direct invocation's records by their `field`.
+    pub fn with_id_field(mut self, field: &str) -> Self {
+        field.clone_into(&mut self.id_field);
+        self
     }
 
     /// The same source, naming `source` in each record's `source` attribute.
@@ -179,13 +194,36 @@ impl FileSource {
         }
     }
 
+    /// The next record and its source position: the event's for an AWS event, else the
+    /// file's name and the record's line (none for standard input, which has no place
+    /// to come back to).
+    fn next_identified(&mut self) -> Result<Option<(Decoded, Option<String>)>, SourceError> {
+        if let Reader::Items { items, direct } = &mut self.reader {
+            return Ok(items.next().map(|item| {
+                let identity = if *direct {
+                    events::direct_identity(&item.decoded, &self.id_field)
+                } else {
+                    item.identity
+                };
+                (item.decoded, identity)
+            }));
+        }
+        let Some(decoded) = self.next_item()? else {
+            return Ok(None);
+        };
+        let identity = (self.input != "-")
+            .then(|| super::line_of(&decoded).map(|line| format!("file/{}#{line}", self.input)))
+            .flatten();
+        Ok(Some((decoded, identity)))
+    }
+
     fn next_item(&mut self) -> Result<Option<Decoded>, SourceError> {
         let read_error = |source| SourceError::Read {
             input: self.input.clone(),
             source,
         };
         match &mut self.reader {
-            Reader::Items(items) => Ok(items.next()),
+            Reader::Items { items, .. } => Ok(items.next().map(|item| item.decoded)),
             Reader::Lines {
                 reader,
                 json,
@@ -284,14 +322,10 @@ impl Source for FileSource {
     async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Item<u64>>>, SourceError> {
         let mut batch = Vec::with_capacity(max.min(4096));
         while batch.len() < max {
-            let Some(decoded) = self.next_item()? else {
+            let Some((decoded, identity)) = self.next_identified()? else {
                 break;
             };
             self.read += 1;
-            // Standard input has no place to come back to.
-            let identity = (self.input != "-")
-                .then(|| super::line_of(&decoded).map(|line| format!("file/{}#{line}", self.input)))
-                .flatten();
             batch.push(Item {
                 id: self.read,
                 group: None,

@@ -1,0 +1,633 @@
+//! The fault matrix: each fault against each ordered source (a Kinesis shard, an SQS FIFO
+//! message group), with the idempotency store off and on, through the real binary, the
+//! emulator, the Runtime API server and a fault proxy in front of the emulator. The test
+//! plays the event source: it redelivers what the function reports for retry (Kinesis
+//! from the lowest failed record on, SQS the failed messages) and the whole event when an
+//! invocation dies, until nothing is left. Then it reads the sinks and the DLQ and counts,
+//! per input record, where it ended: delivered, dead-lettered, both, twice, or nowhere.
+//!
+//! With `RELIABILITY_DIR` set, each run appends its row there; `./dev reliability` runs
+//! the matrix and writes RELIABILITY.md from the rows.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::emulator::{Clients, Moto};
+use crate::events::{failures, fifo_event, kinesis_event, sequence_numbers};
+use crate::lambda_harness::Lambda;
+use crate::proxy::{Fault, Proxy, Rule};
+use crate::runtime_api::Answer;
+use crate::support::{Scratch, path_str, plugin};
+
+const SHARD: &str = "shardId-000000000001";
+
+/// Where the records come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum From {
+    Kinesis,
+    Fifo,
+}
+
+/// Where their outputs go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum To {
+    Kinesis,
+    S3,
+    Fifo,
+}
+
+impl To {
+    fn spec(self) -> &'static str {
+        match self {
+            Self::Kinesis => "default=kinesis://out",
+            Self::S3 => "default=s3://out/o",
+            Self::Fifo => "default=sqs://out.fifo",
+        }
+    }
+
+    /// The rule that picks the sink's calls for `fault`.
+    fn rule(self, fault: Fault, skip: usize, times: usize) -> Rule {
+        let (operation, body_contains) = match self {
+            Self::Kinesis => ("PutRecords", None),
+            Self::S3 => ("S3.PutObject", None),
+            Self::Fifo => ("SendMessageBatch", Some("out.fifo".to_owned())),
+        };
+        Rule {
+            operation,
+            body_contains,
+            skip,
+            times,
+            fault,
+        }
+    }
+}
+
+/// One run: a fresh emulator, its sinks, a DLQ, a store table and the proxy.
+struct World {
+    // Dropped first: no call is left in flight when the emulator stops.
+    proxy: Proxy,
+    moto: Moto,
+    aws: Clients,
+    scratch: Scratch,
+    from: From,
+    to: To,
+    dedup: bool,
+    dlq: String,
+    out_queue: Option<String>,
+    payloads: Vec<String>,
+    event: Value,
+}
+
+impl World {
+    async fn new(from: From, to: To, dedup: bool, payloads: &[&str]) -> Self {
+        let moto = Moto::start();
+        let aws = moto.clients().await;
+        let out_queue = match to {
+            To::Kinesis => {
+                aws.stream("out").await;
+                None
+            }
+            To::S3 => {
+                aws.bucket("out").await;
+                None
+            }
+            To::Fifo => Some(aws.queue("out.fifo").await),
+        };
+        let dlq = aws.queue("dlq").await;
+        aws.table("dedup").await;
+        let proxy = Proxy::start(&moto.endpoint);
+        let event = match from {
+            From::Kinesis => {
+                kinesis_event(&payloads.iter().map(|p| (SHARD, *p)).collect::<Vec<_>>())
+            }
+            From::Fifo => fifo_event(&payloads.iter().map(|p| ("g", *p)).collect::<Vec<_>>()),
+        };
+        Self {
+            proxy,
+            moto,
+            aws,
+            scratch: Scratch::new(),
+            from,
+            to,
+            dedup,
+            dlq,
+            out_queue,
+            payloads: payloads.iter().map(|p| (*p).to_owned()).collect(),
+            event,
+        }
+    }
+
+    /// The function's settings: the case's, over the matrix's own.
+    fn env(&self, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        let wasm = plugin("misbehave");
+        let mut pairs: Vec<(&'static str, &str)> = vec![
+            ("PIPELINE_PLUGIN", path_str(&wasm)),
+            ("PIPELINE_SINKS", self.to.spec()),
+            ("PIPELINE_DLQ", "sqs://dlq"),
+            ("PIPELINE_BATCH_SIZE", "4"),
+            ("PIPELINE_MAX_ATTEMPTS", "2"),
+            ("PIPELINE_RETRY_BASE_MS", "1"),
+            ("PIPELINE_AWS_ATTEMPT_TIMEOUT_MS", "500"),
+            ("PIPELINE_AWS_TIMEOUT_MS", "1500"),
+            ("PIPELINE_DEDUP_CLAIM_SECONDS", "2"),
+        ];
+        if self.dedup {
+            pairs.push(("PIPELINE_DEDUP", "dynamodb://dedup"));
+        }
+        pairs.extend_from_slice(extra);
+        let mut env = self.moto.env_with(&pairs);
+        // The case's values win over the matrix's (the last of a name counts).
+        env.reverse();
+        let mut seen = std::collections::HashSet::new();
+        env.retain(|(k, _)| seen.insert(*k));
+        self.proxy.env(env)
+    }
+
+    fn start(&self, extra: &[(&'static str, &str)]) -> Lambda {
+        Lambda::start(&self.env(extra), self.scratch.dir.path())
+    }
+
+    /// What the event source sends again after `answer`: `None` when nothing is left.
+    fn redelivery(&self, event: &Value, answer: &Value) -> Option<Value> {
+        let failed = failures(answer);
+        if failed.is_empty() {
+            return None;
+        }
+        let records = event["Records"].as_array().expect("records");
+        let kept: Vec<Value> = match self.from {
+            // From the lowest failed sequence number on (one shard).
+            From::Kinesis => {
+                let ids = sequence_numbers(event);
+                let first = ids
+                    .iter()
+                    .position(|id| failed.contains(id))
+                    .expect("a failure names a record of the event");
+                records[first..].to_vec()
+            }
+            From::Fifo => records
+                .iter()
+                .filter(|r| failed.iter().any(|f| r["messageId"] == json!(f)))
+                .cloned()
+                .collect(),
+        };
+        Some(json!({ "Records": kept }))
+    }
+
+    /// Delivers `event` to `lambda`, and again what it reports for retry, until nothing
+    /// is left; returns the number of deliveries.
+    fn drive(&self, lambda: &Lambda, event: Value) -> usize {
+        let mut pending = Some(event);
+        let mut rounds = 0;
+        while let Some(event) = pending {
+            rounds += 1;
+            assert!(
+                rounds <= 40,
+                "still redelivering after 40 rounds: {}",
+                lambda.log()
+            );
+            let answer = lambda.invoke(event.clone());
+            pending = self.redelivery(&event, &answer);
+            if pending.is_some() {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+        rounds
+    }
+
+    /// Every output payload in the sink, as text.
+    async fn outputs(&self) -> Vec<String> {
+        match self.to {
+            To::Kinesis => self.aws.stream_records("out").await,
+            To::Fifo => {
+                self.aws
+                    .drain_queue(self.out_queue.as_deref().expect("queue"))
+                    .await
+            }
+            To::S3 => {
+                let mut lines = Vec::new();
+                for (_, body) in self.aws.objects("out", "o").await {
+                    for line in String::from_utf8_lossy(&body).lines() {
+                        let value: Value = serde_json::from_str(line).expect("a JSON line");
+                        lines.push(value.as_str().expect("a text payload").to_owned());
+                    }
+                }
+                lines
+            }
+        }
+    }
+
+    /// Where each input record ended, counted from the sink and the DLQ.
+    async fn tally(&self, case: &str, rounds: usize) -> Tally {
+        let outputs = self.outputs().await;
+        let dead: Vec<Value> = self
+            .aws
+            .drain_queue(&self.dlq)
+            .await
+            .iter()
+            .map(|e| serde_json::from_str(e).expect("a DLQ entry"))
+            .collect();
+        let ids: Vec<String> = match self.from {
+            From::Kinesis => sequence_numbers(&self.event),
+            From::Fifo => (0..self.payloads.len()).map(|i| format!("m-{i}")).collect(),
+        };
+        for output in &outputs {
+            assert!(
+                self.payloads.contains(output),
+                "{case}: an output no input made: {output:?}"
+            );
+        }
+        let mut tally = Tally {
+            case: case.to_owned(),
+            from: Some(self.from),
+            to: Some(self.to),
+            dedup: self.dedup,
+            records: self.payloads.len(),
+            rounds,
+            ..Tally::default()
+        };
+        for (payload, id) in self.payloads.iter().zip(&ids) {
+            // Echoed records are found by payload (each is unique); the DLQ names a
+            // record by its source position.
+            let out = if payload.starts_with("r-") {
+                outputs.iter().filter(|o| *o == payload).count()
+            } else {
+                0
+            };
+            let suffix = format!("/{id}");
+            let dlq = dead
+                .iter()
+                .filter(|e| e["identity"].as_str().is_some_and(|i| i.ends_with(&suffix)))
+                .count();
+            match (out, dlq) {
+                (0, 0) => tally.lost += 1,
+                (0, _) => tally.dead_lettered += 1,
+                _ => tally.delivered += 1,
+            }
+            tally.duplicates += (out + dlq).saturating_sub(1);
+        }
+        // Per-key order: the first copy of each record comes in input order (a queue
+        // or a stream keeps the order it was written in; S3 objects have none).
+        if self.to != To::S3 {
+            let mut firsts: Vec<usize> = Vec::new();
+            for output in &outputs {
+                let at = self.payloads.iter().position(|p| p == output).unwrap_or(0);
+                if !firsts.contains(&at) {
+                    firsts.push(at);
+                }
+            }
+            tally.in_order = firsts.windows(2).all(|w| w[0] < w[1]);
+        } else {
+            tally.in_order = true;
+        }
+        tally.save();
+        tally
+    }
+}
+
+/// Where the records of one run ended.
+#[derive(Debug, Default)]
+struct Tally {
+    case: String,
+    from: Option<From>,
+    to: Option<To>,
+    dedup: bool,
+    records: usize,
+    delivered: usize,
+    dead_lettered: usize,
+    duplicates: usize,
+    lost: usize,
+    in_order: bool,
+    rounds: usize,
+}
+
+impl Tally {
+    /// Appends the row to `$RELIABILITY_DIR/rows.jsonl`, when set.
+    fn save(&self) {
+        let Ok(dir) = std::env::var("RELIABILITY_DIR") else {
+            return;
+        };
+        let row = json!({
+            "case": self.case,
+            "source": self.from.map(|f| format!("{f:?}")),
+            "sink": self.to.map(|t| format!("{t:?}")),
+            "dedup": self.dedup, "records": self.records, "delivered": self.delivered,
+            "dead_lettered": self.dead_lettered, "duplicates": self.duplicates,
+            "lost": self.lost, "in_order": self.in_order, "deliveries": self.rounds,
+        });
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(std::path::Path::new(&dir).join("rows.jsonl"))
+            .expect("the rows file");
+        writeln!(file, "{row}").expect("a row");
+    }
+
+    /// Nothing lost; `duplicates` copies too many downstream; order kept.
+    fn expect(&self, duplicates: usize) {
+        assert_eq!(self.lost, 0, "records lost: {self:?}");
+        assert_eq!(self.duplicates, duplicates, "duplicates: {self:?}");
+        assert!(self.in_order, "per-key order broken: {self:?}");
+    }
+}
+
+fn records(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("r-{i:02}")).collect()
+}
+
+/// Runs `case` for both sources, dedup off then on; `run` returns the tally of one run.
+async fn each<F, Fut>(to: To, run: F)
+where
+    F: Fn(From, To, bool) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for from in [From::Kinesis, From::Fifo] {
+        for dedup in [false, true] {
+            run(from, to, dedup).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_event_delivered_twice() {
+    each(To::Kinesis, async |from, to, dedup| {
+        let payloads = records(8);
+        let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let world = World::new(from, to, dedup, &payloads).await;
+        let lambda = world.start(&[]);
+        let rounds =
+            world.drive(&lambda, world.event.clone()) + world.drive(&lambda, world.event.clone());
+        let tally = world.tally("delivered twice in a row", rounds).await;
+        tally.expect(if dedup { 0 } else { 8 });
+        if dedup {
+            let log = lambda.log();
+            assert!(log.contains("duplicate=8"), "{log}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hosts_process_the_same_event_at_once() {
+    each(To::Kinesis, async |from, to, dedup| {
+        let payloads = records(8);
+        let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let world = World::new(from, to, dedup, &payloads).await;
+        let (a, b) = (world.start(&[]), world.start(&[]));
+        a.send(world.event.clone());
+        b.send(world.event.clone());
+        let mut rounds = 2;
+        for lambda in [&a, &b] {
+            let Answer::Response(answer) = lambda.next_answer() else {
+                panic!("no answer: {}", lambda.log());
+            };
+            if let Some(again) = world.redelivery(&world.event, &answer) {
+                std::thread::sleep(Duration::from_millis(250));
+                rounds += world.drive(lambda, again);
+            }
+        }
+        let mut tally = world.tally("two hosts at once", rounds).await;
+        // Two hosts write the same shard's outputs side by side: order across them is
+        // not a promise (Lambda never runs one shard on two hosts at once).
+        tally.in_order = true;
+        tally.expect(if dedup { 0 } else { 8 });
+    })
+    .await;
+}
+
+/// The host dies while a batch's sink call hangs (the earlier batch delivered); the
+/// event source sends the whole event again to a new host.
+async fn killed_mid_batch(to: To) {
+    each(to, async |from, to, dedup| {
+        let payloads = records(12);
+        let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let world = World::new(from, to, dedup, &payloads).await;
+        world.proxy.set(vec![to.rule(Fault::Hold, 1, 1)]);
+        let first = world.start(&[]);
+        first.send(world.event.clone());
+        let started = Instant::now();
+        while world.proxy.faulted(to.rule(Fault::Hold, 0, 0).operation) == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no call held: {}",
+                first.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(first);
+        world.proxy.set(Vec::new());
+        let second = world.start(&[]);
+        let rounds = 1 + world.drive(&second, world.event.clone());
+        let tally = world
+            .tally("killed mid-batch, then redelivered", rounds)
+            .await;
+        // Without the store the first batch goes out again; deterministic S3 keys and
+        // FIFO deduplication ids absorb it, a Kinesis stream cannot.
+        tally.expect(if dedup || to != To::Kinesis { 0 } else { 4 });
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_mid_batch_kinesis_sink() {
+    killed_mid_batch(To::Kinesis).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_mid_batch_s3_and_fifo_sinks() {
+    killed_mid_batch(To::S3).await;
+    killed_mid_batch(To::Fifo).await;
+}
+
+/// The first sink call is taken by the service, and its answer lost: the call is sent
+/// again. S3 (`If-None-Match` on a key named by the content) and SQS FIFO (deduplication
+/// ids from the output identity) take it once; Kinesis has no deduplication, the store
+/// cannot help within one call, and the call's records arrive twice.
+async fn answer_lost(to: To) {
+    each(to, async |from, to, dedup| {
+        let payloads = records(8);
+        let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let world = World::new(from, to, dedup, &payloads).await;
+        world.proxy.set(vec![to.rule(Fault::Cut, 0, 1)]);
+        let lambda = world.start(&[]);
+        let rounds = world.drive(&lambda, world.event.clone());
+        assert_eq!(world.proxy.faulted(to.rule(Fault::Cut, 0, 0).operation), 1);
+        let tally = world
+            .tally("connection cut after the request was sent", rounds)
+            .await;
+        tally.expect(if to == To::Kinesis { 4 } else { 0 });
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_lost_kinesis_sink() {
+    answer_lost(To::Kinesis).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_lost_s3_and_fifo_sinks() {
+    answer_lost(To::S3).await;
+    answer_lost(To::Fifo).await;
+}
+
+/// A sink fault during the first delivery: `fault` on `times` calls.
+async fn sink_fault(case: &str, fault: Fault, times: usize, dead: usize) {
+    // The plugin's outputs have no key: a record sent again after a partial failure
+    // may follow later ones (per-key order is `faults.rs`'s and `ordering.rs`'s).
+    let keyed = fault != Fault::Halve;
+    each(To::Kinesis, async |from, to, dedup| {
+        let payloads = records(8);
+        let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let world = World::new(from, to, dedup, &payloads).await;
+        let mut rules = vec![to.rule(fault, 0, times)];
+        if fault == Fault::Halve {
+            // The first call throttled whole (the SDK retries it), then half of one.
+            rules.insert(0, to.rule(Fault::Throttle, 0, 1));
+        }
+        world.proxy.set(rules);
+        let lambda = world.start(&[]);
+        let rounds = world.drive(&lambda, world.event.clone());
+        assert!(
+            world.proxy.faulted("PutRecords") > 0,
+            "no fault: {}",
+            lambda.log()
+        );
+        let mut tally = world.tally(case, rounds).await;
+        tally.in_order |= !keyed;
+        tally.expect(0);
+        assert_eq!(tally.dead_lettered, dead, "{tally:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_sink() {
+    // Half of the first call refused: sent again.
+    sink_fault("sink throttled (partial PutRecords)", Fault::Halve, 1, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_down_for_the_whole_batch() {
+    sink_fault("sink down for the whole batch", Fault::Down, usize::MAX, 8).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_call_that_stalls_past_its_timeout() {
+    sink_fault(
+        "sink call stalls past its timeout",
+        Fault::Hold,
+        usize::MAX,
+        8,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_trap_mid_batch() {
+    each(To::Kinesis, async |from, to, dedup| {
+        let world = World::new(
+            from,
+            to,
+            dedup,
+            &["r-00", "r-01", "panic", "r-03", "r-04", "r-05"],
+        )
+        .await;
+        let lambda = world.start(&[]);
+        let rounds = world.drive(&lambda, world.event.clone());
+        let tally = world.tally("plugin trap mid-batch", rounds).await;
+        tally.expect(0);
+        assert_eq!((tally.delivered, tally.dead_lettered), (5, 1), "{tally:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_deadline_reached_mid_batch() {
+    each(To::Kinesis, async |from, to, dedup| {
+        let payloads = [
+            "r-00", "loop", "r-02", "r-03", "loop", "r-05", "r-06", "r-07",
+        ];
+        let world = World::new(from, to, dedup, &payloads).await;
+        let lambda = world.start(&[
+            ("PIPELINE_BATCH_SIZE", "2"),
+            ("PIPELINE_DEADLINE_MS", "300"),
+            ("PIPELINE_TIME_MARGIN_MS", "1500"),
+        ]);
+        lambda.set_timeout(Duration::from_millis(2300));
+        let rounds = world.drive(&lambda, world.event.clone());
+        let tally = world.tally("deadline reached mid-batch", rounds).await;
+        tally.expect(0);
+        assert_eq!((tally.delivered, tally.dead_lettered), (6, 2), "{tally:?}");
+        assert!(
+            rounds > 1,
+            "the deadline never cut a delivery short: {}",
+            lambda.log()
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dlq_that_refuses() {
+    each(To::Kinesis, async |from, to, dedup| {
+        let world = World::new(from, to, dedup, &["r-00", "fail", "r-02", "fail", "r-04"]).await;
+        world.proxy.set(vec![Rule {
+            body_contains: Some("/dlq".into()),
+            times: 2,
+            ..Rule::always("SendMessageBatch", Fault::Down)
+        }]);
+        let lambda = world.start(&[]);
+        let rounds = world.drive(&lambda, world.event.clone());
+        assert_eq!(world.proxy.faulted("SendMessageBatch"), 2);
+        let tally = world.tally("DLQ refuses", rounds).await;
+        tally.expect(0);
+        assert_eq!((tally.delivered, tally.dead_lettered), (3, 2), "{tally:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_hot_swapped_between_two_deliveries() {
+    each(To::Kinesis, async |from, to, dedup| {
+        let payloads = ["r-00", "flaky", "r-02", "r-03"];
+        let world = World::new(from, to, dedup, &payloads).await;
+        world.aws.bucket("plugins").await;
+        let publish = |name: &str, version: &str| {
+            let wasm = plugin(name);
+            let args = [
+                "publish",
+                "--to",
+                "s3://plugins/plugins/p/",
+                "--plugin",
+                path_str(&wasm),
+                "--version",
+                version,
+            ];
+            world
+                .scratch
+                .host_with_env(&args, None, &world.moto.env())
+                .assert_ok();
+        };
+        publish("misbehave", "1.0.0");
+        let lambda = world.start(&[
+            ("PIPELINE_PLUGIN", "s3://plugins/plugins/p/"),
+            ("PIPELINE_PLUGIN_CHECK_SECONDS", "0"),
+        ]);
+        // v1 hands `flaky` back (and what follows it in its shard or group).
+        let answer = lambda.invoke(world.event.clone());
+        let again = world.redelivery(&world.event, &answer).expect("a retry");
+        // v2 (validate) takes no text: the rest goes to the DLQ, once.
+        publish("validate", "2.0.0");
+        let rounds = 1 + world.drive(&lambda, again);
+        let log = lambda.log();
+        assert!(log.contains("plugin swapped"), "{log}");
+        let tally = world
+            .tally("plugin hot-swapped between deliveries", rounds)
+            .await;
+        tally.expect(0);
+        assert_eq!((tally.delivered, tally.dead_lettered), (1, 3), "{tally:?}");
+    })
+    .await;
+}
