@@ -21,7 +21,7 @@ import boto3
 from cfnlint.decode import decode
 from samtranslator.translator.transform import transform
 
-SUPPORTED = {"AWS::S3::Bucket", "AWS::Kinesis::Stream", "AWS::SQS::Queue", "AWS::IAM::Role"}
+SUPPORTED = {"AWS::S3::Bucket", "AWS::Kinesis::Stream", "AWS::SQS::Queue", "AWS::IAM::Role", "AWS::DynamoDB::Table"}
 
 
 class NoManagedPolicies:
@@ -54,6 +54,25 @@ def referenced(value):
     return found
 
 
+def store_table(dynamodb, table):
+    """The idempotency store's table is keyed by `id` (the emulator's CloudFormation
+    leaves TTL off: the template's own declaration is checked in `main`)."""
+    keys = dynamodb.describe_table(TableName=table)["Table"]["KeySchema"]
+    if keys != [{"AttributeName": "id", "KeyType": "HASH"}]:
+        sys.exit(f"table {table}: the key is not `id`: {keys}")
+
+
+def declares_ttl(template):
+    """Every DynamoDB table of the template expires its items by `ttl`."""
+    for name, resource in template["Resources"].items():
+        if resource["Type"] != "AWS::DynamoDB::Table":
+            continue
+        ttl = resource["Properties"].get("TimeToLiveSpecification", {})
+        if ttl != {"AttributeName": "ttl", "Enabled": True}:
+            sys.exit(f"table {name}: TTL is not on `ttl`: {ttl}")
+        print(f"table {name}: TTL on `ttl`")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--endpoint", required=True)
@@ -69,6 +88,7 @@ def main():
     for resource in template["Resources"].values():
         if resource["Type"] == "AWS::Serverless::Function":
             resource["Properties"]["CodeUri"] = "s3://packaged-code/host.zip"
+    declares_ttl(template)
     plain = transform(template, {}, NoManagedPolicies())
     resources = {k: v for k, v in plain["Resources"].items() if v["Type"] in SUPPORTED}
     dropped = sorted(set(plain["Resources"]) - set(resources))
@@ -108,6 +128,7 @@ def main():
         "AWS::Kinesis::Stream": lambda id: client("kinesis").describe_stream_summary(StreamName=id),
         "AWS::SQS::Queue": lambda id: client("sqs").get_queue_attributes(QueueUrl=id, AttributeNames=["QueueArn"]),
         "AWS::IAM::Role": lambda id: client("iam").get_role(RoleName=id),
+        "AWS::DynamoDB::Table": lambda id: store_table(client("dynamodb"), id),
     }
     for resource in sorted(created, key=lambda r: r["LogicalResourceId"]):
         checks[resource["ResourceType"]](resource["PhysicalResourceId"])

@@ -57,6 +57,7 @@ fn the_template_deploys_on_the_emulator() {
         "OutputStream",
         "DeadLetterQueue",
         "OnFailureQueue",
+        "DedupTable",
         "HostFunctionRole",
     ] {
         assert!(
@@ -65,4 +66,8 @@ fn the_template_deploys_on_the_emulator() {
         );
     }
     assert!(stdout.contains("no wildcard actions"), "{stdout}");
+    assert!(
+        stdout.contains("table DedupTable: TTL on `ttl`"),
+        "{stdout}"
+    );
 }

@@ -573,14 +573,20 @@ async fn the_deadline_reached_mid_batch() {
 async fn a_dlq_that_refuses() {
     each(To::Kinesis, async |from, to, dedup| {
         let world = World::new(from, to, dedup, &["r-00", "fail", "r-02", "fail", "r-04"]).await;
+        // Every call of the first delivery: the SDK's 3 attempts of each of the host's 2.
         world.proxy.set(vec![Rule {
             body_contains: Some("/dlq".into()),
-            times: 2,
+            times: 6,
             ..Rule::always("SendMessageBatch", Fault::Down)
         }]);
         let lambda = world.start(&[]);
         let rounds = world.drive(&lambda, world.event.clone());
-        assert_eq!(world.proxy.faulted("SendMessageBatch"), 2);
+        assert_eq!(world.proxy.faulted("SendMessageBatch"), 6);
+        assert!(
+            rounds > 1,
+            "the refusal never reached the source: {}",
+            lambda.log()
+        );
         let tally = world.tally("DLQ refuses", rounds).await;
         tally.expect(0);
         assert_eq!((tally.delivered, tally.dead_lettered), (3, 2), "{tally:?}");
