@@ -64,6 +64,16 @@ struct State {
     rules: Vec<(Rule, usize)>,
     /// Calls a fault was applied to, by operation.
     faulted: Vec<&'static str>,
+    /// Calls forwarded, by operation: how many, bytes sent, bytes received.
+    traffic: std::collections::BTreeMap<String, Traffic>,
+}
+
+/// What went through the proxy for one operation.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    pub calls: usize,
+    pub sent: usize,
+    pub received: usize,
 }
 
 /// The proxy; dropping it stops it and releases held calls.
@@ -112,6 +122,12 @@ impl Proxy {
     pub fn faulted(&self, operation: &str) -> usize {
         let state = self.state.lock().expect("proxy state");
         state.faulted.iter().filter(|o| **o == operation).count()
+    }
+
+    /// Calls forwarded so far, by operation; cleared.
+    #[allow(dead_code)]
+    pub fn take_traffic(&self) -> std::collections::BTreeMap<String, Traffic> {
+        std::mem::take(&mut self.state.lock().expect("proxy state").traffic)
     }
 
     /// `env` with `AWS_ENDPOINT_URL` pointing here.
@@ -211,6 +227,11 @@ fn relay(mut client: TcpStream, upstream: &str, state: &Mutex<State>, stop: &Ato
         None => {
             if let Some(response) = forward(&head, &body, upstream) {
                 let _ = client.write_all(&response);
+                let mut state = state.lock().expect("proxy state");
+                let traffic = state.traffic.entry(operation(&head)).or_default();
+                traffic.calls += 1;
+                traffic.sent += head.len() + 4 + body.len();
+                traffic.received += response.len();
             }
         }
     }
