@@ -15,6 +15,7 @@ mod support;
 
 mod chain;
 mod deadline;
+mod dedup;
 mod dlq_overflow;
 mod front_doors;
 mod lambda;

@@ -1,10 +1,12 @@
-//! The fault matrix: each fault against each ordered source (a Kinesis shard, an SQS FIFO
-//! message group), with the idempotency store off and on, through the real binary, the
+//! The fault matrix: each fault against each source (a Kinesis shard, a DynamoDB stream,
+//! an SQS FIFO message group, a standard SQS queue, an S3 notification, a direct
+//! invocation), with the idempotency store off and on, through the real binary, the
 //! emulator, the Runtime API server and a fault proxy in front of the emulator. The test
-//! plays the event source: it redelivers what the function reports for retry (Kinesis
-//! from the lowest failed record on, SQS the failed messages) and the whole event when an
-//! invocation dies, until nothing is left. Then it reads the sinks and the DLQ and counts,
-//! per input record, where it ended: delivered, dead-lettered, both, twice, or nowhere.
+//! plays the event source: it redelivers what the function reports for retry (Kinesis and
+//! DynamoDB Streams from the lowest failed record on, SQS the failed messages) and the
+//! whole event when an invocation fails or dies, until nothing is left. Then it reads the
+//! sinks and the DLQ and counts, per input record, where it ended: delivered,
+//! dead-lettered, both, twice, or nowhere.
 //!
 //! With `RELIABILITY_DIR` set, each run appends its row there; `./dev reliability` runs
 //! the matrix and writes RELIABILITY.md from the rows.
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::emulator::{Clients, Moto};
-use crate::events::{failures, fifo_event, kinesis_event, sequence_numbers};
+use crate::events::{failures, fifo_event, kinesis_event, s3_event, sequence_numbers, sqs_event};
 use crate::lambda_harness::Lambda;
 use crate::proxy::{Fault, Proxy, Rule};
 use crate::runtime_api::Answer;
@@ -26,7 +28,95 @@ const SHARD: &str = "shardId-000000000001";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum From {
     Kinesis,
+    Dynamodb,
     Fifo,
+    Sqs,
+    S3,
+    Direct,
+}
+
+/// Every source.
+const ALL: [From; 6] = [
+    From::Kinesis,
+    From::Dynamodb,
+    From::Fifo,
+    From::Sqs,
+    From::S3,
+    From::Direct,
+];
+/// The sources whose records reach the plugin as the text sent (`misbehave` obeys
+/// them): a DynamoDB change arrives as JSON, a direct record is named by its `id` field.
+const COMMANDABLE: [From; 4] = [From::Kinesis, From::Fifo, From::Sqs, From::S3];
+
+impl From {
+    /// The source reports records for retry (else a failed invocation retries it whole).
+    fn redelivers(self) -> bool {
+        matches!(
+            self,
+            Self::Kinesis | Self::Dynamodb | Self::Fifo | Self::Sqs
+        )
+    }
+
+    /// The source has an order to keep.
+    fn ordered(self) -> bool {
+        matches!(self, Self::Kinesis | Self::Dynamodb | Self::Fifo | Self::S3)
+    }
+
+    /// The event carrying `payloads`.
+    fn event(self, payloads: &[&str]) -> Value {
+        match self {
+            Self::Kinesis => {
+                kinesis_event(&payloads.iter().map(|p| (SHARD, *p)).collect::<Vec<_>>())
+            }
+            Self::Fifo => fifo_event(&payloads.iter().map(|p| ("g", *p)).collect::<Vec<_>>()),
+            Self::Sqs => sqs_event(payloads),
+            Self::S3 => s3_event("input", &["data.txt"]),
+            Self::Direct => Value::Array(payloads.iter().map(|p| json!({ "id": p })).collect()),
+            Self::Dynamodb => {
+                let records: Vec<Value> = payloads
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        json!({
+                            "eventID": format!("ev-{i}"), "eventName": "INSERT",
+                            "eventVersion": "1.1", "eventSource": "aws:dynamodb",
+                            "awsRegion": "us-east-1",
+                            "dynamodb": {
+                                "ApproximateCreationDateTime": 1764075600,
+                                "Keys": {"id": {"S": p}}, "NewImage": {"id": {"S": p}},
+                                "SequenceNumber": format!("{:024}", 100 + i),
+                                "SizeBytes": 26, "StreamViewType": "NEW_AND_OLD_IMAGES"
+                            },
+                            "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/2026-11-01T00:00:00.000"
+                        })
+                    })
+                    .collect();
+                json!({ "Records": records })
+            }
+        }
+    }
+
+    /// How the DLQ entry of input `i` ends its `identity`.
+    fn identity_end(self, event: &Value, i: usize, payload: &str) -> String {
+        match self {
+            Self::Kinesis => format!("/{}", sequence_numbers(event)[i]),
+            Self::Dynamodb => format!("/ev-{i}"),
+            Self::Fifo | Self::Sqs => format!("/m-{i}"),
+            Self::S3 => format!("#{}", i + 1),
+            Self::Direct => format!("/{payload}"),
+        }
+    }
+
+    /// The id a `batchItemFailures` entry names input `i` by.
+    fn item_id(self, record: &Value) -> String {
+        match self {
+            Self::Kinesis => record["kinesis"]["sequenceNumber"].as_str(),
+            Self::Dynamodb => record["dynamodb"]["SequenceNumber"].as_str(),
+            _ => record["messageId"].as_str(),
+        }
+        .expect("an item id")
+        .to_owned()
+    }
 }
 
 /// Where their outputs go.
@@ -96,13 +186,15 @@ impl World {
         };
         let dlq = aws.queue("dlq").await;
         aws.table("dedup").await;
+        if from == From::S3 {
+            aws.bucket("input").await;
+            let mut lines = payloads.join("\n");
+            lines.push('\n');
+            aws.put_object("input", "data.txt", lines.into_bytes())
+                .await;
+        }
         let proxy = Proxy::start(&moto.endpoint);
-        let event = match from {
-            From::Kinesis => {
-                kinesis_event(&payloads.iter().map(|p| (SHARD, *p)).collect::<Vec<_>>())
-            }
-            From::Fifo => fifo_event(&payloads.iter().map(|p| ("g", *p)).collect::<Vec<_>>()),
-        };
+        let event = from.event(payloads);
         Self {
             proxy,
             moto,
@@ -149,33 +241,40 @@ impl World {
     }
 
     /// What the event source sends again after `answer`: `None` when nothing is left.
-    fn redelivery(&self, event: &Value, answer: &Value) -> Option<Value> {
+    /// A failed invocation is retried whole; a response names what to retry (Kinesis and
+    /// DynamoDB Streams: from the lowest failed record on; SQS: the failed messages).
+    fn redelivery(&self, event: &Value, answer: &Answer) -> Option<Value> {
+        let answer = match answer {
+            Answer::Response(answer) => answer,
+            Answer::Error(_) => return Some(event.clone()),
+            Answer::InitError(e) => panic!("the function did not start: {e}"),
+        };
+        if !self.from.redelivers() {
+            return None;
+        }
         let failed = failures(answer);
         if failed.is_empty() {
             return None;
         }
         let records = event["Records"].as_array().expect("records");
-        let kept: Vec<Value> = match self.from {
-            // From the lowest failed sequence number on (one shard).
-            From::Kinesis => {
-                let ids = sequence_numbers(event);
-                let first = ids
-                    .iter()
-                    .position(|id| failed.contains(id))
-                    .expect("a failure names a record of the event");
-                records[first..].to_vec()
-            }
-            From::Fifo => records
+        let kept: Vec<Value> = if matches!(self.from, From::Kinesis | From::Dynamodb) {
+            let first = records
                 .iter()
-                .filter(|r| failed.iter().any(|f| r["messageId"] == json!(f)))
+                .position(|r| failed.contains(&self.from.item_id(r)))
+                .expect("a failure names a record of the event");
+            records[first..].to_vec()
+        } else {
+            records
+                .iter()
+                .filter(|r| failed.contains(&self.from.item_id(r)))
                 .cloned()
-                .collect(),
+                .collect()
         };
         Some(json!({ "Records": kept }))
     }
 
-    /// Delivers `event` to `lambda`, and again what it reports for retry, until nothing
-    /// is left; returns the number of deliveries.
+    /// Delivers `event` to `lambda`, and again what it reports for retry or what failed,
+    /// until nothing is left; returns the number of deliveries.
     fn drive(&self, lambda: &Lambda, event: Value) -> usize {
         let mut pending = Some(event);
         let mut rounds = 0;
@@ -186,7 +285,7 @@ impl World {
                 "still redelivering after 40 rounds: {}",
                 lambda.log()
             );
-            let answer = lambda.invoke(event.clone());
+            let answer = lambda.invoke_answer(event.clone());
             pending = self.redelivery(&event, &answer);
             if pending.is_some() {
                 std::thread::sleep(Duration::from_millis(250));
@@ -227,13 +326,14 @@ impl World {
             .iter()
             .map(|e| serde_json::from_str(e).expect("a DLQ entry"))
             .collect();
-        let ids: Vec<String> = match self.from {
-            From::Kinesis => sequence_numbers(&self.event),
-            From::Fifo => (0..self.payloads.len()).map(|i| format!("m-{i}")).collect(),
+        // An output is its record's payload (echoed) or carries it quoted (a DynamoDB
+        // change, a direct record, as JSON).
+        let carries = |output: &str, payload: &str| {
+            output == payload || output.contains(&format!("\"{payload}\""))
         };
         for output in &outputs {
             assert!(
-                self.payloads.contains(output),
+                self.payloads.iter().any(|p| carries(output, p)),
                 "{case}: an output no input made: {output:?}"
             );
         }
@@ -246,18 +346,18 @@ impl World {
             rounds,
             ..Tally::default()
         };
-        for (payload, id) in self.payloads.iter().zip(&ids) {
+        for (i, payload) in self.payloads.iter().enumerate() {
             // Echoed records are found by payload (each is unique); the DLQ names a
             // record by its source position.
             let out = if payload.starts_with("r-") {
-                outputs.iter().filter(|o| *o == payload).count()
+                outputs.iter().filter(|o| carries(o, payload)).count()
             } else {
                 0
             };
-            let suffix = format!("/{id}");
+            let end = self.from.identity_end(&self.event, i, payload);
             let dlq = dead
                 .iter()
-                .filter(|e| e["identity"].as_str().is_some_and(|i| i.ends_with(&suffix)))
+                .filter(|e| e["identity"].as_str().is_some_and(|i| i.ends_with(&end)))
                 .count();
             match (out, dlq) {
                 (0, 0) => tally.lost += 1,
@@ -268,19 +368,22 @@ impl World {
         }
         // Per-key order: the first copy of each record comes in input order (a queue
         // or a stream keeps the order it was written in; S3 objects have none).
-        if self.to != To::S3 {
+        // Per-key order: the first copy of each record comes in input order (a queue
+        // or a stream keeps the order it was written in; S3 objects have none).
+        tally.in_order = (self.to != To::S3 && self.from.ordered()).then(|| {
             let mut firsts: Vec<usize> = Vec::new();
             for output in &outputs {
-                let at = self.payloads.iter().position(|p| p == output).unwrap_or(0);
+                let at = self
+                    .payloads
+                    .iter()
+                    .position(|p| carries(output, p))
+                    .unwrap_or(0);
                 if !firsts.contains(&at) {
                     firsts.push(at);
                 }
             }
-            tally.in_order = firsts.windows(2).all(|w| w[0] < w[1]);
-        } else {
-            tally.in_order = true;
-        }
-        tally.save();
+            firsts.windows(2).all(|w| w[0] < w[1])
+        });
         tally
     }
 }
@@ -297,7 +400,9 @@ struct Tally {
     dead_lettered: usize,
     duplicates: usize,
     lost: usize,
-    in_order: bool,
+    /// `None` where there is no order to keep (a standard queue, two hosts at once,
+    /// outputs without a key resent after a partial failure).
+    in_order: Option<bool>,
     rounds: usize,
 }
 
@@ -324,11 +429,13 @@ impl Tally {
         writeln!(file, "{row}").expect("a row");
     }
 
-    /// Nothing lost; `duplicates` copies too many downstream; order kept.
+    /// Records the row, then checks: nothing lost; `duplicates` copies too many
+    /// downstream; order kept.
     fn expect(&self, duplicates: usize) {
+        self.save();
         assert_eq!(self.lost, 0, "records lost: {self:?}");
         assert_eq!(self.duplicates, duplicates, "duplicates: {self:?}");
-        assert!(self.in_order, "per-key order broken: {self:?}");
+        assert_ne!(self.in_order, Some(false), "per-key order broken: {self:?}");
     }
 }
 
@@ -336,13 +443,13 @@ fn records(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("r-{i:02}")).collect()
 }
 
-/// Runs `case` for both sources, dedup off then on; `run` returns the tally of one run.
-async fn each<F, Fut>(to: To, run: F)
+/// Runs a case for each of `sources`, dedup off then on.
+async fn each<F, Fut>(sources: &[From], to: To, run: F)
 where
     F: Fn(From, To, bool) -> Fut,
     Fut: Future<Output = ()>,
 {
-    for from in [From::Kinesis, From::Fifo] {
+    for &from in sources {
         for dedup in [false, true] {
             run(from, to, dedup).await;
         }
@@ -351,7 +458,7 @@ where
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_event_delivered_twice() {
-    each(To::Kinesis, async |from, to, dedup| {
+    each(&ALL, To::Kinesis, async |from, to, dedup| {
         let payloads = records(8);
         let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
         let world = World::new(from, to, dedup, &payloads).await;
@@ -370,7 +477,7 @@ async fn the_same_event_delivered_twice() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hosts_process_the_same_event_at_once() {
-    each(To::Kinesis, async |from, to, dedup| {
+    each(&ALL, To::Kinesis, async |from, to, dedup| {
         let payloads = records(8);
         let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
         let world = World::new(from, to, dedup, &payloads).await;
@@ -379,9 +486,7 @@ async fn two_hosts_process_the_same_event_at_once() {
         b.send(world.event.clone());
         let mut rounds = 2;
         for lambda in [&a, &b] {
-            let Answer::Response(answer) = lambda.next_answer() else {
-                panic!("no answer: {}", lambda.log());
-            };
+            let answer = lambda.next_answer();
             if let Some(again) = world.redelivery(&world.event, &answer) {
                 std::thread::sleep(Duration::from_millis(250));
                 rounds += world.drive(lambda, again);
@@ -390,7 +495,7 @@ async fn two_hosts_process_the_same_event_at_once() {
         let mut tally = world.tally("two hosts at once", rounds).await;
         // Two hosts write the same shard's outputs side by side: order across them is
         // not a promise (Lambda never runs one shard on two hosts at once).
-        tally.in_order = true;
+        tally.in_order = None;
         tally.expect(if dedup { 0 } else { 8 });
     })
     .await;
@@ -398,8 +503,8 @@ async fn two_hosts_process_the_same_event_at_once() {
 
 /// The host dies while a batch's sink call hangs (the earlier batch delivered); the
 /// event source sends the whole event again to a new host.
-async fn killed_mid_batch(to: To) {
-    each(to, async |from, to, dedup| {
+async fn killed_mid_batch(sources: &[From], to: To) {
+    each(sources, to, async |from, to, dedup| {
         let payloads = records(12);
         let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
         let world = World::new(from, to, dedup, &payloads).await;
@@ -431,13 +536,13 @@ async fn killed_mid_batch(to: To) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_mid_batch_kinesis_sink() {
-    killed_mid_batch(To::Kinesis).await;
+    killed_mid_batch(&ALL, To::Kinesis).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_mid_batch_s3_and_fifo_sinks() {
-    killed_mid_batch(To::S3).await;
-    killed_mid_batch(To::Fifo).await;
+    killed_mid_batch(&[From::Kinesis, From::Fifo], To::S3).await;
+    killed_mid_batch(&[From::Kinesis, From::Fifo], To::Fifo).await;
 }
 
 /// The first sink call is taken by the service, and its answer lost: the call is sent
@@ -445,7 +550,7 @@ async fn killed_mid_batch_s3_and_fifo_sinks() {
 /// ids from the output identity) take it once; Kinesis has no deduplication, the store
 /// cannot help within one call, and the call's records arrive twice.
 async fn answer_lost(to: To) {
-    each(to, async |from, to, dedup| {
+    each(&[From::Kinesis, From::Fifo], to, async |from, to, dedup| {
         let payloads = records(8);
         let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
         let world = World::new(from, to, dedup, &payloads).await;
@@ -477,7 +582,7 @@ async fn sink_fault(case: &str, fault: Fault, times: usize, dead: usize) {
     // The plugin's outputs have no key: a record sent again after a partial failure
     // may follow later ones (per-key order is `faults.rs`'s and `ordering.rs`'s).
     let keyed = fault != Fault::Halve;
-    each(To::Kinesis, async |from, to, dedup| {
+    each(&ALL, To::Kinesis, async |from, to, dedup| {
         let payloads = records(8);
         let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
         let world = World::new(from, to, dedup, &payloads).await;
@@ -495,7 +600,9 @@ async fn sink_fault(case: &str, fault: Fault, times: usize, dead: usize) {
             lambda.log()
         );
         let mut tally = world.tally(case, rounds).await;
-        tally.in_order |= !keyed;
+        if !keyed {
+            tally.in_order = None;
+        }
         tally.expect(0);
         assert_eq!(tally.dead_lettered, dead, "{tally:?}");
     })
@@ -526,7 +633,7 @@ async fn a_sink_call_that_stalls_past_its_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_trap_mid_batch() {
-    each(To::Kinesis, async |from, to, dedup| {
+    each(&COMMANDABLE, To::Kinesis, async |from, to, dedup| {
         let world = World::new(
             from,
             to,
@@ -545,21 +652,29 @@ async fn a_plugin_trap_mid_batch() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_deadline_reached_mid_batch() {
-    each(To::Kinesis, async |from, to, dedup| {
+    each(&COMMANDABLE, To::Kinesis, async |from, to, dedup| {
         let payloads = [
             "r-00", "loop", "r-02", "r-03", "loop", "r-05", "r-06", "r-07",
         ];
         let world = World::new(from, to, dedup, &payloads).await;
+        // An S3 notification out of time records how far it got: S3's retry resumes.
         let lambda = world.start(&[
             ("PIPELINE_BATCH_SIZE", "2"),
             ("PIPELINE_DEADLINE_MS", "300"),
             ("PIPELINE_TIME_MARGIN_MS", "1500"),
+            ("PIPELINE_CHECKPOINTS", "s3://input/checkpoints"),
         ]);
         lambda.set_timeout(Duration::from_millis(2300));
         let rounds = world.drive(&lambda, world.event.clone());
         let tally = world.tally("deadline reached mid-batch", rounds).await;
         tally.expect(0);
-        assert_eq!((tally.delivered, tally.dead_lettered), (6, 2), "{tally:?}");
+        if from.redelivers() {
+            assert_eq!((tally.delivered, tally.dead_lettered), (6, 2), "{tally:?}");
+        } else {
+            // A record whose batch the time cut short is `unfinished` in the DLQ; which
+            // ones depends on the timing. The batches after it resume from the checkpoint.
+            assert!(tally.dead_lettered >= 2, "{tally:?}");
+        }
         assert!(
             rounds > 1,
             "the deadline never cut a delivery short: {}",
@@ -571,7 +686,7 @@ async fn the_deadline_reached_mid_batch() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dlq_that_refuses() {
-    each(To::Kinesis, async |from, to, dedup| {
+    each(&COMMANDABLE, To::Kinesis, async |from, to, dedup| {
         let world = World::new(from, to, dedup, &["r-00", "fail", "r-02", "fail", "r-04"]).await;
         // Every call of the first delivery: the SDK's 3 attempts of each of the host's 2.
         world.proxy.set(vec![Rule {
@@ -596,44 +711,55 @@ async fn a_dlq_that_refuses() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_hot_swapped_between_two_deliveries() {
-    each(To::Kinesis, async |from, to, dedup| {
-        let payloads = ["r-00", "flaky", "r-02", "r-03"];
-        let world = World::new(from, to, dedup, &payloads).await;
-        world.aws.bucket("plugins").await;
-        let publish = |name: &str, version: &str| {
-            let wasm = plugin(name);
-            let args = [
-                "publish",
-                "--to",
-                "s3://plugins/plugins/p/",
-                "--plugin",
-                path_str(&wasm),
-                "--version",
-                version,
-            ];
-            world
-                .scratch
-                .host_with_env(&args, None, &world.moto.env())
-                .assert_ok();
-        };
-        publish("misbehave", "1.0.0");
-        let lambda = world.start(&[
-            ("PIPELINE_PLUGIN", "s3://plugins/plugins/p/"),
-            ("PIPELINE_PLUGIN_CHECK_SECONDS", "0"),
-        ]);
-        // v1 hands `flaky` back (and what follows it in its shard or group).
-        let answer = lambda.invoke(world.event.clone());
-        let again = world.redelivery(&world.event, &answer).expect("a retry");
-        // v2 (validate) takes no text: the rest goes to the DLQ, once.
-        publish("validate", "2.0.0");
-        let rounds = 1 + world.drive(&lambda, again);
-        let log = lambda.log();
-        assert!(log.contains("plugin swapped"), "{log}");
-        let tally = world
-            .tally("plugin hot-swapped between deliveries", rounds)
-            .await;
-        tally.expect(0);
-        assert_eq!((tally.delivered, tally.dead_lettered), (1, 3), "{tally:?}");
-    })
+    // (An S3 notification does not redeliver item by item: `flaky` is dead-lettered.)
+    each(
+        &[From::Kinesis, From::Fifo, From::Sqs],
+        To::Kinesis,
+        async |from, to, dedup| {
+            let payloads = ["r-00", "flaky", "r-02", "r-03"];
+            let world = World::new(from, to, dedup, &payloads).await;
+            world.aws.bucket("plugins").await;
+            let publish = |name: &str, version: &str| {
+                let wasm = plugin(name);
+                let args = [
+                    "publish",
+                    "--to",
+                    "s3://plugins/plugins/p/",
+                    "--plugin",
+                    path_str(&wasm),
+                    "--version",
+                    version,
+                ];
+                world
+                    .scratch
+                    .host_with_env(&args, None, &world.moto.env())
+                    .assert_ok();
+            };
+            publish("misbehave", "1.0.0");
+            let lambda = world.start(&[
+                ("PIPELINE_PLUGIN", "s3://plugins/plugins/p/"),
+                ("PIPELINE_PLUGIN_CHECK_SECONDS", "0"),
+            ]);
+            // v1 hands `flaky` back (and what follows it in its shard or group).
+            let answer = lambda.invoke_answer(world.event.clone());
+            let again = world.redelivery(&world.event, &answer).expect("a retry");
+            // v2 (validate) takes no text: the rest goes to the DLQ, once.
+            publish("validate", "2.0.0");
+            let rounds = 1 + world.drive(&lambda, again);
+            let log = lambda.log();
+            assert!(log.contains("plugin swapped"), "{log}");
+            let tally = world
+                .tally("plugin hot-swapped between deliveries", rounds)
+                .await;
+            tally.expect(0);
+            // A standard queue holds nothing back behind `flaky`: v1 delivers the rest.
+            let expected = if from == From::Sqs { (3, 1) } else { (1, 3) };
+            assert_eq!(
+                (tally.delivered, tally.dead_lettered),
+                expected,
+                "{tally:?}"
+            );
+        },
+    )
     .await;
 }

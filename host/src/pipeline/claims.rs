@@ -62,9 +62,11 @@ impl Claims {
             asking.retain(|&i| claims[i] == Some(Claim::Busy));
             attempt += 1;
             let delay = backoff(Duration::from_millis(200), attempt).min(Duration::from_secs(5));
+            // A claim lasts at most the claim time (plus the second its expiry is
+            // rounded to): waiting longer could not make it expire.
             if redelivers
                 || asking.is_empty()
-                || started.elapsed() + delay > store.claim_time()
+                || started.elapsed() + delay > store.claim_time() + Duration::from_secs(2)
                 || !budget.allows_wait(delay)
             {
                 break;

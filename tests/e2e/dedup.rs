@@ -1,0 +1,91 @@
+//! The idempotency store at the command line: `host run --sink --dedup` over the same
+//! file twice sends each record once (the second run counts them `duplicate`), and a
+//! store that cannot be reached stops a run whose input cannot be redelivered, naming
+//! the store, before anything is sent.
+
+use crate::emulator::Moto;
+use crate::support::{Scratch, path_str, plugin};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_run_over_the_same_file_twice_sends_each_record_once() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.stream("out").await;
+    aws.queue("dlq").await;
+    aws.table("dedup").await;
+    let scratch = Scratch::new();
+    let input = scratch.write("events.jsonl", "r-0\nr-1\nfail\nr-3\ndrop\n");
+    let wasm = plugin("misbehave");
+    let run = || {
+        scratch.host_with_env(
+            &[
+                "run",
+                "--plugin",
+                path_str(&wasm),
+                "--input",
+                path_str(&input),
+                "--format",
+                "lines",
+                "--sink",
+                "default=kinesis://out",
+                "--dlq",
+                "sqs://dlq",
+                "--dedup",
+                "dynamodb://dedup",
+            ],
+            None,
+            &moto.env(),
+        )
+    };
+    let first = run();
+    first.assert_ok();
+    assert_eq!(first.count("transformed"), 3, "{}", first.stderr);
+    let second = run();
+    second.assert_ok();
+    // Every record finished the first time: delivered, dead-lettered or dropped.
+    assert_eq!(second.count("duplicate"), 5, "{}", second.stderr);
+    assert_eq!(second.count("transformed"), 0, "{}", second.stderr);
+    assert_eq!(aws.stream_records("out").await, ["r-0", "r-1", "r-3"]);
+    let dlq = aws.queue("dlq").await;
+    let dead = aws.drain_queue(&dlq).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let entry: serde_json::Value = serde_json::from_str(&dead[0]).expect("an entry");
+    let identity = entry["identity"].as_str().expect("an identity");
+    assert!(
+        identity.starts_with("file/") && identity.ends_with("events.jsonl#3"),
+        "{identity}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_cannot_be_reached_stops_the_run_before_anything_is_sent() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.stream("out").await;
+    aws.queue("dlq").await;
+    // No table.
+    let scratch = Scratch::new();
+    let input = scratch.write("events.jsonl", "r-0\nr-1\n");
+    let wasm = plugin("misbehave");
+    let run = scratch.host_with_env(
+        &[
+            "run",
+            "--plugin",
+            path_str(&wasm),
+            "--input",
+            path_str(&input),
+            "--format",
+            "lines",
+            "--sink",
+            "default=kinesis://out",
+            "--dlq",
+            "sqs://dlq",
+            "--dedup",
+            "dynamodb://missing",
+        ],
+        None,
+        &moto.env(),
+    );
+    run.assert_error("idempotency store dynamodb://missing");
+    assert!(aws.stream_records("out").await.is_empty());
+}
