@@ -1,9 +1,13 @@
-//! The idempotency store at the command line: `host run --sink --dedup` over the same
-//! file twice sends each record once (the second run counts them `duplicate`), and a
-//! store that cannot be reached stops a run whose input cannot be redelivered, naming
-//! the store, before anything is sent.
+//! The idempotency store at the front doors the fault matrix does not cover: `host run
+//! --sink --dedup` over the same file twice sends each record once (the second run
+//! counts them `duplicate`); a store that cannot be reached stops a run whose input
+//! cannot be redelivered, naming the store, before anything is sent; a direct
+//! invocation names its records by the field the operator chose.
+
+use serde_json::json;
 
 use crate::emulator::Moto;
+use crate::lambda_harness::Lambda;
 use crate::support::{Scratch, path_str, plugin};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -88,4 +92,47 @@ async fn a_store_that_cannot_be_reached_stops_the_run_before_anything_is_sent() 
     );
     run.assert_error("idempotency store dynamodb://missing");
     assert!(aws.stream_records("out").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_direct_invocation_names_its_records_by_their_id_field() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.stream("out").await;
+    aws.queue("dlq").await;
+    aws.table("dedup").await;
+    let scratch = Scratch::new();
+    let wasm = plugin("misbehave");
+    let env = moto.env_with(&[
+        ("PIPELINE_PLUGIN", path_str(&wasm)),
+        ("PIPELINE_SINKS", "default=kinesis://out"),
+        ("PIPELINE_DLQ", "sqs://dlq"),
+        ("PIPELINE_DEDUP", "dynamodb://dedup"),
+        ("PIPELINE_DEDUP_ID_FIELD", "key"),
+    ]);
+    let lambda = Lambda::start(&env, scratch.dir.path());
+    // `a` twice in one event: the second is the same record again. No `key`: not
+    // deduplicated, so sent each time.
+    let event = json!([{"key": "a"}, {"key": "a"}, {"key": 7}, {"other": 1}]);
+    let first = lambda.invoke(event.clone());
+    assert_eq!(
+        (first["transformed"].clone(), first["duplicate"].clone()),
+        (json!(3), json!(1)),
+        "{first}"
+    );
+    let second = lambda.invoke(event);
+    assert_eq!(
+        (second["transformed"].clone(), second["duplicate"].clone()),
+        (json!(1), json!(3)),
+        "{second}"
+    );
+    assert_eq!(
+        aws.stream_records("out").await,
+        [
+            r#"{"key":"a"}"#,
+            r#"{"key":7}"#,
+            r#"{"other":1}"#,
+            r#"{"other":1}"#
+        ]
+    );
 }

@@ -481,7 +481,10 @@ async fn two_hosts_process_the_same_event_at_once() {
         let payloads = records(8);
         let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
         let world = World::new(from, to, dedup, &payloads).await;
-        let (a, b) = (world.start(&[]), world.start(&[]));
+        // Claims that outlast a batch on a loaded machine: a live host's claim is never
+        // taken over (in Lambda a claim lasts until the invocation's deadline).
+        let claims = [("PIPELINE_DEDUP_CLAIM_SECONDS", "60")];
+        let (a, b) = (world.start(&claims), world.start(&claims));
         a.send(world.event.clone());
         b.send(world.event.clone());
         let mut rounds = 2;

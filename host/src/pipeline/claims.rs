@@ -19,15 +19,23 @@ const BUSY: &str = "another run is processing this record (claimed in the idempo
 pub(super) struct Claims {
     claims: Vec<Option<Claim>>,
     busy: String,
+    /// The batch's source delivers again what is handed back.
+    redelivers: bool,
 }
 
 impl Claims {
     /// No store: nothing claimed.
-    pub(super) fn none(count: usize) -> Self {
+    pub(super) fn none(count: usize, redelivers: bool) -> Self {
         Self {
             claims: vec![None; count],
             busy: String::new(),
+            redelivers,
         }
+    }
+
+    /// Whether the batch's source delivers again what is handed back.
+    pub(super) fn redelivers(&self) -> bool {
+        self.redelivers
     }
 
     /// Claims every identity. `redelivers`: a busy item goes back to the source; else
@@ -41,9 +49,18 @@ impl Claims {
         slack: Duration,
     ) -> Result<Self, crate::aws::AwsError> {
         let mut claims = vec![None; identities.len()];
-        let mut asking: Vec<usize> = (0..identities.len())
-            .filter(|&i| identities[i].is_some())
-            .collect();
+        // An identity met again in the same batch (a message delivered twice at once, a
+        // direct record naming an id already used) is that record again: a duplicate.
+        let mut seen = std::collections::HashSet::new();
+        let mut asking = Vec::new();
+        for (index, identity) in identities.iter().enumerate() {
+            let Some(identity) = identity else { continue };
+            if seen.insert(identity.as_str()) {
+                asking.push(index);
+            } else {
+                claims[index] = Some(Claim::Done);
+            }
+        }
         let started = Instant::now();
         let mut attempt = 0;
         while !asking.is_empty() {
@@ -76,6 +93,7 @@ impl Claims {
         Ok(Self {
             claims,
             busy: BUSY.into(),
+            redelivers,
         })
     }
 
@@ -87,6 +105,8 @@ impl Claims {
                 .map(|i| i.as_ref().map(|_| Claim::Busy))
                 .collect(),
             busy: format!("the idempotency store cannot be reached: {error}"),
+            // Only a source that redelivers gets its items back this way.
+            redelivers: true,
         }
     }
 
@@ -111,6 +131,28 @@ impl Claims {
             kind: FailureKind::Unfinished,
             reason: self.busy.clone(),
         })
+    }
+
+    /// Releases every claim of this run (the run stops before the batch settles).
+    pub(super) async fn release(
+        &self,
+        store: &Store,
+        identities: &[Option<String>],
+        retry: RetryPolicy,
+    ) {
+        let ours: Vec<String> = self
+            .claims
+            .iter()
+            .zip(identities)
+            .filter_map(|(claim, identity)| {
+                (*claim == Some(Claim::Ours))
+                    .then(|| identity.clone())
+                    .flatten()
+            })
+            .collect();
+        if let Err(e) = store.release(&ours, retry).await {
+            tracing::error!(error = %e, records = ours.len(), "cannot release claims in the idempotency store; a retry waits for them to expire");
+        }
     }
 
     /// Marks this run's claims done (a final verdict) or releases them (a retry).

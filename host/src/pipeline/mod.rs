@@ -293,65 +293,20 @@ impl Pipeline {
             let claims = self
                 .claim(&places.identities, source.redelivers(), budget)
                 .await?;
-            // Items an earlier delivery finished settle as duplicates; the rest run.
-            let (mut running, mut duplicates) = (Places::default(), Vec::new());
-            let mut admitted = Vec::with_capacity(items.len());
-            for (index, decoded) in items.into_iter().enumerate() {
-                if claims.is_duplicate(index) {
-                    duplicates.push(index);
-                    continue;
+            let ran = self
+                .run_claimed(items, &places, &claims, &mut held, outputs, retry)
+                .await;
+            let verdicts = match ran {
+                Ok(verdicts) => verdicts,
+                Err(e) => {
+                    // The run stops: this run's claims go, so a retry need not wait for
+                    // them to expire.
+                    if let Some(store) = &self.store {
+                        claims.release(store, &places.identities, retry).await;
+                    }
+                    return Err(e);
                 }
-                running.groups.push(places.groups[index].take());
-                running.identities.push(places.identities[index].clone());
-                running
-                    .delivered
-                    .push(std::mem::take(&mut places.delivered[index]));
-                admitted.push(claims.admit(index, decoded));
-            }
-            let items = admitted;
-            let mut chain = self
-                .chain
-                .take()
-                .ok_or_else(|| RunError::PluginThread("the plugin instance was lost".into()))?;
-            // The plugin runs on a blocking thread: WASI's sync bindings must not block an
-            // async worker, and a long batch should not stall the runtime's other tasks.
-            let (chain, ran) = tokio::task::spawn_blocking(move || {
-                let ran = deliver::run_plugin(&mut chain, items, budget);
-                (chain, ran)
-            })
-            .await
-            // The chain is gone with the thread: the next run starts the plugins again.
-            .map_err(|e| RunError::PluginThread(e.to_string()))?;
-            self.chain = Some(chain);
-            let router = match outputs {
-                Outputs::Sinks => &self.router,
-                Outputs::To(router) => router,
             };
-            let ran_verdicts = deliver::deliver(
-                ran,
-                &running,
-                &mut held,
-                router,
-                &self.dlq,
-                retry,
-                source.redelivers(),
-            )
-            .await?;
-            if let Some(reason) = router.broken().or_else(|| self.dlq.sink.broken()) {
-                return Err(RunError::Broken(reason));
-            }
-            // Every item's verdict, in the batch's order.
-            let mut ran_verdicts = ran_verdicts.into_iter();
-            let mut verdicts = Vec::with_capacity(ids.len());
-            for index in 0..ids.len() {
-                verdicts.push(if duplicates.contains(&index) {
-                    Verdict::Duplicate
-                } else {
-                    ran_verdicts
-                        .next()
-                        .ok_or(RunError::Deliver(DeliverError::NoVerdict(index)))?
-                });
-            }
             if let Some(store) = &self.store {
                 claims
                     .finish(store, &places.identities, &verdicts, retry)
@@ -365,6 +320,68 @@ impl Pipeline {
         Ok(summary)
     }
 
+    /// One claimed batch through the chain, the sinks and the DLQ: every item's verdict,
+    /// in the batch's order (a duplicate's without running).
+    async fn run_claimed(
+        &mut self,
+        items: Vec<crate::sources::Decoded>,
+        places: &Places,
+        claims: &Claims,
+        held: &mut HashSet<String>,
+        outputs: Outputs<'_>,
+        retry: RetryPolicy,
+    ) -> Result<Vec<Verdict>, RunError> {
+        let count = items.len();
+        let mut running = Places::default();
+        let mut admitted = Vec::with_capacity(count);
+        for (index, decoded) in items.into_iter().enumerate() {
+            if claims.is_duplicate(index) {
+                continue;
+            }
+            running.groups.push(places.groups[index].clone());
+            running.identities.push(places.identities[index].clone());
+            running.delivered.push(places.delivered[index].clone());
+            admitted.push(claims.admit(index, decoded));
+        }
+        let mut chain = self
+            .chain
+            .take()
+            .ok_or_else(|| RunError::PluginThread("the plugin instance was lost".into()))?;
+        let budget = retry.budget;
+        // The plugin runs on a blocking thread: WASI's sync bindings must not block an
+        // async worker, and a long batch should not stall the runtime's other tasks.
+        let (chain, ran) = tokio::task::spawn_blocking(move || {
+            let ran = deliver::run_plugin(&mut chain, admitted, budget);
+            (chain, ran)
+        })
+        .await
+        // The chain is gone with the thread: the next run starts the plugins again.
+        .map_err(|e| RunError::PluginThread(e.to_string()))?;
+        self.chain = Some(chain);
+        let router = match outputs {
+            Outputs::Sinks => &self.router,
+            Outputs::To(router) => router,
+        };
+        let redelivers = claims.redelivers();
+        let ran_verdicts =
+            deliver::deliver(ran, &running, held, router, &self.dlq, retry, redelivers).await?;
+        if let Some(reason) = router.broken().or_else(|| self.dlq.sink.broken()) {
+            return Err(RunError::Broken(reason));
+        }
+        let mut ran_verdicts = ran_verdicts.into_iter();
+        (0..count)
+            .map(|index| {
+                if claims.is_duplicate(index) {
+                    Ok(Verdict::Duplicate)
+                } else {
+                    ran_verdicts
+                        .next()
+                        .ok_or(RunError::Deliver(DeliverError::NoVerdict(index)))
+                }
+            })
+            .collect()
+    }
+
     /// Claims a batch's items in the idempotency store, if there is one. A store that
     /// cannot be reached hands every item back to a source that redelivers, and stops
     /// the run of one that does not.
@@ -375,7 +392,7 @@ impl Pipeline {
         budget: Budget,
     ) -> Result<Claims, RunError> {
         let Some(store) = &self.store else {
-            return Ok(Claims::none(identities.len()));
+            return Ok(Claims::none(identities.len(), redelivers));
         };
         match Claims::make(store, identities, redelivers, budget, self.slack).await {
             Ok(claims) => Ok(claims),
