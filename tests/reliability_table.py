@@ -12,6 +12,7 @@ CASES = [
     "delivered twice in a row",
     "two hosts at once",
     "killed mid-batch, then redelivered",
+    "killed after the sink took a call, then redelivered",
     "connection cut after the request was sent",
     "sink throttled (partial PutRecords)",
     "sink down for the whole batch",

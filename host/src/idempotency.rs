@@ -9,8 +9,8 @@
 //!   past its TTL (DynamoDB deletes expired items late);
 //! - **done** once the record has its final verdict (delivered, dropped, dead-lettered),
 //!   kept for the TTL;
-//! - **release** (delete) when the record is handed back for a retry, so the retry can
-//!   claim it at once.
+//! - **release** (a delete, if the claim is still this process's) when the record is
+//!   handed back for a retry, so the retry can claim it at once.
 //!
 //! A claim expires when its holder's time does (the Lambda invocation's deadline, else
 //! `dedup-claim-seconds`): a host killed mid-batch blocks the retry of its records only
@@ -24,9 +24,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, PutRequest, ReturnValuesOnConditionCheckFailure, WriteRequest,
+    AttributeValue, PutRequest, ReturnValuesOnConditionCheckFailure, WriteRequest,
 };
 use futures_util::StreamExt as _;
 
@@ -151,7 +152,8 @@ impl Store {
     }
 
     /// Claims each identity, until `time_left` at most (the run's deadline): one answer
-    /// per identity, in order. An error is the store's, for the whole batch.
+    /// per identity, in order. An error is the store's, for the whole batch: the claims
+    /// this call did make are released first.
     pub async fn claim(
         &self,
         identities: &[String],
@@ -165,7 +167,19 @@ impl Store {
             .buffered(CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
-        answers.into_iter().collect()
+        let Some(error) = answers.iter().find_map(|a| a.as_ref().err()).cloned() else {
+            return Ok(answers.into_iter().flatten().collect());
+        };
+        let made: Vec<String> = identities
+            .iter()
+            .zip(&answers)
+            .filter(|(_, a)| matches!(a, Ok(Claim::Ours)))
+            .map(|(identity, _)| identity.clone())
+            .collect();
+        if let Err(e) = self.release(&made).await {
+            tracing::error!(error = %e, records = made.len(), "cannot release the claims of a failed claim call; they expire");
+        }
+        Err(error)
     }
 
     async fn claim_one(&self, identity: &str, now: u64, expires: u64) -> Result<Claim, AwsError> {
@@ -246,19 +260,38 @@ impl Store {
         self.write_all(requests, retry).await
     }
 
-    /// Removes this run's claims on identities handed back for a retry.
-    pub async fn release(&self, identities: &[String], retry: RetryPolicy) -> Result<(), AwsError> {
-        let requests = identities
-            .iter()
-            .map(|identity| {
-                DeleteRequest::builder()
+    /// Removes this process's claims on identities (handed back for a retry, or held
+    /// while waiting). A claim that expired and was taken over is another run's now: the
+    /// delete is conditional on the owner, and leaves it.
+    pub async fn release(&self, identities: &[String]) -> Result<(), AwsError> {
+        let answers = futures_util::stream::iter(identities)
+            .map(|identity| async move {
+                let deleted = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
                     .key("id", AttributeValue::S(key_of(identity)))
-                    .build()
-                    .map(|delete| WriteRequest::builder().delete_request(delete).build())
+                    .condition_expression("#owner = :me")
+                    .expression_attribute_names("#owner", "owner")
+                    .expression_attribute_values(":me", AttributeValue::S(self.owner.clone()))
+                    .send()
+                    .await;
+                match deleted {
+                    Ok(_) => Ok(()),
+                    Err(e)
+                        if e.as_service_error().is_some_and(|e| {
+                            matches!(e, DeleteItemError::ConditionalCheckFailedException(_))
+                        }) =>
+                    {
+                        Ok(())
+                    }
+                    Err(e) => Err(AwsError::of(self.what(), &e)),
+                }
             })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| AwsError::of(self.what(), &e))?;
-        self.write_all(requests, retry).await
+            .buffered(CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        answers.into_iter().collect()
     }
 
     /// `BatchWriteItem` in groups of 25, sending what the service left unprocessed

@@ -55,10 +55,20 @@ async fn host_run_over_the_same_file_twice_sends_each_record_once() {
     assert_eq!(dead.len(), 1, "{dead:?}");
     let entry: serde_json::Value = serde_json::from_str(&dead[0]).expect("an entry");
     let identity = entry["identity"].as_str().expect("an identity");
+    // The path, the file's size and time, the line.
     assert!(
-        identity.starts_with("file/") && identity.ends_with("events.jsonl#3"),
+        identity.starts_with("file/")
+            && identity.contains("events.jsonl@")
+            && identity.ends_with("#3"),
         "{identity}"
     );
+    // The same path with new contents (a rotated log) is new input, not a redelivery.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    scratch.write("events.jsonl", "r-0\nr-1\nr-5\n");
+    let third = run();
+    third.assert_ok();
+    assert_eq!(third.count("transformed"), 3, "{}", third.stderr);
+    assert!(!third.stderr.contains("duplicate="), "{}", third.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread")]

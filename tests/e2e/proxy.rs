@@ -25,6 +25,9 @@ pub enum Fault {
     /// Sent to the service, then the connection is closed without its answer: the
     /// service did the work, the caller did not hear so.
     Cut,
+    /// Sent to the service, then held without its answer until the proxy stops (the
+    /// caller dies waiting).
+    Swallow,
     /// Kinesis `PutRecords`: only every other record reaches the service; the answer
     /// reports the others as throttled (a partial failure).
     Halve,
@@ -222,6 +225,12 @@ fn relay(mut client: TcpStream, upstream: &str, state: &Mutex<State>, stop: &Ato
         Some(Fault::Cut) => {
             // The service takes the request; its answer never reaches the caller.
             let _ = forward(&head, &body, upstream);
+        }
+        Some(Fault::Swallow) => {
+            let _ = forward(&head, &body, upstream);
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         Some(Fault::Halve) => halve(&mut client, &head, &body, upstream),
         None => {

@@ -87,17 +87,30 @@ async fn drive<S: crate::sources::Source>(
 
 /// Opens `--input` (a file, or `-` for stdin) as a record source.
 fn open_input(args: &RunArgs, settings: &Settings) -> anyhow::Result<FileSource> {
+    let mut version = None;
     let reader: Box<dyn BufRead + Send> = if args.input == "-" {
         Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
         let file = std::fs::File::open(&args.input)
             .with_context(|| format!("cannot open input {}", args.input))?;
+        // Which contents of the path this is: a file rewritten in place (a rotated log,
+        // the next day's export) is new input, not a redelivery of the old one.
+        if let Ok(meta) = file.metadata() {
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            version = Some(format!("{}-{modified}", meta.len()));
+        }
         Box::new(std::io::BufReader::with_capacity(1 << 16, file))
     };
-    Ok(
-        FileSource::within(reader, args.format, &args.input, settings.input_limits())?
-            .with_id_field(&settings.dedup_id_field),
-    )
+    let source = FileSource::within(reader, args.format, &args.input, settings.input_limits())?
+        .with_id_field(&settings.dedup_id_field);
+    Ok(match version {
+        Some(version) => source.with_version(&version),
+        None => source,
+    })
 }
 
 /// The objects a captured S3 notification (`--format s3-event`) names.

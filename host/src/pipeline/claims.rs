@@ -38,9 +38,12 @@ impl Claims {
         self.redelivers
     }
 
-    /// Claims every identity. `redelivers`: a busy item goes back to the source; else
-    /// the claim is tried again until its holder finishes or its claim expires, within
-    /// `budget` and the store's claim time. A store that cannot be reached is an error.
+    /// Claims every identity. An item another run holds is waited for, until its holder
+    /// finishes it (a duplicate) or its claim expires (a holder that died: taken over),
+    /// within `budget` and the store's claim time; what is still held then goes back to
+    /// a source that redelivers, or is dead-lettered as `unfinished`. While it waits this
+    /// run holds nothing: two runs that each hold part of a batch would wait for each
+    /// other. A store that cannot be reached is an error.
     pub(super) async fn make(
         store: &Store,
         identities: &[Option<String>],
@@ -61,33 +64,52 @@ impl Claims {
                 claims[index] = Some(Claim::Done);
             }
         }
+        let names = |indices: &[usize], claims: &[Option<Claim>], only: Option<Claim>| {
+            indices
+                .iter()
+                .filter(|&&i| only.is_none() || claims[i] == only)
+                .filter_map(|&i| identities[i].clone())
+                .collect::<Vec<_>>()
+        };
         let started = Instant::now();
         let mut attempt = 0;
         while !asking.is_empty() {
-            let names: Vec<String> = asking
-                .iter()
-                .filter_map(|&i| identities[i].clone())
-                .collect();
             // A claim lasts as long as this run may still be delivering: its budget and
             // the margin kept before the deadline.
             let answers = store
-                .claim(&names, budget.left().map(|l| l + slack))
+                .claim(
+                    &names(&asking, &claims, None),
+                    budget.left().map(|l| l + slack),
+                )
                 .await?;
             for (&i, answer) in asking.iter().zip(&answers) {
                 claims[i] = Some(*answer);
             }
-            asking.retain(|&i| claims[i] == Some(Claim::Busy));
+            let busy = asking
+                .iter()
+                .filter(|&&i| claims[i] == Some(Claim::Busy))
+                .count();
+            if busy == 0 {
+                break;
+            }
             attempt += 1;
             let delay = backoff(Duration::from_millis(200), attempt).min(Duration::from_secs(5));
             // A claim lasts at most the claim time (plus the second its expiry is
             // rounded to): waiting longer could not make it expire.
-            if redelivers
-                || asking.is_empty()
-                || started.elapsed() + delay > store.claim_time() + Duration::from_secs(2)
+            if started.elapsed() + delay > store.claim_time() + Duration::from_secs(2)
                 || !budget.allows_wait(delay)
             {
                 break;
             }
+            if attempt == 1 {
+                tracing::info!(
+                    records = busy,
+                    "waiting for records another run holds in the idempotency store"
+                );
+            }
+            let ours = names(&asking, &claims, Some(Claim::Ours));
+            store.release(&ours).await?;
+            asking.retain(|&i| claims[i] != Some(Claim::Done));
             tokio::time::sleep(delay).await;
         }
         Ok(Self {
@@ -133,25 +155,32 @@ impl Claims {
         })
     }
 
-    /// Releases every claim of this run (the run stops before the batch settles).
-    pub(super) async fn release(
+    /// The run stops before the batch settles: the items in `sent` (their outputs went
+    /// out) are marked done, this run's other claims released.
+    pub(super) async fn abandon(
         &self,
         store: &Store,
         identities: &[Option<String>],
+        sent: &[usize],
         retry: RetryPolicy,
     ) {
-        let ours: Vec<String> = self
-            .claims
-            .iter()
-            .zip(identities)
-            .filter_map(|(claim, identity)| {
-                (*claim == Some(Claim::Ours))
-                    .then(|| identity.clone())
-                    .flatten()
-            })
-            .collect();
-        if let Err(e) = store.release(&ours, retry).await {
-            tracing::error!(error = %e, records = ours.len(), "cannot release claims in the idempotency store; a retry waits for them to expire");
+        let sent: std::collections::HashSet<usize> = sent.iter().copied().collect();
+        let (mut done, mut release) = (Vec::new(), Vec::new());
+        for (index, (claim, identity)) in self.claims.iter().zip(identities).enumerate() {
+            let (Some(Claim::Ours), Some(identity)) = (claim, identity) else {
+                continue;
+            };
+            if sent.contains(&index) {
+                done.push(identity.clone());
+            } else {
+                release.push(identity.clone());
+            }
+        }
+        if let Err(e) = store.done(&done, retry).await {
+            tracing::error!(error = %e, records = done.len(), "cannot mark records done in the idempotency store");
+        }
+        if let Err(e) = store.release(&release).await {
+            tracing::error!(error = %e, records = release.len(), "cannot release claims in the idempotency store; a retry waits for them to expire");
         }
     }
 
@@ -179,7 +208,7 @@ impl Claims {
         if let Err(e) = store.done(&done, retry).await {
             tracing::error!(error = %e, records = done.len(), "cannot mark records done in the idempotency store; a redelivery after their claims expire runs them again");
         }
-        if let Err(e) = store.release(&release, retry).await {
+        if let Err(e) = store.release(&release).await {
             tracing::error!(error = %e, records = release.len(), "cannot release claims in the idempotency store; their retry waits for the claims to expire");
         }
     }

@@ -62,7 +62,12 @@ impl DeadLetters {
                     tracing::error!(%reason, "cannot write a DLQ entry; handing the record back");
                     verdicts[index] = Some(Verdict::Retry(reason));
                 }
-                Err(reason) => return Err(DeliverError::DeadLetterRefused(reason)),
+                Err(reason) => {
+                    return Err(DeliverError::DeadLetterRefused {
+                        reason,
+                        delivered: Vec::new(),
+                    });
+                }
             }
         }
         let refused = self
@@ -73,7 +78,10 @@ impl DeadLetters {
         for failure in refused {
             tracing::error!(item = failure.item, reason = %failure.message, "the dead-letter queue refused an entry");
             if !redelivers {
-                return Err(DeliverError::DeadLetterRefused(failure.message));
+                return Err(DeliverError::DeadLetterRefused {
+                    reason: failure.message,
+                    delivered: Vec::new(),
+                });
             }
             refused_items.insert(failure.item, failure.message);
         }

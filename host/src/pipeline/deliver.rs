@@ -117,8 +117,13 @@ pub(super) struct Places {
 #[non_exhaustive]
 pub enum DeliverError {
     /// The dead-letter queue refused an entry and the source cannot take the item back.
-    #[error("the dead-letter queue refused an entry: {0}")]
-    DeadLetterRefused(String),
+    #[error("the dead-letter queue refused an entry: {reason}")]
+    DeadLetterRefused {
+        /// Why.
+        reason: String,
+        /// The items of the batch (by position) whose outputs had all gone out.
+        delivered: Vec<usize>,
+    },
     /// An item reached no verdict (a host bug).
     #[error("item {0} of the batch reached no verdict (host bug)")]
     NoVerdict(usize),
@@ -313,16 +318,28 @@ pub(super) async fn deliver(
         outputs.sort_unstable();
         outputs.dedup();
     }
-    dlq.write(
-        &ran,
-        &places.identities,
-        delivery_failures,
-        &delivered,
-        retry,
-        redelivers,
-        &mut verdicts,
-    )
-    .await?;
+    let written = dlq
+        .write(
+            &ran,
+            &places.identities,
+            delivery_failures,
+            &delivered,
+            retry,
+            redelivers,
+            &mut verdicts,
+        )
+        .await;
+    if let Err(DeliverError::DeadLetterRefused { reason, .. }) = written {
+        // The outputs of other items went out already: the caller must know which.
+        let delivered = verdicts
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| matches!(v, Some(Verdict::Delivered(_))))
+            .map(|(index, _)| index)
+            .collect();
+        return Err(DeliverError::DeadLetterRefused { reason, delivered });
+    }
+    written?;
     // A refusal here holds back the group's items of the next batches; this batch's
     // later items were already delivered.
     hold_retried(&verdicts, &mut held_from);

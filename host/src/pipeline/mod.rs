@@ -275,42 +275,49 @@ impl Pipeline {
             }
             let mut ids = Vec::with_capacity(batch.len());
             let mut places = Places::default();
+            // What the store knows each item by (a DLQ entry's own, not its record's).
+            let mut keys = Vec::with_capacity(batch.len());
             let mut items = Vec::with_capacity(batch.len());
             for Item {
                 id,
                 group,
                 identity,
+                origin,
                 delivered,
                 decoded,
             } in batch
             {
                 ids.push(id);
                 places.groups.push(group);
-                places.identities.push(identity);
+                places.identities.push(origin.or_else(|| identity.clone()));
+                keys.push(identity);
                 places.delivered.push(delivered);
                 items.push(decoded);
             }
-            let claims = self
-                .claim(&places.identities, source.redelivers(), budget)
-                .await?;
+            let claims = self.claim(&keys, source.redelivers(), budget).await?;
             let ran = self
                 .run_claimed(items, &places, &claims, &mut held, outputs, retry)
                 .await;
             let verdicts = match ran {
                 Ok(verdicts) => verdicts,
                 Err(e) => {
-                    // The run stops: this run's claims go, so a retry need not wait for
-                    // them to expire.
+                    // The run stops. Items whose outputs went out are done; the other
+                    // claims go, so a retry need not wait for them to expire.
                     if let Some(store) = &self.store {
-                        claims.release(store, &places.identities, retry).await;
+                        let sent = match &e {
+                            RunError::Deliver(DeliverError::DeadLetterRefused {
+                                delivered,
+                                ..
+                            }) => delivered.as_slice(),
+                            _ => &[],
+                        };
+                        claims.abandon(store, &keys, sent, retry).await;
                     }
                     return Err(e);
                 }
             };
             if let Some(store) = &self.store {
-                claims
-                    .finish(store, &places.identities, &verdicts, retry)
-                    .await;
+                claims.finish(store, &keys, &verdicts, retry).await;
             }
             settle(&mut ledger, source, ids.into_iter().zip(verdicts).collect()).await?;
             tracing::info!(plugin = %self.plugin_label(), summary = %ledger.summary(), "batch done");
@@ -333,11 +340,14 @@ impl Pipeline {
     ) -> Result<Vec<Verdict>, RunError> {
         let count = items.len();
         let mut running = Places::default();
+        // The batch position of each item that runs.
+        let mut positions = Vec::with_capacity(count);
         let mut admitted = Vec::with_capacity(count);
         for (index, decoded) in items.into_iter().enumerate() {
             if claims.is_duplicate(index) {
                 continue;
             }
+            positions.push(index);
             running.groups.push(places.groups[index].clone());
             running.identities.push(places.identities[index].clone());
             running.delivered.push(places.delivered[index].clone());
@@ -364,7 +374,18 @@ impl Pipeline {
         };
         let redelivers = claims.redelivers();
         let ran_verdicts =
-            deliver::deliver(ran, &running, held, router, &self.dlq, retry, redelivers).await?;
+            match deliver::deliver(ran, &running, held, router, &self.dlq, retry, redelivers).await
+            {
+                Ok(verdicts) => verdicts,
+                Err(DeliverError::DeadLetterRefused { reason, delivered }) => {
+                    let delivered = delivered
+                        .iter()
+                        .filter_map(|&i| positions.get(i).copied())
+                        .collect();
+                    return Err(DeliverError::DeadLetterRefused { reason, delivered }.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
         if let Some(reason) = router.broken().or_else(|| self.dlq.sink.broken()) {
             return Err(RunError::Broken(reason));
         }

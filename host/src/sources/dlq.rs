@@ -30,6 +30,14 @@ fn entry(text: &str, started: &str) -> Option<DlqEntry> {
     }
 }
 
+/// A DLQ entry's identity: a hash of its text, the same wherever the entry is (a message
+/// sent twice, a line moved by a rewrite of its object), different for each try's entry
+/// (each has its own `failed_at`).
+fn entry_identity(text: &str) -> String {
+    use sha2::Digest as _;
+    format!("dlq/{}", hex::encode(&sha2::Sha256::digest(text)[..16]))
+}
+
 fn record_of(entry: &DlqEntry) -> Option<Decoded> {
     // Only the first bytes of such a record were kept: running them would deliver a
     // cut record as if it were whole.
@@ -136,8 +144,8 @@ impl Source for QueueDlq {
                 let Some(handle) = message.receipt_handle() else {
                     continue;
                 };
-                let message_id = message.message_id().unwrap_or(handle).to_owned();
-                if !self.seen.insert(message_id.clone()) {
+                let id = message.message_id().unwrap_or(handle).to_owned();
+                if !self.seen.insert(id) {
                     // Received again (this receive hid it): give it back.
                     self.release(handle).await?;
                     continue;
@@ -151,11 +159,13 @@ impl Source for QueueDlq {
                     .as_ref()
                     .map(|e| e.delivered.clone())
                     .unwrap_or_default();
+                let origin = taken.as_ref().and_then(|e| e.identity.clone());
                 match taken.as_ref().and_then(record_of) {
                     Some(decoded) => items.push(Item {
                         id: handle.to_owned(),
                         group: None,
-                        identity: Some(format!("dlq/sqs/{}/{message_id}", self.url)),
+                        identity: Some(entry_identity(message.body().unwrap_or_default())),
+                        origin,
                         delivered,
                         decoded,
                     }),
@@ -243,7 +253,7 @@ struct OpenObject {
     key: String,
     lines: Vec<String>,
     /// Taken lines not yet handed out, by index into `lines`.
-    taken: VecDeque<(usize, Vec<usize>, Decoded)>,
+    taken: VecDeque<(usize, Vec<usize>, Option<String>, Decoded)>,
     /// Handed out, not yet settled.
     outstanding: usize,
     /// Settled as finished (their lines go).
@@ -320,12 +330,14 @@ impl BucketDlq {
                 .filter(|l| !l.trim().is_empty())
                 .map(str::to_owned)
                 .collect();
-            let taken: VecDeque<(usize, Vec<usize>, Decoded)> = lines
+            let taken: VecDeque<(usize, Vec<usize>, Option<String>, Decoded)> = lines
                 .iter()
                 .enumerate()
                 .filter_map(|(i, line)| {
                     let entry = entry(line, &self.started)?;
-                    record_of(&entry).map(|decoded| (i, entry.delivered, decoded))
+                    record_of(&entry).map(|decoded| {
+                        (i, entry.delivered.clone(), entry.identity.clone(), decoded)
+                    })
                 })
                 .collect();
             if !taken.is_empty() {
@@ -385,18 +397,14 @@ impl Source for BucketDlq {
         };
         let count = object.taken.len().min(max);
         let key = &object.key;
-        let bucket = &self.bucket;
         let batch: Vec<Item<EntryId>> = object
             .taken
             .drain(..count)
-            .map(|(line, delivered, decoded)| Item {
-                // The entry's text: the same after its object is rewritten without the
-                // entries already reprocessed (which moves it to another line).
-                identity: object.lines.get(line).map(|text| {
-                    use sha2::Digest as _;
-                    let hash = hex::encode(&sha2::Sha256::digest(text)[..16]);
-                    format!("dlq/s3/{bucket}/{key}/{hash}")
-                }),
+            .map(|(line, delivered, origin, decoded)| Item {
+                // By the entry's text: the same after its object is rewritten (under
+                // another key) without the entries already reprocessed.
+                identity: object.lines.get(line).map(|text| entry_identity(text)),
+                origin,
                 id: (key.clone(), line),
                 group: None,
                 delivered,

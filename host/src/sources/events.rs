@@ -75,6 +75,9 @@ impl DecodedEvent {
     }
 }
 
+/// Longest id value a direct record's identity holds as it is.
+const MAX_DIRECT_ID: usize = 256;
+
 /// A direct invocation's record's identity: `direct/VALUE`, the value of its top-level
 /// `field` (a string or a number); `None` without one.
 pub fn direct_identity(decoded: &super::Decoded, field: &str) -> Option<String> {
@@ -85,6 +88,14 @@ pub fn direct_identity(decoded: &super::Decoded, field: &str) -> Option<String> 
         Value::Number(n) => n.to_string(),
         _ => return None,
     };
+    // A long value is named by its hash: output identities travel in SQS attributes.
+    if value.len() > MAX_DIRECT_ID {
+        use sha2::Digest as _;
+        return Some(format!(
+            "direct/sha256:{}",
+            hex::encode(sha2::Sha256::digest(value))
+        ));
+    }
     Some(format!("direct/{value}"))
 }
 
@@ -167,6 +178,7 @@ pub fn decode_within(
                     vec![("source", "direct".into()), ("index", index.to_string())],
                 );
                 decoded.items.push(EventItem {
+                    origin: None,
                     id: index.to_string(),
                     group: None,
                     // Named by the caller's id field, if it has one: see `identify_direct`.
@@ -207,6 +219,7 @@ pub fn decode_within(
                     }),
                 };
                 decoded.items.push(EventItem {
+                    origin: None,
                     identity: Some(format!("kinesis/{stream}/{shard}/{}", k.sequence_number)),
                     id: k.sequence_number,
                     // Without an `eventID` the shard is unknown: the stream stands for it.
@@ -245,6 +258,7 @@ pub fn decode_within(
                 let body = m.body.unwrap_or_default().into_bytes();
                 let queue = arn_name(m.event_source_arn.as_deref(), ":");
                 decoded.items.push(EventItem {
+                    origin: None,
                     identity: m.message_id.map(|message| format!("sqs/{queue}/{message}")),
                     id,
                     group,
@@ -288,13 +302,16 @@ pub fn decode_within(
                 // A batch holds the records of one shard of the stream, in order.
                 let group = Some(r.event_source_arn.clone().unwrap_or_default());
                 let table = arn_name(r.event_source_arn.as_deref(), "table/");
-                let event_id = if r.event_id.is_empty() {
-                    &id
+                // Without an event id, the sequence number (unique in its shard); without
+                // either, none: an index in the batch would collide across batches.
+                let position = if r.event_id.is_empty() {
+                    change.sequence_number.clone()
                 } else {
-                    &r.event_id
+                    Some(r.event_id.clone())
                 };
                 decoded.items.push(EventItem {
-                    identity: Some(format!("dynamodb/{table}/{event_id}")),
+                    origin: None,
+                    identity: position.map(|p| format!("dynamodb/{table}/{p}")),
                     id,
                     group,
                     delivered: Vec::new(),
@@ -325,6 +342,7 @@ pub fn decode_within(
                     }),
                 };
                 decoded.items.push(EventItem {
+                    origin: None,
                     id,
                     group: None,
                     // The answer to Firehose is the delivery: a retried invocation must

@@ -66,6 +66,9 @@ pub struct FileSource {
     source: &'static str,
     /// The field naming a direct invocation's records.
     id_field: String,
+    /// Which contents of the input this is (its size and time), when known: a line's
+    /// identity names it.
+    version: Option<String>,
     reader: Reader,
 }
 
@@ -166,8 +169,16 @@ impl FileSource {
             max_record_bytes: limits.record,
             source: "file",
             id_field: "id".into(),
+            version: None,
             reader,
         })
+    }
+
+    /// The same source, its lines named as lines of this `version` of the input (its
+    /// size and modification time): `file/PATH@VERSION#LINE`.
+    pub fn with_version(mut self, version: &str) -> Self {
+        self.version = Some(version.to_owned());
+        self
     }
 
     /// The same source, naming a direct invocation's records by their `field`.
@@ -195,8 +206,7 @@ impl FileSource {
     }
 
     /// The next record and its source position: the event's for an AWS event, else the
-    /// file's name and the record's line (none for standard input, which has no place
-    /// to come back to).
+    /// file's name and version and the record's line.
     fn next_identified(&mut self) -> Result<Option<(Decoded, Option<String>)>, SourceError> {
         if let Reader::Items { items, direct } = &mut self.reader {
             return Ok(items.next().map(|item| {
@@ -211,9 +221,10 @@ impl FileSource {
         let Some(decoded) = self.next_item()? else {
             return Ok(None);
         };
-        let identity = (self.input != "-")
-            .then(|| super::line_of(&decoded).map(|line| format!("file/{}#{line}", self.input)))
-            .flatten();
+        // Without a version (standard input) the input has no place to come back to.
+        let identity = self.version.as_ref().and_then(|version| {
+            super::line_of(&decoded).map(|line| format!("file/{}@{version}#{line}", self.input))
+        });
         Ok(Some((decoded, identity)))
     }
 
@@ -330,6 +341,7 @@ impl Source for FileSource {
                 id: self.read,
                 group: None,
                 identity,
+                origin: None,
                 delivered: Vec::new(),
                 decoded,
             });

@@ -108,6 +108,10 @@ pub struct Item<Id> {
     /// its outputs' identities start with. `None`: it has no stable position (a Firehose
     /// record, whose answer is its delivery; a direct record without its id field; stdin).
     pub identity: Option<String>,
+    /// The record's identity in the source it first came from, when this item is a later
+    /// try of it (a DLQ entry being reprocessed): its outputs and a new DLQ entry keep
+    /// that one, so they match what a first try sent.
+    pub origin: Option<String>,
     /// Outputs of this record (by their place among its outputs) an earlier try already
     /// delivered (a DLQ entry's `delivered`): they are not sent again.
     pub delivered: Vec<usize>,

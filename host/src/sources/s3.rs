@@ -150,6 +150,7 @@ impl Source for ObjectSource {
                                 id: self.read,
                                 group: None,
                                 identity,
+                                origin: None,
                                 delivered: Vec::new(),
                                 decoded,
                             }
