@@ -89,6 +89,24 @@ def main():
         f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on "
         f"{platform.machine()} {platform.system()}, moto on loopback."
     )
+    on = [r for r in rows if r["dedup"]]
+    dup_on = [r for r in on if r["duplicates"]]
+    off = [r for r in rows if not r["dedup"]]
+    lines.append("")
+    lines.append(
+        f"With the store: {len(on) - len(dup_on)} of {len(on)} runs without a duplicate; "
+        + (
+            "the others: "
+            + "; ".join(sorted({f"{r['case']} into a {r['sink']} sink" for r in dup_on}))
+            + " (the limit above)."
+            if dup_on
+            else "none had one."
+        )
+    )
+    lines.append(
+        f"Without it: {sum(1 for r in off if r['duplicates'])} of {len(off)} runs saw duplicates, "
+        f"{sum(r['duplicates'] for r in off)} copies in all."
+    )
     lines.append("")
     lines.append("| case | source | sink | dedup | records | delivered | DLQ | duplicates | lost | order | deliveries |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|")

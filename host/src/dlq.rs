@@ -5,7 +5,7 @@
 //! {"record":{"payload":"{\"id\":7}","attributes":{"line":"3","source":"file"}},
 //!  "error":{"kind":"domain","message":"missing `amount`"},
 //!  "plugin":{"name":"validate","version":"0.1.0"},"attempts":1,
-//!  "failed_at":"2026-11-26T12:00:00Z","identity":"file/events.jsonl#3"}
+//!  "failed_at":"2026-11-26T12:00:00Z","identity":"file/events.jsonl@412-1795815541908158480#3"}
 //! ```
 //! `payload` / `key` hold the exact bytes as a string when they are UTF-8, otherwise
 //! `payload_base64` / `key_base64` hold them base64-encoded, so an entry can be replayed
