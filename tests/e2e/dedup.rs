@@ -8,7 +8,29 @@ use serde_json::json;
 
 use crate::emulator::Moto;
 use crate::lambda_harness::Lambda;
-use crate::support::{Scratch, path_str, plugin};
+use crate::support::{Run, Scratch, path_str, plugin};
+
+/// `host run` of `misbehave` over the lines of `input`, to a stream `out` and a queue
+/// `dlq`, with the store `dedup`.
+fn run_lines(scratch: &Scratch, moto: &Moto, input: &std::path::Path, dedup: &str) -> Run {
+    let wasm = plugin("misbehave");
+    let args = [
+        "run",
+        "--plugin",
+        path_str(&wasm),
+        "--input",
+        path_str(input),
+        "--format",
+        "lines",
+        "--sink",
+        "default=kinesis://out",
+        "--dlq",
+        "sqs://dlq",
+        "--dedup",
+        dedup,
+    ];
+    scratch.host_with_env(&args, None, &moto.env())
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn host_run_over_the_same_file_twice_sends_each_record_once() {
@@ -19,28 +41,7 @@ async fn host_run_over_the_same_file_twice_sends_each_record_once() {
     aws.table("dedup").await;
     let scratch = Scratch::new();
     let input = scratch.write("events.jsonl", "r-0\nr-1\nfail\nr-3\ndrop\n");
-    let wasm = plugin("misbehave");
-    let run = || {
-        scratch.host_with_env(
-            &[
-                "run",
-                "--plugin",
-                path_str(&wasm),
-                "--input",
-                path_str(&input),
-                "--format",
-                "lines",
-                "--sink",
-                "default=kinesis://out",
-                "--dlq",
-                "sqs://dlq",
-                "--dedup",
-                "dynamodb://dedup",
-            ],
-            None,
-            &moto.env(),
-        )
-    };
+    let run = || run_lines(&scratch, &moto, &input, "dynamodb://dedup");
     let first = run();
     first.assert_ok();
     assert_eq!(first.count("transformed"), 3, "{}", first.stderr);
@@ -80,26 +81,7 @@ async fn a_store_that_cannot_be_reached_stops_the_run_before_anything_is_sent() 
     // No table.
     let scratch = Scratch::new();
     let input = scratch.write("events.jsonl", "r-0\nr-1\n");
-    let wasm = plugin("misbehave");
-    let run = scratch.host_with_env(
-        &[
-            "run",
-            "--plugin",
-            path_str(&wasm),
-            "--input",
-            path_str(&input),
-            "--format",
-            "lines",
-            "--sink",
-            "default=kinesis://out",
-            "--dlq",
-            "sqs://dlq",
-            "--dedup",
-            "dynamodb://missing",
-        ],
-        None,
-        &moto.env(),
-    );
+    let run = run_lines(&scratch, &moto, &input, "dynamodb://missing");
     run.assert_error("idempotency store dynamodb://missing");
     assert!(aws.stream_records("out").await.is_empty());
 }

@@ -363,10 +363,8 @@ impl World {
             }
             tally.duplicates += (out + dlq).saturating_sub(1);
         }
-        // Per-key order: the first copy of each record comes in input order (a queue
-        // or a stream keeps the order it was written in; S3 objects have none).
-        // Per-key order: the first copy of each record comes in input order (a queue
-        // or a stream keeps the order it was written in; S3 objects have none).
+        // Order: the first copy of each record comes in input order, for an ordered
+        // source into a sink that keeps order (a stream or a queue; S3 objects have none).
         tally.in_order = (self.to != To::S3 && self.from.ordered()).then(|| {
             let mut firsts: Vec<usize> = Vec::new();
             for output in &outputs {
