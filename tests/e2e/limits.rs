@@ -208,3 +208,35 @@ fn a_record_broken_by_an_earlier_one_gets_a_fresh_instance_before_it_is_blamed()
         "poison\ncheck\n"
     );
 }
+
+#[test]
+fn a_plugin_that_sleeps_is_stopped_at_its_deadline() {
+    // A sleep blocks in WASI, where the CPU deadline does not reach: the host's poll
+    // gives up at the call's deadline instead of waiting the 20 s out (which would
+    // echo the record).
+    let s = Scratch::new();
+    let input = s.write("in.txt", "echo\nsleep\necho\n");
+    let run = s.run_plugin(
+        "misbehave",
+        &input,
+        &[
+            "--format",
+            "lines",
+            "--deadline-ms",
+            "500",
+            "--emit",
+            "payload",
+        ],
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [3, 2, 0, 1]);
+    assert_eq!(run.stdout.lines().collect::<Vec<_>>(), ["echo", "echo"]);
+    let dlq = s.json_lines("dlq.jsonl");
+    assert_eq!(dlq_kinds(&s), [("sleep".to_owned(), "deadline".to_owned())]);
+    assert!(
+        text(&dlq[0]["error"]["message"], "the DLQ entry's error.message")
+            .contains("blocked in WASI"),
+        "{}",
+        dlq[0]
+    );
+}

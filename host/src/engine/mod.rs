@@ -15,6 +15,7 @@
 //! - `chain.rs`: several runners in a row, one outcome per input record.
 //! - `cache.rs`: precompiled artifacts on disk, checked before use.
 
+mod blocking;
 mod cache;
 mod chain;
 mod runner;
@@ -370,6 +371,8 @@ impl Plugin {
         let mut store = Store::new(&self.engine.inner.engine, state);
         store.limiter(|s| s.limiter());
         store.set_epoch_deadline(deadline_ticks(limits.deadline));
+        // Start and `init` run under the same deadline as a call.
+        store.data_mut().begin_call(limits.deadline);
         let bindings = self
             .pre
             .instantiate(&mut store)

@@ -261,7 +261,7 @@ impl Runner {
             })?;
         live.store
             .set_epoch_deadline(deadline_ticks(limits.deadline));
-        live.store.data_mut().begin_call();
+        live.store.data_mut().begin_call(limits.deadline);
         self.metrics.calls += 1;
         let answer = live.bindings.call_transform(&mut live.store, batch);
         // Telemetry counts only from calls whose results are kept: a trapped call's

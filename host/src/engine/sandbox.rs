@@ -36,6 +36,8 @@ pub(crate) struct StoreState {
     pub(crate) telemetry: Telemetry,
     /// Log lines written in the current call.
     log_lines: u32,
+    /// When the current call must end, blocked in WASI or not.
+    call_deadline: Option<std::time::Instant>,
 }
 
 /// Counters and gauges a plugin reported during one call.
@@ -63,14 +65,22 @@ impl StoreState {
             label,
             telemetry: Telemetry::default(),
             log_lines: 0,
+            call_deadline: None,
         }
     }
 
     /// Before each call: what the plugin wrote to stderr before belongs to other
-    /// records, and the per-call log allowance starts again.
-    pub(crate) fn begin_call(&mut self) {
+    /// records, the per-call log allowance starts again, and the call may run (or
+    /// block in WASI) for `deadline`.
+    pub(crate) fn begin_call(&mut self, deadline: std::time::Duration) {
         self.stderr.clear();
         self.log_lines = 0;
+        self.call_deadline = Some(std::time::Instant::now() + deadline);
+    }
+
+    /// The resource table and the current call's deadline, for WASI's blocking calls.
+    pub(crate) fn poll_parts(&mut self) -> (&mut ResourceTable, Option<std::time::Instant>) {
+        (&mut self.table, self.call_deadline)
     }
 
     pub(crate) fn limiter(&mut self) -> &mut dyn ResourceLimiter {
@@ -89,6 +99,7 @@ impl WasiView for StoreState {
 
 pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    super::blocking::shadow_poll(linker)?;
     super::bindings::Transform::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
 }
@@ -163,7 +174,11 @@ pub(crate) enum TrapKind {
 pub(crate) fn classify_trap(store: &Store<StoreState>, error: &wasmtime::Error) -> TrapKind {
     if store.data().memory.hit || error.downcast_ref::<MemoryLimitExceeded>().is_some() {
         TrapKind::MemoryLimit
-    } else if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+    } else if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
+        || error
+            .downcast_ref::<super::blocking::BlockedPastDeadline>()
+            .is_some()
+    {
         TrapKind::Deadline
     } else {
         TrapKind::Other
@@ -173,6 +188,13 @@ pub(crate) fn classify_trap(store: &Store<StoreState>, error: &wasmtime::Error) 
 /// The trap, plus the last line the plugin wrote to stderr (its panic message).
 pub(crate) fn describe_trap(store: &Store<StoreState>, error: &wasmtime::Error) -> String {
     let trap = match classify_trap(store, error) {
+        TrapKind::Deadline
+            if error
+                .downcast_ref::<super::blocking::BlockedPastDeadline>()
+                .is_some() =>
+        {
+            "deadline exceeded while blocked in WASI (a sleep or a poll)".to_owned()
+        }
         TrapKind::Deadline => "CPU deadline exceeded".to_owned(),
         TrapKind::MemoryLimit => format!(
             "memory limit of {} bytes exceeded",

@@ -2,7 +2,7 @@
 //!
 //! Each record's payload says what to do: `echo`, `panic`, `loop` (spin forever),
 //! `alloc` (allocate without bound), `huge` (one 8 MiB output), `fail` (domain error),
-//! `flaky` (infrastructure error), `drop`, `log`, `noisy` (writes to stderr, then echoes),
+//! `flaky` (infrastructure error), `sleep` (20 s in WASI, then echoes), `drop`, `log`, `noisy` (writes to stderr, then echoes),
 //! `flood` (1000 log lines, each trying to forge a second one), `poison` (breaks the
 //! instance's state, then echoes) and `check` (panics on a broken instance, else echoes).
 //! Config `init=fail` or `init=panic` makes `init` refuse or trap.
@@ -32,6 +32,11 @@ pub fn transform(record: Record) -> Result<Vec<Output>, Error> {
             }
         }
         "huge" => Ok(vec![Output::new(vec![b'x'; 8 << 20])]),
+        "sleep" => {
+            // Blocks in WASI (a clock pollable), where no CPU deadline reaches.
+            std::thread::sleep(std::time::Duration::from_secs(20));
+            Ok(vec![Output::new(record.payload())])
+        }
         "fail" => Err(Error::domain("misbehave: asked to fail")),
         "flaky" => Err(Error::infrastructure("misbehave: transient failure")),
         "drop" => Ok(Vec::new()),
