@@ -240,3 +240,43 @@ fn a_plugin_that_sleeps_is_stopped_at_its_deadline() {
         dlq[0]
     );
 }
+
+#[test]
+fn isolating_records_that_all_stall_has_a_bound() {
+    // Every record sleeps: bisecting would make two calls per record (31 here), each a
+    // whole deadline. After 8 calls into the deadline a call that runs into it fails
+    // whole, saying why: at most 8 more, one per half still to run (4 here).
+    let s = Scratch::new();
+    let input = s.write("in.txt", &["sleep"; 16].join("\n"));
+    let run = s.run_plugin(
+        "misbehave",
+        &input,
+        &[
+            "--format",
+            "lines",
+            "--deadline-ms",
+            "100",
+            "--batch-size",
+            "16",
+        ],
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [16, 0, 0, 16]);
+    let calls: u32 = run
+        .stderr
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("calls="))
+        .and_then(|n| n.parse().ok())
+        .expect("calls= in the summary");
+    assert!((8..=12).contains(&calls), "{}", run.stderr);
+    let dlq = s.json_lines("dlq.jsonl");
+    assert!(
+        dlq.iter().all(|e| e["error"]["kind"] == "deadline"),
+        "{dlq:?}"
+    );
+    assert!(
+        dlq.iter()
+            .any(|e| text(&e["error"]["message"], "message").contains("not isolated")),
+        "{dlq:?}"
+    );
+}

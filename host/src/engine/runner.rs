@@ -25,6 +25,10 @@ use crate::config::Budget;
 use crate::record::{Failure, FailureKind, Outcome, Record};
 
 const UNFINISHED: &str = "the run's time ran out before this record was done";
+/// Calls of one batch that may run into the deadline before isolating stops: a plugin
+/// that stalls on every record would otherwise cost two calls per record, each a whole
+/// deadline. Past it, the records of a call that hit the deadline fail together.
+const MAX_DEADLINE_CALLS: u32 = 8;
 
 fn unfinished(attempts: u32) -> Outcome {
     Outcome::Failed(Failure {
@@ -70,6 +74,8 @@ pub struct Runner {
     live: Option<Live>,
     packer: Packer,
     metrics: Metrics,
+    /// Calls of the current batch that hit the deadline.
+    deadline_calls: u32,
 }
 
 impl Runner {
@@ -82,6 +88,7 @@ impl Runner {
             live: None,
             packer: Packer::default(),
             metrics: Metrics::default(),
+            deadline_calls: 0,
         };
         runner.live = Some(runner.start()?);
         Ok(runner)
@@ -121,6 +128,7 @@ impl Runner {
         let limits = self.plugin.engine.limits().clone();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
         let mut pending: Vec<usize> = (0..records.len()).collect();
+        self.deadline_calls = 0;
         for attempt in 1..=limits.max_attempts {
             let mut retry = Vec::new();
             self.run_isolating(records, &pending, budget, &mut |index, result| {
@@ -225,8 +233,35 @@ impl Runner {
                     .map(|mut results| results.remove(0));
                 report(indices[0], again);
             }
-            Err(failure) if indices.len() == 1 => report(indices[0], Err(failure)),
+            Err(failure) if indices.len() == 1 => {
+                if failure.kind == FailureKind::Deadline {
+                    self.deadline_calls += 1;
+                }
+                report(indices[0], Err(failure));
+            }
             Err(failure) => {
+                if failure.kind == FailureKind::Deadline {
+                    self.deadline_calls += 1;
+                    if self.deadline_calls >= MAX_DEADLINE_CALLS {
+                        let message = format!(
+                            "{}; not isolated: {} calls of this batch ran into the deadline, so the {} records of this one fail together",
+                            failure.message,
+                            self.deadline_calls,
+                            indices.len()
+                        );
+                        for &index in indices {
+                            report(
+                                index,
+                                Err(CallFailure {
+                                    kind: FailureKind::Deadline,
+                                    message: message.clone(),
+                                    fresh: failure.fresh,
+                                }),
+                            );
+                        }
+                        return;
+                    }
+                }
                 tracing::debug!(plugin = %self.plugin.label(), records = indices.len(), reason = %failure.message, "call failed; bisecting");
                 let (left, right) = indices.split_at(indices.len() / 2);
                 self.run_isolating(records, left, budget, report);
