@@ -14,6 +14,11 @@ pub struct Limits {
     pub deadline: Duration,
     /// Largest payload a single output may have. Default 1 MiB (Kinesis' record limit).
     pub max_output_bytes: usize,
+    /// Most outputs one record may have. Default 1000; 1 ..= 1,000,000.
+    pub max_outputs_per_record: usize,
+    /// Payload and key bytes all the outputs of one call may have together, counted as
+    /// the sinks copy them. Default 256 MiB; 1 MiB ..= 4 GiB.
+    pub max_call_output_bytes: usize,
     /// Records per call into the plugin. Default 1000; 1 ..= 100,000.
     pub batch_size: usize,
     /// Times a record with an infrastructure error is handed to the plugin before it
@@ -29,6 +34,8 @@ impl Default for Limits {
             memory_bytes: 128 << 20,
             deadline: Duration::from_secs(1),
             max_output_bytes: 1 << 20,
+            max_outputs_per_record: 1000,
+            max_call_output_bytes: 256 << 20,
             batch_size: 1000,
             max_attempts: 3,
             retry_base_delay: Duration::from_millis(100),
@@ -72,6 +79,18 @@ impl Limits {
             Duration::from_secs(900),
         )?;
         check("max-output-bytes", self.max_output_bytes, 1, 64 << 20)?;
+        check(
+            "max-outputs-per-record",
+            self.max_outputs_per_record,
+            1,
+            1_000_000,
+        )?;
+        check(
+            "max-call-output-bytes",
+            self.max_call_output_bytes,
+            1 << 20,
+            4 << 30,
+        )?;
         check("batch-size", self.batch_size, 1, 100_000)?;
         check("max-attempts", self.max_attempts, 1, 20)?;
         check(

@@ -398,6 +398,32 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        flag: Some("max-outputs-per-record"),
+        env: "PIPELINE_MAX_OUTPUTS_PER_RECORD",
+        default: Some("1000"),
+        bounds: "1 ..= 1000000",
+        about: "most outputs one record may have; more sends the record to the DLQ as `output-too-large`",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.limits.max_outputs_per_record = number(one(values)?, 1, 1_000_000)?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("max-call-output-bytes"),
+        env: "PIPELINE_MAX_CALL_OUTPUT_BYTES",
+        default: Some("268435456"),
+        bounds: "1048576 ..= 4294967296",
+        about: "payload and key bytes all outputs of one plugin call may have together, as the sinks copy them (outputs sharing bytes count each time); the records past it go to the DLQ as `output-too-large`",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.limits.max_call_output_bytes = number(one(values)?, 1 << 20, 4 << 30)?;
+            Ok(())
+        },
+    },
+    Setting {
         flag: Some("max-record-bytes"),
         env: "PIPELINE_MAX_RECORD_BYTES",
         default: Some("4194304"),

@@ -280,3 +280,51 @@ fn isolating_records_that_all_stall_has_a_bound() {
         "{dlq:?}"
     );
 }
+
+#[test]
+fn output_is_capped_per_record_and_per_call() {
+    // `fanout` makes 600 outputs of 1 KiB: one fits a 1 MiB call, two do not; with 500
+    // outputs allowed per record, none does.
+    let s = Scratch::new();
+    let input = s.write("in.txt", "fanout\nfanout\necho\n");
+    let run = s.run_plugin(
+        "misbehave",
+        &input,
+        &[
+            "--format",
+            "lines",
+            "--max-call-output-bytes",
+            "1048576",
+            "--emit",
+            "payload",
+        ],
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [3, 2, 0, 1]);
+    assert_eq!(run.stdout.lines().count(), 601, "{}", run.stderr);
+    let dlq = s.json_lines("dlq.jsonl");
+    assert_eq!(
+        dlq_kinds(&s),
+        [("fanout".to_owned(), "output-too-large".to_owned())]
+    );
+    let message = text(&dlq[0]["error"]["message"], "message");
+    assert!(
+        message.contains("max-call-output-bytes=1048576"),
+        "{message}"
+    );
+
+    let s = Scratch::new();
+    let input = s.write("in.txt", "fanout\necho\n");
+    let run = s.run_plugin(
+        "misbehave",
+        &input,
+        &["--format", "lines", "--max-outputs-per-record", "500"],
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [2, 1, 0, 1]);
+    let message = text(&s.json_lines("dlq.jsonl")[0]["error"]["message"], "message").to_owned();
+    assert!(
+        message.contains("600 outputs exceed max-outputs-per-record=500"),
+        "{message}"
+    );
+}

@@ -19,7 +19,7 @@ use wasmtime::Store;
 use super::bindings::Transform;
 use super::bindings::pipeline::plugin::types::Error as WireError;
 use super::sandbox::{self, MAX_METRIC_NAMES, StoreState, TrapKind};
-use super::wire::{Packer, PluginResult, unpack};
+use super::wire::{OutputCaps, Packer, PluginResult, unpack};
 use super::{Plugin, PluginError, deadline_ticks};
 use crate::config::Budget;
 use crate::record::{Failure, FailureKind, Outcome, Record};
@@ -151,13 +151,9 @@ impl Runner {
                     Ok(PluginResult::Infrastructure(message)) => {
                         fail(FailureKind::Infrastructure, message)
                     }
-                    Ok(PluginResult::OutputTooLarge { bytes }) => fail(
-                        FailureKind::OutputTooLarge,
-                        format!(
-                            "an output of {bytes} bytes exceeds max-output-bytes={}",
-                            limits.max_output_bytes
-                        ),
-                    ),
+                    Ok(PluginResult::OutputTooLarge(message)) => {
+                        fail(FailureKind::OutputTooLarge, message)
+                    }
                     Err(CallFailure { kind, message, .. }) => fail(kind, message),
                 };
             });
@@ -323,7 +319,12 @@ impl Runner {
         match answer {
             Ok(batch) => {
                 self.live = Some(live);
-                unpack(batch, indices.len(), limits.max_output_bytes).map_err(|e| CallFailure {
+                let caps = OutputCaps {
+                    output_bytes: limits.max_output_bytes,
+                    outputs_per_record: limits.max_outputs_per_record,
+                    call_bytes: limits.max_call_output_bytes,
+                };
+                unpack(batch, indices.len(), caps).map_err(|e| CallFailure {
                     kind: FailureKind::Contract,
                     message: e.to_string(),
                     fresh: true,

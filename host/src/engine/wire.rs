@@ -104,7 +104,20 @@ pub(crate) enum PluginResult {
     Ok(Vec<Output>),
     Domain(String),
     Infrastructure(String),
-    OutputTooLarge { bytes: usize },
+    /// Over one of the [`OutputCaps`]: what was over, in words.
+    OutputTooLarge(String),
+}
+
+/// How much output one call may return: what the host copies into the sinks, counted as
+/// the sinks copy it (an output whose span aliases another's counts again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OutputCaps {
+    /// Payload bytes of one output.
+    pub(crate) output_bytes: usize,
+    /// Outputs of one record.
+    pub(crate) outputs_per_record: usize,
+    /// Payload and key bytes of all the call's outputs.
+    pub(crate) call_bytes: usize,
 }
 
 /// The plugin's answer broke the contract; the whole call counts as failed.
@@ -143,6 +156,50 @@ impl Reader {
     }
 }
 
+/// The bytes an output's payload and key take once a sink copies them.
+fn copied_size(output: &[u32]) -> usize {
+    let key = if output[2] == NONE {
+        0
+    } else {
+        output[3] as usize
+    };
+    output[1] as usize + key
+}
+
+/// Which cap a record's outputs (their table entries) pass, with `so_far` bytes of the
+/// call's earlier records taken; `None` when they fit.
+fn over_caps(output_words: &[u32], caps: OutputCaps, so_far: usize) -> Option<String> {
+    let count = output_words.len() / OUTPUT_WORDS;
+    if count > caps.outputs_per_record {
+        return Some(format!(
+            "{count} outputs exceed max-outputs-per-record={}",
+            caps.outputs_per_record
+        ));
+    }
+    let largest = output_words
+        .chunks_exact(OUTPUT_WORDS)
+        .map(|o| o[1] as usize)
+        .max()
+        .unwrap_or(0);
+    if largest > caps.output_bytes {
+        return Some(format!(
+            "an output of {largest} bytes exceeds max-output-bytes={}",
+            caps.output_bytes
+        ));
+    }
+    let bytes: usize = output_words
+        .chunks_exact(OUTPUT_WORDS)
+        .map(copied_size)
+        .sum();
+    if so_far.saturating_add(bytes) > caps.call_bytes {
+        return Some(format!(
+            "this record's outputs ({bytes} bytes) would take the call's past max-call-output-bytes={} ({so_far} bytes before it)",
+            caps.call_bytes
+        ));
+    }
+    None
+}
+
 /// `words[first * width .. (first + count) * width]`, checked.
 fn entries<'w>(
     words: &'w [u32],
@@ -162,11 +219,13 @@ fn entries<'w>(
     })
 }
 
-/// Unpacks an output batch for `expected` input records, checking every span.
+/// Unpacks an output batch for `expected` input records, checking every span. A record
+/// whose outputs pass one of `caps` gets [`PluginResult::OutputTooLarge`]; the caps are
+/// checked on the table entries, before any output is built.
 pub(crate) fn unpack(
     batch: OutputBatch,
     expected: usize,
-    max_output_bytes: usize,
+    caps: OutputCaps,
 ) -> Result<Vec<PluginResult>, ContractViolation> {
     if batch.results.len() != expected * RESULT_WORDS {
         return Err(ContractViolation(format!(
@@ -178,15 +237,17 @@ pub(crate) fn unpack(
         bytes: Bytes::from(batch.bytes),
     };
     let mut results = Vec::with_capacity(expected);
+    let mut call_bytes = 0usize;
     for result in batch.results.chunks_exact(RESULT_WORDS) {
         // Sized from the checked table slices, never from the plugin's counts.
         let output_words = entries(&batch.outputs, result[0], result[1], OUTPUT_WORDS, "output")?;
+        if let Some(over) = over_caps(output_words, caps, call_bytes) {
+            results.push(PluginResult::OutputTooLarge(over));
+            continue;
+        }
         let mut outputs = Vec::with_capacity(output_words.len() / OUTPUT_WORDS);
-        let mut too_large = None;
         for o in output_words.chunks_exact(OUTPUT_WORDS) {
-            if o[1] as usize > max_output_bytes {
-                too_large = Some(o[1] as usize);
-            }
+            call_bytes += copied_size(o);
             let attribute_words =
                 entries(&batch.attributes, o[6], o[7], ATTRIBUTE_WORDS, "attribute")?;
             let mut attributes = Vec::with_capacity(attribute_words.len() / ATTRIBUTE_WORDS);
@@ -204,10 +265,7 @@ pub(crate) fn unpack(
                 id: None,
             });
         }
-        results.push(match too_large {
-            Some(bytes) => PluginResult::OutputTooLarge { bytes },
-            None => PluginResult::Ok(outputs),
-        });
+        results.push(PluginResult::Ok(outputs));
     }
     for failure in batch.failures {
         let slot = results.get_mut(failure.index as usize).ok_or_else(|| {
@@ -222,4 +280,120 @@ pub(crate) fn unpack(
         };
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::super::bindings::pipeline::plugin::types::RecordFailure;
+    use super::*;
+
+    const CAPS: OutputCaps = OutputCaps {
+        output_bytes: 8,
+        outputs_per_record: 3,
+        call_bytes: 20,
+    };
+
+    /// An output of `bytes[offset..offset + len]`, no key, destination or attributes.
+    fn output(offset: u32, len: u32) -> [u32; OUTPUT_WORDS] {
+        [offset, len, NONE, 0, NONE, 0, 0, 0]
+    }
+
+    fn batch(outputs: &[[u32; OUTPUT_WORDS]], results: &[[u32; 2]]) -> OutputBatch {
+        OutputBatch {
+            bytes: b"0123456789".to_vec(),
+            outputs: outputs.iter().flatten().copied().collect(),
+            attributes: Vec::new(),
+            results: results.iter().flatten().copied().collect(),
+            failures: Vec::new(),
+        }
+    }
+
+    fn too_large(result: &PluginResult) -> &str {
+        match result {
+            PluginResult::OutputTooLarge(message) => message,
+            other => panic!("expected output-too-large, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn outputs_sharing_bytes_count_each_time_toward_the_call() {
+        // Three records of two outputs, every one the same 5 bytes: 10 bytes a record.
+        let outputs = [output(0, 5); 6];
+        let results = batch(&outputs, &[[0, 2], [2, 2], [4, 2]]);
+        let unpacked = unpack(results, 3, CAPS).expect("a valid batch");
+        assert!(matches!(&unpacked[0], PluginResult::Ok(o) if o.len() == 2));
+        assert!(matches!(&unpacked[1], PluginResult::Ok(o) if o.len() == 2));
+        let message = too_large(&unpacked[2]);
+        assert!(message.contains("max-call-output-bytes=20"), "{message}");
+    }
+
+    #[test]
+    fn a_record_with_too_many_or_too_large_outputs_fails_alone() {
+        let outputs = [
+            output(0, 1),
+            output(0, 1),
+            output(0, 1),
+            output(0, 1),
+            output(0, 9),
+        ];
+        let unpacked = unpack(batch(&outputs, &[[0, 4], [4, 1]]), 2, CAPS).expect("valid");
+        assert!(too_large(&unpacked[0]).contains("4 outputs exceed max-outputs-per-record=3"));
+        assert!(too_large(&unpacked[1]).contains("an output of 9 bytes exceeds"));
+    }
+
+    /// Words a plugin might put in a table: small indices, lengths near the edges, and
+    /// the largest values.
+    fn word() -> impl Strategy<Value = u32> {
+        prop_oneof![
+            0u32..16,
+            Just(NONE),
+            Just(NONE - 1),
+            Just(1 << 31),
+            any::<u32>()
+        ]
+    }
+
+    proptest! {
+        /// No answer a plugin can give makes the decoder panic or allocate past what
+        /// it was handed; a decoded answer always keeps the caps.
+        #[test]
+        fn any_answer_decodes_or_is_refused(
+            bytes in proptest::collection::vec(any::<u8>(), 0..32),
+            outputs in proptest::collection::vec(word(), 0..48),
+            attributes in proptest::collection::vec(word(), 0..16),
+            results in proptest::collection::vec(word(), 0..8),
+            failures in proptest::collection::vec(word(), 0..3),
+            expected in 0usize..4,
+        ) {
+            let answer = OutputBatch {
+                bytes,
+                outputs,
+                attributes,
+                results,
+                failures: failures
+                    .into_iter()
+                    .map(|index| RecordFailure {
+                        index,
+                        error: WireError::Domain("no".into()),
+                    })
+                    .collect(),
+            };
+            if let Ok(unpacked) = unpack(answer, expected, CAPS) {
+                prop_assert_eq!(unpacked.len(), expected);
+                let mut call = 0;
+                for result in &unpacked {
+                    if let PluginResult::Ok(outputs) = result {
+                        prop_assert!(outputs.len() <= CAPS.outputs_per_record);
+                        for o in outputs {
+                            prop_assert!(o.payload.len() <= CAPS.output_bytes);
+                            call += o.payload.len() + o.key.as_ref().map_or(0, |k| k.len());
+                        }
+                    }
+                }
+                prop_assert!(call <= CAPS.call_bytes);
+            }
+        }
+    }
 }

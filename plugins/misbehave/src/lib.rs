@@ -2,7 +2,7 @@
 //!
 //! Each record's payload says what to do: `echo`, `panic`, `loop` (spin forever),
 //! `alloc` (allocate without bound), `huge` (one 8 MiB output), `fail` (domain error),
-//! `flaky` (infrastructure error), `sleep` (20 s in WASI, then echoes), `drop`, `log`, `noisy` (writes to stderr, then echoes),
+//! `flaky` (infrastructure error), `sleep` (20 s in WASI, then echoes), `fanout` (600 outputs of 1 KiB), `drop`, `log`, `noisy` (writes to stderr, then echoes),
 //! `flood` (1000 log lines, each trying to forge a second one), `poison` (breaks the
 //! instance's state, then echoes) and `check` (panics on a broken instance, else echoes).
 //! Config `init=fail` or `init=panic` makes `init` refuse or trap.
@@ -37,6 +37,7 @@ pub fn transform(record: Record) -> Result<Vec<Output>, Error> {
             std::thread::sleep(std::time::Duration::from_secs(20));
             Ok(vec![Output::new(record.payload())])
         }
+        "fanout" => Ok((0..600).map(|_| Output::new(vec![b'f'; 1024])).collect()),
         "fail" => Err(Error::domain("misbehave: asked to fail")),
         "flaky" => Err(Error::infrastructure("misbehave: transient failure")),
         "drop" => Ok(Vec::new()),
