@@ -124,11 +124,12 @@ async fn put_live(aws: &Clients, manifest: &Value, module: Option<(&str, Vec<u8>
     .await;
 }
 
+/// A manifest written by hand, at a sequence past any `host publish` of the test.
 fn manifest(version: &str, module_key: &str, sha256: &str, config: Value) -> Value {
     json!({
         "name": "enrich", "version": version, "world": "pipeline:plugin@0.1.0",
         "module": module_key, "sha256": sha256, "config": config,
-        "created_at": "2026-11-26T13:00:00.000Z"
+        "created_at": "2026-11-26T13:00:00.000Z", "sequence": 100
     })
 }
 
@@ -520,4 +521,86 @@ async fn a_warm_cache_skips_the_compile_and_a_damaged_entry_is_recompiled() {
         "hit",
         "the recompiled entry replaced the damaged one: {line}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_version_cannot_be_changed_or_rolled_back_through_the_bucket() {
+    let (moto, aws, scratch) = emulator_with_queues().await;
+    let key_file = scratch.path("signing.key");
+    let keygen = scratch.host(&["keygen", "--out", path_str(&key_file)], None);
+    keygen.assert_ok();
+    let public_key = keygen.stdout.trim().to_owned();
+    let key = path_str(&key_file);
+    let v2 = scratch.path("enrich-v2.wasm");
+    std::fs::write(&v2, rebuilt("enrich", "v2")).expect("write");
+    for (module, version) in [
+        (wasm("enrich"), "1.0.0"),
+        (path_str(&v2).to_owned(), "2.0.0"),
+    ] {
+        let args = [
+            "--plugin",
+            &module,
+            "--version",
+            version,
+            "--signing-key",
+            key,
+        ];
+        publish(&scratch, &moto, &args).assert_ok();
+    }
+    let lambda = start_lambda(
+        &moto,
+        &scratch,
+        &[("PIPELINE_PLUGIN_PUBLIC_KEY", &public_key)],
+    );
+    assert_eq!(invoke(&lambda, &aws, "s1").await.0, "enrich@2.0.0");
+
+    // Whoever can write the bucket changes the shipped settings of the signed version:
+    // refused, 2.0.0 keeps serving.
+    let prefix: Prefix = PREFIX.parse().expect("prefix");
+    let (live, etag) = get_live(&aws.s3, &prefix)
+        .await
+        .expect("get")
+        .expect("live");
+    let mut tampered = live.clone();
+    tampered.config.insert("currency".into(), "USD".into());
+    replace_live(&aws.s3, &prefix, &tampered, Some(&etag))
+        .await
+        .expect("replace");
+    after_check_interval();
+    assert_eq!(invoke(&lambda, &aws, "s2").await.0, "enrich@2.0.0");
+    wait_for_log(&lambda, "does not verify with the configured public key");
+
+    // ... or puts the older signed version's own manifest back as live: refused too.
+    let old = aws
+        .s3
+        .get_object()
+        .bucket("plugins")
+        .key("plugins/enrich/versions/1.0.0.json")
+        .send()
+        .await
+        .expect("the 1.0.0 manifest");
+    let old = old.body.collect().await.expect("body").into_bytes();
+    let old = pipeline_host::registry::Manifest::parse(&old).expect("a manifest");
+    let (_, etag) = get_live(&aws.s3, &prefix)
+        .await
+        .expect("get")
+        .expect("live");
+    replace_live(&aws.s3, &prefix, &old, Some(&etag))
+        .await
+        .expect("replace");
+    after_check_interval();
+    assert_eq!(invoke(&lambda, &aws, "s3").await.0, "enrich@2.0.0");
+    wait_for_log(&lambda, "is older than the serving version");
+
+    // A rollback is a publish: a new, signed sequence, which the host takes.
+    let unsigned = publish(&scratch, &moto, &["--rollback", "--version", "1.0.0"]);
+    unsigned.assert_error("must be signed too (--signing-key)");
+    publish(
+        &scratch,
+        &moto,
+        &["--rollback", "--version", "1.0.0", "--signing-key", key],
+    )
+    .assert_ok();
+    after_check_interval();
+    assert_eq!(invoke(&lambda, &aws, "s4").await.0, "enrich@1.0.0");
 }

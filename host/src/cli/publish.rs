@@ -37,8 +37,10 @@ pub(super) struct PublishArgs {
     /// checked by calling the plugin's `init` before anything is uploaded.
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value, conflicts_with = "rollback")]
     config: Vec<(String, String)>,
-    /// Sign the module hash with this ed25519 secret key file (from `host keygen`).
-    #[arg(long, conflicts_with = "rollback")]
+    /// Sign the manifest (name, version, module hash, settings, sequence) with this
+    /// ed25519 secret key file (from `host keygen`); a rollback of a signed version
+    /// needs it too.
+    #[arg(long)]
     signing_key: Option<PathBuf>,
     /// Point the live manifest back at an earlier version.
     #[arg(long)]
@@ -65,20 +67,6 @@ pub(super) async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         crate::aws::AwsTimeouts::default(),
     )
     .await;
-    let at = format!("s3://{}/{}", args.to.bucket, args.to.prefix);
-    if args.rollback {
-        let (was, now) =
-            publish::rollback(&aws.s3, &args.to, args.version.as_deref(), args.pin).await?;
-        println!(
-            "{at}: live version is now {} (was {}){}",
-            now.label(),
-            was.label(),
-            if now.pinned { ", pinned" } else { "" }
-        );
-        return Ok(());
-    }
-    let path = args.plugin.context("--plugin is required")?;
-    let module = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let signing_key = args
         .signing_key
         .as_ref()
@@ -90,6 +78,26 @@ pub(super) async fn publish(args: PublishArgs) -> anyhow::Result<()> {
             Ok(SigningKey::from_bytes(&bytes))
         })
         .transpose()?;
+    let at = format!("s3://{}/{}", args.to.bucket, args.to.prefix);
+    if args.rollback {
+        let (was, now) = publish::rollback(
+            &aws.s3,
+            &args.to,
+            args.version.as_deref(),
+            args.pin,
+            signing_key.as_ref(),
+        )
+        .await?;
+        println!(
+            "{at}: live version is now {} (was {}){}",
+            now.label(),
+            was.label(),
+            if now.pinned { ", pinned" } else { "" }
+        );
+        return Ok(());
+    }
+    let path = args.plugin.context("--plugin is required")?;
+    let module = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let engine = Engine::new(&Limits::default())?;
     let release = Release {
         module,

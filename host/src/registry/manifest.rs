@@ -4,9 +4,16 @@
 //! ```json
 //! {"name":"enrich","version":"0.2.0","world":"pipeline:plugin@0.1.0",
 //!  "module":"plugins/enrich/modules/9f86d0….wasm","sha256":"9f86d0…",
-//!  "config":{"currency":"EUR"},"created_at":"2026-11-26T12:00:00.000Z",
-//!  "signature":"base64 ed25519 over the 32 hash bytes","pinned":false}
+//!  "config":{"currency":"EUR"},"created_at":"2026-11-26T12:00:00.000Z","sequence":3,
+//!  "signature":"base64 ed25519 over the manifest's signed fields","pinned":false}
 //! ```
+//!
+//! The signature covers [`Manifest::signed_bytes`]: a domain-separated encoding of the
+//! name, version, world, module sha256, shipped config and publish sequence, so whoever
+//! can write the bucket cannot change what a signed version does (its settings), what it
+//! is called (logs, DLQ entries), or roll a host back to an older signed version: every
+//! publish and rollback takes a higher sequence, and a host refuses a lower one than it
+//! serves.
 
 use std::collections::BTreeMap;
 
@@ -36,7 +43,11 @@ pub struct Manifest {
     pub config: BTreeMap<String, String>,
     /// When it was published (RFC 3339, UTC).
     pub created_at: String,
-    /// Base64 ed25519 signature over the 32 bytes of the module's sha256.
+    /// The publish's place in the plugin's history: every publish and rollback takes
+    /// one higher than the live manifest's. Signed; a host never goes to a lower one.
+    #[serde(default)]
+    pub sequence: u64,
+    /// Base64 ed25519 signature over [`Manifest::signed_bytes`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
     /// A pinned manifest is not moved by publishing a newer version.
@@ -68,7 +79,20 @@ pub enum ManifestError {
     /// A signature is required and missing, or does not verify.
     #[error("signature refused: {0}")]
     Signature(String),
+    /// An older publish than the one serving (a rollback of the bucket, not a publish).
+    #[error(
+        "sequence {sequence} is older than the serving version's {serving}: a rollback is a new publish (`host publish --rollback`), with a higher sequence"
+    )]
+    Stale {
+        /// The manifest's.
+        sequence: u64,
+        /// The serving manifest's.
+        serving: u64,
+    },
 }
+
+/// What a signature starts with: these bytes sign manifests, nothing else.
+const SIGNED_DOMAIN: &[u8] = b"pipeline-host plugin manifest v2\0";
 
 impl Manifest {
     /// Parses a manifest.
@@ -95,15 +119,55 @@ impl Manifest {
                 "the host requires a signature and the manifest has none".into(),
             )
         })?;
+        if self.sequence == 0 {
+            return Err(ManifestError::Signature(
+                "the manifest has no publish sequence: its signature (from an older `host publish`) covers only the module hash; publish the version again".into(),
+            ));
+        }
         let signature = BASE64
             .decode(signature)
             .ok()
             .and_then(|bytes| ed25519_dalek::Signature::from_slice(&bytes).ok())
             .ok_or_else(|| ManifestError::Signature("not a base64 ed25519 signature".into()))?;
-        let digest = hash_bytes(&self.sha256)?;
-        key.verify(&digest, &signature).map_err(|_| {
-            ManifestError::Signature("it does not verify with the configured public key".into())
+        key.verify(&self.signed_bytes()?, &signature).map_err(|_| {
+            ManifestError::Signature(
+                "it does not verify with the configured public key (the name, version, module, settings or sequence differ from what was signed, or another key signed it)".into(),
+            )
         })
+    }
+
+    /// What the signature covers: the domain, then each signed field length-prefixed
+    /// (name, version, world, the module's 32 hash bytes, the config's pairs in key
+    /// order, the sequence). `created_at` and `pinned` are not covered: they change
+    /// nothing a host runs.
+    pub fn signed_bytes(&self) -> Result<Vec<u8>, ManifestError> {
+        let mut out = SIGNED_DOMAIN.to_vec();
+        let mut field = |bytes: &[u8]| {
+            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            out.extend_from_slice(bytes);
+        };
+        field(self.name.as_bytes());
+        field(self.version.as_bytes());
+        field(self.world.as_bytes());
+        field(&hash_bytes(&self.sha256)?);
+        field(&(self.config.len() as u64).to_le_bytes());
+        for (key, value) in &self.config {
+            field(key.as_bytes());
+            field(value.as_bytes());
+        }
+        field(&self.sequence.to_le_bytes());
+        Ok(out)
+    }
+
+    /// Refuses a manifest older than the one serving (`serving`: its sequence).
+    pub fn check_sequence(&self, serving: Option<u64>) -> Result<(), ManifestError> {
+        match serving {
+            Some(serving) if self.sequence < serving => Err(ManifestError::Stale {
+                sequence: self.sequence,
+                serving,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Checks fetched module bytes against the manifest's sha256.
@@ -119,10 +183,10 @@ impl Manifest {
         }
     }
 
-    /// Signs the module hash with `key`.
+    /// Signs [`Manifest::signed_bytes`] with `key`.
     pub fn sign(&mut self, key: &SigningKey) -> Result<(), ManifestError> {
-        let digest = hash_bytes(&self.sha256)?;
-        self.signature = Some(BASE64.encode(key.sign(&digest).to_bytes()));
+        let signed = self.signed_bytes()?;
+        self.signature = Some(BASE64.encode(key.sign(&signed).to_bytes()));
         Ok(())
     }
 }
@@ -205,6 +269,7 @@ mod tests {
             sha256: sha256_hex(module),
             config: BTreeMap::new(),
             created_at: "2026-11-26T12:00:00.000Z".into(),
+            sequence: 3,
             signature: None,
             pinned: false,
         }
@@ -235,23 +300,71 @@ mod tests {
     }
 
     #[test]
-    fn signatures_bind_the_module_hash() {
+    fn signatures_bind_every_field_a_host_runs_by() {
         let key = SigningKey::from_bytes(&[7; 32]);
         let public = key.verifying_key();
         let mut m = manifest(b"module");
+        m.config.insert("currency".into(), "EUR".into());
         assert!(m.check(Some(&public)).is_err(), "unsigned is refused");
         m.sign(&key).expect("sign");
         assert_eq!(m.check(Some(&public)), Ok(()));
         let other = SigningKey::from_bytes(&[8; 32]).verifying_key();
         assert!(m.check(Some(&other)).is_err(), "another key is refused");
-        let mut swapped = m.clone();
-        swapped.sha256 = sha256_hex(b"other module");
-        assert!(
-            swapped.check(Some(&public)).is_err(),
-            "the signature covers the hash"
-        );
+        type Change = (&'static str, fn(&mut Manifest));
+        let changes: [Change; 6] = [
+            ("module", |m| m.sha256 = sha256_hex(b"other module")),
+            ("name", |m| m.name = "route".into()),
+            ("version", |m| m.version = "9.9.9".into()),
+            ("world", |m| m.world = "pipeline:plugin@0.1.9".into()),
+            ("config", |m| {
+                m.config.insert("currency".into(), "USD".into());
+            }),
+            ("sequence", |m| m.sequence = 2),
+        ];
+        for (what, change) in changes {
+            let mut changed = m.clone();
+            change(&mut changed);
+            assert!(
+                changed.check(Some(&public)).is_err(),
+                "the signature covers the {what}"
+            );
+        }
+        // Neither is covered: they change nothing a host runs.
+        let mut moved = m.clone();
+        moved.pinned = true;
+        moved.created_at = "2027-01-01T00:00:00.000Z".into();
+        assert_eq!(moved.check(Some(&public)), Ok(()));
         let text = serde_json::to_vec(&m).expect("json");
         assert_eq!(Manifest::parse(&text), Ok(m));
         assert_eq!(verifying_key(&hex::encode(public.to_bytes())), Ok(public));
+    }
+
+    #[test]
+    fn a_manifest_from_before_sequences_is_refused_when_signatures_are_required() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let mut m = manifest(b"module");
+        m.sequence = 0;
+        m.sign(&key).expect("sign");
+        let err = m
+            .check(Some(&key.verifying_key()))
+            .expect_err("no sequence");
+        assert!(
+            err.to_string().contains("publish the version again"),
+            "{err}"
+        );
+        assert_eq!(m.check(None), Ok(()), "without a key nothing is verified");
+    }
+
+    #[test]
+    fn a_host_never_goes_back_to_an_older_publish() {
+        let m = manifest(b"module");
+        assert_eq!(m.check_sequence(None), Ok(()));
+        assert_eq!(m.check_sequence(Some(3)), Ok(()));
+        assert_eq!(m.check_sequence(Some(2)), Ok(()));
+        let err = m.check_sequence(Some(4)).expect_err("older");
+        assert!(
+            err.to_string().contains("sequence 3 is older than"),
+            "{err}"
+        );
     }
 }

@@ -74,13 +74,13 @@ pub struct Release {
 #[derive(Debug)]
 pub enum Published {
     /// The version is live.
-    Live(Manifest),
+    Live(Box<Manifest>),
     /// The version is stored, but the live manifest is pinned to another one.
     HeldByPin {
         /// What was published.
-        published: Manifest,
+        published: Box<Manifest>,
         /// What stays live.
-        pinned: Manifest,
+        pinned: Box<Manifest>,
     },
 }
 
@@ -105,6 +105,10 @@ pub async fn publish(
         })
         .await??
     };
+    // Read first: the new manifest's sequence is the live one's plus one (and the
+    // replace below is conditional on this read).
+    let live = get_live(s3, to).await?;
+    let sequence = live.as_ref().map_or(1, |(live, _)| live.sequence + 1);
     let mut manifest = Manifest {
         name: release.name.unwrap_or(info.0),
         version: release.version.unwrap_or(info.1),
@@ -113,6 +117,7 @@ pub async fn publish(
         sha256,
         config: release.config,
         created_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        sequence,
         signature: None,
         pinned: false,
     };
@@ -143,23 +148,25 @@ pub async fn publish(
                 existing.sha256
             );
         }
+        // The version as first published, made live again at this publish's sequence.
         manifest = existing;
+        manifest.sequence = sequence;
+        resign(&mut manifest, release.signing_key.as_ref())?;
     }
-    let live = get_live(s3, to).await?;
     if let Some((live, _)) = &live
         && live.pinned
         && !release.force
         && live.sha256 != manifest.sha256
     {
         return Ok(Published::HeldByPin {
-            published: manifest,
-            pinned: live.clone(),
+            published: Box::new(manifest),
+            pinned: Box::new(live.clone()),
         });
     }
     manifest.pinned = release.pin;
     let expected = live.as_ref().map(|(_, etag)| etag.as_str());
     replace_live(s3, to, &manifest, expected).await?;
-    Ok(Published::Live(manifest))
+    Ok(Published::Live(Box::new(manifest)))
 }
 
 /// Points the live manifest at `version`, or at the version published before the live
@@ -169,6 +176,7 @@ pub async fn rollback(
     to: &Prefix,
     version: Option<&str>,
     pin: bool,
+    signing_key: Option<&SigningKey>,
 ) -> anyhow::Result<(Manifest, Manifest)> {
     let (live, etag) = get_live(s3, to).await?.with_context(|| {
         format!(
@@ -185,8 +193,26 @@ pub async fn rollback(
             .with_context(|| format!("no version was published before {}", live.label()))?,
     };
     target.pinned = pin;
+    // A rollback is a publish: the next sequence, so hosts take it (and never take the
+    // bucket's older manifests back by themselves).
+    target.sequence = live.sequence + 1;
+    resign(&mut target, signing_key)?;
     replace_live(s3, to, &target, Some(&etag)).await?;
     Ok((live, target))
+}
+
+/// Signs `manifest` again after its sequence changed; one that was signed cannot go
+/// live unsigned.
+fn resign(manifest: &mut Manifest, key: Option<&SigningKey>) -> anyhow::Result<()> {
+    match key {
+        Some(key) => manifest.sign(key)?,
+        None if manifest.signature.is_some() => bail!(
+            "{} is signed: its new sequence must be signed too (--signing-key)",
+            manifest.label()
+        ),
+        None => {}
+    }
+    Ok(())
 }
 
 /// The newest version manifest published before `live`.

@@ -88,6 +88,8 @@ pub struct PluginSource {
     /// `(sha256, version, config)` of the serving version: a manifest rewritten with the
     /// same three is not a new version.
     serving: Option<(String, String, BTreeMap<String, String>)>,
+    /// The serving manifest's publish sequence: a manifest with a lower one is refused.
+    serving_sequence: Option<u64>,
     next_check: Instant,
 }
 
@@ -100,6 +102,7 @@ impl PluginSource {
             settings,
             etag: None,
             serving: None,
+            serving_sequence: None,
             next_check: Instant::now(),
         }
     }
@@ -185,6 +188,12 @@ impl PluginSource {
         if self.serving.as_ref() == Some(&identity(&manifest)) {
             return Ok(None);
         }
+        manifest
+            .check_sequence(self.serving_sequence)
+            .map_err(|source| LoadError::Refused {
+                plugin: manifest.label(),
+                source,
+            })?;
         let bytes = self.fetch_module(aws, &manifest).await?;
         let label = manifest.label();
         self.start(bytes, label, Some(manifest), started.elapsed())
@@ -292,6 +301,7 @@ impl PluginSource {
         .await
         .map_err(|e| LoadError::Config(format!("the loading thread failed: {e}")))??;
         self.serving = loaded.manifest.as_ref().map(identity);
+        self.serving_sequence = loaded.manifest.as_ref().map(|m| m.sequence);
         Ok(loaded)
     }
 }
