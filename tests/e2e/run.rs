@@ -231,3 +231,43 @@ fn a_captured_kinesis_event_replays_locally() {
     s.run_plugin("enrich", &sqs, &["--format", "kinesis-event"])
         .assert_error("not a Kinesis event");
 }
+
+#[test]
+fn a_cache_directory_others_may_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // Precompiled plugins are native code: one another user could have planted is never
+    // loaded. The run compiles instead, saying why.
+    let s = Scratch::new();
+    let cache = s.path("shared-cache");
+    std::fs::create_dir(&cache).expect("mkdir");
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let input = s.write("in.jsonl", "{\"id\":1}\n");
+    let wasm = plugin("misbehave");
+    let run = s.host(
+        &[
+            "run",
+            "--plugin",
+            path_str(&wasm),
+            "--input",
+            path_str(&input),
+            "--cache-dir",
+            path_str(&cache),
+            "--dlq",
+            path_str(&s.path("dlq.jsonl")),
+        ],
+        None,
+    );
+    run.assert_ok();
+    assert!(
+        run.stderr
+            .contains("group or others may write it (mode 777)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_dir(&cache).expect("list").count(),
+        0,
+        "nothing stored"
+    );
+    assert!(run.stdout.contains("{\"id\":1}"), "{}", run.stdout);
+}

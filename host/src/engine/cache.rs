@@ -10,9 +10,12 @@
 //! by an atomic rename; a truncated, flipped or foreign one is reported, removed and
 //! recompiled.
 //!
-//! The directory is private to the process's owner (Lambda's `/tmp` is private to the
-//! execution environment); the check guards against damage, not against an attacker
-//! who can already write there.
+//! The trust boundary is the directory: an entry is native code the host maps and runs,
+//! so only the process's own user may be able to write it. The host creates the
+//! directory owner-only, and refuses one (and any entry) that another user owns or that
+//! group or others may write ([`private`]); the CRC-32 then guards against damage, not
+//! against an attacker (a keyed hash would add nothing: its key would have to live where
+//! only this user can read, which is the same boundary).
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
@@ -39,9 +42,15 @@ pub enum Lookup {
 }
 
 impl ArtifactCache {
-    /// A cache in `dir` (created when missing) for artifacts of `engine`.
+    /// A cache in `dir` (created owner-only when missing) for artifacts of `engine`;
+    /// refused when another user owns it or group or others may write it.
     pub fn new(dir: &Path, engine: &wasmtime::Engine) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        private(dir)?;
         // DefaultHasher::new() has fixed keys: the same binary names entries the same way.
         let mut hasher = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -77,13 +86,17 @@ impl ArtifactCache {
             let _ = std::fs::remove_file(&path);
             Lookup::Rejected(format!("{}: {reason}", path.display()))
         };
+        if let Err(reason) = private(&path) {
+            return rejected(reason.to_string());
+        }
         if let Err(reason) = check_file(&path, &crc) {
             return rejected(reason.to_string());
         }
         // SAFETY: the file is exactly what `store` wrote from `Component::serialize` of
         // this engine's configuration (its CRC-32 checked above; the name carries the
-        // engine's compatibility hash), in a directory only this process writes; wasmtime
-        // checks the header again.
+        // engine's compatibility hash), in a directory and a file only this user can
+        // write (checked above and when the cache was opened); wasmtime checks the
+        // header again.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(component) => Lookup::Hit(component),
             Err(e) => rejected(format!("wasmtime refused it: {e:#}")),
@@ -140,6 +153,37 @@ pub enum CacheError {
     BadName(String),
 }
 
+/// Refuses `path` unless this process's user owns it and neither group nor others may
+/// write it: whoever else could write there could make the host run their native code.
+pub fn private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::symlink_metadata(path)?;
+    // The owner of /proc/self is this process's effective user.
+    let me = std::fs::metadata("/proc/self")?.uid();
+    let refuse = |why: String| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: {why}; precompiled plugins are native code, refused from a place another user can write",
+                path.display()
+            ),
+        ))
+    };
+    if meta.file_type().is_symlink() {
+        return refuse("a symbolic link".into());
+    }
+    if meta.uid() != me {
+        return refuse(format!("owned by user {}, not {me}", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return refuse(format!(
+            "group or others may write it (mode {:o})",
+            meta.mode() & 0o777
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a cache file against the CRC-32 its name carries. The file is mapped, not
 /// read: its pages are already in the page cache, and mapping them costs a few faults
 /// instead of a copy.
@@ -171,7 +215,24 @@ fn check(artifact: &[u8], crc: &str) -> Result<(), CacheError> {
 
 #[cfg(test)]
 mod tests {
-    use super::check;
+    use super::{check, private};
+
+    #[test]
+    fn a_directory_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(private(dir.path()).is_ok(), "a fresh tempdir is owner-only");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+        let err = private(dir.path()).expect_err("world-writable");
+        assert!(err.to_string().contains("mode 777"), "{err}");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        assert!(private(dir.path()).is_ok(), "others may read, not write");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).expect("symlink");
+        assert!(private(&link).is_err(), "a symbolic link is refused");
+    }
 
     #[test]
     fn a_whole_entry_passes_and_any_damage_is_caught() {
