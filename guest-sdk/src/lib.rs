@@ -38,7 +38,7 @@ pub mod metrics {
 pub mod __private {
     pub use crate::wire::bindings;
     pub use crate::wire::bindings::Guest;
-    pub use crate::wire::{InputBatch, OutputBatch, PluginInfo, WireError};
+    pub use crate::wire::{InputBatch, OutputBatch, PluginInfo, RecordFailure, WireError};
     pub use wit_bindgen;
 
     use crate::wire::OutputBuilder;

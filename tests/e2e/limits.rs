@@ -328,3 +328,41 @@ fn output_is_capped_per_record_and_per_call() {
         "{message}"
     );
 }
+
+#[test]
+fn crafted_batch_tables_fail_only_their_own_record() {
+    // `hostile` answers below the guest SDK: an output count of 0xFFFF_FFFF, 300 outputs
+    // aliasing one 1 MiB span (300 MiB once copied), a failure for a record that is not
+    // there. The host survives each, and only the guilty record reaches the DLQ.
+    let s = Scratch::new();
+    let input = s.write("in.txt", "one\ncount\ntwo\nalias\nstray\nthree\n");
+    let run = s.run_plugin("hostile", &input, &["--format", "lines"]);
+    run.assert_ok();
+    assert_eq!(run.balanced(), [6, 0, 3, 3]);
+    let kinds = dlq_kinds(&s);
+    assert_eq!(
+        kinds,
+        [
+            ("count".to_owned(), "contract".to_owned()),
+            ("alias".to_owned(), "output-too-large".to_owned()),
+            ("stray".to_owned(), "contract".to_owned()),
+        ]
+    );
+    let dlq = s.json_lines("dlq.jsonl");
+    let messages: Vec<&str> = dlq
+        .iter()
+        .map(|e| text(&e["error"]["message"], "message"))
+        .collect();
+    assert!(
+        messages[0].contains("outside the output table"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].contains("max-call-output-bytes"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[2].contains("failure for record 1000000"),
+        "{messages:?}"
+    );
+}
