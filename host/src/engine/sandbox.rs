@@ -387,3 +387,39 @@ impl tokio::io::AsyncWrite for StderrTail {
         std::task::Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core module with two memories and `grow`, which grows each by 100 MiB.
+    const TWO_MEMORIES: &[u8] = &[
+        0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+        0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7f, // type: () -> i32
+        0x03, 0x02, 0x01, 0x00, // one function of that type
+        0x05, 0x05, 0x02, 0x00, 0x00, 0x00, 0x00, // two memories, 0 pages each
+        0x07, 0x08, 0x01, 0x04, b'g', b'r', b'o', b'w', 0x00, 0x00, // export "grow"
+        0x0a, 0x0f, 0x01, 0x0d, 0x00, // code: one body, no locals
+        0x41, 0xc0, 0x0c, 0x40, 0x00, 0x1a, // memory.grow 0 by 1600 pages; drop
+        0x41, 0xc0, 0x0c, 0x40, 0x01, 0x0b, // memory.grow 1 by 1600 pages; end
+    ];
+
+    #[test]
+    fn the_memory_cap_holds_across_all_memories() {
+        let engine = wasmtime::Engine::default();
+        let module = wasmtime::Module::new(&engine, TWO_MEMORIES).expect("a valid module");
+        let mut store = Store::new(&engine, StoreState::new(128 << 20, "two-memories".into()));
+        store.limiter(|s| s.limiter());
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).expect("instance");
+        let grow = instance
+            .get_typed_func::<(), i32>(&mut store, "grow")
+            .expect("grow");
+        // 100 MiB fits the 128 MiB cap; the second memory's 100 MiB would pass it.
+        let err = grow.call(&mut store, ()).expect_err("the cap is on the total");
+        assert!(
+            err.downcast_ref::<MemoryLimitExceeded>().is_some(),
+            "{err:?}"
+        );
+        assert_eq!(classify_trap(&store, &err), TrapKind::MemoryLimit);
+    }
+}
