@@ -61,11 +61,13 @@ pub struct Unbalanced {
     pub summary: Summary,
 }
 
-/// The two counts of a run: one bumped where items enter, one where verdicts settle.
-#[derive(Debug, Default, Clone, Copy)]
+/// The two counts of a run: one bumped where items enter, one where verdicts settle
+/// (and, for the metrics, the dead-lettered items by failure kind).
+#[derive(Debug, Default, Clone)]
 pub struct Ledger {
     entered: u64,
     settled: Summary,
+    failed_by_kind: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Ledger {
@@ -83,10 +85,21 @@ impl Ledger {
                 s.outputs += outputs.len() as u64;
             }
             Verdict::Dropped => s.dropped += 1,
-            Verdict::DeadLettered(_) => s.failed += 1,
+            Verdict::DeadLettered(failure) => {
+                s.failed += 1;
+                *self
+                    .failed_by_kind
+                    .entry(failure.kind.as_str())
+                    .or_default() += 1;
+            }
             Verdict::Retry(_) => s.retried += 1,
             Verdict::Duplicate => s.duplicate += 1,
         }
+    }
+
+    /// The dead-lettered items so far, by failure kind.
+    pub fn failed_by_kind(&self) -> &std::collections::BTreeMap<&'static str, u64> {
+        &self.failed_by_kind
     }
 
     /// The summary so far (`input` is what entered).

@@ -37,6 +37,10 @@ pub struct Host {
     checkpoints: Option<(String, String)>,
     /// The field naming a direct invocation's records.
     id_field: String,
+    /// The CloudWatch namespace of the metrics; `None`: none are written.
+    metrics_namespace: Option<String>,
+    /// This function's name, a dimension of its metrics.
+    function: String,
 }
 
 impl Host {
@@ -58,6 +62,8 @@ impl Host {
             input_limits: settings.input_limits(),
             checkpoints: settings.checkpoint_location(),
             id_field: settings.dedup_id_field.clone(),
+            metrics_namespace: settings.metrics_namespace.clone(),
+            function: std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default(),
         })
     }
 
@@ -72,9 +78,44 @@ impl Host {
         Budget::until(Instant::now() + left)
     }
 
-    /// Handles one event within `budget`; the answer is in the event source's terms.
-    pub async fn handle(&mut self, event: Value, budget: Budget) -> anyhow::Result<Value> {
+    /// Handles one event within `budget`; the answer is in the event source's terms. The
+    /// invocation's metrics (EMF) go to stdout, tagged with `request_id`.
+    pub async fn handle(
+        &mut self,
+        event: Value,
+        budget: Budget,
+        request_id: &str,
+    ) -> anyhow::Result<Value> {
+        let started = std::time::Instant::now();
         let kind = events::detect(&event)?;
+        let (answer, summary) = self.run_event(kind, event, budget).await?;
+        if let Some(namespace) = &self.metrics_namespace {
+            let plugin = self.pipeline.plugin_label();
+            let invocation = crate::metrics::Invocation {
+                function: &self.function,
+                plugin: &plugin,
+                source: kind.as_str(),
+                summary: &summary,
+                failed_by_kind: self.pipeline.failed_by_kind(),
+                duration: started.elapsed(),
+                request_id,
+            };
+            crate::metrics::emit(&crate::metrics::document(
+                namespace,
+                &invocation,
+                SystemTime::now(),
+            ));
+        }
+        Ok(answer)
+    }
+
+    /// One event through the pipeline: the answer, and the run's counts.
+    async fn run_event(
+        &mut self,
+        kind: EventKind,
+        event: Value,
+        budget: Budget,
+    ) -> anyhow::Result<(Value, Summary)> {
         let mut decoded = events::decode_within(kind, event, self.input_limits)?;
         decoded.identify_direct(&self.id_field);
         if kind == EventKind::S3 {
@@ -91,7 +132,7 @@ impl Host {
                 .pipeline
                 .run(&mut source, Outputs::Sinks, budget)
                 .await?;
-            return Ok(self.summary_json(&summary));
+            return Ok((self.summary_json(&summary), summary));
         }
         let mut source = LambdaEvent::new(decoded);
         let summary = if kind == EventKind::Firehose {
@@ -105,7 +146,7 @@ impl Host {
                 .run(&mut source, Outputs::Sinks, budget)
                 .await?
         };
-        Ok(source.response(self.summary_json(&summary))?)
+        Ok((source.response(self.summary_json(&summary))?, summary))
     }
 
     /// The answer to a direct invocation or an S3 notification: the counts, and the
@@ -138,7 +179,7 @@ pub async fn run() -> anyhow::Result<()> {
         async move {
             let mut host = host.lock().await;
             let budget = host.budget(event.context.deadline);
-            host.handle(event.payload, budget)
+            host.handle(event.payload, budget, &event.context.request_id)
                 .await
                 .map_err(|e| lambda_runtime::Error::from(crate::report::one_line(e.as_ref())))
         }

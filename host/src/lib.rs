@@ -20,6 +20,7 @@
 //! - [`pipeline`]: source -> batch -> chain -> sinks -> DLQ -> settle, for every front door.
 //! - [`registry`]: plugin manifests, fetch and verify, hot swap, `host publish`.
 //! - [`lambda`]: the Lambda front door: cold start, one source per event, the answer.
+//! - [`metrics`]: CloudWatch Embedded Metric Format documents, one per invocation.
 //! - [`cli`]: the command-line front doors (`host run`, `host reprocess`, `host publish`).
 //! - [`aws`]: the AWS clients and the S3 calls sources and sinks share.
 //! - [`idempotency`]: the store that remembers which records are done (DynamoDB).
@@ -35,6 +36,7 @@ pub mod dlq;
 pub mod engine;
 pub mod idempotency;
 pub mod lambda;
+pub mod metrics;
 pub mod pipeline;
 pub mod record;
 pub mod registry;

@@ -70,6 +70,8 @@ pub struct Settings {
     pub dedup_claim: Duration,
     /// The field of a direct invocation's records that names them.
     pub dedup_id_field: String,
+    /// The CloudWatch namespace of the Lambda host's metrics; `None`: none written.
+    pub metrics_namespace: Option<String>,
 }
 
 impl Default for Settings {
@@ -97,6 +99,7 @@ impl Default for Settings {
             dedup_ttl: Duration::from_secs(86_400),
             dedup_claim: Duration::from_secs(900),
             dedup_id_field: "id".into(),
+            metrics_namespace: Some("PipelineHost".into()),
         }
     }
 }
@@ -511,6 +514,33 @@ pub static SETTINGS: &[Setting] = &[
         list: false,
         apply: |s, values| {
             s.aws_timeouts.attempt = Duration::from_millis(number(one(values)?, 100, 900_000)?);
+            Ok(())
+        },
+    },
+    Setting {
+        flag: None,
+        env: "PIPELINE_METRICS_NAMESPACE",
+        default: Some("PipelineHost"),
+        bounds: "1 to 255 of letters, digits, `.-_/#:`; or `off`",
+        about: "Lambda: the CloudWatch namespace of the metrics each invocation writes to stdout (Embedded Metric Format)",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            let value = one(values)?;
+            if value == "off" {
+                s.metrics_namespace = None;
+                return Ok(());
+            }
+            let valid = (1..=255).contains(&value.len())
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-_/#:".contains(c));
+            if !valid {
+                return Err(format!(
+                    "{value:?}: 1 to 255 of letters, digits, `.-_/#:`, or `off`"
+                ));
+            }
+            s.metrics_namespace = Some(value.to_owned());
             Ok(())
         },
     },

@@ -62,6 +62,15 @@ impl Lambda {
         self.api.next_answer(ANSWER_TIMEOUT)
     }
 
+    /// The metrics documents (EMF) the function wrote so far, one per invocation.
+    pub fn metrics(&self) -> Vec<Value> {
+        self.function
+            .stdout_text()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a metrics line is JSON"))
+            .collect()
+    }
+
     /// The function's log so far.
     pub fn log(&self) -> String {
         self.function.log_text()

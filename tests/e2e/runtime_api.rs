@@ -165,6 +165,8 @@ impl Function {
     pub fn start(api: &RuntimeApi, env: &[(&str, String)], dir: &Path) -> Self {
         let log = dir.join("function.log");
         let stderr = std::fs::File::create(&log).expect("log file");
+        // Metrics (EMF) are written to stdout, as Lambda expects them.
+        let stdout = std::fs::File::create(dir.join("function.out")).expect("stdout file");
         let child = Command::new(env!("CARGO_BIN_EXE_host"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -180,7 +182,7 @@ impl Function {
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .current_dir(dir)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .expect("start host as a Lambda runtime");
@@ -189,6 +191,11 @@ impl Function {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What the function wrote to stdout (its metrics documents).
+    pub fn stdout_text(&self) -> String {
+        std::fs::read_to_string(self.log.with_file_name("function.out")).unwrap_or_default()
     }
 
     /// Waits for the process to exit by itself (a failed cold start).

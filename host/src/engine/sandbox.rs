@@ -415,7 +415,9 @@ mod tests {
             .get_typed_func::<(), i32>(&mut store, "grow")
             .expect("grow");
         // 100 MiB fits the 128 MiB cap; the second memory's 100 MiB would pass it.
-        let err = grow.call(&mut store, ()).expect_err("the cap is on the total");
+        let err = grow
+            .call(&mut store, ())
+            .expect_err("the cap is on the total");
         assert!(
             err.downcast_ref::<MemoryLimitExceeded>().is_some(),
             "{err:?}"

@@ -140,6 +140,8 @@ pub struct Pipeline {
     store: Option<Store>,
     /// How long past a run's budget it may still be delivering (a claim lasts as long).
     slack: std::time::Duration,
+    /// The last complete run's dead-lettered items, by failure kind.
+    failed_by_kind: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Pipeline {
@@ -222,6 +224,7 @@ impl Pipeline {
                 )
             }),
             slack: settings.time_margin,
+            failed_by_kind: std::collections::BTreeMap::new(),
         })
     }
 
@@ -323,6 +326,7 @@ impl Pipeline {
             tracing::info!(plugin = %self.plugin_label(), summary = %ledger.summary(), "batch done");
         }
         let summary = ledger.close()?;
+        self.failed_by_kind = ledger.failed_by_kind().clone();
         tracing::info!(plugin = %self.plugin_label(), %summary, "run done");
         Ok(summary)
     }
@@ -468,6 +472,11 @@ impl Pipeline {
                 ),
             }
         }
+    }
+
+    /// The last complete run's dead-lettered items, by failure kind.
+    pub fn failed_by_kind(&self) -> &std::collections::BTreeMap<&'static str, u64> {
+        &self.failed_by_kind
     }
 
     /// `name@version` of the plugins serving, in chain order.

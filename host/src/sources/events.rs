@@ -61,6 +61,21 @@ pub struct DecodedEvent {
     pub objects: Vec<ObjectRef>,
 }
 
+impl EventKind {
+    /// The source's name in metrics and logs: `kinesis`, `sqs`, `dynamodb`, `firehose`,
+    /// `s3` or `direct`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kinesis => "kinesis",
+            Self::Sqs => "sqs",
+            Self::Dynamodb => "dynamodb",
+            Self::Firehose => "firehose",
+            Self::S3 => "s3",
+            Self::Direct => "direct",
+        }
+    }
+}
+
 impl DecodedEvent {
     /// Gives each record of a direct invocation the identity its caller named: the value
     /// of its top-level `field` (a string or a number), as `direct/VALUE`. A record
