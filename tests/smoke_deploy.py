@@ -13,6 +13,7 @@ import argparse
 import ast
 import json
 import os
+import re
 import sys
 import time
 import urllib.parse
@@ -21,7 +22,13 @@ import boto3
 from cfnlint.decode import decode
 from samtranslator.translator.transform import transform
 
-SUPPORTED = {"AWS::S3::Bucket", "AWS::Kinesis::Stream", "AWS::SQS::Queue", "AWS::IAM::Role", "AWS::DynamoDB::Table"}
+SUPPORTED = {
+    "AWS::S3::Bucket", "AWS::Kinesis::Stream", "AWS::SQS::Queue", "AWS::IAM::Role", "AWS::DynamoDB::Table",
+    "AWS::SNS::Topic", "AWS::CloudWatch::Dashboard",
+}
+# The emulator's CloudFormation reports alarms created without creating them: they are
+# put through the CloudWatch API instead, their properties resolved against the stack.
+THROUGH_THE_API = {"AWS::CloudWatch::Alarm"}
 
 
 class NoManagedPolicies:
@@ -62,6 +69,30 @@ def store_table(dynamodb, table):
         sys.exit(f"table {table}: the key is not `id`: {keys}")
 
 
+def resolve(value, env):
+    """`value` with the intrinsic functions alarms use (Ref, GetAtt, Sub) replaced."""
+    if isinstance(value, dict) and len(value) == 1:
+        ((function, argument),) = value.items()
+        if function == "Ref":
+            return env[argument]
+        if function == "Fn::GetAtt":
+            return env[".".join(argument) if isinstance(argument, list) else argument]
+        if function == "Fn::Sub" and isinstance(argument, str):
+            return re.sub(r"\$\{([^}]+)\}", lambda m: str(env[m.group(1)]), argument)
+    if isinstance(value, dict):
+        return {k: resolve(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v, env) for v in value]
+    return value
+
+
+def alarm(cloudwatch, name):
+    """The alarm exists and notifies someone."""
+    alarms = cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"]
+    if not alarms or not alarms[0].get("AlarmActions"):
+        sys.exit(f"alarm {name}: missing, or without an action: {alarms}")
+
+
 def declares_ttl(template):
     """Every DynamoDB table of the template expires its items by `ttl`."""
     for name, resource in template["Resources"].items():
@@ -91,7 +122,8 @@ def main():
     declares_ttl(template)
     plain = transform(template, {}, NoManagedPolicies())
     resources = {k: v for k, v in plain["Resources"].items() if v["Type"] in SUPPORTED}
-    dropped = sorted(set(plain["Resources"]) - set(resources))
+    alarms = {k: v for k, v in plain["Resources"].items() if v["Type"] in THROUGH_THE_API}
+    dropped = sorted(set(plain["Resources"]) - set(resources) - set(alarms))
     # A kept resource must not depend on a dropped one.
     for name, resource in resources.items():
         missing = referenced(resource) & set(dropped)
@@ -99,7 +131,8 @@ def main():
             sys.exit(f"{name} refers to resources the emulator cannot create: {sorted(missing)}")
     plain["Resources"] = resources
     plain.pop("Outputs", None)
-    plain["Parameters"] = {k: v for k, v in plain.get("Parameters", {}).items() if k in referenced(resources)}
+    used = referenced(resources) | referenced(plain.get("Conditions", {}))
+    plain["Parameters"] = {k: v for k, v in plain.get("Parameters", {}).items() if k in used}
 
     session = boto3.session.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
     client = lambda service: session.client(service, endpoint_url=args.endpoint)
@@ -129,10 +162,29 @@ def main():
         "AWS::SQS::Queue": lambda id: client("sqs").get_queue_attributes(QueueUrl=id, AttributeNames=["QueueArn"]),
         "AWS::IAM::Role": lambda id: client("iam").get_role(RoleName=id),
         "AWS::DynamoDB::Table": lambda id: store_table(client("dynamodb"), id),
+        "AWS::SNS::Topic": lambda id: client("sns").get_topic_attributes(TopicArn=id),
+        "AWS::CloudWatch::Alarm": lambda id: alarm(client("cloudwatch"), id),
+        "AWS::CloudWatch::Dashboard": lambda id: client("cloudwatch").get_dashboard(DashboardName=id),
     }
-    for resource in sorted(created, key=lambda r: r["LogicalResourceId"]):
+    # The emulator describes some resources (alarms) without their logical id: those
+    # are checked by the names the template gives them.
+    named = [r for r in created if "LogicalResourceId" in r]
+    for resource in sorted(named, key=lambda r: r["LogicalResourceId"]):
         checks[resource["ResourceType"]](resource["PhysicalResourceId"])
         print(f"created {resource['ResourceType']} {resource['LogicalResourceId']}")
+    env = {"AWS::StackName": "pipeline-host", "AWS::Region": "us-east-1"}
+    for name, parameter in plain.get("Parameters", {}).items():
+        env[name] = parameter.get("Default", "")
+    for r in named:
+        env[r["LogicalResourceId"]] = r["PhysicalResourceId"]
+        if r["ResourceType"] == "AWS::SQS::Queue":
+            env[r["LogicalResourceId"] + ".QueueName"] = r["PhysicalResourceId"].rsplit("/", 1)[-1]
+    cloudwatch = client("cloudwatch")
+    for logical, resource in sorted(alarms.items()):
+        properties = resolve(resource["Properties"], env)
+        cloudwatch.put_metric_alarm(**properties)
+        alarm(cloudwatch, properties["AlarmName"])
+        print(f"created AWS::CloudWatch::Alarm {logical}")
     iam = client("iam")
     for resource in created:
         if resource["ResourceType"] != "AWS::IAM::Role":

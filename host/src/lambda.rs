@@ -97,6 +97,7 @@ impl Host {
                 source: kind.as_str(),
                 summary: &summary,
                 failed_by_kind: self.pipeline.failed_by_kind(),
+                refused_versions: self.pipeline.refused_versions(),
                 duration: started.elapsed(),
                 request_id,
             };

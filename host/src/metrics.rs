@@ -3,7 +3,7 @@
 //! metrics (no API call, no latency added to the invocation).
 //!
 //! Dimensions are few and low-cardinality: the function, the plugin chain
-//! (`name@version`) and the source kind. The request id is a property, searchable in
+//! (`name@version`) and the source kind, and the function alone (for alarms). The request id is a property, searchable in
 //! Logs Insights but not a dimension.
 
 use std::collections::BTreeMap;
@@ -25,6 +25,8 @@ pub struct Invocation<'a> {
     pub summary: &'a Summary,
     /// Dead-lettered records by failure kind.
     pub failed_by_kind: &'a BTreeMap<&'static str, u64>,
+    /// New plugin versions refused before the run.
+    pub refused_versions: u64,
     /// From the event's arrival to the answer.
     pub duration: Duration,
     /// The invocation's request id.
@@ -43,6 +45,11 @@ pub fn document(namespace: &str, invocation: &Invocation<'_>, now: SystemTime) -
         ("Duplicates".into(), "Count", s.duplicate as f64),
         ("Outputs".into(), "Count", s.outputs as f64),
         (
+            "PluginVersionsRefused".into(),
+            "Count",
+            invocation.refused_versions as f64,
+        ),
+        (
             "Duration".into(),
             "Milliseconds",
             invocation.duration.as_secs_f64() * 1e3,
@@ -60,7 +67,9 @@ pub fn document(namespace: &str, invocation: &Invocation<'_>, now: SystemTime) -
                 .map_or(0, |d| d.as_millis() as u64),
             "CloudWatchMetrics": [{
                 "Namespace": namespace,
-                "Dimensions": [["Function", "Plugin", "Source"]],
+                // Per plugin version and source, and per function (what alarms watch:
+                // a new version starts a new series of the first set).
+                "Dimensions": [["Function", "Plugin", "Source"], ["Function"]],
                 "Metrics": metrics
                     .iter()
                     .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
@@ -110,6 +119,7 @@ mod tests {
                 source: "kinesis",
                 summary: &summary,
                 failed_by_kind: &kinds,
+                refused_versions: 0,
                 duration: Duration::from_millis(12),
                 request_id: "r-1",
             },

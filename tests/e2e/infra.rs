@@ -59,6 +59,14 @@ fn the_template_deploys_on_the_emulator() {
         "OnFailureQueue",
         "DedupTable",
         "HostFunctionRole",
+        "AlarmTopic",
+        "DeadLettersAlarm",
+        "IteratorAgeAlarm",
+        "FunctionErrorsAlarm",
+        "FunctionThrottlesAlarm",
+        "FailedRecordsAlarm",
+        "RefusedVersionAlarm",
+        "PipelineDashboard",
     ] {
         assert!(
             stdout.contains(&format!(" {resource}\n")),

@@ -142,6 +142,8 @@ pub struct Pipeline {
     slack: std::time::Duration,
     /// The last complete run's dead-lettered items, by failure kind.
     failed_by_kind: std::collections::BTreeMap<&'static str, u64>,
+    /// New plugin versions refused before the last run.
+    refused_versions: u64,
 }
 
 impl Pipeline {
@@ -225,6 +227,7 @@ impl Pipeline {
             }),
             slack: settings.time_margin,
             failed_by_kind: std::collections::BTreeMap::new(),
+            refused_versions: 0,
         })
     }
 
@@ -453,6 +456,7 @@ impl Pipeline {
     /// Before a run: takes any new plugin version that is due, verified and started.
     /// A version that fails any step is logged with its reason; the serving one stays.
     async fn refresh(&mut self) {
+        self.refused_versions = 0;
         let Some(chain) = self.chain.as_mut() else {
             return;
         };
@@ -464,14 +468,22 @@ impl Pipeline {
                     loaded.log_ready(&format!("plugin swapped (was {before})"));
                     chain.replace(stage, loaded.runner);
                 }
-                Err(e) => tracing::error!(
-                    location = %source.location(),
-                    serving = %chain.stages()[stage].plugin().label(),
-                    reason = %e,
-                    "new plugin version refused; the serving version stays"
-                ),
+                Err(e) => {
+                    self.refused_versions += 1;
+                    tracing::error!(
+                        location = %source.location(),
+                        serving = %chain.stages()[stage].plugin().label(),
+                        reason = %e,
+                        "new plugin version refused; the serving version stays"
+                    );
+                }
             }
         }
+    }
+
+    /// New plugin versions refused before the last run (each logged with its reason).
+    pub fn refused_versions(&self) -> u64 {
+        self.refused_versions
     }
 
     /// The last complete run's dead-lettered items, by failure kind.
