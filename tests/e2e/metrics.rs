@@ -120,3 +120,58 @@ async fn each_invocation_writes_one_emf_document_with_its_counts() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_the_request_id_and_cannot_be_forged() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.stream("out").await;
+    aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    let wasm = plugin("misbehave");
+    let lambda = Lambda::start(
+        &moto.env_with(&[
+            ("PIPELINE_PLUGIN", path_str(&wasm)),
+            ("PIPELINE_SINKS", "default=kinesis://out"),
+            ("PIPELINE_DLQ", "sqs://dlq"),
+            ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+        ]),
+        scratch.dir.path(),
+    );
+    let shard = "shardId-000000000001";
+    // `flood` writes log lines that each try to forge a second one with a newline.
+    lambda.invoke(kinesis_event(&[
+        (shard, "a"),
+        (shard, "flood"),
+        (shard, "log"),
+    ]));
+    let log = lambda.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    let done = lines
+        .iter()
+        .find(|l| l["message"] == "run done")
+        .unwrap_or_else(|| panic!("no `run done` line: {log}"));
+    assert!(
+        done["span"]["requestId"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{done}"
+    );
+    assert_eq!(done["plugin"], "misbehave@0.1.0");
+    // The plugin's newline stays inside its line's message: no line starts with it.
+    assert!(!log.lines().any(|l| l.starts_with("forged")), "{log}");
+    assert!(
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("forged host line"))),
+        "{log}"
+    );
+}

@@ -164,11 +164,16 @@ pub fn main() -> ExitCode {
     let lambda_command = std::env::args_os().nth(1).is_some_and(|a| a == "lambda");
     // The Lambda log is the operator's record of each batch; on the command line the
     // summary line says it, and only warnings and errors join it unless HOST_LOG asks.
-    init_logging(if lambda || lambda_command {
-        "info"
-    } else {
-        "warn"
-    });
+    init_logging(
+        if lambda || lambda_command {
+            "info"
+        } else {
+            "warn"
+        },
+        // Lambda's advanced logging controls: one JSON object per line.
+        (lambda || lambda_command)
+            && std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")),
+    );
     let command = if lambda {
         Command::Lambda
     } else {
@@ -197,13 +202,26 @@ fn in_runtime(future: impl std::future::Future<Output = anyhow::Result<()>>) -> 
         .block_on(future)
 }
 
-fn init_logging(default: &str) {
+/// Text logs on stderr; with `json`, one JSON object per line (timestamp, level,
+/// message, the event's fields, and the span's: the Lambda runtime's carries the
+/// request id), which CloudWatch Logs parses.
+fn init_logging(default: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_target(false);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 }
