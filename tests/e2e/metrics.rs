@@ -59,8 +59,8 @@ fn valid_emf(doc: &Value) -> Result<(), String> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn each_invocation_writes_one_emf_document_with_its_counts() {
+/// A function running `misbehave` from Kinesis events to a stream, with `setting`.
+async fn misbehave_to_kinesis(setting: (&'static str, &str)) -> (Moto, Scratch, Lambda) {
     let moto = Moto::start();
     let aws = moto.clients().await;
     aws.stream("out").await;
@@ -72,10 +72,17 @@ async fn each_invocation_writes_one_emf_document_with_its_counts() {
             ("PIPELINE_PLUGIN", path_str(&wasm)),
             ("PIPELINE_SINKS", "default=kinesis://out"),
             ("PIPELINE_DLQ", "sqs://dlq"),
-            ("PIPELINE_METRICS_NAMESPACE", "Tests/Pipeline"),
+            setting,
         ]),
         scratch.dir.path(),
     );
+    (moto, scratch, lambda)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_invocation_writes_one_emf_document_with_its_counts() {
+    let (_moto, _scratch, lambda) =
+        misbehave_to_kinesis(("PIPELINE_METRICS_NAMESPACE", "Tests/Pipeline")).await;
     let shard = "shardId-000000000001";
     lambda.invoke(kinesis_event(&[
         (shard, "a"),
@@ -123,21 +130,7 @@ async fn each_invocation_writes_one_emf_document_with_its_counts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn json_logs_carry_the_request_id_and_cannot_be_forged() {
-    let moto = Moto::start();
-    let aws = moto.clients().await;
-    aws.stream("out").await;
-    aws.queue("dlq").await;
-    let scratch = Scratch::new();
-    let wasm = plugin("misbehave");
-    let lambda = Lambda::start(
-        &moto.env_with(&[
-            ("PIPELINE_PLUGIN", path_str(&wasm)),
-            ("PIPELINE_SINKS", "default=kinesis://out"),
-            ("PIPELINE_DLQ", "sqs://dlq"),
-            ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
-        ]),
-        scratch.dir.path(),
-    );
+    let (_moto, _scratch, lambda) = misbehave_to_kinesis(("AWS_LAMBDA_LOG_FORMAT", "JSON")).await;
     let shard = "shardId-000000000001";
     // `flood` writes log lines that each try to forge a second one with a newline.
     lambda.invoke(kinesis_event(&[
