@@ -302,7 +302,7 @@ impl Pipeline {
             }
             let claims = self.claim(&keys, source.redelivers(), budget).await?;
             let ran = self
-                .run_claimed(items, &places, &claims, &mut held, outputs, retry)
+                .run_claimed(items, places, &claims, &mut held, outputs, retry)
                 .await;
             let verdicts = match ran {
                 Ok(verdicts) => verdicts,
@@ -339,7 +339,7 @@ impl Pipeline {
     async fn run_claimed(
         &mut self,
         items: Vec<crate::sources::Decoded>,
-        places: &Places,
+        mut places: Places,
         claims: &Claims,
         held: &mut HashSet<String>,
         outputs: Outputs<'_>,
@@ -355,9 +355,11 @@ impl Pipeline {
                 continue;
             }
             positions.push(index);
-            running.groups.push(places.groups[index].clone());
-            running.identities.push(places.identities[index].clone());
-            running.delivered.push(places.delivered[index].clone());
+            running.groups.push(places.groups[index].take());
+            running.identities.push(places.identities[index].take());
+            running
+                .delivered
+                .push(std::mem::take(&mut places.delivered[index]));
             admitted.push(claims.admit(index, decoded));
         }
         let mut chain = self

@@ -281,12 +281,6 @@ impl Sink {
         }
     }
 
-    /// Whether the sink deduplicates by output identity ([`Output::id`]): an SQS FIFO
-    /// queue. (An S3 sink names its objects after their content, which needs none.)
-    pub fn deduplicates(&self) -> bool {
-        matches!(self, Self::Sqs(sink) if sink.deduplicates())
-    }
-
     /// The largest entry this sink takes, when it has a limit (an SQS message body).
     pub fn max_entry_bytes(&self) -> Option<usize> {
         match self {
@@ -334,14 +328,6 @@ impl Router {
             sinks: BTreeMap::new(),
             every: Some(sink),
         }
-    }
-
-    /// Whether any sink deduplicates by output identity.
-    pub fn deduplicates(&self) -> bool {
-        self.sinks
-            .values()
-            .chain(&self.every)
-            .any(Sink::deduplicates)
     }
 
     /// Whether `output` can go: its destination has a sink, and that sink's checks pass.

@@ -61,12 +61,6 @@ impl SqsSink {
         Ok(())
     }
 
-    /// Whether the queue drops a message whose deduplication id it saw in the last
-    /// five minutes (a FIFO queue): outputs then need their identity.
-    pub fn deduplicates(&self) -> bool {
-        self.is_fifo()
-    }
-
     fn is_fifo(&self) -> bool {
         self.queue_url.ends_with(".fifo")
     }
