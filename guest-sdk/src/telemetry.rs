@@ -24,6 +24,11 @@ log_fn!(warn, Warn);
 log_fn!(error, Error);
 
 /// Adds `delta` to the host-side counter `name`.
+///
+/// Counters and gauges become metrics (`plugin.NAME` in the Lambda host's CloudWatch
+/// metrics). A name is 1 to 128 letters, digits or `._-/:`; a plugin version may create
+/// at most 50 names. Reports past either rule are dropped and counted by the host
+/// (`PluginMetricsDropped`), with one warning.
 pub fn counter(name: &str, delta: u64) {
     #[cfg(target_arch = "wasm32")]
     host::counter(name, delta);
@@ -31,7 +36,7 @@ pub fn counter(name: &str, delta: u64) {
     let _ = (name, delta);
 }
 
-/// Sets the host-side gauge `name` to `value`.
+/// Sets the host-side gauge `name` to `value` (finite; the names as for [`counter`]).
 pub fn gauge(name: &str, value: f64) {
     #[cfg(target_arch = "wasm32")]
     host::gauge(name, value);

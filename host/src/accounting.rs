@@ -2,7 +2,7 @@
 //! settle, separately, so an item that entered and never settled (or settled twice) is
 //! caught instead of balancing by construction.
 
-use crate::record::Verdict;
+use crate::record::{Output, Verdict};
 
 /// Counts for a run: what entered, and what the verdicts were.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +68,7 @@ pub struct Ledger {
     entered: u64,
     settled: Summary,
     failed_by_kind: std::collections::BTreeMap<&'static str, u64>,
+    outputs_by_sink: std::collections::BTreeMap<String, u64>,
 }
 
 impl Ledger {
@@ -76,13 +77,23 @@ impl Ledger {
         self.entered += n as u64;
     }
 
-    /// One item's verdict settled.
-    pub fn settle(&mut self, verdict: &Verdict) {
+    /// One item's verdict settled; a delivered item's outputs are counted under the
+    /// sink `sink_of` names.
+    pub fn settle(&mut self, verdict: &Verdict, sink_of: impl Fn(&Output) -> &str) {
         let s = &mut self.settled;
         match verdict {
             Verdict::Delivered(outputs) => {
                 s.transformed += 1;
                 s.outputs += outputs.len() as u64;
+                for output in outputs {
+                    let sink = sink_of(output);
+                    match self.outputs_by_sink.get_mut(sink) {
+                        Some(count) => *count += 1,
+                        None => {
+                            self.outputs_by_sink.insert(sink.to_owned(), 1);
+                        }
+                    }
+                }
             }
             Verdict::Dropped => s.dropped += 1,
             Verdict::DeadLettered(failure) => {
@@ -100,6 +111,11 @@ impl Ledger {
     /// The dead-lettered items so far, by failure kind.
     pub fn failed_by_kind(&self) -> &std::collections::BTreeMap<&'static str, u64> {
         &self.failed_by_kind
+    }
+
+    /// The delivered outputs so far, by sink.
+    pub fn outputs_by_sink(&self) -> &std::collections::BTreeMap<String, u64> {
+        &self.outputs_by_sink
     }
 
     /// The summary so far (`input` is what entered).
@@ -150,7 +166,7 @@ mod tests {
             Verdict::Retry("throttled".into()),
             Verdict::Duplicate,
         ] {
-            ledger.settle(&verdict);
+            ledger.settle(&verdict, |_| "default");
         }
         let summary = ledger.close().expect("balanced");
         assert_eq!(
@@ -163,8 +179,8 @@ mod tests {
     fn a_lost_item_is_caught() {
         let mut ledger = Ledger::default();
         ledger.enter(3);
-        ledger.settle(&Verdict::Dropped);
-        ledger.settle(&Verdict::DeadLettered(failure()));
+        ledger.settle(&Verdict::Dropped, |_| "default");
+        ledger.settle(&Verdict::DeadLettered(failure()), |_| "default");
         let err = ledger.close().expect_err("one item never settled");
         assert_eq!((err.entered, err.settled), (3, 2));
         assert!(
@@ -177,8 +193,8 @@ mod tests {
     fn an_item_settled_twice_is_caught() {
         let mut ledger = Ledger::default();
         ledger.enter(1);
-        ledger.settle(&Verdict::Dropped);
-        ledger.settle(&Verdict::Dropped);
+        ledger.settle(&Verdict::Dropped, |_| "default");
+        ledger.settle(&Verdict::Dropped, |_| "default");
         assert!(ledger.close().is_err());
     }
 }

@@ -19,10 +19,12 @@ use anyhow::Context as _;
 use lambda_runtime::{LambdaEvent as Invocation, service_fn};
 use serde_json::Value;
 use tokio::sync::Mutex;
+use tracing::Instrument as _;
 
 use crate::accounting::Summary;
 use crate::aws::AwsClients;
 use crate::config::Budget;
+use crate::pipeline::RunStats;
 use crate::pipeline::{Outputs, Pipeline};
 use crate::settings::{SettingError, Settings};
 use crate::sinks::{ResponseSink, Router, Sink, SinkSpec};
@@ -41,6 +43,10 @@ pub struct Host {
     metrics_namespace: Option<String>,
     /// This function's name, a dimension of its metrics.
     function: String,
+    /// An invocation running longer writes metrics as it goes.
+    metrics_interval: Duration,
+    /// How the plugins became ready, until the first invocation reports it.
+    cold_start: Option<Vec<crate::registry::Timings>>,
 }
 
 impl Host {
@@ -55,6 +61,7 @@ impl Host {
         }
         let aws = AwsClients::from_env(settings.s3_path_style, settings.aws_timeouts).await;
         let pipeline = Pipeline::start(settings, &aws).await?;
+        let cold_start = Some(pipeline.start_timings().to_vec());
         Ok(Self {
             pipeline,
             aws,
@@ -64,6 +71,8 @@ impl Host {
             id_field: settings.dedup_id_field.clone(),
             metrics_namespace: settings.metrics_namespace.clone(),
             function: std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default(),
+            metrics_interval: settings.metrics_interval,
+            cold_start,
         })
     }
 
@@ -88,26 +97,26 @@ impl Host {
     ) -> anyhow::Result<Value> {
         let started = std::time::Instant::now();
         let kind = events::detect(&event)?;
-        let (answer, summary) = self.run_event(kind, event, budget).await?;
-        if let Some(namespace) = &self.metrics_namespace {
-            let plugin = self.pipeline.plugin_label();
-            let invocation = crate::metrics::Invocation {
-                function: &self.function,
-                plugin: &plugin,
-                source: kind.as_str(),
-                summary: &summary,
-                failed_by_kind: self.pipeline.failed_by_kind(),
-                refused_versions: self.pipeline.refused_versions(),
-                duration: started.elapsed(),
-                request_id,
-            };
-            crate::metrics::emit(&crate::metrics::document(
-                namespace,
-                &invocation,
-                SystemTime::now(),
-            ));
-        }
-        Ok(answer)
+        let Some(namespace) = self.metrics_namespace.clone() else {
+            return self.run_event(kind, event, budget, &mut |_| {}).await;
+        };
+        let function = self.function.clone();
+        let cold_start = self.cold_start.take();
+        let mut reporter = crate::metrics::Reporter::new(
+            &namespace,
+            &function,
+            kind.as_str(),
+            request_id,
+            self.pipeline.plugin_label(),
+            self.metrics_interval,
+            cold_start.as_deref(),
+        );
+        let answer = self
+            .run_event(kind, event, budget, &mut |stats| reporter.batch_done(stats))
+            .await;
+        // A failed run still reports what it did before it stopped.
+        reporter.finish(self.pipeline.stats(), started.elapsed());
+        answer
     }
 
     /// One event through the pipeline: the answer, and the run's counts.
@@ -116,7 +125,8 @@ impl Host {
         kind: EventKind,
         event: Value,
         budget: Budget,
-    ) -> anyhow::Result<(Value, Summary)> {
+        watch: &mut (dyn FnMut(&RunStats) + Send),
+    ) -> anyhow::Result<Value> {
         let mut decoded = events::decode_within(kind, event, self.input_limits)?;
         decoded.identify_direct(&self.id_field);
         if kind == EventKind::S3 {
@@ -131,23 +141,23 @@ impl Host {
             }
             let summary = self
                 .pipeline
-                .run(&mut source, Outputs::Sinks, budget)
+                .run_watched(&mut source, Outputs::Sinks, budget, watch)
                 .await?;
-            return Ok((self.summary_json(&summary), summary));
+            return Ok(self.summary_json(&summary));
         }
         let mut source = LambdaEvent::new(decoded);
         let summary = if kind == EventKind::Firehose {
             // Firehose takes the outputs back in the answer: the answer is the sink.
             let answer = Router::only(Sink::Response(ResponseSink::default()));
             self.pipeline
-                .run(&mut source, Outputs::To(&answer), budget)
+                .run_watched(&mut source, Outputs::To(&answer), budget, watch)
                 .await?
         } else {
             self.pipeline
-                .run(&mut source, Outputs::Sinks, budget)
+                .run_watched(&mut source, Outputs::Sinks, budget, watch)
                 .await?
         };
-        Ok((source.response(self.summary_json(&summary))?, summary))
+        Ok(source.response(self.summary_json(&summary))?)
     }
 
     /// The answer to a direct invocation or an S3 notification: the counts, and the
@@ -180,7 +190,15 @@ pub async fn run() -> anyhow::Result<()> {
         async move {
             let mut host = host.lock().await;
             let budget = host.budget(event.context.deadline);
+            // Every log line of the invocation carries its request id and the plugin
+            // chain serving when it began (a JSON log's `span`).
+            let span = tracing::info_span!(
+                "invocation",
+                requestId = %event.context.request_id,
+                plugin = %host.pipeline.plugin_label(),
+            );
             host.handle(event.payload, budget, &event.context.request_id)
+                .instrument(span)
                 .await
                 .map_err(|e| lambda_runtime::Error::from(crate::report::one_line(e.as_ref())))
         }

@@ -17,6 +17,21 @@ pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
     line
 }
 
+/// The process's peak resident memory (`VmHWM` on Linux), or `None` where it is not
+/// known.
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

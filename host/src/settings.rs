@@ -72,6 +72,8 @@ pub struct Settings {
     pub dedup_id_field: String,
     /// The CloudWatch namespace of the Lambda host's metrics; `None`: none written.
     pub metrics_namespace: Option<String>,
+    /// An invocation running longer than this writes its metrics as it goes.
+    pub metrics_interval: Duration,
 }
 
 impl Default for Settings {
@@ -100,6 +102,7 @@ impl Default for Settings {
             dedup_claim: Duration::from_secs(900),
             dedup_id_field: "id".into(),
             metrics_namespace: Some("PipelineHost".into()),
+            metrics_interval: Duration::from_secs(60),
         }
     }
 }
@@ -541,6 +544,19 @@ pub static SETTINGS: &[Setting] = &[
                 ));
             }
             s.metrics_namespace = Some(value.to_owned());
+            Ok(())
+        },
+    },
+    Setting {
+        flag: None,
+        env: "PIPELINE_METRICS_INTERVAL_SECONDS",
+        default: Some("60"),
+        bounds: "0 ..= 900",
+        about: "Lambda: an invocation running longer (a large S3 object) writes a metrics document for what it did so far every this many seconds (0: after every batch); the documents add up to the invocation",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.metrics_interval = Duration::from_secs(number(one(values)?, 0, 900)?);
             Ok(())
         },
     },

@@ -14,6 +14,15 @@ fn dlq_kinds(s: &Scratch) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The number after `prefix` (`calls=`, `traps=`) in a summary line.
+fn summary_number(stderr: &str, prefix: &str) -> u64 {
+    stderr
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(prefix))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix}N in the summary: {stderr}"))
+}
+
 #[test]
 fn every_kind_of_misbehaviour_fails_only_its_own_record() {
     let s = Scratch::new();
@@ -231,6 +240,11 @@ fn a_plugin_that_sleeps_is_stopped_at_its_deadline() {
     run.assert_ok();
     assert_eq!(run.balanced(), [3, 2, 0, 1]);
     assert_eq!(run.stdout.lines().collect::<Vec<_>>(), ["echo", "echo"]);
+    // About one deadline more than the batch's: after the batch call runs out of time
+    // the records go one at a time, and only the sleeper's call runs out again (halving
+    // would have run into it once per level).
+    assert_eq!(summary_number(&run.stderr, "traps="), 2, "{}", run.stderr);
+    assert_eq!(summary_number(&run.stderr, "calls="), 4, "{}", run.stderr);
     let dlq = s.json_lines("dlq.jsonl");
     assert_eq!(dlq_kinds(&s), [("sleep".to_owned(), "deadline".to_owned())]);
     assert!(
@@ -243,9 +257,8 @@ fn a_plugin_that_sleeps_is_stopped_at_its_deadline() {
 
 #[test]
 fn isolating_records_that_all_stall_has_a_bound() {
-    // Every record sleeps: bisecting would make two calls per record (31 here), each a
-    // whole deadline. After 8 calls into the deadline a call that runs into it fails
-    // whole, saying why: at most 8 more, one per half still to run (4 here).
+    // Every record sleeps: isolating them would cost a whole deadline per record. After
+    // 8 calls into the deadline the records left fail together, saying why.
     let s = Scratch::new();
     let input = s.write("in.txt", &["sleep"; 16].join("\n"));
     let run = s.run_plugin(
@@ -262,13 +275,8 @@ fn isolating_records_that_all_stall_has_a_bound() {
     );
     run.assert_ok();
     assert_eq!(run.balanced(), [16, 0, 0, 16]);
-    let calls: u32 = run
-        .stderr
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("calls="))
-        .and_then(|n| n.parse().ok())
-        .expect("calls= in the summary");
-    assert!((8..=12).contains(&calls), "{}", run.stderr);
+    // The batch's call, then one call per record until 8 calls ran into the deadline.
+    assert_eq!(summary_number(&run.stderr, "calls="), 8, "{}", run.stderr);
     let dlq = s.json_lines("dlq.jsonl");
     assert!(
         dlq.iter().all(|e| e["error"]["kind"] == "deadline"),
@@ -364,5 +372,89 @@ fn crafted_batch_tables_fail_only_their_own_record() {
     assert!(
         messages[2].contains("failure for record 1000000"),
         "{messages:?}"
+    );
+}
+
+/// `host run` of `plugin` over `lines` with `extra` flags and `--summary json`: the
+/// summary, parsed.
+fn json_summary(plugin: &str, lines: &str, extra: &[&str]) -> serde_json::Value {
+    let s = Scratch::new();
+    let input = s.write("in.txt", lines);
+    let output = s.path("out.jsonl");
+    let mut args = vec![
+        "--format",
+        "lines",
+        "--summary",
+        "json",
+        "--output",
+        path_str(&output),
+    ];
+    args.extend_from_slice(extra);
+    let run = s.run_plugin(plugin, &input, &args);
+    run.assert_ok();
+    serde_json::from_str(run.stdout.trim())
+        .unwrap_or_else(|e| panic!("the summary is not JSON ({e}): {}", run.stdout))
+}
+
+fn peak_memory(summary: &serde_json::Value) -> u64 {
+    summary["peak_memory_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no peak_memory_bytes: {summary}"))
+}
+
+#[test]
+fn the_json_summary_counts_what_the_run_did() {
+    let summary = json_summary("misbehave", "echo\nfail\nmetrics\npanic\n", &[]);
+    assert_eq!(
+        (
+            &summary["in"],
+            &summary["transformed"],
+            &summary["failed"],
+            &summary["outputs"]
+        ),
+        (&4.into(), &2.into(), &2.into(), &2.into()),
+        "{summary}"
+    );
+    assert_eq!(summary["failed_by_kind"]["domain"], 1, "{summary}");
+    assert_eq!(summary["failed_by_kind"]["trap"], 1, "{summary}");
+    assert_eq!(summary["outputs_by_sink"]["file"], 2, "{summary}");
+    let stage = &summary["stages"][0];
+    assert_eq!(stage["plugin"], "misbehave@0.1.0");
+    assert_eq!(stage["counters"]["seen"], 1, "{summary}");
+    assert_eq!(stage["gauges"]["level"], 7.5, "{summary}");
+    assert_eq!(stage["metrics_dropped"], 1, "the invalid name: {summary}");
+    assert!(stage["traps"].as_u64().is_some_and(|t| t >= 1), "{summary}");
+    assert!(peak_memory(&summary) > 0);
+}
+
+#[test]
+fn host_memory_stays_within_the_caps_whatever_the_plugin_asks() {
+    // The same host and plugin doing nothing much: the baseline.
+    let base = peak_memory(&json_summary(
+        "misbehave",
+        "echo\necho\n",
+        &["--memory-mib", "64"],
+    ));
+    // `alloc` grows its memory without end (4 GiB is Wasm's own bound): the 64 MiB cap
+    // stops it, and the host holds no more than that on its behalf.
+    let alloc = json_summary("misbehave", "echo\nalloc\necho\n", &["--memory-mib", "64"]);
+    assert_eq!(alloc["failed_by_kind"]["memory-limit"], 1, "{alloc}");
+    let mib = 1 << 20;
+    assert!(
+        peak_memory(&alloc) <= base + 64 * mib + 32 * mib,
+        "peak {} MiB over a {} MiB baseline with a 64 MiB cap",
+        peak_memory(&alloc) / mib,
+        base / mib
+    );
+    // `alias` claims 300 outputs that are one 1 MiB span: 300 MiB if the host copied
+    // them. The call's output cap refuses it before anything is copied.
+    let alias = json_summary("hostile", "one\nalias\n", &[]);
+    assert_eq!(alias["failed_by_kind"]["output-too-large"], 1, "{alias}");
+    let base = peak_memory(&json_summary("hostile", "one\ntwo\n", &[]));
+    assert!(
+        peak_memory(&alias) <= base + 32 * mib,
+        "peak {} MiB over a {} MiB baseline",
+        peak_memory(&alias) / mib,
+        base / mib
     );
 }

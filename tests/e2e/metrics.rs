@@ -4,59 +4,53 @@
 use serde_json::Value;
 
 use crate::emulator::Moto;
-use crate::events::kinesis_event;
+use crate::events::{kinesis_event, s3_event};
 use crate::lambda_harness::Lambda;
 use crate::support::{Scratch, path_str, plugin};
 
-/// The rules of the Embedded Metric Format specification a document must keep: a root
-/// object with `_aws` (an integer `Timestamp` in ms, a non-empty `CloudWatchMetrics`
-/// array); each directive a `Namespace` (1-255 chars), `Dimensions` (arrays of at most
-/// 30 names, each a string at the root), `Metrics` (at most 100, each a `Name` that is a
-/// number at the root, an optional known `Unit`).
+/// The Embedded Metric Format's JSON Schema, written from AWS's specification.
+const EMF_SCHEMA: &str = include_str!("emf.schema.json");
+
+/// `doc` is a valid EMF document: it passes the specification's schema, and every
+/// dimension a directive names is a string at the root and every metric a number or an
+/// array of at most 100 numbers there (what a schema cannot say).
 fn valid_emf(doc: &Value) -> Result<(), String> {
-    let aws = doc.get("_aws").ok_or("no _aws")?;
-    aws["Timestamp"]
-        .as_u64()
-        .ok_or("Timestamp is not an integer")?;
-    let directives = aws["CloudWatchMetrics"]
+    let schema: Value = serde_json::from_str(EMF_SCHEMA).map_err(|e| e.to_string())?;
+    let validator = jsonschema::validator_for(&schema).map_err(|e| e.to_string())?;
+    if let Some(error) = validator.iter_errors(doc).next() {
+        return Err(format!("{error} at {}", error.instance_path));
+    }
+    let directives = doc["_aws"]["CloudWatchMetrics"]
         .as_array()
-        .filter(|d| !d.is_empty())
-        .ok_or("CloudWatchMetrics is not a non-empty array")?;
+        .ok_or("no directives")?;
     for directive in directives {
-        let namespace = directive["Namespace"].as_str().ok_or("no Namespace")?;
-        if !(1..=255).contains(&namespace.len()) {
-            return Err(format!("Namespace {namespace:?} has a bad length"));
-        }
         for set in directive["Dimensions"].as_array().ok_or("no Dimensions")? {
-            let set = set.as_array().ok_or("a dimension set is not an array")?;
-            if set.len() > 30 {
-                return Err("more than 30 dimensions in a set".into());
-            }
-            for name in set {
+            for name in set.as_array().ok_or("a dimension set is not an array")? {
                 let name = name.as_str().ok_or("a dimension name is not a string")?;
                 if !doc[name].is_string() {
                     return Err(format!("dimension {name} has no string value at the root"));
                 }
             }
         }
-        let metrics = directive["Metrics"].as_array().ok_or("no Metrics")?;
-        if metrics.len() > 100 {
-            return Err("more than 100 metrics in a directive".into());
-        }
-        for metric in metrics {
+        for metric in directive["Metrics"].as_array().ok_or("no Metrics")? {
             let name = metric["Name"].as_str().ok_or("a metric without a Name")?;
-            if !doc[name].is_number() {
-                return Err(format!("metric {name} has no number at the root"));
-            }
-            if let Some(unit) = metric.get("Unit") {
-                let known = ["Count", "Milliseconds", "Seconds", "Bytes", "None"];
-                if !unit.as_str().is_some_and(|u| known.contains(&u)) {
-                    return Err(format!("metric {name} has an unknown unit {unit}"));
-                }
+            let value = &doc[name];
+            let numbers = value.as_array().is_some_and(|values| {
+                (1..=100).contains(&values.len()) && values.iter().all(Value::is_number)
+            });
+            if !value.is_number() && !numbers {
+                return Err(format!("metric {name} has no number at the root: {value}"));
             }
         }
     }
     Ok(())
+}
+
+/// The metric `name` of `doc`, which must be there.
+fn metric(doc: &Value, name: &str) -> f64 {
+    doc[name]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no metric {name}: {doc}"))
 }
 
 /// A function running `misbehave` from Kinesis events to a stream, with `setting`.
@@ -115,17 +109,142 @@ async fn each_invocation_writes_one_emf_document_with_its_counts() {
         ("Failed.domain", 1.0),
         ("Failed.trap", 1.0),
         ("Outputs", 2.0),
+        ("Outputs.default", 2.0),
         ("Retried", 0.0),
+        ("PluginVersionsSwapped", 0.0),
+        ("PluginVersionsRefused", 0.0),
     ] {
-        assert_eq!(first[name], value, "{name}: {first}");
+        assert_eq!(metric(first, name), value, "{name}: {first}");
     }
-    assert_eq!(docs[1]["RecordsIn"], 1.0);
+    // The panic's call, then the halves isolating it; each trap costs an instance, and
+    // the cold start's instance is counted with the first invocation.
+    assert!(metric(first, "Traps") >= 1.0, "{first}");
+    assert_eq!(
+        metric(first, "InstancesStarted"),
+        metric(first, "Traps") + 1.0,
+        "{first}"
+    );
+    assert!(metric(first, "PluginCalls") >= 3.0, "{first}");
+    assert!(metric(first, "IsolationCalls") >= 2.0, "{first}");
+    assert!(metric(first, "PluginTime") > 0.0, "{first}");
+    assert_eq!(first["BatchDuration"].as_array().map(Vec::len), Some(1));
+    assert!(metric(first, "Duration") > 0.0);
+    // The cold start is reported once, with the invocation after it.
+    let compiled = metric(first, "ColdStart.Compile") + metric(first, "ColdStart.CacheLoad");
+    assert!(compiled > 0.0, "{first}");
+    assert!(metric(first, "ColdStart.Init") > 0.0, "{first}");
+    assert!(docs[1].get("ColdStart.Init").is_none(), "{}", docs[1]);
+    assert_eq!(metric(&docs[1], "RecordsIn"), 1.0);
+    assert_eq!(metric(&docs[1], "PluginCalls"), 1.0);
+    assert_eq!(metric(&docs[1], "Traps"), 0.0);
     // The summary line of the same invocation says the same.
     let log = lambda.log();
     assert!(
         log.contains("in=4 transformed=2 dropped=0 failed=2 outputs=2"),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugin_counters_and_gauges_become_metrics_within_their_allowance() {
+    let (_moto, _scratch, lambda) =
+        misbehave_to_kinesis(("PIPELINE_METRICS_NAMESPACE", "Tests/Pipeline")).await;
+    let shard = "shardId-000000000001";
+    // Each `metrics` record counts `seen`, sets `level` and reports a name no metric may
+    // have; `names` reports 60 new counter names, past the 50 a plugin may create.
+    lambda.invoke(kinesis_event(&[(shard, "metrics"), (shard, "metrics")]));
+    lambda.invoke(kinesis_event(&[(shard, "names")]));
+    let docs = lambda.metrics();
+    assert_eq!(docs.len(), 2, "{docs:?}");
+    for doc in &docs {
+        valid_emf(doc).unwrap_or_else(|e| panic!("{e}: {doc}"));
+    }
+    let plugin_metrics = |doc: &Value| {
+        doc.as_object()
+            .map_or(0, |o| o.keys().filter(|k| k.starts_with("plugin.")).count())
+    };
+    assert_eq!(metric(&docs[0], "plugin.seen"), 2.0);
+    assert_eq!(metric(&docs[0], "plugin.level"), 7.5);
+    assert_eq!(plugin_metrics(&docs[0]), 2, "{}", docs[0]);
+    assert_eq!(
+        metric(&docs[0], "PluginMetricsDropped"),
+        2.0,
+        "the bad name, twice"
+    );
+    // 48 names fit beside the 2 the plugin made before; the other 12 are dropped.
+    // (A gauge is reported by the invocations that set it.)
+    assert_eq!(plugin_metrics(&docs[1]), 48, "{}", docs[1]);
+    assert_eq!(metric(&docs[1], "PluginMetricsDropped"), 12.0);
+    let plugin_directive = &docs[1]["_aws"]["CloudWatchMetrics"][1];
+    assert_eq!(plugin_directive["Dimensions"][0][1], "Plugin");
+    // Dropped reports are said once, not once per report.
+    let log = lambda.log();
+    assert_eq!(
+        log.matches("reports of new ones are dropped").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        !log.contains("forged"),
+        "an invalid name never reaches the log: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_invocation_writes_metrics_as_it_goes_and_they_add_up() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("incoming").await;
+    aws.queue("out").await;
+    aws.queue("dlq").await;
+    let lines: Vec<String> = (0..45)
+        .map(|i| {
+            if i % 10 == 3 {
+                "fail".into()
+            } else {
+                format!("r{i}")
+            }
+        })
+        .collect();
+    aws.put_object("incoming", "raw/long.txt", lines.join("\n").into_bytes())
+        .await;
+    let scratch = Scratch::new();
+    let wasm = plugin("misbehave");
+    let lambda = Lambda::start(
+        &moto.env_with(&[
+            ("PIPELINE_PLUGIN", path_str(&wasm)),
+            ("PIPELINE_SINKS", "default=sqs://out"),
+            ("PIPELINE_DLQ", "sqs://dlq"),
+            ("PIPELINE_BATCH_SIZE", "10"),
+            // A document after every batch.
+            ("PIPELINE_METRICS_INTERVAL_SECONDS", "0"),
+        ]),
+        scratch.dir.path(),
+    );
+    let answer = lambda.invoke(s3_event("incoming", &["raw/long.txt"]));
+    let docs = lambda.metrics();
+    // Five batches of at most 10 records: one document after each, then the last.
+    assert_eq!(docs.len(), 6, "{answer}\n{}", lambda.log());
+    for doc in &docs {
+        valid_emf(doc).unwrap_or_else(|e| panic!("{e}: {doc}"));
+        assert_eq!(doc["Source"], "s3");
+    }
+    let (interim, last) = docs.split_at(5);
+    assert!(interim.iter().all(|d| d["interim"] == true));
+    assert!(last[0].get("interim").is_none() && last[0].get("Duration").is_some());
+    // (A sink or failure kind with nothing new in a document is not in it.)
+    let total = |name: &str| docs.iter().filter_map(|d| d[name].as_f64()).sum::<f64>();
+    assert_eq!(total("RecordsIn"), 45.0);
+    assert_eq!(total("Failed"), 5.0);
+    assert_eq!(total("Transformed"), 40.0);
+    assert_eq!(total("Outputs.default"), 40.0);
+    assert_eq!(answer["in"], 45, "{answer}");
+    assert_eq!(answer["failed"], 5, "{answer}");
+    let batches: usize = docs
+        .iter()
+        .map(|d| d["BatchDuration"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(batches, 5);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -159,6 +278,23 @@ async fn json_logs_carry_the_request_id_and_cannot_be_forged() {
         "{done}"
     );
     assert_eq!(done["plugin"], "misbehave@0.1.0");
+    assert_eq!(done["span"]["plugin"], "misbehave@0.1.0", "{done}");
+    // A plugin's own line (written on the plugin's thread) keeps its level, names the
+    // plugin and carries the invocation's request id too.
+    let plugin_line = lines
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("flood 0"))
+        })
+        .unwrap_or_else(|| panic!("no plugin log line: {log}"));
+    assert_eq!(plugin_line["level"], "INFO", "{plugin_line}");
+    assert_eq!(plugin_line["plugin"], "misbehave@0.1.0", "{plugin_line}");
+    assert_eq!(
+        plugin_line["span"]["requestId"], done["span"]["requestId"],
+        "{plugin_line}"
+    );
     // The plugin's newline stays inside its line's message: no line starts with it.
     assert!(!log.lines().any(|l| l.starts_with("forged")), "{log}");
     assert!(

@@ -132,6 +132,19 @@ struct RunArgs {
     /// How each output is written to --output.
     #[arg(long, value_enum, default_value = "envelope")]
     emit: Emit,
+    /// How the run's closing summary is written: a line on stderr, or one JSON object on
+    /// stdout (on stderr when the outputs go to stdout).
+    #[arg(long, value_enum, default_value = "text")]
+    summary: SummaryFormat,
+}
+
+/// The closing summary's form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SummaryFormat {
+    /// `summary: in=… transformed=…` on stderr.
+    Text,
+    /// One JSON object, for scripts.
+    Json,
 }
 
 /// Flags of `host reprocess`, as typed.
@@ -142,6 +155,10 @@ struct ReprocessArgs {
     /// The dead-letter queue to drain: sqs://QUEUE or s3://BUCKET/PREFIX.
     #[arg(long, value_parser = parse_spec)]
     from: SinkSpec,
+    /// How the run's closing summary is written: a line on stderr, or one JSON object on
+    /// stdout.
+    #[arg(long, value_enum, default_value = "text")]
+    summary: SummaryFormat,
 }
 
 fn parse_key_value(raw: &str) -> Result<(String, String), String> {

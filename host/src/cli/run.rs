@@ -6,10 +6,11 @@ use std::io::BufRead;
 
 use anyhow::Context as _;
 
-use super::{ReprocessArgs, RunArgs};
+use super::{ReprocessArgs, RunArgs, SummaryFormat};
+use crate::accounting::Summary;
 use crate::aws::AwsClients;
 use crate::config::Budget;
-use crate::pipeline::{Outputs, Pipeline};
+use crate::pipeline::{Outputs, Pipeline, RunStats};
 use crate::settings::Settings;
 use crate::sinks::{Router, Sink, SinkSpec};
 use crate::sources::dlq::{BucketDlq, QueueDlq};
@@ -76,13 +77,135 @@ async fn drive<S: crate::sources::Source>(
         None
     };
     let outputs = files.as_ref().map_or(Outputs::Sinks, Outputs::To);
-    let summary = pipeline.run(source, outputs, Budget::unbounded()).await?;
+    let mut progress = Progress::on_terminal();
+    let summary = pipeline
+        .run_watched(source, outputs, Budget::unbounded(), &mut |stats| {
+            progress.show(stats);
+        })
+        .await;
+    progress.clear();
+    let summary = summary?;
     if let Some(files) = &files {
         files.finish().context("cannot finish --output")?;
     }
     pipeline.finish()?;
-    eprintln!("{}", pipeline.summary_line(&summary));
+    // With outputs on stdout, a JSON summary there would be mistaken for one.
+    let outputs_on_stdout = settings.sinks.is_empty() && args.output.is_none();
+    print_summary(
+        &pipeline,
+        &summary,
+        args.summary,
+        outputs_on_stdout,
+        progress.started,
+    );
     Ok(())
+}
+
+/// The closing summary, as a line on stderr or as JSON.
+fn print_summary(
+    pipeline: &Pipeline,
+    summary: &Summary,
+    format: SummaryFormat,
+    outputs_on_stdout: bool,
+    started: std::time::Instant,
+) {
+    match format {
+        SummaryFormat::Text => eprintln!("{}", pipeline.summary_line(summary)),
+        SummaryFormat::Json => {
+            let document = summary_json(
+                pipeline.stats(),
+                &pipeline.plugin_label(),
+                started.elapsed(),
+            );
+            if outputs_on_stdout {
+                eprintln!("{document}");
+            } else {
+                println!("{document}");
+            }
+        }
+    }
+}
+
+/// A run's summary for scripts: the counts, failures by kind, outputs by sink, each
+/// stage's plugin work, the time taken and the process's peak memory.
+fn summary_json(
+    stats: &RunStats,
+    plugin: &str,
+    duration: std::time::Duration,
+) -> serde_json::Value {
+    let s = &stats.summary;
+    let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    serde_json::json!({
+        "in": s.input,
+        "transformed": s.transformed,
+        "dropped": s.dropped,
+        "failed": s.failed,
+        "retried": s.retried,
+        "duplicate": s.duplicate,
+        "outputs": s.outputs,
+        "failed_by_kind": stats.failed_by_kind,
+        "outputs_by_sink": stats.outputs_by_sink,
+        "plugin": plugin,
+        "stages": stats.stages.iter().map(|(label, m)| serde_json::json!({
+            "plugin": label,
+            "calls": m.calls,
+            "isolation_calls": m.isolation_calls,
+            "traps": m.traps,
+            "instances": m.instances,
+            "plugin_ms": ms(m.plugin_time),
+            "boundary_ms": ms(m.boundary_time),
+            "counters": m.counters,
+            "gauges": m.gauges,
+            "metrics_dropped": m.metrics_dropped,
+        })).collect::<Vec<_>>(),
+        "duration_ms": ms(duration),
+        "peak_memory_bytes": crate::report::peak_memory_bytes(),
+    })
+}
+
+/// A progress line on stderr while a long input runs, only when stderr is a terminal
+/// (a script or a log file gets the summary alone).
+struct Progress {
+    started: std::time::Instant,
+    /// When the line was last drawn; `None` when stderr is not a terminal.
+    drawn: Option<Option<std::time::Instant>>,
+}
+
+impl Progress {
+    fn on_terminal() -> Self {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        Self {
+            started: std::time::Instant::now(),
+            drawn: terminal.then_some(None),
+        }
+    }
+
+    fn show(&mut self, stats: &RunStats) {
+        let Some(drawn) = &mut self.drawn else {
+            return;
+        };
+        if drawn.is_some_and(|at| at.elapsed() < std::time::Duration::from_millis(250)) {
+            return;
+        }
+        *drawn = Some(std::time::Instant::now());
+        eprint!("\r\x1b[K{}", progress_line(stats, self.started.elapsed()));
+    }
+
+    fn clear(&self) {
+        if matches!(self.drawn, Some(Some(_))) {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+/// `12000 records, 8400/s, 3 failed, 11990 outputs`.
+fn progress_line(stats: &RunStats, elapsed: std::time::Duration) -> String {
+    let s = &stats.summary;
+    let rate = s.input as f64 / elapsed.as_secs_f64().max(1e-3);
+    format!(
+        "{} records, {rate:.0}/s, {} failed, {} outputs",
+        s.input, s.failed, s.outputs
+    )
 }
 
 /// Opens `--input` (a file, or `-` for stdin) as a record source.
@@ -150,6 +273,7 @@ pub(super) async fn reprocess(args: ReprocessArgs) -> anyhow::Result<()> {
     }
     let aws = AwsClients::from_env(settings.s3_path_style, settings.aws_timeouts).await;
     let mut pipeline = Pipeline::start(&settings, &aws).await?;
+    let started = std::time::Instant::now();
     let summary = match &args.from {
         SinkSpec::Sqs { queue } => {
             let mut source = QueueDlq::open(&aws, queue).await?;
@@ -174,6 +298,28 @@ pub(super) async fn reprocess(args: ReprocessArgs) -> anyhow::Result<()> {
         }
     };
     pipeline.finish()?;
-    eprintln!("{}", pipeline.summary_line(&summary));
+    print_summary(&pipeline, &summary, args.summary, false, started);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_progress_line_says_records_rate_and_failures() {
+        let stats = RunStats {
+            summary: Summary {
+                input: 12_000,
+                failed: 3,
+                outputs: 11_990,
+                ..Summary::default()
+            },
+            ..RunStats::default()
+        };
+        assert_eq!(
+            progress_line(&stats, std::time::Duration::from_secs(2)),
+            "12000 records, 6000/s, 3 failed, 11990 outputs"
+        );
+    }
 }

@@ -63,6 +63,15 @@ impl Chain {
         }
     }
 
+    /// Each stage's plugin (`name@version`) and what its runner saw since the last
+    /// call, in order.
+    pub fn take_metrics(&mut self) -> Vec<(String, super::RunnerMetrics)> {
+        self.stages
+            .iter_mut()
+            .map(|runner| (runner.plugin().label(), runner.take_metrics()))
+            .collect()
+    }
+
     /// Per-stage counts since the chain was built.
     pub fn stats(&self) -> &[StageStats] {
         &self.stats

@@ -33,7 +33,7 @@ use wasmtime::{Config, Store};
 
 pub use cache::{ArtifactCache, CacheError, Lookup};
 pub use chain::{Chain, StageStats};
-pub use runner::{Metrics, Runner};
+pub use runner::{MAX_PLUGIN_METRICS, Runner, RunnerMetrics};
 pub(crate) use sandbox::StoreState;
 
 use crate::config::Limits;

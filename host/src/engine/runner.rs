@@ -6,19 +6,23 @@
 //!   component and re-runs the batch split in halves until the record that traps is
 //!   alone: only that record fails, its neighbours are processed normally. A record that
 //!   traps alone on an instance earlier records ran in gets one more try on a fresh
-//!   instance before it is blamed (their state may be what broke it).
+//!   instance before it is blamed (their state may be what broke it). A call that ran
+//!   out of time is re-run one record at a time instead: a record that stalls costs one
+//!   more deadline, not one per level of halving; a batch's calls into the deadline are
+//!   bounded, past that the records left fail together as `deadline`.
 //! - An infrastructure error is retried, only for the records that reported it, with
 //!   exponential backoff and jitter, up to `max-attempts`; then the record fails.
 //! - A time [`Budget`] bounds it all: no call or backoff starts past it, and the records
 //!   not done by then fail as `Unfinished` (the pipeline hands them back to the source).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
 use super::bindings::Transform;
 use super::bindings::pipeline::plugin::types::Error as WireError;
-use super::sandbox::{self, MAX_METRIC_NAMES, StoreState, TrapKind};
+use super::sandbox::{self, StoreState, TrapKind};
 use super::wire::{OutputCaps, Packer, PluginResult, unpack};
 use super::{Plugin, PluginError, deadline_ticks};
 use crate::config::Budget;
@@ -26,8 +30,8 @@ use crate::record::{Failure, FailureKind, Outcome, Record};
 
 const UNFINISHED: &str = "the run's time ran out before this record was done";
 /// Calls of one batch that may run into the deadline before isolating stops: a plugin
-/// that stalls on every record would otherwise cost two calls per record, each a whole
-/// deadline. Past it, the records of a call that hit the deadline fail together.
+/// that stalls on every record would otherwise cost a whole deadline per record. Past
+/// it, the records left of a call that hit the deadline fail together.
 const MAX_DEADLINE_CALLS: u32 = 8;
 
 fn unfinished(attempts: u32) -> Outcome {
@@ -39,19 +43,52 @@ fn unfinished(attempts: u32) -> Outcome {
     })
 }
 
-/// What the runner observed, for the summary and for benchmarks.
+/// Distinct counter and gauge names one plugin version may report over its life: each
+/// becomes a CloudWatch metric, billed per metric. Past it reports are dropped and
+/// counted ([`RunnerMetrics::metrics_dropped`]), with one warning.
+pub const MAX_PLUGIN_METRICS: usize = 50;
+
+/// What the runner observed, for the summary, the metrics and benchmarks.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Metrics {
+pub struct RunnerMetrics {
     /// Calls into the plugin's `transform`.
     pub calls: u64,
     /// Calls that trapped (each one costs a fresh instance).
     pub traps: u64,
     /// Instances started (the first one included).
     pub instances: u64,
+    /// Calls made to isolate a failing record (a failed call's halves, a record's second
+    /// chance on a fresh instance).
+    pub isolation_calls: u64,
+    /// Time inside the plugin's `transform` (the component boundary's copies included).
+    pub plugin_time: Duration,
+    /// Time the host spent packing batches and unpacking results.
+    pub boundary_time: Duration,
     /// Counters the plugin reported.
     pub counters: BTreeMap<String, u64>,
     /// Gauges the plugin reported (last value).
     pub gauges: BTreeMap<String, f64>,
+    /// Counter and gauge reports refused: an invalid name, or a name past
+    /// [`MAX_PLUGIN_METRICS`].
+    pub metrics_dropped: u64,
+}
+
+impl RunnerMetrics {
+    /// Adds `other`'s counts to these (gauges: `other`'s values win).
+    pub fn add(&mut self, other: RunnerMetrics) {
+        self.calls += other.calls;
+        self.traps += other.traps;
+        self.instances += other.instances;
+        self.isolation_calls += other.isolation_calls;
+        self.plugin_time += other.plugin_time;
+        self.boundary_time += other.boundary_time;
+        self.metrics_dropped += other.metrics_dropped;
+        for (name, delta) in other.counters {
+            let counter = self.counters.entry(name).or_default();
+            *counter = counter.saturating_add(delta);
+        }
+        self.gauges.extend(other.gauges);
+    }
 }
 
 struct Live {
@@ -73,9 +110,14 @@ pub struct Runner {
     config: Vec<(String, String)>,
     live: Option<Live>,
     packer: Packer,
-    metrics: Metrics,
+    metrics: RunnerMetrics,
     /// Calls of the current batch that hit the deadline.
     deadline_calls: u32,
+    /// Counter and gauge names taken so far (at most [`MAX_PLUGIN_METRICS`]).
+    metric_names: BTreeSet<String>,
+    /// Dropped counter or gauge reports were said (once per runner for each reason: an
+    /// invalid report, a name past the allowance).
+    warned_metrics: (bool, bool),
 }
 
 impl Runner {
@@ -87,8 +129,10 @@ impl Runner {
             config,
             live: None,
             packer: Packer::default(),
-            metrics: Metrics::default(),
+            metrics: RunnerMetrics::default(),
             deadline_calls: 0,
+            metric_names: BTreeSet::new(),
+            warned_metrics: (false, false),
         };
         runner.live = Some(runner.start()?);
         Ok(runner)
@@ -99,9 +143,14 @@ impl Runner {
         &self.plugin
     }
 
-    /// What happened so far.
-    pub fn metrics(&self) -> &Metrics {
+    /// What happened since the runner started or [`Runner::take_metrics`] last ran.
+    pub fn metrics(&self) -> &RunnerMetrics {
         &self.metrics
+    }
+
+    /// What happened since the last time, leaving the counts at zero.
+    pub fn take_metrics(&mut self) -> RunnerMetrics {
+        std::mem::take(&mut self.metrics)
     }
 
     fn start(&mut self) -> Result<Live, PluginError> {
@@ -224,6 +273,7 @@ impl Runner {
                     && matches!(failure.kind, FailureKind::Trap | FailureKind::MemoryLimit) =>
             {
                 self.live = None;
+                self.metrics.isolation_calls += 1;
                 let again = self
                     .call(records, indices)
                     .map(|mut results| results.remove(0));
@@ -235,17 +285,20 @@ impl Runner {
                 }
                 report(indices[0], Err(failure));
             }
-            Err(failure) => {
-                if failure.kind == FailureKind::Deadline {
-                    self.deadline_calls += 1;
+            // A call that ran out of time goes on one record at a time: the record that
+            // stalls costs one more deadline, where halving would cost one per level.
+            Err(failure) if failure.kind == FailureKind::Deadline => {
+                self.deadline_calls += 1;
+                for (position, &index) in indices.iter().enumerate() {
                     if self.deadline_calls >= MAX_DEADLINE_CALLS {
+                        let rest = &indices[position..];
                         let message = format!(
-                            "{}; not isolated: {} calls of this batch ran into the deadline, so the {} records of this one fail together",
+                            "{}; not isolated: {} calls of this batch ran into the deadline, so the {} records left fail together",
                             failure.message,
                             self.deadline_calls,
-                            indices.len()
+                            rest.len()
                         );
-                        for &index in indices {
+                        for &index in rest {
                             report(
                                 index,
                                 Err(CallFailure {
@@ -257,9 +310,14 @@ impl Runner {
                         }
                         return;
                     }
+                    self.metrics.isolation_calls += 1;
+                    self.run_isolating(records, &[index], budget, report);
                 }
+            }
+            Err(failure) => {
                 tracing::debug!(plugin = %self.plugin.label(), records = indices.len(), reason = %failure.message, "call failed; bisecting");
                 let (left, right) = indices.split_at(indices.len() / 2);
+                self.metrics.isolation_calls += 2;
                 self.run_isolating(records, left, budget, report);
                 self.run_isolating(records, right, budget, report);
             }
@@ -282,6 +340,7 @@ impl Runner {
                 fresh: true,
             })?,
         };
+        let packing = Instant::now();
         let batch = self
             .packer
             .pack(indices.iter().map(|&i| &records[i]))
@@ -290,31 +349,19 @@ impl Runner {
                 message: e.to_string(),
                 fresh: true,
             })?;
+        self.metrics.boundary_time += packing.elapsed();
         live.store
             .set_epoch_deadline(deadline_ticks(limits.deadline));
         live.store.data_mut().begin_call(limits.deadline);
         self.metrics.calls += 1;
+        let calling = Instant::now();
         let answer = live.bindings.call_transform(&mut live.store, batch);
+        self.metrics.plugin_time += calling.elapsed();
         // Telemetry counts only from calls whose results are kept: a trapped call's
         // records run again, and their counters would count twice.
         let telemetry = std::mem::take(&mut live.store.data_mut().telemetry);
         if answer.is_ok() {
-            // Bounded like a call's: a plugin cannot grow these maps for the runner's life.
-            for (name, delta) in telemetry.counters {
-                if self.metrics.counters.len() < MAX_METRIC_NAMES
-                    || self.metrics.counters.contains_key(&name)
-                {
-                    let counter = self.metrics.counters.entry(name).or_default();
-                    *counter = counter.saturating_add(delta);
-                }
-            }
-            for (name, value) in telemetry.gauges {
-                if self.metrics.gauges.len() < MAX_METRIC_NAMES
-                    || self.metrics.gauges.contains_key(&name)
-                {
-                    self.metrics.gauges.insert(name, value);
-                }
-            }
+            self.keep_telemetry(telemetry);
         }
         match answer {
             Ok(batch) => {
@@ -324,11 +371,14 @@ impl Runner {
                     outputs_per_record: limits.max_outputs_per_record,
                     call_bytes: limits.max_call_output_bytes,
                 };
-                unpack(batch, indices.len(), caps).map_err(|e| CallFailure {
+                let unpacking = Instant::now();
+                let results = unpack(batch, indices.len(), caps).map_err(|e| CallFailure {
                     kind: FailureKind::Contract,
                     message: e.to_string(),
                     fresh: true,
-                })
+                });
+                self.metrics.boundary_time += unpacking.elapsed();
+                results
             }
             Err(trap) => {
                 // The instance is unusable after a trap; the next call starts a fresh one.
@@ -345,5 +395,45 @@ impl Runner {
                 })
             }
         }
+    }
+
+    /// Keeps a call's counters and gauges, within the plugin's allowance of names. The
+    /// first report dropped is said once, with why.
+    fn keep_telemetry(&mut self, telemetry: sandbox::Telemetry) {
+        let mut dropped = telemetry.dropped;
+        let mut over = None;
+        let invalid = telemetry.dropped;
+        let counters = telemetry.counters.into_iter().map(|(n, d)| (n, Ok(d)));
+        let gauges = telemetry.gauges.into_iter().map(|(n, v)| (n, Err(v)));
+        for (name, report) in counters.chain(gauges) {
+            if !self.metric_names.contains(&name) {
+                if self.metric_names.len() >= MAX_PLUGIN_METRICS {
+                    dropped += 1;
+                    over.get_or_insert(name);
+                    continue;
+                }
+                self.metric_names.insert(name.clone());
+            }
+            match report {
+                Ok(delta) => {
+                    let counter = self.metrics.counters.entry(name).or_default();
+                    *counter = counter.saturating_add(delta);
+                }
+                Err(value) => {
+                    self.metrics.gauges.insert(name, value);
+                }
+            }
+        }
+        if let Some(name) = over
+            && !self.warned_metrics.1
+        {
+            self.warned_metrics.1 = true;
+            tracing::warn!(plugin = %self.plugin.label(), name = %name, "more than {MAX_PLUGIN_METRICS} counter and gauge names: reports of new ones are dropped and counted (PluginMetricsDropped)");
+        }
+        if invalid > 0 && !self.warned_metrics.0 {
+            self.warned_metrics.0 = true;
+            tracing::warn!(plugin = %self.plugin.label(), "a counter or gauge report was dropped and counted (PluginMetricsDropped): names are 1 to 128 letters, digits or ._-/:, values finite");
+        }
+        self.metrics.metrics_dropped += dropped;
     }
 }

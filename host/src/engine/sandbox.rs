@@ -18,7 +18,7 @@ const MAX_TEXT: usize = 4096;
 const MAX_LOG_LINES_PER_CALL: u32 = 100;
 /// Longest counter or gauge name, and how many distinct names one call may report.
 const MAX_METRIC_NAME: usize = 128;
-pub(crate) const MAX_METRIC_NAMES: usize = 256;
+const MAX_METRIC_NAMES: usize = 256;
 /// Linear memories, tables and instances one plugin instance may have, and elements per
 /// table: generous for any language's component, bounded for a hostile one.
 const MAX_MEMORIES: usize = 8;
@@ -45,6 +45,8 @@ pub(crate) struct StoreState {
 pub(crate) struct Telemetry {
     pub(crate) counters: BTreeMap<String, u64>,
     pub(crate) gauges: BTreeMap<String, f64>,
+    /// Reports refused: a name that is not a valid metric name, or one too many.
+    pub(crate) dropped: u64,
 }
 
 impl StoreState {
@@ -235,36 +237,46 @@ impl host::Host for StoreState {
     }
 
     fn counter(&mut self, name: String, delta: u64) {
-        let Some(name) = metric_name(name, self.telemetry.counters.len()) else {
+        if !self.telemetry.counters.contains_key(&name)
+            && !new_metric_name(&name, self.telemetry.counters.len())
+        {
+            self.telemetry.dropped += 1;
             return;
-        };
+        }
         let counter = self.telemetry.counters.entry(name).or_default();
         *counter = counter.saturating_add(delta);
     }
 
     fn gauge(&mut self, name: String, value: f64) {
-        let Some(name) = metric_name(name, self.telemetry.gauges.len()) else {
+        if !value.is_finite() {
+            // CloudWatch takes no NaN or infinity.
+            self.telemetry.dropped += 1;
             return;
-        };
+        }
+        if !self.telemetry.gauges.contains_key(&name)
+            && !new_metric_name(&name, self.telemetry.gauges.len())
+        {
+            self.telemetry.dropped += 1;
+            return;
+        }
         self.telemetry.gauges.insert(name, value);
     }
 }
 
-/// A metric name as kept: cut to its longest, and refused past the number of names.
-fn metric_name(name: String, names: usize) -> Option<String> {
-    if names >= MAX_METRIC_NAMES {
-        return None;
-    }
-    let cut = if name.len() > MAX_METRIC_NAME {
-        let mut end = MAX_METRIC_NAME;
-        while !name.is_char_boundary(end) {
-            end -= 1;
-        }
-        name[..end].to_owned()
-    } else {
-        name
-    };
-    Some(cut)
+/// Whether a name not seen yet in this call is taken: names are 1 to 128 characters of letters, digits
+/// and `._-/:` (they become CloudWatch metric names and log fields, so nothing that could
+/// break a log line or a query), and a call reports at most `MAX_METRIC_NAMES` of them.
+fn new_metric_name(name: &str, names: usize) -> bool {
+    names < MAX_METRIC_NAMES && valid_metric_name(name)
+}
+
+/// 1 to 128 characters of letters, digits and `._-/:`.
+pub(crate) fn valid_metric_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_METRIC_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-/:".contains(&b))
 }
 
 fn truncate(text: &str) -> &str {

@@ -8,10 +8,13 @@
 //!   between batches, the summary.
 //! - `deliver.rs`: one batch through the chain, the sinks and the DLQ, into verdicts.
 //! - `dead_letters.rs`: DLQ entries fitted to their queue (overflow bucket, or cut).
+//! - `claims.rs`: a batch's claims in the idempotency store.
+//! - `stats.rs`: [`RunStats`], what a run did, for metrics and summaries.
 
 mod claims;
 mod dead_letters;
 mod deliver;
+mod stats;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -19,6 +22,7 @@ use claims::Claims;
 use dead_letters::{DeadLetters, Overflow};
 pub use deliver::DeliverError;
 use deliver::Places;
+pub use stats::RunStats;
 
 use crate::accounting::{Ledger, Summary, Unbalanced};
 use crate::aws::{AwsClients, AwsError};
@@ -106,9 +110,10 @@ async fn settle<S: Source>(
     ledger: &mut Ledger,
     source: &mut S,
     settled: Vec<(S::Id, Verdict)>,
+    router: &Router,
 ) -> Result<(), RunError> {
     for (_, verdict) in &settled {
-        ledger.settle(verdict);
+        ledger.settle(verdict, |output| router.sink_name(output));
     }
     ledger.close()?;
     source.settle(settled).await?;
@@ -140,10 +145,10 @@ pub struct Pipeline {
     store: Option<Store>,
     /// How long past a run's budget it may still be delivering (a claim lasts as long).
     slack: std::time::Duration,
-    /// The last complete run's dead-lettered items, by failure kind.
-    failed_by_kind: std::collections::BTreeMap<&'static str, u64>,
-    /// New plugin versions refused before the last run.
-    refused_versions: u64,
+    /// What the current (or last) run did so far.
+    stats: RunStats,
+    /// How each stage's plugin became ready at start.
+    start_timings: Vec<crate::registry::Timings>,
 }
 
 impl Pipeline {
@@ -160,6 +165,7 @@ impl Pipeline {
         });
         let mut plugins = Vec::new();
         let mut runners = Vec::new();
+        let mut start_timings = Vec::new();
         for location in &settings.plugins {
             let source_settings = SourceSettings {
                 check_interval: settings.check_interval,
@@ -176,6 +182,7 @@ impl Pipeline {
                     reason,
                 })?;
             loaded.log_ready("plugin ready");
+            start_timings.push(loaded.timings);
             runners.push(loaded.runner);
             plugins.push(source);
         }
@@ -226,8 +233,8 @@ impl Pipeline {
                 )
             }),
             slack: settings.time_margin,
-            failed_by_kind: std::collections::BTreeMap::new(),
-            refused_versions: 0,
+            stats: RunStats::default(),
+            start_timings,
         })
     }
 
@@ -246,6 +253,19 @@ impl Pipeline {
         outputs: Outputs<'_>,
         budget: Budget,
     ) -> Result<Summary, RunError> {
+        self.run_watched(source, outputs, budget, &mut |_| {}).await
+    }
+
+    /// [`Pipeline::run`], showing `watch` the run's counts so far after each batch
+    /// settles (for metrics documents written as a long run goes, a progress line).
+    pub async fn run_watched<S: Source>(
+        &mut self,
+        source: &mut S,
+        outputs: Outputs<'_>,
+        budget: Budget,
+        watch: &mut (dyn FnMut(&RunStats) + Send),
+    ) -> Result<Summary, RunError> {
+        self.stats = RunStats::default();
         let retry = RetryPolicy {
             budget,
             ..self.retry
@@ -261,7 +281,11 @@ impl Pipeline {
             self.restart().await?;
         }
         self.refresh().await;
-        while let Some(batch) = source.next_batch(self.batch_size).await? {
+        loop {
+            let started = std::time::Instant::now();
+            let Some(batch) = source.next_batch(self.batch_size).await? else {
+                break;
+            };
             ledger.enter(batch.len());
             if budget.exhausted() {
                 if !source.redelivers() && !hand_back {
@@ -276,7 +300,7 @@ impl Pipeline {
                     .into_iter()
                     .map(|item| (item.id, Verdict::Retry(OUT_OF_TIME.into())))
                     .collect();
-                settle(&mut ledger, source, verdicts).await?;
+                settle(&mut ledger, source, verdicts, self.router_for(outputs)).await?;
                 continue;
             }
             let mut ids = Vec::with_capacity(batch.len());
@@ -325,11 +349,15 @@ impl Pipeline {
             if let Some(store) = &self.store {
                 claims.finish(store, &keys, &verdicts, retry).await;
             }
-            settle(&mut ledger, source, ids.into_iter().zip(verdicts).collect()).await?;
+            let settled = ids.into_iter().zip(verdicts).collect();
+            settle(&mut ledger, source, settled, self.router_for(outputs)).await?;
             tracing::info!(plugin = %self.plugin_label(), summary = %ledger.summary(), "batch done");
+            self.stats.record_ledger(&ledger);
+            self.stats.batch_durations.push(started.elapsed());
+            watch(&self.stats);
         }
         let summary = ledger.close()?;
-        self.failed_by_kind = ledger.failed_by_kind().clone();
+        self.stats.record_ledger(&ledger);
         tracing::info!(plugin = %self.plugin_label(), %summary, "run done");
         Ok(summary)
     }
@@ -369,18 +397,22 @@ impl Pipeline {
         let budget = retry.budget;
         // The plugin runs on a blocking thread: WASI's sync bindings must not block an
         // async worker, and a long batch should not stall the runtime's other tasks.
+        // The plugin's log lines belong to the invocation's span (its request id).
+        let span = tracing::Span::current();
         let (chain, ran) = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
             let ran = deliver::run_plugin(&mut chain, admitted, budget);
             (chain, ran)
         })
         .await
         // The chain is gone with the thread: the next run starts the plugins again.
         .map_err(|e| RunError::PluginThread(e.to_string()))?;
+        let mut chain = chain;
+        for (index, (label, metrics)) in chain.take_metrics().into_iter().enumerate() {
+            self.stats.record_stage(index, label, metrics);
+        }
         self.chain = Some(chain);
-        let router = match outputs {
-            Outputs::Sinks => &self.router,
-            Outputs::To(router) => router,
-        };
+        let router = self.router_for(outputs);
         let redelivers = claims.redelivers();
         let ran_verdicts =
             match deliver::deliver(ran, &running, held, router, &self.dlq, retry, redelivers).await
@@ -410,6 +442,14 @@ impl Pipeline {
                 }
             })
             .collect()
+    }
+
+    /// Where `outputs` go.
+    fn router_for<'r>(&'r self, outputs: Outputs<'r>) -> &'r Router {
+        match outputs {
+            Outputs::Sinks => &self.router,
+            Outputs::To(router) => router,
+        }
     }
 
     /// Claims a batch's items in the idempotency store, if there is one. A store that
@@ -458,7 +498,6 @@ impl Pipeline {
     /// Before a run: takes any new plugin version that is due, verified and started.
     /// A version that fails any step is logged with its reason; the serving one stays.
     async fn refresh(&mut self) {
-        self.refused_versions = 0;
         let Some(chain) = self.chain.as_mut() else {
             return;
         };
@@ -468,10 +507,15 @@ impl Pipeline {
                 Ok(Some(loaded)) => {
                     let before = chain.stages()[stage].plugin().label();
                     loaded.log_ready(&format!("plugin swapped (was {before})"));
+                    // What the old version did since the last batch stays counted.
+                    for (index, (label, metrics)) in chain.take_metrics().into_iter().enumerate() {
+                        self.stats.record_stage(index, label, metrics);
+                    }
                     chain.replace(stage, loaded.runner);
+                    self.stats.swaps += 1;
                 }
                 Err(e) => {
-                    self.refused_versions += 1;
+                    self.stats.refused_versions += 1;
                     tracing::error!(
                         location = %source.location(),
                         serving = %chain.stages()[stage].plugin().label(),
@@ -483,14 +527,15 @@ impl Pipeline {
         }
     }
 
-    /// New plugin versions refused before the last run (each logged with its reason).
-    pub fn refused_versions(&self) -> u64 {
-        self.refused_versions
+    /// How each stage's plugin became ready when the pipeline started.
+    pub fn start_timings(&self) -> &[crate::registry::Timings] {
+        &self.start_timings
     }
 
-    /// The last complete run's dead-lettered items, by failure kind.
-    pub fn failed_by_kind(&self) -> &std::collections::BTreeMap<&'static str, u64> {
-        &self.failed_by_kind
+    /// What the current or last run did so far (a failed run: up to its last settled
+    /// batch).
+    pub fn stats(&self) -> &RunStats {
+        &self.stats
     }
 
     /// `name@version` of the plugins serving, in chain order.
@@ -508,17 +553,19 @@ impl Pipeline {
             return line;
         };
         let chained = chain.stages().len() > 1;
-        for (runner, stats) in chain.stages().iter().zip(chain.stats()) {
-            let metrics = runner.metrics();
+        for (index, stats) in chain.stats().iter().enumerate() {
+            let Some((label, metrics)) = self.stats.stages.get(index) else {
+                continue;
+            };
             let mut numbers = format!("calls={} traps={}", metrics.calls, metrics.traps);
             for (name, value) in &metrics.counters {
                 numbers.push_str(&format!(" counter.{name}={value}"));
             }
+            if metrics.metrics_dropped > 0 {
+                numbers.push_str(&format!(" metrics_dropped={}", metrics.metrics_dropped));
+            }
             if chained {
-                line.push_str(&format!(
-                    " [{}: {stats} {numbers}]",
-                    runner.plugin().label()
-                ));
+                line.push_str(&format!(" [{label}: {stats} {numbers}]"));
             } else {
                 line.push_str(&format!(" {numbers}"));
             }

@@ -353,6 +353,20 @@ impl Router {
             })
     }
 
+    /// The name `output` is counted under: its sink's, or for a router sending
+    /// everything to one sink, that sink's kind (`file`, `answer`, ...), whatever the
+    /// plugin named (so a plugin cannot make up metric names).
+    pub fn sink_name<'o>(&self, output: &'o Output) -> &'o str {
+        match &self.every {
+            Some(Sink::File(_)) => "file",
+            Some(Sink::Response(_)) => "answer",
+            Some(Sink::Kinesis(_)) => "kinesis",
+            Some(Sink::Sqs(_)) => "sqs",
+            Some(Sink::S3(_)) => "s3",
+            None => output.destination.as_deref().unwrap_or("default"),
+        }
+    }
+
     /// The first sink that can take nothing more, and why (see [`Sink::broken`]).
     pub fn broken(&self) -> Option<String> {
         self.sinks

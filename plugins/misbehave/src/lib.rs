@@ -3,7 +3,8 @@
 //! Each record's payload says what to do: `echo`, `panic`, `loop` (spin forever),
 //! `alloc` (allocate without bound), `huge` (one 8 MiB output), `fail` (domain error),
 //! `flaky` (infrastructure error), `sleep` (20 s in WASI, then echoes), `fanout` (600 outputs of 1 KiB), `drop`, `log`, `noisy` (writes to stderr, then echoes),
-//! `flood` (1000 log lines, each trying to forge a second one), `poison` (breaks the
+//! `flood` (1000 log lines, each trying to forge a second one), `metrics` (a counter, a
+//! gauge and a name no metric may have), `names` (60 counters), `poison` (breaks the
 //! instance's state, then echoes) and `check` (panics on a broken instance, else echoes).
 //! Config `init=fail` or `init=panic` makes `init` refuse or trap.
 
@@ -55,6 +56,18 @@ pub fn transform(record: Record) -> Result<Vec<Output>, Error> {
         "flood" => {
             for i in 0..1000 {
                 log::info(format!("flood {i}\nforged host line"));
+            }
+            Ok(vec![Output::new(record.payload())])
+        }
+        "metrics" => {
+            guest_sdk::metrics::counter("seen", 1);
+            guest_sdk::metrics::gauge("level", 7.5);
+            guest_sdk::metrics::counter("bad name\nforged", 1);
+            Ok(vec![Output::new(record.payload())])
+        }
+        "names" => {
+            for i in 0..60 {
+                guest_sdk::metrics::counter(&format!("n{i}"), 1);
             }
             Ok(vec![Output::new(record.payload())])
         }
