@@ -22,6 +22,7 @@ mod lambda;
 mod lifecycle;
 mod limits;
 mod matrix;
+mod memories;
 mod metrics;
 mod ordering;
 mod reprocess;
