@@ -1,7 +1,8 @@
-//! Components with more linear memories than their language gives them: the memory cap
-//! is the plugin's total, and the number of memories is bounded, whatever the component
-//! declares. The components are assembled here from a real plugin and extra core
-//! instances (each with its own memory), then run through the real binary.
+//! Components with more memories, tables and instances than their language gives them:
+//! the memory cap is the plugin's total, and the numbers of memories, tables, table
+//! elements and instances are bounded, whatever the component declares. The components
+//! are assembled here from a real plugin and extra core instances, then run through the
+//! real binary.
 
 use crate::support::{Scratch, path_str, plugin};
 
@@ -24,12 +25,37 @@ fn section(id: u8, content: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(content);
 }
 
-/// `(module (memory PAGES))`: a core module whose only content is one memory.
-fn memory_module(pages: u32) -> Vec<u8> {
+/// What each extra core module holds.
+#[derive(Clone, Copy)]
+enum Holds {
+    /// One memory of this many 64 KiB pages.
+    Memory(u32),
+    /// `funcref` tables: how many, and their elements each.
+    Tables(u32, u32),
+    /// Nothing (an instance is all it costs).
+    Nothing,
+}
+
+/// A core module holding `holds`, e.g. `(module (memory PAGES))`.
+fn core_module(holds: Holds) -> Vec<u8> {
     let mut module = b"\0asm\x01\0\0\0".to_vec();
-    let mut memories = vec![1, 0x00];
-    leb(pages, &mut memories);
-    section(5, &memories, &mut module);
+    match holds {
+        Holds::Memory(pages) => {
+            let mut memories = vec![1, 0x00];
+            leb(pages, &mut memories);
+            section(5, &memories, &mut module);
+        }
+        Holds::Tables(count, elements) => {
+            let mut tables = Vec::new();
+            leb(count, &mut tables);
+            for _ in 0..count {
+                tables.extend([0x70, 0x00]);
+                leb(elements, &mut tables);
+            }
+            section(4, &tables, &mut module);
+        }
+        Holds::Nothing => {}
+    }
     module
 }
 
@@ -49,13 +75,13 @@ fn top_level_modules(component: &[u8]) -> u32 {
     modules
 }
 
-/// `name`'s component with `extra` more core instances, each of a module holding one
-/// memory of `pages` 64 KiB pages: the component's exports are untouched, so the host
-/// takes it as the same plugin, and instantiating it makes every one of those memories.
-fn with_memories(name: &str, extra: u32, pages: u32) -> Vec<u8> {
+/// `name`'s component with `extra` more core instances, each of a module holding
+/// `holds`: the component's exports are untouched, so the host takes it as the same
+/// plugin, and instantiating it makes every one of those instances.
+fn with_instances(name: &str, extra: u32, holds: Holds) -> Vec<u8> {
     let mut component = std::fs::read(plugin(name)).expect("read the plugin");
     let first = top_level_modules(&component);
-    let module = memory_module(pages);
+    let module = core_module(holds);
     let mut instances = Vec::new();
     leb(extra, &mut instances);
     for i in 0..extra {
@@ -73,7 +99,7 @@ fn the_memory_cap_counts_every_memory_of_a_component() {
     // Two more memories of 50 MiB: each fits an 80 MiB cap, the three together do not.
     let s = Scratch::new();
     let wasm = s.path("two-memories.wasm");
-    std::fs::write(&wasm, with_memories("misbehave", 2, 800)).expect("write");
+    std::fs::write(&wasm, with_instances("misbehave", 2, Holds::Memory(800))).expect("write");
     let input = s.write("in.txt", "echo\n");
     let run = s.host(
         &[
@@ -103,7 +129,7 @@ fn the_memory_cap_counts_every_memory_of_a_component() {
     // One more memory of 50 MiB fits; the plugin's own then has 30 MiB left, and the
     // record that grows it without end is the only one to fail.
     let wasm = s.path("one-more-memory.wasm");
-    std::fs::write(&wasm, with_memories("misbehave", 1, 800)).expect("write");
+    std::fs::write(&wasm, with_instances("misbehave", 1, Holds::Memory(800))).expect("write");
     let input = s.write("in.txt", "echo\nalloc\necho\n");
     let run = s.host(
         &[
@@ -134,11 +160,12 @@ fn the_memory_cap_counts_every_memory_of_a_component() {
     assert_eq!(summary["failed_by_kind"]["memory-limit"], 1, "{summary}");
 }
 
-#[test]
-fn a_component_with_too_many_memories_is_refused_at_start() {
+/// `host run` of `component` over one record: it must be refused at start, with an
+/// error saying `reason`.
+fn refused_at_start(component: Vec<u8>, reason: &str) {
     let s = Scratch::new();
-    let wasm = s.path("many-memories.wasm");
-    std::fs::write(&wasm, with_memories("misbehave", 9, 1)).expect("write");
+    let wasm = s.path("crafted.wasm");
+    std::fs::write(&wasm, component).expect("write");
     let input = s.write("in.txt", "echo\n");
     let run = s.host(
         &[
@@ -156,9 +183,27 @@ fn a_component_with_too_many_memories_is_refused_at_start() {
     );
     assert!(!run.status.success(), "{}", run.stderr);
     assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("memory count too high"),
-        "{}",
-        run.stderr
+    assert!(run.stderr.contains(reason), "{}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+}
+
+#[test]
+fn a_component_past_the_memories_tables_or_instances_allowed_is_refused_at_start() {
+    // 8 memories, 64 tables, 64 instances, 1,000,000 elements per table.
+    refused_at_start(
+        with_instances("misbehave", 9, Holds::Memory(1)),
+        "memory count too high",
+    );
+    refused_at_start(
+        with_instances("misbehave", 1, Holds::Tables(70, 1)),
+        "table count too high",
+    );
+    refused_at_start(
+        with_instances("misbehave", 70, Holds::Nothing),
+        "instance count too high",
+    );
+    refused_at_start(
+        with_instances("misbehave", 1, Holds::Tables(1, 2_000_000)),
+        "table minimum size of 2000000 elements exceeds table limits",
     );
 }
