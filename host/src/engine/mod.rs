@@ -354,8 +354,12 @@ impl Plugin {
         self.engine.limits()
     }
 
-    /// `name@version`, as used in logs and dead-letter entries.
+    /// `name@version`, as used in logs and dead-letter entries (before the plugin said
+    /// who it is: where it came from).
     pub fn label(&self) -> String {
+        if self.version.is_empty() {
+            return self.name.clone();
+        }
         format!("{}@{}", self.name, self.version)
     }
 
