@@ -13,6 +13,7 @@ mod proxy;
 mod runtime_api;
 mod support;
 
+mod cases;
 mod chain;
 mod deadline;
 mod dedup;

@@ -5,6 +5,7 @@
 //! - `host run`: a plugin over a local input; outputs to a file (or to sinks with
 //!   `--sink`), failures to the DLQ.
 //! - `host reprocess`: DLQ entries back through the plugin and the sinks.
+//! - `host test`: a plugin against golden cases (input, expected outputs and failures).
 //! - `host publish`: a plugin version into S3 (module, manifest), or a rollback.
 //! - `host keygen`: an ed25519 key pair for signing published plugins.
 //! - `host lambda`: the Lambda custom runtime (also the default as a `bootstrap`).
@@ -12,8 +13,10 @@
 //! # Layout
 //! - `mod.rs`: the flags, and the table's settings as flags.
 //! - `run.rs`: `host run` and `host reprocess`, each a source into the pipeline.
+//! - `golden.rs`: `host test`, golden cases through the pipeline.
 //! - `publish.rs`: `host publish`, `host keygen`.
 
+mod golden;
 mod publish;
 mod run;
 
@@ -42,6 +45,9 @@ enum Command {
     /// Run dead-letter entries (from sqs://QUEUE or s3://BUCKET/PREFIX) through the plugin
     /// and the sinks again; each entry is deleted only once it is delivered.
     Reprocess(Box<ReprocessArgs>),
+    /// Check a plugin against golden cases: each case file in --cases holds an input and
+    /// the outputs, dead letters and drops expected; --update writes what it does now.
+    Test(Box<TestArgs>),
     /// Publish a plugin version to s3://BUCKET/plugins/NAME/ (module, then manifest), or
     /// with --rollback point the live manifest back at an earlier version.
     Publish(Box<publish::PublishArgs>),
@@ -147,6 +153,19 @@ enum SummaryFormat {
     Json,
 }
 
+/// Flags of `host test`, as typed.
+#[derive(Debug, Args)]
+struct TestArgs {
+    #[command(flatten)]
+    settings: SettingArgs,
+    /// The folder of case files (`*.json`).
+    #[arg(long, default_value = "tests/cases")]
+    cases: PathBuf,
+    /// Write what the plugin does now as each case's expectation.
+    #[arg(long)]
+    update: bool,
+}
+
 /// Flags of `host reprocess`, as typed.
 #[derive(Debug, Args)]
 struct ReprocessArgs {
@@ -199,6 +218,7 @@ pub fn main() -> ExitCode {
     let result = match command {
         Command::Run(args) => in_runtime(run::run(*args)),
         Command::Reprocess(args) => in_runtime(run::reprocess(*args)),
+        Command::Test(args) => in_runtime(golden::test(*args)),
         Command::Publish(args) => in_runtime(publish::publish(*args)),
         Command::Keygen(args) => publish::keygen(&args),
         Command::Lambda => in_runtime(crate::lambda::run()),
