@@ -25,6 +25,7 @@ mod limits;
 mod matrix;
 mod memories;
 mod metrics;
+mod new;
 mod ordering;
 mod reprocess;
 mod run;

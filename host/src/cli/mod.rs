@@ -6,6 +6,7 @@
 //!   `--sink`), failures to the DLQ.
 //! - `host reprocess`: DLQ entries back through the plugin and the sinks.
 //! - `host test`: a plugin against golden cases (input, expected outputs and failures).
+//! - `host new`: a plugin project of its own, outside this workspace.
 //! - `host publish`: a plugin version into S3 (module, manifest), or a rollback.
 //! - `host keygen`: an ed25519 key pair for signing published plugins.
 //! - `host lambda`: the Lambda custom runtime (also the default as a `bootstrap`).
@@ -14,9 +15,11 @@
 //! - `mod.rs`: the flags, and the table's settings as flags.
 //! - `run.rs`: `host run` and `host reprocess`, each a source into the pipeline.
 //! - `golden.rs`: `host test`, golden cases through the pipeline.
+//! - `new.rs`: `host new`, a plugin project from templates.
 //! - `publish.rs`: `host publish`, `host keygen`.
 
 mod golden;
+mod new;
 mod publish;
 mod run;
 
@@ -45,6 +48,9 @@ enum Command {
     /// Run dead-letter entries (from sqs://QUEUE or s3://BUCKET/PREFIX) through the plugin
     /// and the sinks again; each entry is deleted only once it is delivered.
     Reprocess(Box<ReprocessArgs>),
+    /// Start a plugin project of its own (outside this workspace): a crate on guest-sdk
+    /// with a sample transform, unit tests and golden cases; builds with one command.
+    New(NewArgs),
     /// Check a plugin against golden cases: each case file in --cases holds an input and
     /// the outputs, dead letters and drops expected; --update writes what it does now.
     Test(Box<TestArgs>),
@@ -153,6 +159,32 @@ enum SummaryFormat {
     Json,
 }
 
+/// Flags of `host new`, as typed.
+#[derive(Debug, Args)]
+struct NewArgs {
+    /// The plugin's name (its crate name): lowercase letters, digits, `-`, `_`.
+    name: String,
+    /// The language it is written in.
+    #[arg(long, value_enum, default_value = "rust")]
+    lang: Lang,
+    /// Where the project goes (default: ./NAME); must not exist or be empty.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// guest-sdk from this folder (default: the checkout this host was built from).
+    #[arg(long, conflicts_with = "sdk_git")]
+    sdk_path: Option<PathBuf>,
+    /// guest-sdk from this git repository instead.
+    #[arg(long)]
+    sdk_git: Option<String>,
+}
+
+/// A plugin's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Lang {
+    /// Rust, through guest-sdk.
+    Rust,
+}
+
 /// Flags of `host test`, as typed.
 #[derive(Debug, Args)]
 struct TestArgs {
@@ -219,6 +251,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => in_runtime(run::run(*args)),
         Command::Reprocess(args) => in_runtime(run::reprocess(*args)),
         Command::Test(args) => in_runtime(golden::test(*args)),
+        Command::New(args) => new::new(&args),
         Command::Publish(args) => in_runtime(publish::publish(*args)),
         Command::Keygen(args) => publish::keygen(&args),
         Command::Lambda => in_runtime(crate::lambda::run()),

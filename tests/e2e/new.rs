@@ -1,0 +1,90 @@
+//! `host new`: a generated plugin project builds on its own (outside this workspace), its
+//! unit tests pass natively, and its golden cases pass under `host test`.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::{Scratch, path_str};
+
+/// `cargo ARGS` in `dir`, offline, with a target folder kept between runs.
+fn cargo(dir: &Path, args: &[&str]) -> std::process::Output {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold");
+    Command::new(cargo)
+        .args(args)
+        .arg("--offline")
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap_or_else(|e| panic!("cargo {args:?}: {e}"))
+}
+
+#[test]
+fn a_new_plugin_project_builds_and_passes_its_own_tests() {
+    let s = Scratch::new();
+    let dir = s.path("my-filter");
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk");
+    let run = s.host(
+        &[
+            "new",
+            "my-filter",
+            "--dir",
+            path_str(&dir),
+            "--sdk-path",
+            path_str(&sdk),
+        ],
+        None,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    for file in [
+        "Cargo.toml",
+        "rust-toolchain.toml",
+        "src/lib.rs",
+        "README.md",
+    ] {
+        assert!(dir.join(file).is_file(), "{file} is missing");
+    }
+
+    let build = cargo(&dir, &["build", "--release", "--target", "wasm32-wasip2"]);
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let unit = cargo(&dir, &["test"]);
+    let unit_out = String::from_utf8_lossy(&unit.stdout);
+    assert!(
+        unit.status.success(),
+        "{unit_out}{}",
+        String::from_utf8_lossy(&unit.stderr)
+    );
+    assert!(unit_out.contains("test result: ok. 2 passed"), "{unit_out}");
+
+    let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/scaffold/wasm32-wasip2/release/my_filter.wasm");
+    let cases = dir.join("tests/cases");
+    let golden = s.host(
+        &[
+            "test",
+            "--plugin",
+            path_str(&wasm),
+            "--cases",
+            path_str(&cases),
+        ],
+        None,
+    );
+    assert!(golden.status.success(), "{}", golden.stderr);
+    assert!(
+        golden.stderr.contains("2 cases passed"),
+        "{}",
+        golden.stderr
+    );
+
+    // The folder is taken now, and a name cargo would refuse is refused first.
+    let again = s.host(&["new", "my-filter", "--dir", path_str(&dir)], None);
+    assert!(!again.status.success());
+    assert!(again.stderr.contains("not empty"), "{}", again.stderr);
+    let bad = s.host(&["new", "My Filter", "--dir", path_str(&s.path("x"))], None);
+    assert!(!bad.status.success());
+    assert!(bad.stderr.contains("a plugin name is"), "{}", bad.stderr);
+}
