@@ -27,6 +27,7 @@ mod memories;
 mod metrics;
 mod new;
 mod ordering;
+mod python;
 mod reprocess;
 mod run;
 mod stall;
