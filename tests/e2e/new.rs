@@ -88,3 +88,68 @@ fn a_new_plugin_project_builds_and_passes_its_own_tests() {
     assert!(!bad.status.success());
     assert!(bad.stderr.contains("a plugin name is"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_new_python_plugin_project_builds_and_passes_its_own_tests() {
+    let s = Scratch::new();
+    let dir = s.path("py-filter");
+    let run = s.host(
+        &[
+            "new",
+            "py-filter",
+            "--lang",
+            "python",
+            "--dir",
+            path_str(&dir),
+        ],
+        None,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    // componentize-py is one of the tools ./dev installs in .venv.
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin");
+    let path = format!(
+        "{}:{}",
+        venv.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for script in ["./build.sh", "./test.sh"] {
+        let out = Command::new(script)
+            .current_dir(&dir)
+            .env("PATH", &path)
+            .output()
+            .unwrap_or_else(|e| panic!("{script}: {e}"));
+        assert!(
+            out.status.success(),
+            "{script}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if script == "./test.sh" {
+            let report = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                report.contains("Ran 2 tests") && report.contains("OK"),
+                "{report}"
+            );
+        }
+    }
+    let wasm = dir.join("py-filter.wasm");
+    let cases = dir.join("tests/cases");
+    let golden = s.host(
+        &[
+            "test",
+            "--plugin",
+            path_str(&wasm),
+            "--cases",
+            path_str(&cases),
+            "--cache-dir",
+            path_str(&s.path("cache")),
+        ],
+        None,
+    );
+    assert!(golden.status.success(), "{}", golden.stderr);
+    assert!(
+        golden.stderr.contains("2 cases passed"),
+        "{}",
+        golden.stderr
+    );
+}

@@ -97,3 +97,66 @@ fn the_python_enrich_matches_the_rust_enrich_byte_for_byte() {
     );
     assert_eq!(rust_dlq.len(), 7, "{rust_dlq:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_version_is_published_and_swapped_in_for_the_rust_one() {
+    use crate::emulator::Moto;
+    use crate::lambda_harness::Lambda;
+
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("plugins").await;
+    let out = aws.queue("out").await;
+    aws.queue("dlq").await;
+    let s = Scratch::new();
+    let publish = |wasm: &Path, version: &str| {
+        let run = s.host_with_env(
+            &[
+                "publish",
+                "--plugin",
+                path_str(wasm),
+                "--to",
+                "s3://plugins/plugins/enrich/",
+                "--version",
+                version,
+            ],
+            None,
+            &moto.env(),
+        );
+        assert!(run.status.success(), "publish {version}: {}", run.stderr);
+    };
+    publish(&plugin("enrich"), "1.0.0");
+    let mut env = moto.env();
+    env.extend([
+        ("PIPELINE_PLUGIN", "s3://plugins/plugins/enrich/".to_owned()),
+        ("PIPELINE_PLUGIN_CHECK_SECONDS", "0".to_owned()),
+        ("PIPELINE_SINKS", "default=sqs://out".to_owned()),
+        ("PIPELINE_DLQ", "sqs://dlq".to_owned()),
+    ]);
+    let lambda = Lambda::start(&env, s.dir.path());
+    let event = serde_json::json!([
+        {"id": "p1", "user": "zoë", "action": "buy", "amount": 0.125, "ts": "2026-11-26T12:00:00Z"},
+        {"id": "p2", "user": "u"}
+    ]);
+    let rust = lambda.invoke(event.clone());
+    assert_eq!(rust["plugin"], "enrich@1.0.0", "{rust}");
+    let rust_out = aws.drain_queue(&out).await;
+
+    // The same logic in another language is just the next version.
+    publish(&python_plugin("enrich"), "2.0.0");
+    let python = lambda.invoke(event);
+    assert_eq!(
+        python["plugin"],
+        "enrich@2.0.0",
+        "{python}\n{}",
+        lambda.log()
+    );
+    for answer in [&rust, &python] {
+        assert_eq!(
+            (&answer["in"], &answer["transformed"], &answer["failed"]),
+            (&2.into(), &1.into(), &1.into()),
+            "{answer}"
+        );
+    }
+    assert_eq!(aws.drain_queue(&out).await, rust_out);
+}

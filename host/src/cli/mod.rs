@@ -170,10 +170,10 @@ struct NewArgs {
     /// Where the project goes (default: ./NAME); must not exist or be empty.
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// guest-sdk from this folder (default: the checkout this host was built from).
+    /// Rust: guest-sdk from this folder (default: the checkout this host was built from).
     #[arg(long, conflicts_with = "sdk_git")]
     sdk_path: Option<PathBuf>,
-    /// guest-sdk from this git repository instead.
+    /// Rust: guest-sdk from this git repository instead.
     #[arg(long)]
     sdk_git: Option<String>,
 }
@@ -183,6 +183,8 @@ struct NewArgs {
 enum Lang {
     /// Rust, through guest-sdk.
     Rust,
+    /// Python, through guest-sdk-python and componentize-py.
+    Python,
 }
 
 /// Flags of `host test`, as typed.

@@ -7,10 +7,18 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use super::NewArgs;
+use super::{Lang, NewArgs};
 
 /// The toolchain this host and its SDK are built with (the generated project's too).
 const TOOLCHAIN: &str = include_str!("../../../rust-toolchain.toml");
+
+/// The Python SDK and the contract, copied into a Python project.
+const PYTHON_SDK: &str = include_str!("../../../guest-sdk-python/pipeline_plugin.py");
+const WIT: &str = include_str!("../../../wit/plugin.wit");
+
+/// What `record.json()` says of `not json`, in each SDK.
+const RUST_JSON_ERROR: &str = "invalid JSON payload: expected ident at line 1 column 2";
+const PYTHON_JSON_ERROR: &str = "invalid JSON payload: Expecting value: line 1 column 1 (char 0)";
 
 /// Where `guest-sdk` was when this binary was built (the default `--sdk-path`).
 const BUILT_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest-sdk");
@@ -32,36 +40,88 @@ pub(super) fn new(args: &NewArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    let sdk = sdk_dependency(args)?;
-    let crate_name = args.name.replace('-', "_");
-    let files: [(&str, String); 7] = [
-        ("Cargo.toml", cargo_toml(&args.name, &sdk)),
-        ("rust-toolchain.toml", toolchain()),
-        (".gitignore", "/target\n".into()),
-        ("src/lib.rs", LIB_RS.replace("{name}", &args.name)),
-        ("tests/cases/sample.json", SAMPLE_CASE.into()),
-        ("tests/cases/bad-input.json", BAD_INPUT_CASE.into()),
-        (
-            "README.md",
-            README
-                .replace("{name}", &args.name)
-                .replace("{crate}", &crate_name),
-        ),
-    ];
-    for (path, text) in files {
+    let files = match args.lang {
+        Lang::Rust => rust_files(args)?,
+        Lang::Python => python_files(&args.name),
+    };
+    for (path, text) in &files {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        if path.extension().is_some_and(|e| e == "sh") {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("cannot make {} executable", path.display()))?;
+        }
     }
+    let crate_name = args.name.replace('-', "_");
+    let (build, test) = match args.lang {
+        Lang::Rust => (
+            "cargo build --release --target wasm32-wasip2".to_owned(),
+            format!(
+                "cargo test && host test --plugin target/wasm32-wasip2/release/{crate_name}.wasm --cases tests/cases"
+            ),
+        ),
+        Lang::Python => (
+            "./build.sh".to_owned(),
+            format!(
+                "./test.sh && host test --plugin {}.wasm --cases tests/cases",
+                args.name
+            ),
+        ),
+    };
     eprintln!(
-        "created {} in {}\n  build:  cargo build --release --target wasm32-wasip2\n  test:   cargo test && host test --plugin target/wasm32-wasip2/release/{crate_name}.wasm --cases tests/cases",
+        "created {} in {}\n  build:  {build}\n  test:   {test}",
         args.name,
         dir.display()
     );
     Ok(())
+}
+
+/// A Rust project: a crate on `guest-sdk`.
+fn rust_files(args: &NewArgs) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let sdk = sdk_dependency(args)?;
+    let crate_name = args.name.replace('-', "_");
+    Ok(vec![
+        ("Cargo.toml", cargo_toml(&args.name, &sdk)),
+        ("rust-toolchain.toml", toolchain()),
+        (".gitignore", "/target\n".into()),
+        ("src/lib.rs", LIB_RS.replace("{name}", &args.name)),
+        ("tests/cases/sample.json", SAMPLE_CASE.into()),
+        (
+            "tests/cases/bad-input.json",
+            BAD_INPUT_CASE.replace("{message}", RUST_JSON_ERROR),
+        ),
+        (
+            "README.md",
+            README
+                .replace("{name}", &args.name)
+                .replace("{crate}", &crate_name),
+        ),
+    ])
+}
+
+/// A Python project: `app.py` on the Python SDK, with the SDK and the contract copied in
+/// (the project builds with componentize-py alone).
+fn python_files(name: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("app.py", APP_PY.replace("{name}", name)),
+        ("test_app.py", TEST_APP_PY.into()),
+        ("pipeline_plugin.py", PYTHON_SDK.into()),
+        ("wit/plugin.wit", WIT.into()),
+        ("build.sh", BUILD_SH.replace("{name}", name)),
+        ("test.sh", TEST_SH.into()),
+        (".gitignore", "/.bindings\n/*.wasm\n__pycache__/\n".into()),
+        ("tests/cases/sample.json", SAMPLE_CASE.into()),
+        (
+            "tests/cases/bad-input.json",
+            BAD_INPUT_CASE.replace("{message}", PYTHON_JSON_ERROR),
+        ),
+        ("README.md", PYTHON_README.replace("{name}", name)),
+    ]
 }
 
 /// A crate name: lowercase letters, digits, `-` and `_`, starting with a letter.
@@ -254,7 +314,7 @@ const BAD_INPUT_CASE: &str = r#"{
       {
         "payload": "not json",
         "kind": "domain",
-        "message": "invalid JSON payload: expected ident at line 1 column 2"
+        "message": "{message}"
       }
     ],
     "dropped": 0
@@ -283,4 +343,103 @@ host publish --plugin target/wasm32-wasip2/release/{crate}.wasm --to s3://BUCKET
   `lines`: raw lines; `event`: an AWS event), optional `config`, and what the plugin makes
   of it (`expect`). `host test --update` writes `expect` from what the plugin does now;
   without it, a change prints a diff and fails.
+"#;
+
+const APP_PY: &str = r#""""{name}: a pipeline transform plugin.
+
+Keeps orders of at least `min_amount` (config, default 0) as `{id, amount_cents, source}`
+keyed by id; drops smaller ones; a negative amount is bad data (the record goes to the
+dead-letter queue with the message).
+"""
+
+import math
+
+import pipeline_plugin as pp
+
+
+def transform(record):
+    order = record.json()
+    if not isinstance(order, dict) or not isinstance(order.get("id"), str):
+        raise pp.DomainError("an order needs an `id`")
+    amount = order.get("amount")
+    if not isinstance(amount, (int, float)) or isinstance(amount, bool):
+        raise pp.DomainError(f"{order['id']}: `amount` is not a number")
+    if amount < 0:
+        raise pp.DomainError(f"{order['id']}: negative amount")
+    if amount < pp.config().parse_or("min_amount", 0.0):
+        return None
+    kept = {
+        "id": order["id"],
+        "amount_cents": math.floor(amount * 100 + 0.5),
+        "source": record.attribute("source") or "unknown",
+    }
+    return pp.Output.json(kept).with_key(order["id"])
+
+
+WitWorld = pp.plugin("{name}", "0.1.0", transform)
+"#;
+
+const TEST_APP_PY: &str = r#""""Unit tests of app.py, run natively by ./test.sh."""
+
+import json
+import unittest
+
+import pipeline_plugin as pp
+from app import transform
+
+
+class TransformTest(unittest.TestCase):
+    def test_keeps_an_order_in_cents(self):
+        out = transform(pp.Record(b'{"id":"o1","amount":12.5}'))
+        self.assertEqual(json.loads(out.payload)["amount_cents"], 1250)
+        self.assertEqual(out.key, b"o1")
+
+    def test_a_negative_amount_is_bad_data(self):
+        with self.assertRaises(pp.DomainError) as caught:
+            transform(pp.Record(b'{"id":"o2","amount":-1}'))
+        self.assertEqual(str(caught.exception), "o2: negative amount")
+
+
+if __name__ == "__main__":
+    unittest.main()
+"#;
+
+const BUILD_SH: &str = r#"#!/bin/sh
+# Builds {name}.wasm, a WebAssembly component, from app.py (needs componentize-py:
+# pip install componentize-py==0.25.1).
+set -eu
+cd "$(dirname "$0")"
+componentize-py -d wit -w transform componentize -p . app -o {name}.wasm
+"#;
+
+const TEST_SH: &str = r#"#!/bin/sh
+# Unit tests, natively: the contract's Python bindings, then unittest.
+set -eu
+cd "$(dirname "$0")"
+componentize-py -d wit -w transform bindings .bindings
+PYTHONPATH=.bindings python3 -m unittest -v test_app
+"#;
+
+const PYTHON_README: &str = r#"# {name}
+
+A transform plugin for the pipeline host, in Python: `app.py` on `pipeline_plugin.py`
+(the host's Python SDK, copied in), built against `wit/plugin.wit` (the host's contract,
+copied in) with componentize-py (`pip install componentize-py==0.25.1`).
+
+```sh
+./build.sh                                          # the component: {name}.wasm
+./test.sh                                           # unit tests, natively
+host test --plugin {name}.wasm --cases tests/cases
+host run --plugin {name}.wasm --input orders.jsonl --dlq dlq.jsonl
+host publish --plugin {name}.wasm --to s3://BUCKET/plugins/{name}/
+```
+
+- `app.py`: the transform. Return an `Output`, a list of outputs or `None` (dropped on
+  purpose); raise `DomainError` to send the record to the dead-letter queue,
+  `InfrastructureError` to have it retried. Any other exception is a bug: the host
+  isolates the record and dead-letters it as a `trap`.
+- `tests/cases/*.json`: golden cases. `host test --update` writes each case's `expect`
+  from what the plugin does now; without it, a change prints a diff and fails.
+- A Python component is about 18 MB and takes seconds to compile; the host keeps the
+  compiled code in its cache (`--cache-dir`), so later starts take milliseconds.
 "#;
