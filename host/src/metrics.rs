@@ -126,7 +126,12 @@ fn pipeline_metrics(invocation: &Invocation<'_>) -> Vec<Metric> {
     }
     if let Some(timings) = invocation.cold_start {
         let sum = |f: &dyn Fn(&Timings) -> Duration| timings.iter().map(f).sum::<Duration>();
-        let compiled = |t: &Timings| t.load.cache != CacheUse::Hit;
+        let compiled = |t: &Timings| {
+            matches!(
+                t.load.cache,
+                CacheUse::Miss | CacheUse::Rejected(_) | CacheUse::Off
+            )
+        };
         metrics.push(millis("ColdStart.Fetch", sum(&|t| t.fetch)));
         metrics.push(millis("ColdStart.Verify", sum(&|t| t.verify)));
         metrics.push(millis(

@@ -160,3 +160,113 @@ async fn a_python_version_is_published_and_swapped_in_for_the_rust_one() {
     }
     assert_eq!(aws.drain_queue(&out).await, rust_out);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_precompiled_artifact_loads_without_compiling_and_a_foreign_one_never_loads() {
+    use crate::emulator::Moto;
+    use crate::lambda_harness::Lambda;
+
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("plugins").await;
+    let out = aws.queue("out").await;
+    aws.queue("dlq").await;
+    let s = Scratch::new();
+    let key_file = s.path("signing.key");
+    let keygen = s.host(&["keygen", "--out", path_str(&key_file)], None);
+    keygen.assert_ok();
+    let public_key = keygen.stdout.trim().to_owned();
+    let python = python_plugin("enrich");
+    let publish = |extra: &[&str]| {
+        let mut args = vec![
+            "publish",
+            "--plugin",
+            path_str(&python),
+            "--to",
+            "s3://plugins/plugins/enrich/",
+        ];
+        args.extend_from_slice(extra);
+        s.host_with_env(&args, None, &moto.env())
+    };
+    let arch = std::env::consts::ARCH;
+
+    // An artifact nobody signed would be native code trusted by its location: refused.
+    let unsigned = publish(&["--precompile", arch]);
+    unsigned.assert_error("--precompile needs --signing-key");
+    let published = publish(&["--precompile", arch, "--signing-key", path_str(&key_file)]);
+    published.assert_ok();
+    assert!(
+        published
+            .stdout
+            .contains(&format!("precompiled for {arch}")),
+        "{}",
+        published.stdout
+    );
+
+    // A host with the public key and a cache that has never seen the module.
+    let event = serde_json::json!([
+        {"id": "a1", "user": "u", "action": "buy", "amount": 2.5, "ts": "2026-11-26T12:00:00Z"}
+    ]);
+    let start = |public_key: Option<&str>, cache: &str| {
+        let mut env = moto.env();
+        env.extend([
+            ("PIPELINE_PLUGIN", "s3://plugins/plugins/enrich/".to_owned()),
+            ("PIPELINE_SINKS", "default=sqs://out".to_owned()),
+            ("PIPELINE_DLQ", "sqs://dlq".to_owned()),
+            ("PIPELINE_CACHE_DIR", path_str(&s.path(cache)).to_owned()),
+        ]);
+        if let Some(key) = public_key {
+            env.push(("PIPELINE_PLUGIN_PUBLIC_KEY", key.to_owned()));
+        }
+        let dir = s.path(cache).with_extension("run");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        Lambda::start(&env, &dir)
+    };
+    let ready_line = |log: &str| {
+        log.lines()
+            .find(|l| l.contains("plugin ready"))
+            .unwrap_or_else(|| panic!("no `plugin ready` line: {log}"))
+            .to_owned()
+    };
+    let lambda = start(Some(&public_key), "cache-a");
+    let answer = lambda.invoke(event.clone());
+    assert_eq!(answer["transformed"], 1, "{answer}\n{}", lambda.log());
+    let ready = ready_line(&lambda.log());
+    assert!(ready.contains("cache=\"published\""), "{ready}");
+    let doc = &lambda.metrics()[0];
+    assert_eq!(doc["ColdStart.Compile"], 0.0, "loaded, not compiled: {doc}");
+    assert!(
+        doc["ColdStart.CacheLoad"]
+            .as_f64()
+            .is_some_and(|ms| ms > 0.0),
+        "{doc}"
+    );
+    let expected = aws.drain_queue(&out).await;
+    assert_eq!(expected.len(), 1);
+    drop(lambda);
+
+    // Without the public key nothing vouches for the artifact: the module is compiled.
+    let lambda = start(None, "cache-b");
+    lambda.invoke(event.clone());
+    let ready = ready_line(&lambda.log());
+    assert!(ready.contains("cache=\"miss\""), "{ready}");
+    assert_eq!(aws.drain_queue(&out).await, expected);
+    drop(lambda);
+
+    // Someone who can write the bucket swaps the artifact: its hash no longer matches
+    // the signed manifest, so it never loads; the module is compiled instead.
+    let artifacts = aws.objects("plugins", "plugins/enrich/artifacts/").await;
+    assert_eq!(artifacts.len(), 1, "one artifact");
+    let rust_artifact = std::fs::read(plugin("enrich")).expect("another module");
+    aws.put_object("plugins", &artifacts[0].0, rust_artifact)
+        .await;
+    let lambda = start(Some(&public_key), "cache-c");
+    lambda.invoke(event);
+    let log = lambda.log();
+    assert!(
+        log.contains("the published artifact is refused") && log.contains("sha256 mismatch"),
+        "{log}"
+    );
+    assert!(ready_line(&log).contains("cache=\"miss\""), "{log}");
+    assert_eq!(aws.drain_queue(&out).await, expected);
+}

@@ -51,6 +51,16 @@ pub(super) struct PublishArgs {
     /// Make the version live even though the live manifest is pinned.
     #[arg(long, conflicts_with = "rollback")]
     force: bool,
+    /// Store the module precompiled for these architectures (this host's own, e.g.
+    /// x86_64), signed with the manifest: a host with the public key and the same engine
+    /// loads it instead of compiling. Needs --signing-key.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "ARCH",
+        conflicts_with = "rollback"
+    )]
+    precompile: Vec<String>,
 }
 
 /// Flags of `host keygen`.
@@ -107,10 +117,11 @@ pub(super) async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         signing_key,
         pin: args.pin,
         force: args.force,
+        precompile: args.precompile,
     };
     match publish::publish(&engine, &aws.s3, &args.to, release).await? {
         Published::Live(manifest) => println!(
-            "{at}: {} is live (sha256 {}){}{}",
+            "{at}: {} is live (sha256 {}){}{}{}",
             manifest.label(),
             manifest.sha256,
             if manifest.signature.is_some() {
@@ -118,7 +129,12 @@ pub(super) async fn publish(args: PublishArgs) -> anyhow::Result<()> {
             } else {
                 ""
             },
-            if manifest.pinned { ", pinned" } else { "" }
+            if manifest.pinned { ", pinned" } else { "" },
+            manifest
+                .artifacts
+                .iter()
+                .map(|a| format!(", precompiled for {}", a.arch))
+                .collect::<String>()
         ),
         Published::HeldByPin { published, pinned } => println!(
             "{at}: {} is published but not live: the live manifest is pinned to {} \

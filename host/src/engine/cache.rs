@@ -23,6 +23,15 @@ use std::path::{Path, PathBuf};
 
 use wasmtime::component::Component;
 
+/// What makes an artifact loadable by `engine` (wasmtime version, target, compiler flags,
+/// features), as 16 hex digits.
+pub fn engine_key(engine: &wasmtime::Engine) -> String {
+    // DefaultHasher::new() has fixed keys: the same binary names entries the same way.
+    let mut hasher = std::hash::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
 /// A directory of precompiled artifacts for one engine configuration.
 #[derive(Debug, Clone)]
 pub struct ArtifactCache {
@@ -51,12 +60,9 @@ impl ArtifactCache {
             .mode(0o700)
             .create(dir)?;
         private(dir)?;
-        // DefaultHasher::new() has fixed keys: the same binary names entries the same way.
-        let mut hasher = std::hash::DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(Self {
             dir: dir.to_owned(),
-            engine_key: format!("{:016x}", hasher.finish()),
+            engine_key: engine_key(engine),
         })
     }
 

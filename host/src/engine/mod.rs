@@ -218,6 +218,63 @@ impl Engine {
         Ok((plugin, report))
     }
 
+    /// This engine's compatibility key: artifacts made by an engine with another key
+    /// cannot be loaded by this one.
+    pub fn key(&self) -> String {
+        cache::engine_key(&self.inner.engine)
+    }
+
+    /// Compiles a component ahead of time: wasmtime's artifact, loadable by an engine
+    /// with the same [`Engine::key`].
+    pub fn precompile(&self, bytes: &[u8], origin: &str) -> Result<Vec<u8>, PluginError> {
+        self.compile(bytes, origin)?;
+        self.inner
+            .engine
+            .precompile_component(bytes)
+            .map_err(|e| PluginError::Engine(format!("precompiling {origin}: {e:#}")))
+    }
+
+    /// Loads a module from its published artifact instead of compiling it, and keeps it
+    /// in `cache` for the next start.
+    ///
+    /// The caller vouches for `artifact`: its sha256 is the one a manifest lists, and
+    /// that manifest's signature verified with the configured public key (an artifact
+    /// is native code: nothing weaker may lead here).
+    pub fn load_published(
+        &self,
+        artifact: &[u8],
+        module_sha256: &str,
+        origin: &str,
+        cache: Option<&ArtifactCache>,
+    ) -> Result<(Plugin, LoadReport), PluginError> {
+        let started = Instant::now();
+        // SAFETY: the artifact's bytes hash to what a manifest signed by the configured
+        // key lists for this engine's compatibility key (checked by the caller), so they
+        // are what the publisher's `precompile` made; wasmtime checks its header and
+        // engine compatibility again before using it.
+        let component =
+            unsafe { Component::deserialize(&self.inner.engine, artifact) }.map_err(|e| {
+                PluginError::NotAComponent {
+                    origin: origin.to_owned(),
+                    reason: format!("its published artifact does not load: {e:#}"),
+                }
+            })?;
+        if let Some(Err(reason)) = cache.map(|c| c.store(module_sha256, &component)) {
+            tracing::warn!(plugin = origin, %reason, "cannot store the precompiled artifact");
+        }
+        let loaded = started.elapsed();
+        let started = Instant::now();
+        let plugin = self.prepare(&component, origin)?;
+        Ok((
+            plugin,
+            LoadReport {
+                cache: CacheUse::Published,
+                load: loaded,
+                prepare: started.elapsed(),
+            },
+        ))
+    }
+
     /// Cranelift compile, with the header checks that give plain errors.
     fn compile(&self, bytes: &[u8], origin: &str) -> Result<Component, PluginError> {
         let origin = origin.to_owned();
@@ -289,16 +346,19 @@ pub enum CacheUse {
     Rejected(String),
     /// No cache configured: compiled.
     Off,
+    /// Loaded from the signed artifact published with the module: no compile.
+    Published,
 }
 
 impl CacheUse {
-    /// `hit`, `miss`, `rejected` or `off`, for logs.
+    /// `hit`, `miss`, `rejected`, `off` or `published`, for logs.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Hit => "hit",
             Self::Miss => "miss",
             Self::Rejected(_) => "rejected",
             Self::Off => "off",
+            Self::Published => "published",
         }
     }
 }

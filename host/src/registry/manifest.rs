@@ -53,6 +53,26 @@ pub struct Manifest {
     /// A pinned manifest is not moved by publishing a newer version.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pinned: bool,
+    /// The module precompiled (`host publish --precompile`), one artifact per target
+    /// and engine. Signed with the rest; a host loads one only when it verifies the
+    /// signature and the artifact was made by an engine like its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<Artifact>,
+}
+
+/// The module compiled ahead of time for one target: wasmtime's native code, which a
+/// host with the same engine loads without compiling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// The CPU architecture, e.g. `x86_64` or `aarch64`.
+    pub arch: String,
+    /// The engine's compatibility key (wasmtime version, target, compiler settings):
+    /// a host whose key differs compiles instead.
+    pub engine: String,
+    /// The artifact's key in the same bucket (content-addressed).
+    pub key: String,
+    /// Hex sha256 of the artifact's bytes.
+    pub sha256: String,
 }
 
 /// Why a manifest or its module was refused.
@@ -138,8 +158,11 @@ impl Manifest {
 
     /// What the signature covers: the domain, then each signed field length-prefixed
     /// (name, version, world, the module's 32 hash bytes, the config's pairs in key
-    /// order, the sequence). `created_at` and `pinned` are not covered: they change
-    /// nothing a host runs.
+    /// order, the sequence), then, only when there are artifacts, their count and each
+    /// one's architecture, engine key and 32 hash bytes (so a manifest without artifacts
+    /// signs as it always did, and none can be added, dropped or swapped). `created_at`,
+    /// `pinned` and an artifact's key are not covered: they change nothing a host runs
+    /// (a moved artifact fails its hash).
     pub fn signed_bytes(&self) -> Result<Vec<u8>, ManifestError> {
         let mut out = SIGNED_DOMAIN.to_vec();
         let mut field = |bytes: &[u8]| {
@@ -156,7 +179,23 @@ impl Manifest {
             field(value.as_bytes());
         }
         field(&self.sequence.to_le_bytes());
+        if !self.artifacts.is_empty() {
+            field(&(self.artifacts.len() as u64).to_le_bytes());
+            for artifact in &self.artifacts {
+                field(artifact.arch.as_bytes());
+                field(artifact.engine.as_bytes());
+                field(&hash_bytes(&artifact.sha256)?);
+            }
+        }
         Ok(out)
+    }
+
+    /// The artifact a host of `arch` whose engine key is `engine` may load instead of
+    /// compiling, if the manifest has one.
+    pub fn artifact_for(&self, arch: &str, engine: &str) -> Option<&Artifact> {
+        self.artifacts
+            .iter()
+            .find(|a| a.arch == arch && a.engine == engine)
     }
 
     /// Refuses a manifest older than the one serving (`serving`: its sequence).
@@ -272,6 +311,7 @@ mod tests {
             sequence: 3,
             signature: None,
             pinned: false,
+            artifacts: Vec::new(),
         }
     }
 
@@ -329,6 +369,34 @@ mod tests {
                 "the signature covers the {what}"
             );
         }
+        // Artifacts are covered, each field, once there are any.
+        let mut with_artifact = m.clone();
+        with_artifact.artifacts.push(Artifact {
+            arch: "x86_64".into(),
+            engine: "0123456789abcdef".into(),
+            key: "plugins/enrich/artifacts/a.cwasm".into(),
+            sha256: sha256_hex(b"artifact"),
+        });
+        assert!(with_artifact.check(Some(&public)).is_err(), "one added");
+        with_artifact.sign(&key).expect("sign");
+        assert_eq!(with_artifact.check(Some(&public)), Ok(()));
+        type ArtifactChange = (&'static str, fn(&mut Artifact));
+        let artifact_changes: [ArtifactChange; 3] = [
+            ("arch", |a| a.arch = "aarch64".into()),
+            ("engine", |a| a.engine = "fedcba9876543210".into()),
+            ("sha256", |a| a.sha256 = sha256_hex(b"other artifact")),
+        ];
+        for (what, change) in artifact_changes {
+            let mut changed = with_artifact.clone();
+            change(&mut changed.artifacts[0]);
+            assert!(
+                changed.check(Some(&public)).is_err(),
+                "the signature covers an artifact's {what}"
+            );
+        }
+        let mut dropped = with_artifact.clone();
+        dropped.artifacts.clear();
+        assert!(dropped.check(Some(&public)).is_err(), "one dropped");
         // Neither is covered: they change nothing a host runs.
         let mut moved = m.clone();
         moved.pinned = true;

@@ -27,7 +27,8 @@ mod source;
 use std::path::PathBuf;
 
 pub use manifest::{
-    KeyError, Manifest, ManifestError, key_bytes, sha256_hex, verifying_key, world_supported,
+    Artifact, KeyError, Manifest, ManifestError, key_bytes, sha256_hex, verifying_key,
+    world_supported,
 };
 pub use source::{Loaded, PluginSource, SourceSettings, Timings, load_file};
 

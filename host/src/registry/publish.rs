@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use aws_sdk_s3::primitives::ByteStream;
 use ed25519_dalek::SigningKey;
 
-use super::{MANIFEST, Manifest, sha256_hex};
+use super::{Artifact, MANIFEST, Manifest, sha256_hex};
 use crate::aws::describe_error;
 use crate::engine::{Engine, Runner, WIT_VERSION};
 
@@ -68,6 +68,8 @@ pub struct Release {
     pub pin: bool,
     /// Move the live manifest even when it is pinned.
     pub force: bool,
+    /// Architectures to precompile the module for (signed artifacts next to it).
+    pub precompile: Vec<String>,
 }
 
 /// What publishing did.
@@ -94,17 +96,49 @@ pub async fn publish(
     release: Release,
 ) -> anyhow::Result<Published> {
     let sha256 = sha256_hex(&release.module);
-    let (module, info) = {
+    if !release.precompile.is_empty() && release.signing_key.is_none() {
+        bail!(
+            "--precompile needs --signing-key: a host loads only artifacts whose manifest signature it verifies (native code from a bucket is trusted by signature, never by location)"
+        );
+    }
+    for arch in &release.precompile {
+        if arch != std::env::consts::ARCH {
+            bail!(
+                "--precompile {arch}: this host compiles for {} only; precompile on a host of that architecture",
+                std::env::consts::ARCH
+            );
+        }
+    }
+    let (module, info, artifacts) = {
         let engine = engine.clone();
         let config: Vec<(String, String)> = release.config.clone().into_iter().collect();
+        let precompile = !release.precompile.is_empty();
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let plugin = engine.load_bytes(&release.module, "the module")?;
             let info = (plugin.name().to_owned(), plugin.version().to_owned());
             Runner::new(plugin, config).context("the shipped settings are refused")?;
-            Ok((release.module, info))
+            let artifact = if precompile {
+                Some(engine.precompile(&release.module, "the module")?)
+            } else {
+                None
+            };
+            Ok((release.module, info, artifact))
         })
         .await??
     };
+    let engine_key = engine.key();
+    let artifact = artifacts.map(|bytes| {
+        let artifact = Artifact {
+            arch: std::env::consts::ARCH.to_owned(),
+            engine: engine_key.clone(),
+            key: to.key(&format!(
+                "artifacts/{sha256}-{engine_key}-{}.cwasm",
+                std::env::consts::ARCH
+            )),
+            sha256: sha256_hex(&bytes),
+        };
+        (artifact, bytes)
+    });
     // Read first: the new manifest's sequence is the live one's plus one (and the
     // replace below is conditional on this read).
     let live = get_live(s3, to).await?;
@@ -120,6 +154,7 @@ pub async fn publish(
         sequence,
         signature: None,
         pinned: false,
+        artifacts: artifact.iter().map(|(a, _)| a.clone()).collect(),
     };
     if manifest.version.is_empty() || manifest.version.contains('/') {
         bail!("version {:?} cannot name a manifest", manifest.version);
@@ -129,6 +164,9 @@ pub async fn publish(
     }
     // Content-addressed: an existing object with this key has these very bytes.
     put_new(s3, &to.bucket, &manifest.module, module).await?;
+    if let Some((artifact, bytes)) = artifact {
+        put_new(s3, &to.bucket, &artifact.key, bytes).await?;
+    }
     let version_key = to.version_key(&manifest.version);
     if !put_new(
         s3,

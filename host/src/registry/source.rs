@@ -6,13 +6,19 @@
 //! taken in full before anything switches: fetch, hash check, contract and signature
 //! checks, compile (or the precompiled cache), `init`. Only a version that passed all of
 //! them replaces the serving one; the caller swaps between two batches.
+//!
+//! A signed manifest may list precompiled artifacts (`host publish --precompile`). A host
+//! that verifies signatures, whose engine made one of them, and whose cache does not hold
+//! the module yet fetches that artifact instead of the module and loads it without
+//! compiling; an artifact whose bytes do not hash to the signed sha256 is refused (said
+//! in the log) and the module compiled instead.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
 
-use super::{LoadError, Manifest, PluginLocation, sha256_hex};
+use super::{Artifact, LoadError, Manifest, PluginLocation, sha256_hex};
 use crate::aws::{AwsClients, describe_error};
 use crate::engine::{ArtifactCache, Engine, LoadReport, PluginError, Runner};
 
@@ -128,7 +134,11 @@ impl PluginSource {
         let (bytes, origin, manifest) = match &location {
             PluginLocation::File(path) => {
                 let bytes = read_file(path)?;
-                (bytes::Bytes::from(bytes), path.display().to_string(), None)
+                (
+                    Code::Module(bytes::Bytes::from(bytes)),
+                    path.display().to_string(),
+                    None,
+                )
             }
             PluginLocation::S3Module { bucket, key } => {
                 let bytes = s3(aws, &location)?
@@ -138,7 +148,7 @@ impl PluginSource {
                         what: location.to_string(),
                         reason: e.reason,
                     })?;
-                (bytes, location.to_string(), None)
+                (Code::Module(bytes), location.to_string(), None)
             }
             PluginLocation::S3Manifest { .. } => {
                 let aws = s3(aws, &location)?;
@@ -147,8 +157,8 @@ impl PluginSource {
                         "the manifest answered 304 to an unconditional GET".into(),
                     ));
                 };
-                let bytes = self.fetch_module(aws, &manifest).await?;
-                (bytes, manifest.label(), Some(manifest))
+                let code = self.fetch_code(aws, &manifest).await?;
+                (code, manifest.label(), Some(manifest))
             }
         };
         let fetch = started.elapsed();
@@ -194,9 +204,9 @@ impl PluginSource {
                 plugin: manifest.label(),
                 source,
             })?;
-        let bytes = self.fetch_module(aws, &manifest).await?;
+        let code = self.fetch_code(aws, &manifest).await?;
         let label = manifest.label();
-        self.start(bytes, label, Some(manifest), started.elapsed())
+        self.start(code, label, Some(manifest), started.elapsed())
             .await
             .map(Some)
     }
@@ -251,12 +261,9 @@ impl PluginSource {
         Ok(Some(manifest))
     }
 
-    /// The module a manifest names, after the checks that need no module bytes.
-    async fn fetch_module(
-        &self,
-        aws: &AwsClients,
-        manifest: &Manifest,
-    ) -> Result<bytes::Bytes, LoadError> {
+    /// What to run a manifest's version from, after the checks that need no module
+    /// bytes: its signed artifact for this engine when one may be used, else its module.
+    async fn fetch_code(&self, aws: &AwsClients, manifest: &Manifest) -> Result<Code, LoadError> {
         let PluginLocation::S3Manifest { bucket, .. } = &self.location else {
             return Err(LoadError::Config("not a manifest location".into()));
         };
@@ -266,20 +273,44 @@ impl PluginSource {
                 plugin: manifest.label(),
                 source,
             })?;
-        tokio::time::timeout(FETCH_TIMEOUT, aws.object_bytes(bucket, &manifest.module))
+        if let Some(artifact) = self.usable_artifact(manifest) {
+            match fetch_artifact(aws, bucket, artifact).await {
+                Ok(bytes) => return Ok(Code::Artifact(bytes)),
+                Err(reason) => tracing::warn!(
+                    plugin = %manifest.label(),
+                    artifact = %artifact.key,
+                    %reason,
+                    "the published artifact is refused; compiling the module instead"
+                ),
+            }
+        }
+        fetch_object(aws, bucket, &manifest.module)
             .await
-            .map_err(|_| format!("no answer within {FETCH_TIMEOUT:?}"))
-            .and_then(|fetched| fetched.map_err(|e| e.reason))
+            .map(Code::Module)
             .map_err(|reason| LoadError::Fetch {
                 what: format!("the module of {}", manifest.label()),
                 reason,
             })
     }
 
+    /// The manifest's artifact for this host, when it may be loaded: signatures are
+    /// required (so [`Manifest::check`] verified the one covering it), it was made by an
+    /// engine like this one, and the local cache does not already hold the module.
+    fn usable_artifact<'m>(&self, manifest: &'m Manifest) -> Option<&'m Artifact> {
+        self.settings.public_key?;
+        let sha256 = manifest.sha256.to_ascii_lowercase();
+        if let Some(cache) = &self.settings.cache
+            && cache.entry(&sha256).is_some()
+        {
+            return None;
+        }
+        manifest.artifact_for(std::env::consts::ARCH, &self.engine.key())
+    }
+
     /// Hash check, compile or cache, `init`: the CPU-bound part, on a blocking thread.
     async fn start(
         &mut self,
-        bytes: bytes::Bytes,
+        code: Code,
         origin: String,
         manifest: Option<Manifest>,
         fetch: Duration,
@@ -290,7 +321,7 @@ impl PluginSource {
         let loaded = tokio::task::spawn_blocking(move || {
             prepare(
                 &engine,
-                &bytes,
+                &code,
                 &origin,
                 manifest,
                 cache.as_ref(),
@@ -306,6 +337,40 @@ impl PluginSource {
     }
 }
 
+/// A version's code as fetched.
+enum Code {
+    /// The module: verified against the manifest's sha256, then compiled or found in
+    /// the cache.
+    Module(bytes::Bytes),
+    /// The signed artifact for this engine, its sha256 already checked.
+    Artifact(bytes::Bytes),
+}
+
+/// An object of the plugin's bucket, within [`FETCH_TIMEOUT`].
+async fn fetch_object(aws: &AwsClients, bucket: &str, key: &str) -> Result<bytes::Bytes, String> {
+    tokio::time::timeout(FETCH_TIMEOUT, aws.object_bytes(bucket, key))
+        .await
+        .map_err(|_| format!("no answer within {FETCH_TIMEOUT:?}"))
+        .and_then(|fetched| fetched.map_err(|e| e.reason))
+}
+
+/// An artifact's bytes, if they hash to what the (signed) manifest says.
+async fn fetch_artifact(
+    aws: &AwsClients,
+    bucket: &str,
+    artifact: &Artifact,
+) -> Result<bytes::Bytes, String> {
+    let bytes = fetch_object(aws, bucket, &artifact.key).await?;
+    let actual = sha256_hex(&bytes);
+    if !actual.eq_ignore_ascii_case(&artifact.sha256) {
+        return Err(format!(
+            "sha256 mismatch: the manifest says {}, the artifact is {actual}",
+            artifact.sha256
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Loads a local `.wasm` file (through the cache, if any) and starts it. Blocking.
 pub fn load_file(
     engine: &Engine,
@@ -318,7 +383,7 @@ pub fn load_file(
     let origin = path.display().to_string();
     prepare(
         engine,
-        &bytes,
+        &Code::Module(bytes.into()),
         &origin,
         None,
         cache,
@@ -336,11 +401,12 @@ fn read_file(path: &std::path::Path) -> Result<Vec<u8>, LoadError> {
     })
 }
 
-/// Verifies `bytes` against the manifest, compiles (or deserializes) and starts them
-/// with the manifest's settings overlaid by `config`. Blocking.
+/// Verifies a module against the manifest, compiles (or deserializes) it, or loads
+/// the published artifact, and starts it with the manifest's settings overlaid by
+/// `config`. Blocking.
 fn prepare(
     engine: &Engine,
-    bytes: &[u8],
+    code: &Code,
     origin: &str,
     manifest: Option<Manifest>,
     cache: Option<&ArtifactCache>,
@@ -348,17 +414,32 @@ fn prepare(
     fetch: Duration,
 ) -> Result<Loaded, LoadError> {
     let started = Instant::now();
-    let sha256 = sha256_hex(bytes);
-    if let Some(manifest) = &manifest {
-        manifest
-            .verify_module(bytes)
-            .map_err(|source| LoadError::Refused {
-                plugin: manifest.label(),
-                source,
-            })?;
-    }
-    let verify = started.elapsed();
-    let (mut plugin, load) = engine.load_cached(bytes, &sha256, origin, cache)?;
+    let (mut plugin, load, verify) = match (code, &manifest) {
+        (Code::Artifact(artifact), Some(manifest)) => {
+            let sha256 = manifest.sha256.to_ascii_lowercase();
+            let (plugin, load) = engine.load_published(artifact, &sha256, origin, cache)?;
+            (plugin, load, Duration::ZERO)
+        }
+        (Code::Artifact(_), None) => {
+            return Err(LoadError::Config(
+                "an artifact without its manifest (host bug)".into(),
+            ));
+        }
+        (Code::Module(bytes), _) => {
+            let sha256 = sha256_hex(bytes);
+            if let Some(manifest) = &manifest {
+                manifest
+                    .verify_module(bytes)
+                    .map_err(|source| LoadError::Refused {
+                        plugin: manifest.label(),
+                        source,
+                    })?;
+            }
+            let verify = started.elapsed();
+            let (plugin, load) = engine.load_cached(bytes, &sha256, origin, cache)?;
+            (plugin, load, verify)
+        }
+    };
     let mut settings: BTreeMap<String, String> = BTreeMap::new();
     if let Some(manifest) = &manifest {
         plugin = plugin.with_identity(&manifest.name, &manifest.version);
