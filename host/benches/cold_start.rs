@@ -270,7 +270,9 @@ async fn swap_latency(engine: &Engine, aws: &AwsClients, wasm_dir: &Path) -> Vec
         put(aws, &key, bytes).await;
         let manifest = serde_json::json!({
             "name": "enrich", "version": version, "world": pipeline_host::engine::WIT_VERSION,
-            "module": key, "sha256": sha256, "created_at": "2026-11-26T12:00:00.000Z"
+            "module": key, "sha256": sha256, "created_at": "2026-11-26T12:00:00.000Z",
+            // Past the first publish's (1): a host never goes back to a lower sequence.
+            "sequence": i + 2
         });
         put(
             aws,
