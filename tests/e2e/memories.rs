@@ -97,35 +97,13 @@ fn with_instances(name: &str, extra: u32, holds: Holds) -> Vec<u8> {
 #[test]
 fn the_memory_cap_counts_every_memory_of_a_component() {
     // Two more memories of 50 MiB: each fits an 80 MiB cap, the three together do not.
-    let s = Scratch::new();
-    let wasm = s.path("two-memories.wasm");
-    std::fs::write(&wasm, with_instances("misbehave", 2, Holds::Memory(800))).expect("write");
-    let input = s.write("in.txt", "echo\n");
-    let run = s.host(
-        &[
-            "run",
-            "--plugin",
-            path_str(&wasm),
-            "--input",
-            path_str(&input),
-            "--format",
-            "lines",
-            "--memory-mib",
-            "80",
-            "--dlq",
-            path_str(&s.path("dlq.jsonl")),
-        ],
-        None,
+    refused_at_start(
+        with_instances("misbehave", 2, Holds::Memory(800)),
+        &["--memory-mib", "80"],
+        "memory limit of 83886080 bytes exceeded",
     );
-    assert!(!run.status.success(), "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("memory limit of 83886080 bytes exceeded"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stdout.is_empty(), "{}", run.stdout);
 
+    let s = Scratch::new();
     // One more memory of 50 MiB fits; the plugin's own then has 30 MiB left, and the
     // record that grows it without end is the only one to fail.
     let wasm = s.path("one-more-memory.wasm");
@@ -160,27 +138,27 @@ fn the_memory_cap_counts_every_memory_of_a_component() {
     assert_eq!(summary["failed_by_kind"]["memory-limit"], 1, "{summary}");
 }
 
-/// `host run` of `component` over one record: it must be refused at start, with an
-/// error saying `reason`.
-fn refused_at_start(component: Vec<u8>, reason: &str) {
+/// `host run` of `component` over one record with `extra` flags: it must be refused at
+/// start, with an error saying `reason`, and write nothing.
+fn refused_at_start(component: Vec<u8>, extra: &[&str], reason: &str) {
     let s = Scratch::new();
     let wasm = s.path("crafted.wasm");
     std::fs::write(&wasm, component).expect("write");
     let input = s.write("in.txt", "echo\n");
-    let run = s.host(
-        &[
-            "run",
-            "--plugin",
-            path_str(&wasm),
-            "--input",
-            path_str(&input),
-            "--format",
-            "lines",
-            "--dlq",
-            path_str(&s.path("dlq.jsonl")),
-        ],
-        None,
-    );
+    let dlq = s.path("dlq.jsonl");
+    let mut args = vec![
+        "run",
+        "--plugin",
+        path_str(&wasm),
+        "--input",
+        path_str(&input),
+        "--format",
+        "lines",
+        "--dlq",
+        path_str(&dlq),
+    ];
+    args.extend_from_slice(extra);
+    let run = s.host(&args, None);
     assert!(!run.status.success(), "{}", run.stderr);
     assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
     assert!(run.stderr.contains(reason), "{}", run.stderr);
@@ -192,18 +170,22 @@ fn a_component_past_the_memories_tables_or_instances_allowed_is_refused_at_start
     // 8 memories, 64 tables, 64 instances, 1,000,000 elements per table.
     refused_at_start(
         with_instances("misbehave", 9, Holds::Memory(1)),
+        &[],
         "memory count too high",
     );
     refused_at_start(
         with_instances("misbehave", 1, Holds::Tables(70, 1)),
+        &[],
         "table count too high",
     );
     refused_at_start(
         with_instances("misbehave", 70, Holds::Nothing),
+        &[],
         "instance count too high",
     );
     refused_at_start(
         with_instances("misbehave", 1, Holds::Tables(1, 2_000_000)),
+        &[],
         "table minimum size of 2000000 elements exceeds table limits",
     );
 }

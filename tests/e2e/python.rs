@@ -2,21 +2,9 @@
 //! componentize-py) makes byte for byte the outputs of the Rust `enrich`, and fails the
 //! same records with the same kinds.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::support::{Scratch, path_str, plugin, text};
-
-fn python_plugin(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/python")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `./dev plugins` (./dev test does) first",
-        path.display()
-    );
-    path
-}
+use crate::support::{Scratch, path_str, plugin, python_plugin, text};
 
 /// `host run` of `wasm` over `input`: the outputs' bytes, and each DLQ entry's line and
 /// failure kind.

@@ -5,8 +5,18 @@ use std::process::{Command, Output, Stdio};
 
 /// Path of a built example plugin; panics with the fix when it was not built.
 pub fn plugin(name: &str) -> PathBuf {
+    built("target/wasm32-wasip2/plugin", name)
+}
+
+/// Path of a built Python example plugin (`plugins-python/NAME`).
+pub fn python_plugin(name: &str) -> PathBuf {
+    built("target/python", name)
+}
+
+fn built(dir: &str, name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/wasm32-wasip2/plugin")
+        .join("..")
+        .join(dir)
         .join(format!("{name}.wasm"));
     assert!(
         path.exists(),
