@@ -55,10 +55,11 @@ class Record:
             raise DomainError(f"payload is not UTF-8: {e}") from None
 
     def json(self):
-        """The payload parsed as JSON; not JSON is a ``DomainError``."""
+        """The payload parsed as JSON; not JSON is a ``DomainError``. Strict, as serde_json
+        is: UTF-8 only (no BOM, no UTF-16), no ``NaN`` or ``Infinity``, nesting bounded."""
         try:
-            return json.loads(self.payload)
-        except (ValueError, UnicodeDecodeError) as e:
+            return json.loads(self.payload.decode("utf-8"), parse_constant=_no_constant)
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise DomainError(f"invalid JSON payload: {e}") from None
 
     def attribute(self, name):
@@ -69,6 +70,22 @@ class Record:
         return None
 
 
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _bytes(value, what):
+    """``value`` (text or bytes) as bytes; anything else is a bug in the plugin."""
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DomainError(f"the {what} is not valid text (a lone surrogate)") from None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"the {what} must be str or bytes, not {type(value).__name__}")
+
+
 class Output:
     """One output record: payload bytes, and optionally a key, a destination (a sink
     name; none: the default sink) and attributes."""
@@ -76,7 +93,7 @@ class Output:
     __slots__ = ("payload", "key", "destination", "attributes")
 
     def __init__(self, payload):
-        self.payload = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+        self.payload = _bytes(payload, "payload")
         self.key = None
         self.destination = None
         self.attributes = []
@@ -87,7 +104,7 @@ class Output:
         return Output(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
     def with_key(self, key):
-        self.key = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+        self.key = _bytes(key, "key")
         return self
 
     def to(self, destination):

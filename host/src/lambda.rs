@@ -96,6 +96,7 @@ impl Host {
         request_id: &str,
     ) -> anyhow::Result<Value> {
         let started = std::time::Instant::now();
+        self.pipeline.reset_stats();
         let kind = events::detect(&event)?;
         let Some(namespace) = self.metrics_namespace.clone() else {
             return self.run_event(kind, event, budget, &mut |_| {}).await;

@@ -27,7 +27,14 @@ def cents(amount):
     """`amount * 100` rounded half away from zero, saturated to an i64 (as Rust's
     `f64::round` and `as i64` do)."""
     scaled = float(amount) * 100.0
-    rounded = math.floor(scaled + 0.5) if scaled >= 0 else -math.floor(-scaled + 0.5)
+    if math.isinf(scaled):
+        return I64_MAX if scaled > 0 else -I64_MAX - 1
+    magnitude = abs(scaled)
+    whole = math.floor(magnitude)
+    # `magnitude - whole` is exact, so halves round away from zero exactly.
+    if magnitude - whole >= 0.5:
+        whole += 1
+    rounded = whole if scaled >= 0 else -whole
     return max(-I64_MAX - 1, min(I64_MAX, int(rounded)))
 
 
@@ -49,7 +56,7 @@ def transform(record):
         "amount_cents": cents(field(event, "amount", float)),
         "currency": pp.config().get("currency", "EUR"),
         "day": day(field(event, "ts", str)),
-        "source": record.attribute("source") or "unknown",
+        "source": source if (source := record.attribute("source")) is not None else "unknown",
     }
     return pp.Output.json(enriched).with_key(user)
 

@@ -150,8 +150,8 @@ async fn plugin_counters_and_gauges_become_metrics_within_their_allowance() {
     let (_moto, _scratch, lambda) =
         misbehave_to_kinesis(("PIPELINE_METRICS_NAMESPACE", "Tests/Pipeline")).await;
     let shard = "shardId-000000000001";
-    // Each `metrics` record counts `seen`, sets `level` and reports a name no metric may
-    // have; `names` reports 60 new counter names, past the 50 a plugin may create.
+    // Each `metrics` record counts `seen`, sets `level`, reports a name no metric may
+    // have and sets `seen` as a gauge; `names` reports 60 new counter names, past the 50 a plugin may create.
     lambda.invoke(kinesis_event(&[(shard, "metrics"), (shard, "metrics")]));
     lambda.invoke(kinesis_event(&[(shard, "names")]));
     let docs = lambda.metrics();
@@ -168,8 +168,8 @@ async fn plugin_counters_and_gauges_become_metrics_within_their_allowance() {
     assert_eq!(plugin_metrics(&docs[0]), 2, "{}", docs[0]);
     assert_eq!(
         metric(&docs[0], "PluginMetricsDropped"),
-        2.0,
-        "the bad name, twice"
+        3.0,
+        "the bad name, twice; the counter's name as a gauge, once a call"
     );
     // 48 names fit beside the 2 the plugin made before; the other 12 are dropped.
     // (A gauge is reported by the invocations that set it.)

@@ -66,6 +66,9 @@ fn the_python_enrich_matches_the_rust_enrich_byte_for_byte() {
         r#"[1,2,3]"#,
         r#"{"id":"h8","user":"u","action":"buy","amount":1e300,"ts":"2026-11-24T13:00:00Z","x":{"y":[1]}}"#,
         r#"{"id":"h9","user":"\"quoted\"","action":"b\\uy","amount":2.675,"ts":"2026-11-24"}"#,
+        // Odd cents past 2^52 (no halves there), and cents past what an i64 holds.
+        r#"{"id":"h10","user":"u","action":"buy","amount":45035996273704.97,"ts":"2026-11-24"}"#,
+        r#"{"id":"h11","user":"u","action":"buy","amount":1e307,"ts":"2026-11-24"}"#,
     ] {
         input.push_str(line);
         input.push('\n');

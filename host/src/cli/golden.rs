@@ -269,11 +269,24 @@ fn read_lines(path: &Path) -> anyhow::Result<Vec<Value>> {
         .collect()
 }
 
+/// Largest expected-by-actual line table the diff aligns (4 bytes a cell).
+const MAX_DIFF_CELLS: usize = 4_000_000;
+
 /// A line diff of `expected` against `actual`: `-` lines expected and missing, `+` lines
 /// there and not expected, two lines of context around each change.
 fn line_diff(expected: &str, actual: &str) -> String {
     let a: Vec<&str> = expected.lines().collect();
     let b: Vec<&str> = actual.lines().collect();
+    if a.len().saturating_mul(b.len()) > MAX_DIFF_CELLS {
+        // Too big to align line by line in bounded memory: the first difference.
+        let first = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        return format!(
+            "  --- expected\n  +++ actual\n    (first difference at line {})\n  - {}\n  + {}\n",
+            first + 1,
+            a.get(first).unwrap_or(&"(end)"),
+            b.get(first).unwrap_or(&"(end)")
+        );
+    }
     // Longest common subsequence table, from the ends (cases are small).
     let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {

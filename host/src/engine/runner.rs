@@ -15,7 +15,7 @@
 //! - A time [`Budget`] bounds it all: no call or backoff starts past it, and the records
 //!   not done by then fail as `Unfinished` (the pipeline hands them back to the source).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
@@ -113,8 +113,9 @@ pub struct Runner {
     metrics: RunnerMetrics,
     /// Calls of the current batch that hit the deadline.
     deadline_calls: u32,
-    /// Counter and gauge names taken so far (at most [`MAX_PLUGIN_METRICS`]).
-    metric_names: BTreeSet<String>,
+    /// Counter and gauge names taken so far (at most [`MAX_PLUGIN_METRICS`]), each with
+    /// whether it is a gauge: one name is one metric, a counter or a gauge, not both.
+    metric_names: BTreeMap<String, bool>,
     /// Dropped counter or gauge reports were said (once per runner for each reason: an
     /// invalid report, a name past the allowance).
     warned_metrics: (bool, bool),
@@ -131,7 +132,7 @@ impl Runner {
             packer: Packer::default(),
             metrics: RunnerMetrics::default(),
             deadline_calls: 0,
-            metric_names: BTreeSet::new(),
+            metric_names: BTreeMap::new(),
             warned_metrics: (false, false),
         };
         runner.live = Some(runner.start()?);
@@ -259,6 +260,25 @@ impl Runner {
             }
             return;
         }
+        if self.deadline_calls >= MAX_DEADLINE_CALLS {
+            // The batch's allowance of calls into the deadline is spent: no more calls.
+            let message = format!(
+                "not run: {} calls of this batch ran into the deadline, so the {} records left fail together",
+                self.deadline_calls,
+                indices.len()
+            );
+            for &index in indices {
+                report(
+                    index,
+                    Err(CallFailure {
+                        kind: FailureKind::Deadline,
+                        message: message.clone(),
+                        fresh: true,
+                    }),
+                );
+            }
+            return;
+        }
         match self.call(records, indices) {
             Ok(results) => {
                 for (&index, result) in indices.iter().zip(results) {
@@ -272,12 +292,11 @@ impl Runner {
                     && !failure.fresh
                     && matches!(failure.kind, FailureKind::Trap | FailureKind::MemoryLimit) =>
             {
+                // Once more, on a fresh instance, under the same rules (the budget, the
+                // batch's allowance of calls into the deadline) as any call.
                 self.live = None;
                 self.metrics.isolation_calls += 1;
-                let again = self
-                    .call(records, indices)
-                    .map(|mut results| results.remove(0));
-                report(indices[0], again);
+                self.run_isolating(records, indices, budget, report);
             }
             Err(failure) if indices.len() == 1 => {
                 if failure.kind == FailureKind::Deadline {
@@ -402,17 +421,27 @@ impl Runner {
     fn keep_telemetry(&mut self, telemetry: sandbox::Telemetry) {
         let mut dropped = telemetry.dropped;
         let mut over = None;
-        let invalid = telemetry.dropped;
+        let mut invalid = telemetry.dropped;
         let counters = telemetry.counters.into_iter().map(|(n, d)| (n, Ok(d)));
         let gauges = telemetry.gauges.into_iter().map(|(n, v)| (n, Err(v)));
         for (name, report) in counters.chain(gauges) {
-            if !self.metric_names.contains(&name) {
-                if self.metric_names.len() >= MAX_PLUGIN_METRICS {
+            let gauge = report.is_err();
+            match self.metric_names.get(&name) {
+                Some(&kind) if kind == gauge => {}
+                // A counter's name reported as a gauge, or the other way round.
+                Some(_) => {
+                    dropped += 1;
+                    invalid += 1;
+                    continue;
+                }
+                None if self.metric_names.len() >= MAX_PLUGIN_METRICS => {
                     dropped += 1;
                     over.get_or_insert(name);
                     continue;
                 }
-                self.metric_names.insert(name.clone());
+                None => {
+                    self.metric_names.insert(name.clone(), gauge);
+                }
             }
             match report {
                 Ok(delta) => {
@@ -432,7 +461,7 @@ impl Runner {
         }
         if invalid > 0 && !self.warned_metrics.0 {
             self.warned_metrics.0 = true;
-            tracing::warn!(plugin = %self.plugin.label(), "a counter or gauge report was dropped and counted (PluginMetricsDropped): names are 1 to 128 letters, digits or ._-/:, values finite");
+            tracing::warn!(plugin = %self.plugin.label(), "a counter or gauge report was dropped and counted (PluginMetricsDropped): names are 1 to 128 letters, digits or ._-/:, values finite, and a name is a counter or a gauge, not both");
         }
         self.metrics.metrics_dropped += dropped;
     }

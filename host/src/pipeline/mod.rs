@@ -532,6 +532,12 @@ impl Pipeline {
         &self.start_timings
     }
 
+    /// Forgets the last run's counts (before an invocation that may fail before its run
+    /// starts, so it does not report the last one's again).
+    pub fn reset_stats(&mut self) {
+        self.stats = RunStats::default();
+    }
+
     /// What the current or last run did so far (a failed run: up to its last settled
     /// batch).
     pub fn stats(&self) -> &RunStats {

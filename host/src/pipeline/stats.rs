@@ -63,25 +63,26 @@ impl RunStats {
     }
 
     /// The plugins' counters and gauges by metric name: the plugin's own name, or for a
-    /// chain `STAGE-PLUGIN.NAME`, so two stages' names never merge.
+    /// chain `N-PLUGIN.NAME` (N the stage, from 1), so two stages' names never merge,
+    /// not even two stages of the same plugin.
     pub fn plugin_metrics(&self) -> (BTreeMap<String, u64>, BTreeMap<String, f64>) {
         let chained = self.stages.len() > 1;
-        let name = |label: &str, metric: &str| {
+        let name = |stage: usize, label: &str, metric: &str| {
             if chained {
                 let plugin = label.split('@').next().unwrap_or(label);
-                format!("{plugin}.{metric}")
+                format!("{}-{plugin}.{metric}", stage + 1)
             } else {
                 metric.to_owned()
             }
         };
         let mut counters = BTreeMap::new();
         let mut gauges = BTreeMap::new();
-        for (label, metrics) in &self.stages {
+        for (stage, (label, metrics)) in self.stages.iter().enumerate() {
             for (metric, value) in &metrics.counters {
-                *counters.entry(name(label, metric)).or_default() += value;
+                *counters.entry(name(stage, label, metric)).or_default() += value;
             }
             for (metric, value) in &metrics.gauges {
-                gauges.insert(name(label, metric), *value);
+                gauges.insert(name(stage, label, metric), *value);
             }
         }
         (counters, gauges)
@@ -213,9 +214,12 @@ mod tests {
     fn a_chain_names_each_stage_plugins_metrics_apart() {
         let mut run = stats(1, 1, 2, 1);
         run.stages.push(run.stages[0].clone());
-        run.stages[1].0 = "q@2".into();
         let (counters, gauges) = run.plugin_metrics();
-        assert_eq!(counters.keys().collect::<Vec<_>>(), ["p.seen", "q.seen"]);
+        assert_eq!(
+            counters.keys().collect::<Vec<_>>(),
+            ["1-p.seen", "2-p.seen"],
+            "two stages of one plugin"
+        );
         assert_eq!(gauges.len(), 2);
         assert_eq!(run.plugin_totals().calls, 2);
     }

@@ -131,10 +131,9 @@ pub async fn publish(
         let artifact = Artifact {
             arch: std::env::consts::ARCH.to_owned(),
             engine: engine_key.clone(),
-            key: to.key(&format!(
-                "artifacts/{sha256}-{engine_key}-{}.cwasm",
-                std::env::consts::ARCH
-            )),
+            // Content-addressed like modules: an object already at this key has these
+            // very bytes (whatever sits at a guessable name cannot pass for them).
+            key: to.key(&format!("artifacts/{}.cwasm", sha256_hex(&bytes))),
             sha256: sha256_hex(&bytes),
         };
         (artifact, bytes)
@@ -186,8 +185,19 @@ pub async fn publish(
                 existing.sha256
             );
         }
-        // The version as first published, made live again at this publish's sequence.
+        // The version as first published, made live again at this publish's sequence
+        // (with the artifact just made, if it had none for this engine).
+        let made = manifest.artifacts;
         manifest = existing;
+        vouch(&mut manifest, release.signing_key.as_ref())?;
+        for artifact in made {
+            if manifest
+                .artifact_for(&artifact.arch, &artifact.engine)
+                .is_none()
+            {
+                manifest.artifacts.push(artifact);
+            }
+        }
         manifest.sequence = sequence;
         resign(&mut manifest, release.signing_key.as_ref())?;
     }
@@ -230,6 +240,7 @@ pub async fn rollback(
             .await?
             .with_context(|| format!("no version was published before {}", live.label()))?,
     };
+    vouch(&mut target, signing_key)?;
     target.pinned = pin;
     // A rollback is a publish: the next sequence, so hosts take it (and never take the
     // bucket's older manifests back by themselves).
@@ -237,6 +248,28 @@ pub async fn rollback(
     resign(&mut target, signing_key)?;
     replace_live(s3, to, &target, Some(&etag)).await?;
     Ok((live, target))
+}
+
+/// Before a manifest read back from the bucket is signed again: a signed one must still
+/// verify with this key (the bucket may have been written since it was signed), and an
+/// unsigned one loses its artifacts (native code no signature of ours vouched for).
+fn vouch(manifest: &mut Manifest, key: Option<&SigningKey>) -> anyhow::Result<()> {
+    let Some(key) = key else {
+        return Ok(());
+    };
+    if manifest.signature.is_some() {
+        manifest
+            .check(Some(&key.verifying_key()))
+            .with_context(|| {
+                format!(
+                    "{}: the stored manifest does not verify with this signing key (signed by another key, or altered in the bucket); publish a new version",
+                    manifest.label()
+                )
+            })?;
+    } else {
+        manifest.artifacts.clear();
+    }
+    Ok(())
 }
 
 /// Signs `manifest` again after its sequence changed; one that was signed cannot go

@@ -4,7 +4,7 @@
 //! `alloc` (allocate without bound), `huge` (one 8 MiB output), `fail` (domain error),
 //! `flaky` (infrastructure error), `sleep` (20 s in WASI, then echoes), `fanout` (600 outputs of 1 KiB), `drop`, `log`, `noisy` (writes to stderr, then echoes),
 //! `flood` (1000 log lines, each trying to forge a second one), `metrics` (a counter, a
-//! gauge and a name no metric may have), `names` (60 counters), `poison` (breaks the
+//! gauge, a name no metric may have, the counter's name as a gauge), `names` (60 counters), `poison` (breaks the
 //! instance's state, then echoes) and `check` (panics on a broken instance, else echoes).
 //! Config `init=fail` or `init=panic` makes `init` refuse or trap.
 
@@ -63,6 +63,8 @@ pub fn transform(record: Record) -> Result<Vec<Output>, Error> {
             guest_sdk::metrics::counter("seen", 1);
             guest_sdk::metrics::gauge("level", 7.5);
             guest_sdk::metrics::counter("bad name\nforged", 1);
+            // A counter's name as a gauge: one name is one metric.
+            guest_sdk::metrics::gauge("seen", 1.0);
             Ok(vec![Output::new(record.payload())])
         }
         "names" => {
