@@ -58,7 +58,11 @@ class Record:
         """The payload parsed as JSON; not JSON is a ``DomainError``. Strict, as serde_json
         is: UTF-8 only (no BOM, no UTF-16), no ``NaN`` or ``Infinity``, nesting bounded."""
         try:
-            return json.loads(self.payload.decode("utf-8"), parse_constant=_no_constant)
+            return json.loads(
+                self.payload.decode("utf-8"),
+                parse_constant=_no_constant,
+                parse_float=_finite_float,
+            )
         except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise DomainError(f"invalid JSON payload: {e}") from None
 
@@ -72,6 +76,13 @@ class Record:
 
 def _no_constant(name):
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text):
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
 
 
 def _bytes(value, what):

@@ -20,6 +20,11 @@ def field(event, name, kind):
         ok = isinstance(value, kind)
     if not ok:
         raise pp.DomainError(f"invalid JSON payload: `{name}` is missing or not a {kind.__name__}")
+    if kind is float:
+        try:
+            return float(value)
+        except OverflowError:
+            raise pp.DomainError(f"invalid JSON payload: `{name}` is out of range") from None
     return value
 
 
@@ -40,7 +45,10 @@ def cents(amount):
 
 def day(ts):
     """The first 10 bytes of `ts` (a date), when they end on a character boundary."""
-    raw = ts.encode("utf-8")
+    try:
+        raw = ts.encode("utf-8")
+    except UnicodeEncodeError:
+        raise pp.DomainError("`ts` is not valid text") from None
     if len(raw) < 10 or (len(raw) > 10 and raw[10] & 0xC0 == 0x80):
         raise pp.DomainError("`ts` is not an RFC 3339 time")
     return raw[:10].decode("utf-8")

@@ -69,6 +69,10 @@ fn the_python_enrich_matches_the_rust_enrich_byte_for_byte() {
         // Odd cents past 2^52 (no halves there), and cents past what an i64 holds.
         r#"{"id":"h10","user":"u","action":"buy","amount":45035996273704.97,"ts":"2026-11-24"}"#,
         r#"{"id":"h11","user":"u","action":"buy","amount":1e307,"ts":"2026-11-24"}"#,
+        // Numbers no f64 holds, and a time that is not text (a lone surrogate).
+        r#"{"id":"h12","user":"u","action":"buy","amount":1e400,"ts":"2026-11-24"}"#,
+        r#"{"id":"h13","user":"u","action":"buy","amount":10000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000,"ts":"2026-11-24"}"#,
+        r#"{"id":"h14","user":"u","action":"buy","amount":1,"ts":"\ud800-11-24T00:00:00Z"}"#,
     ] {
         input.push_str(line);
         input.push('\n');
@@ -86,7 +90,7 @@ fn the_python_enrich_matches_the_rust_enrich_byte_for_byte() {
         python_dlq, rust_dlq,
         "the same records fail, with the same kinds"
     );
-    assert_eq!(rust_dlq.len(), 7, "{rust_dlq:?}");
+    assert_eq!(rust_dlq.len(), 10, "{rust_dlq:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

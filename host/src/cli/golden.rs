@@ -277,14 +277,19 @@ const MAX_DIFF_CELLS: usize = 4_000_000;
 fn line_diff(expected: &str, actual: &str) -> String {
     let a: Vec<&str> = expected.lines().collect();
     let b: Vec<&str> = actual.lines().collect();
-    if a.len().saturating_mul(b.len()) > MAX_DIFF_CELLS {
+    if (a.len() + 1).saturating_mul(b.len() + 1) > MAX_DIFF_CELLS {
         // Too big to align line by line in bounded memory: the first difference.
         let first = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        let line = |lines: &[&str]| {
+            lines
+                .get(first)
+                .map_or_else(|| "(end)".to_owned(), |l| l.chars().take(200).collect())
+        };
         return format!(
             "  --- expected\n  +++ actual\n    (first difference at line {})\n  - {}\n  + {}\n",
             first + 1,
-            a.get(first).unwrap_or(&"(end)"),
-            b.get(first).unwrap_or(&"(end)")
+            line(&a),
+            line(&b)
         );
     }
     // Longest common subsequence table, from the ends (cases are small).

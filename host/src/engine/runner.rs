@@ -293,7 +293,12 @@ impl Runner {
                     && matches!(failure.kind, FailureKind::Trap | FailureKind::MemoryLimit) =>
             {
                 // Once more, on a fresh instance, under the same rules (the budget, the
-                // batch's allowance of calls into the deadline) as any call.
+                // batch's allowance of calls into the deadline) as any call; with the
+                // allowance spent, the record keeps its own failure.
+                if self.deadline_calls >= MAX_DEADLINE_CALLS {
+                    report(indices[0], Err(failure));
+                    return;
+                }
                 self.live = None;
                 self.metrics.isolation_calls += 1;
                 self.run_isolating(records, indices, budget, report);

@@ -144,6 +144,15 @@ impl Manifest {
                 "the manifest has no publish sequence: its signature (from an older `host publish`) covers only the module hash; publish the version again".into(),
             ));
         }
+        self.verify_signature(signature, key)
+    }
+
+    /// Whether `signature` (base64) is `key`'s over [`Manifest::signed_bytes`].
+    pub fn verify_signature(
+        &self,
+        signature: &str,
+        key: &VerifyingKey,
+    ) -> Result<(), ManifestError> {
         let signature = BASE64
             .decode(signature)
             .ok()
@@ -151,7 +160,7 @@ impl Manifest {
             .ok_or_else(|| ManifestError::Signature("not a base64 ed25519 signature".into()))?;
         key.verify(&self.signed_bytes()?, &signature).map_err(|_| {
             ManifestError::Signature(
-                "it does not verify with the configured public key (the name, version, module, settings or sequence differ from what was signed, or another key signed it)".into(),
+                "it does not verify with the configured public key (the name, version, module, settings, sequence or artifacts differ from what was signed, or another key signed it)".into(),
             )
         })
     }

@@ -178,7 +178,10 @@ pub async fn publish(
         let existing = get_manifest(s3, &to.bucket, &version_key)
             .await?
             .context("the version manifest vanished")?;
-        if existing.sha256 != manifest.sha256 || existing.config != manifest.config {
+        if existing.sha256 != manifest.sha256
+            || existing.config != manifest.config
+            || existing.name != manifest.name
+        {
             bail!(
                 "{} is already published with another module or settings ({}); publish a new version",
                 manifest.label(),
@@ -251,25 +254,27 @@ pub async fn rollback(
 }
 
 /// Before a manifest read back from the bucket is signed again: a signed one must still
-/// verify with this key (the bucket may have been written since it was signed), and an
-/// unsigned one loses its artifacts (native code no signature of ours vouched for).
+/// verify with this key (the bucket may have been written since it was signed), and one
+/// no signature of ours covers (unsigned, or signed before sequences) loses its
+/// artifacts (native code we did not vouch for).
 fn vouch(manifest: &mut Manifest, key: Option<&SigningKey>) -> anyhow::Result<()> {
     let Some(key) = key else {
         return Ok(());
     };
-    if manifest.signature.is_some() {
-        manifest
-            .check(Some(&key.verifying_key()))
+    match manifest.signature.clone() {
+        Some(signature) if manifest.sequence > 0 => manifest
+            .verify_signature(&signature, &key.verifying_key())
             .with_context(|| {
                 format!(
-                    "{}: the stored manifest does not verify with this signing key (signed by another key, or altered in the bucket); publish a new version",
+                    "{}: its stored manifest's signature does not verify with this signing key (signed by another key, or altered in the bucket); publish a new version",
                     manifest.label()
                 )
-            })?;
-    } else {
-        manifest.artifacts.clear();
+            }),
+        _ => {
+            manifest.artifacts.clear();
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 /// Signs `manifest` again after its sequence changed; one that was signed cannot go
