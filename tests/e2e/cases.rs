@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::support::{Scratch, path_str, plugin};
+use crate::support::{Scratch, path_str, plugin, python_plugin};
 
 fn cases_of(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -36,6 +36,30 @@ fn every_example_plugin_passes_its_golden_cases() {
         );
         assert!(!run.stderr.contains("FAILED"), "{name}: {}", run.stderr);
     }
+}
+
+#[test]
+fn the_python_enrich_passes_its_golden_cases() {
+    // The Rust enrich's cases, with the Python SDK's own error messages: the same
+    // outputs, dead-letter kinds and drops.
+    let s = Scratch::new();
+    let wasm = python_plugin("enrich");
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins-python/enrich/tests/cases");
+    let cache = s.path("cache");
+    let run = s.host(
+        &[
+            "test",
+            "--plugin",
+            path_str(&wasm),
+            "--cases",
+            path_str(&cases),
+            "--cache-dir",
+            path_str(&cache),
+        ],
+        None,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.stderr.contains("3 cases passed"), "{}", run.stderr);
 }
 
 #[test]
