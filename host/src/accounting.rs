@@ -24,6 +24,24 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The counts as a JSON object (`in`, `transformed`, `dropped`, `failed`,
+    /// `retried`, `duplicate`, `outputs`), for answers and summaries to add to.
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        let counts = [
+            ("in", self.input),
+            ("transformed", self.transformed),
+            ("dropped", self.dropped),
+            ("failed", self.failed),
+            ("retried", self.retried),
+            ("duplicate", self.duplicate),
+            ("outputs", self.outputs),
+        ];
+        counts
+            .into_iter()
+            .map(|(name, n)| (name.to_owned(), n.into()))
+            .collect()
+    }
+
     /// Items with a verdict.
     pub fn settled(&self) -> u64 {
         self.transformed + self.dropped + self.failed + self.retried + self.duplicate

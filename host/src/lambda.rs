@@ -164,12 +164,9 @@ impl Host {
     /// The answer to a direct invocation or an S3 notification: the counts, and the
     /// plugin version(s) that ran.
     fn summary_json(&self, s: &Summary) -> Value {
-        serde_json::json!({
-            "in": s.input, "transformed": s.transformed, "dropped": s.dropped,
-            "failed": s.failed, "retried": s.retried, "duplicate": s.duplicate,
-            "outputs": s.outputs,
-            "plugin": self.pipeline.plugin_label(),
-        })
+        let mut answer = s.to_json();
+        answer.insert("plugin".into(), self.pipeline.plugin_label().into());
+        Value::Object(answer)
     }
 }
 

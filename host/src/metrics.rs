@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value, json};
 
-use crate::engine::CacheUse;
 use crate::pipeline::RunStats;
 use crate::registry::Timings;
 
@@ -126,34 +125,13 @@ fn pipeline_metrics(invocation: &Invocation<'_>) -> Vec<Metric> {
     }
     if let Some(timings) = invocation.cold_start {
         let sum = |f: &dyn Fn(&Timings) -> Duration| timings.iter().map(f).sum::<Duration>();
-        let compiled = |t: &Timings| {
-            matches!(
-                t.load.cache,
-                CacheUse::Miss | CacheUse::Rejected(_) | CacheUse::Off
-            )
-        };
+        let (compiled, loaded): (Vec<&Timings>, Vec<&Timings>) =
+            timings.iter().partition(|t| t.load.cache.compiled());
+        let load = |ts: Vec<&Timings>| ts.iter().map(|t| t.load.load).sum::<Duration>();
         metrics.push(millis("ColdStart.Fetch", sum(&|t| t.fetch)));
         metrics.push(millis("ColdStart.Verify", sum(&|t| t.verify)));
-        metrics.push(millis(
-            "ColdStart.Compile",
-            sum(&|t| {
-                if compiled(t) {
-                    t.load.load
-                } else {
-                    Duration::ZERO
-                }
-            }),
-        ));
-        metrics.push(millis(
-            "ColdStart.CacheLoad",
-            sum(&|t| {
-                if compiled(t) {
-                    Duration::ZERO
-                } else {
-                    t.load.load
-                }
-            }),
-        ));
+        metrics.push(millis("ColdStart.Compile", load(compiled)));
+        metrics.push(millis("ColdStart.CacheLoad", load(loaded)));
         metrics.push(millis("ColdStart.Prepare", sum(&|t| t.load.prepare)));
         metrics.push(millis("ColdStart.Init", sum(&|t| t.init)));
     }

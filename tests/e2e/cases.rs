@@ -18,16 +18,7 @@ fn every_example_plugin_passes_its_golden_cases() {
     for name in ["enrich", "validate", "route"] {
         let wasm = plugin(name);
         let cases = cases_of(name);
-        let run = s.host(
-            &[
-                "test",
-                "--plugin",
-                path_str(&wasm),
-                "--cases",
-                path_str(&cases),
-            ],
-            None,
-        );
+        let run = s.host_test(&wasm, &cases, &[]);
         assert!(run.status.success(), "{name}: {}", run.stderr);
         assert!(
             run.stderr.contains(" cases passed"),
@@ -46,18 +37,7 @@ fn the_python_enrich_passes_its_golden_cases() {
     let wasm = python_plugin("enrich");
     let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins-python/enrich/tests/cases");
     let cache = s.path("cache");
-    let run = s.host(
-        &[
-            "test",
-            "--plugin",
-            path_str(&wasm),
-            "--cases",
-            path_str(&cases),
-            "--cache-dir",
-            path_str(&cache),
-        ],
-        None,
-    );
+    let run = s.host_test(&wasm, &cases, &["--cache-dir", path_str(&cache)]);
     assert!(run.status.success(), "{}", run.stderr);
     assert!(run.stderr.contains("3 cases passed"), "{}", run.stderr);
 }
@@ -78,17 +58,7 @@ fn a_case_that_no_longer_matches_fails_with_a_diff_until_updated() {
     .expect("write");
     std::fs::write(cases.join("new.json"), r#"{"input": [{"id": "n"}]}"#).expect("write");
     let wasm = plugin("enrich");
-    let test = |extra: &[&str]| {
-        let mut args = vec![
-            "test",
-            "--plugin",
-            path_str(&wasm),
-            "--cases",
-            path_str(&cases),
-        ];
-        args.extend_from_slice(extra);
-        s.host(&args, None)
-    };
+    let test = |extra: &[&str]| s.host_test(&wasm, &cases, extra);
     let run = test(&[]);
     assert!(!run.status.success());
     assert!(

@@ -63,16 +63,7 @@ fn a_new_plugin_project_builds_and_passes_its_own_tests() {
     let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/scaffold/wasm32-wasip2/release/my_filter.wasm");
     let cases = dir.join("tests/cases");
-    let golden = s.host(
-        &[
-            "test",
-            "--plugin",
-            path_str(&wasm),
-            "--cases",
-            path_str(&cases),
-        ],
-        None,
-    );
+    let golden = s.host_test(&wasm, &cases, &[]);
     assert!(golden.status.success(), "{}", golden.stderr);
     assert!(
         golden.stderr.contains("2 cases passed"),
@@ -134,18 +125,8 @@ fn a_new_python_plugin_project_builds_and_passes_its_own_tests() {
     }
     let wasm = dir.join("py-filter.wasm");
     let cases = dir.join("tests/cases");
-    let golden = s.host(
-        &[
-            "test",
-            "--plugin",
-            path_str(&wasm),
-            "--cases",
-            path_str(&cases),
-            "--cache-dir",
-            path_str(&s.path("cache")),
-        ],
-        None,
-    );
+    let cache = s.path("cache");
+    let golden = s.host_test(&wasm, &cases, &["--cache-dir", path_str(&cache)]);
     assert!(golden.status.success(), "{}", golden.stderr);
     assert!(
         golden.stderr.contains("2 cases passed"),

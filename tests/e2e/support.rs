@@ -190,6 +190,19 @@ impl Scratch {
         self.host_with_env(&args, None, env)
     }
 
+    /// `host test --plugin WASM --cases CASES EXTRA...`.
+    pub fn host_test(&self, wasm: &Path, cases: &Path, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "test",
+            "--plugin",
+            path_str(wasm),
+            "--cases",
+            path_str(cases),
+        ];
+        args.extend_from_slice(extra);
+        self.host(&args, None)
+    }
+
     /// The JSON lines of a file in the scratch dir.
     pub fn json_lines(&self, name: &str) -> Vec<serde_json::Value> {
         let text =

@@ -133,34 +133,44 @@ fn summary_json(
     plugin: &str,
     duration: std::time::Duration,
 ) -> serde_json::Value {
-    let s = &stats.summary;
     let ms = |d: std::time::Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
-    serde_json::json!({
-        "in": s.input,
-        "transformed": s.transformed,
-        "dropped": s.dropped,
-        "failed": s.failed,
-        "retried": s.retried,
-        "duplicate": s.duplicate,
-        "outputs": s.outputs,
-        "failed_by_kind": stats.failed_by_kind,
-        "outputs_by_sink": stats.outputs_by_sink,
-        "plugin": plugin,
-        "stages": stats.stages.iter().map(|(label, m)| serde_json::json!({
-            "plugin": label,
-            "calls": m.calls,
-            "isolation_calls": m.isolation_calls,
-            "traps": m.traps,
-            "instances": m.instances,
-            "plugin_ms": ms(m.plugin_time),
-            "boundary_ms": ms(m.boundary_time),
-            "counters": m.counters,
-            "gauges": m.gauges,
-            "metrics_dropped": m.metrics_dropped,
-        })).collect::<Vec<_>>(),
-        "duration_ms": ms(duration),
-        "peak_memory_bytes": crate::report::peak_memory_bytes(),
-    })
+    let stages: Vec<serde_json::Value> = stats
+        .stages
+        .iter()
+        .map(|(label, m)| {
+            serde_json::json!({
+                "plugin": label,
+                "calls": m.calls,
+                "isolation_calls": m.isolation_calls,
+                "traps": m.traps,
+                "instances": m.instances,
+                "plugin_ms": ms(m.plugin_time),
+                "boundary_ms": ms(m.boundary_time),
+                "counters": m.counters,
+                "gauges": m.gauges,
+                "metrics_dropped": m.metrics_dropped,
+            })
+        })
+        .collect();
+    let mut summary = stats.summary.to_json();
+    summary.extend([
+        (
+            "failed_by_kind".to_owned(),
+            serde_json::json!(stats.failed_by_kind),
+        ),
+        (
+            "outputs_by_sink".to_owned(),
+            serde_json::json!(stats.outputs_by_sink),
+        ),
+        ("plugin".to_owned(), plugin.into()),
+        ("stages".to_owned(), stages.into()),
+        ("duration_ms".to_owned(), ms(duration).into()),
+        (
+            "peak_memory_bytes".to_owned(),
+            crate::report::peak_memory_bytes().into(),
+        ),
+    ]);
+    serde_json::Value::Object(summary)
 }
 
 /// A progress line on stderr while a long input runs, only when stderr is a terminal

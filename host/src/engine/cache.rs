@@ -51,9 +51,10 @@ pub enum Lookup {
 }
 
 impl ArtifactCache {
-    /// A cache in `dir` (created owner-only when missing) for artifacts of `engine`;
+    /// A cache in `dir` (created owner-only when missing) for artifacts of the engine
+    /// whose [`engine_key`] this is;
     /// refused when another user owns it or group or others may write it.
-    pub fn new(dir: &Path, engine: &wasmtime::Engine) -> std::io::Result<Self> {
+    pub fn new(dir: &Path, engine_key: &str) -> std::io::Result<Self> {
         use std::os::unix::fs::DirBuilderExt as _;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -62,7 +63,7 @@ impl ArtifactCache {
         private(dir)?;
         Ok(Self {
             dir: dir.to_owned(),
-            engine_key: engine_key(engine),
+            engine_key: engine_key.to_owned(),
         })
     }
 

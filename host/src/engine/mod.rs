@@ -118,6 +118,8 @@ pub struct Engine {
 
 struct EngineInner {
     engine: wasmtime::Engine,
+    /// [`cache::engine_key`] of `engine`, computed once.
+    key: String,
     linker: Linker<StoreState>,
     limits: Limits,
     stop_ticker: Arc<AtomicBool>,
@@ -144,6 +146,7 @@ impl Engine {
         spawn_epoch_ticker(engine.clone(), stop_ticker.clone())?;
         Ok(Self {
             inner: Arc::new(EngineInner {
+                key: cache::engine_key(&engine),
                 engine,
                 linker,
                 limits: limits.clone(),
@@ -174,7 +177,7 @@ impl Engine {
 
     /// A cache of precompiled artifacts in `dir`, for this engine's settings.
     pub fn artifact_cache(&self, dir: &Path) -> std::io::Result<ArtifactCache> {
-        ArtifactCache::new(dir, &self.inner.engine)
+        ArtifactCache::new(dir, &self.inner.key)
     }
 
     /// Loads a module whose sha256 is known (checked by the caller), through `cache`:
@@ -220,8 +223,8 @@ impl Engine {
 
     /// This engine's compatibility key: artifacts made by an engine with another key
     /// cannot be loaded by this one.
-    pub fn key(&self) -> String {
-        cache::engine_key(&self.inner.engine)
+    pub fn key(&self) -> &str {
+        &self.inner.key
     }
 
     /// Compiles a component ahead of time: wasmtime's artifact, loadable by an engine
@@ -351,6 +354,11 @@ pub enum CacheUse {
 }
 
 impl CacheUse {
+    /// Whether the module was compiled for this load (no cache entry or artifact used).
+    pub fn compiled(&self) -> bool {
+        matches!(self, Self::Miss | Self::Rejected(_) | Self::Off)
+    }
+
     /// `hit`, `miss`, `rejected`, `off` or `published`, for logs.
     pub fn as_str(&self) -> &'static str {
         match self {

@@ -89,6 +89,32 @@ impl RunnerMetrics {
         }
         self.gauges.extend(other.gauges);
     }
+
+    /// What happened after `earlier`, a snapshot of the same counts (gauges are levels:
+    /// their latest values stay).
+    pub fn since(&self, earlier: &RunnerMetrics) -> RunnerMetrics {
+        RunnerMetrics {
+            calls: self.calls.saturating_sub(earlier.calls),
+            traps: self.traps.saturating_sub(earlier.traps),
+            instances: self.instances.saturating_sub(earlier.instances),
+            isolation_calls: self.isolation_calls.saturating_sub(earlier.isolation_calls),
+            plugin_time: self.plugin_time.saturating_sub(earlier.plugin_time),
+            boundary_time: self.boundary_time.saturating_sub(earlier.boundary_time),
+            counters: self
+                .counters
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.saturating_sub(earlier.counters.get(k).copied().unwrap_or(0)),
+                    )
+                })
+                .filter(|(_, v)| *v > 0)
+                .collect(),
+            gauges: self.gauges.clone(),
+            metrics_dropped: self.metrics_dropped.saturating_sub(earlier.metrics_dropped),
+        }
+    }
 }
 
 struct Live {
@@ -262,21 +288,7 @@ impl Runner {
         }
         if self.deadline_calls >= MAX_DEADLINE_CALLS {
             // The batch's allowance of calls into the deadline is spent: no more calls.
-            let message = format!(
-                "not run: {} calls of this batch ran into the deadline, so the {} records left fail together",
-                self.deadline_calls,
-                indices.len()
-            );
-            for &index in indices {
-                report(
-                    index,
-                    Err(CallFailure {
-                        kind: FailureKind::Deadline,
-                        message: message.clone(),
-                        fresh: true,
-                    }),
-                );
-            }
+            self.fail_together(indices, "not run", true, report);
             return;
         }
         match self.call(records, indices) {
@@ -315,23 +327,8 @@ impl Runner {
                 self.deadline_calls += 1;
                 for (position, &index) in indices.iter().enumerate() {
                     if self.deadline_calls >= MAX_DEADLINE_CALLS {
-                        let rest = &indices[position..];
-                        let message = format!(
-                            "{}; not isolated: {} calls of this batch ran into the deadline, so the {} records left fail together",
-                            failure.message,
-                            self.deadline_calls,
-                            rest.len()
-                        );
-                        for &index in rest {
-                            report(
-                                index,
-                                Err(CallFailure {
-                                    kind: FailureKind::Deadline,
-                                    message: message.clone(),
-                                    fresh: failure.fresh,
-                                }),
-                            );
-                        }
+                        let why = format!("{}; not isolated", failure.message);
+                        self.fail_together(&indices[position..], &why, failure.fresh, report);
                         return;
                     }
                     self.metrics.isolation_calls += 1;
@@ -345,6 +342,32 @@ impl Runner {
                 self.run_isolating(records, left, budget, report);
                 self.run_isolating(records, right, budget, report);
             }
+        }
+    }
+
+    /// Fails the records at `indices` as `deadline`, together: the batch's allowance of
+    /// calls into the deadline is spent.
+    fn fail_together(
+        &self,
+        indices: &[usize],
+        why: &str,
+        fresh: bool,
+        report: &mut dyn FnMut(usize, Result<PluginResult, CallFailure>),
+    ) {
+        let message = format!(
+            "{why}: {} calls of this batch ran into the deadline, so the {} records left fail together",
+            self.deadline_calls,
+            indices.len()
+        );
+        for &index in indices {
+            report(
+                index,
+                Err(CallFailure {
+                    kind: FailureKind::Deadline,
+                    message: message.clone(),
+                    fresh,
+                }),
+            );
         }
     }
 
@@ -424,24 +447,29 @@ impl Runner {
     /// Keeps a call's counters and gauges, within the plugin's allowance of names. The
     /// first report dropped is said once, with why.
     fn keep_telemetry(&mut self, telemetry: sandbox::Telemetry) {
-        let mut dropped = telemetry.dropped;
-        let mut over = None;
+        enum Report {
+            Counter(u64),
+            Gauge(f64),
+        }
+        // Refused: by the sandbox (a bad name or value), or here (a name of the other
+        // kind); and names past the allowance.
         let mut invalid = telemetry.dropped;
-        let counters = telemetry.counters.into_iter().map(|(n, d)| (n, Ok(d)));
-        let gauges = telemetry.gauges.into_iter().map(|(n, v)| (n, Err(v)));
+        let mut over = 0;
+        let mut first_over = None;
+        let counters = (telemetry.counters.into_iter()).map(|(n, d)| (n, Report::Counter(d)));
+        let gauges = (telemetry.gauges.into_iter()).map(|(n, v)| (n, Report::Gauge(v)));
         for (name, report) in counters.chain(gauges) {
-            let gauge = report.is_err();
+            let gauge = matches!(report, Report::Gauge(_));
             match self.metric_names.get(&name) {
                 Some(&kind) if kind == gauge => {}
                 // A counter's name reported as a gauge, or the other way round.
                 Some(_) => {
-                    dropped += 1;
                     invalid += 1;
                     continue;
                 }
                 None if self.metric_names.len() >= MAX_PLUGIN_METRICS => {
-                    dropped += 1;
-                    over.get_or_insert(name);
+                    over += 1;
+                    first_over.get_or_insert(name);
                     continue;
                 }
                 None => {
@@ -449,16 +477,16 @@ impl Runner {
                 }
             }
             match report {
-                Ok(delta) => {
+                Report::Counter(delta) => {
                     let counter = self.metrics.counters.entry(name).or_default();
                     *counter = counter.saturating_add(delta);
                 }
-                Err(value) => {
+                Report::Gauge(value) => {
                     self.metrics.gauges.insert(name, value);
                 }
             }
         }
-        if let Some(name) = over
+        if let Some(name) = first_over
             && !self.warned_metrics.1
         {
             self.warned_metrics.1 = true;
@@ -468,6 +496,6 @@ impl Runner {
             self.warned_metrics.0 = true;
             tracing::warn!(plugin = %self.plugin.label(), "a counter or gauge report was dropped and counted (PluginMetricsDropped): names are 1 to 128 letters, digits or ._-/:, values finite, and a name is a counter or a gauge, not both");
         }
-        self.metrics.metrics_dropped += dropped;
+        self.metrics.metrics_dropped += invalid + over;
     }
 }

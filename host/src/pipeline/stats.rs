@@ -53,11 +53,7 @@ impl RunStats {
     pub fn plugin_totals(&self) -> RunnerMetrics {
         let mut total = RunnerMetrics::default();
         for (_, metrics) in &self.stages {
-            total.add(RunnerMetrics {
-                counters: BTreeMap::new(),
-                gauges: BTreeMap::new(),
-                ..metrics.clone()
-            });
+            total.add(metrics.clone());
         }
         total
     }
@@ -110,8 +106,11 @@ impl RunStats {
                 .iter()
                 .enumerate()
                 .map(|(i, (label, now))| {
-                    let before = earlier.stages.get(i).map(|(_, m)| m);
-                    (label.clone(), metrics_since(now, before))
+                    let delta = match earlier.stages.get(i) {
+                        Some((_, before)) => now.since(before),
+                        None => now.clone(),
+                    };
+                    (label.clone(), delta)
                 })
                 .collect(),
             swaps: self.swaps.saturating_sub(earlier.swaps),
@@ -137,23 +136,6 @@ fn subtract<K: Ord + Clone>(now: &BTreeMap<K, u64>, before: &BTreeMap<K, u64>) -
         })
         .filter(|(_, v)| *v > 0)
         .collect()
-}
-
-fn metrics_since(now: &RunnerMetrics, before: Option<&RunnerMetrics>) -> RunnerMetrics {
-    let Some(b) = before else {
-        return now.clone();
-    };
-    RunnerMetrics {
-        calls: now.calls.saturating_sub(b.calls),
-        traps: now.traps.saturating_sub(b.traps),
-        instances: now.instances.saturating_sub(b.instances),
-        isolation_calls: now.isolation_calls.saturating_sub(b.isolation_calls),
-        plugin_time: now.plugin_time.saturating_sub(b.plugin_time),
-        boundary_time: now.boundary_time.saturating_sub(b.boundary_time),
-        counters: subtract(&now.counters, &b.counters),
-        gauges: now.gauges.clone(),
-        metrics_dropped: now.metrics_dropped.saturating_sub(b.metrics_dropped),
-    }
 }
 
 #[cfg(test)]

@@ -130,7 +130,7 @@ pub async fn publish(
     let artifact = artifacts.map(|bytes| {
         let artifact = Artifact {
             arch: std::env::consts::ARCH.to_owned(),
-            engine: engine_key.clone(),
+            engine: engine_key.to_owned(),
             // Content-addressed like modules: an object already at this key has these
             // very bytes (whatever sits at a guessable name cannot pass for them).
             key: to.key(&format!("artifacts/{}.cwasm", sha256_hex(&bytes))),

@@ -304,7 +304,7 @@ impl PluginSource {
         {
             return None;
         }
-        manifest.artifact_for(std::env::consts::ARCH, &self.engine.key())
+        manifest.artifact_for(std::env::consts::ARCH, self.engine.key())
     }
 
     /// Hash check, compile or cache, `init`: the CPU-bound part, on a blocking thread.
