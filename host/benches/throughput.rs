@@ -11,18 +11,26 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pipeline_host::config::Budget;
+use pipeline_host::engine::Chain;
 use pipeline_host::{Engine, Limits, Outcome, Record, Runner};
 
 mod common;
+mod raw;
 use common::{machine, wasmtime_version, write_section};
 
 const RECORDS: usize = 1_000_000;
 const BATCH_SIZES: [usize; 4] = [1, 100, 1000, 10_000];
 const REPEATS: usize = 3;
+/// The batch size of the decomposition and of the chain.
+const DECOMPOSE_BATCH: usize = 1000;
+/// Records through one runner for the memory-growth check.
+const LONG_RUN: usize = 10_000_000;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let wasm_dir = root.join("target/wasm32-wasip2/plugin");
+    // `./dev flamegraph` points this at plugins built with their function names.
+    let wasm_dir = std::env::var_os("THROUGHPUT_PLUGINS")
+        .map_or_else(|| root.join("target/wasm32-wasip2/plugin"), Into::into);
     let records = make_records(RECORDS);
     let payload_bytes: usize = records.iter().map(|r| r.payload.len()).sum();
     let rss_data = rss_kib().1;
@@ -35,6 +43,44 @@ fn main() {
         .load_file(&wasm_dir.join("misbehave.wasm"))
         .expect("misbehave.wasm");
     let naive = naive::Naive::load(&wasm_dir.join("naive_echo_bench.wasm"));
+    let validate = engine
+        .load_file(&wasm_dir.join("validate.wasm"))
+        .expect("validate.wasm");
+
+    // `THROUGHPUT_PROFILE=enrich|echo|chain|native[:BATCH]`: run one configuration over and
+    // over for about 10 s and write nothing, for a profiler to watch (`./dev flamegraph`).
+    if let Ok(which) = std::env::var("THROUGHPUT_PROFILE") {
+        let (which, batch) = which.split_once(':').unwrap_or((&which, "1000"));
+        let batch: usize = batch.parse().expect("THROUGHPUT_PROFILE=NAME:BATCH");
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            let outputs = match which {
+                "native" => native_enrich(&records),
+                "chain" => run_chain(&mut chain(&validate, &enrich), &records, batch),
+                "enrich" | "echo" => {
+                    let plugin = if which == "enrich" { &enrich } else { &echo };
+                    let mut runner = Runner::new(plugin.clone(), Vec::new()).expect("init");
+                    run_wasm(&mut runner, &records, batch)
+                }
+                other => panic!("THROUGHPUT_PROFILE: no configuration {other}"),
+            };
+            std::hint::black_box(outputs);
+        }
+        return;
+    }
+
+    // `THROUGHPUT_QUICK=1`: the decomposition and the chain only, printed (to compare
+    // plugin builds and engine settings); nothing is written.
+    if std::env::var_os("THROUGHPUT_QUICK").is_some() {
+        let parts = decompose(&records, &wasm_dir, &enrich, &echo);
+        let chained = chain_rows(&records, &validate, &enrich);
+        let mut native = Best::default();
+        for _ in 0..REPEATS {
+            native.add(timed(|| native_enrich(&records)));
+        }
+        println!("{}", render_decomposition(&parts, &native, &chained, &[]));
+        return;
+    }
 
     // Every configuration runs once per round and keeps its best time: on a shared
     // machine, interleaving keeps a slow spell from landing on one side of a ratio.
@@ -66,7 +112,11 @@ fn main() {
     for row in &rows {
         assert_eq!(row.wasm.outputs, native.outputs, "wasm and native disagree");
     }
-    let report = render(&rows, &native, payload_bytes, rss_data, &root);
+    let parts = decompose(&records, &wasm_dir, &enrich, &echo);
+    let chained = chain_rows(&records, &validate, &enrich);
+    let growth = long_run(&records, &enrich);
+    let mut report = render(&rows, &native, payload_bytes, rss_data, &root);
+    report.push_str(&render_decomposition(&parts, &native, &chained, &growth));
     write_section(&root.join("BENCHMARKS.md"), "throughput", &report);
     println!("{report}");
 }
@@ -150,6 +200,213 @@ fn native_enrich(records: &[Record]) -> usize {
         }
     }
     outputs
+}
+
+/// One plugin's time per record at [`DECOMPOSE_BATCH`], taken apart.
+struct Parts {
+    name: &'static str,
+    /// The whole `Runner::run`, ns/record.
+    runner: f64,
+    /// Of which packing and unpacking (the runner's own clock), ns/record.
+    boundary: f64,
+    /// Of which the call (lowering, the plugin, lifting; the runner's clock), ns/record.
+    call: f64,
+    /// The call alone on a batch packed beforehand, epoch interruption on / off.
+    raw_epoch: f64,
+    raw_no_epoch: f64,
+}
+
+fn decompose(
+    records: &[Record],
+    wasm_dir: &Path,
+    enrich: &pipeline_host::Plugin,
+    echo: &pipeline_host::Plugin,
+) -> Vec<Parts> {
+    let batches = raw::pack(records, DECOMPOSE_BATCH);
+    let per_record = |d: Duration| d.as_nanos() as f64 / records.len() as f64;
+    [
+        ("enrich", "enrich.wasm", enrich),
+        ("echo", "misbehave.wasm", echo),
+    ]
+    .into_iter()
+    .map(|(name, file, plugin)| {
+        let with_epoch = raw::RawPlugin::load(&wasm_dir.join(file), true);
+        let without = raw::RawPlugin::load(&wasm_dir.join(file), false);
+        let (mut runner_best, mut raw_on, mut raw_off) =
+            (Best::default(), Best::default(), Best::default());
+        let mut split = (Duration::MAX, Duration::MAX);
+        for _ in 0..REPEATS {
+            let mut runner = Runner::new(plugin.clone(), Vec::new()).expect("init");
+            runner_best.add(timed(|| run_wasm(&mut runner, records, DECOMPOSE_BATCH)));
+            let metrics = runner.take_metrics();
+            split.0 = split.0.min(metrics.boundary_time);
+            split.1 = split.1.min(metrics.plugin_time);
+            raw_on.add(timed(|| with_epoch.run(&batches)));
+            raw_off.add(timed(|| without.run(&batches)));
+        }
+        Parts {
+            name,
+            runner: runner_best.ns_per_record(),
+            boundary: per_record(split.0),
+            call: per_record(split.1),
+            raw_epoch: raw_on.ns_per_record(),
+            raw_no_epoch: raw_off.ns_per_record(),
+        }
+    })
+    .collect()
+}
+
+/// `validate -> enrich` as a chain of two plugins, against the two transforms natively.
+fn chain(validate: &pipeline_host::Plugin, enrich: &pipeline_host::Plugin) -> Chain {
+    Chain::new(vec![
+        Runner::new(validate.clone(), Vec::new()).expect("validate init"),
+        Runner::new(enrich.clone(), Vec::new()).expect("enrich init"),
+    ])
+}
+
+fn run_chain(chain: &mut Chain, records: &[Record], batch_size: usize) -> usize {
+    let mut outputs = 0;
+    for chunk in records.chunks(batch_size) {
+        for outcome in chain.run(chunk, Budget::unbounded()) {
+            if let Outcome::Transformed(list) = outcome {
+                outputs += list.len();
+            }
+        }
+    }
+    outputs
+}
+
+fn native_chain(records: &[Record]) -> usize {
+    let mut outputs = 0;
+    let mut attributes: Vec<(&str, &str)> = Vec::with_capacity(4);
+    for record in records {
+        attributes.clear();
+        attributes.extend(
+            record
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let input = guest_sdk::Record::new(&record.payload).with_attributes(&attributes);
+        if let Ok(Some(valid)) = validate::transform(input) {
+            let next = guest_sdk::Record::new(valid.payload()).with_attributes(&attributes);
+            if let Ok(output) = enrich::transform(next) {
+                outputs += usize::from(!output.payload().is_empty());
+            }
+        }
+    }
+    outputs
+}
+
+/// (native, chain in Wasm) over the records, best of the rounds.
+fn chain_rows(
+    records: &[Record],
+    validate: &pipeline_host::Plugin,
+    enrich: &pipeline_host::Plugin,
+) -> (Best, Best) {
+    let (mut native, mut wasm) = (Best::default(), Best::default());
+    for _ in 0..REPEATS {
+        native.add(timed(|| native_chain(records)));
+        let mut chain = chain(validate, enrich);
+        wasm.add(timed(|| run_chain(&mut chain, records, DECOMPOSE_BATCH)));
+    }
+    assert_eq!(
+        native.outputs, wasm.outputs,
+        "the chain and native disagree"
+    );
+    (native, wasm)
+}
+
+/// Resident memory of the process after each million of [`LONG_RUN`] records through one
+/// `enrich` runner at [`DECOMPOSE_BATCH`], in KiB.
+fn long_run(records: &[Record], enrich: &pipeline_host::Plugin) -> Vec<u64> {
+    let mut runner = Runner::new(enrich.clone(), Vec::new()).expect("init");
+    let mut rss = vec![rss_kib().1];
+    for _ in 0..LONG_RUN / records.len() {
+        std::hint::black_box(run_wasm(&mut runner, records, DECOMPOSE_BATCH));
+        rss.push(rss_kib().1);
+    }
+    rss
+}
+
+fn render_decomposition(
+    parts: &[Parts],
+    native: &Best,
+    chained: &(Best, Best),
+    growth: &[u64],
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n### Where the time goes (batch {DECOMPOSE_BATCH}, ns/record)\n\n\
+         | plugin | whole run | packing + unpacking | the call (lower, plugin, lift) | rest of the runner | call alone, epoch on | call alone, epoch off | epoch checks |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for p in parts {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}%) |",
+            p.name,
+            p.runner,
+            p.boundary,
+            p.call,
+            (p.runner - p.boundary - p.call).max(0.0),
+            p.raw_epoch,
+            p.raw_no_epoch,
+            p.raw_epoch - p.raw_no_epoch,
+            100.0 * (p.raw_epoch - p.raw_no_epoch) / p.raw_epoch
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| native `enrich` | {:.0} | | | | | | |",
+        native.ns_per_record()
+    );
+    let _ = writeln!(
+        s,
+        "\n\"Packing + unpacking\" and \"the call\" are the runner's own clocks (its `BoundaryTime` and \
+         `PluginTime` metrics); \"call alone\" calls the component's `transform` on batches packed \
+         before timing, on engines that differ only in epoch interruption (the host always runs with it \
+         on: it is the CPU deadline). How the plugin's own time splits (JSON, allocation, copies, the \
+         SDK) is in the flame graphs below."
+    );
+    let (native_chain, wasm_chain) = chained;
+    let _ = writeln!(
+        s,
+        "\n### A heavier pipeline: `validate -> enrich`\n\n\
+         Two plugins in a chain (two calls per batch, each parsing every record), batch {DECOMPOSE_BATCH}: \
+         **{:.0} records/s** in Wasm against {:.0} records/s for the two transforms called natively: \
+         **{:.2}x** ({:.0} against {:.0} ns/record).",
+        wasm_chain.rate(),
+        native_chain.rate(),
+        wasm_chain.rate() / native_chain.rate(),
+        wasm_chain.ns_per_record(),
+        native_chain.ns_per_record()
+    );
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let (first, last) = (
+        growth.first().copied().unwrap_or(0),
+        growth.last().copied().unwrap_or(0),
+    );
+    let peak = growth.iter().copied().max().unwrap_or(0);
+    let _ = writeln!(
+        s,
+        "\n### Memory over {}M records\n\n\
+         One `enrich` runner (one instance) at batch {DECOMPOSE_BATCH}, {} rounds over the same \
+         records: resident memory {:.1} MiB before the first round, {:.1} MiB after the last \
+         (highest {:.1} MiB; per round: {}).",
+        LONG_RUN / 1_000_000,
+        growth.len().saturating_sub(1),
+        mib(first),
+        mib(last),
+        mib(peak),
+        growth
+            .iter()
+            .map(|k| format!("{:.1}", mib(*k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    s
 }
 
 fn run_wasm(runner: &mut Runner, records: &[Record], batch_size: usize) -> usize {

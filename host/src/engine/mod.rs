@@ -138,6 +138,8 @@ impl Engine {
         config.epoch_interruption(true);
         // Plugins are small; a fixed strategy keeps precompiled artifacts comparable.
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        #[cfg(feature = "profiling")]
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         let engine =
             wasmtime::Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);

@@ -33,6 +33,9 @@ impl Default for Packer {
     }
 }
 
+/// How many attribute names a batch writes once and shares between its records.
+const MAX_SHARED_NAMES: usize = 32;
+
 /// A batch that does not fit the encoding's 32-bit offsets.
 #[derive(Debug, thiserror::Error)]
 #[error("batch of {bytes} bytes is too large for one call (the limit is 4 GiB)")]
@@ -58,12 +61,22 @@ impl Packer {
             };
             let [payload_offset, payload_len] = push(&mut batch.bytes, &record.payload);
             let first = (batch.attributes.len() / ATTRIBUTE_WORDS) as u32;
-            for (name, value) in &record.attributes {
-                let name = match self.names.iter().find(|(n, _)| n == name) {
-                    Some((_, span)) => *span,
+            for (position, (name, value)) in record.attributes.iter().enumerate() {
+                // Records of one source set the same names in the same order: the name
+                // at this position is checked first, a search only when it differs.
+                let known = match self.names.get(position) {
+                    Some((n, span)) if n == name => Some(*span),
+                    _ => self.names.iter().find(|(n, _)| n == name).map(|(_, s)| *s),
+                };
+                let name = match known {
+                    Some(span) => span,
                     None => {
                         let span = push(&mut batch.bytes, name.as_bytes());
-                        self.names.push((name.clone(), span));
+                        // Bounded, so records that each bring new names (message
+                        // attributes) cost a copy per name, not a search of every name.
+                        if self.names.len() < MAX_SHARED_NAMES {
+                            self.names.push((name.clone(), span));
+                        }
                         span
                     }
                 };
