@@ -393,8 +393,10 @@ fn render_decomposition(
         s,
         "\n### Memory over {}M records\n\n\
          One `enrich` runner (one instance) at batch {DECOMPOSE_BATCH}, {} rounds over the same \
-         records: resident memory {:.1} MiB before the first round, {:.1} MiB after the last \
-         (highest {:.1} MiB; per round: {}).",
+         records: the process's resident memory (which holds the million records and their \
+         copies in each configuration's runs) was {:.1} MiB before the first round and {:.1} MiB \
+         after the last (highest {:.1} MiB; after each round: {}). Memory per instance, alone: \
+         the Languages section.",
         LONG_RUN / 1_000_000,
         growth.len().saturating_sub(1),
         mib(first),

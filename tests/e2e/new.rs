@@ -39,6 +39,7 @@ fn a_new_plugin_project_builds_and_passes_its_own_tests() {
     for file in [
         "Cargo.toml",
         "rust-toolchain.toml",
+        ".cargo/config.toml",
         "src/lib.rs",
         "README.md",
     ] {

@@ -46,22 +46,31 @@ pub struct RawPlugin {
 impl RawPlugin {
     /// The component at `path` on an engine with Cranelift at `speed` (as the host's)
     /// and epoch interruption `epoch`.
+    #[allow(
+        dead_code,
+        reason = "the throughput bench's; the compilers bench makes its own engines"
+    )]
     pub fn load(path: &Path, epoch: bool) -> Self {
         let mut config = Config::new();
         config.epoch_interruption(epoch);
         config.cranelift_opt_level(pipeline_host::wasmtime::OptLevel::Speed);
         let engine = Engine::new(&config).expect("engine");
-        let mut linker = Linker::new(&engine);
+        let component = Component::from_file(&engine, path).expect("component");
+        Self::start(&engine, &component)
+    }
+
+    /// An instance of `component`, compiled by `engine`, after its `init`.
+    pub fn start(engine: &Engine, component: &Component) -> Self {
+        let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("wasi");
         Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).expect("host imports");
-        let component = Component::from_file(&engine, path).expect("component");
         let pre =
-            TransformPre::new(linker.instantiate_pre(&component).expect("link")).expect("world");
+            TransformPre::new(linker.instantiate_pre(component).expect("link")).expect("world");
         let ctx = Ctx {
             wasi: wasmtime_wasi::WasiCtxBuilder::new().build(),
             table: ResourceTable::new(),
         };
-        let mut store = Store::new(&engine, ctx);
+        let mut store = Store::new(engine, ctx);
         store.set_epoch_deadline(1 << 40);
         let bindings = pre.instantiate(&mut store).expect("instantiate");
         bindings

@@ -11,6 +11,7 @@ use super::{Lang, NewArgs};
 
 /// The toolchain this host and its SDK are built with (the generated project's too).
 const TOOLCHAIN: &str = include_str!("../../../rust-toolchain.toml");
+const CARGO_CONFIG: &str = include_str!("../../../.cargo/config.toml");
 
 /// The Python SDK and the contract, copied into a Python project.
 const PYTHON_SDK: &str = include_str!("../../../guest-sdk-python/pipeline_plugin.py");
@@ -88,6 +89,8 @@ fn rust_files(args: &NewArgs) -> anyhow::Result<Vec<(&'static str, String)>> {
     Ok(vec![
         ("Cargo.toml", cargo_toml(&args.name, &sdk)),
         ("rust-toolchain.toml", toolchain()),
+        // The build settings the project's own plugins use (why: in the file).
+        (".cargo/config.toml", CARGO_CONFIG.into()),
         (".gitignore", "/target\n".into()),
         ("src/lib.rs", LIB_RS.replace("{name}", &args.name)),
         ("tests/cases/sample.json", SAMPLE_CASE.into()),
