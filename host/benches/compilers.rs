@@ -4,8 +4,7 @@
 //! tiered start (serve the first batches from Winch while Cranelift compiles) would stand
 //! on. Epoch interruption on in both, as the host runs plugins.
 //!
-//! Needs wasmtime's Winch: `cargo bench -p host --features winch --bench compilers`
-//! (`./dev bench` runs it); writes the "Compilers" section of `BENCHMARKS.md`.
+//! Run with `./dev bench`; writes the "Compilers" section of `BENCHMARKS.md`.
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -26,6 +26,10 @@ pub struct Limits {
     pub max_attempts: u32,
     /// First retry delay; doubled per attempt, with jitter. Default 100 ms; at most 60 s.
     pub retry_base_delay: Duration,
+    /// A module with no precompiled code runs its first batches on code from Winch
+    /// (wasmtime's fast baseline compiler) while Cranelift compiles it in the background;
+    /// its runners move to Cranelift's code between two batches. Default on.
+    pub tiered_start: bool,
 }
 
 impl Default for Limits {
@@ -39,6 +43,7 @@ impl Default for Limits {
             batch_size: 1000,
             max_attempts: 3,
             retry_base_delay: Duration::from_millis(100),
+            tiered_start: true,
         }
     }
 }

@@ -93,6 +93,7 @@ fn pipeline_metrics(invocation: &Invocation<'_>) -> Vec<Metric> {
         count("IsolationCalls", plugin.isolation_calls),
         count("Traps", plugin.traps),
         count("InstancesStarted", plugin.instances),
+        count("PluginTierUps", plugin.tier_ups),
         millis("PluginTime", plugin.plugin_time),
         millis("BoundaryTime", plugin.boundary_time),
         count("PluginMetricsDropped", plugin.metrics_dropped),

@@ -378,6 +378,23 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        flag: Some("tiered-start"),
+        env: "PIPELINE_TIERED_START",
+        default: Some("on"),
+        bounds: "`on` or `off`",
+        about: "a module not in the cache runs on Winch's quickly compiled code until Cranelift's is ready",
+        required: Required::Never,
+        list: false,
+        apply: |s, values| {
+            s.limits.tiered_start = match one(values)? {
+                "on" => true,
+                "off" => false,
+                other => return Err(format!("{other:?}: `on` or `off`")),
+            };
+            Ok(())
+        },
+    },
+    Setting {
         flag: Some("deadline-ms"),
         env: "PIPELINE_DEADLINE_MS",
         default: Some("1000"),

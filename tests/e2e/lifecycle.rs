@@ -491,6 +491,8 @@ async fn a_warm_cache_skips_the_compile_and_a_damaged_entry_is_recompiled() {
     let (lambda, line) = cold_start();
     assert_eq!(cache_use(&line), "miss", "{line}");
     assert_eq!(invoke(&lambda, &aws, "c1").await.0, "enrich@1.0.0");
+    // A miss runs Winch's code; Cranelift's, compiled meanwhile, is what the cache keeps.
+    wait_for_log(&lambda, "Cranelift's code is ready");
     drop(lambda);
 
     let entries: Vec<_> = std::fs::read_dir(scratch.path("plugin-cache"))
@@ -513,6 +515,7 @@ async fn a_warm_cache_skips_the_compile_and_a_damaged_entry_is_recompiled() {
     let log = lambda.log();
     assert!(log.contains("checksum mismatch"), "{log}");
     assert_eq!(invoke(&lambda, &aws, "c3").await.0, "enrich@1.0.0");
+    wait_for_log(&lambda, "Cranelift's code is ready");
     drop(lambda);
 
     let (_lambda, line) = cold_start();

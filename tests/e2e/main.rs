@@ -31,3 +31,4 @@ mod python;
 mod reprocess;
 mod run;
 mod stall;
+mod tiering;

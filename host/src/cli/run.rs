@@ -144,6 +144,7 @@ fn summary_json(
                 "isolation_calls": m.isolation_calls,
                 "traps": m.traps,
                 "instances": m.instances,
+                "tier_ups": m.tier_ups,
                 "plugin_ms": ms(m.plugin_time),
                 "boundary_ms": ms(m.boundary_time),
                 "counters": m.counters,

@@ -23,13 +23,13 @@ mod sandbox;
 mod wire;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Store};
+use wasmtime::{Config, Store, Strategy};
 
 pub use cache::{ArtifactCache, CacheError, Lookup};
 pub use chain::{Chain, StageStats};
@@ -117,10 +117,17 @@ pub struct Engine {
 }
 
 struct EngineInner {
+    /// Cranelift: the code plugins run on, and the code the cache keeps.
     engine: wasmtime::Engine,
     /// [`cache::engine_key`] of `engine`, computed once.
     key: String,
     linker: Linker<StoreState>,
+    /// Winch and its linker when tiered start is on: a module not in the cache runs on
+    /// Winch's code (compiled ~5x faster, running ~1.8x slower; BENCHMARKS.md) until
+    /// Cranelift's, compiled in the background, is ready.
+    baseline: Option<(wasmtime::Engine, Linker<StoreState>)>,
+    /// The background Cranelift compiles, joined by [`Engine::finish_background`].
+    background: Mutex<Vec<thread::JoinHandle<()>>>,
     limits: Limits,
     stop_ticker: Arc<AtomicBool>,
 }
@@ -142,15 +149,29 @@ impl Engine {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         let engine =
             wasmtime::Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
-        let mut linker = Linker::new(&engine);
-        sandbox::add_to_linker(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let linker = sandbox_linker(&engine)?;
+        let baseline = if limits.tiered_start {
+            let mut config = Config::new();
+            config.epoch_interruption(true);
+            config.strategy(Strategy::Winch);
+            let winch = wasmtime::Engine::new(&config)
+                .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+            let linker = sandbox_linker(&winch)?;
+            Some((winch, linker))
+        } else {
+            None
+        };
         let stop_ticker = Arc::new(AtomicBool::new(false));
-        spawn_epoch_ticker(engine.clone(), stop_ticker.clone())?;
+        let mut ticked = vec![engine.clone()];
+        ticked.extend(baseline.as_ref().map(|(winch, _)| winch.clone()));
+        spawn_epoch_ticker(ticked, stop_ticker.clone())?;
         Ok(Self {
             inner: Arc::new(EngineInner {
                 key: cache::engine_key(&engine),
                 engine,
                 linker,
+                baseline,
+                background: Mutex::new(Vec::new()),
                 limits: limits.clone(),
                 stop_ticker,
             }),
@@ -160,6 +181,21 @@ impl Engine {
     /// The limits this engine enforces.
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
+    }
+
+    /// Waits for the Cranelift compiles of tiered starts still running, so their code
+    /// reaches the cache before a short-lived process (`host run`) exits.
+    pub fn finish_background(&self) {
+        let handles = std::mem::take(
+            &mut *self
+                .inner
+                .background
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for handle in handles {
+            let _ = handle.join();
+        }
     }
 
     /// Loads a plugin from a `.wasm` file.
@@ -193,34 +229,128 @@ impl Engine {
     ) -> Result<(Plugin, LoadReport), PluginError> {
         let started = Instant::now();
         let lookup = cache.map_or(Lookup::Miss, |c| c.lookup(&self.inner.engine, sha256));
-        let (component, cache_use) = match lookup {
-            Lookup::Hit(component) => (component, CacheUse::Hit),
-            miss => {
-                if let Lookup::Rejected(reason) = &miss {
-                    tracing::warn!(plugin = origin, %reason, "ignoring a bad precompiled cache entry; recompiling");
-                }
-                let component = self.compile(bytes, origin)?;
-                let stored = cache.map(|c| c.store(sha256, &component));
-                if let Some(Err(reason)) = &stored {
-                    tracing::warn!(plugin = origin, %reason, "cannot store the precompiled artifact");
-                }
-                let cache_use = match (miss, stored) {
-                    (Lookup::Rejected(reason), _) => CacheUse::Rejected(reason),
-                    (_, None) => CacheUse::Off,
-                    _ => CacheUse::Miss,
-                };
-                (component, cache_use)
+        let miss = match lookup {
+            Lookup::Hit(component) => {
+                let loaded = started.elapsed();
+                return self.finish_load(&component, origin, CacheUse::Hit, loaded);
             }
+            miss => miss,
         };
+        if let Lookup::Rejected(reason) = &miss {
+            tracing::warn!(plugin = origin, %reason, "ignoring a bad precompiled cache entry; recompiling");
+        }
+        let cache_use = match (miss, cache) {
+            (Lookup::Rejected(reason), _) => CacheUse::Rejected(reason),
+            (_, None) => CacheUse::Off,
+            _ => CacheUse::Miss,
+        };
+        // Tiered start: Winch's code now, Cranelift's (into the cache) when ready. What
+        // Winch cannot compile (a proposal it lacks) Cranelift compiles now, as without.
+        let baseline = self.inner.baseline.as_ref().and_then(|(winch, linker)| {
+            compile_with(winch, bytes, origin)
+                .inspect_err(|e| tracing::debug!(plugin = origin, reason = %e, "Winch cannot compile it; Cranelift does"))
+                .ok()
+                .map(|component| (component, linker))
+        });
+        if let Some((component, linker)) = baseline {
+            let loaded = started.elapsed();
+            let started = Instant::now();
+            let mut plugin = self.prepare_with(linker, &component, origin)?;
+            let optimized = self.optimize_in_background(bytes, sha256, origin, cache);
+            plugin.optimized = Some(optimized);
+            tracing::info!(
+                plugin = origin,
+                compile_ms = loaded.as_millis() as u64,
+                "running Winch's code while Cranelift compiles in the background"
+            );
+            let report = LoadReport {
+                cache: cache_use,
+                load: loaded,
+                prepare: started.elapsed(),
+            };
+            return Ok((plugin, report));
+        }
+        let component = self.compile(bytes, origin)?;
+        if let Some(Err(reason)) = cache.map(|c| c.store(sha256, &component)) {
+            tracing::warn!(plugin = origin, %reason, "cannot store the precompiled artifact");
+        }
         let loaded = started.elapsed();
+        self.finish_load(&component, origin, cache_use, loaded)
+    }
+
+    fn finish_load(
+        &self,
+        component: &Component,
+        origin: &str,
+        cache: CacheUse,
+        load: Duration,
+    ) -> Result<(Plugin, LoadReport), PluginError> {
         let started = Instant::now();
-        let plugin = self.prepare(&component, origin)?;
+        let plugin = self.prepare(component, origin)?;
         let report = LoadReport {
-            cache: cache_use,
-            load: loaded,
+            cache,
+            load,
             prepare: started.elapsed(),
         };
         Ok((plugin, report))
+    }
+
+    /// Compiles `bytes` with Cranelift on a thread of its own, stores the code in
+    /// `cache`, and links it: where it will appear is returned. A failure is logged and
+    /// leaves the plugin on Winch's code.
+    fn optimize_in_background(
+        &self,
+        bytes: &[u8],
+        sha256: &str,
+        origin: &str,
+        cache: Option<&ArtifactCache>,
+    ) -> Arc<OnceLock<bindings::TransformPre<StoreState>>> {
+        let found = Arc::new(OnceLock::new());
+        let slot = found.clone();
+        let (engine, linker) = (self.inner.engine.clone(), self.inner.linker.clone());
+        let (bytes, sha256, label) = (bytes.to_vec(), sha256.to_owned(), origin.to_owned());
+        let cache = cache.cloned();
+        let compile = move || {
+            let origin = label;
+            let started = Instant::now();
+            let component = match compile_with(&engine, &bytes, &origin) {
+                Ok(component) => component,
+                Err(e) => {
+                    tracing::warn!(plugin = %origin, reason = %e, "Cranelift could not compile what Winch did; staying on Winch's code");
+                    return;
+                }
+            };
+            if let Some(Err(reason)) = cache.as_ref().map(|c| c.store(&sha256, &component)) {
+                tracing::warn!(plugin = %origin, %reason, "cannot store the precompiled artifact");
+            }
+            let linked = linker
+                .instantiate_pre(&component)
+                .and_then(bindings::TransformPre::new);
+            match linked {
+                Ok(pre) => {
+                    tracing::info!(plugin = %origin, compile_ms = started.elapsed().as_millis() as u64, "Cranelift's code is ready");
+                    let _ = slot.set(pre);
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = %origin, reason = %format!("{e:#}"), "Cranelift's code does not link; staying on Winch's code");
+                }
+            }
+        };
+        match thread::Builder::new()
+            .name("cranelift".into())
+            .spawn(compile)
+        {
+            Ok(handle) => self
+                .inner
+                .background
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(handle),
+            Err(e) => {
+                tracing::warn!(plugin = origin, reason = %e, "cannot start the background compile; staying on Winch's code");
+            }
+        }
+        found
     }
 
     /// This engine's compatibility key: artifacts made by an engine with another key
@@ -282,30 +412,29 @@ impl Engine {
 
     /// Cranelift compile, with the header checks that give plain errors.
     fn compile(&self, bytes: &[u8], origin: &str) -> Result<Component, PluginError> {
-        let origin = origin.to_owned();
-        if is_core_module(bytes) || !bytes.starts_with(b"\0asm") {
-            let reason = if bytes.starts_with(b"\0asm") {
-                "it is a core wasm module".to_owned()
-            } else {
-                "missing the `\\0asm` header".to_owned()
-            };
-            return Err(PluginError::NotAComponent { origin, reason });
-        }
-        Component::new(&self.inner.engine, bytes).map_err(|e| PluginError::NotAComponent {
-            origin,
-            reason: format!("{e:#}"),
-        })
+        compile_with(&self.inner.engine, bytes, origin)
     }
 
-    /// Links a compiled component against the sandbox and asks it who it is.
+    /// Links a Cranelift-compiled component against the sandbox and asks it who it is.
     fn prepare(&self, component: &Component, origin: &str) -> Result<Plugin, PluginError> {
+        self.prepare_with(&self.inner.linker, component, origin)
+    }
+
+    /// Links a component compiled by `linker`'s engine and asks it who it is.
+    fn prepare_with(
+        &self,
+        linker: &Linker<StoreState>,
+        component: &Component,
+        origin: &str,
+    ) -> Result<Plugin, PluginError> {
         let origin = origin.to_owned();
-        let pre = self.inner.linker.instantiate_pre(component).map_err(|e| {
-            PluginError::UnsupportedImport {
-                origin: origin.clone(),
-                reason: format!("{e:#}"),
-            }
-        })?;
+        let pre =
+            linker
+                .instantiate_pre(component)
+                .map_err(|e| PluginError::UnsupportedImport {
+                    origin: origin.clone(),
+                    reason: format!("{e:#}"),
+                })?;
         let pre = bindings::TransformPre::new(pre).map_err(|e| PluginError::WrongWorld {
             origin: origin.clone(),
             reason: format!("{e:#}"),
@@ -315,6 +444,7 @@ impl Engine {
             pre,
             name: origin.clone(),
             version: String::new(),
+            optimized: None,
         };
         let (mut store, bindings) = plugin.instantiate()?;
         let info = bindings
@@ -378,13 +508,46 @@ fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes.starts_with(b"\0asm") && bytes[6..8] == [0, 0]
 }
 
-fn spawn_epoch_ticker(engine: wasmtime::Engine, stop: Arc<AtomicBool>) -> Result<(), PluginError> {
+/// `engine`'s compile, with the header checks that give plain errors.
+fn compile_with(
+    engine: &wasmtime::Engine,
+    bytes: &[u8],
+    origin: &str,
+) -> Result<Component, PluginError> {
+    let origin = origin.to_owned();
+    if is_core_module(bytes) || !bytes.starts_with(b"\0asm") {
+        let reason = if bytes.starts_with(b"\0asm") {
+            "it is a core wasm module".to_owned()
+        } else {
+            "missing the `\\0asm` header".to_owned()
+        };
+        return Err(PluginError::NotAComponent { origin, reason });
+    }
+    Component::new(engine, bytes).map_err(|e| PluginError::NotAComponent {
+        origin,
+        reason: format!("{e:#}"),
+    })
+}
+
+/// A linker giving components the sandbox's imports.
+fn sandbox_linker(engine: &wasmtime::Engine) -> Result<Linker<StoreState>, PluginError> {
+    let mut linker = Linker::new(engine);
+    sandbox::add_to_linker(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+    Ok(linker)
+}
+
+fn spawn_epoch_ticker(
+    engines: Vec<wasmtime::Engine>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), PluginError> {
     thread::Builder::new()
         .name("epoch-ticker".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
+                for engine in &engines {
+                    engine.increment_epoch();
+                }
             }
         })
         .map(drop)
@@ -395,9 +558,12 @@ fn spawn_epoch_ticker(engine: wasmtime::Engine, stop: Arc<AtomicBool>) -> Result
 #[derive(Clone)]
 pub struct Plugin {
     engine: Engine,
+    /// Linked code: Cranelift's, or Winch's while `optimized` is set.
     pre: bindings::TransformPre<StoreState>,
     name: String,
     version: String,
+    /// Where Cranelift's code appears once compiled in the background (tiered start).
+    optimized: Option<Arc<OnceLock<bindings::TransformPre<StoreState>>>>,
 }
 
 impl Plugin {
@@ -424,6 +590,24 @@ impl Plugin {
         self.engine.limits()
     }
 
+    /// Whether the plugin runs Winch's code until Cranelift's is ready (tiered start).
+    pub fn is_baseline(&self) -> bool {
+        self.optimized.is_some()
+    }
+
+    /// The same plugin on Cranelift's code, once a tiered start's background compile
+    /// made it; `None` before then and for a plugin already on it.
+    pub(crate) fn optimized(&self) -> Option<Plugin> {
+        let pre = self.optimized.as_ref()?.get()?.clone();
+        Some(Plugin {
+            engine: self.engine.clone(),
+            pre,
+            name: self.name.clone(),
+            version: self.version.clone(),
+            optimized: None,
+        })
+    }
+
     /// `name@version`, as used in logs and dead-letter entries (before the plugin said
     /// who it is: where it came from).
     pub fn label(&self) -> String {
@@ -442,7 +626,8 @@ impl Plugin {
             limits.memory_bytes,
             format!("{}@{}", self.name, self.version),
         );
-        let mut store = Store::new(&self.engine.inner.engine, state);
+        // The store belongs to the engine that compiled this code (Cranelift or Winch).
+        let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| s.limiter());
         store.set_epoch_deadline(deadline_ticks(limits.deadline));
         // Start and `init` run under the same deadline as a call.

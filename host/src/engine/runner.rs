@@ -57,6 +57,8 @@ pub struct RunnerMetrics {
     pub traps: u64,
     /// Instances started (the first one included).
     pub instances: u64,
+    /// Moves from Winch's code to Cranelift's (tiered start), each with a new instance.
+    pub tier_ups: u64,
     /// Calls made to isolate a failing record (a failed call's halves, a record's second
     /// chance on a fresh instance).
     pub isolation_calls: u64,
@@ -79,6 +81,7 @@ impl RunnerMetrics {
         self.calls += other.calls;
         self.traps += other.traps;
         self.instances += other.instances;
+        self.tier_ups += other.tier_ups;
         self.isolation_calls += other.isolation_calls;
         self.plugin_time += other.plugin_time;
         self.boundary_time += other.boundary_time;
@@ -97,6 +100,7 @@ impl RunnerMetrics {
             calls: self.calls.saturating_sub(earlier.calls),
             traps: self.traps.saturating_sub(earlier.traps),
             instances: self.instances.saturating_sub(earlier.instances),
+            tier_ups: self.tier_ups.saturating_sub(earlier.tier_ups),
             isolation_calls: self.isolation_calls.saturating_sub(earlier.isolation_calls),
             plugin_time: self.plugin_time.saturating_sub(earlier.plugin_time),
             boundary_time: self.boundary_time.saturating_sub(earlier.boundary_time),
@@ -201,6 +205,14 @@ impl Runner {
     /// Transforms `records` within `budget`; returns exactly one outcome per record, in
     /// order.
     pub fn run(&mut self, records: &[Record], budget: Budget) -> Vec<Outcome> {
+        // Between two batches is where a runner on Winch's code moves to Cranelift's,
+        // once the background compile is done (tiered start).
+        if let Some(optimized) = self.plugin.optimized() {
+            self.plugin = optimized;
+            self.live = None;
+            self.metrics.tier_ups += 1;
+            tracing::info!(plugin = %self.plugin.label(), "running Cranelift's code from this batch on");
+        }
         let limits = self.plugin.engine.limits().clone();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
         let mut pending: Vec<usize> = (0..records.len()).collect();

@@ -149,6 +149,8 @@ pub struct Pipeline {
     stats: RunStats,
     /// How each stage's plugin became ready at start.
     start_timings: Vec<crate::registry::Timings>,
+    /// The engine the stages run on (its background compiles end with [`Pipeline::finish`]).
+    engine: Engine,
 }
 
 impl Pipeline {
@@ -207,6 +209,7 @@ impl Pipeline {
                     reason,
                 })?;
         Ok(Self {
+            engine,
             chain: Some(Chain::new(runners)),
             plugins,
             router: Router::new(sinks),
@@ -477,6 +480,9 @@ impl Pipeline {
     /// Makes every delivery final (file sinks move into place). Call once the run is
     /// complete; a pipeline dropped without it leaves no half-written files.
     pub fn finish(&self) -> Result<(), RunError> {
+        // A tiered start's Cranelift compile still running finishes into the cache, so
+        // the next `host run` of the same plugin starts from it.
+        self.engine.finish_background();
         self.router.finish().map_err(RunError::Finish)?;
         self.dlq.sink.finish().map_err(RunError::Finish)
     }
