@@ -182,9 +182,8 @@ fn make_records(n: usize) -> Vec<Record> {
         .collect()
 }
 
-/// The same transform, compiled natively and called in-process on the same records.
-fn native_enrich(records: &[Record]) -> usize {
-    let mut outputs = 0;
+/// Calls `f` with each record as the guest SDK hands it to a transform (natively).
+fn for_each_native(records: &[Record], mut f: impl FnMut(guest_sdk::Record<'_>, &[(&str, &str)])) {
     let mut attributes: Vec<(&str, &str)> = Vec::with_capacity(4);
     for record in records {
         attributes.clear();
@@ -194,11 +193,21 @@ fn native_enrich(records: &[Record]) -> usize {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
-        let input = guest_sdk::Record::new(&record.payload).with_attributes(&attributes);
+        f(
+            guest_sdk::Record::new(&record.payload).with_attributes(&attributes),
+            &attributes,
+        );
+    }
+}
+
+/// The same transform, compiled natively and called in-process on the same records.
+fn native_enrich(records: &[Record]) -> usize {
+    let mut outputs = 0;
+    for_each_native(records, |input, _| {
         if let Ok(output) = enrich::transform(input) {
             outputs += usize::from(!output.payload().is_empty());
         }
-    }
+    });
     outputs
 }
 
@@ -278,23 +287,14 @@ fn run_chain(chain: &mut Chain, records: &[Record], batch_size: usize) -> usize 
 
 fn native_chain(records: &[Record]) -> usize {
     let mut outputs = 0;
-    let mut attributes: Vec<(&str, &str)> = Vec::with_capacity(4);
-    for record in records {
-        attributes.clear();
-        attributes.extend(
-            record
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        );
-        let input = guest_sdk::Record::new(&record.payload).with_attributes(&attributes);
+    for_each_native(records, |input, attributes| {
         if let Ok(Some(valid)) = validate::transform(input) {
-            let next = guest_sdk::Record::new(valid.payload()).with_attributes(&attributes);
+            let next = guest_sdk::Record::new(valid.payload()).with_attributes(attributes);
             if let Ok(output) = enrich::transform(next) {
                 outputs += usize::from(!output.payload().is_empty());
             }
         }
-    }
+    });
     outputs
 }
 
@@ -503,25 +503,12 @@ mod naive {
     use std::path::Path;
 
     use pipeline_host::Record;
-    use pipeline_host::wasmtime::component::{Component, Linker, ResourceTable};
+    use pipeline_host::wasmtime::component::{Component, Linker};
     use pipeline_host::wasmtime::{Config, Engine, Store};
-    use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+    use super::raw::Ctx;
 
     pipeline_host::wasmtime::component::bindgen!({ path: "benches/naive/naive.wit", world: "naive-echo" });
-
-    struct Ctx {
-        wasi: WasiCtx,
-        table: ResourceTable,
-    }
-
-    impl WasiView for Ctx {
-        fn ctx(&mut self) -> WasiCtxView<'_> {
-            WasiCtxView {
-                ctx: &mut self.wasi,
-                table: &mut self.table,
-            }
-        }
-    }
 
     pub struct Naive {
         store: std::cell::RefCell<Store<Ctx>>,
@@ -538,11 +525,7 @@ mod naive {
             let component = Component::from_file(&engine, path).expect("build it: ./dev bench");
             let pre = NaiveEchoPre::new(linker.instantiate_pre(&component).expect("link"))
                 .expect("world");
-            let ctx = Ctx {
-                wasi: wasmtime_wasi::WasiCtxBuilder::new().build(),
-                table: ResourceTable::new(),
-            };
-            let mut store = Store::new(&engine, ctx);
+            let mut store = Store::new(&engine, Ctx::new());
             store.set_epoch_deadline(1 << 40);
             let bindings = pre.instantiate(&mut store).expect("instantiate");
             Self {

@@ -15,9 +15,19 @@ pipeline_host::wasmtime::component::bindgen!({ path: "../wit", world: "transform
 
 use pipeline::plugin::{host, types};
 
-struct Ctx {
+/// A store's state: WASI with nothing granted (what the benchmarked plugins import).
+pub struct Ctx {
     wasi: WasiCtx,
     table: ResourceTable,
+}
+
+impl Ctx {
+    pub fn new() -> Self {
+        Self {
+            wasi: wasmtime_wasi::WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+        }
+    }
 }
 
 impl WasiView for Ctx {
@@ -66,11 +76,7 @@ impl RawPlugin {
         Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).expect("host imports");
         let pre =
             TransformPre::new(linker.instantiate_pre(component).expect("link")).expect("world");
-        let ctx = Ctx {
-            wasi: wasmtime_wasi::WasiCtxBuilder::new().build(),
-            table: ResourceTable::new(),
-        };
-        let mut store = Store::new(engine, ctx);
+        let mut store = Store::new(engine, Ctx::new());
         store.set_epoch_deadline(1 << 40);
         let bindings = pre.instantiate(&mut store).expect("instantiate");
         bindings
