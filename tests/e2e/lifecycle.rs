@@ -180,6 +180,9 @@ async fn a_published_version_goes_live_between_batches_and_broken_ones_are_refus
         invoke(&lambda, &aws, "e1").await,
         ("enrich@1.0.0".into(), "EUR".into())
     );
+    // 1.0.0's Cranelift code reaches the cache in the background (tiered start); the
+    // rollback at the end finds it there.
+    wait_for_log(&lambda, "Cranelift's code is ready");
 
     // v2: another module, other shipped settings. Live from the first batch after the interval.
     let v2 = scratch.path("enrich-v2.wasm");

@@ -52,6 +52,12 @@ pub const WIT_VERSION: &str = "pipeline:plugin@0.1.0";
 
 /// How often the epoch ticker advances; CPU deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// How many times the deadline Winch's code gets (tiered start): it ran `enrich` 1.8x
+/// slower than Cranelift's in the compilers bench.
+const BASELINE_DEADLINE_FACTOR: u64 = 2;
+/// Winch's wasm stack: twice wasmtime's default, for its bigger frames (plugin threads
+/// have 2 MiB of native stack).
+const BASELINE_WASM_STACK: usize = 1 << 20;
 
 /// Why a plugin could not be loaded or started.
 #[derive(Debug, thiserror::Error)]
@@ -141,19 +147,17 @@ impl Drop for EngineInner {
 impl Engine {
     /// An engine enforcing `limits` on every plugin it runs.
     pub fn new(limits: &Limits) -> Result<Self, PluginError> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
+        let mut config = base_config();
         // Plugins are small; a fixed strategy keeps precompiled artifacts comparable.
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-        #[cfg(feature = "profiling")]
-        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         let engine =
             wasmtime::Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let linker = sandbox_linker(&engine)?;
         let baseline = if limits.tiered_start {
-            let mut config = Config::new();
-            config.epoch_interruption(true);
+            let mut config = base_config();
             config.strategy(Strategy::Winch);
+            // Winch's frames are bigger than Cranelift's: the same recursion needs more.
+            config.max_wasm_stack(BASELINE_WASM_STACK);
             let winch = wasmtime::Engine::new(&config)
                 .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
             let linker = sandbox_linker(&winch)?;
@@ -256,13 +260,12 @@ impl Engine {
             let loaded = started.elapsed();
             let started = Instant::now();
             let mut plugin = self.prepare_with(linker, &component, origin)?;
-            let optimized = self.optimize_in_background(bytes, sha256, origin, cache);
-            plugin.optimized = Some(optimized);
             tracing::info!(
                 plugin = origin,
                 compile_ms = loaded.as_millis() as u64,
                 "running Winch's code while Cranelift compiles in the background"
             );
+            plugin.optimized = Some(self.optimize_in_background(bytes, sha256, origin, cache));
             let report = LoadReport {
                 cache: cache_use,
                 load: loaded,
@@ -340,12 +343,13 @@ impl Engine {
             .name("cranelift".into())
             .spawn(compile)
         {
-            Ok(handle) => self
-                .inner
-                .background
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .push(handle),
+            Ok(handle) => {
+                let mut background =
+                    (self.inner.background.lock()).unwrap_or_else(|poisoned| poisoned.into_inner());
+                // A long-lived host (Lambda) never joins: finished ones go here.
+                background.retain(|h| !h.is_finished());
+                background.push(handle);
+            }
             Err(e) => {
                 tracing::warn!(plugin = origin, reason = %e, "cannot start the background compile; staying on Winch's code");
             }
@@ -508,6 +512,15 @@ fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes.starts_with(b"\0asm") && bytes[6..8] == [0, 0]
 }
 
+/// What both compilers' engines share: the CPU deadline, and names for `perf`.
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    #[cfg(feature = "profiling")]
+    config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    config
+}
+
 /// `engine`'s compile, with the header checks that give plain errors.
 fn compile_with(
     engine: &wasmtime::Engine,
@@ -590,9 +603,16 @@ impl Plugin {
         self.engine.limits()
     }
 
-    /// Whether the plugin runs Winch's code until Cranelift's is ready (tiered start).
-    pub fn is_baseline(&self) -> bool {
-        self.optimized.is_some()
+    /// The CPU deadline of a call, in epoch ticks. Winch's code does the same work
+    /// ~1.8x slower (BENCHMARKS.md), so it gets [`BASELINE_DEADLINE_FACTOR`] times the
+    /// time: a record that fits the deadline on Cranelift's code fits it on Winch's.
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        let ticks = deadline_ticks(self.limits().deadline);
+        if self.optimized.is_some() {
+            ticks.saturating_mul(BASELINE_DEADLINE_FACTOR)
+        } else {
+            ticks
+        }
     }
 
     /// The same plugin on Cranelift's code, once a tiered start's background compile
@@ -629,7 +649,7 @@ impl Plugin {
         // The store belongs to the engine that compiled this code (Cranelift or Winch).
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| s.limiter());
-        store.set_epoch_deadline(deadline_ticks(limits.deadline));
+        store.set_epoch_deadline(self.deadline_ticks());
         // Start and `init` run under the same deadline as a call.
         store.data_mut().begin_call(limits.deadline);
         let bindings = self
@@ -643,6 +663,6 @@ impl Plugin {
     }
 }
 
-pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
+fn deadline_ticks(deadline: Duration) -> u64 {
     (deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
 }
