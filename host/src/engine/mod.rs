@@ -52,9 +52,6 @@ pub const WIT_VERSION: &str = "pipeline:plugin@0.1.0";
 
 /// How often the epoch ticker advances; CPU deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
-/// How many times the deadline Winch's code gets (tiered start): it ran `enrich` 1.8x
-/// slower than Cranelift's in the compilers bench.
-const BASELINE_DEADLINE_FACTOR: u64 = 2;
 /// Winch's wasm stack: twice wasmtime's default, for its bigger frames (plugin threads
 /// have 2 MiB of native stack).
 const BASELINE_WASM_STACK: usize = 1 << 20;
@@ -603,16 +600,10 @@ impl Plugin {
         self.engine.limits()
     }
 
-    /// The CPU deadline of a call, in epoch ticks. Winch's code does the same work
-    /// ~1.8x slower (BENCHMARKS.md), so it gets [`BASELINE_DEADLINE_FACTOR`] times the
-    /// time: a record that fits the deadline on Cranelift's code fits it on Winch's.
+    /// The CPU deadline of a call, in epoch ticks: the same on Winch's code as on
+    /// Cranelift's (the sandbox does not change with the tier).
     pub(crate) fn deadline_ticks(&self) -> u64 {
-        let ticks = deadline_ticks(self.limits().deadline);
-        if self.optimized.is_some() {
-            ticks.saturating_mul(BASELINE_DEADLINE_FACTOR)
-        } else {
-            ticks
-        }
+        deadline_ticks(self.limits().deadline)
     }
 
     /// The same plugin on Cranelift's code, once a tiered start's background compile
