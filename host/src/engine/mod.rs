@@ -1,13 +1,15 @@
 //! The plugin engine: wasmtime with the component model, knowing nothing about AWS.
 //!
-//! One [`Engine`] per process (compiler, linker, epoch ticker); one [`Plugin`] per
+//! One [`Engine`] per process (compilers, linkers, epoch ticker); one [`Plugin`] per
 //! loaded component (compiled once, or deserialized from the [`ArtifactCache`], then
-//! pre-instantiated); instances are made from it by the [`Runner`], which owns the
-//! per-batch call, the trap handling and the retries; a [`Chain`] runs several runners
-//! in a row.
+//! pre-instantiated; with tiered start, first compiled by Winch while Cranelift compiles
+//! it in the background); instances are made from it by the [`Runner`], which owns the
+//! per-batch call, the trap handling, the retries and the move to Cranelift's code; a
+//! [`Chain`] runs several runners in a row.
 //!
 //! # Layout
-//! - `mod.rs`: [`Engine`] (compiler settings, linker, epoch ticker) and [`Plugin`].
+//! - `mod.rs`: [`Engine`] (compiler settings, linkers, epoch ticker, tiered start) and
+//!   [`Plugin`].
 //! - `sandbox.rs`: what an instance may touch: WASI with nothing granted, the memory cap,
 //!   the host's log and metric imports.
 //! - `wire.rs`: packing records into the batch encoding and checking the answer.
