@@ -602,12 +602,6 @@ impl Plugin {
         self.engine.limits()
     }
 
-    /// The CPU deadline of a call, in epoch ticks: the same on Winch's code as on
-    /// Cranelift's (the sandbox does not change with the tier).
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        deadline_ticks(self.limits().deadline)
-    }
-
     /// The same plugin on Cranelift's code, once a tiered start's background compile
     /// made it; `None` before then and for a plugin already on it.
     pub(crate) fn optimized(&self) -> Option<Plugin> {
@@ -642,7 +636,7 @@ impl Plugin {
         // The store belongs to the engine that compiled this code (Cranelift or Winch).
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| s.limiter());
-        store.set_epoch_deadline(self.deadline_ticks());
+        store.set_epoch_deadline(deadline_ticks(limits.deadline));
         // Start and `init` run under the same deadline as a call.
         store.data_mut().begin_call(limits.deadline);
         let bindings = self
@@ -656,6 +650,6 @@ impl Plugin {
     }
 }
 
-fn deadline_ticks(deadline: Duration) -> u64 {
+pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
     (deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
 }

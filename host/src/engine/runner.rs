@@ -24,7 +24,7 @@ use super::bindings::Transform;
 use super::bindings::pipeline::plugin::types::Error as WireError;
 use super::sandbox::{self, StoreState, TrapKind};
 use super::wire::{OutputCaps, Packer, PluginResult, unpack};
-use super::{Plugin, PluginError};
+use super::{Plugin, PluginError, deadline_ticks};
 use crate::config::Budget;
 use crate::record::{Failure, FailureKind, Outcome, Record};
 
@@ -409,7 +409,8 @@ impl Runner {
                 fresh: true,
             })?;
         self.metrics.boundary_time += packing.elapsed();
-        live.store.set_epoch_deadline(self.plugin.deadline_ticks());
+        live.store
+            .set_epoch_deadline(deadline_ticks(limits.deadline));
         live.store.data_mut().begin_call(limits.deadline);
         self.metrics.calls += 1;
         let calling = Instant::now();
