@@ -11,6 +11,11 @@
 
 extern crate self as guest_sdk;
 
+#[cfg(all(
+    feature = "allocator",
+    any(test, all(target_arch = "wasm32", not(target_feature = "atomics")))
+))]
+mod alloc;
 mod config;
 mod error;
 mod output;
@@ -22,6 +27,16 @@ pub use config::{Config, config};
 pub use error::{DomainError, Error, InfrastructureError};
 pub use output::{IntoOutputs, Output};
 pub use record::Record;
+
+/// The allocator of every plugin built with the SDK's default feature `allocator`: free
+/// lists by size class, see `alloc.rs`.
+#[cfg(all(
+    feature = "allocator",
+    target_arch = "wasm32",
+    not(target_feature = "atomics")
+))]
+#[global_allocator]
+static ALLOCATOR: alloc::SizeClasses = alloc::SizeClasses::new();
 
 /// Log lines, tagged by the host with the plugin's name and version.
 pub mod log {

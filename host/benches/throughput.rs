@@ -1,8 +1,8 @@
 //! Throughput: 1,000,000 JSON records (~200 bytes) through the `enrich` plugin in Wasm
 //! and through the same `enrich::transform` compiled natively, at several batch sizes,
-//! with the CPU deadline (epoch interruption) on. The `misbehave` plugin's echo path
-//! (a payload that is no command is copied to one output unchanged) measures what
-//! crossing the boundary costs: packing, copying in, the call, copying out, unpacking.
+//! with the CPU deadline (epoch interruption) on. The `echo-bench` plugin
+//! (`host/benches/echo`: each payload to one output, no other work) measures what
+//! crossing the boundary costs: packing, copying in, the SDK, copying out, unpacking.
 //!
 //! Run with `./dev bench`; writes the "Throughput" section of `BENCHMARKS.md`.
 
@@ -40,8 +40,8 @@ fn main() {
         .load_file(&wasm_dir.join("enrich.wasm"))
         .expect("build plugins first: ./dev plugins");
     let echo = engine
-        .load_file(&wasm_dir.join("misbehave.wasm"))
-        .expect("misbehave.wasm");
+        .load_file(&wasm_dir.join("echo_bench.wasm"))
+        .expect("echo_bench.wasm: ./dev bench builds it");
     let naive = naive::Naive::load(&wasm_dir.join("naive_echo_bench.wasm"));
     let validate = engine
         .load_file(&wasm_dir.join("validate.wasm"))
@@ -79,6 +79,19 @@ fn main() {
             native.add(timed(|| native_enrich(&records)));
         }
         println!("{}", render_decomposition(&parts, &native, &chained, &[]));
+        // The per-call cost: batches of one and of a hundred, echo and enrich.
+        let some = &records[..RECORDS / 5];
+        for (name, plugin) in [("echo", &echo), ("enrich", &enrich)] {
+            for batch_size in [1, 100] {
+                let mut best = Best::default();
+                for _ in 0..REPEATS {
+                    let mut runner = Runner::new(plugin.clone(), Vec::new()).expect("init");
+                    best.add(timed(|| run_wasm(&mut runner, some, batch_size)));
+                }
+                let ns = best.time.unwrap_or_default().as_nanos() as f64 / some.len() as f64;
+                println!("{name} at batch {batch_size}: {ns:.0} ns/record");
+            }
+        }
         return;
     }
 
@@ -191,7 +204,7 @@ fn for_each_native(records: &[Record], mut f: impl FnMut(guest_sdk::Record<'_>, 
             record
                 .attributes
                 .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
+                .map(|(k, v)| (k.as_ref(), v.as_str())),
         );
         f(
             guest_sdk::Record::new(&record.payload).with_attributes(&attributes),
@@ -235,7 +248,7 @@ fn decompose(
     let per_record = |d: Duration| d.as_nanos() as f64 / records.len() as f64;
     [
         ("enrich", "enrich.wasm", enrich),
-        ("echo", "misbehave.wasm", echo),
+        ("echo", "echo_bench.wasm", echo),
     ]
     .into_iter()
     .map(|(name, file, plugin)| {
@@ -543,7 +556,11 @@ mod naive {
                     .map(|r| InputRecord {
                         key: r.key.as_ref().map(|k| k.to_vec()),
                         payload: r.payload.to_vec(),
-                        attributes: r.attributes.clone(),
+                        attributes: r
+                            .attributes
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.clone()))
+                            .collect(),
                     })
                     .collect();
                 store.set_epoch_deadline(1 << 40);

@@ -139,7 +139,11 @@ impl DlqEntry {
                 key_base64,
                 payload,
                 payload_base64,
-                attributes: record.attributes.iter().cloned().collect(),
+                attributes: record
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
             },
             error: DlqError {
                 kind: failure.kind.to_string(),
@@ -227,7 +231,7 @@ impl DlqEntry {
             attributes: r
                 .attributes
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (crate::record::attribute_name(k.clone()), v.clone()))
                 .collect(),
         })
     }

@@ -1,6 +1,43 @@
 //! The host's plain record types: what sources produce and sinks consume.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
+
+/// The name of a record's attribute. The names the host sets (`source`, `stream`,
+/// `shard`, ...) are `'static` and shared by every record, so a source allocates nothing
+/// for them and packing a batch tells them apart without reading them; names that come
+/// with the data (a chained plugin's output attributes) are owned.
+pub type AttributeName = Cow<'static, str>;
+
+/// The attribute names the host's sources set.
+const HOST_NAMES: [&str; 16] = [
+    "source",
+    "stream",
+    "shard",
+    "sequence-number",
+    "arrival-time",
+    "queue",
+    "message-id",
+    "receive-count",
+    "table",
+    "event-name",
+    "delivery-stream",
+    "record-id",
+    "file",
+    "line",
+    "row",
+    "index",
+];
+
+/// `name` as an [`AttributeName`]: one of the host's own names is shared, any other is
+/// kept as it is (for names read back from a dead-letter entry or set by a plugin).
+pub fn attribute_name(name: String) -> AttributeName {
+    match HOST_NAMES.iter().find(|known| **known == name) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(name),
+    }
+}
 
 /// One input record, as decoded from a source.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -10,7 +47,7 @@ pub struct Record {
     /// The payload bytes handed to the plugin.
     pub payload: Bytes,
     /// Where the record came from: `source`, `stream`, `shard`, `line`, ...
-    pub attributes: Vec<(String, String)>,
+    pub attributes: Vec<(AttributeName, String)>,
 }
 
 impl Record {

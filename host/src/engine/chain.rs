@@ -205,7 +205,7 @@ fn output_to_record(from: &Record, output: Output) -> Record {
     for (name, value) in output.attributes {
         match attributes.iter_mut().find(|(n, _)| *n == name) {
             Some(slot) => slot.1 = value,
-            None => attributes.push((name, value)),
+            None => attributes.push((crate::record::attribute_name(name), value)),
         }
     }
     Record {

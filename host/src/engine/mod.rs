@@ -638,7 +638,9 @@ impl Plugin {
         store.limiter(|s| s.limiter());
         store.set_epoch_deadline(deadline_ticks(limits.deadline));
         // Start and `init` run under the same deadline as a call.
-        store.data_mut().begin_call(limits.deadline);
+        store
+            .data_mut()
+            .begin_call(Instant::now() + limits.deadline);
         let bindings = self
             .pre
             .instantiate(&mut store)

@@ -73,11 +73,11 @@ impl StoreState {
 
     /// Before each call: what the plugin wrote to stderr before belongs to other
     /// records, the per-call log allowance starts again, and the call may run (or
-    /// block in WASI) for `deadline`.
-    pub(crate) fn begin_call(&mut self, deadline: std::time::Duration) {
+    /// block in WASI) until `deadline`.
+    pub(crate) fn begin_call(&mut self, deadline: std::time::Instant) {
         self.stderr.clear();
         self.log_lines = 0;
-        self.call_deadline = Some(std::time::Instant::now() + deadline);
+        self.call_deadline = Some(deadline);
     }
 
     /// The resource table and the current call's deadline, for WASI's blocking calls.

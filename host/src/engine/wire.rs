@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use super::bindings::pipeline::plugin::types::{Error as WireError, InputBatch, OutputBatch};
-use crate::record::{Output, Record};
+use crate::record::{AttributeName, Output, Record};
 
 use wire_layout::{
     ATTRIBUTE_WORDS, MAX_BATCH_BYTES, NONE, OUTPUT_WORDS, RECORD_WORDS, RESULT_WORDS,
@@ -16,7 +16,7 @@ use wire_layout::{
 pub(crate) struct Packer {
     batch: InputBatch,
     /// Attribute names already written in this batch (names repeat on every record).
-    names: Vec<(String, [u32; 2])>,
+    names: Vec<(AttributeName, [u32; 2])>,
 }
 
 impl Default for Packer {
@@ -65,8 +65,12 @@ impl Packer {
                 // Records of one source set the same names in the same order: the name
                 // at this position is checked first, a search only when it differs.
                 let known = match self.names.get(position) {
-                    Some((n, span)) if n == name => Some(*span),
-                    _ => self.names.iter().find(|(n, _)| n == name).map(|(_, s)| *s),
+                    Some((n, span)) if same_name(n, name) => Some(*span),
+                    _ => self
+                        .names
+                        .iter()
+                        .find(|(n, _)| same_name(n, name))
+                        .map(|(_, s)| *s),
                 };
                 let name = match known {
                     Some(span) => span,
@@ -102,6 +106,30 @@ impl Packer {
             });
         }
         Ok(&self.batch)
+    }
+}
+
+/// `a == b`, for attribute names. The host's own names are `'static` and shared by every
+/// record: the same pointer, and nothing to read (packing compares every attribute name
+/// of every record, and a name read per record is a cache miss per record; measured in
+/// `BENCHMARKS.md`). Other names of 4 to 16 bytes compare as two overlapping words each,
+/// inline, where `==` calls `memcmp` for a few bytes.
+#[inline]
+fn same_name(a: &str, b: &str) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    if std::ptr::eq(a.as_ptr(), b.as_ptr()) {
+        return true;
+    }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    fn ends<const N: usize>(s: &[u8]) -> Option<(&[u8; N], &[u8; N])> {
+        Some((s.first_chunk::<N>()?, s.last_chunk::<N>()?))
+    }
+    match a.len() {
+        8..=16 => ends::<8>(a) == ends::<8>(b),
+        4..=7 => ends::<4>(a) == ends::<4>(b),
+        _ => a == b,
     }
 }
 
@@ -369,6 +397,24 @@ mod tests {
     }
 
     proptest! {
+        /// The inline comparison of names agrees with `==`: every length (around the
+        /// word sizes it switches at), names that differ in one byte anywhere.
+        #[test]
+        fn same_name_is_equality(
+            name in "[ab]{0,20}",
+            flip in any::<prop::sample::Index>(),
+        ) {
+            prop_assert!(same_name(&name, &name.clone()));
+            if !name.is_empty() {
+                let mut other = name.clone().into_bytes();
+                let at = flip.index(other.len());
+                other[at] = if other[at] == b'a' { b'b' } else { b'a' };
+                let other = String::from_utf8(other).expect("ascii");
+                prop_assert!(!same_name(&name, &other));
+                prop_assert!(!same_name(&name, &other[1..]));
+            }
+        }
+
         /// No answer a plugin can give makes the decoder panic or allocate past what
         /// it was handed; a decoded answer always keeps the caps.
         #[test]

@@ -388,14 +388,18 @@ pub fn decode_within(
     Ok(decoded)
 }
 
-fn record(payload: Vec<u8>, key: Option<Vec<u8>>, attributes: Vec<(&str, String)>) -> Record {
+fn record(
+    payload: Vec<u8>,
+    key: Option<Vec<u8>>,
+    attributes: Vec<(&'static str, String)>,
+) -> Record {
     Record {
         key: key.map(Bytes::from),
         payload: Bytes::from(payload),
         attributes: attributes
             .into_iter()
             .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| (k.to_owned(), v))
+            .map(|(k, v)| (k.into(), v))
             .collect(),
     }
 }
