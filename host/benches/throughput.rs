@@ -69,6 +69,15 @@ fn main() {
         return;
     }
 
+    // `THROUGHPUT_AB=DIR_A:DIR_B`: two builds of the plugins, compared on the call alone
+    // (epoch on), interleaved over many short rounds: on a machine whose speed drifts
+    // from minute to minute, only a comparison made in the same seconds shows a few %.
+    if let Ok(dirs) = std::env::var("THROUGHPUT_AB") {
+        let (a, b) = dirs.split_once(':').expect("THROUGHPUT_AB=DIR_A:DIR_B");
+        compare_builds(&records, Path::new(a), Path::new(b));
+        return;
+    }
+
     // `THROUGHPUT_QUICK=1`: the decomposition and the chain only, printed (to compare
     // plugin builds and engine settings); nothing is written.
     if std::env::var_os("THROUGHPUT_QUICK").is_some() {
@@ -276,6 +285,32 @@ fn decompose(
         }
     })
     .collect()
+}
+
+/// Prints, per plugin, the best call-alone time of two builds, 20 interleaved rounds of
+/// 100,000 records each.
+fn compare_builds(records: &[Record], a: &Path, b: &Path) {
+    let records = &records[..RECORDS / 10];
+    let batches = raw::pack(records, DECOMPOSE_BATCH);
+    for file in ["enrich.wasm", "echo_bench.wasm", "validate.wasm"] {
+        let (pa, pb) = (
+            raw::RawPlugin::load(&a.join(file), true),
+            raw::RawPlugin::load(&b.join(file), true),
+        );
+        let (mut best_a, mut best_b) = (Best::default(), Best::default());
+        for _ in 0..20 {
+            best_a.add(timed(|| pa.run(&batches)));
+            best_b.add(timed(|| pb.run(&batches)));
+        }
+        let ns =
+            |best: &Best| best.time.unwrap_or_default().as_nanos() as f64 / records.len() as f64;
+        println!(
+            "{file}: A {:.0} ns/record, B {:.0} ns/record, B/A {:.3}",
+            ns(&best_a),
+            ns(&best_b),
+            ns(&best_b) / ns(&best_a)
+        );
+    }
 }
 
 /// `validate -> enrich` as a chain of two plugins, against the two transforms natively.
