@@ -102,7 +102,14 @@ impl<'a> Record<'a> {
     /// The value of attribute `name` (`source`, `stream`, `shard`, `sequence-number`,
     /// `arrival-time`, `line`, ...), if set.
     pub fn attribute(&self, name: &str) -> Option<&'a str> {
-        self.attributes().find(|(n, _)| *n == name).map(|(_, v)| v)
+        match self.attributes {
+            // Names are compared as bytes; only the value found is checked for UTF-8.
+            Attributes::Packed { bytes, table } => table
+                .chunks_exact(wire::ATTRIBUTE_WORDS)
+                .find(|a| wire::slice(bytes, a[0], a[1]) == Some(name.as_bytes()))
+                .and_then(|a| wire::text(bytes, a[2], a[3])),
+            Attributes::Plain(list) => list.iter().find(|(n, _)| *n == name).map(|(_, v)| *v),
+        }
     }
 
     /// All attributes, in the order the host set them.
