@@ -490,6 +490,38 @@ mod tests {
         decode(kind, event).expect("decodes")
     }
 
+    /// Every name a source sets is one the host shares again when it reads the name back
+    /// (a DLQ entry reprocessed, a chained plugin's output): `record::HOST_NAMES` knows it.
+    #[test]
+    fn every_attribute_name_a_source_sets_is_a_shared_host_name() {
+        let mut seen = 0;
+        for name in [
+            "direct-event.json",
+            "dynamodb-event.json",
+            "firehose-event.json",
+            "kinesis-event.json",
+            "sqs-event.json",
+        ] {
+            for item in decode_fixture(name).items {
+                let record = match item.decoded {
+                    Ok(record) => record,
+                    Err(undecodable) => undecodable.record,
+                };
+                for (attribute, _) in &record.attributes {
+                    let shared = crate::record::attribute_name(attribute.to_string());
+                    assert!(
+                        matches!(shared, std::borrow::Cow::Borrowed(_)),
+                        "{name}: `{attribute}` is not in record::HOST_NAMES"
+                    );
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen > 20, "only {seen} attributes decoded");
+        let other = crate::record::attribute_name("colour".into());
+        assert!(matches!(other, std::borrow::Cow::Owned(n) if n == "colour"));
+    }
+
     #[test]
     fn kinesis_inflates_gzip_and_keeps_bad_records_for_the_dlq() {
         let event = decode_fixture("kinesis-event.json");
