@@ -92,9 +92,10 @@ impl<'a> Record<'a> {
     pub fn json<T: Deserialize<'a>>(&self) -> Result<T, DomainError> {
         // One UTF-8 check of the whole payload, then a parser that checks no string
         // again: cheaper inside the sandbox than `from_slice`, which checks each string
-        // it meets (a call each).
+        // it meets (a call each). JSON is UTF-8 (RFC 8259), so bytes that are not are
+        // refused even inside a field `T` ignores, which `from_slice` would have skipped.
         let text = std::str::from_utf8(self.payload)
-            .map_err(|e| DomainError::new(format!("payload is not JSON (not UTF-8): {e}")))?;
+            .map_err(|e| DomainError::new(format!("invalid JSON payload: not UTF-8: {e}")))?;
         Ok(serde_json::from_str(text)?)
     }
 
@@ -177,7 +178,17 @@ mod tests {
             .expect_err("not UTF-8");
         assert_eq!(
             err.message(),
-            "payload is not JSON (not UTF-8): invalid utf-8 sequence of 1 bytes from index 10"
+            "invalid JSON payload: not UTF-8: invalid utf-8 sequence of 1 bytes from index 10"
+        );
+        // Also inside a field the target type ignores: JSON is UTF-8.
+        let err = Record::new(b"{\"user\":\"a\",\"amount\":1,\"note\":\"\xff\"}")
+            .json::<Event>()
+            .expect_err("not UTF-8 in an ignored field");
+        assert!(
+            err.message()
+                .starts_with("invalid JSON payload: not UTF-8: "),
+            "{}",
+            err.message()
         );
         let err = Record::new(b"{\"user\":")
             .json::<Event>()
@@ -191,5 +202,44 @@ mod tests {
         let record = Record::new(b"x").with_attributes(&attributes);
         assert_eq!(record.attribute("shard"), Some("s-1"));
         assert_eq!(record.attribute("stream"), None);
+    }
+
+    /// Attributes as the host packs them: spans into the batch's bytes, four words each.
+    fn packed<'a>(bytes: &'a [u8], table: &'a [u32]) -> Record<'a> {
+        Record {
+            key: None,
+            payload: b"",
+            attributes: Attributes::Packed { bytes, table },
+        }
+    }
+
+    #[test]
+    fn attribute_reads_packed_spans_and_refuses_bad_ones() {
+        // "shard" "s-1" "shard" "s-2" "line" <0xff> "seq"
+        let bytes = b"shards-1shards-2line\xffseq";
+        let table = [
+            0, 5, 5, 3, // shard = s-1
+            8, 5, 13, 3, // shard = s-2: a duplicate, the first one wins
+            16, 4, 20, 1, // line = a byte that is not UTF-8
+            21, 3, 90, 2, // seq = a value outside the bytes
+            200, 4, 0, 1, // a name outside the bytes
+        ];
+        let record = packed(bytes, &table);
+        assert_eq!(record.attribute("shard"), Some("s-1"));
+        assert_eq!(record.attribute("line"), None, "a value that is not UTF-8");
+        assert_eq!(record.attribute("seq"), None, "a value out of bounds");
+        assert_eq!(
+            record.attribute("shar"),
+            None,
+            "a prefix of a name is not the name"
+        );
+        assert_eq!(record.attribute(""), None);
+        let all: Vec<_> = record.attributes().collect();
+        assert_eq!(all, [("shard", "s-1"), ("shard", "s-2")]);
+        // A table cut short ends the attributes; a name past u32 offsets cannot wrap.
+        let record = packed(bytes, &table[..6]);
+        assert_eq!(record.attributes().count(), 1);
+        let record = packed(bytes, &[u32::MAX, 2, 0, 1]);
+        assert_eq!(record.attribute("x"), None);
     }
 }

@@ -39,6 +39,20 @@ pub fn attribute_name(name: String) -> AttributeName {
     }
 }
 
+/// How many attributes `record` has; panics if one of their names is not in
+/// [`HOST_NAMES`] (the sources' tests: a name a source sets should be shared).
+#[cfg(test)]
+pub(crate) fn assert_shared_names(record: &Record) -> usize {
+    for (name, _) in &record.attributes {
+        let shared = attribute_name(name.to_string());
+        assert!(
+            matches!(shared, Cow::Borrowed(_)),
+            "`{name}` is not in record::HOST_NAMES"
+        );
+    }
+    record.attributes.len()
+}
+
 /// One input record, as decoded from a source.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {

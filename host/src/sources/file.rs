@@ -503,6 +503,24 @@ mod tests {
     }
 
     #[test]
+    fn every_attribute_name_is_a_shared_host_name() {
+        let mut seen = 0;
+        for (format, text) in [
+            (InputFormat::Jsonl, "{\"a\":1}\nnot json\n"),
+            (InputFormat::Csv, "id,name\n1,ann\n2\n"),
+        ] {
+            for item in read(format, text) {
+                let record = match item {
+                    Ok(record) => record,
+                    Err(undecodable) => undecodable.record,
+                };
+                seen += crate::record::assert_shared_names(&record);
+            }
+        }
+        assert_eq!(seen, 4 * 3, "source, file and line for each of 4 records");
+    }
+
+    #[test]
     fn a_long_line_of_leading_blanks_is_cut_not_skipped() {
         let text = format!("{}x\n{{\"a\":1}}\n", " ".repeat(3000));
         let limits = InputLimits {

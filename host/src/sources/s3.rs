@@ -401,15 +401,7 @@ fn read_parquet(
             .into_iter()
             .map(|json| {
                 row += 1;
-                Ok(crate::record::Record {
-                    key: None,
-                    payload: json.into(),
-                    attributes: vec![
-                        ("source".into(), "s3".into()),
-                        ("file".into(), name.to_owned()),
-                        ("row".into(), row.to_string()),
-                    ],
-                })
+                Ok(parquet_row(name, row, json))
             })
             .collect();
         if sender.blocking_send(Ok(records)).is_err() {
@@ -418,9 +410,30 @@ fn read_parquet(
     }
 }
 
+/// Row `row` (counted from 1) of Parquet object `name`, as JSON.
+fn parquet_row(name: &str, row: u64, json: Vec<u8>) -> crate::record::Record {
+    crate::record::Record {
+        key: None,
+        payload: json.into(),
+        attributes: vec![
+            ("source".into(), "s3".into()),
+            ("file".into(), name.to_owned()),
+            ("row".into(), row.to_string()),
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parquet_row_names_its_object_and_row_with_shared_names() {
+        let record = parquet_row("in/a.parquet", 7, b"{}".to_vec());
+        assert_eq!(crate::record::assert_shared_names(&record), 3);
+        assert_eq!(record.attribute("row"), Some("7"));
+        assert_eq!(record.attribute("file"), Some("in/a.parquet"));
+    }
 
     #[test]
     fn format_comes_from_the_extension() {
