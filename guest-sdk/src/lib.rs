@@ -5,6 +5,7 @@
 //! - `record`: [`Record`], the zero-copy view of one input record.
 //! - `output`: [`Output`] and [`IntoOutputs`], what a transform returns.
 //! - `error`: [`DomainError`], [`InfrastructureError`] and [`Error`].
+//! - `json`: the JSON writer behind `Output::json` (serde_json's bytes, faster strings).
 //! - `config`: [`Config`] and [`config()`], the settings handed to `init`.
 //! - `telemetry`: [`log`] and [`metrics`] through the host.
 //! - `wire`: the packed batch encoding of `wit/plugin.wit` (hidden).
@@ -18,6 +19,7 @@ extern crate self as guest_sdk;
 mod alloc;
 mod config;
 mod error;
+mod json;
 mod output;
 mod record;
 mod telemetry;

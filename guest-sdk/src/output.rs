@@ -3,7 +3,6 @@
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::wire::append;
 
 /// One output record: a payload, and optionally a key, a named destination and attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +29,7 @@ impl Output {
         // Start at a typical record's size: growing from empty costs several
         // reallocations per record, and allocation is dear inside the sandbox.
         let mut payload = Vec::with_capacity(256);
-        serde_json::to_writer(Appender(&mut payload), value)?;
+        crate::json::to_vec(&mut payload, value)?;
         Ok(Self::new(payload))
     }
 
@@ -70,28 +69,6 @@ impl Output {
     /// The attributes, in the order they were added.
     pub fn attributes(&self) -> &[(String, String)] {
         &self.attributes
-    }
-}
-
-/// Where `Output::json` writes: serde_json writes a record in many short pieces (a
-/// quote, a field name, a number), each one appended with [`append`].
-struct Appender<'v>(&'v mut Vec<u8>);
-
-impl std::io::Write for Appender<'_> {
-    #[inline]
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        append(self.0, buf);
-        Ok(buf.len())
-    }
-
-    #[inline]
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        append(self.0, buf);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

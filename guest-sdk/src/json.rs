@@ -1,0 +1,849 @@
+//! The SDK's JSON writer behind [`Output::json`](crate::Output::json): serde_json's output,
+//! byte for byte, with strings checked for escapes a word at a time.
+//!
+//! serde_json escapes a string one byte per loop iteration, and inside the sandbox every
+//! iteration is a loop header with an epoch check (the CPU deadline): its `serialize_str`
+//! was 17.5% of `enrich` (BENCHMARKS.md). Its `Formatter` has no hook for that scan. Here
+//! a string of up to 16 bytes, most field names and values, is checked by two overlapping
+//! word loads and copied the same way, with no loop; a longer one eight bytes at a time.
+//!
+//! Numbers, escapes and byte arrays are written by serde_json's own `CompactFormatter`.
+//! What this writer does not handle itself (a map key that is not a string, serde_json's
+//! private types such as `RawValue`) it reports as [`WriteError::Unsupported`], and
+//! [`to_vec`] starts that value over with serde_json: the output is always serde_json's.
+
+use serde::Serialize;
+use serde::ser::{self, Impossible};
+use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
+
+use crate::wire::append;
+
+/// `value` as JSON, appended to `out`; the same bytes as `serde_json::to_writer`.
+pub(crate) fn to_vec<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), serde_json::Error> {
+    let start = out.len();
+    match value.serialize(&mut Writer { out }) {
+        Ok(()) => Ok(()),
+        Err(WriteError::Json(e)) => Err(e),
+        // Rare types: serde_json writes the whole value again (the same bytes).
+        Err(WriteError::Unsupported) => {
+            out.truncate(start);
+            serde_json::to_writer(Appender(out), value)
+        }
+    }
+}
+
+/// Where serde_json's formatter writes: a record comes in many short pieces (a quote, a
+/// field name, a number), each appended with [`append`].
+pub(crate) struct Appender<'v>(pub(crate) &'v mut Vec<u8>);
+
+impl std::io::Write for Appender<'_> {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        append(self.0, buf);
+        Ok(buf.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        append(self.0, buf);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// A value this writer leaves to serde_json.
+    Unsupported,
+    /// A `Serialize` implementation's own error.
+    Json(serde_json::Error),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unsupported => f.write_str("a value the SDK's JSON writer leaves to serde_json"),
+            Self::Json(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+impl ser::Error for WriteError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        Self::Json(<serde_json::Error as ser::Error>::custom(msg))
+    }
+}
+
+/// The formatter's writes cannot fail (they append to a `Vec`); its signature says they can.
+fn formatted(
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut CompactFormatter, &mut Appender<'_>) -> std::io::Result<()>,
+) -> Result<(), WriteError> {
+    write(&mut CompactFormatter, &mut Appender(out))
+        .map_err(|e| WriteError::Json(serde_json::Error::io(e)))
+}
+
+// --- strings -------------------------------------------------------------------------
+
+const ONES: u64 = u64::from_le_bytes([1; 8]);
+const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+
+/// The high bit of each byte of `word` that JSON escapes (a control byte, `"` or `\`).
+/// Only the lowest bit set is exact (borrows may set higher ones), which is all
+/// [`first_escape`] reads.
+#[inline]
+fn escapes(word: u64) -> u64 {
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+    let control = word.wrapping_sub(ONES * 0x20) & !word;
+    (control | zero(word ^ (ONES * u64::from(b'"'))) | zero(word ^ (ONES * u64::from(b'\\'))))
+        & HIGH
+}
+
+#[inline]
+fn escaped(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
+}
+
+/// The first byte of `word`'s (little-endian) bytes that needs an escape, if any.
+#[inline]
+fn first_in(word: u64) -> Option<usize> {
+    match escapes(word) {
+        0 => None,
+        found => Some(found.trailing_zeros() as usize / 8),
+    }
+}
+
+/// The index of the first byte of `s` that JSON escapes. Up to 16 bytes with at most two
+/// (overlapping) word loads; longer strings eight bytes per iteration.
+#[inline]
+fn first_escape(s: &[u8]) -> Option<usize> {
+    let n = s.len();
+    let word8 = |at: usize| s.get(at..).and_then(|s| s.first_chunk::<8>()).copied();
+    let word4 = |at: usize| s.get(at..).and_then(|s| s.first_chunk::<4>()).copied();
+    match n {
+        0 => None,
+        1..=3 => (0..n).find(|&i| escaped(s[i])),
+        4..=7 => {
+            // Two 4-byte words, widened: the upper half of each is zero-free padding
+            // (0xff), so it never reads as an escape.
+            let wide = |w: [u8; 4]| u64::from(u32::from_le_bytes(w)) | (u64::MAX << 32);
+            let head = first_in(wide(word4(0)?));
+            head.or_else(|| Some(first_in(wide(word4(n - 4)?))? + n - 4))
+        }
+        _ => {
+            let mut at = 0;
+            while at + 8 <= n {
+                if let Some(i) = first_in(u64::from_le_bytes(word8(at)?)) {
+                    return Some(at + i);
+                }
+                at += 8;
+            }
+            // The last bytes, as the word that ends the string (it overlaps checked ones).
+            match at < n {
+                true => Some(first_in(u64::from_le_bytes(word8(n - 8)?))? + n - 8),
+                false => None,
+            }
+        }
+    }
+}
+
+/// Whether a string of up to 16 bytes has a byte JSON escapes: one word check, no loop.
+/// (A false "yes" would only cost the exact path; there is none: see the tests.)
+#[inline(always)]
+fn short_has_escape(s: &[u8]) -> bool {
+    let n = s.len();
+    let word = match (s.first_chunk::<8>(), s.last_chunk::<8>()) {
+        (Some(head), Some(tail)) => {
+            return escapes(u64::from_le_bytes(*head)) | escapes(u64::from_le_bytes(*tail)) != 0;
+        }
+        _ => match (s.first_chunk::<4>(), s.last_chunk::<4>()) {
+            // 4 to 7 bytes: both (overlapping) halves in one word.
+            (Some(head), Some(tail)) => {
+                u64::from(u32::from_le_bytes(*head)) | u64::from(u32::from_le_bytes(*tail)) << 32
+            }
+            // 1 to 3 bytes: first, middle and last, the rest 0xff (never an escape).
+            _ if n > 0 => {
+                u64::from(s[0])
+                    | u64::from(s[n / 2]) << 8
+                    | u64::from(s[n - 1]) << 16
+                    | u64::MAX << 24
+            }
+            _ => return false,
+        },
+    };
+    escapes(word) != 0
+}
+
+/// `s` as a JSON string, escaped as serde_json escapes it.
+#[inline(always)]
+fn write_str(out: &mut Vec<u8>, s: &str) -> Result<(), WriteError> {
+    let bytes = s.as_bytes();
+    if bytes.len() > 16 || short_has_escape(bytes) {
+        return write_escaped_str(out, bytes);
+    }
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    append(out, bytes);
+    out.push(b'"');
+    Ok(())
+}
+
+/// A longer string, or one with escapes: runs between escapes found a word at a time.
+#[inline(never)]
+fn write_escaped_str(out: &mut Vec<u8>, mut rest: &[u8]) -> Result<(), WriteError> {
+    out.push(b'"');
+    while let Some(at) = first_escape(rest) {
+        let (run, escaped) = (&rest[..at], rest[at]);
+        append(out, run);
+        let escape = match escaped {
+            b'"' => CharEscape::Quote,
+            b'\\' => CharEscape::ReverseSolidus,
+            0x08 => CharEscape::Backspace,
+            0x0c => CharEscape::FormFeed,
+            b'\n' => CharEscape::LineFeed,
+            b'\r' => CharEscape::CarriageReturn,
+            b'\t' => CharEscape::Tab,
+            byte => CharEscape::AsciiControl(byte),
+        };
+        formatted(out, |f, w| f.write_char_escape(w, escape))?;
+        rest = &rest[at + 1..];
+    }
+    append(out, rest);
+    out.push(b'"');
+    Ok(())
+}
+
+// --- values --------------------------------------------------------------------------
+
+struct Writer<'v> {
+    out: &'v mut Vec<u8>,
+}
+
+/// A sequence, map or struct being written: whether a comma comes next, and what closes
+/// it (`]` or `}`, and one more `}` inside an enum variant).
+struct Compound<'a, 'v> {
+    writer: &'a mut Writer<'v>,
+    first: bool,
+    close: u8,
+    in_variant: bool,
+}
+
+impl Compound<'_, '_> {
+    #[inline(always)]
+    fn comma(&mut self) {
+        if !std::mem::take(&mut self.first) {
+            self.writer.out.push(b',');
+        }
+    }
+
+    #[inline(always)]
+    fn end(self) -> Result<(), WriteError> {
+        self.writer.out.push(self.close);
+        if self.in_variant {
+            self.writer.out.push(b'}');
+        }
+        Ok(())
+    }
+}
+
+impl<'v> Writer<'v> {
+    #[inline(always)]
+    fn open<'a>(&'a mut self, open: u8, close: u8) -> Compound<'a, 'v> {
+        self.out.push(open);
+        Compound {
+            writer: self,
+            first: true,
+            close,
+            in_variant: false,
+        }
+    }
+
+    /// `{"variant":` ... closed by `close` and `}`.
+    fn open_variant<'a>(
+        &'a mut self,
+        variant: &str,
+        open: u8,
+        close: u8,
+    ) -> Result<Compound<'a, 'v>, WriteError> {
+        self.out.push(b'{');
+        write_str(self.out, variant)?;
+        append(self.out, &[b':', open]);
+        Ok(Compound {
+            writer: self,
+            first: true,
+            close,
+            in_variant: true,
+        })
+    }
+}
+
+macro_rules! numbers {
+    ($($method:ident: $type:ty => $write:ident),* $(,)?) => {$(
+        #[inline]
+        fn $method(self, value: $type) -> Result<(), WriteError> {
+            formatted(self.out, |f, w| f.$write(w, value))
+        }
+    )*};
+}
+
+impl<'a, 'v> ser::Serializer for &'a mut Writer<'v> {
+    type Ok = ();
+    type Error = WriteError;
+    type SerializeSeq = Compound<'a, 'v>;
+    type SerializeTuple = Compound<'a, 'v>;
+    type SerializeTupleStruct = Compound<'a, 'v>;
+    type SerializeTupleVariant = Compound<'a, 'v>;
+    type SerializeMap = Compound<'a, 'v>;
+    type SerializeStruct = Compound<'a, 'v>;
+    type SerializeStructVariant = Compound<'a, 'v>;
+
+    numbers! {
+        serialize_i8: i8 => write_i8, serialize_i16: i16 => write_i16,
+        serialize_i32: i32 => write_i32, serialize_i64: i64 => write_i64,
+        serialize_i128: i128 => write_i128, serialize_u8: u8 => write_u8,
+        serialize_u16: u16 => write_u16, serialize_u32: u32 => write_u32,
+        serialize_u64: u64 => write_u64, serialize_u128: u128 => write_u128,
+    }
+
+    fn serialize_bool(self, value: bool) -> Result<(), WriteError> {
+        append(self.out, if value { b"true" } else { b"false" });
+        Ok(())
+    }
+
+    fn serialize_f32(self, value: f32) -> Result<(), WriteError> {
+        match value.is_finite() {
+            true => formatted(self.out, |f, w| f.write_f32(w, value)),
+            false => self.serialize_unit(),
+        }
+    }
+
+    fn serialize_f64(self, value: f64) -> Result<(), WriteError> {
+        match value.is_finite() {
+            true => formatted(self.out, |f, w| f.write_f64(w, value)),
+            false => self.serialize_unit(),
+        }
+    }
+
+    fn serialize_char(self, value: char) -> Result<(), WriteError> {
+        write_str(self.out, value.encode_utf8(&mut [0; 4]))
+    }
+
+    #[inline]
+    fn serialize_str(self, value: &str) -> Result<(), WriteError> {
+        write_str(self.out, value)
+    }
+
+    fn serialize_bytes(self, value: &[u8]) -> Result<(), WriteError> {
+        formatted(self.out, |f, w| f.write_byte_array(w, value))
+    }
+
+    fn serialize_none(self) -> Result<(), WriteError> {
+        self.serialize_unit()
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), WriteError> {
+        value.serialize(self)
+    }
+
+    fn serialize_unit(self) -> Result<(), WriteError> {
+        append(self.out, b"null");
+        Ok(())
+    }
+
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<(), WriteError> {
+        self.serialize_unit()
+    }
+
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<(), WriteError> {
+        write_str(self.out, variant)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        self.out.push(b'{');
+        write_str(self.out, variant)?;
+        self.out.push(b':');
+        value.serialize(&mut *self)?;
+        self.out.push(b'}');
+        Ok(())
+    }
+
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Compound<'a, 'v>, WriteError> {
+        Ok(self.open(b'[', b']'))
+    }
+
+    fn serialize_tuple(self, _len: usize) -> Result<Compound<'a, 'v>, WriteError> {
+        Ok(self.open(b'[', b']'))
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Compound<'a, 'v>, WriteError> {
+        Ok(self.open(b'[', b']'))
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<Compound<'a, 'v>, WriteError> {
+        self.open_variant(variant, b'[', b']')
+    }
+
+    fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a, 'v>, WriteError> {
+        Ok(self.open(b'{', b'}'))
+    }
+
+    fn serialize_struct(
+        self,
+        name: &'static str,
+        _len: usize,
+    ) -> Result<Compound<'a, 'v>, WriteError> {
+        // serde_json's own types (`RawValue`, arbitrary-precision numbers) pass through
+        // a struct of a private name that only serde_json's serializer understands.
+        if name.starts_with("$serde_json::private::") {
+            return Err(WriteError::Unsupported);
+        }
+        Ok(self.open(b'{', b'}'))
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<Compound<'a, 'v>, WriteError> {
+        self.open_variant(variant, b'{', b'}')
+    }
+}
+
+impl ser::SerializeSeq for Compound<'_, '_> {
+    type Ok = ();
+    type Error = WriteError;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
+        self.comma();
+        value.serialize(&mut *self.writer)
+    }
+
+    fn end(self) -> Result<(), WriteError> {
+        Compound::end(self)
+    }
+}
+
+macro_rules! like_a_seq {
+    ($($trait:ident::$method:ident),*) => {$(
+        impl ser::$trait for Compound<'_, '_> {
+            type Ok = ();
+            type Error = WriteError;
+
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
+                ser::SerializeSeq::serialize_element(self, value)
+            }
+
+            fn end(self) -> Result<(), WriteError> {
+                Compound::end(self)
+            }
+        }
+    )*};
+}
+
+like_a_seq!(
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
+
+impl ser::SerializeMap for Compound<'_, '_> {
+    type Ok = ();
+    type Error = WriteError;
+
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), WriteError> {
+        self.comma();
+        key.serialize(KeyWriter(self.writer.out))
+    }
+
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
+        self.writer.out.push(b':');
+        value.serialize(&mut *self.writer)
+    }
+
+    fn end(self) -> Result<(), WriteError> {
+        Compound::end(self)
+    }
+}
+
+macro_rules! like_a_struct {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for Compound<'_, '_> {
+            type Ok = ();
+            type Error = WriteError;
+
+            #[inline(always)]
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), WriteError> {
+                self.comma();
+                write_str(self.writer.out, key)?;
+                self.writer.out.push(b':');
+                value.serialize(&mut *self.writer)
+            }
+
+            fn end(self) -> Result<(), WriteError> {
+                Compound::end(self)
+            }
+        }
+    )*};
+}
+
+like_a_struct!(SerializeStruct, SerializeStructVariant);
+
+/// A map key: a string (or what serde_json writes as one without converting it). Any
+/// other key (a number, a bool, ...) is serde_json's to convert or refuse.
+struct KeyWriter<'a>(&'a mut Vec<u8>);
+
+macro_rules! not_a_string {
+    ($($method:ident($($arg:ty),*)),* $(,)?) => {$(
+        fn $method(self, $(_: $arg),*) -> Result<(), WriteError> {
+            Err(WriteError::Unsupported)
+        }
+    )*};
+}
+
+impl ser::Serializer for KeyWriter<'_> {
+    type Ok = ();
+    type Error = WriteError;
+    type SerializeSeq = Impossible<(), WriteError>;
+    type SerializeTuple = Impossible<(), WriteError>;
+    type SerializeTupleStruct = Impossible<(), WriteError>;
+    type SerializeTupleVariant = Impossible<(), WriteError>;
+    type SerializeMap = Impossible<(), WriteError>;
+    type SerializeStruct = Impossible<(), WriteError>;
+    type SerializeStructVariant = Impossible<(), WriteError>;
+
+    fn serialize_str(self, value: &str) -> Result<(), WriteError> {
+        write_str(self.0, value)
+    }
+
+    fn serialize_char(self, value: char) -> Result<(), WriteError> {
+        write_str(self.0, value.encode_utf8(&mut [0; 4]))
+    }
+
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<(), WriteError> {
+        write_str(self.0, variant)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        value.serialize(self)
+    }
+
+    not_a_string! {
+        serialize_bool(bool), serialize_i8(i8), serialize_i16(i16), serialize_i32(i32),
+        serialize_i64(i64), serialize_i128(i128), serialize_u8(u8), serialize_u16(u16),
+        serialize_u32(u32), serialize_u64(u64), serialize_u128(u128), serialize_f32(f32),
+        serialize_f64(f64), serialize_bytes(&[u8]), serialize_none(), serialize_unit(),
+        serialize_unit_struct(&'static str),
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> Result<(), WriteError> {
+        Err(WriteError::Unsupported)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _value: &T,
+    ) -> Result<(), WriteError> {
+        Err(WriteError::Unsupported)
+    }
+
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq, WriteError> {
+        Err(WriteError::Unsupported)
+    }
+
+    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple, WriteError> {
+        Err(WriteError::Unsupported)
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleStruct, WriteError> {
+        Err(WriteError::Unsupported)
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleVariant, WriteError> {
+        Err(WriteError::Unsupported)
+    }
+
+    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap, WriteError> {
+        Err(WriteError::Unsupported)
+    }
+
+    fn serialize_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStruct, WriteError> {
+        Err(WriteError::Unsupported)
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStructVariant, WriteError> {
+        Err(WriteError::Unsupported)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn ours<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+        let mut out = b"prefix".to_vec();
+        to_vec(&mut out, value).map_err(|e| e.to_string())?;
+        assert!(out.starts_with(b"prefix"), "appends after what is there");
+        Ok(out.split_off(6))
+    }
+
+    fn serde_jsons<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+        serde_json::to_vec(value).map_err(|e| e.to_string())
+    }
+
+    fn same_as_serde_json<T: Serialize + ?Sized>(value: &T) {
+        let (a, b) = (ours(value), serde_jsons(value));
+        assert_eq!(
+            a.as_ref().map(|v| String::from_utf8_lossy(v)),
+            b.as_ref().map(|v| String::from_utf8_lossy(v))
+        );
+    }
+
+    /// Strings made of what escaping turns on: controls, quotes, backslashes, non-ASCII,
+    /// and plain letters, at every length around the word sizes.
+    fn text() -> impl Strategy<Value = String> {
+        let pieces = prop_oneof![
+            Just('a'),
+            Just('"'),
+            Just('\\'),
+            Just('\u{7f}'),
+            Just('é'),
+            Just('😀'),
+            (0u8..0x20).prop_map(char::from),
+            any::<char>(),
+        ];
+        proptest::collection::vec(pieces, 0..40).prop_map(String::from_iter)
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            text().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                proptest::collection::btree_map(text(), inner, 0..8)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn first_escape_finds_the_first_byte_json_escapes(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b'a'), Just(b'"'), Just(b'\\'), 0u8..0x20, 0x20u8..=0xff],
+                0..40,
+            ),
+        ) {
+            prop_assert_eq!(first_escape(&bytes), bytes.iter().position(|&b| escaped(b)));
+            let short = &bytes[..bytes.len().min(16)];
+            prop_assert_eq!(short_has_escape(short), short.iter().any(|&b| escaped(b)));
+        }
+
+        #[test]
+        fn strings_are_serde_jsons(s in text()) {
+            prop_assert_eq!(ours(&s), serde_jsons(&s));
+        }
+
+        #[test]
+        fn any_json_value_is_serde_jsons(v in value()) {
+            prop_assert_eq!(ours(&v), serde_jsons(&v));
+        }
+    }
+
+    #[derive(Serialize)]
+    struct Unit;
+
+    #[derive(Serialize)]
+    struct Newtype(u8);
+
+    #[derive(Serialize)]
+    struct Pair(i8, &'static str);
+
+    #[derive(Serialize)]
+    enum Kind {
+        Plain,
+        Wrapped(u32),
+        Tuple(u8, char),
+        Fields { a: Option<f32>, b: () },
+    }
+
+    #[derive(Serialize, PartialEq, Eq, PartialOrd, Ord)]
+    enum KeyKind {
+        Left,
+    }
+
+    #[derive(Serialize)]
+    struct Everything<'a> {
+        unit: Unit,
+        newtype: Newtype,
+        pair: Pair,
+        kinds: [Kind; 4],
+        none: Option<u8>,
+        some: Option<&'a str>,
+        chars: (char, char, char),
+        big: (i128, u128),
+        floats: [f64; 4],
+        small: f32,
+        list: Vec<u16>,
+        empty: Vec<u16>,
+        empty_map: BTreeMap<String, u8>,
+        variant_keys: BTreeMap<KeyKind, u8>,
+        #[serde(rename = "re\"named\n")]
+        renamed: bool,
+    }
+
+    struct Bytes(&'static [u8]);
+
+    impl Serialize for Bytes {
+        fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    #[test]
+    fn every_kind_of_value_is_written_as_serde_json_writes_it() {
+        same_as_serde_json(&Everything {
+            unit: Unit,
+            newtype: Newtype(7),
+            pair: Pair(-3, "p"),
+            kinds: [
+                Kind::Plain,
+                Kind::Wrapped(9),
+                Kind::Tuple(1, '\u{1}'),
+                Kind::Fields {
+                    a: Some(1.5),
+                    b: (),
+                },
+            ],
+            none: None,
+            some: Some("tab\there"),
+            chars: ('"', 'é', '\u{1f}'),
+            big: (i128::MIN, u128::MAX),
+            floats: [f64::NAN, f64::INFINITY, -0.0, 1e300],
+            small: f32::NEG_INFINITY,
+            list: vec![1, 2, 65535],
+            empty: Vec::new(),
+            empty_map: BTreeMap::new(),
+            variant_keys: BTreeMap::from([(KeyKind::Left, 1)]),
+            renamed: true,
+        });
+        same_as_serde_json(&Bytes(b"\x00\xff"));
+        same_as_serde_json(&'x');
+    }
+
+    #[test]
+    fn keys_that_are_not_strings_are_left_to_serde_json() {
+        // serde_json quotes numbers and bools as keys ...
+        same_as_serde_json(&BTreeMap::from([(1, "a"), (-2, "b")]));
+        same_as_serde_json(&BTreeMap::from([(true, 1)]));
+        same_as_serde_json(&vec![BTreeMap::from([("k", BTreeMap::from([(3u8, 'c')]))])]);
+        // ... and refuses others, with its own message.
+        let refused = BTreeMap::from([(vec![1], 2)]);
+        assert_eq!(ours(&refused), serde_jsons(&refused));
+        assert_eq!(
+            ours(&refused).expect_err("not a key"),
+            "key must be a string"
+        );
+    }
+
+    struct Refuses;
+
+    impl Serialize for Refuses {
+        fn serialize<S: ser::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(ser::Error::custom("no, not this one"))
+        }
+    }
+
+    #[test]
+    fn a_serialize_error_is_serde_jsons() {
+        let value = (1, Refuses);
+        assert_eq!(ours(&value).expect_err("refused"), "no, not this one");
+        assert_eq!(ours(&value), serde_jsons(&value));
+    }
+}
