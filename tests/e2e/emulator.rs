@@ -17,17 +17,22 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Self {
-        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let (bin, server) = (
+            root.join(".venv/bin/python"),
+            root.join("tests/e2e/moto_server.py"),
+        );
         assert!(
-            bin.exists(),
-            "{} is missing: run `./dev test`, which installs moto into .venv",
-            bin.display()
+            root.join(".venv/bin/moto_server").exists(),
+            "moto is missing from .venv: run `./dev test`, which installs it"
         );
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
+        // moto's server, with a fix for a race of its own (see the script).
         let child = Command::new(&bin)
+            .arg(&server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -9,6 +9,7 @@ use bindings::{Guest, InputRecord, OutputRecord};
 
 // The guest SDK's allocator, as the packed echo has it: the comparison is then between
 // the encodings alone. (Its source, not the SDK crate: the SDK would bring its own WIT.)
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 #[path = "../../../../guest-sdk/src/alloc.rs"]
 mod alloc;
 
