@@ -90,10 +90,13 @@ impl<'a> Record<'a> {
 
     /// The payload parsed as JSON into `T`; a parse failure is a [`DomainError`].
     pub fn json<T: Deserialize<'a>>(&self) -> Result<T, DomainError> {
-        // One UTF-8 check of the whole payload, then a parser that checks no string
-        // again: cheaper inside the sandbox than `from_slice`, which checks each string
-        // it meets (a call each). JSON is UTF-8 (RFC 8259), so bytes that are not are
-        // refused even inside a field `T` ignores, which `from_slice` would have skipped.
+        // The SDK's reader checks UTF-8 as it scans strings (JSON is ASCII outside
+        // them); what it leaves alone, or refuses, serde_json reads after one check of
+        // the whole payload (`from_str` checks no string again). JSON is UTF-8 (RFC
+        // 8259), so bytes that are not are refused even inside a field `T` ignores.
+        if let Ok(value) = crate::json::read(self.payload) {
+            return Ok(value);
+        }
         let text = std::str::from_utf8(self.payload)
             .map_err(|e| DomainError::new(format!("invalid JSON payload: not UTF-8: {e}")))?;
         Ok(serde_json::from_str(text)?)

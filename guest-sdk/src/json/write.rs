@@ -1,21 +1,11 @@
-//! The SDK's JSON writer behind [`Output::json`](crate::Output::json): serde_json's output,
-//! byte for byte, with strings checked for escapes a word at a time.
-//!
-//! serde_json escapes a string one byte per loop iteration, and inside the sandbox every
-//! iteration is a loop header with an epoch check (the CPU deadline): its `serialize_str`
-//! was 17.5% of `enrich` (BENCHMARKS.md). Its `Formatter` has no hook for that scan. Here
-//! a string of up to 16 bytes, most field names and values, is checked by two overlapping
-//! word loads and copied the same way, with no loop; a longer one eight bytes at a time.
-//!
-//! Numbers, escapes and byte arrays are written by serde_json's own `CompactFormatter`.
-//! What this writer does not handle itself (a map key that is not a string, serde_json's
-//! private types such as `RawValue`) it reports as [`WriteError::Unsupported`], and
-//! [`to_vec`] starts that value over with serde_json: the output is always serde_json's.
+//! The writer: serde_json's bytes for the data model records use, strings without a
+//! per-byte loop (see the module above).
 
 use serde::Serialize;
 use serde::ser::{self, Impossible};
 use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
 
+use super::scan::{first_escape, short_has_escape};
 use crate::wire::append;
 
 /// `value` as JSON, appended to `out`; the same bytes as `serde_json::to_writer`.
@@ -37,7 +27,7 @@ pub(crate) fn to_vec<T: Serialize + ?Sized>(
 
 /// Where serde_json's formatter writes: a record comes in many short pieces (a quote, a
 /// field name, a number), each appended with [`append`].
-pub(crate) struct Appender<'v>(pub(crate) &'v mut Vec<u8>);
+struct Appender<'v>(&'v mut Vec<u8>);
 
 impl std::io::Write for Appender<'_> {
     #[inline]
@@ -92,95 +82,6 @@ fn formatted(
 }
 
 // --- strings -------------------------------------------------------------------------
-
-const ONES: u64 = u64::from_le_bytes([1; 8]);
-const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
-
-/// The high bit of each byte of `word` that JSON escapes (a control byte, `"` or `\`).
-/// Only the lowest bit set is exact (borrows may set higher ones), which is all
-/// [`first_escape`] reads.
-#[inline]
-fn escapes(word: u64) -> u64 {
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
-    let control = word.wrapping_sub(ONES * 0x20) & !word;
-    (control | zero(word ^ (ONES * u64::from(b'"'))) | zero(word ^ (ONES * u64::from(b'\\'))))
-        & HIGH
-}
-
-#[inline]
-fn escaped(byte: u8) -> bool {
-    byte < 0x20 || byte == b'"' || byte == b'\\'
-}
-
-/// The first byte of `word`'s (little-endian) bytes that needs an escape, if any.
-#[inline]
-fn first_in(word: u64) -> Option<usize> {
-    match escapes(word) {
-        0 => None,
-        found => Some(found.trailing_zeros() as usize / 8),
-    }
-}
-
-/// The index of the first byte of `s` that JSON escapes. Up to 16 bytes with at most two
-/// (overlapping) word loads; longer strings eight bytes per iteration.
-#[inline]
-fn first_escape(s: &[u8]) -> Option<usize> {
-    let n = s.len();
-    let word8 = |at: usize| s.get(at..).and_then(|s| s.first_chunk::<8>()).copied();
-    let word4 = |at: usize| s.get(at..).and_then(|s| s.first_chunk::<4>()).copied();
-    match n {
-        0 => None,
-        1..=3 => (0..n).find(|&i| escaped(s[i])),
-        4..=7 => {
-            // Two 4-byte words, widened: the upper half of each is zero-free padding
-            // (0xff), so it never reads as an escape.
-            let wide = |w: [u8; 4]| u64::from(u32::from_le_bytes(w)) | (u64::MAX << 32);
-            let head = first_in(wide(word4(0)?));
-            head.or_else(|| Some(first_in(wide(word4(n - 4)?))? + n - 4))
-        }
-        _ => {
-            let mut at = 0;
-            while at + 8 <= n {
-                if let Some(i) = first_in(u64::from_le_bytes(word8(at)?)) {
-                    return Some(at + i);
-                }
-                at += 8;
-            }
-            // The last bytes, as the word that ends the string (it overlaps checked ones).
-            match at < n {
-                true => Some(first_in(u64::from_le_bytes(word8(n - 8)?))? + n - 8),
-                false => None,
-            }
-        }
-    }
-}
-
-/// Whether a string of up to 16 bytes has a byte JSON escapes: one word check, no loop.
-/// (A false "yes" would only cost the exact path; there is none: see the tests.)
-#[inline(always)]
-fn short_has_escape(s: &[u8]) -> bool {
-    let n = s.len();
-    let word = match (s.first_chunk::<8>(), s.last_chunk::<8>()) {
-        (Some(head), Some(tail)) => {
-            return escapes(u64::from_le_bytes(*head)) | escapes(u64::from_le_bytes(*tail)) != 0;
-        }
-        _ => match (s.first_chunk::<4>(), s.last_chunk::<4>()) {
-            // 4 to 7 bytes: both (overlapping) halves in one word.
-            (Some(head), Some(tail)) => {
-                u64::from(u32::from_le_bytes(*head)) | u64::from(u32::from_le_bytes(*tail)) << 32
-            }
-            // 1 to 3 bytes: first, middle and last, the rest 0xff (never an escape).
-            _ if n > 0 => {
-                u64::from(s[0])
-                    | u64::from(s[n / 2]) << 8
-                    | u64::from(s[n - 1]) << 16
-                    | u64::MAX << 24
-            }
-            _ => return false,
-        },
-    };
-    escapes(word) != 0
-}
 
 /// `s` as a JSON string, escaped as serde_json escapes it.
 #[inline(always)]
@@ -655,8 +556,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use proptest::prelude::*;
-    use serde_json::Value;
 
+    use super::super::strategies::{text, value};
     use super::*;
 
     fn ours<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
@@ -678,53 +579,7 @@ mod tests {
         );
     }
 
-    /// Strings made of what escaping turns on: controls, quotes, backslashes, non-ASCII,
-    /// and plain letters, at every length around the word sizes.
-    fn text() -> impl Strategy<Value = String> {
-        let pieces = prop_oneof![
-            Just('a'),
-            Just('"'),
-            Just('\\'),
-            Just('\u{7f}'),
-            Just('é'),
-            Just('😀'),
-            (0u8..0x20).prop_map(char::from),
-            any::<char>(),
-        ];
-        proptest::collection::vec(pieces, 0..40).prop_map(String::from_iter)
-    }
-
-    fn value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::from),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            any::<f64>().prop_map(Value::from),
-            text().prop_map(Value::from),
-        ];
-        leaf.prop_recursive(4, 64, 8, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-                proptest::collection::btree_map(text(), inner, 0..8)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
-
     proptest! {
-        #[test]
-        fn first_escape_finds_the_first_byte_json_escapes(
-            bytes in proptest::collection::vec(
-                prop_oneof![Just(b'a'), Just(b'"'), Just(b'\\'), 0u8..0x20, 0x20u8..=0xff],
-                0..40,
-            ),
-        ) {
-            prop_assert_eq!(first_escape(&bytes), bytes.iter().position(|&b| escaped(b)));
-            let short = &bytes[..bytes.len().min(16)];
-            prop_assert_eq!(short_has_escape(short), short.iter().any(|&b| escaped(b)));
-        }
-
         #[test]
         fn strings_are_serde_jsons(s in text()) {
             prop_assert_eq!(ours(&s), serde_jsons(&s));
