@@ -7,8 +7,13 @@
 //! - a number other than an integer of up to 19 digits or a decimal whose digits fit
 //!   2^53 with a power of ten up to 22 (those are exact in `f64`: serde_json computes
 //!   them the same way; the rest it rounds its own way),
+//! - an `f32` from a fraction (serde_json's `float_roundtrip` rounds it once, to `f32`),
 //! - enums, byte strings, 128-bit integers, map keys that are not strings, structs
 //!   from arrays, serde_json's private types.
+//!
+//! Every refusal is remembered for the whole read, so a type that swallows an error (a
+//! default on error) cannot turn one into a value. Each `deserialize_*` takes only the
+//! tokens serde_json's would (a number type numbers, a string type strings).
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
@@ -25,20 +30,36 @@ pub(crate) fn read<'a, T: de::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
         depth: 0,
         scratch: String::new(),
     };
+    FELL_BACK.set(false);
     let value = T::deserialize(&mut reader)?;
     reader.end()?;
-    Ok(value)
+    match FELL_BACK.get() {
+        false => Ok(value),
+        true => Err(Fallback(())),
+    }
 }
 
 /// `text` as a `T`: the same value, or the same error, as `serde_json::from_str`.
 #[cfg(test)]
 pub(crate) fn from_str<'a, T: de::Deserialize<'a>>(text: &'a str) -> serde_json::Result<T> {
-    read(text.as_bytes()).or_else(|Fallback| serde_json::from_str(text))
+    read(text.as_bytes()).or_else(|_| serde_json::from_str(text))
 }
 
 /// Something this reader does not read, or an error: serde_json reads the text again.
+/// Made only by [`fallback`], which remembers it: a `Deserialize` impl that swallows an
+/// error (a default on error) must not turn this reader's refusal into a value.
 #[derive(Debug)]
-pub(crate) struct Fallback;
+pub(crate) struct Fallback(());
+
+thread_local! {
+    /// Whether the read under way has made a [`Fallback`], swallowed or not.
+    static FELL_BACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn fallback() -> Fallback {
+    FELL_BACK.set(true);
+    Fallback(())
+}
 
 impl std::fmt::Display for Fallback {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,7 +71,7 @@ impl std::error::Error for Fallback {}
 
 impl de::Error for Fallback {
     fn custom<T: std::fmt::Display>(_: T) -> Self {
-        Fallback
+        fallback()
     }
 }
 
@@ -135,7 +156,7 @@ impl<'a> Reader<'a> {
                 self.at += 1;
                 Ok(())
             }
-            _ => Err(Fallback),
+            _ => Err(fallback()),
         }
     }
 
@@ -146,14 +167,14 @@ impl<'a> Reader<'a> {
                 self.at += word.len();
                 Ok(())
             }
-            _ => Err(Fallback),
+            _ => Err(fallback()),
         }
     }
 
     fn end(&mut self) -> Result<()> {
         match self.peek() {
             None => Ok(()),
-            Some(_) => Err(Fallback),
+            Some(_) => Err(fallback()),
         }
     }
 
@@ -163,18 +184,18 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Result<Option<&'a str>> {
         self.at += 1;
         let start = self.at;
-        let rest = self.bytes.get(start..).ok_or(Fallback)?;
-        let at = start + first_escape_or_non_ascii(rest).ok_or(Fallback)?;
+        let rest = self.bytes.get(start..).ok_or_else(fallback)?;
+        let at = start + first_escape_or_non_ascii(rest).ok_or_else(fallback)?;
         if self.bytes[at] == b'"' {
             self.at = at + 1;
-            let ascii = self.bytes.get(start..at).ok_or(Fallback)?;
+            let ascii = self.bytes.get(start..at).ok_or_else(fallback)?;
             // SAFETY: the scan stopped at the first byte above 0x7f or escaped; every
             // byte before the quote is ASCII, and ASCII is UTF-8.
             return Ok(Some(unsafe { std::str::from_utf8_unchecked(ascii) }));
         }
         if self.bytes[at] > 0x7f {
             // Text beyond ASCII: checked, and borrowed if it has no escape.
-            let end = start + first_escape(rest).ok_or(Fallback)?;
+            let end = start + first_escape(rest).ok_or_else(fallback)?;
             if self.bytes[end] == b'"' {
                 self.at = end + 1;
                 return self.text(start, end).map(Some);
@@ -185,7 +206,8 @@ impl<'a> Reader<'a> {
 
     /// `bytes[start..end]`, checked to be UTF-8.
     fn text(&self, start: usize, end: usize) -> Result<&'a str> {
-        std::str::from_utf8(self.bytes.get(start..end).ok_or(Fallback)?).map_err(|_| Fallback)
+        std::str::from_utf8(self.bytes.get(start..end).ok_or_else(fallback)?)
+            .map_err(|_| fallback())
     }
 
     #[inline(never)]
@@ -193,8 +215,8 @@ impl<'a> Reader<'a> {
         self.scratch.clear();
         let mut run = start;
         loop {
-            let rest = self.bytes.get(run..).ok_or(Fallback)?;
-            let at = run + first_escape(rest).ok_or(Fallback)?;
+            let rest = self.bytes.get(run..).ok_or_else(fallback)?;
+            let at = run + first_escape(rest).ok_or_else(fallback)?;
             let text = self.text(run, at)?;
             self.scratch.push_str(text);
             let unescaped = match (self.bytes[at], self.bytes.get(at + 1)) {
@@ -211,7 +233,7 @@ impl<'a> Reader<'a> {
                 (b'\\', Some(b'r')) => '\r',
                 (b'\\', Some(b't')) => '\t',
                 // `\u` escapes, a bad escape, a control byte: serde_json's to read.
-                _ => return Err(Fallback),
+                _ => return Err(fallback()),
             };
             self.scratch.push(unescaped);
             run = at + 2;
@@ -226,7 +248,7 @@ impl<'a> Reader<'a> {
         let (mut mantissa, digits) = self.digits();
         // JSON has no leading zeros, and at least one digit.
         if digits == 0 || digits > 19 || (digits > 1 && self.bytes[self.at - digits] == b'0') {
-            return Err(Fallback);
+            return Err(fallback());
         }
         let mut exponent = 0i32;
         let mut float = false;
@@ -236,10 +258,10 @@ impl<'a> Reader<'a> {
             // At most 19 digits in all, so the mantissa cannot overflow (and no 128-bit
             // multiply checks it: on wasm32 that is a call).
             if fraction == 0 || digits + fraction > 19 {
-                return Err(Fallback);
+                return Err(fallback());
             }
             mantissa = mantissa * POW10_U64[fraction] + fraction_digits;
-            exponent = -(i32::try_from(fraction).map_err(|_| Fallback)?);
+            exponent = -(i32::try_from(fraction).map_err(|_| fallback())?);
             float = true;
         }
         if let Some(b'e' | b'E') = self.bytes.get(self.at) {
@@ -252,10 +274,10 @@ impl<'a> Reader<'a> {
             self.at += usize::from(sign != 0);
             let (value, digits) = self.digits();
             if digits == 0 || digits > 3 {
-                return Err(Fallback);
+                return Err(fallback());
             }
             exponent +=
-                if sign < 0 { -1 } else { 1 } * i32::try_from(value).map_err(|_| Fallback)?;
+                if sign < 0 { -1 } else { 1 } * i32::try_from(value).map_err(|_| fallback())?;
             float = true;
         }
         if !float {
@@ -263,16 +285,18 @@ impl<'a> Reader<'a> {
                 (false, m) => Ok(Number::U64(m)),
                 // serde_json reads `-0` as the float -0.0.
                 (true, 0) => Ok(Number::F64(-0.0)),
-                (true, m) => Ok(Number::I64(0i64.checked_sub_unsigned(m).ok_or(Fallback)?)),
+                (true, m) => Ok(Number::I64(
+                    0i64.checked_sub_unsigned(m).ok_or_else(fallback)?,
+                )),
             };
         }
         // Exact: a mantissa of at most 53 bits times or over an exact power of ten, one
         // rounding, as serde_json does for these.
         let power = *POW10
             .get(exponent.unsigned_abs() as usize)
-            .ok_or(Fallback)?;
+            .ok_or_else(fallback)?;
         if mantissa > 1 << 53 {
-            return Err(Fallback);
+            return Err(fallback());
         }
         let magnitude = if exponent >= 0 {
             mantissa as f64 * power
@@ -306,8 +330,9 @@ impl<'a> Reader<'a> {
     }
 
     fn nested<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
-        if self.depth >= MAX_DEPTH {
-            return Err(Fallback);
+        // serde_json counts down from 128 and fails on reaching 0: 127 levels.
+        if self.depth + 1 >= MAX_DEPTH {
+            return Err(fallback());
         }
         self.depth += 1;
         self.at += 1;
@@ -354,11 +379,20 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Methods that read as another does (serde_json's choices), dropping the extra arguments.
+macro_rules! forward {
+    ($($to:ident: $($method:ident $(($($arg:ty),*))?)*;)*) => {$($(
+        fn $method<V: Visitor<'de>>(self, $($(_: $arg,)*)? visitor: V) -> Result<V::Value> {
+            self.$to(visitor)
+        }
+    )*)*};
+}
+
 impl<'de> Deserializer<'de> for &mut Reader<'de> {
     type Error = Fallback;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.peek().ok_or(Fallback)? {
+        match self.peek().ok_or_else(fallback)? {
             b'n' => {
                 self.literal(b"null")?;
                 visitor.visit_unit()
@@ -373,40 +407,55 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
             }
             // A number of unknown type is serde_json's to hand over when a crate turns on
             // its `arbitrary_precision` (it then keeps the digits as written).
-            b'-' | b'0'..=b'9' if arbitrary_precision() => Err(Fallback),
+            b'-' | b'0'..=b'9' if arbitrary_precision() => Err(fallback()),
             b'-' | b'0'..=b'9' => self.visit_number(visitor),
             b'"' => self.visit_string(visitor),
             b'[' => self.visit_array(visitor),
             b'{' => self.visit_object(visitor),
-            _ => Err(Fallback),
+            _ => Err(fallback()),
         }
     }
 
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.peek() {
             Some(b't' | b'f') => self.deserialize_any(visitor),
-            _ => Err(Fallback),
+            _ => Err(fallback()),
         }
     }
 
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.peek() {
             Some(b'-' | b'0'..=b'9') => self.visit_number(visitor),
-            _ => Err(Fallback),
+            _ => Err(fallback()),
         }
     }
 
-    // The rest read as whatever the text holds; a visitor that wanted something else
-    // says so, and serde_json reads the text again (and words the error).
-    serde::forward_to_deserialize_any! {
-        i8 i16 i32 i64 u8 u16 u32 u64 f32 char string unit_struct tuple tuple_struct
-        identifier ignored_any
+    /// Every number type reads numbers only, as serde_json's do. An `f32` from a
+    /// fraction is serde_json's: with its `float_roundtrip` it rounds once, to `f32`.
+    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        match self.peek() {
+            Some(b'-' | b'0'..=b'9') => match self.number()? {
+                Number::U64(n) => visitor.visit_u64(n),
+                Number::I64(n) => visitor.visit_i64(n),
+                Number::F64(_) => Err(fallback()),
+            },
+            _ => Err(fallback()),
+        }
+    }
+
+    forward! {
+        deserialize_f64: deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+            deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64;
+        deserialize_str: deserialize_char deserialize_string deserialize_identifier;
+        deserialize_unit: deserialize_unit_struct(&'static str);
+        deserialize_seq: deserialize_tuple(usize) deserialize_tuple_struct(&'static str, usize);
+        deserialize_any: deserialize_ignored_any;
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.peek() {
             Some(b'"') => self.visit_string(visitor),
-            _ => Err(Fallback),
+            _ => Err(fallback()),
         }
     }
 
@@ -423,7 +472,7 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
     fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.peek() {
             Some(b'n') => self.deserialize_any(visitor),
-            _ => Err(Fallback),
+            _ => Err(fallback()),
         }
     }
 
@@ -433,7 +482,7 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
         visitor: V,
     ) -> Result<V::Value> {
         if name.starts_with("$serde_json::private::") {
-            return Err(Fallback);
+            return Err(fallback());
         }
         visitor.visit_newtype_struct(self)
     }
@@ -441,14 +490,14 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.peek() {
             Some(b'[') => self.visit_array(visitor),
-            _ => Err(Fallback),
+            _ => Err(fallback()),
         }
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.peek() {
             Some(b'{') => self.visit_object(visitor),
-            _ => Err(Fallback),
+            _ => Err(fallback()),
         }
     }
 
@@ -467,23 +516,23 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
         _variants: &'static [&'static str],
         _visitor: V,
     ) -> Result<V::Value> {
-        Err(Fallback)
+        Err(fallback())
     }
 
     fn deserialize_bytes<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Fallback)
+        Err(fallback())
     }
 
     fn deserialize_byte_buf<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Fallback)
+        Err(fallback())
     }
 
     fn deserialize_i128<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Fallback)
+        Err(fallback())
     }
 
     fn deserialize_u128<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Fallback)
+        Err(fallback())
     }
 }
 
@@ -501,7 +550,7 @@ impl<'de> SeqAccess<'de> for Elements<'_, 'de> {
             Some(b']') => return Ok(None),
             Some(b',') if !self.first => self.reader.at += 1,
             _ if self.first => {}
-            _ => return Err(Fallback),
+            _ => return Err(fallback()),
         }
         self.first = false;
         // (`[1,]` fails as the value after the comma.)
@@ -523,12 +572,12 @@ impl<'de> MapAccess<'de> for Entries<'_, 'de> {
             Some(b'}') => return Ok(None),
             Some(b',') if !self.first => self.reader.at += 1,
             _ if self.first => {}
-            _ => return Err(Fallback),
+            _ => return Err(fallback()),
         }
         self.first = false;
         match self.reader.peek() {
             Some(b'"') => seed.deserialize(Key(&mut *self.reader)).map(Some),
-            _ => Err(Fallback),
+            _ => Err(fallback()),
         }
     }
 
@@ -536,6 +585,14 @@ impl<'de> MapAccess<'de> for Entries<'_, 'de> {
         self.reader.eat(b':')?;
         seed.deserialize(&mut *self.reader)
     }
+}
+
+macro_rules! refuse {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
+            Err(fallback())
+        }
+    )*};
 }
 
 /// An object's key: always a string in JSON. A key type that wants a number, a bool or
@@ -549,16 +606,14 @@ impl<'de> Deserializer<'de> for Key<'_, 'de> {
         self.0.visit_string(visitor)
     }
 
+    // serde_json parses numbers and bools out of a key, and gives options, newtypes and
+    // enums their own visits: its to read.
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
         _name: &'static str,
         _visitor: V,
     ) -> Result<V::Value> {
-        Err(Fallback)
-    }
-
-    fn deserialize_option<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(Fallback)
+        Err(fallback())
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -567,12 +622,20 @@ impl<'de> Deserializer<'de> for Key<'_, 'de> {
         _variants: &'static [&'static str],
         _visitor: V,
     ) -> Result<V::Value> {
-        Err(Fallback)
+        Err(fallback())
     }
 
+    refuse! {
+        deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+        deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
+        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_option deserialize_bytes
+        deserialize_byte_buf
+    }
+
+    // As serde_json's keys do: the key's string, for the visitor to take or refuse.
     serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-        byte_buf unit unit_struct seq tuple tuple_struct map struct identifier ignored_any
+        char str string unit unit_struct seq tuple tuple_struct map struct identifier
+        ignored_any
     }
 }
 
@@ -608,7 +671,7 @@ mod tests {
     }
 
     /// Edits that make text almost JSON: a byte dropped, doubled or replaced.
-    fn mutated() -> impl Strategy<Value = String> {
+    fn mutated() -> impl Strategy<Value = Vec<u8>> {
         let edit = (
             any::<prop::sample::Index>(),
             0..3u8,
@@ -627,8 +690,26 @@ mod tests {
                     _ => bytes[at] = byte,
                 }
             }
-            String::from_utf8_lossy(&bytes).into_owned()
+            bytes
         })
+    }
+
+    /// Bytes that are not UTF-8 in a string, or outside one.
+    fn not_utf8() -> impl Strategy<Value = Vec<u8>> {
+        (value(), any::<prop::sample::Index>(), 0x80u8..=0xff).prop_map(|(v, at, byte)| {
+            let mut bytes = v.to_string().into_bytes();
+            bytes.insert(at.index(bytes.len() + 1), byte);
+            bytes
+        })
+    }
+
+    /// Whatever this reader reads alone from `bytes` is what serde_json reads.
+    fn alone_is_serde_jsons(bytes: &[u8]) {
+        if let Ok(value) = read::<Value>(bytes) {
+            assert!(std::str::from_utf8(bytes).is_ok(), "{bytes:?} is not UTF-8");
+            let theirs = serde_json::from_slice::<Value>(bytes).ok();
+            assert_eq!(Some(value), theirs, "{bytes:?}");
+        }
     }
 
     proptest! {
@@ -639,8 +720,16 @@ mod tests {
         }
 
         #[test]
-        fn almost_json_reads_as_serde_json_reads_it(text in mutated()) {
-            same::<Value>(&text);
+        fn almost_json_reads_as_serde_json_reads_it(bytes in mutated()) {
+            alone_is_serde_jsons(&bytes);
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                same::<Value>(text);
+            }
+        }
+
+        #[test]
+        fn bytes_that_are_not_utf8_are_left_to_serde_json(bytes in not_utf8()) {
+            alone_is_serde_jsons(&bytes);
         }
     }
 
@@ -660,7 +749,7 @@ mod tests {
     #[derive(Deserialize, Debug, PartialEq)]
     struct Inner {
         level: i8,
-        ratio: f32,
+        ratio: f64,
     }
 
     #[test]
@@ -685,7 +774,11 @@ mod tests {
             assert!(same::<f64>(number), "{number}");
             assert!(same::<Value>(number), "{number}");
         }
-        assert!(same::<u64>("18446744073709551615") || same::<u64>("9999999999999999999"));
+        assert!(same::<u64>("9999999999999999999"), "19 digits");
+        assert!(
+            !same::<u64>("18446744073709551615"),
+            "20 digits: serde_json's"
+        );
     }
 
     #[test]
@@ -695,12 +788,19 @@ mod tests {
             "12345678901234567890",  // 20 digits
             "1e23",                  // past the exact powers
             "0.1234567890123456789", // a mantissa past 2^53
-            "-0",                    // still read alone: -0.0
+            "9007199254740993.0",    // 2^53 + 1
             "1e400",                 // out of range: serde_json's error
         ] {
-            same::<Value>(text);
-            same::<f64>(text);
+            assert!(!same::<Value>(text), "{text}");
+            assert!(!same::<f64>(text), "{text}");
         }
+        assert!(
+            same::<Value>("-0") && same::<f64>("-0"),
+            "-0 is -0.0, read alone"
+        );
+        // An f32 from a fraction: serde_json's (with `float_roundtrip` it rounds once).
+        assert!(!same::<f32>("8.000000476837159"));
+        assert!(same::<f32>("8"));
         #[derive(Deserialize, Debug, PartialEq)]
         enum Kind {
             A,
@@ -714,9 +814,11 @@ mod tests {
             !same::<BTreeMap<u32, u8>>(r#"{"1":2}"#),
             "number keys are serde_json's"
         );
-        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        // serde_json reads 127 levels and refuses 128.
+        let deep = |n| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(same::<Value>(&deep(127)), "127 levels, alone");
         assert!(
-            !same::<Value>(&deep),
+            !same::<Value>(&deep(128)),
             "past serde_json's depth limit: its error"
         );
     }
@@ -736,6 +838,79 @@ mod tests {
             assert!(read::<de::IgnoredAny>(bytes).is_err(), "{bytes:?}");
         }
         assert_eq!(read::<&str>("\"é\"".as_bytes()).ok(), Some("é"), "borrowed");
+    }
+
+    /// A field that swallows its errors (a default on error).
+    fn lenient<'de, D: Deserializer<'de>, T: de::Deserialize<'de>>(
+        d: D,
+    ) -> std::result::Result<Option<T>, D::Error> {
+        Ok(T::deserialize(d).ok())
+    }
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    struct Lenient {
+        #[serde(deserialize_with = "lenient")]
+        x: Option<f64>,
+        #[serde(deserialize_with = "lenient", default)]
+        s: Option<String>,
+    }
+
+    #[test]
+    fn a_refusal_swallowed_by_the_type_is_still_serde_jsons_to_read() {
+        assert!(
+            !same::<Lenient>(r#"{"x":1e23}"#),
+            "read by serde_json: Some(1e23)"
+        );
+        assert!(!same::<Lenient>(r#"{"x":12345678901234567890}"#));
+        assert!(same::<Lenient>(r#"{"x":1.5,"s":"a"}"#));
+        assert!(
+            read::<Lenient>(b"{\"x\":1,\"s\":\"\xff\"}").is_err(),
+            "not UTF-8"
+        );
+    }
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    #[serde(field_identifier)]
+    enum Field {
+        A,
+        B,
+    }
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    struct Holder {
+        f: Field,
+    }
+
+    /// Takes a number or a string, asking for a `u64` (serde_json gives it numbers only).
+    #[derive(Debug, PartialEq)]
+    struct NumberOrText(String);
+
+    impl<'de> de::Deserialize<'de> for NumberOrText {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct Both;
+            impl Visitor<'_> for Both {
+                type Value = NumberOrText;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a number or a string")
+                }
+                fn visit_u64<E>(self, n: u64) -> std::result::Result<NumberOrText, E> {
+                    Ok(NumberOrText(n.to_string()))
+                }
+                fn visit_str<E>(self, s: &str) -> std::result::Result<NumberOrText, E> {
+                    Ok(NumberOrText(s.to_owned()))
+                }
+            }
+            d.deserialize_u64(Both)
+        }
+    }
+
+    #[test]
+    fn each_type_reads_only_what_serde_json_gives_it() {
+        assert!(same::<Holder>(r#"{"f":"B"}"#));
+        assert!(!same::<Holder>(r#"{"f":0}"#), "an identifier from a number");
+        assert!(same::<NumberOrText>("5"));
+        assert!(!same::<NumberOrText>(r#""5""#), "a u64 from a string");
+        assert!(!same::<(u8,)>(r#"{"0":1}"#), "a tuple from an object");
     }
 
     #[test]

@@ -17,7 +17,8 @@ pub(crate) fn to_vec<T: Serialize + ?Sized>(
     match value.serialize(&mut Writer { out }) {
         Ok(()) => Ok(()),
         Err(WriteError::Json(e)) => Err(e),
-        // Rare types: serde_json writes the whole value again (the same bytes).
+        // Rare types: serde_json writes the whole value again (the same bytes; the
+        // value's `Serialize` runs twice).
         Err(WriteError::Unsupported) => {
             out.truncate(start);
             serde_json::to_writer(Appender(out), value)
@@ -135,6 +136,9 @@ struct Compound<'a, 'v> {
     first: bool,
     close: u8,
     in_variant: bool,
+    /// Said to have no elements and closed at once, as serde_json does (an element that
+    /// comes anyway is written after a comma, and nothing closes it).
+    closed: bool,
 }
 
 impl Compound<'_, '_> {
@@ -143,11 +147,15 @@ impl Compound<'_, '_> {
         if !std::mem::take(&mut self.first) {
             self.writer.out.push(b',');
         }
+        // serde_json closes what was said to be empty again once an element came.
+        self.closed = false;
     }
 
     #[inline(always)]
     fn end(self) -> Result<(), WriteError> {
-        self.writer.out.push(self.close);
+        if !self.closed {
+            self.writer.out.push(self.close);
+        }
         if self.in_variant {
             self.writer.out.push(b'}');
         }
@@ -157,13 +165,18 @@ impl Compound<'_, '_> {
 
 impl<'v> Writer<'v> {
     #[inline(always)]
-    fn open<'a>(&'a mut self, open: u8, close: u8) -> Compound<'a, 'v> {
+    fn open<'a>(&'a mut self, open: u8, close: u8, len: Option<usize>) -> Compound<'a, 'v> {
         self.out.push(open);
+        let closed = len == Some(0);
+        if closed {
+            self.out.push(close);
+        }
         Compound {
             writer: self,
-            first: true,
+            first: !closed,
             close,
             in_variant: false,
+            closed,
         }
     }
 
@@ -173,15 +186,14 @@ impl<'v> Writer<'v> {
         variant: &str,
         open: u8,
         close: u8,
+        len: usize,
     ) -> Result<Compound<'a, 'v>, WriteError> {
         self.out.push(b'{');
         write_str(self.out, variant)?;
-        append(self.out, &[b':', open]);
+        self.out.push(b':');
         Ok(Compound {
-            writer: self,
-            first: true,
-            close,
             in_variant: true,
+            ..self.open(open, close, Some(len))
         })
     }
 }
@@ -295,20 +307,20 @@ impl<'a, 'v> ser::Serializer for &'a mut Writer<'v> {
         Ok(())
     }
 
-    fn serialize_seq(self, _len: Option<usize>) -> Result<Compound<'a, 'v>, WriteError> {
-        Ok(self.open(b'[', b']'))
+    fn serialize_seq(self, len: Option<usize>) -> Result<Compound<'a, 'v>, WriteError> {
+        Ok(self.open(b'[', b']', len))
     }
 
-    fn serialize_tuple(self, _len: usize) -> Result<Compound<'a, 'v>, WriteError> {
-        Ok(self.open(b'[', b']'))
+    fn serialize_tuple(self, len: usize) -> Result<Compound<'a, 'v>, WriteError> {
+        Ok(self.open(b'[', b']', Some(len)))
     }
 
     fn serialize_tuple_struct(
         self,
         _name: &'static str,
-        _len: usize,
+        len: usize,
     ) -> Result<Compound<'a, 'v>, WriteError> {
-        Ok(self.open(b'[', b']'))
+        Ok(self.open(b'[', b']', Some(len)))
     }
 
     fn serialize_tuple_variant(
@@ -316,26 +328,26 @@ impl<'a, 'v> ser::Serializer for &'a mut Writer<'v> {
         _name: &'static str,
         _index: u32,
         variant: &'static str,
-        _len: usize,
+        len: usize,
     ) -> Result<Compound<'a, 'v>, WriteError> {
-        self.open_variant(variant, b'[', b']')
+        self.open_variant(variant, b'[', b']', len)
     }
 
-    fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a, 'v>, WriteError> {
-        Ok(self.open(b'{', b'}'))
+    fn serialize_map(self, len: Option<usize>) -> Result<Compound<'a, 'v>, WriteError> {
+        Ok(self.open(b'{', b'}', len))
     }
 
     fn serialize_struct(
         self,
         name: &'static str,
-        _len: usize,
+        len: usize,
     ) -> Result<Compound<'a, 'v>, WriteError> {
         // serde_json's own types (`RawValue`, arbitrary-precision numbers) pass through
         // a struct of a private name that only serde_json's serializer understands.
         if name.starts_with("$serde_json::private::") {
             return Err(WriteError::Unsupported);
         }
-        Ok(self.open(b'{', b'}'))
+        Ok(self.open(b'{', b'}', Some(len)))
     }
 
     fn serialize_struct_variant(
@@ -343,9 +355,9 @@ impl<'a, 'v> ser::Serializer for &'a mut Writer<'v> {
         _name: &'static str,
         _index: u32,
         variant: &'static str,
-        _len: usize,
+        len: usize,
     ) -> Result<Compound<'a, 'v>, WriteError> {
-        self.open_variant(variant, b'{', b'}')
+        self.open_variant(variant, b'{', b'}', len)
     }
 }
 
@@ -687,12 +699,64 @@ mod tests {
         );
     }
 
+    /// Says it has no elements, then writes some anyway.
+    struct Lies;
+
+    impl Serialize for Lies {
+        fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use ser::SerializeMap;
+            let mut map = s.serialize_map(Some(0))?;
+            map.serialize_entry("seq", &LyingSeq)?;
+            map.serialize_entry("variant", &LyingVariant)?;
+            map.serialize_entry("k", &1)?;
+            map.end()
+        }
+    }
+
+    struct LyingSeq;
+
+    impl Serialize for LyingSeq {
+        fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use ser::SerializeSeq;
+            let mut seq = s.serialize_seq(Some(0))?;
+            seq.serialize_element(&1)?;
+            seq.end()
+        }
+    }
+
+    struct LyingVariant;
+
+    impl Serialize for LyingVariant {
+        fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use ser::SerializeStructVariant;
+            let mut variant = s.serialize_struct_variant("E", 0, "V", 0)?;
+            variant.serialize_field("a", &2)?;
+            variant.end()
+        }
+    }
+
     struct Refuses;
 
     impl Serialize for Refuses {
         fn serialize<S: ser::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
             Err(ser::Error::custom("no, not this one"))
         }
+    }
+
+    #[test]
+    fn lengths_said_to_be_zero_are_written_as_serde_json_writes_them() {
+        // serde_json closes at once and writes what comes after a comma (not JSON, but
+        // its bytes).
+        same_as_serde_json(&Lies);
+        let mut out = Vec::new();
+        assert!(
+            Lies.serialize(&mut Writer { out: &mut out }).is_ok(),
+            "written alone"
+        );
+        assert_eq!(
+            String::from_utf8(out).ok().as_deref(),
+            Some(r#"{},"seq":[],1],"variant":{"V":{},"a":2}},"k":1}"#)
+        );
     }
 
     #[test]
