@@ -22,7 +22,7 @@ CATEGORIES = [
     ("host: malloc and free", [r"libc\.so.*\b(_int_malloc|_int_free|malloc|cfree|free|unlink_chunk|realloc|_int_realloc|malloc_consolidate)\b"]),
     ("comparisons (memcmp)", [r"__memcmp", r"\bmemcmp\b"]),
     ("allocator inside the plugin", [r"\bdlmalloc\b", r"\bdlfree\b", r"\bdlrealloc\b", r"__rust_alloc", r"__rust_dealloc", r"__rust_realloc", r"__rdl_", r"__rust_no_alloc_shim", r"cabi_realloc", r"SizeClasses", r"\[JIT\].*\b(malloc|free|realloc|aligned_alloc)\b", r"RawVec", r"raw_vec"]),
-    ("JSON (serde_json; in the plugin or native)", [r"serde_json", r"serde_core", r"5serde", r"itoa", r"ryu", r"\bround\b"]),
+    ("JSON (serde_json, the SDK's reader and writer; in the plugin or native)", [r"serde_json", r"serde_core", r"5serde", r"itoa", r"ryu", r"\bround\b", r"guest_sdk4json", r"guest_sdk::json"]),
     ("UTF-8 checks (from_utf8)", [r"from_utf8", r"converts"]),
     ("SDK and bindings inside the plugin", [r"guest_sdk", r"\[JIT\].*FlattenCompat", r"Guest\$GT\$9transform", r"\[\.\] transform$", r"wit_bindgen"]),
     ("the plugin's own code", [r"6enrich", r"8validate", r"9misbehave", r"10echo_bench", r"5route"]),
