@@ -180,7 +180,7 @@ impl<'a> Reader<'a> {
 
     /// A string whose opening quote was peeked: `Some` borrowed from the text when it has
     /// no escapes, else `None` and unescaped into `scratch`.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Result<Option<&'a str>> {
         self.at += 1;
         let start = self.at;
