@@ -5,9 +5,11 @@
 //! - `record`: [`Record`], the zero-copy view of one input record.
 //! - `output`: [`Output`] and [`IntoOutputs`], what a transform returns.
 //! - `error`: [`DomainError`], [`InfrastructureError`] and [`Error`].
-//! - `json`: the JSON writer behind `Output::json` (serde_json's bytes, faster strings).
+//! - `json`: the JSON reader and writer behind `Record::json` and `Output::json`
+//!   (serde_json's answers, strings scanned a word at a time).
 //! - `config`: [`Config`] and [`config()`], the settings handed to `init`.
 //! - `telemetry`: [`log`] and [`metrics`] through the host.
+//! - `append`: short byte strings copied inline (the output batch, the JSON writer).
 //! - `wire`: the packed batch encoding of `wit/plugin.wit` (hidden).
 
 extern crate self as guest_sdk;
@@ -17,6 +19,7 @@ extern crate self as guest_sdk;
     any(test, all(target_arch = "wasm32", not(target_feature = "atomics")))
 ))]
 mod alloc;
+mod append;
 mod config;
 mod error;
 mod json;

@@ -329,6 +329,19 @@ impl<'a> Reader<'a> {
         (value, self.at - start)
     }
 
+    /// Past the comma before an array's or an object's next item; `false` at its `close`.
+    #[inline]
+    fn next_item(&mut self, first: &mut bool, close: u8) -> Result<bool> {
+        match self.peek() {
+            Some(byte) if byte == close => return Ok(false),
+            Some(b',') if !*first => self.at += 1,
+            _ if *first => {}
+            _ => return Err(fallback()),
+        }
+        *first = false;
+        Ok(true)
+    }
+
     fn nested<T>(&mut self, read: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         // serde_json counts down from 128 and fails on reaching 0: 127 levels.
         if self.depth + 1 >= MAX_DEPTH {
@@ -546,15 +559,11 @@ impl<'de> SeqAccess<'de> for Elements<'_, 'de> {
     type Error = Fallback;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
-        match self.reader.peek() {
-            Some(b']') => return Ok(None),
-            Some(b',') if !self.first => self.reader.at += 1,
-            _ if self.first => {}
-            _ => return Err(fallback()),
-        }
-        self.first = false;
         // (`[1,]` fails as the value after the comma.)
-        seed.deserialize(&mut *self.reader).map(Some)
+        match self.reader.next_item(&mut self.first, b']')? {
+            true => seed.deserialize(&mut *self.reader).map(Some),
+            false => Ok(None),
+        }
     }
 }
 
@@ -568,13 +577,9 @@ impl<'de> MapAccess<'de> for Entries<'_, 'de> {
     type Error = Fallback;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
-        match self.reader.peek() {
-            Some(b'}') => return Ok(None),
-            Some(b',') if !self.first => self.reader.at += 1,
-            _ if self.first => {}
-            _ => return Err(fallback()),
+        if !self.reader.next_item(&mut self.first, b'}')? {
+            return Ok(None);
         }
-        self.first = false;
         match self.reader.peek() {
             Some(b'"') => seed.deserialize(Key(&mut *self.reader)).map(Some),
             _ => Err(fallback()),

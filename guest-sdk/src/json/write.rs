@@ -6,7 +6,7 @@ use serde::ser::{self, Impossible};
 use serde_json::ser::{CharEscape, CompactFormatter, Formatter};
 
 use super::scan::{first_escape, short_has_escape};
-use crate::wire::append;
+use crate::append::append;
 
 /// `value` as JSON, appended to `out`; the same bytes as `serde_json::to_writer`.
 pub(crate) fn to_vec<T: Serialize + ?Sized>(
