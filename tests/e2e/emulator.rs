@@ -3,7 +3,7 @@
 //! and stops it (by PID) when done. If it cannot start, the test fails loudly.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,8 @@ use aws_sdk_s3::config::Credentials;
 pub struct Moto {
     child: Child,
     pub endpoint: String,
+    /// Where the emulator's stderr goes.
+    log: PathBuf,
 }
 
 impl Moto {
@@ -22,30 +24,37 @@ impl Moto {
             root.join(".venv/bin/python"),
             root.join("tests/e2e/moto_server.py"),
         );
+        let installed = root.join(".venv/bin/moto_server");
         assert!(
-            root.join(".venv/bin/moto_server").exists(),
-            "moto is missing from .venv: run `./dev test`, which installs it"
+            installed.exists(),
+            "{} is missing: run `./dev test`, which installs moto into .venv",
+            installed.display()
         );
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        // moto's server, with a fix for a race of its own (see the script).
+        // moto's server, with a fix for a race of its own (see the script). Its log (a
+        // line per request) goes to a file, shown if it does not start.
+        let log = std::env::temp_dir().join(format!("moto-{port}.log"));
+        let stderr = std::fs::File::create(&log).expect("the emulator's log file");
         let child = Command::new(&bin)
             .arg(&server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         let mut moto = Self {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
+            log,
         };
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = moto.child.try_wait() {
-                panic!("moto_server exited at start: {status}");
+                let said = std::fs::read_to_string(&moto.log).unwrap_or_default();
+                panic!("moto_server exited at start: {status}\n{said}");
             }
             assert!(
                 started.elapsed() < Duration::from_secs(20),
@@ -98,6 +107,7 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 

@@ -30,12 +30,14 @@ pub(crate) fn read<'a, T: de::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T> {
         depth: 0,
         scratch: String::new(),
     };
-    FELL_BACK.set(false);
-    let value = T::deserialize(&mut reader)?;
-    reader.end()?;
-    match FELL_BACK.get() {
-        false => Ok(value),
-        true => Err(Fallback(())),
+    // A read inside a read (a `Deserialize` that reads JSON held in a string) keeps the
+    // outer one's refusals.
+    let outer = FELL_BACK.replace(false);
+    let value = T::deserialize(&mut reader).and_then(|value| reader.end().map(|()| value));
+    let fell_back = FELL_BACK.replace(outer);
+    match (value, fell_back) {
+        (Ok(value), false) => Ok(value),
+        _ => Err(Fallback(())),
     }
 }
 
@@ -254,14 +256,14 @@ impl<'a> Reader<'a> {
         let mut float = false;
         if self.bytes.get(self.at) == Some(&b'.') {
             self.at += 1;
-            let (fraction_digits, fraction) = self.digits();
+            let (fraction, fraction_digits) = self.digits();
             // At most 19 digits in all, so the mantissa cannot overflow (and no 128-bit
             // multiply checks it: on wasm32 that is a call).
-            if fraction == 0 || digits + fraction > 19 {
+            if fraction_digits == 0 || digits + fraction_digits > 19 {
                 return Err(fallback());
             }
-            mantissa = mantissa * POW10_U64[fraction] + fraction_digits;
-            exponent = -(i32::try_from(fraction).map_err(|_| fallback())?);
+            mantissa = mantissa * POW10_U64[fraction_digits] + fraction;
+            exponent = -(i32::try_from(fraction_digits).map_err(|_| fallback())?);
             float = true;
         }
         if let Some(b'e' | b'E') = self.bytes.get(self.at) {
@@ -872,6 +874,30 @@ mod tests {
             read::<Lenient>(b"{\"x\":1,\"s\":\"\xff\"}").is_err(),
             "not UTF-8"
         );
+    }
+
+    /// JSON held in a string, read by this reader inside the outer read.
+    #[derive(Debug, PartialEq)]
+    struct Embedded(Value);
+
+    impl<'de> de::Deserialize<'de> for Embedded {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            let text = String::deserialize(d)?;
+            from_str(&text).map(Embedded).map_err(de::Error::custom)
+        }
+    }
+
+    #[derive(Deserialize, Debug, PartialEq)]
+    struct Outer {
+        #[serde(deserialize_with = "lenient")]
+        x: Option<f64>,
+        inner: Embedded,
+    }
+
+    #[test]
+    fn a_read_inside_a_read_keeps_the_outer_refusal() {
+        assert!(!same::<Outer>(r#"{"x":1e23,"inner":"[1]"}"#));
+        assert!(same::<Outer>(r#"{"x":1.5,"inner":"[1]"}"#));
     }
 
     #[derive(Deserialize, Debug, PartialEq)]

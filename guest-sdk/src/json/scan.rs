@@ -11,7 +11,7 @@ const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
 /// Only the lowest bit set is exact (borrows may set higher ones), which is all
 /// [`first_escape`] reads.
 #[inline]
-pub(super) fn escapes(word: u64) -> u64 {
+fn escapes(word: u64) -> u64 {
     let zero = |x: u64| x.wrapping_sub(ONES) & !x;
     let control = word.wrapping_sub(ONES * 0x20) & !word;
     (control | zero(word ^ (ONES * u64::from(b'"'))) | zero(word ^ (ONES * u64::from(b'\\'))))
@@ -19,7 +19,7 @@ pub(super) fn escapes(word: u64) -> u64 {
 }
 
 #[inline]
-pub(super) fn escaped(byte: u8) -> bool {
+fn escaped(byte: u8) -> bool {
     byte < 0x20 || byte == b'"' || byte == b'\\'
 }
 

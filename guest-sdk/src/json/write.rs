@@ -18,7 +18,8 @@ pub(crate) fn to_vec<T: Serialize + ?Sized>(
         Ok(()) => Ok(()),
         Err(WriteError::Json(e)) => Err(e),
         // Rare types: serde_json writes the whole value again (the same bytes; the
-        // value's `Serialize` runs twice).
+        // value's `Serialize` runs twice). A `Serialize` that ignores this error and
+        // goes on would get bytes serde_json never writes; serde's derives do not.
         Err(WriteError::Unsupported) => {
             out.truncate(start);
             serde_json::to_writer(Appender(out), value)
@@ -137,7 +138,7 @@ struct Compound<'a, 'v> {
     close: u8,
     in_variant: bool,
     /// Said to have no elements and closed at once, as serde_json does (an element that
-    /// comes anyway is written after a comma, and nothing closes it).
+    /// comes anyway is written after a comma, and closed again at the end).
     closed: bool,
 }
 
