@@ -350,7 +350,7 @@ impl<'a> Reader<'a> {
             return Err(fallback());
         }
         self.depth += 1;
-        self.at += 1;
+        self.at += 1; // past the opening bracket
         let value = read(self);
         self.depth -= 1;
         value
@@ -392,6 +392,15 @@ impl<'a> Reader<'a> {
             Ok(value)
         })
     }
+}
+
+/// Methods this reader leaves to serde_json.
+macro_rules! refuse {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
+            Err(fallback())
+        }
+    )*};
 }
 
 /// Methods that read as another does (serde_json's choices), dropping the extra arguments.
@@ -534,21 +543,7 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
         Err(fallback())
     }
 
-    fn deserialize_bytes<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(fallback())
-    }
-
-    fn deserialize_byte_buf<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(fallback())
-    }
-
-    fn deserialize_i128<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(fallback())
-    }
-
-    fn deserialize_u128<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-        Err(fallback())
-    }
+    refuse! { deserialize_bytes deserialize_byte_buf deserialize_i128 deserialize_u128 }
 }
 
 /// An array's elements.
@@ -592,14 +587,6 @@ impl<'de> MapAccess<'de> for Entries<'_, 'de> {
         self.reader.eat(b':')?;
         seed.deserialize(&mut *self.reader)
     }
-}
-
-macro_rules! refuse {
-    ($($method:ident)*) => {$(
-        fn $method<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
-            Err(fallback())
-        }
-    )*};
 }
 
 /// An object's key: always a string in JSON. A key type that wants a number, a bool or
