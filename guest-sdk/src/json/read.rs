@@ -121,6 +121,11 @@ struct Reader<'a> {
     scratch: String,
 }
 
+/// Whether a value starting with `byte` is a number.
+fn is_number(byte: u8) -> bool {
+    matches!(byte, b'-' | b'0'..=b'9')
+}
+
 /// A number as JSON wrote it, when this reader reads it exactly.
 enum Number {
     U64(u64),
@@ -331,6 +336,17 @@ impl<'a> Reader<'a> {
         (value, self.at - start)
     }
 
+    /// Each `deserialize_*` takes only the tokens serde_json's would: the next value must
+    /// start with a byte `wanted` accepts (a number type a number, a string type a
+    /// string); anything else is serde_json's to read, or to refuse in its words.
+    #[inline]
+    fn starts(&mut self, wanted: impl Fn(u8) -> bool) -> Result<()> {
+        match self.peek() {
+            Some(byte) if wanted(byte) => Ok(()),
+            _ => Err(fallback()),
+        }
+    }
+
     /// Past the comma before an array's or an object's next item; `false` at its `close`.
     #[inline]
     fn next_item(&mut self, first: &mut bool, close: u8) -> Result<bool> {
@@ -431,8 +447,8 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
             }
             // A number of unknown type is serde_json's to hand over when a crate turns on
             // its `arbitrary_precision` (it then keeps the digits as written).
-            b'-' | b'0'..=b'9' if arbitrary_precision() => Err(fallback()),
-            b'-' | b'0'..=b'9' => self.visit_number(visitor),
+            byte if is_number(byte) && arbitrary_precision() => Err(fallback()),
+            byte if is_number(byte) => self.visit_number(visitor),
             b'"' => self.visit_string(visitor),
             b'[' => self.visit_array(visitor),
             b'{' => self.visit_object(visitor),
@@ -441,29 +457,23 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
     }
 
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.peek() {
-            Some(b't' | b'f') => self.deserialize_any(visitor),
-            _ => Err(fallback()),
-        }
+        self.starts(|byte| matches!(byte, b't' | b'f'))?;
+        self.deserialize_any(visitor)
     }
 
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.peek() {
-            Some(b'-' | b'0'..=b'9') => self.visit_number(visitor),
-            _ => Err(fallback()),
-        }
+        self.starts(is_number)?;
+        self.visit_number(visitor)
     }
 
     /// Every number type reads numbers only, as serde_json's do. An `f32` from a
     /// fraction is serde_json's: with its `float_roundtrip` it rounds once, to `f32`.
     fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.peek() {
-            Some(b'-' | b'0'..=b'9') => match self.number()? {
-                Number::U64(n) => visitor.visit_u64(n),
-                Number::I64(n) => visitor.visit_i64(n),
-                Number::F64(_) => Err(fallback()),
-            },
-            _ => Err(fallback()),
+        self.starts(is_number)?;
+        match self.number()? {
+            Number::U64(n) => visitor.visit_u64(n),
+            Number::I64(n) => visitor.visit_i64(n),
+            Number::F64(_) => Err(fallback()),
         }
     }
 
@@ -477,10 +487,8 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.peek() {
-            Some(b'"') => self.visit_string(visitor),
-            _ => Err(fallback()),
-        }
+        self.starts(|byte| byte == b'"')?;
+        self.visit_string(visitor)
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
@@ -494,10 +502,8 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
     }
 
     fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.peek() {
-            Some(b'n') => self.deserialize_any(visitor),
-            _ => Err(fallback()),
-        }
+        self.starts(|byte| byte == b'n')?;
+        self.deserialize_any(visitor)
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
@@ -512,17 +518,13 @@ impl<'de> Deserializer<'de> for &mut Reader<'de> {
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.peek() {
-            Some(b'[') => self.visit_array(visitor),
-            _ => Err(fallback()),
-        }
+        self.starts(|byte| byte == b'[')?;
+        self.visit_array(visitor)
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.peek() {
-            Some(b'{') => self.visit_object(visitor),
-            _ => Err(fallback()),
-        }
+        self.starts(|byte| byte == b'{')?;
+        self.visit_object(visitor)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
