@@ -19,7 +19,8 @@ CATEGORIES = [
     ("host: lowering into / lifting out of the sandbox", [r"wasmtime::runtime::component::func", r"typed::Lift", r"typed::Lower", r"lower_list", r"catch_traps", r"wasmtime::runtime::vm::"]),
     ("host: runner, chain and outcomes", [r"as core::clone::Clone>::clone", r"pipeline_host::engine::runner", r"pipeline_host::engine::chain", r"throughput::run_", r"clock_gettime", r"IntoIter", r"SpecFromIter", r"Map<I,F>"]),
     ("copies (host memcpy, the sandbox's memory.copy)", [r"__memmove", r"__memcpy", r"memory_copy", r"__memset"]),
-    ("host: malloc and free", [r"libc\.so.*\b(_int_malloc|_int_free|malloc|cfree|free|unlink_chunk|realloc|_int_realloc|malloc_consolidate)\b"]),
+    # The host links mimalloc (`mi_*`); glibc's names stay for profiles of older builds.
+    ("host: malloc and free", [r"\[\.\] _?mi_\w+", r"libc\.so.*\b(_int_malloc|_int_free|malloc|cfree|free|unlink_chunk|realloc|_int_realloc|malloc_consolidate)\b"]),
     ("comparisons (memcmp)", [r"__memcmp", r"\bmemcmp\b"]),
     ("allocator inside the plugin", [r"\bdlmalloc\b", r"\bdlfree\b", r"\bdlrealloc\b", r"__rust_alloc", r"__rust_dealloc", r"__rust_realloc", r"__rdl_", r"__rust_no_alloc_shim", r"cabi_realloc", r"SizeClasses", r"\[JIT\].*\b(malloc|free|realloc|aligned_alloc)\b", r"RawVec", r"raw_vec"]),
     ("JSON (serde_json, the SDK's reader and writer; in the plugin or native)", [r"serde_json", r"serde_core", r"5serde", r"itoa", r"ryu", r"\bround\b", r"guest_sdk4json", r"guest_sdk::json"]),

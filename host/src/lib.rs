@@ -52,5 +52,14 @@ pub use pipeline::Pipeline;
 pub use record::{Failure, FailureKind, Outcome, Output, Record, Verdict};
 pub use settings::Settings;
 
+/// The host's allocator, for everything linked with this library: the `host` binary,
+/// its tests and its benches, so what the benches measure is what ships. Crossing into
+/// the sandbox allocates and frees per record (each record's outputs, their lists), a
+/// thousand at a time, more than glibc's per-thread cache holds, and glibc's slower path
+/// took ~15% of the boundary's time; mimalloc cut the boundary (echo) by ~12%
+/// (`BENCHMARKS.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The wasmtime this host embeds, for callers that need its types.
 pub use wasmtime;
