@@ -26,9 +26,11 @@
 //! - [`idempotency`]: the store that remembers which records are done (DynamoDB).
 //! - [`accounting`]: the ledger: items in == verdicts out.
 //! - [`report`]: errors in one line at the edges.
+//! - `allocator`: the host's allocator (mimalloc), set up before `main`.
 #![deny(missing_docs)]
 
 pub mod accounting;
+mod allocator;
 pub mod aws;
 pub mod cli;
 pub mod config;
@@ -51,15 +53,6 @@ pub use engine::{Engine, Plugin, PluginError, Runner};
 pub use pipeline::Pipeline;
 pub use record::{Failure, FailureKind, Outcome, Output, Record, Verdict};
 pub use settings::Settings;
-
-/// The host's allocator, for everything linked with this library: the `host` binary,
-/// its tests and its benches, so what the benches measure is what ships. Crossing into
-/// the sandbox allocates and frees per record (each record's outputs, their lists), a
-/// thousand at a time, more than glibc's per-thread cache holds, and glibc's slower path
-/// took ~15% of the boundary's time; mimalloc cut the boundary (echo) by ~12%
-/// (`BENCHMARKS.md`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The wasmtime this host embeds, for callers that need its types.
 pub use wasmtime;
