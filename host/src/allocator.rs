@@ -6,9 +6,11 @@
 //! slower path took ~15% of the boundary's time, and mimalloc cut the boundary (echo) by
 //! ~12% and a two-plugin chain by ~20% (`BENCHMARKS.md`).
 //!
-//! Its default on Linux commits each arena eagerly, which doubled the resident memory of
-//! `host run` (29 -> 58 MiB over 300,000 records) for no measured speed; a Lambda function
-//! pays for memory, so arenas are committed as they are used, set before `main` runs.
+//! Its default where memory is overcommitted (Linux, macOS) commits each arena eagerly,
+//! which doubled the resident memory of `host run` (29 -> 58 MiB over 300,000 records)
+//! for no measured speed; a Lambda function pays for memory, so on Linux arenas are
+//! committed as they are used, set before `main` runs (mimalloc's own
+//! `MIMALLOC_ARENA_EAGER_COMMIT` is then ignored). `tests/e2e/run.rs` checks the binary.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

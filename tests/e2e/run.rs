@@ -271,3 +271,19 @@ fn a_cache_directory_others_may_write_is_not_used() {
     );
     assert!(run.stdout.contains("{\"id\":1}"), "{}", run.stdout);
 }
+
+/// The binary's allocator commits its arenas as they are used (mimalloc's default commits
+/// them eagerly, which doubled `host run`'s resident memory): the setting is made before
+/// `main`, from the library, and this checks it reached the binary that ships.
+#[test]
+fn the_host_commits_allocator_memory_as_it_is_used() {
+    let s = Scratch::new();
+    let run = s.host_with_env(&["--help"], None, &[("MIMALLOC_VERBOSE", "1".into())]);
+    run.assert_ok();
+    let setting = run
+        .stderr
+        .lines()
+        .find(|line| line.contains("option 'arena_eager_commit'"))
+        .unwrap_or_else(|| panic!("mimalloc printed no options:\n{}", run.stderr));
+    assert!(setting.trim_end().ends_with(": 0"), "{setting}");
+}
