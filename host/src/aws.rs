@@ -62,7 +62,7 @@ impl Default for AwsTimeouts {
     fn default() -> Self {
         Self {
             operation: Duration::from_secs(30),
-            attempt: Duration::from_secs(10),
+            attempt: Duration::from_secs(3),
         }
     }
 }
@@ -167,15 +167,19 @@ impl AwsClients {
         let mut out_of_time = false;
         for attempt in 1..=retry.max_attempts {
             let key = key();
-            let result = self
+            let call = self
                 .s3
                 .put_object()
                 .bucket(bucket)
                 .key(&key)
                 .if_none_match("*")
                 .body(ByteStream::from(body.clone()))
-                .send()
-                .await;
+                .send();
+            let Ok(result) = retry.budget.bound(call).await else {
+                last_error = crate::config::CallOutOfTime.to_string();
+                out_of_time = true;
+                break;
+            };
             match result {
                 Ok(_) => return Ok(key),
                 Err(e)

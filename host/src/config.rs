@@ -16,7 +16,7 @@ pub struct Limits {
     pub max_output_bytes: usize,
     /// Most outputs one record may have. Default 1000; 1 ..= 1,000,000.
     pub max_outputs_per_record: usize,
-    /// Payload and key bytes all the outputs of one call may have together, counted as
+    /// Bytes (payloads, keys, destinations, attributes) all the outputs of one call may have together, counted as
     /// the sinks copy them. Default 256 MiB; 1 MiB ..= 4 GiB.
     pub max_call_output_bytes: usize,
     /// Records per call into the plugin. Default 1000; 1 ..= 100,000.
@@ -110,20 +110,59 @@ impl Limits {
 
 /// The time a run may take: until an instant (a Lambda invocation's deadline less a
 /// margin), or unbounded (a command). Work that would start after it does not start.
+/// A run may also have a hard deadline (the invocation's own, less the time to answer):
+/// no AWS call runs past it, however many attempts its SDK has left ([`Budget::bound`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Budget {
     until: Option<Instant>,
+    hard: Option<Instant>,
 }
+
+/// An AWS call that was not made, or was cut, because the run's hard deadline came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no answer before the invocation's deadline (the call was cut or not started)")]
+pub struct CallOutOfTime;
 
 impl Budget {
     /// No limit.
     pub const fn unbounded() -> Self {
-        Self { until: None }
+        Self {
+            until: None,
+            hard: None,
+        }
     }
 
     /// Work may start until `until`.
     pub fn until(until: Instant) -> Self {
-        Self { until: Some(until) }
+        Self {
+            until: Some(until),
+            hard: None,
+        }
+    }
+
+    /// The same budget, and no AWS call running past `hard`.
+    pub fn with_hard_deadline(self, hard: Instant) -> Self {
+        Self {
+            hard: Some(hard),
+            ..self
+        }
+    }
+
+    /// Runs one AWS call (`call`, all its SDK attempts) within what is left before the
+    /// hard deadline: not started when none is left, cut when it comes. Settling calls
+    /// made after [`Budget::exhausted`] (a DLQ entry, a checkpoint) still run, in the
+    /// margin, which is why the margin must hold one attempt.
+    pub async fn bound<F: std::future::Future>(&self, call: F) -> Result<F::Output, CallOutOfTime> {
+        let Some(hard) = self.hard else {
+            return Ok(call.await);
+        };
+        let left = hard.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(CallOutOfTime);
+        }
+        tokio::time::timeout(left, call)
+            .await
+            .map_err(|_| CallOutOfTime)
     }
 
     /// Whether the time is up.

@@ -125,7 +125,43 @@ fn encode(bytes: &[u8]) -> (Option<String>, Option<String>) {
     }
 }
 
+/// `json` with U+FFFE and U+FFFF written as `\ufffe` and `\uffff`. SQS refuses a
+/// message body with a character outside #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD
+/// #x10000-#x10FFFF; serde_json escapes the control characters but leaves these two as
+/// they are, and they arrive in payloads, plugin error messages and plugin names. In
+/// JSON text they can only be inside strings, where the escape means the same character.
+pub fn sqs_safe_json(json: Vec<u8>) -> Vec<u8> {
+    // Their UTF-8: EF BF BE and EF BF BF (no other character's encoding contains it).
+    let found = |json: &[u8]| {
+        json.windows(3)
+            .any(|w| w[0] == 0xEF && w[1] == 0xBF && w[2] >= 0xBE)
+    };
+    if !found(&json) {
+        return json;
+    }
+    let mut out = Vec::with_capacity(json.len() + 16);
+    let mut i = 0;
+    while i < json.len() {
+        match json.get(i..i + 3) {
+            Some([0xEF, 0xBF, 0xBE]) => out.extend_from_slice(b"\\ufffe"),
+            Some([0xEF, 0xBF, 0xBF]) => out.extend_from_slice(b"\\uffff"),
+            _ => {
+                out.push(json[i]);
+                i += 1;
+                continue;
+            }
+        }
+        i += 3;
+    }
+    out
+}
+
 impl DlqEntry {
+    /// The entry's JSON, as every dead-letter queue takes it ([`sqs_safe_json`]).
+    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        serde_json::to_vec(self).map(sqs_safe_json)
+    }
+
     /// An entry for `record`, failed by `plugin` at the current time.
     pub fn new(record: &Record, failure: &Failure, plugin: &PluginRef) -> Self {
         let (key, key_base64) = match &record.key {
@@ -201,7 +237,7 @@ impl DlqEntry {
             entry.record.payload = payload;
             entry.record.payload_base64 = payload_base64;
             entry.cut = Some(cut.clone());
-            let json = serde_json::to_vec(&entry).ok()?;
+            let json = entry.to_json().ok()?;
             if json.len() <= max {
                 return Some((entry, json));
             }
@@ -264,5 +300,48 @@ mod tests {
         assert!(json.contains(r#""kind":"trap""#), "{json}");
         let back: DlqEntry = serde_json::from_str(&json).expect("parse");
         assert_eq!(back.original().expect("decode"), record);
+    }
+
+    /// The characters SQS accepts in a message body, as its documentation lists them.
+    fn sqs_accepts(c: char) -> bool {
+        matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+    }
+
+    #[test]
+    fn entries_hold_only_characters_sqs_accepts_and_decode_to_the_same_bytes() {
+        // Every character SQS refuses, in the payload, the key, the error message and
+        // the plugin's name, beside ones it takes.
+        let refused: String = (0u32..0x20)
+            .chain([0xFFFE, 0xFFFF])
+            .filter_map(char::from_u32)
+            .collect();
+        let text = format!("a{refused}\u{FFFD}\u{10000}z\u{FFFF}");
+        let record = Record {
+            key: Some(Bytes::from(text.clone().into_bytes())),
+            payload: Bytes::from(text.clone().into_bytes()),
+            attributes: Vec::new(),
+        };
+        let failure = Failure {
+            kind: FailureKind::Domain,
+            message: text.clone(),
+            attempts: 1,
+            stage: 0,
+        };
+        let plugin = PluginRef {
+            name: text.clone(),
+            version: "1".into(),
+        };
+        let entry = DlqEntry::new(&record, &failure, &plugin);
+        let json = String::from_utf8(entry.to_json().expect("serialize")).expect("UTF-8");
+        if let Some(c) = json.chars().find(|c| !sqs_accepts(*c)) {
+            panic!("U+{:04X} in {json}", c as u32);
+        }
+        let back: DlqEntry = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back.original().expect("decode"), record);
+        assert_eq!(back.error.message, text);
+        // And a cut entry too.
+        let (_, cut) = entry.cut_to_fit(json.len() - 10).expect("fits cut");
+        let cut = String::from_utf8(cut).expect("UTF-8");
+        assert!(cut.chars().all(sqs_accepts), "{cut}");
     }
 }

@@ -306,12 +306,22 @@ impl Store {
             let mut attempt = 0;
             while !pending.is_empty() {
                 attempt += 1;
-                let answer = self
+                let call = self
                     .client
                     .batch_write_item()
                     .request_items(&self.table, pending.clone())
-                    .send()
-                    .await;
+                    .send();
+                let Ok(answer) = retry.budget.bound(call).await else {
+                    return Err(AwsError {
+                        what: self.what(),
+                        reason: format!(
+                            "{} writes left unprocessed: {}",
+                            pending.len(),
+                            crate::config::CallOutOfTime
+                        ),
+                        out_of_time: true,
+                    });
+                };
                 match answer {
                     Ok(out) => {
                         pending = out

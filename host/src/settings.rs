@@ -96,7 +96,7 @@ impl Default for Settings {
             max_record_bytes: crate::sources::DEFAULT_MAX_RECORD_BYTES,
             max_event_bytes: crate::sources::InputLimits::default().event,
             aws_timeouts: AwsTimeouts::default(),
-            time_margin: Duration::from_secs(2),
+            time_margin: Duration::from_secs(3),
             dedup: None,
             dedup_ttl: Duration::from_secs(86_400),
             dedup_claim: Duration::from_secs(900),
@@ -438,7 +438,7 @@ pub static SETTINGS: &[Setting] = &[
         env: "PIPELINE_MAX_CALL_OUTPUT_BYTES",
         default: Some("268435456"),
         bounds: "1048576 ..= 4294967296",
-        about: "payload and key bytes all outputs of one plugin call may have together, as the sinks copy them (outputs sharing bytes count each time); the records past it go to the DLQ as `output-too-large`",
+        about: "bytes all outputs of one plugin call may have together (payloads, keys, destinations, attribute names and values), as the sinks copy them (spans sharing bytes count each time); the records past it go to the DLQ as `output-too-large`",
         required: Required::Never,
         list: false,
         apply: |s, values| {
@@ -501,9 +501,9 @@ pub static SETTINGS: &[Setting] = &[
     Setting {
         flag: None,
         env: "PIPELINE_TIME_MARGIN_MS",
-        default: Some("2000"),
+        default: Some("3000"),
         bounds: "0 ..= 600000",
-        about: "Lambda: no batch, plugin call or retry starts this close to the invocation's deadline; the items left are reported for retry",
+        about: "Lambda: no batch, plugin call or retry starts this close to the invocation's deadline; the items left are reported for retry; at least one AWS attempt (`PIPELINE_AWS_ATTEMPT_TIMEOUT_MS`), as what is settled after is written in it",
         required: Required::Never,
         list: false,
         apply: |s, values| {
@@ -527,7 +527,7 @@ pub static SETTINGS: &[Setting] = &[
     Setting {
         flag: Some("aws-attempt-timeout-ms"),
         env: "PIPELINE_AWS_ATTEMPT_TIMEOUT_MS",
-        default: Some("10000"),
+        default: Some("3000"),
         bounds: "100 ..= 900000",
         about: "longest one attempt of an AWS call may take (a stalled connection)",
         required: Required::Never,
@@ -661,7 +661,25 @@ impl Settings {
             };
             (row.apply)(&mut settings, &values).map_err(|reason| SettingError { name, reason })?;
         }
+        settings.check_together(door)?;
         Ok(settings)
+    }
+
+    /// The rules between settings. In Lambda the margin must hold one AWS call attempt:
+    /// what is settled after the budget ends (DLQ entries, checkpoints, done marks) is
+    /// written in it, and no call runs past the deadline.
+    fn check_together(&self, door: FrontDoor) -> Result<(), SettingError> {
+        if door == FrontDoor::Lambda && self.time_margin < self.aws_timeouts.attempt {
+            return Err(SettingError {
+                name: "PIPELINE_TIME_MARGIN_MS".into(),
+                reason: format!(
+                    "is {} ms, shorter than one AWS call attempt (PIPELINE_AWS_ATTEMPT_TIMEOUT_MS={} ms): what is settled after the budget ends is written in the margin, so it must hold one attempt",
+                    self.time_margin.as_millis(),
+                    self.aws_timeouts.attempt.as_millis()
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// The settings of the Lambda host, from the process environment.
@@ -772,6 +790,25 @@ mod tests {
 
     fn lambda(pairs: &[(&str, &str)]) -> Result<Settings, SettingError> {
         Settings::resolve(FrontDoor::Lambda, |_| Vec::new(), env(pairs))
+    }
+
+    #[test]
+    fn in_lambda_the_margin_holds_one_aws_attempt() {
+        let base = [("PIPELINE_PLUGIN", "p.wasm"), ("PIPELINE_DLQ", "sqs://dlq")];
+        assert!(lambda(&base).is_ok(), "the defaults keep the rule");
+        let short = [base[0], base[1], ("PIPELINE_TIME_MARGIN_MS", "1000")];
+        let err = lambda(&short).expect_err("a margin shorter than an attempt");
+        assert!(
+            err.to_string().starts_with("PIPELINE_TIME_MARGIN_MS: is 1000 ms, shorter than one AWS call attempt (PIPELINE_AWS_ATTEMPT_TIMEOUT_MS=3000 ms)"),
+            "{err}"
+        );
+        let both = [
+            short[0],
+            short[1],
+            short[2],
+            ("PIPELINE_AWS_ATTEMPT_TIMEOUT_MS", "800"),
+        ];
+        assert!(lambda(&both).is_ok());
     }
 
     #[test]

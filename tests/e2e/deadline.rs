@@ -41,6 +41,7 @@ async fn runs_out_of_time(batch_size: &str) {
         ("PIPELINE_BATCH_SIZE", batch_size),
         ("PIPELINE_DEADLINE_MS", "400"),
         ("PIPELINE_TIME_MARGIN_MS", "1500"),
+        ("PIPELINE_AWS_ATTEMPT_TIMEOUT_MS", "1000"),
     ]);
     let lambda = Lambda::start(&env, scratch.dir.path());
     lambda.set_timeout(Duration::from_millis(2500));
@@ -106,6 +107,7 @@ async fn an_s3_notification_out_of_time_records_how_far_it_got_and_the_retry_res
         ("PIPELINE_BATCH_SIZE", "1"),
         ("PIPELINE_DEADLINE_MS", "400"),
         ("PIPELINE_TIME_MARGIN_MS", "1500"),
+        ("PIPELINE_AWS_ATTEMPT_TIMEOUT_MS", "1000"),
     ]);
     let lambda = Lambda::start(&env, scratch.dir.path());
     let event = s3_event("incoming", &["raw/slow.txt"]);
@@ -115,7 +117,8 @@ async fn an_s3_notification_out_of_time_records_how_far_it_got_and_the_retry_res
     lambda.set_timeout(Duration::from_millis(2500));
     match lambda.invoke_answer(event.clone()) {
         crate::runtime_api::Answer::Error(error) => {
-            assert!(error.to_string().contains("out of time"), "{error}")
+            assert!(error.to_string().contains("out of time"), "{error}");
+            assert_eq!(error["errorType"], "OutOfTime", "{error}");
         }
         other => panic!(
             "expected the first try to fail, got {other:?}\n{}",

@@ -79,23 +79,40 @@ fn sqs_records(messages: &[(Option<&str>, &str)], queue: &str) -> Value {
     json!({ "Records": records })
 }
 
-/// An S3 notification naming `keys` in `bucket` (each with an ETag, as S3 sends them).
+/// An S3 notification naming `keys` in `bucket` without the ETag and version id S3
+/// sends, so the host reads each as it is (the tests using it write each object once;
+/// [`s3_version_event`] names one version).
 pub fn s3_event(bucket: &str, keys: &[&str]) -> Value {
     let records: Vec<Value> = keys
         .iter()
-        .map(|key| {
-            json!({
-                "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-                "eventTime": "2026-11-24T13:00:00.000Z", "eventName": "ObjectCreated:Put",
-                "userIdentity": {"principalId": "EXAMPLE"},
-                "requestParameters": {"sourceIPAddress": "127.0.0.1"}, "responseElements": {},
-                "s3": {"s3SchemaVersion": "1.0", "configurationId": "t",
-                       "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
-                       "object": {"key": key, "size": 1, "eTag": "0123456789abcdef"}}
-            })
-        })
+        .map(|key| s3_record(bucket, json!({"key": key, "size": 1})))
         .collect();
     json!({ "Records": records })
+}
+
+/// An S3 notification naming one version of `key`, as S3 writes it: its ETag (without
+/// the quotes PutObject's answer has) and, in a versioned bucket, its version id.
+pub fn s3_version_event(bucket: &str, key: &str, etag: &str, version_id: Option<&str>) -> Value {
+    let mut object = json!({
+        "key": key, "size": 1, "eTag": etag.trim_matches('"'), "sequencer": "0A1B2C3D4E5F678901"
+    });
+    if let Some(version) = version_id {
+        object["versionId"] = json!(version);
+    }
+    json!({ "Records": [s3_record(bucket, object)] })
+}
+
+/// One record of an S3 notification: `object` in `bucket`, created by a PUT.
+fn s3_record(bucket: &str, object: Value) -> Value {
+    json!({
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-11-24T13:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "EXAMPLE"},
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"}, "responseElements": {},
+        "s3": {"s3SchemaVersion": "1.0", "configurationId": "t",
+               "bucket": {"name": bucket, "arn": format!("arn:aws:s3:::{bucket}")},
+               "object": object}
+    })
 }
 
 /// The item identifiers of an answer's `batchItemFailures`.

@@ -286,7 +286,8 @@ async fn an_unreadable_object_fails_the_invocation_rather_than_ending_early() {
     }]});
     match lambda.invoke_answer(event) {
         crate::runtime_api::Answer::Error(error) => {
-            assert!(error.to_string().contains("broken.parquet"), "{error}")
+            assert!(error.to_string().contains("broken.parquet"), "{error}");
+            assert_eq!(error["errorType"], "SourceFailed", "{error}");
         }
         other => panic!("expected an error, got {other:?}\n{}", lambda.log()),
     }

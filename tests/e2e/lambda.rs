@@ -241,10 +241,44 @@ async fn a_missing_setting_fails_the_cold_start_naming_the_variable() {
         Answer::InitError(error) => {
             let message = text(&error["errorMessage"], "the init error's errorMessage");
             assert!(message.contains("PIPELINE_DLQ"), "{message}");
+            assert_eq!(error["errorType"], "Config", "{error}");
         }
         other => panic!("expected an init error, got {other:?}"),
     }
     assert!(!lambda.wait_exit(Duration::from_secs(30)).success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_of_no_known_kind_is_answered_with_a_stable_error_type() {
+    // Operators alarm and search on `errorType`: it is a documented name, never the
+    // Rust type of a boxed error, and the function keeps serving after it.
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let dlq = aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    let wasm = plugin("enrich");
+    let lambda = Lambda::start(
+        &moto.env_with(&[
+            ("PIPELINE_PLUGIN", path_str(&wasm)),
+            ("PIPELINE_SINKS", "default=kinesis://orders"),
+            ("PIPELINE_DLQ", "sqs://dlq"),
+        ]),
+        scratch.dir.path(),
+    );
+    match lambda.invoke_answer(json!({"Records": [{"eventSource": "aws:carrier-pigeon"}]})) {
+        Answer::Error(error) => {
+            assert_eq!(error["errorType"], "InvalidEvent", "{error}");
+            let message = text(&error["errorMessage"], "the error's errorMessage");
+            assert!(
+                message.contains("not a known AWS event") && message.contains("aws:carrier-pigeon"),
+                "{message}"
+            );
+        }
+        other => panic!("expected an error, got {other:?}\n{}", lambda.log()),
+    }
+    let answer = lambda.invoke(json!([]));
+    assert_eq!(answer["in"], 0, "{answer}");
+    assert!(aws.drain_queue(&dlq).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -292,7 +326,7 @@ async fn s3_objects_stream_through_in_batches() {
     assert_eq!(
         answer,
         json!({"in": 2502, "transformed": 2499, "dropped": 0, "failed": 3, "retried": 0, "duplicate": 0, "outputs": 2499,
-               "plugin": "validate@0.1.0"})
+               "gone": 0, "plugin": "validate@0.1.0"})
     );
     let objects = aws.objects("lake", "valid/").await;
     assert_eq!(

@@ -418,11 +418,14 @@ async fn a_host_with_a_public_key_runs_only_signed_versions() {
         &[("PIPELINE_PLUGIN_PUBLIC_KEY", &public_key)],
     );
     match lambda.next_answer() {
-        Answer::InitError(error) => assert!(
-            text(&error["errorMessage"], "the init error's errorMessage")
-                .contains("signature refused"),
-            "{error}"
-        ),
+        Answer::InitError(error) => {
+            assert!(
+                text(&error["errorMessage"], "the init error's errorMessage")
+                    .contains("signature refused"),
+                "{error}"
+            );
+            assert_eq!(error["errorType"], "PluginRefused", "{error}");
+        }
         other => panic!("expected an init error, got {other:?}"),
     }
     assert!(!lambda.wait_exit(ANSWER_TIMEOUT).success());
@@ -609,4 +612,94 @@ async fn a_signed_version_cannot_be_changed_or_rolled_back_through_the_bucket() 
     .assert_ok();
     after_check_interval();
     assert_eq!(invoke(&lambda, &aws, "s4").await.0, "enrich@1.0.0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_manifest_copied_over_another_plugins_is_refused() {
+    // Both manifests verify with the key; only the place tells them apart. `route`'s
+    // signed manifest written over `enrich`'s (by anyone who can write the bucket)
+    // must not make the enrich function run route: not at a cold start, not as a swap.
+    let (moto, aws, scratch) = emulator_with_queues().await;
+    let key_file = scratch.path("signing.key");
+    let keygen = scratch.host(&["keygen", "--out", path_str(&key_file)], None);
+    keygen.assert_ok();
+    let public_key = keygen.stdout.trim().to_owned();
+    let key = path_str(&key_file);
+    publish(
+        &scratch,
+        &moto,
+        &[
+            "--plugin",
+            &wasm("enrich"),
+            "--version",
+            "1.0.0",
+            "--signing-key",
+            key,
+        ],
+    )
+    .assert_ok();
+    let route_prefix = "s3://plugins/plugins/route/";
+    scratch
+        .host_with_env(
+            &[
+                "publish",
+                "--to",
+                route_prefix,
+                "--plugin",
+                &wasm("route"),
+                "--version",
+                "1.0.0",
+                "--signing-key",
+                key,
+            ],
+            None,
+            &moto.env(),
+        )
+        .assert_ok();
+    let route_manifest = aws
+        .objects("plugins", "plugins/route/manifest.json")
+        .await
+        .pop()
+        .expect("route's manifest")
+        .1;
+
+    let lambda = start_lambda(
+        &moto,
+        &scratch,
+        &[("PIPELINE_PLUGIN_PUBLIC_KEY", &public_key)],
+    );
+    assert_eq!(invoke(&lambda, &aws, "p1").await.0, "enrich@1.0.0");
+    // The swap: refused, enrich keeps serving.
+    aws.put_object(
+        "plugins",
+        "plugins/enrich/manifest.json",
+        route_manifest.clone(),
+    )
+    .await;
+    after_check_interval();
+    assert_eq!(invoke(&lambda, &aws, "p2").await.0, "enrich@1.0.0");
+    let log = wait_for_log(&lambda, "but found under");
+    assert!(log.contains("plugins/route/"), "{log}");
+    drop(lambda);
+
+    // A cold start on the copied manifest fails, naming why.
+    let mut cold = start_lambda(
+        &moto,
+        &scratch,
+        &[("PIPELINE_PLUGIN_PUBLIC_KEY", &public_key)],
+    );
+    match cold.next_answer() {
+        Answer::InitError(error) => {
+            let message = text(&error["errorMessage"], "the init error's errorMessage");
+            assert!(
+                message.contains(
+                    "published to \"plugins/route/\" but found under \"plugins/enrich/\""
+                ),
+                "{message}"
+            );
+            assert_eq!(error["errorType"], "PluginRefused", "{error}");
+        }
+        other => panic!("expected an init error, got {other:?}"),
+    }
+    assert!(!cold.wait_exit(ANSWER_TIMEOUT).success());
 }

@@ -290,6 +290,41 @@ fn isolating_records_that_all_stall_has_a_bound() {
 }
 
 #[test]
+fn isolating_records_that_fail_just_short_of_the_deadline_has_a_bound() {
+    // Every record spins 150 ms of a 200 ms deadline, then panics: no call runs into
+    // the deadline, yet isolating 40 such records by halves would take 79 calls (12 s).
+    // Failed calls spend the batch's allowance of 8 deadlines (1.6 s) by the time they
+    // take: each takes at least 150 ms, so at most 11 calls are made.
+    let s = Scratch::new();
+    let input = s.write("in.txt", &["slowpanic"; 40].join("\n"));
+    let run = s.run_plugin(
+        "misbehave",
+        &input,
+        &[
+            "--format",
+            "lines",
+            "--deadline-ms",
+            "200",
+            "--batch-size",
+            "40",
+            "--config",
+            "spin_ms=150",
+        ],
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [40, 0, 0, 40]);
+    let calls = summary_number(&run.stderr, "calls=");
+    assert!((2..=11).contains(&calls), "{calls} calls: {}", run.stderr);
+    let dlq = s.json_lines("dlq.jsonl");
+    assert_eq!(dlq.len(), 40);
+    assert!(
+        dlq.iter()
+            .any(|e| text(&e["error"]["message"], "message").contains("allowance of 8 deadlines")),
+        "{dlq:?}"
+    );
+}
+
+#[test]
 fn output_is_capped_per_record_and_per_call() {
     // `fanout` makes 600 outputs of 1 KiB: one fits a 1 MiB call, two do not; with 500
     // outputs allowed per record, none does.
@@ -458,6 +493,18 @@ fn host_memory_stays_within_the_caps_whatever_the_plugin_asks() {
         peak_memory(&alias) <= base + 32 * mib,
         "peak {} MiB over a {} MiB baseline",
         peak_memory(&alias) / mib,
+        base / mib
+    );
+    // `attrs` answers one output whose 4096 attributes and destination all alias one
+    // 1 MiB span (64 KiB of table in the guest): 8 GiB of host strings if copied, which
+    // took `host run` to 4.2 GB before attributes were capped and counted.
+    let attrs = json_summary("hostile", "one\nattrs\ntwo\n", &[]);
+    assert_eq!(attrs["failed_by_kind"]["output-too-large"], 1, "{attrs}");
+    assert_eq!(attrs["in"], 3, "{attrs}");
+    assert!(
+        peak_memory(&attrs) <= base + 32 * mib,
+        "peak {} MiB over a {} MiB baseline",
+        peak_memory(&attrs) / mib,
         base / mib
     );
 }

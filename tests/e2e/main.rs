@@ -30,5 +30,7 @@ mod ordering;
 mod python;
 mod reprocess;
 mod run;
+mod s3_versions;
+mod sqs_rules;
 mod stall;
 mod tiering;

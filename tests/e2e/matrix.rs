@@ -486,6 +486,7 @@ async fn two_hosts_process_the_same_event_at_once() {
             ("PIPELINE_DEDUP_CLAIM_SECONDS", "60"),
             ("PIPELINE_AWS_ATTEMPT_TIMEOUT_MS", "20000"),
             ("PIPELINE_AWS_TIMEOUT_MS", "60000"),
+            ("PIPELINE_TIME_MARGIN_MS", "20000"),
         ];
         let (a, b) = (world.start(&env), world.start(&env));
         a.send(world.event.clone());
@@ -522,6 +523,7 @@ async fn killed_mid_batch(sources: &[From], to: To, taken: bool) {
         let first = world.start(&[
             ("PIPELINE_AWS_ATTEMPT_TIMEOUT_MS", "20000"),
             ("PIPELINE_AWS_TIMEOUT_MS", "40000"),
+            ("PIPELINE_TIME_MARGIN_MS", "20000"),
         ]);
         first.send(world.event.clone());
         let started = Instant::now();

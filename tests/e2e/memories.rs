@@ -189,3 +189,48 @@ fn a_component_past_the_memories_tables_or_instances_allowed_is_refused_at_start
         "table minimum size of 2000000 elements exceeds table limits",
     );
 }
+
+#[test]
+fn tables_count_toward_the_memory_cap() {
+    // Tables live in host memory, outside any linear memory: 60 tables of a million
+    // elements (~480 MiB of host memory at 8 bytes an element) within the count limits
+    // would pass a cap that saw only memories. They are counted at 8 bytes an element.
+    refused_at_start(
+        with_instances("misbehave", 1, Holds::Tables(60, 1_000_000)),
+        &[],
+        "memory limit of 134217728 bytes exceeded",
+    );
+    // Two tables of a million elements (16 MB) fit the default 128 MiB cap beside the
+    // plugin's own memory: tables are counted, not refused.
+    let s = Scratch::new();
+    let wasm = s.path("tables.wasm");
+    std::fs::write(
+        &wasm,
+        with_instances("misbehave", 1, Holds::Tables(2, 1_000_000)),
+    )
+    .expect("write");
+    let input = s.write("in.txt", "echo\n");
+    let run = s.host(
+        &[
+            "run",
+            "--plugin",
+            path_str(&wasm),
+            "--input",
+            path_str(&input),
+            "--format",
+            "lines",
+            "--emit",
+            "payload",
+            "--output",
+            path_str(&s.path("out.jsonl")),
+            "--dlq",
+            path_str(&s.path("dlq.jsonl")),
+        ],
+        None,
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(s.path("out.jsonl")).expect("the output"),
+        "echo\n"
+    );
+}

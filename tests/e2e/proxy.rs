@@ -4,6 +4,10 @@
 //! `X-Amz-Target` of JSON protocols, e.g. `PutRecords`; `S3.PutObject` for an S3 PUT)
 //! and, optionally, by a text in the body (a queue URL); the rules can be changed while
 //! the host runs.
+//!
+//! It also keeps a rule of the real service that the emulator does not: SQS refuses a
+//! message whose body or string attribute has a character outside its documented set,
+//! and the call with it ([`sqs_refuses`]).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -67,6 +71,8 @@ struct State {
     rules: Vec<(Rule, usize)>,
     /// Calls a fault was applied to, by operation.
     faulted: Vec<&'static str>,
+    /// SQS calls refused for a character outside SQS's set.
+    sqs_refused: usize,
     /// Calls forwarded, by operation: how many, bytes sent, bytes received.
     traffic: std::collections::BTreeMap<String, Traffic>,
 }
@@ -125,6 +131,11 @@ impl Proxy {
     pub fn faulted(&self, operation: &str) -> usize {
         let state = self.state.lock().expect("proxy state");
         state.faulted.iter().filter(|o| **o == operation).count()
+    }
+
+    /// SQS calls refused so far for a character SQS does not accept.
+    pub fn sqs_refused(&self) -> usize {
+        self.state.lock().expect("proxy state").sqs_refused
     }
 
     /// Calls forwarded so far, by operation; cleared.
@@ -205,6 +216,16 @@ fn relay(mut client: TcpStream, upstream: &str, state: &Mutex<State>, stop: &Ato
     let Some((head, body)) = read_request(&mut client) else {
         return;
     };
+    if let Some(text) = sqs_refuses(&head, &body) {
+        state.lock().expect("proxy state").sqs_refused += 1;
+        let message = format!(
+            "Invalid characters found. Valid unicode characters are #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF (test proxy: {text:?})"
+        );
+        let body =
+            json!({"__type": "com.amazonaws.sqs#InvalidMessageContents", "message": message});
+        answer(&mut client, 400, &body.to_string());
+        return;
+    }
     let fault = fault_for(state, &head, &body);
     match fault.map(|(f, _)| f) {
         Some(Fault::Hold) => {
@@ -244,6 +265,42 @@ fn relay(mut client: TcpStream, upstream: &str, state: &Mutex<State>, stop: &Ato
             }
         }
     }
+}
+
+/// The characters SQS takes in a message body or a string attribute value, as its
+/// documentation lists them.
+fn sqs_accepts(c: char) -> bool {
+    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+}
+
+/// For an SQS `SendMessage` or `SendMessageBatch` (JSON protocol): the first body or
+/// string attribute value with a character SQS does not accept, which makes SQS refuse
+/// the call.
+fn sqs_refuses(head: &str, body: &[u8]) -> Option<String> {
+    let op = operation(head);
+    if op != "SendMessage" && op != "SendMessageBatch" {
+        return None;
+    }
+    let request: Value = serde_json::from_slice(body).ok()?;
+    let messages = match request.get("Entries") {
+        Some(Value::Array(entries)) => entries.clone(),
+        _ => vec![request],
+    };
+    let mut texts = Vec::new();
+    for message in &messages {
+        texts.extend(message.get("MessageBody").and_then(Value::as_str));
+        if let Some(Value::Object(attributes)) = message.get("MessageAttributes") {
+            texts.extend(
+                attributes
+                    .values()
+                    .filter_map(|a| a.get("StringValue")?.as_str()),
+            );
+        }
+    }
+    texts
+        .into_iter()
+        .find(|t| !t.chars().all(sqs_accepts))
+        .map(|t| t.chars().take(64).collect())
 }
 
 fn answer(client: &mut TcpStream, status: u16, body: &str) {

@@ -223,9 +223,25 @@ async fn a_captured_s3_notification_replays_from_the_command_line() {
     )
     .await;
     let scratch = Scratch::new();
-    // The standard test event names incoming/raw/2026-11-24/events+part%3D1.jsonl.gz.
-    let event =
+    // The standard test event names incoming/raw/2026-11-24/events+part%3D1.jsonl.gz; it
+    // is given the ETag of the object just written, as S3 would have, since the host
+    // reads only the version a notification names (If-Match on its ETag).
+    let head = aws
+        .s3
+        .head_object()
+        .bucket("incoming")
+        .key("raw/2026-11-24/events part=1.jsonl.gz")
+        .send()
+        .await
+        .expect("head the object");
+    let etag = head.e_tag().expect("an ETag").trim_matches('"').to_owned();
+    let fixture =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/s3-event.json");
+    let mut captured: Value =
+        serde_json::from_str(&std::fs::read_to_string(&fixture).expect("the fixture"))
+            .expect("the fixture is JSON");
+    captured["Records"][0]["s3"]["object"]["eTag"] = etag.into();
+    let event = scratch.write("s3-event.json", &captured.to_string());
     let wasm = plugin("enrich");
     let args = [
         "run",

@@ -53,3 +53,51 @@ async fn a_stalled_sink_fails_its_attempts_in_time_and_the_records_are_dead_lett
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_stalled_near_the_deadline_is_cut_before_it_and_its_records_handed_back() {
+    // One sink call whose SDK attempts (3 of 1.4 s) outlast the 4 s invocation: started
+    // inside the budget, it would still be running when Lambda kills the function, which
+    // then retries the whole batch. The call is cut at the deadline (less the time kept
+    // for the answer) and its records are handed back, in order, with an answer in time.
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.stream("out").await;
+    let dlq = aws.queue("dlq").await;
+    let proxy = Proxy::start(&moto.endpoint);
+    proxy.set(vec![Rule::always("PutRecords", Fault::Hold)]);
+    let scratch = Scratch::new();
+    let wasm = plugin("misbehave");
+    let env = proxy.env(moto.env_with(&[
+        ("PIPELINE_PLUGIN", path_str(&wasm)),
+        ("PIPELINE_SINKS", "default=kinesis://out"),
+        ("PIPELINE_DLQ", "sqs://dlq"),
+        ("PIPELINE_TIME_MARGIN_MS", "1500"),
+        ("PIPELINE_AWS_ATTEMPT_TIMEOUT_MS", "1400"),
+        ("PIPELINE_AWS_TIMEOUT_MS", "30000"),
+    ]));
+    let lambda = Lambda::start(&env, scratch.dir.path());
+    // The cold start first (compiling the plugin), with time to spare.
+    let warm = lambda.invoke(json!([]));
+    assert_eq!(warm["in"], 0, "{warm}");
+    let timeout = std::time::Duration::from_secs(4);
+    lambda.set_timeout(timeout);
+    let shard = "shardId-000000000001";
+    let event = kinesis_event(&[(shard, "one"), (shard, "two")]);
+    let sent = std::time::Instant::now();
+    let answer = lambda.invoke(event.clone());
+    // Measured from before the event was handed over: the deadline came later than this.
+    let took = sent.elapsed();
+    assert!(
+        took < timeout,
+        "answered after {took:?}, past the {timeout:?} deadline: {}",
+        lambda.log()
+    );
+    assert!(proxy.faulted("PutRecords") > 0, "{}", lambda.log());
+    assert_eq!(
+        failures(&answer),
+        crate::events::sequence_numbers(&event),
+        "both records handed back: {answer}"
+    );
+    assert!(aws.drain_queue(&dlq).await.is_empty());
+}

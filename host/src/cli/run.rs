@@ -49,7 +49,17 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.format == InputFormat::S3Event {
         let objects = read_notification(&args, &settings)?;
         let mut source = ObjectSource::new(aws.clone(), objects, settings.max_record_bytes);
-        return drive(&settings, &aws, &args, &mut source).await;
+        drive(&settings, &aws, &args, &mut source).await?;
+        // Objects whose named version was gone are not items, so not in the summary's
+        // counts: said after it (each was logged as it was met).
+        let gone = source.gone();
+        if !gone.is_empty() {
+            eprintln!("gone={}", gone.len());
+            for object in gone {
+                eprintln!("gone: {object}");
+            }
+        }
+        return Ok(());
     }
     let mut source = open_input(&args, &settings)?;
     drive(&settings, &aws, &args, &mut source).await

@@ -8,8 +8,10 @@
 //!   traps alone on an instance earlier records ran in gets one more try on a fresh
 //!   instance before it is blamed (their state may be what broke it). A call that ran
 //!   out of time is re-run one record at a time instead: a record that stalls costs one
-//!   more deadline, not one per level of halving; a batch's calls into the deadline are
-//!   bounded, past that the records left fail together as `deadline`.
+//!   more deadline, not one per level of halving. Isolating a batch is bounded, in calls
+//!   into the deadline and in the time its failed calls took (a plugin that fails just
+//!   short of the deadline, or whose `init` is slow, costs as much): past the allowance
+//!   of [`MAX_DEADLINE_CALLS`] deadlines, the records left fail together as `deadline`.
 //! - An infrastructure error is retried, only for the records that reported it, with
 //!   exponential backoff and jitter, up to `max-attempts`; then the record fails.
 //! - A time [`Budget`] bounds it all: no call or backoff starts past it, and the records
@@ -143,6 +145,9 @@ pub struct Runner {
     metrics: RunnerMetrics,
     /// Calls of the current batch that hit the deadline.
     deadline_calls: u32,
+    /// Time the current batch's other failed calls took (all but those into the
+    /// deadline), starting their instances included.
+    failed_time: Duration,
     /// Counter and gauge names taken so far (at most [`MAX_PLUGIN_METRICS`]), each with
     /// whether it is a gauge: one name is one metric, a counter or a gauge, not both.
     metric_names: BTreeMap<String, bool>,
@@ -162,6 +167,7 @@ impl Runner {
             packer: Packer::default(),
             metrics: RunnerMetrics::default(),
             deadline_calls: 0,
+            failed_time: Duration::ZERO,
             metric_names: BTreeMap::new(),
             warned_metrics: (false, false),
         };
@@ -217,6 +223,7 @@ impl Runner {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
         let mut pending: Vec<usize> = (0..records.len()).collect();
         self.deadline_calls = 0;
+        self.failed_time = Duration::ZERO;
         for attempt in 1..=limits.max_attempts {
             let mut retry = Vec::new();
             self.run_isolating(records, &pending, budget, &mut |index, result| {
@@ -298,12 +305,19 @@ impl Runner {
             }
             return;
         }
-        if self.deadline_calls >= MAX_DEADLINE_CALLS {
-            // The batch's allowance of calls into the deadline is spent: no more calls.
+        if self.allowance_spent() {
+            // The batch's allowance for failed calls is spent: no more calls.
             self.fail_together(indices, "not run", true, report);
             return;
         }
-        match self.call(records, indices) {
+        let started = Instant::now();
+        let called = self.call(records, indices);
+        if let Err(failure) = &called
+            && failure.kind != FailureKind::Deadline
+        {
+            self.failed_time += started.elapsed();
+        }
+        match called {
             Ok(results) => {
                 for (&index, result) in indices.iter().zip(results) {
                     report(index, Ok(result));
@@ -319,7 +333,7 @@ impl Runner {
                 // Once more, on a fresh instance, under the same rules (the budget, the
                 // batch's allowance of calls into the deadline) as any call; with the
                 // allowance spent, the record keeps its own failure.
-                if self.deadline_calls >= MAX_DEADLINE_CALLS {
+                if self.allowance_spent() {
                     report(indices[0], Err(failure));
                     return;
                 }
@@ -338,7 +352,7 @@ impl Runner {
             Err(failure) if failure.kind == FailureKind::Deadline => {
                 self.deadline_calls += 1;
                 for (position, &index) in indices.iter().enumerate() {
-                    if self.deadline_calls >= MAX_DEADLINE_CALLS {
+                    if self.allowance_spent() {
                         let why = format!("{}; not isolated", failure.message);
                         self.fail_together(&indices[position..], &why, failure.fresh, report);
                         return;
@@ -346,6 +360,10 @@ impl Runner {
                     self.metrics.isolation_calls += 1;
                     self.run_isolating(records, &[index], budget, report);
                 }
+            }
+            Err(failure) if self.allowance_spent() => {
+                let why = format!("{}; not isolated", failure.message);
+                self.fail_together(indices, &why, failure.fresh, report);
             }
             Err(failure) => {
                 tracing::debug!(plugin = %self.plugin.label(), records = indices.len(), reason = %failure.message, "call failed; bisecting");
@@ -357,8 +375,17 @@ impl Runner {
         }
     }
 
-    /// Fails the records at `indices` as `deadline`, together: the batch's allowance of
-    /// calls into the deadline is spent.
+    /// Whether the batch's allowance for failed calls, [`MAX_DEADLINE_CALLS`] deadlines,
+    /// is spent: a call into the deadline costs one, any other failed call the time it
+    /// took (a plugin that panics just short of the deadline costs nearly as much).
+    fn allowance_spent(&self) -> bool {
+        let deadline = self.plugin.engine.limits().deadline;
+        deadline.saturating_mul(self.deadline_calls) + self.failed_time
+            >= deadline.saturating_mul(MAX_DEADLINE_CALLS)
+    }
+
+    /// Fails the records at `indices` as `deadline`, together: the batch's allowance for
+    /// failed calls is spent.
     fn fail_together(
         &self,
         indices: &[usize],
@@ -367,8 +394,9 @@ impl Runner {
         report: &mut dyn FnMut(usize, Result<PluginResult, CallFailure>),
     ) {
         let message = format!(
-            "{why}: {} calls of this batch ran into the deadline, so the {} records left fail together",
+            "{why}: this batch's failed calls cost its allowance of {MAX_DEADLINE_CALLS} deadlines ({} ran into the deadline, the others took {} ms), so the {} records left fail together",
             self.deadline_calls,
+            self.failed_time.as_millis(),
             indices.len()
         );
         for &index in indices {

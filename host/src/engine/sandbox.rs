@@ -25,6 +25,10 @@ const MAX_MEMORIES: usize = 8;
 const MAX_TABLES: usize = 64;
 const MAX_INSTANCES: usize = 64;
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+/// Host bytes one table element takes (a pointer): tables live outside linear memory, so
+/// they are counted against the memory cap at this size (64 tables of a million elements
+/// would otherwise be ~512 MiB of host memory the cap never saw).
+const TABLE_ELEMENT_BYTES: usize = 8;
 
 /// Per-instance state inside a wasmtime `Store`.
 pub(crate) struct StoreState {
@@ -107,7 +111,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result
 }
 
 /// Denies memory growth past the cap by trapping, and remembers that it did. The cap
-/// is on all of an instance's linear memories together.
+/// is on all of an instance's linear memories and tables together.
 struct MemoryCap {
     limit: usize,
     /// Bytes of all memories so far.
@@ -123,14 +127,10 @@ pub(crate) struct MemoryLimitExceeded {
     desired: usize,
 }
 
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _max: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let total = self.total.saturating_add(desired.saturating_sub(current));
+impl MemoryCap {
+    /// Takes `bytes` more of the cap, or traps (remembering it) when they do not fit.
+    fn grow(&mut self, bytes: usize) -> wasmtime::Result<bool> {
+        let total = self.total.saturating_add(bytes);
         if total > self.limit {
             self.hit = true;
             return Err(MemoryLimitExceeded {
@@ -142,14 +142,32 @@ impl ResourceLimiter for MemoryCap {
         self.total = total;
         Ok(true)
     }
+}
 
-    fn table_growing(
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        self.grow(desired.saturating_sub(current))
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.grow(
+            desired
+                .saturating_sub(current)
+                .saturating_mul(TABLE_ELEMENT_BYTES),
+        )
     }
 
     fn instances(&self) -> usize {

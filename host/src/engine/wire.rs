@@ -157,9 +157,18 @@ pub(crate) struct OutputCaps {
     pub(crate) output_bytes: usize,
     /// Outputs of one record.
     pub(crate) outputs_per_record: usize,
-    /// Payload and key bytes of all the call's outputs.
+    /// Bytes of all the call's outputs: payloads, keys, destinations, attribute names
+    /// and values.
     pub(crate) call_bytes: usize,
 }
+
+/// Attributes one output may carry. Every sink passes on far fewer (SQS takes 10 message
+/// attributes, S3 2 KiB of metadata); each costs the host two strings, so a hostile
+/// answer of thousands aliasing one span must not be copied.
+pub(crate) const MAX_ATTRIBUTES_PER_OUTPUT: usize = 64;
+/// Attributes all outputs of one call may carry together (each is two host strings, a
+/// few dozen bytes of bookkeeping besides its bytes, whatever its length).
+pub(crate) const MAX_ATTRIBUTES_PER_CALL: usize = 65_536;
 
 /// The plugin's answer broke the contract; the whole call counts as failed.
 #[derive(Debug, thiserror::Error)]
@@ -197,25 +206,42 @@ impl Reader {
     }
 }
 
-/// The bytes an output's payload and key take once a sink copies them.
-fn copied_size(output: &[u32]) -> usize {
-    let key = if output[2] == NONE {
-        0
-    } else {
-        output[3] as usize
-    };
-    output[1] as usize + key
+/// What one call's outputs have taken so far, as the sinks will copy them.
+#[derive(Debug, Default, Clone, Copy)]
+struct Taken {
+    bytes: usize,
+    attributes: usize,
 }
 
-/// Which cap a record's outputs (their table entries) pass, with `so_far` bytes of the
-/// call's earlier records taken; `None` when they fit.
-fn over_caps(output_words: &[u32], caps: OutputCaps, so_far: usize) -> Option<String> {
+/// The bytes an output takes once a sink copies it: payload, key, destination, and its
+/// attributes' names and values (`attribute_words`, its checked attribute entries).
+fn copied_size(output: &[u32], attribute_words: &[u32]) -> usize {
+    let optional = |offset: u32, len: u32| if offset == NONE { 0 } else { len as usize };
+    let attributes: usize = attribute_words
+        .chunks_exact(ATTRIBUTE_WORDS)
+        .map(|a| a[1] as usize + a[3] as usize)
+        .sum();
+    output[1] as usize
+        + optional(output[2], output[3])
+        + optional(output[4], output[5])
+        + attributes
+}
+
+/// Which cap a record's outputs (their table entries) pass, with `so_far` of the call's
+/// earlier records taken; `None` when they fit. Its outputs' attribute entries are looked
+/// up (checked) from `attribute_table`.
+fn over_caps(
+    output_words: &[u32],
+    attribute_table: &[u32],
+    caps: OutputCaps,
+    so_far: Taken,
+) -> Result<Option<String>, ContractViolation> {
     let count = output_words.len() / OUTPUT_WORDS;
     if count > caps.outputs_per_record {
-        return Some(format!(
+        return Ok(Some(format!(
             "{count} outputs exceed max-outputs-per-record={}",
             caps.outputs_per_record
-        ));
+        )));
     }
     let largest = output_words
         .chunks_exact(OUTPUT_WORDS)
@@ -223,22 +249,36 @@ fn over_caps(output_words: &[u32], caps: OutputCaps, so_far: usize) -> Option<St
         .max()
         .unwrap_or(0);
     if largest > caps.output_bytes {
-        return Some(format!(
+        return Ok(Some(format!(
             "an output of {largest} bytes exceeds max-output-bytes={}",
             caps.output_bytes
-        ));
+        )));
     }
-    let bytes: usize = output_words
-        .chunks_exact(OUTPUT_WORDS)
-        .map(copied_size)
-        .sum();
-    if so_far.saturating_add(bytes) > caps.call_bytes {
-        return Some(format!(
-            "this record's outputs ({bytes} bytes) would take the call's past max-call-output-bytes={} ({so_far} bytes before it)",
-            caps.call_bytes
-        ));
+    let mut record = Taken::default();
+    for o in output_words.chunks_exact(OUTPUT_WORDS) {
+        let attribute_words = entries(attribute_table, o[6], o[7], ATTRIBUTE_WORDS, "attribute")?;
+        let attributes = attribute_words.len() / ATTRIBUTE_WORDS;
+        if attributes > MAX_ATTRIBUTES_PER_OUTPUT {
+            return Ok(Some(format!(
+                "an output with {attributes} attributes exceeds the {MAX_ATTRIBUTES_PER_OUTPUT} one output may have"
+            )));
+        }
+        record.attributes += attributes;
+        record.bytes = record.bytes.saturating_add(copied_size(o, attribute_words));
     }
-    None
+    if so_far.attributes + record.attributes > MAX_ATTRIBUTES_PER_CALL {
+        return Ok(Some(format!(
+            "this record's outputs ({} attributes) would take the call's past the {MAX_ATTRIBUTES_PER_CALL} attributes one call may return ({} before it)",
+            record.attributes, so_far.attributes
+        )));
+    }
+    if so_far.bytes.saturating_add(record.bytes) > caps.call_bytes {
+        return Ok(Some(format!(
+            "this record's outputs ({} bytes) would take the call's past max-call-output-bytes={} ({} bytes before it)",
+            record.bytes, caps.call_bytes, so_far.bytes
+        )));
+    }
+    Ok(None)
 }
 
 /// `words[first * width .. (first + count) * width]`, checked.
@@ -278,19 +318,20 @@ pub(crate) fn unpack(
         bytes: Bytes::from(batch.bytes),
     };
     let mut results = Vec::with_capacity(expected);
-    let mut call_bytes = 0usize;
+    let mut taken = Taken::default();
     for result in batch.results.chunks_exact(RESULT_WORDS) {
         // Sized from the checked table slices, never from the plugin's counts.
         let output_words = entries(&batch.outputs, result[0], result[1], OUTPUT_WORDS, "output")?;
-        if let Some(over) = over_caps(output_words, caps, call_bytes) {
+        if let Some(over) = over_caps(output_words, &batch.attributes, caps, taken)? {
             results.push(PluginResult::OutputTooLarge(over));
             continue;
         }
         let mut outputs = Vec::with_capacity(output_words.len() / OUTPUT_WORDS);
         for o in output_words.chunks_exact(OUTPUT_WORDS) {
-            call_bytes += copied_size(o);
             let attribute_words =
                 entries(&batch.attributes, o[6], o[7], ATTRIBUTE_WORDS, "attribute")?;
+            taken.bytes += copied_size(o, attribute_words);
+            taken.attributes += attribute_words.len() / ATTRIBUTE_WORDS;
             let mut attributes = Vec::with_capacity(attribute_words.len() / ATTRIBUTE_WORDS);
             for a in attribute_words.chunks_exact(ATTRIBUTE_WORDS) {
                 attributes.push((reader.text(a[0], a[1])?, reader.text(a[2], a[3])?));
@@ -384,6 +425,61 @@ mod tests {
         assert!(too_large(&unpacked[1]).contains("an output of 9 bytes exceeds"));
     }
 
+    #[test]
+    fn attributes_and_destinations_count_toward_the_call() {
+        // One output whose destination and attribute names and values all alias the same
+        // 10 bytes: 10 + 10 + 2 * 10 per attribute, counted as the sinks copy them.
+        let mut answer = batch(&[[0, 0, NONE, 0, 0, 10, 0, 1]], &[[0, 1]]);
+        answer.attributes = vec![0, 10, 0, 10];
+        let unpacked = unpack(answer, 1, CAPS).expect("valid");
+        let message = too_large(&unpacked[0]);
+        assert!(message.contains("(30 bytes)"), "{message}");
+        assert!(message.contains("max-call-output-bytes=20"), "{message}");
+    }
+
+    #[test]
+    fn an_output_with_too_many_attributes_fails_its_record_alone() {
+        let caps = OutputCaps {
+            call_bytes: usize::MAX,
+            ..CAPS
+        };
+        let many = MAX_ATTRIBUTES_PER_OUTPUT as u32 + 1;
+        let mut answer = batch(
+            &[[0, 1, NONE, 0, NONE, 0, 0, many], output(0, 1)],
+            &[[0, 1], [1, 1]],
+        );
+        answer.attributes = [0, 1, 0, 1].repeat(many as usize);
+        let unpacked = unpack(answer, 2, caps).expect("valid");
+        let message = too_large(&unpacked[0]);
+        assert!(
+            message.contains("65 attributes exceeds the 64"),
+            "{message}"
+        );
+        assert!(matches!(&unpacked[1], PluginResult::Ok(o) if o.len() == 1));
+    }
+
+    #[test]
+    fn attributes_of_a_call_are_capped_across_its_records() {
+        let caps = OutputCaps {
+            call_bytes: usize::MAX,
+            outputs_per_record: 2000,
+            ..CAPS
+        };
+        // Records of 1,000 outputs of 64 empty attributes each (64,000 a record): the
+        // second record would pass 65,536.
+        let per_output = MAX_ATTRIBUTES_PER_OUTPUT as u32;
+        let outputs = vec![[0, 1, NONE, 0, NONE, 0, 0, per_output]; 2000];
+        let mut answer = batch(&outputs, &[[0, 1000], [1000, 1000]]);
+        answer.attributes = [0, 0, 0, 0].repeat(per_output as usize);
+        let unpacked = unpack(answer, 2, caps).expect("valid");
+        assert!(matches!(&unpacked[0], PluginResult::Ok(o) if o.len() == 1000));
+        let message = too_large(&unpacked[1]);
+        assert!(
+            message.contains("65536 attributes one call may return"),
+            "{message}"
+        );
+    }
+
     /// Words a plugin might put in a table: small indices, lengths near the edges, and
     /// the largest values.
     fn word() -> impl Strategy<Value = u32> {
@@ -450,7 +546,11 @@ mod tests {
                         prop_assert!(outputs.len() <= CAPS.outputs_per_record);
                         for o in outputs {
                             prop_assert!(o.payload.len() <= CAPS.output_bytes);
-                            call += o.payload.len() + o.key.as_ref().map_or(0, |k| k.len());
+                            prop_assert!(o.attributes.len() <= MAX_ATTRIBUTES_PER_OUTPUT);
+                            call += o.payload.len()
+                                + o.key.as_ref().map_or(0, |k| k.len())
+                                + o.destination.as_ref().map_or(0, |d| d.len())
+                                + o.attributes.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
                         }
                     }
                 }

@@ -76,12 +76,17 @@ impl Claims {
         while !asking.is_empty() {
             // A claim lasts as long as this run may still be delivering: its budget and
             // the margin kept before the deadline.
-            let answers = store
-                .claim(
-                    &names(&asking, &claims, None),
-                    budget.left().map(|l| l + slack),
-                )
-                .await?;
+            let asked = names(&asking, &claims, None);
+            let claiming = store.claim(&asked, budget.left().map(|l| l + slack));
+            // Claims a cut call made expire by themselves (they last the budget).
+            let answers = budget
+                .bound(claiming)
+                .await
+                .map_err(|cut| crate::aws::AwsError {
+                    what: "the idempotency store".into(),
+                    reason: cut.to_string(),
+                    out_of_time: true,
+                })??;
             for (&i, answer) in asking.iter().zip(&answers) {
                 claims[i] = Some(*answer);
             }

@@ -99,8 +99,9 @@ impl DeadLetters {
     /// The entry as the queue will hold it: whole when it fits; else its pointer, the
     /// whole entry stored in the overflow bucket; else cut to fit.
     async fn fit(&self, entry: DlqEntry, retry: RetryPolicy) -> Result<Vec<u8>, String> {
-        let json =
-            serde_json::to_vec(&entry).map_err(|e| format!("cannot encode a DLQ entry: {e}"))?;
+        let json = entry
+            .to_json()
+            .map_err(|e| format!("cannot encode a DLQ entry: {e}"))?;
         let Some(max) = self.sink.max_entry_bytes().filter(|max| json.len() > *max) else {
             return Ok(json);
         };
@@ -113,7 +114,8 @@ impl DeadLetters {
                     format!("cannot store a large DLQ entry in the overflow bucket: {e}")
                 })?;
             let pointer = entry.pointer(format!("s3://{}/{key}", overflow.bucket));
-            return serde_json::to_vec(&pointer)
+            return pointer
+                .to_json()
                 .map_err(|e| format!("cannot encode a DLQ pointer: {e}"));
         }
         let (cut, json) = entry.cut_to_fit(max).ok_or_else(|| {

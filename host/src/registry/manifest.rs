@@ -53,6 +53,12 @@ pub struct Manifest {
     /// A pinned manifest is not moved by publishing a newer version.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pinned: bool,
+    /// The key prefix the version was published under (`plugins/enrich/`). Signed: a
+    /// host refuses a signed manifest found under another prefix, so one plugin's
+    /// manifest copied over another's does not run there. Empty in manifests from
+    /// before it was signed (refused where signatures are required).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
     /// The module precompiled (`host publish --precompile`), one artifact per target
     /// and engine. Signed with the rest; a host loads one only when it verifies the
     /// signature and the artifact was made by an engine like its own.
@@ -99,6 +105,17 @@ pub enum ManifestError {
     /// A signature is required and missing, or does not verify.
     #[error("signature refused: {0}")]
     Signature(String),
+    /// A signed manifest found under another plugin's prefix than the one it was
+    /// published to (copied over another plugin's).
+    #[error(
+        "published to {signed:?} but found under {found:?}: a signed manifest serves only the plugin it was published for"
+    )]
+    Misplaced {
+        /// The prefix it was signed for.
+        signed: String,
+        /// Where the host found it.
+        found: String,
+    },
     /// An older publish than the one serving (a rollback of the bucket, not a publish).
     #[error(
         "sequence {sequence} is older than the serving version's {serving}: a rollback is a new publish (`host publish --rollback`), with a higher sequence"
@@ -127,7 +144,7 @@ impl Manifest {
 
     /// Checks everything that can be checked before downloading the module: the
     /// contract version, and the signature when `key` is configured.
-    pub fn check(&self, key: Option<&VerifyingKey>) -> Result<(), ManifestError> {
+    pub fn check(&self, key: Option<&VerifyingKey>, prefix: &str) -> Result<(), ManifestError> {
         if !world_supported(&self.world) {
             return Err(ManifestError::UnsupportedWorld {
                 world: self.world.clone(),
@@ -144,7 +161,19 @@ impl Manifest {
                 "the manifest has no publish sequence: its signature (from an older `host publish`) covers only the module hash; publish the version again".into(),
             ));
         }
-        self.verify_signature(signature, key)
+        self.verify_signature(signature, key)?;
+        if self.prefix.is_empty() {
+            return Err(ManifestError::Signature(
+                "the manifest is not bound to a plugin prefix (signed by an older `host publish`); publish the version again".into(),
+            ));
+        }
+        if self.prefix != prefix {
+            return Err(ManifestError::Misplaced {
+                signed: self.prefix.clone(),
+                found: prefix.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Whether `signature` (base64) is `key`'s over [`Manifest::signed_bytes`].
@@ -171,7 +200,8 @@ impl Manifest {
     /// one's architecture, engine key and 32 hash bytes (so a manifest without artifacts
     /// signs as it always did, and none can be added, dropped or swapped). `created_at`,
     /// `pinned` and an artifact's key are not covered: they change nothing a host runs
-    /// (a moved artifact fails its hash).
+    /// (a moved artifact fails its hash). Last, when it has one, the prefix, after a
+    /// tag of its own length (so no field before can pass for it).
     pub fn signed_bytes(&self) -> Result<Vec<u8>, ManifestError> {
         let mut out = SIGNED_DOMAIN.to_vec();
         let mut field = |bytes: &[u8]| {
@@ -195,6 +225,10 @@ impl Manifest {
                 field(artifact.engine.as_bytes());
                 field(&hash_bytes(&artifact.sha256)?);
             }
+        }
+        if !self.prefix.is_empty() {
+            field(b"prefix");
+            field(self.prefix.as_bytes());
         }
         Ok(out)
     }
@@ -320,8 +354,50 @@ mod tests {
             sequence: 3,
             signature: None,
             pinned: false,
+            prefix: PREFIX.into(),
             artifacts: Vec::new(),
         }
+    }
+
+    const PREFIX: &str = "plugins/enrich/";
+
+    #[test]
+    fn a_signed_manifest_serves_only_the_prefix_it_was_published_to() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let public = key.verifying_key();
+        let mut m = manifest(b"module");
+        m.sign(&key).expect("sign");
+        assert_eq!(m.check(Some(&public), PREFIX), Ok(()));
+        // Copied over another plugin's manifest: refused there.
+        let err = m
+            .check(Some(&public), "plugins/validate/")
+            .expect_err("another plugin's place");
+        assert!(
+            err.to_string()
+                .contains("published to \"plugins/enrich/\" but found under \"plugins/validate/\""),
+            "{err}"
+        );
+        // The prefix cannot be rewritten to match: it is signed.
+        let mut moved = m.clone();
+        moved.prefix = "plugins/validate/".into();
+        assert!(matches!(
+            moved.check(Some(&public), "plugins/validate/"),
+            Err(ManifestError::Signature(_))
+        ));
+        // Nor dropped: a signed manifest bound to no prefix is refused.
+        let mut unbound = manifest(b"module");
+        unbound.prefix.clear();
+        unbound.sign(&key).expect("sign");
+        let err = unbound.check(Some(&public), PREFIX).expect_err("unbound");
+        assert!(
+            err.to_string().contains("publish the version again"),
+            "{err}"
+        );
+        assert_eq!(
+            unbound.check(None, PREFIX),
+            Ok(()),
+            "without a key nothing is verified"
+        );
     }
 
     #[test]
@@ -343,7 +419,7 @@ mod tests {
         let mut m = manifest(b"m");
         m.world = "pipeline:plugin@0.2.0".into();
         assert!(matches!(
-            m.check(None),
+            m.check(None, PREFIX),
             Err(ManifestError::UnsupportedWorld { .. })
         ));
     }
@@ -354,13 +430,20 @@ mod tests {
         let public = key.verifying_key();
         let mut m = manifest(b"module");
         m.config.insert("currency".into(), "EUR".into());
-        assert!(m.check(Some(&public)).is_err(), "unsigned is refused");
+        assert!(
+            m.check(Some(&public), PREFIX).is_err(),
+            "unsigned is refused"
+        );
         m.sign(&key).expect("sign");
-        assert_eq!(m.check(Some(&public)), Ok(()));
+        assert_eq!(m.check(Some(&public), PREFIX), Ok(()));
         let other = SigningKey::from_bytes(&[8; 32]).verifying_key();
-        assert!(m.check(Some(&other)).is_err(), "another key is refused");
+        assert!(
+            m.check(Some(&other), PREFIX).is_err(),
+            "another key is refused"
+        );
         type Change = (&'static str, fn(&mut Manifest));
-        let changes: [Change; 6] = [
+        let changes: [Change; 7] = [
+            ("prefix", |m| m.prefix = "plugins/route/".into()),
             ("module", |m| m.sha256 = sha256_hex(b"other module")),
             ("name", |m| m.name = "route".into()),
             ("version", |m| m.version = "9.9.9".into()),
@@ -374,7 +457,7 @@ mod tests {
             let mut changed = m.clone();
             change(&mut changed);
             assert!(
-                changed.check(Some(&public)).is_err(),
+                changed.check(Some(&public), PREFIX).is_err(),
                 "the signature covers the {what}"
             );
         }
@@ -386,9 +469,12 @@ mod tests {
             key: "plugins/enrich/artifacts/a.cwasm".into(),
             sha256: sha256_hex(b"artifact"),
         });
-        assert!(with_artifact.check(Some(&public)).is_err(), "one added");
+        assert!(
+            with_artifact.check(Some(&public), PREFIX).is_err(),
+            "one added"
+        );
         with_artifact.sign(&key).expect("sign");
-        assert_eq!(with_artifact.check(Some(&public)), Ok(()));
+        assert_eq!(with_artifact.check(Some(&public), PREFIX), Ok(()));
         type ArtifactChange = (&'static str, fn(&mut Artifact));
         let artifact_changes: [ArtifactChange; 3] = [
             ("arch", |a| a.arch = "aarch64".into()),
@@ -399,18 +485,18 @@ mod tests {
             let mut changed = with_artifact.clone();
             change(&mut changed.artifacts[0]);
             assert!(
-                changed.check(Some(&public)).is_err(),
+                changed.check(Some(&public), PREFIX).is_err(),
                 "the signature covers an artifact's {what}"
             );
         }
         let mut dropped = with_artifact.clone();
         dropped.artifacts.clear();
-        assert!(dropped.check(Some(&public)).is_err(), "one dropped");
+        assert!(dropped.check(Some(&public), PREFIX).is_err(), "one dropped");
         // Neither is covered: they change nothing a host runs.
         let mut moved = m.clone();
         moved.pinned = true;
         moved.created_at = "2027-01-01T00:00:00.000Z".into();
-        assert_eq!(moved.check(Some(&public)), Ok(()));
+        assert_eq!(moved.check(Some(&public), PREFIX), Ok(()));
         let text = serde_json::to_vec(&m).expect("json");
         assert_eq!(Manifest::parse(&text), Ok(m));
         assert_eq!(verifying_key(&hex::encode(public.to_bytes())), Ok(public));
@@ -423,13 +509,17 @@ mod tests {
         m.sequence = 0;
         m.sign(&key).expect("sign");
         let err = m
-            .check(Some(&key.verifying_key()))
+            .check(Some(&key.verifying_key()), PREFIX)
             .expect_err("no sequence");
         assert!(
             err.to_string().contains("publish the version again"),
             "{err}"
         );
-        assert_eq!(m.check(None), Ok(()), "without a key nothing is verified");
+        assert_eq!(
+            m.check(None, PREFIX),
+            Ok(()),
+            "without a key nothing is verified"
+        );
     }
 
     #[test]

@@ -91,6 +91,19 @@ impl PluginLocation {
     }
 }
 
+impl PluginLocation {
+    /// The plugin prefix a manifest location serves, as `host publish` lays a prefix
+    /// out: `P/manifest.json` and `P/versions/V.json` both serve `P/`. A manifest
+    /// elsewhere serves its folder. `None` for a module without a manifest.
+    pub fn plugin_prefix(&self) -> Option<&str> {
+        let Self::S3Manifest { key, .. } = self else {
+            return None;
+        };
+        let folder = key.rfind('/').map_or("", |slash| &key[..=slash]);
+        Some(folder.strip_suffix("versions/").unwrap_or(folder))
+    }
+}
+
 impl std::fmt::Display for PluginLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -159,6 +172,22 @@ mod tests {
             PluginLocation::parse("enrich.wasm"),
             Ok(PluginLocation::File(_))
         ));
+        let prefix = |raw: &str| {
+            PluginLocation::parse(raw)
+                .expect("a location")
+                .plugin_prefix()
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            prefix("s3://b/plugins/enrich/").as_deref(),
+            Some("plugins/enrich/")
+        );
+        assert_eq!(
+            prefix("s3://b/plugins/enrich/versions/0.1.0.json").as_deref(),
+            Some("plugins/enrich/")
+        );
+        assert_eq!(prefix("s3://b/live.json").as_deref(), Some(""));
+        assert_eq!(prefix("s3://b/enrich.wasm"), None);
         assert!(PluginLocation::parse("s3://bucket").is_err());
         assert!(PluginLocation::parse("s3:///key").is_err());
     }

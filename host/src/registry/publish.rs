@@ -153,6 +153,7 @@ pub async fn publish(
         sequence,
         signature: None,
         pinned: false,
+        prefix: to.prefix.clone(),
         artifacts: artifact.iter().map(|(a, _)| a.clone()).collect(),
     };
     if manifest.version.is_empty() || manifest.version.contains('/') {
@@ -192,7 +193,7 @@ pub async fn publish(
         // (with the artifact just made, if it had none for this engine).
         let made = manifest.artifacts;
         manifest = existing;
-        vouch(&mut manifest, release.signing_key.as_ref())?;
+        vouch(&mut manifest, to, release.signing_key.as_ref())?;
         for artifact in made {
             if manifest
                 .artifact_for(&artifact.arch, &artifact.engine)
@@ -202,7 +203,7 @@ pub async fn publish(
             }
         }
         manifest.sequence = sequence;
-        resign(&mut manifest, release.signing_key.as_ref())?;
+        resign(&mut manifest, to, release.signing_key.as_ref())?;
     }
     if let Some((live, _)) = &live
         && live.pinned
@@ -243,12 +244,12 @@ pub async fn rollback(
             .await?
             .with_context(|| format!("no version was published before {}", live.label()))?,
     };
-    vouch(&mut target, signing_key)?;
+    vouch(&mut target, to, signing_key)?;
     target.pinned = pin;
     // A rollback is a publish: the next sequence, so hosts take it (and never take the
     // bucket's older manifests back by themselves).
     target.sequence = live.sequence + 1;
-    resign(&mut target, signing_key)?;
+    resign(&mut target, to, signing_key)?;
     replace_live(s3, to, &target, Some(&etag)).await?;
     Ok((live, target))
 }
@@ -257,10 +258,18 @@ pub async fn rollback(
 /// verify with this key (the bucket may have been written since it was signed), and one
 /// no signature of ours covers (unsigned, or signed before sequences) loses its
 /// artifacts (native code we did not vouch for).
-fn vouch(manifest: &mut Manifest, key: Option<&SigningKey>) -> anyhow::Result<()> {
+fn vouch(manifest: &mut Manifest, to: &Prefix, key: Option<&SigningKey>) -> anyhow::Result<()> {
     let Some(key) = key else {
         return Ok(());
     };
+    if !manifest.prefix.is_empty() && manifest.prefix != to.prefix {
+        bail!(
+            "{}: its stored manifest was published to {:?}, not {:?} (copied from another plugin); publish a new version",
+            manifest.label(),
+            manifest.prefix,
+            to.prefix
+        );
+    }
     match manifest.signature.clone() {
         Some(signature) if manifest.sequence > 0 => manifest
             .verify_signature(&signature, &key.verifying_key())
@@ -277,9 +286,10 @@ fn vouch(manifest: &mut Manifest, key: Option<&SigningKey>) -> anyhow::Result<()
     }
 }
 
-/// Signs `manifest` again after its sequence changed; one that was signed cannot go
-/// live unsigned.
-fn resign(manifest: &mut Manifest, key: Option<&SigningKey>) -> anyhow::Result<()> {
+/// Signs `manifest` again after its sequence changed, bound to `to`; one that was
+/// signed cannot go live unsigned.
+fn resign(manifest: &mut Manifest, to: &Prefix, key: Option<&SigningKey>) -> anyhow::Result<()> {
+    manifest.prefix.clone_from(&to.prefix);
     match key {
         Some(key) => manifest.sign(key)?,
         None if manifest.signature.is_some() => bail!(

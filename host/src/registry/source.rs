@@ -267,8 +267,9 @@ impl PluginSource {
         let PluginLocation::S3Manifest { bucket, .. } = &self.location else {
             return Err(LoadError::Config("not a manifest location".into()));
         };
+        let prefix = self.location.plugin_prefix().unwrap_or_default();
         manifest
-            .check(self.settings.public_key.as_ref())
+            .check(self.settings.public_key.as_ref(), prefix)
             .map_err(|source| LoadError::Refused {
                 plugin: manifest.label(),
                 source,

@@ -490,34 +490,56 @@ impl<T> Undelivered<T> {
 /// Entries with the same `key` (a partition key, a FIFO message group) stay in order:
 /// once one is refused, the later ones of its key in the same call are sent again after
 /// it (even though they were taken), and those of later calls wait for the next attempt.
+///
+/// What the service took once stays taken: an entry sent again only to stay behind a
+/// refused one of its key is delivered whatever its later calls answer (a call failing
+/// whole on the last attempt does not make it undelivered, to be dead-lettered or
+/// retried and so sent once more).
 pub(crate) async fn send_with_retries<T: Clone>(
-    mut pending: Vec<T>,
+    pending: Vec<T>,
     retry: RetryPolicy,
     pack: impl Fn(&[T]) -> Vec<Range<usize>>,
     key: impl Fn(&T) -> Option<String>,
     mut send: impl AsyncFnMut(&[T]) -> Result<Vec<(usize, String)>, String>,
 ) -> Undelivered<T> {
+    // Each entry with whether the service has taken it in any attempt so far.
+    let mut pending: Vec<(T, bool)> = pending.into_iter().map(|e| (e, false)).collect();
     let mut last_error = String::new();
     let mut out_of_time = false;
+    // A call was cut, or not made, by the run's hard deadline: what is left is unfinished
+    // (handed back), not a delivery failure.
+    let mut cut_by_time = false;
     for attempt in 1..=retry.max_attempts {
-        // What goes again, and whether the service already took it (sent again only to
-        // stay behind a refused entry of its key).
+        // What goes again, and whether the service took it, now or before (then it is
+        // sent again only to stay behind a refused entry of its key).
         let mut failed: Vec<(T, bool)> = Vec::new();
         let mut blocked: std::collections::HashSet<String> = std::collections::HashSet::new();
-        for range in pack(&pending) {
+        let entries: Vec<T> = pending.iter().map(|(e, _)| e.clone()).collect();
+        for range in pack(&entries) {
             let mut chunk = Vec::with_capacity(range.len());
-            for entry in &pending[range] {
+            let mut chunk_taken = Vec::with_capacity(range.len());
+            for (entry, taken) in &pending[range] {
                 match key(entry) {
                     // An earlier entry of its key is to be sent again: this one waits.
-                    Some(k) if blocked.contains(&k) => failed.push((entry.clone(), false)),
-                    _ => chunk.push(entry.clone()),
+                    Some(k) if blocked.contains(&k) => failed.push((entry.clone(), *taken)),
+                    _ => {
+                        chunk.push(entry.clone());
+                        chunk_taken.push(*taken);
+                    }
                 }
             }
             if chunk.is_empty() {
                 continue;
             }
             let mut refused = vec![false; chunk.len()];
-            match send(&chunk).await {
+            let answer = match retry.budget.bound(send(&chunk)).await {
+                Ok(answer) => answer,
+                Err(cut) => {
+                    cut_by_time = true;
+                    Err(cut.to_string())
+                }
+            };
+            match answer {
                 Ok(answer) => {
                     for (position, reason) in answer {
                         if let Some(slot) = refused.get_mut(position) {
@@ -531,30 +553,32 @@ pub(crate) async fn send_with_retries<T: Clone>(
                     last_error = reason;
                 }
             }
-            for (entry, refused) in chunk.into_iter().zip(refused) {
+            for ((entry, refused), taken_before) in chunk.into_iter().zip(refused).zip(chunk_taken)
+            {
                 let k = key(&entry);
                 let behind = k.as_ref().is_some_and(|k| blocked.contains(k));
+                let taken = taken_before || !refused;
+                // Refused (even if an earlier copy was taken: its last copy must stay
+                // in order) or behind a refused one: it goes again, and its key's
+                // later entries after it.
                 if refused || behind {
                     if let Some(k) = k {
                         blocked.insert(k);
                     }
-                    failed.push((entry, !refused));
+                    failed.push((entry, taken));
                 }
             }
         }
         let last = attempt == retry.max_attempts;
         let delay = crate::config::backoff(retry.base_delay, attempt);
-        let no_time = !last && !retry.budget.allows_wait(delay);
+        let no_time = cut_by_time || (!last && !retry.budget.allows_wait(delay));
+        pending = failed;
         if last || no_time {
             // No more tries: what the service took is delivered, whatever its order.
-            pending = failed
-                .into_iter()
-                .filter_map(|(entry, taken)| (!taken).then_some(entry))
-                .collect();
+            pending.retain(|(_, taken)| !taken);
             out_of_time = no_time && !pending.is_empty();
             break;
         }
-        pending = failed.into_iter().map(|(entry, _)| entry).collect();
         if pending.is_empty() {
             break;
         }
@@ -562,7 +586,7 @@ pub(crate) async fn send_with_retries<T: Clone>(
         tokio::time::sleep(delay).await;
     }
     Undelivered {
-        entries: pending,
+        entries: pending.into_iter().map(|(e, _)| e).collect(),
         last_error,
         out_of_time,
     }
@@ -577,4 +601,90 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     // Writing into a Vec cannot fail.
     let _ = encoder.write_all(data);
     encoder.finish().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Budget;
+
+    fn policy(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts,
+            base_delay: Duration::from_millis(1),
+            budget: Budget::unbounded(),
+        }
+    }
+
+    /// `send_with_retries` over `entries` (`(name, key)`, each call one `pack`ed call of
+    /// everything), with the service answering call `n` as `script[n]` says: `Ok` the
+    /// positions it refused, `Err` the whole call failed. Returns what was left
+    /// undelivered and every call's entries, by name.
+    async fn scripted(
+        entries: &[(&'static str, &'static str)],
+        attempts: u32,
+        script: Vec<Result<Vec<usize>, String>>,
+    ) -> (Vec<&'static str>, Vec<Vec<&'static str>>) {
+        let mut script = script.into_iter();
+        let mut calls = Vec::new();
+        let left = send_with_retries(
+            entries.to_vec(),
+            policy(attempts),
+            |all| std::iter::once(0..all.len()).collect(),
+            |(_, key)| Some((*key).to_owned()),
+            async |chunk: &[(&'static str, &'static str)]| {
+                calls.push(chunk.iter().map(|(name, _)| *name).collect::<Vec<_>>());
+                match script.next().expect("a scripted answer for every call") {
+                    Ok(refused) => Ok(refused.into_iter().map(|i| (i, "refused".into())).collect()),
+                    Err(reason) => Err(reason),
+                }
+            },
+        )
+        .await;
+        (left.entries.iter().map(|(name, _)| *name).collect(), calls)
+    }
+
+    #[tokio::test]
+    async fn what_the_service_took_stays_taken_when_a_later_call_fails_whole() {
+        // a1 refused, a2 taken (sent again behind a1 to keep the key's order), b taken.
+        // The second and last attempt fails whole: a2 was delivered on the first, and
+        // must not come back as undelivered (it would be dead-lettered or retried, and
+        // so sent again).
+        let (left, calls) = scripted(
+            &[("a1", "a"), ("a2", "a"), ("b", "b")],
+            2,
+            vec![Ok(vec![0]), Err("connection reset".into())],
+        )
+        .await;
+        assert_eq!(calls, [vec!["a1", "a2", "b"], vec!["a1", "a2"]]);
+        assert_eq!(left, ["a1"]);
+    }
+
+    #[tokio::test]
+    async fn a_copy_taken_earlier_goes_again_until_its_last_copy_is_in_order() {
+        // a1 refused then taken; a2 taken, then refused behind it: it goes a third time
+        // so its last copy follows a1's.
+        let (left, calls) = scripted(
+            &[("a1", "a"), ("a2", "a")],
+            3,
+            vec![Ok(vec![0]), Ok(vec![1]), Ok(vec![])],
+        )
+        .await;
+        assert_eq!(calls, [vec!["a1", "a2"], vec!["a1", "a2"], vec!["a2"]]);
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn entries_never_taken_are_left_after_the_last_attempt() {
+        let (left, calls) = scripted(
+            &[("a1", "a"), ("b1", "b"), ("a2", "a")],
+            2,
+            vec![Err("throttled".into()), Ok(vec![2])],
+        )
+        .await;
+        assert_eq!(calls.len(), 2);
+        assert_eq!(left, ["a2"]);
+    }
 }

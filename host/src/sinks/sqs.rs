@@ -34,6 +34,37 @@ struct Message {
 /// The attribute an output's identity travels in.
 const OUTPUT_ID: &str = "pipeline-output-id";
 
+/// Whether SQS takes `text` as it is, in a message body or a string attribute: only
+/// #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF (its documented set). A call
+/// with one message outside it is refused whole, for every message in it.
+pub(crate) fn sqs_accepts(text: &str) -> bool {
+    text.chars().all(|c| {
+        matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+    })
+}
+
+/// Whether `group` is a FIFO message group id SQS takes: 1 to 128 letters, digits and
+/// ASCII punctuation.
+fn valid_group(group: &str) -> bool {
+    (1..=128).contains(&group.len())
+        && group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b.is_ascii_punctuation())
+}
+
+/// A message body for `payload`: the text itself when SQS takes it as it is, else its
+/// base64 (flagged by the `content-transfer-encoding` attribute), so bytes that are not
+/// UTF-8 or hold characters SQS refuses still arrive exactly.
+fn body(payload: &[u8]) -> (String, bool) {
+    match std::str::from_utf8(payload) {
+        Ok(text) if sqs_accepts(text) => (text.to_owned(), false),
+        _ => (
+            base64::engine::general_purpose::STANDARD.encode(payload),
+            true,
+        ),
+    }
+}
+
 /// What a message counts against the 256 KiB limit: its body and its attributes.
 fn message_size(body: usize, id: Option<&String>) -> usize {
     body + id.map_or(0, |id| OUTPUT_ID.len() + "String".len() + id.len())
@@ -45,12 +76,34 @@ impl SqsSink {
         Self { client, queue_url }
     }
 
-    /// What can be known about `output` before sending: the size of its message body.
+    /// What can be known about `output` before sending: the size of its message body,
+    /// its identity and its FIFO message group as SQS takes them (one message SQS
+    /// refuses would fail its whole call, the other records' messages with it).
     pub fn check(&self, output: &Output) -> Result<(), (FailureKind, String)> {
         let body = match std::str::from_utf8(&output.payload) {
-            Ok(text) => text.len(),
-            Err(_) => output.payload.len().div_ceil(3) * 4,
+            Ok(text) if sqs_accepts(text) => text.len(),
+            _ => output.payload.len().div_ceil(3) * 4,
         };
+        if let Some(id) = &output.id
+            && !sqs_accepts(id)
+        {
+            return Err((
+                FailureKind::Encoding,
+                "the output's identity (the pipeline-output-id attribute) has a character SQS does not accept".into(),
+            ));
+        }
+        if self.is_fifo()
+            && let Some(key) = &output.key
+            && !std::str::from_utf8(key).is_ok_and(valid_group)
+        {
+            return Err((
+                FailureKind::Encoding,
+                format!(
+                    "the output's key ({} bytes) is not a FIFO message group id SQS takes: 1 to 128 letters, digits and ASCII punctuation",
+                    key.len()
+                ),
+            ));
+        }
         let size = message_size(body, output.id.as_ref());
         if size > MAX_BYTES {
             return Err((
@@ -74,13 +127,7 @@ impl SqsSink {
         let mut failures = Vec::new();
         let mut pending = Vec::with_capacity(outputs.len());
         for (item, output) in outputs {
-            let (body, base64) = match std::str::from_utf8(&output.payload) {
-                Ok(text) => (text.to_owned(), false),
-                Err(_) => (
-                    base64::engine::general_purpose::STANDARD.encode(&output.payload),
-                    true,
-                ),
-            };
+            let (body, base64) = body(&output.payload);
             if message_size(body.len(), output.id.as_ref()) > MAX_BYTES {
                 failures.push(DeliveryFailure {
                     item,
@@ -209,6 +256,35 @@ mod tests {
             group: None,
             id: None,
         }
+    }
+
+    #[test]
+    fn a_body_sqs_would_refuse_travels_as_base64() {
+        assert_eq!(
+            body(b"plain \t\n text \xe2\x82\xac"),
+            ("plain \t\n text \u{20ac}".into(), false)
+        );
+        for refused in ["nul \0", "bell \u{7}", "\u{FFFE}", "\u{FFFF}"] {
+            let (text, base64) = body(refused.as_bytes());
+            assert!(base64, "{refused:?}");
+            assert_eq!(
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .expect("base64"),
+                refused.as_bytes()
+            );
+        }
+        assert!(body(&[0xff, 0xfe]).1, "not UTF-8");
+    }
+
+    #[test]
+    fn fifo_group_ids_are_checked_before_sending() {
+        assert!(valid_group("user-42"));
+        assert!(valid_group(&"g".repeat(128)));
+        assert!(!valid_group(""));
+        assert!(!valid_group(&"g".repeat(129)));
+        assert!(!valid_group("with space"));
+        assert!(!valid_group("caf\u{e9}"));
     }
 
     #[test]

@@ -39,15 +39,55 @@ pub enum EventKind {
 /// (the Kinesis shard, the DynamoDB stream, the SQS FIFO message group), its record.
 pub type EventItem = super::Item<String>;
 
-/// An S3 object named by a notification.
+/// An S3 object named by a notification: one version of it, not whatever its key holds
+/// when the host gets to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectRef {
     /// Bucket name.
     pub bucket: String,
     /// Object key, URL-decoded.
     pub key: String,
-    /// The object's ETag as the notification gives it (which version was written).
+    /// The ETag of the version written, as the notification gives it, without quotes.
     pub etag: Option<String>,
+    /// The version written, where the bucket keeps versions. Never `null`: S3 writes
+    /// that for an object put while versioning was off or suspended, and a later write
+    /// replaces such a version in place, so it names nothing that stays.
+    pub version_id: Option<String>,
+}
+
+/// Which version of an object its notification names, and so what every read of it is
+/// pinned to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectVersion<'a> {
+    /// The version id (a versioned bucket): that version and no other is read.
+    Id(&'a str),
+    /// The ETag (an unversioned bucket): read with `If-Match`, so a later write to the
+    /// key is refused (412) rather than read under this notification's name.
+    ETag(&'a str),
+    /// Neither was given (a hand-written event): the object as it is now.
+    Current,
+}
+
+impl ObjectRef {
+    /// The version the notification names: by its id when there is one, else by its
+    /// ETag.
+    pub fn version(&self) -> ObjectVersion<'_> {
+        match (&self.version_id, &self.etag) {
+            (Some(version), _) => ObjectVersion::Id(version),
+            (None, Some(etag)) => ObjectVersion::ETag(etag),
+            (None, None) => ObjectVersion::Current,
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectVersion<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Id(version) => write!(f, "version {version}"),
+            Self::ETag(etag) => write!(f, "ETag {etag}"),
+            Self::Current => f.write_str("object as it is now"),
+        }
+    }
 }
 
 /// A decoded event: records, or for S3, the objects to read.
@@ -118,7 +158,7 @@ pub fn direct_identity(decoded: &super::Decoded, field: &str) -> Option<String> 
 #[derive(Debug, thiserror::Error)]
 #[error("not a {expected} event: {reason}")]
 pub struct EventError {
-    /// What was expected (`Kinesis`, `an AWS`, ...).
+    /// What was expected (`Kinesis`, `known AWS`, ...).
     pub expected: String,
     /// What was wrong.
     pub reason: String,
@@ -143,7 +183,7 @@ pub fn detect(event: &Value) -> Result<EventKind, EventError> {
         Some("aws:dynamodb") => Ok(EventKind::Dynamodb),
         Some("aws:s3") => Ok(EventKind::S3),
         other => Err(EventError {
-            expected: "an AWS".into(),
+            expected: "known AWS".into(),
             reason: match other {
                 Some(source) => format!("unsupported eventSource {source:?}"),
                 None => "expected a JSON array (direct invocation), a Firehose event, or `Records` with an `eventSource`".into(),
@@ -377,10 +417,20 @@ pub fn decode_within(
                         reason: "a record without bucket or key".into(),
                     });
                 };
+                let etag =
+                    r.s3.object
+                        .e_tag
+                        .map(|etag| etag.trim_matches('"').to_owned())
+                        .filter(|etag| !etag.is_empty());
+                let version_id =
+                    r.s3.object
+                        .version_id
+                        .filter(|version| !version.is_empty() && version != "null");
                 decoded.objects.push(ObjectRef {
                     bucket,
                     key: url_decode_key(&key),
-                    etag: r.s3.object.e_tag,
+                    etag,
+                    version_id,
                 });
             }
         }
@@ -592,8 +642,40 @@ mod tests {
                 bucket: "incoming".into(),
                 key: "raw/2026-11-24/events part=1.jsonl.gz".into(),
                 etag: Some("0123456789abcdef0123456789abcdef".into()),
+                version_id: None,
             }]
         );
+    }
+
+    #[test]
+    fn an_s3_notification_names_a_version_and_null_names_none() {
+        let event = |object: Value| {
+            serde_json::json!({"Records": [{
+                "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                "eventTime": "2026-11-24T13:00:00.000Z", "userIdentity": {},
+                "requestParameters": {},
+                "s3": {"bucket": {"name": "b"}, "object": object}
+            }]})
+        };
+        let objects = |object: Value| {
+            decode(EventKind::S3, event(object))
+                .expect("an S3 event")
+                .objects
+        };
+        let versioned = objects(serde_json::json!(
+            {"key": "k.jsonl", "eTag": "\"e1\"", "versionId": "v1"}
+        ));
+        assert_eq!(versioned[0].etag.as_deref(), Some("e1"), "quotes trimmed");
+        assert_eq!(versioned[0].version(), ObjectVersion::Id("v1"));
+        // `null`: written while versioning was off or suspended, replaced in place by a
+        // later write, so only the ETag tells this write from the next.
+        let suspended = objects(serde_json::json!(
+            {"key": "k.jsonl", "eTag": "e1", "versionId": "null"}
+        ));
+        assert_eq!(suspended[0].version_id, None);
+        assert_eq!(suspended[0].version(), ObjectVersion::ETag("e1"));
+        let bare = objects(serde_json::json!({"key": "k.jsonl"}));
+        assert_eq!(bare[0].version(), ObjectVersion::Current);
     }
 
     #[test]

@@ -5,6 +5,13 @@
 //! (CSV with a header), `.txt`/`.log` (lines), each optionally `.gz`; `.parquet` (each
 //! row becomes a JSON object). Parquet needs random access: the object is streamed to a
 //! temporary file first (disk, not memory), then read a batch of rows at a time.
+//!
+//! An object is read in one `GetObject` (a retry that resumes from a checkpoint reads it
+//! again from the start and skips what is done), pinned to the version the notification
+//! names: its version id, else `If-Match` on its ETag. Without the pin a notification
+//! read after a later write delivered that write's lines under its own name, and the
+//! later write's notification delivered them again. A named version that is gone (404,
+//! or 412 on the ETag) is not read at all: it is logged, and counted as `gone`.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -12,7 +19,10 @@ use std::io::{BufRead, BufReader};
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
+use aws_sdk_s3::error::ProvideErrorMetadata as _;
+
 use super::checkpoint::{Checkpoint, Checkpoints};
+use super::events::ObjectVersion;
 use super::{Decoded, FileSource, InputFormat, Item, ObjectRef, Source, SourceError};
 use crate::aws::{AwsClients, AwsError};
 use crate::record::Verdict;
@@ -20,7 +30,9 @@ use crate::record::Verdict;
 /// The objects an S3 notification names, read one after the other in batches. S3
 /// invokes asynchronously (no partial answers): nothing is redelivered item by item,
 /// and a failure to read an object fails the invocation. With checkpoints, a run that
-/// runs out of time records how far it got and the retry resumes there.
+/// runs out of time records how far it got and the retry resumes there. An object whose
+/// named version is gone is skipped and listed in [`ObjectSource::gone`]: no retry can
+/// read it, and reading what the key holds instead is what the pin is there to stop.
 pub struct ObjectSource {
     aws: AwsClients,
     objects: VecDeque<ObjectRef>,
@@ -38,7 +50,10 @@ pub struct ObjectSource {
     items_done: u64,
     /// Items of the current object an earlier run settled, still to skip.
     skip: u64,
+    /// The objects and the versions they name, for the checkpoint's reader.
     names: Vec<String>,
+    /// Objects whose named version was gone, in order.
+    gone: Vec<Gone>,
 }
 
 impl ObjectSource {
@@ -47,7 +62,7 @@ impl ObjectSource {
     pub fn new(aws: AwsClients, objects: Vec<ObjectRef>, max_record_bytes: usize) -> Self {
         let names = objects
             .iter()
-            .map(|o| format!("s3://{}/{}", o.bucket, o.key))
+            .map(|o| format!("s3://{}/{} ({})", o.bucket, o.key, o.version()))
             .collect();
         Self {
             aws,
@@ -62,7 +77,16 @@ impl ObjectSource {
             items_done: 0,
             skip: 0,
             names,
+            gone: Vec::new(),
         }
+    }
+
+    /// The objects whose named version was gone (deleted, or overwritten in a bucket
+    /// without versions) when this run came to read them, so it read none of their
+    /// lines. They are not items, so the answer and the summary count them beside the
+    /// items, as `gone`.
+    pub fn gone(&self) -> &[Gone] {
+        &self.gone
     }
 
     /// The same source, keeping its checkpoints in `checkpoints`.
@@ -119,9 +143,28 @@ impl Source for ObjectSource {
                         }
                         return Ok(None);
                     };
-                    let batches =
-                        ObjectBatches::open(&self.aws, &object, max, self.max_record_bytes).await?;
-                    self.current.insert((object, batches))
+                    match ObjectBatches::open(&self.aws, &object, max, self.max_record_bytes)
+                        .await?
+                    {
+                        Opened::Reading(batches) => self.current.insert((object, batches)),
+                        Opened::Gone(gone) => {
+                            tracing::warn!(
+                                bucket = %object.bucket,
+                                key = %object.key,
+                                named = %object.version(),
+                                answer = %gone.answer,
+                                "the version this S3 notification names is gone (deleted, or \
+                                 overwritten without versioning): not read, counted as gone"
+                            );
+                            self.gone.push(gone);
+                            // Done with, as far as a checkpoint is concerned: a retry must
+                            // not count its items against the next object.
+                            self.objects_done += 1;
+                            self.items_done = 0;
+                            self.skip = 0;
+                            continue;
+                        }
+                    }
                 }
             };
             match batches.next().await {
@@ -133,18 +176,14 @@ impl Source for ObjectSource {
                         .min(usize::try_from(self.skip).unwrap_or(usize::MAX));
                     batch.drain(..skipped);
                     self.skip -= skipped as u64;
+                    let version = identity_version(object);
                     let items: Vec<Item<u64>> = batch
                         .into_iter()
                         .map(|decoded| {
                             self.read += 1;
-                            // The object's version (its ETag) and the record's line.
+                            // The object's version and the record's line.
                             let identity = super::line_of(&decoded).map(|line| {
-                                format!(
-                                    "s3/{}/{}@{}#{line}",
-                                    object.bucket,
-                                    object.key,
-                                    object.etag.as_deref().unwrap_or("").trim_matches('"')
-                                )
+                                format!("s3/{}/{}@{version}#{line}", object.bucket, object.key)
                             });
                             Item {
                                 id: self.read,
@@ -211,6 +250,61 @@ pub enum ObjectLayout {
     Parquet,
 }
 
+/// How an item's identity names the version of its object: the ETag, and where the
+/// bucket keeps versions the version id too (`ETAG?versionId=V`), so that the same bytes
+/// written twice are two inputs, as a file rewritten in place is.
+fn identity_version(object: &ObjectRef) -> String {
+    let etag = object.etag.as_deref().unwrap_or_default();
+    match &object.version_id {
+        Some(version) => format!("{etag}?versionId={version}"),
+        None => etag.to_owned(),
+    }
+}
+
+/// The version a notification names is no longer in S3, so nothing of it can be read:
+/// deleted, or (named by its ETag) overwritten.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{object} ({named}) is gone (S3 answered {answer}): not read")]
+pub struct Gone {
+    /// `s3://BUCKET/KEY`.
+    pub object: String,
+    /// The version named: `version V`, or `ETag E`.
+    pub named: String,
+    /// S3's answer to the pinned read: `404 NoSuchVersion`, `412 PreconditionFailed`, ...
+    pub answer: String,
+}
+
+/// An object opened for reading, or word that the version its notification names is gone.
+pub enum Opened {
+    /// Its records, a batch at a time.
+    Reading(ObjectBatches),
+    /// The version named is gone: there is nothing to read.
+    Gone(Gone),
+}
+
+/// Whether S3's answer (`status`, and the error code of its body) to a read pinned to
+/// `version` says that version is gone, rather than that this read failed (access,
+/// throttling, a malformed version id: those fail the invocation, and S3's retry may
+/// succeed). A read that names no version never finds it gone: a missing key fails it,
+/// as it always did.
+fn gone_answer(version: ObjectVersion<'_>, status: u16, code: Option<&str>) -> Option<String> {
+    let gone = match (version, status, code) {
+        (ObjectVersion::Current, ..) => false,
+        // No such version (deleted), or no such key (every version of it deleted, or,
+        // named by its ETag, the object deleted).
+        (_, 404, Some("NoSuchVersion" | "NoSuchKey")) => true,
+        // `If-Match` on the ETag refused: the key holds another write now.
+        (ObjectVersion::ETag(_), 412, _) => true,
+        // The version id names a delete marker: there is no object to read.
+        (ObjectVersion::Id(_), 405, _) => true,
+        _ => false,
+    };
+    gone.then(|| match code {
+        Some(code) => format!("{status} {code}"),
+        None => status.to_string(),
+    })
+}
+
 /// The layout of an object, from its key.
 pub fn format_for_key(key: &str) -> Result<ObjectLayout, SourceError> {
     let (stem, gzip) = match key.strip_suffix(".gz") {
@@ -244,24 +338,46 @@ pub struct ObjectBatches {
 }
 
 impl ObjectBatches {
-    /// Starts reading `object`: at most one batch waits while the caller processes one.
+    /// Starts reading the version of `object` its notification names (the one read of
+    /// it: lines and Parquet alike come from this response's body), or finds that version
+    /// gone. At most one batch waits while the caller processes one.
     pub async fn open(
         aws: &AwsClients,
         object: &ObjectRef,
         batch_size: usize,
         max_record_bytes: usize,
-    ) -> Result<Self, SourceError> {
+    ) -> Result<Opened, SourceError> {
         let name = format!("s3://{}/{}", object.bucket, object.key);
         let label = name.clone();
         let layout = format_for_key(&object.key)?;
-        let response = aws
-            .s3
-            .get_object()
-            .bucket(&object.bucket)
-            .key(&object.key)
-            .send()
-            .await
-            .map_err(|e| AwsError::of(&name, &e))?;
+        let version = object.version();
+        let mut request = aws.s3.get_object().bucket(&object.bucket).key(&object.key);
+        request = match version {
+            ObjectVersion::Id(id) => request.version_id(id),
+            // Quoted, as HTTP writes an entity tag (S3 takes it bare too).
+            ObjectVersion::ETag(etag) => request.if_match(format!("\"{etag}\"")),
+            ObjectVersion::Current => request,
+        };
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                if let Some(answer) =
+                    status.and_then(|status| gone_answer(version, status, e.code()))
+                {
+                    return Ok(Opened::Gone(Gone {
+                        object: name,
+                        named: version.to_string(),
+                        answer,
+                    }));
+                }
+                let what = match version {
+                    ObjectVersion::Current => name,
+                    named => format!("{name} ({named})"),
+                };
+                return Err(AwsError::of(what, &e).into());
+            }
+        };
         let (sender, receiver) = mpsc::channel(1);
         let (format, gzip) = match layout {
             ObjectLayout::Lines(format, gzip) => (format, gzip),
@@ -270,11 +386,11 @@ impl ObjectBatches {
                 let reader = tokio::task::spawn_blocking(move || {
                     read_parquet(file, &name, batch_size, &sender)
                 });
-                return Ok(Self {
+                return Ok(Opened::Reading(Self {
                     name: label,
                     receiver,
                     reader: Some(reader),
-                });
+                }));
             }
         };
         let body = SyncIoBridge::new(response.body.into_async_read());
@@ -319,11 +435,11 @@ impl ObjectBatches {
                 let _ = sender.blocking_send(Ok(batch));
             }
         });
-        Ok(Self {
+        Ok(Opened::Reading(Self {
             name: label,
             receiver,
             reader: Some(reader),
-        })
+        }))
     }
 
     /// The next batch; `None` at the end of the object. A reader that died (a panic on
@@ -433,6 +549,48 @@ mod tests {
         assert_eq!(crate::record::assert_shared_names(&record), 3);
         assert_eq!(record.attribute("row"), Some("7"));
         assert_eq!(record.attribute("file"), Some("in/a.parquet"));
+    }
+
+    #[test]
+    fn only_a_pinned_read_finds_its_version_gone() {
+        let id = ObjectVersion::Id("v1");
+        let etag = ObjectVersion::ETag("e1");
+        assert_eq!(
+            gone_answer(id, 404, Some("NoSuchVersion")).as_deref(),
+            Some("404 NoSuchVersion")
+        );
+        assert!(gone_answer(id, 404, Some("NoSuchKey")).is_some());
+        assert!(gone_answer(etag, 404, Some("NoSuchKey")).is_some());
+        assert_eq!(
+            gone_answer(etag, 412, Some("PreconditionFailed")).as_deref(),
+            Some("412 PreconditionFailed")
+        );
+        assert!(
+            gone_answer(id, 405, Some("MethodNotAllowed")).is_some(),
+            "a delete marker"
+        );
+        // Failures of the read, not news about the version: the invocation fails.
+        assert_eq!(gone_answer(id, 403, Some("AccessDenied")), None);
+        assert_eq!(gone_answer(id, 400, Some("InvalidArgument")), None);
+        assert_eq!(gone_answer(id, 404, Some("NoSuchBucket")), None);
+        assert_eq!(gone_answer(id, 503, Some("SlowDown")), None);
+        // Nothing named: a missing key fails the invocation, as before.
+        assert_eq!(
+            gone_answer(ObjectVersion::Current, 404, Some("NoSuchKey")),
+            None
+        );
+    }
+
+    #[test]
+    fn an_identity_names_the_version_read() {
+        let object = |version: Option<&str>| ObjectRef {
+            bucket: "b".into(),
+            key: "k.jsonl".into(),
+            etag: Some("e1".into()),
+            version_id: version.map(str::to_owned),
+        };
+        assert_eq!(identity_version(&object(None)), "e1");
+        assert_eq!(identity_version(&object(Some("v1"))), "e1?versionId=v1");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! `flaky` (infrastructure error), `sleep` (20 s in WASI, then echoes), `fanout` (600 outputs of 1 KiB), `drop`, `log`, `noisy` (writes to stderr, then echoes),
 //! `flood` (1000 log lines, each trying to forge a second one), `metrics` (a counter, a
 //! gauge, a name no metric may have, the counter's name as a gauge), `names` (60 counters), `poison` (breaks the
-//! instance's state, then echoes) and `check` (panics on a broken instance, else echoes).
+//! instance's state, then echoes), `check` (panics on a broken instance, else echoes) and
+//! `slowpanic` (spins for config `spin_ms`, 100 by default, then panics: a failure that
+//! costs nearly a deadline without hitting it).
 //! Config `init=fail` or `init=panic` makes `init` refuse or trap.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +21,17 @@ static POISONED: AtomicBool = AtomicBool::new(false);
 pub fn transform(record: Record) -> Result<Vec<Output>, Error> {
     match record.text()?.trim() {
         "panic" => panic!("misbehave: asked to panic"),
+        "slowpanic" => {
+            let spin = guest_sdk::config()
+                .get("spin_ms")
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or(100);
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(spin);
+            while std::time::Instant::now() < until {
+                std::hint::black_box(0);
+            }
+            panic!("misbehave: asked to panic after {spin} ms")
+        }
         "loop" => {
             let mut n: u64 = 0;
             loop {

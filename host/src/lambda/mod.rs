@@ -12,6 +12,10 @@
 //! source without partial answers fails the invocation instead), so Lambda never kills
 //! an invocation halfway and retries its finished records with the rest.
 
+mod error_type;
+
+pub use error_type::ErrorType;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,6 +33,10 @@ use crate::pipeline::{Outputs, Pipeline};
 use crate::settings::{SettingError, Settings};
 use crate::sinks::{ResponseSink, Router, Sink, SinkSpec};
 use crate::sources::{Checkpoints, EventKind, LambdaEvent, ObjectSource, events};
+
+/// Kept free at the end of an invocation for the answer (and the metrics document): no
+/// AWS call runs into it.
+const ANSWER_TIME: Duration = Duration::from_millis(250);
 
 /// A warm Lambda host: the pipeline and the clients its sources use.
 pub struct Host {
@@ -80,11 +88,12 @@ impl Host {
     /// the Unix epoch, as the Runtime API gives it).
     pub fn budget(&self, deadline_ms: u64) -> Budget {
         let deadline = SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms);
-        let left = deadline
+        let until_deadline = deadline
             .duration_since(SystemTime::now())
-            .unwrap_or_default()
-            .saturating_sub(self.time_margin);
-        Budget::until(Instant::now() + left)
+            .unwrap_or_default();
+        let now = Instant::now();
+        Budget::until(now + until_deadline.saturating_sub(self.time_margin))
+            .with_hard_deadline(now + until_deadline.saturating_sub(ANSWER_TIME))
     }
 
     /// Handles one event within `budget`; the answer is in the event source's terms. The
@@ -144,7 +153,18 @@ impl Host {
                 .pipeline
                 .run_watched(&mut source, Outputs::Sinks, budget, watch)
                 .await?;
-            return Ok(self.summary_json(&summary));
+            let mut answer = self.summary_json(&summary);
+            if let Value::Object(fields) = &mut answer {
+                // Objects whose named version was gone: not items (nothing of them was
+                // read), so counted beside them, and named.
+                let gone = source.gone();
+                fields.insert("gone".into(), gone.len().into());
+                if !gone.is_empty() {
+                    let named: Vec<Value> = gone.iter().map(|g| g.to_string().into()).collect();
+                    fields.insert("gone_objects".into(), named.into());
+                }
+            }
+            return Ok(answer);
         }
         let mut source = LambdaEvent::new(decoded);
         let summary = if kind == EventKind::Firehose {
@@ -176,8 +196,7 @@ pub async fn run() -> anyhow::Result<()> {
     let host = match cold_start().await {
         Ok(host) => Arc::new(Mutex::new(host)),
         Err(e) => {
-            let message = crate::report::one_line(e.as_ref());
-            if let Err(report) = report_init_error(&message).await {
+            if let Err(report) = report_init_error(&error_type::diagnostic(&e)).await {
                 tracing::error!(error = %report, "cannot report the init error to the Runtime API");
             }
             return Err(e);
@@ -198,7 +217,7 @@ pub async fn run() -> anyhow::Result<()> {
             host.handle(event.payload, budget, &event.context.request_id)
                 .instrument(span)
                 .await
-                .map_err(|e| lambda_runtime::Error::from(crate::report::one_line(e.as_ref())))
+                .map_err(|e| error_type::diagnostic(&e))
         }
     }))
     .await
@@ -211,15 +230,15 @@ async fn cold_start() -> anyhow::Result<Host> {
 }
 
 /// `POST /2018-06-01/runtime/init/error`, as the Runtime API documents it.
-async fn report_init_error(message: &str) -> std::io::Result<()> {
+async fn report_init_error(error: &lambda_runtime::Diagnostic) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let api = std::env::var("AWS_LAMBDA_RUNTIME_API").map_err(std::io::Error::other)?;
+    let kind = &error.error_type;
     let body =
-        serde_json::json!({ "errorMessage": message, "errorType": "Runtime.ColdStartError" })
-            .to_string();
+        serde_json::json!({ "errorMessage": error.error_message, "errorType": kind }).to_string();
     let request = format!(
         "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\n\
-         Lambda-Runtime-Function-Error-Type: Runtime.ColdStartError\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         Lambda-Runtime-Function-Error-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let mut stream = tokio::net::TcpStream::connect(&api).await?;
