@@ -326,7 +326,7 @@ pub static SETTINGS: &[Setting] = &[
         env: "PIPELINE_DEDUP_CLAIM_SECONDS",
         default: Some("900"),
         bounds: "1 ..= 86400",
-        about: "longest a claim on a record lasts before another run may take it over (in Lambda, at most until the invocation's deadline); keep it longer than a batch can take",
+        about: "longest a claim on a record lasts before another run may take it over (in Lambda, at most until the invocation's deadline); keep it longer than a batch can take (`host run` to files: than the run)",
         required: Required::Never,
         list: false,
         apply: |s, values| {

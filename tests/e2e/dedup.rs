@@ -1,13 +1,15 @@
 //! The idempotency store at the front doors the fault matrix does not cover: `host run
 //! --sink --dedup` over the same file twice sends each record once (the second run
 //! counts them `duplicate`); a store that cannot be reached stops a run whose input
-//! cannot be redelivered, naming the store, before anything is sent; a direct
+//! cannot be redelivered, naming the store, before anything is sent; a run to files
+//! that fails part-way marks nothing done, so its rerun writes every record; a direct
 //! invocation names its records by the field the operator chose.
 
 use serde_json::json;
 
 use crate::emulator::Moto;
 use crate::lambda_harness::Lambda;
+use crate::proxy::{Fault, Proxy, Rule};
 use crate::support::{Run, Scratch, path_str, plugin};
 
 /// `host run` of `misbehave` over the lines of `input`, to a stream `out` and a queue
@@ -84,6 +86,62 @@ async fn a_store_that_cannot_be_reached_stops_the_run_before_anything_is_sent() 
     let run = run_lines(&scratch, &moto, &input, "dynamodb://missing");
     run.assert_error("idempotency store dynamodb://missing");
     assert!(aws.stream_records("out").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_to_files_that_fails_part_way_leaves_every_record_to_its_rerun() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.table("dedup").await;
+    let proxy = Proxy::start(&moto.endpoint);
+    // The first batch's two claims go through; every later one fails: the store cannot
+    // be reached, and a file is not redelivered, so the run stops after one batch went
+    // to the files (their `.partial`s, removed with the failed run).
+    proxy.set(vec![Rule {
+        skip: 2,
+        ..Rule::always("PutItem", Fault::Down)
+    }]);
+    let scratch = Scratch::new();
+    let input = scratch.write("events.txt", "r-0\nfail\nr-2\nr-3\n");
+    let (out, dlq) = (scratch.path("out.jsonl"), scratch.path("dlq.jsonl"));
+    let wasm = plugin("misbehave");
+    let args = [
+        "run",
+        "--plugin",
+        path_str(&wasm),
+        "--input",
+        path_str(&input),
+        "--format",
+        "lines",
+        "--output",
+        path_str(&out),
+        "--emit",
+        "payload",
+        "--dlq",
+        path_str(&dlq),
+        "--dedup",
+        "dynamodb://dedup",
+        "--batch-size",
+        "2",
+    ];
+    let failed = scratch.host_with_env(&args, None, &proxy.env(moto.env()));
+    failed.assert_error("idempotency store dynamodb://dedup");
+    assert!(proxy.faulted("PutItem") > 0, "{}", failed.stderr);
+    assert!(!out.exists() && !dlq.exists(), "{}", failed.stderr);
+    // The store is reachable again: nothing of the failed run is a duplicate.
+    let rerun = scratch.host_with_env(&args, None, &moto.env());
+    rerun.assert_ok();
+    assert_eq!(rerun.balanced(), [4, 3, 0, 1], "{}", rerun.stderr);
+    assert!(!rerun.stderr.contains("duplicate="), "{}", rerun.stderr);
+    let written = std::fs::read_to_string(&out).expect("the outputs");
+    assert_eq!(written, "r-0\nr-2\nr-3\n");
+    let dead = scratch.json_lines("dlq.jsonl");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["record"]["payload"], "fail");
+    // And now they are done: a third run writes nothing again.
+    let third = scratch.host_with_env(&args, None, &moto.env());
+    third.assert_ok();
+    assert_eq!(third.count("duplicate"), 4, "{}", third.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread")]

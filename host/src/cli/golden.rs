@@ -225,8 +225,7 @@ async fn run_input(
     let summary = pipeline
         .run(&mut source, Outputs::To(&router), Budget::unbounded())
         .await?;
-    router.finish().context("cannot finish the outputs")?;
-    pipeline.finish()?;
+    pipeline.finish(Outputs::To(&router)).await?;
     let dead_letters = read_lines(&dlq)?
         .into_iter()
         .map(|entry| DeadLetter {

@@ -95,10 +95,8 @@ async fn drive<S: crate::sources::Source>(
         .await;
     progress.clear();
     let summary = summary?;
-    if let Some(files) = &files {
-        files.finish().context("cannot finish --output")?;
-    }
-    pipeline.finish()?;
+    // The output file is committed with the DLQ's, then the records in them marked done.
+    pipeline.finish(outputs).await?;
     // With outputs on stdout, a JSON summary there would be mistaken for one.
     let outputs_on_stdout = settings.sinks.is_empty() && args.output.is_none();
     print_summary(
@@ -318,7 +316,7 @@ pub(super) async fn reprocess(args: ReprocessArgs) -> anyhow::Result<()> {
             anyhow::bail!("--from: a dead-letter queue is sqs://QUEUE or s3://BUCKET/PREFIX")
         }
     };
-    pipeline.finish()?;
+    pipeline.finish(Outputs::Sinks).await?;
     print_summary(&pipeline, &summary, args.summary, false, started);
     Ok(())
 }

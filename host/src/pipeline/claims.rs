@@ -161,7 +161,7 @@ impl Claims {
     }
 
     /// The run stops before the batch settles: the items in `sent` (their outputs went
-    /// out) are marked done, this run's other claims released.
+    /// out, to sinks that keep them) are marked done, this run's other claims released.
     pub(super) async fn abandon(
         &self,
         store: &Store,
@@ -193,12 +193,18 @@ impl Claims {
     /// `settled` holds every item's verdict, in order. A store that cannot be written
     /// is logged: the verdicts stand (a mark left claimed expires, a redelivery then
     /// runs the record again and deterministic sink writes absorb what they can).
+    ///
+    /// With `uncommitted`, the batch's outputs and DLQ entries sit in files that become
+    /// final only when the run commits them: the identities to mark done are added
+    /// there instead, their claims held until the commit (a run that fails first
+    /// removes the files, and a rerun must find the records not done).
     pub(super) async fn finish(
         &self,
         store: &Store,
         identities: &[Option<String>],
         settled: &[Verdict],
         retry: RetryPolicy,
+        uncommitted: Option<&mut Vec<String>>,
     ) {
         let (mut done, mut release) = (Vec::new(), Vec::new());
         for ((claim, identity), verdict) in self.claims.iter().zip(identities).zip(settled) {
@@ -209,6 +215,9 @@ impl Claims {
                 Verdict::Retry(_) => release.push(identity.clone()),
                 _ => done.push(identity.clone()),
             }
+        }
+        if let Some(uncommitted) = uncommitted {
+            uncommitted.append(&mut done);
         }
         if let Err(e) = store.done(&done, retry).await {
             tracing::error!(error = %e, records = done.len(), "cannot mark records done in the idempotency store; a redelivery after their claims expire runs them again");

@@ -218,7 +218,10 @@ pub(super) async fn deliver(
     hold_retried(&verdicts, &mut held_from);
 
     // 2. The outputs of the items not held back, each item's outputs checked first
-    //    (routing, size, format): an item with an output that cannot go sends none.
+    //    (routing, size, format): an item with an output that cannot go sends none. The
+    //    Firehose answer takes all of an item's outputs or none (`Router::admit`): one
+    //    refused would leave the others listed as delivered though the item is answered
+    //    `Dropped`, and reprocessing would send only the refused one.
     let mut sending = Vec::with_capacity(transformed.len());
     let mut delivery_failures = Vec::new();
     for (index, mut outputs) in transformed {
@@ -234,9 +237,13 @@ pub(super) async fn deliver(
         for (position, output) in outputs.iter_mut().enumerate() {
             output.id = Some(format!("{identity}#{position}"));
         }
-        match outputs.iter().find_map(|o| router.check(o).err()) {
-            None => sending.push((index, outputs)),
-            Some((kind, message)) => delivery_failures.push((
+        let checked = match outputs.iter().find_map(|o| router.check(o).err()) {
+            None => router.admit(&outputs),
+            Some(refused) => Err(refused),
+        };
+        match checked {
+            Ok(()) => sending.push((index, outputs)),
+            Err((kind, message)) => delivery_failures.push((
                 index,
                 Failure {
                     kind,
@@ -384,4 +391,82 @@ fn held_back(group: Option<&String>) -> Verdict {
         "held back: an earlier item of its group {:?} is to be retried",
         group.map_or("", String::as_str)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::{Emit, FileSink, ResponseSink, Sink, Target};
+
+    fn output(bytes: usize) -> Output {
+        Output {
+            payload: vec![b'x'; bytes].into(),
+            ..Output::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_firehose_answer_takes_all_of_a_records_outputs_or_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dlq.jsonl");
+        let dlq = DeadLetters {
+            sink: Sink::File(
+                FileSink::create(&Target::File(path.clone()), Emit::Payload).expect("DLQ file"),
+            ),
+            overflow: None,
+        };
+        // Room for one output of 600 bytes (932 with base64 and framing), not two.
+        let answer = Router::only(Sink::Response(ResponseSink::with_limit(1500)));
+        let ran = Ran {
+            records: vec![Record::new("r0"), Record::new("r1")],
+            originals: vec![Original::Decoded(0), Original::Decoded(1)],
+            outcomes: vec![
+                // Its first output fits, its second does not: neither is answered.
+                Outcome::Transformed(vec![output(600), output(2000)]),
+                // And the first took no room from this one.
+                Outcome::Transformed(vec![output(600)]),
+            ],
+            plugins: vec![PluginRef {
+                name: "p".into(),
+                version: "1".into(),
+            }],
+        };
+        let places = Places {
+            groups: vec![None, None],
+            delivered: vec![Vec::new(), Vec::new()],
+            identities: vec![None, None],
+        };
+        let retry = RetryPolicy {
+            max_attempts: 1,
+            base_delay: std::time::Duration::ZERO,
+            budget: Budget::unbounded(),
+        };
+        let verdicts = deliver(
+            ran,
+            &places,
+            &mut HashSet::new(),
+            &answer,
+            &dlq,
+            retry,
+            false,
+        )
+        .await
+        .expect("verdicts");
+        assert!(
+            matches!(verdicts[0], Verdict::DeadLettered(_)),
+            "{:?}",
+            verdicts[0]
+        );
+        assert!(
+            matches!(&verdicts[1], Verdict::Delivered(outputs) if outputs.len() == 1),
+            "{:?}",
+            verdicts[1]
+        );
+        dlq.sink.finish().expect("DLQ file");
+        let text = std::fs::read_to_string(&path).expect("DLQ entries");
+        let entry: serde_json::Value = serde_json::from_str(text.trim()).expect("one entry");
+        assert_eq!(entry["error"]["kind"], "delivery");
+        // None of its outputs is in the answer: reprocessing it sends them all.
+        assert!(entry.get("delivered").is_none(), "{entry}");
+    }
 }

@@ -143,6 +143,10 @@ pub struct Pipeline {
     aws: AwsClients,
     /// The idempotency store, when records are deduplicated.
     store: Option<Store>,
+    /// Records whose verdict is final but whose outputs or DLQ entries sit in files not
+    /// yet committed: marked done by [`Pipeline::finish`] once they are, released if the
+    /// run fails (the files are then removed, and a rerun must send them again).
+    uncommitted: Vec<String>,
     /// How long past a run's budget it may still be delivering (a claim lasts as long).
     slack: std::time::Duration,
     /// What the current (or last) run did so far.
@@ -235,6 +239,7 @@ impl Pipeline {
                     settings.dedup_claim,
                 )
             }),
+            uncommitted: Vec::new(),
             slack: settings.time_margin,
             stats: RunStats::default(),
             start_timings,
@@ -268,6 +273,22 @@ impl Pipeline {
         budget: Budget,
         watch: &mut (dyn FnMut(&RunStats) + Send),
     ) -> Result<Summary, RunError> {
+        let ran = self.run_batches(source, outputs, budget, watch).await;
+        if ran.is_err() {
+            // The files will not be committed: what waited for them is not done.
+            self.release_uncommitted().await;
+        }
+        ran
+    }
+
+    /// The batch loop of [`Pipeline::run_watched`].
+    async fn run_batches<S: Source>(
+        &mut self,
+        source: &mut S,
+        outputs: Outputs<'_>,
+        budget: Budget,
+        watch: &mut (dyn FnMut(&RunStats) + Send),
+    ) -> Result<Summary, RunError> {
         self.stats = RunStats::default();
         let retry = RetryPolicy {
             budget,
@@ -278,6 +299,10 @@ impl Pipeline {
         let mut held = HashSet::new();
         // Out of time, a source that does not redeliver may still take its items back.
         let mut hand_back = false;
+        // Outputs or DLQ entries written to files are not final until the files are
+        // committed at the end: their records are marked done only then.
+        let uncommitted =
+            self.router_for(outputs).commits_at_finish() || self.dlq.sink.commits_at_finish();
         // A new plugin version is taken between runs (a Lambda invocation, a command),
         // never during one: every batch of a run meets the same version.
         if self.chain.is_none() {
@@ -304,6 +329,10 @@ impl Pipeline {
                     .map(|item| (item.id, Verdict::Retry(OUT_OF_TIME.into())))
                     .collect();
                 settle(&mut ledger, source, verdicts, self.router_for(outputs)).await?;
+                continue;
+            }
+            if batch.is_empty() {
+                // Blank input only: nothing to run, but the budget was checked.
                 continue;
             }
             let mut ids = Vec::with_capacity(batch.len());
@@ -334,14 +363,15 @@ impl Pipeline {
             let verdicts = match ran {
                 Ok(verdicts) => verdicts,
                 Err(e) => {
-                    // The run stops. Items whose outputs went out are done; the other
-                    // claims go, so a retry need not wait for them to expire.
+                    // The run stops. Items whose outputs went out are done (not those
+                    // in files, removed with the failed run); the other claims go, so
+                    // a retry need not wait for them to expire.
                     if let Some(store) = &self.store {
                         let sent = match &e {
                             RunError::Deliver(DeliverError::DeadLetterRefused {
                                 delivered,
                                 ..
-                            }) => delivered.as_slice(),
+                            }) if !uncommitted => delivered.as_slice(),
                             _ => &[],
                         };
                         claims.abandon(store, &keys, sent, retry).await;
@@ -350,7 +380,8 @@ impl Pipeline {
                 }
             };
             if let Some(store) = &self.store {
-                claims.finish(store, &keys, &verdicts, retry).await;
+                let waiting = uncommitted.then_some(&mut self.uncommitted);
+                claims.finish(store, &keys, &verdicts, retry, waiting).await;
             }
             let settled = ids.into_iter().zip(verdicts).collect();
             settle(&mut ledger, source, settled, self.router_for(outputs)).await?;
@@ -477,14 +508,43 @@ impl Pipeline {
         }
     }
 
-    /// Makes every delivery final (file sinks move into place). Call once the run is
-    /// complete; a pipeline dropped without it leaves no half-written files.
-    pub fn finish(&self) -> Result<(), RunError> {
+    /// Makes every delivery final (file sinks move into place: those of `outputs` too),
+    /// then marks done in the idempotency store the records that waited for it. Call
+    /// once the run is complete; a pipeline dropped without it leaves no half-written
+    /// files (and its records' claims expire).
+    pub async fn finish(&mut self, outputs: Outputs<'_>) -> Result<(), RunError> {
         // A tiered start's Cranelift compile still running finishes into the cache, so
         // the next `host run` of the same plugin starts from it.
         self.engine.finish_background();
-        self.router.finish().map_err(RunError::Finish)?;
-        self.dlq.sink.finish().map_err(RunError::Finish)
+        let committed = match outputs {
+            Outputs::To(router) => router.finish(),
+            Outputs::Sinks => Ok(()),
+        }
+        .and_then(|()| self.router.finish())
+        .and_then(|()| self.dlq.sink.finish());
+        if let Err(e) = committed {
+            self.release_uncommitted().await;
+            return Err(RunError::Finish(e));
+        }
+        let done = std::mem::take(&mut self.uncommitted);
+        if let Some(store) = &self.store
+            && let Err(e) = store.done(&done, self.retry).await
+        {
+            // The files stand; a rerun after the claims expire sends these records again.
+            tracing::error!(error = %e, records = done.len(), "cannot mark records done in the idempotency store; a rerun after their claims expire runs them again");
+        }
+        Ok(())
+    }
+
+    /// Releases the claims of the records that waited for files that will not be
+    /// committed, so a rerun takes them at once instead of waiting for them to expire.
+    async fn release_uncommitted(&mut self) {
+        let waiting = std::mem::take(&mut self.uncommitted);
+        if let Some(store) = &self.store
+            && let Err(e) = store.release(&waiting).await
+        {
+            tracing::error!(error = %e, records = waiting.len(), "cannot release claims in the idempotency store; a rerun waits for them to expire");
+        }
     }
 
     /// Starts every stage's plugin again (after a plugin thread was lost to a panic).
@@ -609,37 +669,44 @@ mod tests {
         FileSource::new(Box::new(text.as_bytes()), InputFormat::Jsonl, "t").expect("source")
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_plugin_thread_lost_to_a_panic_is_started_again_for_the_next_run() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    /// A record `enrich` transforms.
+    const EVENT: &str =
+        r#"{"id":"a","user":"u","action":"buy","amount":1,"ts":"2026-11-26T12:00:00Z"}"#;
+
+    /// A pipeline running `enrich`, its DLQ and outputs files in `dir`.
+    async fn started(dir: &std::path::Path) -> (Pipeline, Router) {
         let settings = Settings {
             plugins: vec![PluginLocation::File(enrich())],
             dlq: SinkSpec::File {
-                path: Some(dir.path().join("dlq.jsonl")),
+                path: Some(dir.join("dlq.jsonl")),
                 emit: Emit::Payload,
             },
             cache_dir: None,
             ..Settings::default()
         };
         let aws = AwsClients::unconfigured();
-        let mut pipeline = Pipeline::start(&settings, &aws).await.expect("start");
+        let pipeline = Pipeline::start(&settings, &aws).await.expect("start");
         let out = Sink::connect(
             &SinkSpec::File {
-                path: Some(dir.path().join("out.jsonl")),
+                path: Some(dir.join("out.jsonl")),
                 emit: Emit::Payload,
             },
             &aws,
         )
         .await
         .expect("output file");
-        let router = Router::only(out);
-        let event =
-            r#"{"id":"a","user":"u","action":"buy","amount":1,"ts":"2026-11-26T12:00:00Z"}"#;
+        (pipeline, Router::only(out))
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_plugin_thread_lost_to_a_panic_is_started_again_for_the_next_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut pipeline, router) = started(dir.path()).await;
         // What a panic on the plugin thread leaves behind: no chain.
         pipeline.chain = None;
         let summary = pipeline
             .run(
-                &mut source(event),
+                &mut source(EVENT),
                 Outputs::To(&router),
                 Budget::unbounded(),
             )
@@ -647,5 +714,30 @@ mod tests {
             .expect("the next run starts the plugins again");
         assert_eq!((summary.input, summary.transformed), (1, 1));
         assert!(pipeline.chain.is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn blank_input_comes_back_for_the_budget_and_runs_no_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut pipeline, router) = started(dir.path()).await;
+        let text = format!("{}{EVENT}\n", "\n".repeat(10_000));
+        let limits = crate::sources::InputLimits {
+            record: 1024,
+            ..crate::sources::InputLimits::default()
+        };
+        let mut source = FileSource::within(
+            Box::new(std::io::Cursor::new(text)),
+            InputFormat::Jsonl,
+            "t",
+            limits,
+        )
+        .expect("source");
+        let summary = pipeline
+            .run(&mut source, Outputs::To(&router), Budget::unbounded())
+            .await
+            .expect("run");
+        assert_eq!((summary.input, summary.transformed), (1, 1));
+        // The empty batches of blank lines before the record ran nothing.
+        assert_eq!(pipeline.stats().batch_durations.len(), 1);
     }
 }

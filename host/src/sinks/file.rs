@@ -21,6 +21,8 @@ pub struct FileSink {
     broken: Arc<Mutex<Option<String>>>,
     emit: Emit,
     name: String,
+    /// Written to `<name>.partial` and final only once committed (stdout is not).
+    commits: bool,
 }
 
 impl std::fmt::Debug for FileSink {
@@ -41,7 +43,14 @@ impl FileSink {
             broken: Arc::new(Mutex::new(None)),
             emit,
             name,
+            commits: matches!(target, Target::File(_)),
         })
+    }
+
+    /// Whether what this sink took is final only once [`FileSink::commit`] moves it into
+    /// place: until then a failed run removes it, so nothing in it may count as done.
+    pub fn commits_at_finish(&self) -> bool {
+        self.commits
     }
 
     /// Writes `outputs` in order; a write error fails the rest of them.

@@ -263,7 +263,9 @@ impl Sink {
     ) -> Vec<DeliveryFailure> {
         match self {
             Self::File(sink) => sink.deliver(outputs),
-            Self::Response(sink) => sink.deliver(outputs),
+            // Each record's room was made whole by `Router::admit`; the outputs go into
+            // the answer from their record's verdict.
+            Self::Response(_) => Vec::new(),
             Self::Kinesis(sink) => sink.deliver(outputs, retry).await,
             Self::Sqs(sink) => sink.deliver(outputs, retry).await,
             Self::S3(sink) => sink.deliver(outputs, retry).await,
@@ -295,6 +297,15 @@ impl Sink {
         match self {
             Self::File(sink) => sink.broken(),
             _ => None,
+        }
+    }
+
+    /// Whether what this sink took is final only once [`Sink::finish`] commits it (a
+    /// file): the idempotency store may mark its records done only then.
+    pub fn commits_at_finish(&self) -> bool {
+        match self {
+            Self::File(sink) => sink.commits_at_finish(),
+            _ => false,
         }
     }
 
@@ -339,6 +350,17 @@ impl Router {
         sink.check(output)
     }
 
+    /// Whether all of one record's `outputs` can go, together, once each passed
+    /// [`Router::check`]: a sink that answers with whole records (the Firehose response)
+    /// makes room here for all of them or for none, so no record is part in the answer
+    /// and part in the dead-letter queue.
+    pub fn admit(&self, outputs: &[Output]) -> Result<(), (FailureKind, String)> {
+        match &self.every {
+            Some(Sink::Response(sink)) => sink.admit(outputs),
+            _ => Ok(()),
+        }
+    }
+
     /// The named sink `output` goes to, or the routing failure.
     fn route<'o>(&self, output: &'o Output) -> Result<(&'o str, &Sink), (FailureKind, String)> {
         let name = output.destination.as_deref().unwrap_or("default");
@@ -373,6 +395,15 @@ impl Router {
             .values()
             .chain(&self.every)
             .find_map(Sink::broken)
+    }
+
+    /// Whether any sink's deliveries are final only once committed (see
+    /// [`Sink::commits_at_finish`]).
+    pub fn commits_at_finish(&self) -> bool {
+        self.sinks
+            .values()
+            .chain(&self.every)
+            .any(Sink::commits_at_finish)
     }
 
     /// Makes every sink's deliveries final (see [`Sink::finish`]).

@@ -1,11 +1,12 @@
 //! The Firehose transformation response as a sink: outputs are kept, in memory, for the
-//! Lambda answer, up to the response's size limit; past it an output is refused like any
-//! sink refuses what it cannot take (and its record goes to the dead-letter queue).
+//! Lambda answer, up to the response's size limit. The answer holds a record whole (`Ok`
+//! with all its outputs) or not at all (`Dropped`, the record in the dead-letter queue),
+//! so room is made for all of a record's outputs before any is sent, or for none: a
+//! record that does not fit is refused whole, like any sink's failed check.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::DeliveryFailure;
 use crate::record::{FailureKind, Output};
 
 /// Firehose refuses a transformation response over 6 MB; keep a margin for the JSON.
@@ -33,26 +34,25 @@ impl ResponseSink {
         }
     }
 
-    /// Takes outputs while the response stays within its limit (each output costs its
-    /// base64 size, a newline, and the record's framing).
-    pub fn deliver(&self, outputs: Vec<(usize, &Output)>) -> Vec<DeliveryFailure> {
-        let mut failures = Vec::new();
-        for (item, output) in outputs {
-            let cost = (output.payload.len() + 1).div_ceil(3) * 4 + 128;
-            let before = self.size.fetch_add(cost, Ordering::Relaxed);
-            if before + cost > self.limit {
-                self.size.fetch_sub(cost, Ordering::Relaxed);
-                failures.push(DeliveryFailure {
-                    item,
-                    kind: FailureKind::Delivery,
-                    message: format!(
-                        "the Firehose response would pass its {} byte limit",
-                        self.limit
-                    ),
-                });
-            }
+    /// Makes room in the response for all of one record's `outputs`, or for none of
+    /// them (each output costs its base64 size, a newline, and the record's framing).
+    pub fn admit(&self, outputs: &[Output]) -> Result<(), (FailureKind, String)> {
+        let cost: usize = outputs
+            .iter()
+            .map(|o| (o.payload.len() + 1).div_ceil(3) * 4 + 128)
+            .sum();
+        let before = self.size.fetch_add(cost, Ordering::Relaxed);
+        if before.saturating_add(cost) > self.limit {
+            self.size.fetch_sub(cost, Ordering::Relaxed);
+            return Err((
+                FailureKind::Delivery,
+                format!(
+                    "the Firehose response would pass its {} byte limit",
+                    self.limit
+                ),
+            ));
         }
-        failures
+        Ok(())
     }
 }
 
@@ -60,14 +60,22 @@ impl ResponseSink {
 mod tests {
     use super::*;
 
-    #[test]
-    fn outputs_past_the_limit_are_refused() {
-        let sink = ResponseSink::with_limit(1100);
-        let output = Output {
-            payload: vec![b'x'; 300].into(),
+    fn output(bytes: usize) -> Output {
+        Output {
+            payload: vec![b'x'; bytes].into(),
             ..Output::default()
-        };
-        let failures = sink.deliver((0..4).map(|i| (i, &output)).collect());
-        assert_eq!(failures.iter().map(|f| f.item).collect::<Vec<_>>(), [2, 3]);
+        }
+    }
+
+    #[test]
+    fn a_record_has_room_for_all_its_outputs_or_takes_none() {
+        // 532 bytes for an output of 300, 132 for an empty one.
+        let sink = ResponseSink::with_limit(1100);
+        assert!(sink.admit(&[output(300)]).is_ok());
+        // Its first output would fit, its second not: the record is refused whole...
+        assert!(sink.admit(&[output(0), output(300), output(300)]).is_err());
+        // ...and took no room from the records after it.
+        assert!(sink.admit(&[output(300)]).is_ok());
+        assert!(sink.admit(&[output(0)]).is_err());
     }
 }

@@ -4,7 +4,7 @@ use std::io::{BufRead, Read};
 
 use bytes::Bytes;
 
-use super::capped::{CappedLines, CutLines};
+use super::capped::{CsvRows, Step, csv_headers, csv_row_to_json};
 use super::events::{self, DecodedEvent, EventError, EventKind};
 use super::{Decoded, InputLimits, Item, Source, SourceError, Undecodable};
 use crate::record::{FailureKind, Record, Verdict};
@@ -55,7 +55,8 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 4 << 20;
 /// Largest event `host run` reads (Lambda's own payload limit is 6 MB).
 const MAX_EVENT_BYTES: u64 = 64 << 20;
 
-/// Reads records from a file or stdin. Blank lines are skipped in every format.
+/// Reads records from a file or stdin. Blank lines are skipped in every format, but
+/// count towards a batch (see [`FileSource::next_items`]).
 pub struct FileSource {
     input: String,
     /// Items read so far.
@@ -72,6 +73,9 @@ pub struct FileSource {
     reader: Reader,
 }
 
+/// An item and its source position.
+type Positioned = (Decoded, Option<String>);
+
 enum Reader {
     Lines {
         reader: Box<dyn BufRead + Send>,
@@ -80,10 +84,8 @@ enum Reader {
         buffer: Vec<u8>,
     },
     Csv {
-        reader: csv::Reader<Box<dyn Read + Send>>,
-        cut: CutLines,
+        rows: Box<CsvRows>,
         headers: Vec<String>,
-        row: csv::ByteRecord,
     },
     /// The records of an AWS event, with their source positions; `direct`: a direct
     /// invocation's, named by their id field.
@@ -118,24 +120,16 @@ impl FileSource {
                 buffer: Vec::new(),
             },
             InputFormat::Csv => {
-                let cut = CutLines::default();
-                let capped: Box<dyn Read + Send> =
-                    Box::new(CappedLines::new(reader, limits.record, cut.clone()));
-                let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(capped);
-                let header_error = |reason: String| SourceError::CsvHeader {
-                    input: input.to_owned(),
-                    reason,
-                };
-                let headers = reader.headers().map_err(|e| header_error(e.to_string()))?;
-                if headers.is_empty() {
-                    return Err(header_error("the input has no header row".into()));
-                }
-                let headers = headers.iter().map(str::to_owned).collect();
+                let mut rows = CsvRows::new(reader, limits.record);
+                let headers = csv_headers(&mut rows, limits.record).map_err(|reason| {
+                    SourceError::CsvHeader {
+                        input: input.to_owned(),
+                        reason,
+                    }
+                })?;
                 Reader::Csv {
-                    reader,
+                    rows: Box::new(rows),
                     headers,
-                    row: csv::ByteRecord::new(),
-                    cut,
                 }
             }
             InputFormat::Event
@@ -205,42 +199,71 @@ impl FileSource {
         }
     }
 
-    /// The next record and its source position: the event's for an AWS event, else the
-    /// file's name and version and the record's line.
-    fn next_identified(&mut self) -> Result<Option<(Decoded, Option<String>)>, SourceError> {
-        if let Reader::Items { items, direct } = &mut self.reader {
-            return Ok(items.next().map(|item| {
+    /// The next items, at most `max`, each with its source position (the event's for an
+    /// AWS event, else the file's name and version and the record's line); `None` at the
+    /// end. Blank input counts too: once as many bytes of it as a record may have were
+    /// skipped, the items so far come back, none even, so that the caller's time and
+    /// progress are checked for input of nothing but empty lines.
+    pub fn next_items(&mut self, max: usize) -> Result<Option<Vec<Positioned>>, SourceError> {
+        let mut items = Vec::with_capacity(max.min(4096));
+        let mut blank = 0usize;
+        while items.len() < max && blank < self.max_record_bytes {
+            if let Reader::Items {
+                items: queued,
+                direct,
+            } = &mut self.reader
+            {
+                let Some(item) = queued.next() else { break };
                 let identity = if *direct {
                     events::direct_identity(&item.decoded, &self.id_field)
                 } else {
                     item.identity
                 };
-                (item.decoded, identity)
-            }));
+                items.push((item.decoded, identity));
+                continue;
+            }
+            let decoded = match self.next_read()? {
+                None => break,
+                Some(Next::Blank(bytes)) => {
+                    blank = blank.saturating_add(bytes.max(1));
+                    continue;
+                }
+                Some(Next::Item(decoded)) => decoded,
+            };
+            // Without a version (standard input) the input has no place to come back to.
+            let identity = self.version.as_ref().and_then(|version| {
+                super::line_of(&decoded).map(|line| format!("file/{}@{version}#{line}", self.input))
+            });
+            items.push((decoded, identity));
         }
-        let Some(decoded) = self.next_item()? else {
-            return Ok(None);
-        };
-        // Without a version (standard input) the input has no place to come back to.
-        let identity = self.version.as_ref().and_then(|version| {
-            super::line_of(&decoded).map(|line| format!("file/{}@{version}#{line}", self.input))
-        });
-        Ok(Some((decoded, identity)))
+        let done = items.len() < max && blank < self.max_record_bytes;
+        Ok((!(done && items.is_empty())).then_some(items))
     }
 
     fn next_item(&mut self) -> Result<Option<Decoded>, SourceError> {
+        loop {
+            match self.next_read()? {
+                None => return Ok(None),
+                Some(Next::Item(decoded)) => return Ok(Some(decoded)),
+                Some(Next::Blank(_)) => {}
+            }
+        }
+    }
+
+    /// One line (or CSV row) of the input: a record, or blank input skipped.
+    fn next_read(&mut self) -> Result<Option<Next>, SourceError> {
         let read_error = |source| SourceError::Read {
             input: self.input.clone(),
             source,
         };
         match &mut self.reader {
-            Reader::Items { items, .. } => Ok(items.next().map(|item| item.decoded)),
+            Reader::Items { items, .. } => Ok(items.next().map(|item| Next::Item(item.decoded))),
             Reader::Lines {
                 reader,
                 json,
                 line,
                 buffer,
-            } => loop {
+            } => {
                 buffer.clear();
                 let max = self.max_record_bytes;
                 let (read, cut) = read_line_capped(reader, buffer, max).map_err(read_error)?;
@@ -250,18 +273,18 @@ impl FileSource {
                 *line += 1;
                 let text = trim_line_end(buffer);
                 if !cut && text.iter().all(u8::is_ascii_whitespace) {
-                    continue;
+                    return Ok(Some(Next::Blank(read)));
                 }
                 let (json, line) = (*json, *line);
                 if cut || text.len() > max {
                     let kept = text[..text.len().min(max)].to_vec();
-                    return Ok(Some(Err(Undecodable {
+                    return Ok(Some(Next::Item(Err(Undecodable {
                         record: self.record(kept, line),
                         kind: FailureKind::InputTooLarge,
                         reason: format!(
                             "line {line} is longer than the {max}-byte record limit (max-record-bytes); its first {max} bytes are kept"
                         ),
-                    })));
+                    }))));
                 }
                 let payload = text.to_vec();
                 let invalid = if !json {
@@ -275,54 +298,55 @@ impl FileSource {
                         .map(|e| format!("line {line} is not JSON: {e}"))
                 };
                 let record = self.record(payload, line);
-                return Ok(Some(match invalid {
+                Ok(Some(Next::Item(match invalid {
                     None => Ok(record),
                     Some(reason) => Err(Undecodable::decode(record, reason)),
-                }));
-            },
-            Reader::Csv {
-                reader,
-                headers,
-                row,
-                cut,
-            } => loop {
-                let more = reader
-                    .read_byte_record(row)
-                    .map_err(|e| match e.into_kind() {
-                        csv::ErrorKind::Io(source) => read_error(source),
-                        other => read_error(std::io::Error::other(format!("{other:?}"))),
-                    })?;
-                if !more {
-                    return Ok(None);
+                })))
+            }
+            Reader::Csv { rows, headers } => {
+                let (line, cut, bytes) = match rows.next_step().map_err(read_error)? {
+                    Step::End => return Ok(None),
+                    Step::Blank(bytes) => return Ok(Some(Next::Blank(bytes))),
+                    Step::Row { line, cut, bytes } => (line, cut, bytes),
+                };
+                // A cut row is dead-lettered even when what was kept is blank (a quoted
+                // field of endless empty lines), as a long line of spaces is.
+                if !cut && rows.fields().all(|f| f.trim_ascii().is_empty()) {
+                    return Ok(Some(Next::Blank(bytes)));
                 }
-                if row.iter().all(|f| f.trim_ascii().is_empty()) {
-                    continue;
-                }
-                let line = row.position().map_or(0, |p| p.line());
-                let raw = row.iter().collect::<Vec<_>>().join(&b","[..]);
-                let spans = raw.iter().filter(|&&b| b == b'\n').count() as u64;
-                if cut.take_between(line, line + spans) {
+                let raw = || rows.fields().collect::<Vec<_>>().join(&b","[..]);
+                if cut {
                     let max = self.max_record_bytes;
-                    return Ok(Some(Err(Undecodable {
+                    let mut kept = raw();
+                    kept.truncate(max);
+                    return Ok(Some(Next::Item(Err(Undecodable {
                         kind: FailureKind::InputTooLarge,
-                        record: self.record(raw, line),
+                        record: self.record(kept, line),
                         reason: format!(
-                            "CSV line {line} is longer than the {max}-byte record limit (max-record-bytes); its first {max} bytes are kept"
+                            "the CSV row at line {line} is longer than the {max}-byte record limit (max-record-bytes), over however many lines; its first {max} bytes are kept"
                         ),
-                    })));
+                    }))));
                 }
-                let decoded = csv_row_to_json(headers, row);
-                return Ok(Some(match decoded {
+                let decoded = csv_row_to_json(headers, rows).map_err(|reason| (raw(), reason));
+                Ok(Some(Next::Item(match decoded {
                     Ok(json) => Ok(self.record(json, line)),
-                    Err(reason) => Err(Undecodable {
+                    Err((raw, reason)) => Err(Undecodable {
                         kind: crate::record::FailureKind::Decode,
                         record: self.record(raw, line),
                         reason: format!("CSV line {line}: {reason}"),
                     }),
-                }));
-            },
+                })))
+            }
         }
     }
+}
+
+/// What one read of the input found.
+enum Next {
+    /// A record, or one that could not be decoded.
+    Item(Decoded),
+    /// A blank line (or CSV input holding no row), of this many bytes.
+    Blank(usize),
 }
 
 /// Items are numbered in input order; the files they end in are sinks, committed by the
@@ -331,22 +355,24 @@ impl Source for FileSource {
     type Id = u64;
 
     async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Item<u64>>>, SourceError> {
-        let mut batch = Vec::with_capacity(max.min(4096));
-        while batch.len() < max {
-            let Some((decoded, identity)) = self.next_identified()? else {
-                break;
-            };
-            self.read += 1;
-            batch.push(Item {
-                id: self.read,
-                group: None,
-                identity,
-                origin: None,
-                delivered: Vec::new(),
-                decoded,
-            });
-        }
-        Ok((!batch.is_empty()).then_some(batch))
+        let Some(items) = self.next_items(max)? else {
+            return Ok(None);
+        };
+        let batch = items
+            .into_iter()
+            .map(|(decoded, identity)| {
+                self.read += 1;
+                Item {
+                    id: self.read,
+                    group: None,
+                    identity,
+                    origin: None,
+                    delivered: Vec::new(),
+                    decoded,
+                }
+            })
+            .collect();
+        Ok(Some(batch))
     }
 
     fn redelivers(&self) -> bool {
@@ -450,31 +476,6 @@ fn trim_line_end(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// `{"header": "field", ...}` in header order.
-fn csv_row_to_json(headers: &[String], row: &csv::ByteRecord) -> Result<Vec<u8>, String> {
-    if row.len() != headers.len() {
-        return Err(format!(
-            "{} fields, the header has {}",
-            row.len(),
-            headers.len()
-        ));
-    }
-    let mut json = Vec::with_capacity(row.as_slice().len() + 16 * headers.len());
-    json.push(b'{');
-    for (i, (name, field)) in headers.iter().zip(row.iter()).enumerate() {
-        let value =
-            std::str::from_utf8(field).map_err(|_| format!("field `{name}` is not UTF-8"))?;
-        if i > 0 {
-            json.push(b',');
-        }
-        serde_json::to_writer(&mut json, name).map_err(|e| e.to_string())?;
-        json.push(b':');
-        serde_json::to_writer(&mut json, value).map_err(|e| e.to_string())?;
-    }
-    json.push(b'}');
-    Ok(json)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,6 +555,86 @@ mod tests {
             bad.reason
         );
         assert_eq!(&bad.record.payload[..], b"2");
+    }
+
+    fn limited(reader: Box<dyn BufRead + Send>, format: InputFormat) -> FileSource {
+        let limits = InputLimits {
+            record: 1024,
+            ..InputLimits::default()
+        };
+        FileSource::within(reader, format, "t", limits).expect("source")
+    }
+
+    /// `text` through a reader handing out `chunk` bytes at a time, as a stream does.
+    fn chunked(text: String, chunk: usize) -> Box<dyn BufRead + Send> {
+        Box::new(std::io::BufReader::with_capacity(
+            chunk,
+            std::io::Cursor::new(text),
+        ))
+    }
+
+    #[test]
+    fn a_csv_row_over_many_short_lines_is_cut_at_the_record_limit() {
+        // One quoted field of 100,000 short lines: no line is long, the row is.
+        let field = "x\n".repeat(100_000);
+        let text = format!("id,note\n1,\"{field}\"\n2,after\n");
+        let source = limited(chunked(text, 1 << 16), InputFormat::Csv);
+        let items: Vec<Decoded> = source.collect::<Result<_, _>>().expect("readable");
+        assert_eq!(items.len(), 2);
+        let cut = items[0].as_ref().expect_err("too long");
+        assert_eq!(cut.kind, FailureKind::InputTooLarge);
+        assert!(
+            cut.record.payload.len() <= 1024 && cut.record.payload.starts_with(b"1,x\nx"),
+            "{:?}",
+            cut.record.payload
+        );
+        assert_eq!(cut.record.attribute("line"), Some("2"));
+        let after = items[1].as_ref().expect("the next row");
+        assert_eq!(&after.payload[..], br#"{"id":"2","note":"after"}"#);
+        assert_eq!(after.attribute("line"), Some("100003"));
+    }
+
+    #[tokio::test]
+    async fn blank_lines_count_towards_a_batch() {
+        let blank = "\n".repeat(5000);
+        for (format, text) in [
+            (InputFormat::Jsonl, format!("{blank}{{\"a\":1}}\n")),
+            (InputFormat::Lines, format!("{blank}a\n")),
+            (InputFormat::Csv, format!("a\n{blank}1\n")),
+        ] {
+            let mut source = limited(chunked(text, 256), format);
+            // Each record limit's worth of blank input comes back as a batch, empty.
+            let first = source.next_batch(1000).await.expect("readable");
+            assert_eq!(first.map(|b| b.len()), Some(0), "{format:?}");
+            let mut batches = 1;
+            let record = loop {
+                match source.next_batch(1000).await.expect("readable") {
+                    Some(batch) if batch.is_empty() => batches += 1,
+                    Some(batch) => break batch,
+                    None => panic!("{format:?}: no record"),
+                }
+            };
+            assert_eq!(record.len(), 1, "{format:?}");
+            assert!(batches <= 5000 / 1024 + 1, "{format:?}: {batches}");
+            assert!(source.next_batch(1000).await.expect("readable").is_none());
+        }
+    }
+
+    #[test]
+    fn csv_input_blank_past_the_record_limit_has_no_header() {
+        let text = format!("{}id\n1\n", "\n".repeat(5000));
+        let err = FileSource::within(
+            chunked(text, 256),
+            InputFormat::Csv,
+            "blank.csv",
+            InputLimits {
+                record: 1024,
+                ..InputLimits::default()
+            },
+        )
+        .err()
+        .expect("no header within the limit");
+        assert!(err.to_string().contains("no header row"), "{err}");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! - `events.rs`: AWS event JSON (Kinesis, SQS, DynamoDB Streams, Firehose, S3, direct)
 //!   into items.
 //! - `dynamodb.rs`: DynamoDB images as exact JSON.
-//! - `capped.rs`: a reader cutting over-long lines (CSV rows).
+//! - `capped.rs`: CSV rows, each cut at the record limit over however many lines.
 //! - `lambda.rs`: one Lambda event as a source; its settle step is the Lambda answer.
 //! - `file.rs`: local input (JSON lines, CSV, lines, a captured event).
 //! - `s3.rs`: the objects an S3 notification names, streamed in batches.
@@ -127,7 +127,9 @@ pub trait Source: Send {
     /// What the source knows an item by.
     type Id: Send + 'static;
 
-    /// The next batch of at most `max` items; `None` once the source is exhausted.
+    /// The next batch of at most `max` items; `None` once the source is exhausted. A
+    /// batch may be empty: the input read held no item (blank lines), and the pipeline
+    /// checks its budget before asking again.
     fn next_batch(
         &mut self,
         max: usize,

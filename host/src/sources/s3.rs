@@ -195,9 +195,9 @@ impl Source for ObjectSource {
                             }
                         })
                         .collect();
-                    if !items.is_empty() {
-                        return Ok(Some(items));
-                    }
+                    // Even none (blank lines, or items an earlier try settled): reading
+                    // them took time, and the pipeline checks its budget between batches.
+                    return Ok(Some(items));
                 }
                 None => {
                     tracing::info!(bucket = %object.bucket, key = %object.key, "object read");
@@ -407,32 +407,26 @@ impl ObjectBatches {
                 record: max_record_bytes,
                 ..super::InputLimits::default()
             };
-            let source = match FileSource::within(raw, format, &name, limits) {
+            let mut source = match FileSource::within(raw, format, &name, limits) {
                 Ok(source) => source.labelled("s3"),
                 Err(e) => {
                     let _ = sender.blocking_send(Err(e));
                     return;
                 }
             };
-            let mut batch = Vec::with_capacity(batch_size);
-            for item in source {
-                match item {
-                    Ok(decoded) => batch.push(decoded),
+            // A batch may come short, or empty, after blank lines (see `next_items`).
+            loop {
+                let batch: Vec<Decoded> = match source.next_items(batch_size) {
+                    Ok(Some(items)) => items.into_iter().map(|(decoded, _)| decoded).collect(),
+                    Ok(None) => return,
                     Err(e) => {
                         let _ = sender.blocking_send(Err(e));
                         return;
                     }
-                }
-                if batch.len() == batch_size
-                    && sender
-                        .blocking_send(Ok(std::mem::take(&mut batch)))
-                        .is_err()
-                {
+                };
+                if sender.blocking_send(Ok(batch)).is_err() {
                     return;
                 }
-            }
-            if !batch.is_empty() {
-                let _ = sender.blocking_send(Ok(batch));
             }
         });
         Ok(Opened::Reading(Self {
@@ -442,8 +436,9 @@ impl ObjectBatches {
         }))
     }
 
-    /// The next batch; `None` at the end of the object. A reader that died (a panic on
-    /// a hostile file) is an error, never a silent end of the object.
+    /// The next batch (empty after blank lines only); `None` at the end of the object. A
+    /// reader that died (a panic on a hostile file) is an error, never a silent end of
+    /// the object.
     pub async fn next(&mut self) -> Option<Result<Vec<Decoded>, SourceError>> {
         if let Some(batch) = self.receiver.recv().await {
             return Some(batch);
