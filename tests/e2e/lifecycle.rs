@@ -703,3 +703,76 @@ async fn a_signed_manifest_copied_over_another_plugins_is_refused() {
     }
     assert!(!cold.wait_exit(ANSWER_TIMEOUT).success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cold_start_never_goes_back_to_an_older_signed_manifest_the_table_remembers() {
+    // Whoever can write the bucket puts the older signed 1.0.0 manifest back as live.
+    // A warm host refuses it (its floor is in memory); a new host must too: the floor
+    // is kept in the idempotency table, which writing the bucket does not reach.
+    let (moto, aws, scratch) = emulator_with_queues().await;
+    aws.table("dedup").await;
+    let key_file = scratch.path("signing.key");
+    let keygen = scratch.host(&["keygen", "--out", path_str(&key_file)], None);
+    keygen.assert_ok();
+    let public_key = keygen.stdout.trim().to_owned();
+    let key = path_str(&key_file);
+    let v2 = scratch.path("enrich-v2.wasm");
+    std::fs::write(&v2, rebuilt("enrich", "v2")).expect("write");
+    for (module, version) in [
+        (wasm("enrich"), "1.0.0"),
+        (path_str(&v2).to_owned(), "2.0.0"),
+    ] {
+        let args = [
+            "--plugin",
+            &module,
+            "--version",
+            version,
+            "--signing-key",
+            key,
+        ];
+        publish(&scratch, &moto, &args).assert_ok();
+    }
+    let with_table = [
+        ("PIPELINE_PLUGIN_PUBLIC_KEY", public_key.as_str()),
+        ("PIPELINE_DEDUP", "dynamodb://dedup"),
+    ];
+    let first = start_lambda(&moto, &scratch, &with_table);
+    assert_eq!(invoke(&first, &aws, "f1").await.0, "enrich@2.0.0");
+    drop(first);
+
+    let prefix: Prefix = PREFIX.parse().expect("prefix");
+    let old = aws
+        .objects("plugins", "plugins/enrich/versions/1.0.0.json")
+        .await
+        .pop()
+        .expect("the 1.0.0 manifest")
+        .1;
+    let old = pipeline_host::registry::Manifest::parse(&old).expect("a manifest");
+    let (_, etag) = get_live(&aws.s3, &prefix)
+        .await
+        .expect("get")
+        .expect("live");
+    replace_live(&aws.s3, &prefix, &old, Some(&etag))
+        .await
+        .expect("replace");
+
+    // A new host with the table: refused at its cold start, naming why.
+    let mut cold = start_lambda(&moto, &scratch, &with_table);
+    match cold.invoke_answer(event("f2")) {
+        Answer::InitError(error) => {
+            let message = text(&error["errorMessage"], "the init error's errorMessage");
+            assert!(
+                message.contains("sequence 1 is older than the serving version's 2"),
+                "{message}"
+            );
+            assert_eq!(error["errorType"], "PluginRefused", "{error}");
+        }
+        other => panic!("expected an init error, got {other:?}\n{}", cold.log()),
+    }
+    assert!(!cold.wait_exit(ANSWER_TIMEOUT).success());
+
+    // Without the table there is nothing to remember by: a new host serves what the
+    // bucket says (the README states this limit).
+    let bare = start_lambda(&moto, &scratch, &with_table[..1]);
+    assert_eq!(invoke(&bare, &aws, "f3").await.0, "enrich@1.0.0");
+}

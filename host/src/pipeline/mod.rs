@@ -30,7 +30,7 @@ use crate::config::Budget;
 use crate::engine::{Chain, Engine, PluginError};
 use crate::idempotency::Store;
 use crate::record::Verdict;
-use crate::registry::{LoadError, PluginSource, SourceSettings};
+use crate::registry::{LoadError, PluginLocation, PluginSource, SequenceFloor, SourceSettings};
 use crate::settings::Settings;
 use crate::sinks::{ConnectError, RetryPolicy, Router, Sink};
 use crate::sources::{Item, Source, SourceError};
@@ -178,6 +178,17 @@ impl Pipeline {
                 cache: cache.clone(),
                 public_key: settings.public_key,
                 config: settings.plugin_config.clone(),
+                // With the idempotency table, a followed manifest's sequence floor is
+                // kept there, where writing the bucket cannot lower it.
+                // Per manifest: a function pinned to a version's manifest has its own.
+                floor: match (location, &settings.dedup) {
+                    (PluginLocation::S3Manifest { .. }, Some(store)) => Some(SequenceFloor::new(
+                        aws.dynamodb.clone(),
+                        store.table.clone(),
+                        &location.to_string(),
+                    )),
+                    _ => None,
+                },
             };
             let mut source = PluginSource::new(location.clone(), engine.clone(), source_settings);
             let loaded = source

@@ -118,7 +118,7 @@ pub enum ManifestError {
     },
     /// An older publish than the one serving (a rollback of the bucket, not a publish).
     #[error(
-        "sequence {sequence} is older than the serving version's {serving}: a rollback is a new publish (`host publish --rollback`), with a higher sequence"
+        "sequence {sequence} is older than the serving version's {serving} (or the highest this location served, kept in the idempotency table): a rollback is a new publish (`host publish --rollback`), with a higher sequence"
     )]
     Stale {
         /// The manifest's.

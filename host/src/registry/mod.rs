@@ -18,14 +18,18 @@
 //! - `mod.rs`: [`PluginLocation`] and [`LoadError`].
 //! - `manifest.rs`: the manifest, its checks (contract version, sha256, signature), keys.
 //! - `source.rs`: one configured location: load at start, check for a new version.
+//! - `floor.rs`: the lowest publish sequence a location may serve, kept in the
+//!   idempotency table (a cold start never goes back to an older signed manifest).
 //! - `publish.rs`: `host publish` and rollback.
 
+mod floor;
 mod manifest;
 pub mod publish;
 mod source;
 
 use std::path::PathBuf;
 
+pub use floor::SequenceFloor;
 pub use manifest::{
     Artifact, KeyError, Manifest, ManifestError, key_bytes, sha256_hex, verifying_key,
     world_supported,

@@ -37,6 +37,8 @@ pub struct SourceSettings {
     pub public_key: Option<VerifyingKey>,
     /// The host's plugin settings; they override the manifest's defaults.
     pub config: Vec<(String, String)>,
+    /// The lowest publish sequence the location may serve, kept outside the bucket.
+    pub floor: Option<super::SequenceFloor>,
 }
 
 /// A plugin version, started and ready for its first batch.
@@ -152,11 +154,25 @@ impl PluginSource {
             }
             PluginLocation::S3Manifest { .. } => {
                 let aws = s3(aws, &location)?;
+                if let Some(floor) = &self.settings.floor {
+                    let floor = floor.read().await.map_err(|e| LoadError::Fetch {
+                        what: e.what,
+                        reason: e.reason,
+                    })?;
+                    self.serving_sequence = Some(floor);
+                }
                 let Some(manifest) = self.fetch_manifest(aws, None).await? else {
                     return Err(LoadError::Config(
                         "the manifest answered 304 to an unconditional GET".into(),
                     ));
                 };
+                // A cold start goes no lower than the kept floor either.
+                manifest
+                    .check_sequence(self.serving_sequence)
+                    .map_err(|source| LoadError::Refused {
+                        plugin: manifest.label(),
+                        source,
+                    })?;
                 let code = self.fetch_code(aws, &manifest).await?;
                 (code, manifest.label(), Some(manifest))
             }
@@ -334,6 +350,12 @@ impl PluginSource {
         .map_err(|e| LoadError::Config(format!("the loading thread failed: {e}")))??;
         self.serving = loaded.manifest.as_ref().map(identity);
         self.serving_sequence = loaded.manifest.as_ref().map(|m| m.sequence);
+        if let (Some(floor), Some(manifest)) = (&self.settings.floor, &loaded.manifest)
+            && let Err(e) = floor.raise(manifest.sequence).await
+        {
+            // The version serves; the floor stays lower until the next version raises it.
+            tracing::warn!(plugin = %manifest.label(), error = %e, "cannot raise the plugin's sequence floor");
+        }
         Ok(loaded)
     }
 }
