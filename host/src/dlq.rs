@@ -88,8 +88,8 @@ pub struct DlqRecord {
 /// The failure, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DlqError {
-    /// `decode`, `domain`, `infrastructure`, `trap`, `deadline`, `memory-limit`,
-    /// `output-too-large` or `contract`.
+    /// The failure kind's name ([`FailureKind::as_str`](crate::record::FailureKind::as_str)):
+    /// `decode`, `domain`, `infrastructure`, `trap`, `held`, ...
     pub kind: String,
     /// The reason, in words.
     pub message: String,

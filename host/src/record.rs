@@ -160,6 +160,12 @@ pub enum FailureKind {
     /// The run's time (a Lambda invocation's deadline) ran out before the record was
     /// done: handed back to a source that redelivers, else dead-lettered to run again.
     Unfinished,
+    /// Another run held the record's claim in the idempotency store past this run's
+    /// time: handed back to a source that redelivers, else dead-lettered. Its own kind
+    /// because the holder may well have delivered the record meanwhile: `host reprocess`
+    /// claims such an entry by the record's identity (not the entry's), so a record its
+    /// holder finished is not sent again.
+    Held,
 }
 
 impl FailureKind {
@@ -179,6 +185,7 @@ impl FailureKind {
             Self::Encoding => "encoding",
             Self::Delivery => "delivery",
             Self::Unfinished => "unfinished",
+            Self::Held => "held",
         }
     }
 }

@@ -3,11 +3,16 @@
 //! counts them `duplicate`); a store that cannot be reached stops a run whose input
 //! cannot be redelivered, naming the store, before anything is sent; a run to files
 //! that fails part-way marks nothing done, so its rerun writes every record; a direct
-//! invocation names its records by the field the operator chose.
+//! invocation names its records by the field the operator chose; a record another run
+//! held past `host run`'s time is dead-lettered `held`, and reprocessing its entry after
+//! the holder delivered it sends nothing again.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::json;
 
-use crate::emulator::Moto;
+use crate::emulator::{Clients, Moto};
 use crate::lambda_harness::Lambda;
 use crate::proxy::{Fault, Proxy, Rule};
 use crate::support::{Run, Scratch, path_str, plugin};
@@ -185,4 +190,147 @@ async fn a_direct_invocation_names_its_records_by_their_id_field() {
             r#"{"other":1}"#
         ]
     );
+}
+
+/// Writes the store's item for `identity` as another host would (`dedup` table): a
+/// claim or a done mark, by `fields`.
+async fn put_mark(aws: &Clients, identity: &str, fields: Vec<(&str, AttributeValue)>) {
+    let mut put = aws
+        .dynamodb
+        .put_item()
+        .table_name("dedup")
+        .item("id", AttributeValue::S(identity.to_owned()));
+    for (name, value) in fields {
+        put = put.item(name, value);
+    }
+    put.send().await.expect("put a store item");
+}
+
+/// The epoch second `after` from now, as the store keeps a claim's expiry and a TTL.
+fn epoch_seconds(after: Duration) -> AttributeValue {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("a clock after 1970");
+    AttributeValue::N((now + after).as_secs().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_another_run_held_is_dead_lettered_held_and_not_sent_again_by_reprocess() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.stream("out").await;
+    let dlq = aws.queue("dlq").await;
+    aws.table("dedup").await;
+    let scratch = Scratch::new();
+    let input = scratch.write("events.txt", "r-0\n");
+    // Its line's identity, as `host run` names it: the path as given, this content's size
+    // and modification time (nanoseconds), the line.
+    let meta = std::fs::metadata(&input).expect("the input's metadata");
+    let modified = meta
+        .modified()
+        .expect("a modification time")
+        .duration_since(UNIX_EPOCH)
+        .expect("a modification time after 1970")
+        .as_nanos();
+    let identity = format!("file/{}@{}-{modified}#1", path_str(&input), meta.len());
+    // Another run holds it, for an hour.
+    put_mark(
+        &aws,
+        &identity,
+        vec![
+            ("state", AttributeValue::S("claimed".into())),
+            ("owner", AttributeValue::S("another-run".into())),
+            ("expires", epoch_seconds(Duration::from_secs(3600))),
+            ("ttl", epoch_seconds(Duration::from_secs(90_000))),
+        ],
+    )
+    .await;
+
+    // A file is not redelivered: once this run has waited out its claim time (1 s, and
+    // the 2 s it allows besides), the record is dead-lettered.
+    let wasm = plugin("misbehave");
+    let args = [
+        "run",
+        "--plugin",
+        path_str(&wasm),
+        "--input",
+        path_str(&input),
+        "--format",
+        "lines",
+        "--sink",
+        "default=kinesis://out",
+        "--dlq",
+        "sqs://dlq",
+        "--dedup",
+        "dynamodb://dedup",
+        "--dedup-claim-seconds",
+        "1",
+    ];
+    let first = scratch.host_with_env(&args, None, &moto.env());
+    first.assert_ok();
+    assert_eq!(first.balanced(), [1, 0, 0, 1], "{}", first.stderr);
+    assert!(aws.stream_records("out").await.is_empty());
+    let dead = aws.drain_queue(&dlq).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let entry: serde_json::Value = serde_json::from_str(&dead[0]).expect("an entry");
+    assert_eq!(entry["error"]["kind"], "held", "{entry}");
+    assert_eq!(entry["identity"], identity.as_str(), "{entry}");
+    aws.sqs
+        .send_message()
+        .queue_url(&dlq)
+        .message_body(&dead[0])
+        .send()
+        .await
+        .expect("put the entry back");
+
+    // The holder finishes the record: delivers it and marks it done.
+    aws.kinesis
+        .put_record()
+        .stream_name("out")
+        .partition_key("r-0")
+        .data(aws_sdk_kinesis::primitives::Blob::new("r-0"))
+        .send()
+        .await
+        .expect("the holder's delivery");
+    put_mark(
+        &aws,
+        &identity,
+        vec![
+            ("state", AttributeValue::S("done".into())),
+            ("ttl", epoch_seconds(Duration::from_secs(86_400))),
+        ],
+    )
+    .await;
+
+    // Reprocessing claims the `held` entry by its record's identity: done, so a
+    // duplicate; the entry goes and nothing is sent.
+    std::thread::sleep(Duration::from_millis(50));
+    let reprocess = scratch.host_with_env(
+        &[
+            "reprocess",
+            "--plugin",
+            path_str(&wasm),
+            "--from",
+            "sqs://dlq",
+            "--sink",
+            "default=kinesis://out",
+            "--dlq",
+            "sqs://dlq",
+            "--dedup",
+            "dynamodb://dedup",
+        ],
+        None,
+        &moto.env(),
+    );
+    reprocess.assert_ok();
+    assert_eq!(reprocess.count("in"), 1, "{}", reprocess.stderr);
+    assert_eq!(
+        reprocess.count("transformed"),
+        0,
+        "the holder delivered it: {}",
+        reprocess.stderr
+    );
+    assert_eq!(reprocess.count("duplicate"), 1, "{}", reprocess.stderr);
+    assert_eq!(aws.stream_records("out").await, ["r-0"]);
+    assert!(aws.drain_queue(&dlq).await.is_empty());
 }

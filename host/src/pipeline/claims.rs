@@ -1,8 +1,9 @@
 //! The idempotency store's part of a batch: before the plugin runs, each item with a
 //! source position is claimed; an item an earlier delivery finished settles as a
 //! duplicate without running, one another run holds is handed back (or, for a source
-//! that does not redeliver, waited for). Once the batch has its verdicts, this run's
-//! claims are marked done, or released for the items handed back.
+//! that does not redeliver, waited for, then dead-lettered as `held`). Once the batch
+//! has its verdicts, this run's claims are marked done, or released for the items handed
+//! back.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,10 @@ const BUSY: &str = "another run is processing this record (claimed in the idempo
 /// and why a busy one goes back.
 pub(super) struct Claims {
     claims: Vec<Option<Claim>>,
+    /// The kind a busy item fails with: `held` when another run holds it (its entry, if
+    /// dead-lettered, is reprocessed under the record's identity), `unfinished` when the
+    /// store could not be asked.
+    busy_kind: FailureKind,
     busy: String,
     /// The batch's source delivers again what is handed back.
     redelivers: bool,
@@ -28,6 +33,7 @@ impl Claims {
     pub(super) fn none(count: usize, redelivers: bool) -> Self {
         Self {
             claims: vec![None; count],
+            busy_kind: FailureKind::Held,
             busy: String::new(),
             redelivers,
         }
@@ -41,7 +47,7 @@ impl Claims {
     /// Claims every identity. An item another run holds is waited for, until its holder
     /// finishes it (a duplicate) or its claim expires (a holder that died: taken over),
     /// within `budget` and the store's claim time; what is still held then goes back to
-    /// a source that redelivers, or is dead-lettered as `unfinished`. While it waits this
+    /// a source that redelivers, or is dead-lettered as `held`. While it waits this
     /// run holds nothing: two runs that each hold part of a batch would wait for each
     /// other. A store that cannot be reached is an error.
     pub(super) async fn make(
@@ -119,6 +125,7 @@ impl Claims {
         }
         Ok(Self {
             claims,
+            busy_kind: FailureKind::Held,
             busy: BUSY.into(),
             redelivers,
         })
@@ -131,6 +138,8 @@ impl Claims {
                 .iter()
                 .map(|i| i.as_ref().map(|_| Claim::Busy))
                 .collect(),
+            // No other run is known to hold them: this run could not finish them.
+            busy_kind: FailureKind::Unfinished,
             busy: format!("the idempotency store cannot be reached: {error}"),
             // Only a source that redelivers gets its items back this way.
             redelivers: true,
@@ -143,8 +152,7 @@ impl Claims {
     }
 
     /// Item `index` as it enters the chain: a busy one as a record that cannot finish
-    /// now (handed back to a source that redelivers, else dead-lettered as
-    /// `unfinished`).
+    /// now (handed back to a source that redelivers, else dead-lettered as `held`).
     pub(super) fn admit(&self, index: usize, decoded: Decoded) -> Decoded {
         if self.claims.get(index) != Some(&Some(Claim::Busy)) {
             return decoded;
@@ -155,7 +163,7 @@ impl Claims {
         };
         Err(Undecodable {
             record,
-            kind: FailureKind::Unfinished,
+            kind: self.busy_kind,
             reason: self.busy.clone(),
         })
     }

@@ -379,10 +379,14 @@ fn identity(record: &Record) -> String {
 }
 
 /// Whether a failure of this kind goes back to a source that redelivers, rather than to
-/// the DLQ: a transient error after the host's own attempts, or a record the run's time
-/// did not allow to finish.
+/// the DLQ: a transient error after the host's own attempts, a record the run's time
+/// did not allow to finish, or one another run held meanwhile (its redelivery finds it
+/// done, or takes it over).
 fn hands_back(kind: FailureKind) -> bool {
-    matches!(kind, FailureKind::Infrastructure | FailureKind::Unfinished)
+    matches!(
+        kind,
+        FailureKind::Infrastructure | FailureKind::Unfinished | FailureKind::Held
+    )
 }
 
 /// The verdict of an item held back behind an earlier one of its group.
@@ -468,5 +472,75 @@ mod tests {
         assert_eq!(entry["error"]["kind"], "delivery");
         // None of its outputs is in the answer: reprocessing it sends them all.
         assert!(entry.get("delivered").is_none(), "{entry}");
+    }
+
+    #[tokio::test]
+    async fn a_record_another_run_held_goes_back_to_a_source_that_redelivers_else_to_the_dlq() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let answer = Router::only(Sink::Response(ResponseSink::with_limit(1500)));
+        let retry = RetryPolicy {
+            max_attempts: 1,
+            base_delay: std::time::Duration::ZERO,
+            budget: Budget::unbounded(),
+        };
+        for redelivers in [true, false] {
+            let path = dir.path().join(format!("dlq-{redelivers}.jsonl"));
+            let dlq = DeadLetters {
+                sink: Sink::File(
+                    FileSink::create(&Target::File(path.clone()), Emit::Payload).expect("DLQ file"),
+                ),
+                overflow: None,
+            };
+            // As `Claims::admit` lets a record in that another run still holds.
+            let ran = Ran {
+                records: Vec::new(),
+                originals: vec![Original::Undecodable(Record::new("r0"))],
+                outcomes: vec![Outcome::Failed(Failure {
+                    kind: FailureKind::Held,
+                    message: "another run is processing this record".into(),
+                    attempts: 0,
+                    stage: 0,
+                })],
+                plugins: vec![PluginRef {
+                    name: "p".into(),
+                    version: "1".into(),
+                }],
+            };
+            let places = Places {
+                groups: vec![None],
+                delivered: vec![Vec::new()],
+                identities: vec![Some("file/in.txt@4-1#1".into())],
+            };
+            let verdicts = deliver(
+                ran,
+                &places,
+                &mut HashSet::new(),
+                &answer,
+                &dlq,
+                retry,
+                redelivers,
+            )
+            .await
+            .expect("verdicts");
+            dlq.sink.finish().expect("DLQ file");
+            if redelivers {
+                assert!(
+                    matches!(verdicts[0], Verdict::Retry(_)),
+                    "{:?}",
+                    verdicts[0]
+                );
+                continue;
+            }
+            assert!(
+                matches!(verdicts[0], Verdict::DeadLettered(_)),
+                "{:?}",
+                verdicts[0]
+            );
+            // The entry names the record's identity: reprocessing claims it by that.
+            let text = std::fs::read_to_string(&path).expect("DLQ entries");
+            let entry: serde_json::Value = serde_json::from_str(text.trim()).expect("one entry");
+            assert_eq!(entry["error"]["kind"], "held");
+            assert_eq!(entry["identity"], "file/in.txt@4-1#1");
+        }
     }
 }

@@ -348,7 +348,8 @@ impl Pipeline {
             }
             let mut ids = Vec::with_capacity(batch.len());
             let mut places = Places::default();
-            // What the store knows each item by (a DLQ entry's own, not its record's).
+            // What the store knows each item by (a DLQ entry's own, not its record's,
+            // unless the entry is `held`: see `sources::dlq`).
             let mut keys = Vec::with_capacity(batch.len());
             let mut items = Vec::with_capacity(batch.len());
             for Item {

@@ -3,6 +3,10 @@
 //! this run writes are left for the next one, so a record that fails again is not
 //! looped on). An entry is settled by its verdict: gone once its record is delivered,
 //! dropped or dead-lettered anew; kept where it is when the record must be retried.
+//!
+//! The idempotency store claims an entry by the entry itself, except a `held` one: that
+//! record was held by another run, which may have finished it, so it is claimed by the
+//! record's own identity (see `claim_identity`).
 
 use std::collections::{HashSet, VecDeque};
 use std::time::SystemTime;
@@ -11,7 +15,7 @@ use super::{Decoded, Item, Source, SourceError};
 use crate::aws::{AwsClients, AwsError};
 use crate::config::RetryPolicy;
 use crate::dlq::DlqEntry;
-use crate::record::Verdict;
+use crate::record::{FailureKind, Verdict};
 
 /// The time a reprocessing run started, as DLQ entries write theirs.
 fn now_stamp() -> String {
@@ -36,6 +40,24 @@ fn entry(text: &str, started: &str) -> Option<DlqEntry> {
 fn entry_identity(text: &str) -> String {
     use sha2::Digest as _;
     format!("dlq/{}", hex::encode(&sha2::Sha256::digest(text)[..16]))
+}
+
+/// What the idempotency store claims `entry` (whose text is `text`) by.
+///
+/// Most entries: the entry itself ([`entry_identity`]). The run that dead-lettered the
+/// record marked the record's own identity done, so claiming that would call every such
+/// entry a duplicate and lose it.
+///
+/// A `held` entry with the record's identity: that identity. The run that dead-lettered
+/// it never held the record; another run did and may have delivered it since. Claimed by
+/// the record's identity, a record its holder finished settles as a duplicate (the entry
+/// goes, nothing is sent again), one whose holder died or let go runs once, and one still
+/// held is left for later; two entries of one record (two runs waited for it) are one.
+fn claim_identity(entry: &DlqEntry, text: &str) -> String {
+    match &entry.identity {
+        Some(identity) if entry.error.kind == FailureKind::Held.as_str() => identity.clone(),
+        _ => entry_identity(text),
+    }
 }
 
 fn record_of(entry: &DlqEntry) -> Option<Decoded> {
@@ -160,11 +182,15 @@ impl Source for QueueDlq {
                     .map(|e| e.delivered.clone())
                     .unwrap_or_default();
                 let origin = taken.as_ref().and_then(|e| e.identity.clone());
+                // By the message's text (a pointer's, for an entry stored whole in S3).
+                let identity = taken
+                    .as_ref()
+                    .map(|e| claim_identity(e, message.body().unwrap_or_default()));
                 match taken.as_ref().and_then(record_of) {
                     Some(decoded) => items.push(Item {
                         id: handle.to_owned(),
                         group: None,
-                        identity: Some(entry_identity(message.body().unwrap_or_default())),
+                        identity,
                         origin,
                         delivered,
                         decoded,
@@ -252,12 +278,27 @@ impl BucketDlq {
 struct OpenObject {
     key: String,
     lines: Vec<String>,
-    /// Taken lines not yet handed out, by index into `lines`.
-    taken: VecDeque<(usize, Vec<usize>, Option<String>, Decoded)>,
+    /// Taken lines not yet handed out.
+    taken: VecDeque<TakenLine>,
     /// Handed out, not yet settled.
     outstanding: usize,
     /// Settled as finished (their lines go).
     done: HashSet<usize>,
+}
+
+/// A line of an open object taken to reprocess.
+struct TakenLine {
+    /// Its index into the object's `lines`.
+    line: usize,
+    /// Its entry's `delivered`.
+    delivered: Vec<usize>,
+    /// Its record's identity (the entry's `identity`).
+    origin: Option<String>,
+    /// What the idempotency store claims it by ([`claim_identity`]); by the entry's text
+    /// for most, the same after its object is rewritten (under another key) without the
+    /// entries already reprocessed.
+    identity: String,
+    decoded: Decoded,
 }
 
 /// Retries for rewriting a DLQ object.
@@ -330,13 +371,17 @@ impl BucketDlq {
                 .filter(|l| !l.trim().is_empty())
                 .map(str::to_owned)
                 .collect();
-            let taken: VecDeque<(usize, Vec<usize>, Option<String>, Decoded)> = lines
+            let taken: VecDeque<TakenLine> = lines
                 .iter()
                 .enumerate()
                 .filter_map(|(i, line)| {
                     let entry = entry(line, &self.started)?;
-                    record_of(&entry).map(|decoded| {
-                        (i, entry.delivered.clone(), entry.identity.clone(), decoded)
+                    record_of(&entry).map(|decoded| TakenLine {
+                        line: i,
+                        delivered: entry.delivered.clone(),
+                        origin: entry.identity.clone(),
+                        identity: claim_identity(&entry, line),
+                        decoded,
                     })
                 })
                 .collect();
@@ -400,15 +445,13 @@ impl Source for BucketDlq {
         let batch: Vec<Item<EntryId>> = object
             .taken
             .drain(..count)
-            .map(|(line, delivered, origin, decoded)| Item {
-                // By the entry's text: the same after its object is rewritten (under
-                // another key) without the entries already reprocessed.
-                identity: object.lines.get(line).map(|text| entry_identity(text)),
-                origin,
-                id: (key.clone(), line),
+            .map(|taken| Item {
+                identity: Some(taken.identity),
+                origin: taken.origin,
+                id: (key.clone(), taken.line),
                 group: None,
-                delivered,
-                decoded,
+                delivered: taken.delivered,
+                decoded: taken.decoded,
             })
             .collect();
         object.outstanding += batch.len();
@@ -447,5 +490,50 @@ impl Source for BucketDlq {
             self.rewrite(object).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text of an entry of `kind`, for the record at `identity`.
+    fn entry_text(kind: &str, identity: Option<&str>) -> String {
+        let mut entry = serde_json::json!({
+            "record": {"payload": "r-0", "attributes": {"line": "1", "source": "file"}},
+            "error": {"kind": kind, "message": "why"},
+            "plugin": {"name": "p", "version": "1"},
+            "attempts": 0,
+            "failed_at": "2026-01-01T00:00:00.000Z",
+        });
+        if let Some(identity) = identity {
+            entry["identity"] = identity.into();
+        }
+        entry.to_string()
+    }
+
+    /// What the store claims the entry of `kind` by, and the entry's own identity.
+    fn claimed(kind: &str, identity: Option<&str>) -> (String, String) {
+        let text = entry_text(kind, identity);
+        let entry: DlqEntry = serde_json::from_str(&text).expect("an entry");
+        (claim_identity(&entry, &text), entry_identity(&text))
+    }
+
+    #[test]
+    fn a_held_entry_is_claimed_by_its_records_identity_any_other_by_itself() {
+        let record = "file/in.txt@4-1#1";
+        // Another run held the record: its done mark, if any, is that run's.
+        assert_eq!(claimed("held", Some(record)).0, record);
+        // This host marked the record done when it dead-lettered it: claiming the
+        // record would call the entry a duplicate. Without an identity there is none.
+        for (kind, identity) in [
+            ("unfinished", Some(record)),
+            ("domain", Some(record)),
+            ("held", None),
+        ] {
+            let (claim, own) = claimed(kind, identity);
+            assert_eq!(claim, own, "{kind}");
+            assert!(claim.starts_with("dlq/"), "{claim}");
+        }
     }
 }
