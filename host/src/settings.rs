@@ -438,7 +438,7 @@ pub static SETTINGS: &[Setting] = &[
         env: "PIPELINE_MAX_CALL_OUTPUT_BYTES",
         default: Some("268435456"),
         bounds: "1048576 ..= 4294967296",
-        about: "bytes all outputs of one plugin call may have together (payloads, keys, destinations, attribute names and values), as the sinks copy them (spans sharing bytes count each time); the records past it go to the DLQ as `output-too-large`",
+        about: "bytes all outputs of one plugin call may have together (payloads, keys, destinations, attribute names and values), as the sinks copy them (spans sharing bytes count each time); the records past it go to the DLQ as `output-too-large`; in a Lambda function (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`) the default is an eighth of its memory, if less",
         required: Required::Never,
         list: false,
         apply: |s, values| {
@@ -464,7 +464,7 @@ pub static SETTINGS: &[Setting] = &[
         env: "PIPELINE_MAX_EVENT_BYTES",
         default: Some("268435456"),
         bounds: "1048576 ..= 4294967296",
-        about: "what the gzip records of one event may inflate to together; past it they go to the DLQ as `input-too-large`",
+        about: "what the gzip records of one event may inflate to together; past it they go to the DLQ as `input-too-large`; in a Lambda function (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`) the default is an eighth of its memory, if less",
         required: Required::Never,
         list: false,
         apply: |s, values| {
@@ -596,6 +596,9 @@ pub static SETTINGS: &[Setting] = &[
     },
 ];
 
+/// The variable Lambda sets to the function's memory, in MiB.
+const FUNCTION_MEMORY: &str = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE";
+
 impl Setting {
     /// The name a message uses for this setting at `door`.
     pub fn name_at(&self, door: FrontDoor) -> String {
@@ -633,6 +636,8 @@ impl Settings {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, SettingError> {
         let mut settings = Settings::default();
+        // The rows that took their default (the function's memory may lower some).
+        let mut defaulted = Vec::new();
         for row in SETTINGS {
             let typed = match door {
                 FrontDoor::Cli => flags(row),
@@ -655,14 +660,36 @@ impl Settings {
                     });
                 }
                 match row.default {
-                    Some(default) => (vec![default.to_owned()], row.name_at(door)),
+                    Some(default) => {
+                        defaulted.push(row.env);
+                        (vec![default.to_owned()], row.name_at(door))
+                    }
                     None => continue,
                 }
             };
             (row.apply)(&mut settings, &values).map_err(|reason| SettingError { name, reason })?;
         }
+        if let Some(mib) = env(FUNCTION_MEMORY).and_then(|v| v.trim().parse::<usize>().ok()) {
+            settings.fit_function_memory(mib, &defaulted);
+        }
         settings.check_together(door)?;
         Ok(settings)
+    }
+
+    /// In a Lambda function of `mib` MiB: what one event may inflate to, and what one
+    /// plugin call may answer, default to an eighth of it each (64 MiB in 512), where the
+    /// fixed defaults (256 MiB each) overran a 512 MB function: inflated records, the
+    /// batch packed for the plugin, the plugin's memory and its outputs are all held at
+    /// once. Only the settings left at their default (`defaulted`) move.
+    fn fit_function_memory(&mut self, mib: usize, defaulted: &[&str]) {
+        let share = (mib << 20) / 8;
+        if defaulted.contains(&"PIPELINE_MAX_EVENT_BYTES") {
+            self.max_event_bytes = share.clamp(1 << 20, self.max_event_bytes);
+        }
+        if defaulted.contains(&"PIPELINE_MAX_CALL_OUTPUT_BYTES") {
+            self.limits.max_call_output_bytes =
+                share.clamp(1 << 20, self.limits.max_call_output_bytes);
+        }
     }
 
     /// The rules between settings. In Lambda the margin must hold one AWS call attempt:
@@ -790,6 +817,32 @@ mod tests {
 
     fn lambda(pairs: &[(&str, &str)]) -> Result<Settings, SettingError> {
         Settings::resolve(FrontDoor::Lambda, |_| Vec::new(), env(pairs))
+    }
+
+    #[test]
+    fn the_function_memory_lowers_the_defaults_not_what_was_set() {
+        let base = [("PIPELINE_PLUGIN", "p.wasm"), ("PIPELINE_DLQ", "sqs://dlq")];
+        let plain = lambda(&base).expect("defaults");
+        assert_eq!(plain.max_event_bytes, 256 << 20);
+        let sized = [base[0], base[1], ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")];
+        let fitted = lambda(&sized).expect("512 MiB");
+        assert_eq!(fitted.max_event_bytes, 64 << 20);
+        assert_eq!(fitted.limits.max_call_output_bytes, 64 << 20);
+        let large = [
+            base[0],
+            base[1],
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "10240"),
+        ];
+        assert_eq!(lambda(&large).expect("10 GiB").max_event_bytes, 256 << 20);
+        let set = [
+            base[0],
+            base[1],
+            sized[2],
+            ("PIPELINE_MAX_EVENT_BYTES", "134217728"),
+        ];
+        let kept = lambda(&set).expect("set");
+        assert_eq!(kept.max_event_bytes, 128 << 20, "a set value stays");
+        assert_eq!(kept.limits.max_call_output_bytes, 64 << 20);
     }
 
     #[test]

@@ -153,6 +153,67 @@ async fn a_record_with_an_output_that_cannot_go_sends_none_of_them() {
 }
 
 #[test]
+fn a_maximal_gzip_event_stays_inside_a_512_mb_function() {
+    // 400 records of 1 KiB of gzip, each inflating to 1 MiB (the largest output): 400 MiB
+    // if all were inflated. In a 512 MB function the event may inflate to 64 MiB (an
+    // eighth), so 64 records are read and echoed, the rest dead-lettered with their
+    // compressed bytes; the inflated records, their packed batch, the plugin's memory and
+    // its outputs together stay inside the function. (With the fixed 256 MiB defaults
+    // the peak passed 512 MiB.)
+    let s = Scratch::new();
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gzip, &vec![b'a'; 1 << 20]).expect("gzip");
+    let data = base64::engine::general_purpose::STANDARD.encode(gzip.finish().expect("gzip"));
+    let records: Vec<serde_json::Value> = (0..400u32)
+        .map(|seq| {
+            json!({
+                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "k",
+                            "sequenceNumber": seq.to_string(), "data": data,
+                            "approximateArrivalTimestamp": 1764075600.987},
+                "eventSource": "aws:kinesis", "eventVersion": "1.0",
+                "eventID": format!("shardId-000000000001:{seq}"), "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/r", "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/events"
+            })
+        })
+        .collect();
+    let event = json!({ "Records": records }).to_string();
+    assert!(event.len() < 6 << 20, "a Lambda event is at most 6 MB");
+    let input = s.write("event.json", &event);
+    let out = s.path("out.jsonl");
+    let run = s.run_plugin_with_env(
+        "misbehave",
+        &input,
+        &[
+            "--format",
+            "kinesis-event",
+            "--output",
+            path_str(&out),
+            "--emit",
+            "payload",
+            "--summary",
+            "json",
+        ],
+        &[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512".to_owned())],
+    );
+    assert!(run.status.success(), "{}", run.stderr);
+    let summary: serde_json::Value = serde_json::from_str(run.stdout.trim())
+        .unwrap_or_else(|e| panic!("the summary is not JSON ({e}): {}", run.stdout));
+    assert_eq!(summary["in"], 400, "{summary}");
+    assert_eq!(summary["transformed"], 64, "{summary}");
+    assert_eq!(
+        summary["failed_by_kind"]["input-too-large"], 336,
+        "{summary}"
+    );
+    let peak = summary["peak_memory_bytes"].as_u64().expect("the peak");
+    assert!(
+        peak < 512 << 20,
+        "peak {} MiB in a 512 MB function",
+        peak >> 20
+    );
+}
+
+#[test]
 fn gzip_records_that_inflate_past_the_limits_are_dead_lettered_and_the_host_survives() {
     let s = Scratch::new();
     let gz = |text: String| {
