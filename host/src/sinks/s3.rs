@@ -155,12 +155,20 @@ fn content_name(outputs: &[(usize, &Output)], body: &[u8]) -> String {
 }
 
 /// One JSON line for a payload: the payload itself when it is one line of JSON,
-/// compacted when it is multi-line JSON, a JSON string when it is other text, and
+/// its newlines dropped when it is multi-line JSON, a JSON string when it is other text, and
 /// `{"payload_base64": ...}` when it is not text.
 pub fn json_line(payload: &[u8]) -> Vec<u8> {
-    match serde_json::from_slice::<serde_json::Value>(payload) {
+    match serde_json::from_slice::<serde::de::IgnoredAny>(payload) {
         Ok(_) if !payload.contains(&b'\n') => payload.to_vec(),
-        Ok(value) => value.to_string().into_bytes(),
+        // Valid JSON holds a raw newline only as whitespace between tokens (inside a
+        // string it must be escaped): dropping those keeps the text exactly as written
+        // otherwise (its key order, every digit of its numbers), where parsing and
+        // writing it again would sort the keys and round big numbers.
+        Ok(_) => payload
+            .iter()
+            .copied()
+            .filter(|b| !matches!(b, b'\n' | b'\r'))
+            .collect(),
         Err(_) => match std::str::from_utf8(payload) {
             Ok(text) => serde_json::Value::String(text.to_owned())
                 .to_string()
@@ -184,7 +192,12 @@ mod tests {
     #[test]
     fn every_payload_becomes_one_json_line() {
         assert_eq!(json_line(br#"{"a":1}"#), br#"{"a":1}"#);
-        assert_eq!(json_line(b"{\n \"a\": 1\n}"), br#"{"a":1}"#);
+        assert_eq!(json_line(b"{\n \"a\": 1\n}"), br#"{ "a": 1}"#);
+        // Key order and every digit stay as the plugin wrote them.
+        assert_eq!(
+            json_line(b"{\"z\": 12345678901234567890123,\r\n \"a\": \"x\\ny\"}"),
+            br#"{"z": 12345678901234567890123, "a": "x\ny"}"#
+        );
         assert_eq!(json_line(b"plain\ntext"), br#""plain\ntext""#);
         assert_eq!(json_line(&[0xff, 0x00]), br#"{"payload_base64":"/wA="}"#);
     }
