@@ -242,6 +242,17 @@ impl Clients {
 
     /// Every message in the queue (received and deleted), as bodies.
     pub async fn drain_queue(&self, url: &str) -> Vec<String> {
+        self.drain(url, false).await
+    }
+
+    /// Every message in the queue (received and deleted), as the payloads sent: a body
+    /// the host sent as base64 (its `content-transfer-encoding` attribute) decoded.
+    pub async fn drain_payloads(&self, url: &str) -> Vec<String> {
+        self.drain(url, true).await
+    }
+
+    async fn drain(&self, url: &str, decode: bool) -> Vec<String> {
+        use base64::Engine as _;
         let mut bodies = Vec::new();
         loop {
             let response = self
@@ -249,6 +260,7 @@ impl Clients {
                 .receive_message()
                 .queue_url(url)
                 .max_number_of_messages(10)
+                .message_attribute_names("All")
                 .send()
                 .await
                 .expect("receive");
@@ -257,7 +269,20 @@ impl Clients {
                 return bodies;
             }
             for m in messages {
-                bodies.push(m.body().expect("an SQS message body").to_owned());
+                let body = m.body().expect("an SQS message body");
+                let base64 = m
+                    .message_attributes()
+                    .and_then(|a| a.get("content-transfer-encoding"))
+                    .and_then(|v| v.string_value())
+                    == Some("base64");
+                bodies.push(if decode && base64 {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(body)
+                        .expect("a base64 body");
+                    String::from_utf8(bytes).expect("a text payload")
+                } else {
+                    body.to_owned()
+                });
                 if let Some(handle) = m.receipt_handle() {
                     self.sqs
                         .delete_message()

@@ -40,7 +40,7 @@ async fn write(aws: &Clients, bucket: &str, lines: &[&str]) -> Written {
 }
 
 /// A bucket that keeps every version of its objects.
-async fn versioned_bucket(aws: &Clients, bucket: &str) {
+pub async fn versioned_bucket(aws: &Clients, bucket: &str) {
     use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
     aws.bucket(bucket).await;
     aws.s3

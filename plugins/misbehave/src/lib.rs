@@ -7,7 +7,8 @@
 //! gauge, a name no metric may have, the counter's name as a gauge), `names` (60 counters), `poison` (breaks the
 //! instance's state, then echoes), `check` (panics on a broken instance, else echoes) and
 //! `slowpanic` (spins for config `spin_ms`, 100 by default, then panics: a failure that
-//! costs nearly a deadline without hitting it).
+//! costs nearly a deadline without hitting it); `fail:TEXT` fails (domain) with TEXT in
+//! its message. Anything else is echoed, with config `key` as its output's key if set.
 //! Config `init=fail` or `init=panic` makes `init` refuse or trap.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,7 +92,16 @@ pub fn transform(record: Record) -> Result<Vec<Output>, Error> {
             guest_sdk::metrics::counter("logged", 1);
             Ok(vec![Output::new(record.payload())])
         }
-        _ => Ok(vec![Output::new(record.payload())]),
+        failing if failing.starts_with("fail:") => {
+            Err(Error::domain(format!("misbehave: {failing}")))
+        }
+        _ => {
+            let output = Output::new(record.payload());
+            Ok(vec![match guest_sdk::config().get("key") {
+                Some(key) => output.with_key(key),
+                None => output,
+            }])
+        }
     }
 }
 
