@@ -15,12 +15,15 @@ CASES = [
     "killed after the sink took a call, then redelivered",
     "connection cut after the request was sent",
     "sink throttled (partial PutRecords)",
+    "sink throttled (partial PutRecords), keyed outputs",
     "sink down for the whole batch",
     "sink call stalls past its timeout",
     "plugin trap mid-batch",
     "deadline reached mid-batch",
     "DLQ refuses",
     "plugin hot-swapped between deliveries",
+    "S3 object overwritten before the host read it",
+    "characters SQS refuses, in outputs and DLQ entries",
 ]
 
 HEADER = """# Reliability: the fault matrix
@@ -45,8 +48,10 @@ source position (`identity`) among the DLQ entries.
 - **lost**: records found nowhere. Always 0.
 - **order**: for an ordered source (a Kinesis shard, a DynamoDB stream, an SQS FIFO
   group, an S3 object) and a sink that keeps order (a stream, a FIFO queue), the first
-  copies of the records arrive in input order. `n/a`: no order to keep (a standard queue,
-  an S3 sink, two hosts at once, outputs without a key resent after a partial failure).
+  copies of the records arrive in input order; with keyed outputs through a partly
+  refused sink, the last copies (a refused record goes again with the later ones of its
+  key). `n/a`: no order to keep (a standard queue, an S3 sink, two hosts at once,
+  outputs without a key resent after a partial failure).
 - **deliveries**: invocations until nothing was left to retry.
 
 ## What the numbers say
@@ -68,6 +73,20 @@ source position (`identity`) among the DLQ entries.
   output identity (`SOURCE-POSITION#N`, also in each SQS message's
   `pipeline-output-id` attribute and each DLQ entry's `identity`), or use an S3 or SQS
   FIFO sink.
+- **Keyed outputs into a partly refused call.** When Kinesis refuses part of a
+  `PutRecords` call, a refused record is sent again together with the later records of
+  its partition key, taken or not, so that the last copy of each is in order: a record
+  taken the first time arrives twice (1 copy in these runs, with or without the store,
+  which cannot tell within one call). What the service took counts as delivered, however
+  the later calls end: it is never dead-lettered or handed back to be sent again.
+- **An S3 object overwritten** before the host read it: the host reads the version the
+  notification names (its version id, else `If-Match` on its ETag), so the later write's
+  records arrive only through its own notification; a named version that is gone is
+  counted `gone` in the answer, never replaced by what the key holds now.
+- **Characters SQS refuses** (outside #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD
+  #x10000-#x10FFFF, which the proxy enforces as SQS does): an SQS output holding one
+  travels as base64 (its `content-transfer-encoding` attribute says so), a DLQ entry
+  escapes U+FFFE and U+FFFF, so no call is refused and no record is held back.
 """
 
 
