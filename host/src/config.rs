@@ -30,6 +30,9 @@ pub struct Limits {
     /// (wasmtime's fast baseline compiler) while Cranelift compiles it in the background;
     /// its runners move to Cranelift's code between two batches. Default on.
     pub tiered_start: bool,
+    /// The memory of the Lambda function this runs in, MiB (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`),
+    /// which a plugin's compile must fit in; `None` outside Lambda (no such bound).
+    pub function_memory_mib: Option<usize>,
 }
 
 impl Default for Limits {
@@ -44,6 +47,7 @@ impl Default for Limits {
             max_attempts: 3,
             retry_base_delay: Duration::from_millis(100),
             tiered_start: true,
+            function_memory_mib: None,
         }
     }
 }

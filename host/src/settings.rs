@@ -680,8 +680,10 @@ impl Settings {
     /// plugin call may answer, default to an eighth of it each (64 MiB in 512), where the
     /// fixed defaults (256 MiB each) overran a 512 MB function: inflated records, the
     /// batch packed for the plugin, the plugin's memory and its outputs are all held at
-    /// once. Only the settings left at their default (`defaulted`) move.
+    /// once. Only the settings left at their default (`defaulted`) move. The engine fits
+    /// its compiles in `mib` too.
     fn fit_function_memory(&mut self, mib: usize, defaulted: &[&str]) {
+        self.limits.function_memory_mib = Some(mib);
         let share = (mib << 20) / 8;
         if defaulted.contains(&"PIPELINE_MAX_EVENT_BYTES") {
             self.max_event_bytes = share.clamp(1 << 20, self.max_event_bytes);
@@ -824,9 +826,11 @@ mod tests {
         let base = [("PIPELINE_PLUGIN", "p.wasm"), ("PIPELINE_DLQ", "sqs://dlq")];
         let plain = lambda(&base).expect("defaults");
         assert_eq!(plain.max_event_bytes, 256 << 20);
+        assert_eq!(plain.limits.function_memory_mib, None);
         let sized = [base[0], base[1], ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")];
         let fitted = lambda(&sized).expect("512 MiB");
         assert_eq!(fitted.max_event_bytes, 64 << 20);
+        assert_eq!(fitted.limits.function_memory_mib, Some(512));
         assert_eq!(fitted.limits.max_call_output_bytes, 64 << 20);
         let large = [
             base[0],

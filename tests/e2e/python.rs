@@ -93,6 +93,115 @@ fn the_python_enrich_matches_the_rust_enrich_byte_for_byte() {
     assert_eq!(rust_dlq.len(), 10, "{rust_dlq:?}");
 }
 
+/// `host run` of the Python `enrich` over 1,000 sample records with a cache that has never
+/// seen it, in a Lambda function of `memory_mib`: the run, and its JSON summary when it
+/// succeeded.
+fn fresh_start_in(s: &Scratch, memory_mib: &str) -> (crate::support::Run, serde_json::Value) {
+    let sample = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/events.jsonl"),
+    )
+    .expect("the sample events");
+    let lines: Vec<&str> = sample.lines().collect();
+    let records: String = (0..1000)
+        .map(|i| format!("{}\n", lines[i % lines.len()]))
+        .collect();
+    let input = s.write(&format!("in-{memory_mib}.jsonl"), &records);
+    let python = python_plugin("enrich");
+    let (out, dlq, cache) = (
+        s.path(&format!("{memory_mib}.out")),
+        s.path(&format!("{memory_mib}.dlq")),
+        s.path(&format!("cache-{memory_mib}")),
+    );
+    let run = s.host_with_env(
+        &[
+            "run",
+            "--plugin",
+            path_str(&python),
+            "--input",
+            path_str(&input),
+            "--config",
+            "currency=USD",
+            "--output",
+            path_str(&out),
+            "--dlq",
+            path_str(&dlq),
+            "--cache-dir",
+            path_str(&cache),
+            "--summary",
+            "json",
+        ],
+        None,
+        &[
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mib.to_owned()),
+            ("HOST_LOG", "info".to_owned()),
+        ],
+    );
+    let summary = serde_json::from_str(run.stdout.trim()).unwrap_or(serde_json::Value::Null);
+    (run, summary)
+}
+
+/// The process's peak in `summary`, MiB.
+fn peak_mib(summary: &serde_json::Value) -> u64 {
+    summary["peak_memory_bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no peak in {summary}"))
+        >> 20
+}
+
+#[test]
+fn a_fresh_python_start_stays_inside_a_512_mb_function() {
+    // The 18 MB component compiles twice on a fresh start: Winch's code for the first
+    // batches, Cranelift's in the background. Both compiles together peaked at ~500-610
+    // MiB before they were fitted to the function (one thread under one vCPU, memory
+    // freed while compiling given back at once); ~426 MiB now.
+    let s = Scratch::new();
+    let (run, summary) = fresh_start_in(&s, "512");
+    run.assert_ok();
+    assert!(
+        run.stderr
+            .contains("running Winch's code while Cranelift compiles in the background")
+            && run.stderr.contains("Cranelift's code is ready"),
+        "a tiered start fits in 512 MB:\n{}",
+        run.stderr
+    );
+    assert_eq!(
+        (&summary["in"], &summary["transformed"]),
+        (&1000.into(), &750.into()),
+        "{summary}"
+    );
+    let peak = peak_mib(&summary);
+    assert!(peak < 512, "peak {peak} MiB in a 512 MB function");
+}
+
+#[test]
+fn a_smaller_function_compiles_with_cranelift_alone_or_says_what_it_needs() {
+    let s = Scratch::new();
+    // Winch's code resident while Cranelift compiles would not fit: Cranelift alone,
+    // before the first batch.
+    let (run, summary) = fresh_start_in(&s, "416");
+    run.assert_ok();
+    assert!(
+        run.stderr
+            .contains("compiling with Cranelift before the first batch")
+            && !run.stderr.contains("running Winch's code"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(summary["transformed"], 750, "{summary}");
+    let peak = peak_mib(&summary);
+    assert!(peak < 416, "peak {peak} MiB in a 416 MB function");
+
+    // Not even one compiler fits: refused before compiling, saying what would do.
+    let (run, _) = fresh_start_in(&s, "256");
+    run.assert_error("more than the function's 256 MiB (AWS_LAMBDA_FUNCTION_MEMORY_SIZE)");
+    assert!(
+        run.stderr.contains("give the function at least")
+            && run.stderr.contains("host publish --precompile"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_python_version_is_published_and_swapped_in_for_the_rust_one() {
     use crate::emulator::Moto;

@@ -16,8 +16,10 @@
 //! - `runner.rs`: one call per batch, trap isolation by bisection, retries.
 //! - `chain.rs`: several runners in a row, one outcome per input record.
 //! - `cache.rs`: precompiled artifacts on disk, checked before use.
+//! - `budget.rs`: what a compile is expected to take, against the function's memory.
 
 mod blocking;
+mod budget;
 mod cache;
 mod chain;
 mod runner;
@@ -26,7 +28,7 @@ mod wire;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -39,6 +41,7 @@ pub use runner::{MAX_PLUGIN_METRICS, Runner, RunnerMetrics};
 pub(crate) use sandbox::StoreState;
 
 use crate::config::Limits;
+use budget::{Plan, Turn};
 
 /// Host-side bindings generated from `wit/plugin.wit`.
 #[allow(missing_docs, clippy::all)]
@@ -113,6 +116,24 @@ pub enum PluginError {
     /// The engine itself could not be set up.
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
+    /// Compiling the module would not fit in the function's memory.
+    #[error(
+        "compiling {origin} ({code_mib:.1} MiB of code) needs about {need_mib} MiB, more than the function's {memory_mib} MiB (AWS_LAMBDA_FUNCTION_MEMORY_SIZE): give the function at least {size_mb} MB ({tiered_mb} MB for a tiered start), or publish the module with `host publish --precompile` and a signing key and give the host the public key (PIPELINE_PLUGIN_PUBLIC_KEY), so that it loads the signed artifact instead of compiling"
+    )]
+    TooLarge {
+        /// Where the bytes came from.
+        origin: String,
+        /// MiB of function bodies in the module.
+        code_mib: f64,
+        /// The expected peak of the process while compiling it, MiB.
+        need_mib: u64,
+        /// The function's memory, MiB.
+        memory_mib: usize,
+        /// The least memory size the compile fits in, MB.
+        size_mb: u64,
+        /// The least memory size a tiered start fits in, MB.
+        tiered_mb: u64,
+    },
 }
 
 /// The process-wide wasm engine: compiler settings, linker and epoch ticker.
@@ -133,6 +154,9 @@ struct EngineInner {
     baseline: Option<(wasmtime::Engine, Linker<StoreState>)>,
     /// The background Cranelift compiles, joined by [`Engine::finish_background`].
     background: Mutex<Vec<thread::JoinHandle<()>>>,
+    /// Turns to compile, when compiles must fit in the function's memory
+    /// (`limits.function_memory_mib`): a large compile runs alone.
+    turns: Arc<RwLock<()>>,
     limits: Limits,
     stop_ticker: Arc<AtomicBool>,
 }
@@ -146,14 +170,19 @@ impl Drop for EngineInner {
 impl Engine {
     /// An engine enforcing `limits` on every plugin it runs.
     pub fn new(limits: &Limits) -> Result<Self, PluginError> {
-        let mut config = base_config();
+        // A function with one vCPU's time or less gains nothing from compiling on several
+        // threads; each holds a function's compile in memory.
+        let serial = limits
+            .function_memory_mib
+            .is_some_and(|mib| mib < budget::ONE_VCPU_MIB);
+        let mut config = base_config(serial);
         // Plugins are small; a fixed strategy keeps precompiled artifacts comparable.
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         let engine =
             wasmtime::Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let linker = sandbox_linker(&engine)?;
         let baseline = if limits.tiered_start {
-            let mut config = base_config();
+            let mut config = base_config(serial);
             config.strategy(Strategy::Winch);
             // Winch's frames are bigger than Cranelift's: the same recursion needs more.
             config.max_wasm_stack(BASELINE_WASM_STACK);
@@ -175,6 +204,7 @@ impl Engine {
                 linker,
                 baseline,
                 background: Mutex::new(Vec::new()),
+                turns: Arc::new(RwLock::new(())),
                 limits: limits.clone(),
                 stop_ticker,
             }),
@@ -247,15 +277,31 @@ impl Engine {
             (_, None) => CacheUse::Off,
             _ => CacheUse::Miss,
         };
+        // In a Lambda function a compile must fit in its memory.
+        let budgeted = match self.inner.limits.function_memory_mib {
+            Some(memory_mib) => Some(self.plan(bytes, origin, memory_mib)?),
+            None => None,
+        };
+        let plan = budgeted
+            .as_ref()
+            .map_or(Plan::AsConfigured, |(plan, ..)| *plan);
+        let alone = budgeted.as_ref().map(|(_, alone, _)| *alone);
         // Tiered start: Winch's code now, Cranelift's (into the cache) when ready. What
         // Winch cannot compile (a proposal it lacks) Cranelift compiles now, as without.
-        let baseline = self.inner.baseline.as_ref().and_then(|(winch, linker)| {
+        let baseline = self
+            .inner
+            .baseline
+            .as_ref()
+            .filter(|_| plan == Plan::AsConfigured);
+        let baseline = baseline.and_then(|(winch, linker)| {
             compile_with(winch, bytes, origin)
                 .inspect_err(|e| tracing::debug!(plugin = origin, reason = %e, "Winch cannot compile it; Cranelift does"))
                 .ok()
                 .map(|component| (component, linker))
         });
         if let Some((component, linker)) = baseline {
+            // The background compile takes a turn of its own.
+            drop(budgeted);
             let loaded = started.elapsed();
             let started = Instant::now();
             let mut plugin = self.prepare_with(linker, &component, origin)?;
@@ -264,7 +310,8 @@ impl Engine {
                 compile_ms = loaded.as_millis() as u64,
                 "running Winch's code while Cranelift compiles in the background"
             );
-            plugin.optimized = Some(self.optimize_in_background(bytes, sha256, origin, cache));
+            plugin.optimized =
+                Some(self.optimize_in_background(bytes, sha256, origin, cache, alone));
             let report = LoadReport {
                 cache: cache_use,
                 load: loaded,
@@ -273,11 +320,67 @@ impl Engine {
             return Ok((plugin, report));
         }
         let component = self.compile(bytes, origin)?;
+        drop(budgeted);
         if let Some(Err(reason)) = cache.map(|c| c.store(sha256, &component)) {
             tracing::warn!(plugin = origin, %reason, "cannot store the precompiled artifact");
         }
         let loaded = started.elapsed();
         self.finish_load(&component, origin, cache_use, loaded)
+    }
+
+    /// How to compile `bytes` in a function of `memory_mib` MiB: as configured if it
+    /// fits (a tiered start holds Winch's code while Cranelift compiles), else with
+    /// Cranelift alone, else not at all; with whether it runs alone, and its turn.
+    fn plan(
+        &self,
+        bytes: &[u8],
+        origin: &str,
+        memory_mib: usize,
+    ) -> Result<(Plan, bool, Turn<'_>), PluginError> {
+        let code = budget::code_bytes(bytes);
+        let measure = || {
+            let resident = crate::report::resident_memory_bytes().unwrap_or(0);
+            budget::Estimate::new(resident, code)
+        };
+        // After the large compile running, if any; a large one also after the others.
+        let mut turn = Turn::take(&self.inner.turns, false);
+        let mut estimate = measure();
+        let alone = estimate.alone(memory_mib);
+        if alone {
+            drop(turn);
+            turn = Turn::take(&self.inner.turns, true);
+            estimate = measure();
+        }
+        let tiered = self.inner.baseline.is_some();
+        let plan = estimate.plan(memory_mib, tiered);
+        match plan {
+            Plan::TooLarge => {
+                return Err(PluginError::TooLarge {
+                    origin: origin.to_owned(),
+                    code_mib: estimate.code_mib(),
+                    need_mib: estimate.one_compiler_mib,
+                    memory_mib,
+                    size_mb: budget::memory_size_for(estimate.one_compiler_mib),
+                    tiered_mb: budget::memory_size_for(estimate.tiered_mib),
+                });
+            }
+            Plan::CraneliftOnly => tracing::warn!(
+                plugin = origin,
+                memory_mib,
+                tiered_mib = estimate.tiered_mib,
+                compile_mib = estimate.one_compiler_mib,
+                "Winch's code and Cranelift's compile would not fit together in the function's memory: compiling with Cranelift before the first batch (a tiered start needs {} MB)",
+                budget::memory_size_for(estimate.tiered_mib)
+            ),
+            Plan::AsConfigured => tracing::debug!(
+                plugin = origin,
+                memory_mib,
+                tiered_mib = estimate.tiered_mib,
+                compile_mib = estimate.one_compiler_mib,
+                "the compile fits in the function's memory"
+            ),
+        }
+        Ok((plan, alone, turn))
     }
 
     fn finish_load(
@@ -300,22 +403,29 @@ impl Engine {
     /// Compiles `bytes` with Cranelift on a thread of its own, stores the code in
     /// `cache`, and links it: where it will appear is returned. A failure is logged and
     /// leaves the plugin on Winch's code.
+    /// `alone`: whether it must wait for every other compile, or only for a large one
+    /// (`None`: for nothing, outside Lambda).
     fn optimize_in_background(
         &self,
         bytes: &[u8],
         sha256: &str,
         origin: &str,
         cache: Option<&ArtifactCache>,
+        alone: Option<bool>,
     ) -> Arc<OnceLock<bindings::TransformPre<StoreState>>> {
         let found = Arc::new(OnceLock::new());
         let slot = found.clone();
         let (engine, linker) = (self.inner.engine.clone(), self.inner.linker.clone());
         let (bytes, sha256, label) = (bytes.to_vec(), sha256.to_owned(), origin.to_owned());
         let cache = cache.cloned();
+        let turns = self.inner.turns.clone();
         let compile = move || {
             let origin = label;
+            let turn = alone.map(|alone| Turn::take(&turns, alone));
             let started = Instant::now();
-            let component = match compile_with(&engine, &bytes, &origin) {
+            let compiled = compile_with(&engine, &bytes, &origin);
+            drop(turn);
+            let component = match compiled {
                 Ok(component) => component,
                 Err(e) => {
                     tracing::warn!(plugin = %origin, reason = %e, "Cranelift could not compile what Winch did; staying on Winch's code");
@@ -511,10 +621,12 @@ fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes.starts_with(b"\0asm") && bytes[6..8] == [0, 0]
 }
 
-/// What both compilers' engines share: the CPU deadline, and names for `perf`.
-fn base_config() -> Config {
+/// What both compilers' engines share: the CPU deadline, names for `perf`, and whether
+/// a compile uses one thread (`serial`) or all cores.
+fn base_config(serial: bool) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
+    config.parallel_compilation(!serial);
     #[cfg(feature = "profiling")]
     config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     config
@@ -535,6 +647,8 @@ fn compile_with(
         };
         return Err(PluginError::NotAComponent { origin, reason });
     }
+    // What the compile frees goes back to the system at once (allocator.rs).
+    let _compiling = crate::allocator::Compiling::start();
     Component::new(engine, bytes).map_err(|e| PluginError::NotAComponent {
         origin,
         reason: format!("{e:#}"),
