@@ -13,12 +13,7 @@ use wasmtime_wasi::p2::bindings::sync::io::poll as sync_poll;
 use wasmtime_wasi::runtime::in_tokio;
 use wasmtime_wasi_io::bindings::wasi::io::poll as async_poll;
 
-use super::sandbox::StoreState;
-
-/// The trap of a call that blocked in WASI until its deadline.
-#[derive(Debug, thiserror::Error)]
-#[error("blocked in WASI (a sleep or a poll) until the call's deadline")]
-pub(crate) struct BlockedPastDeadline;
+use super::sandbox::{BlockedPastDeadline, StoreState};
 
 /// The resource table, and when the current call must end.
 pub(crate) struct DeadlinePoll<'a> {

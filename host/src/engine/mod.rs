@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Store, Strategy};
 
 pub use cache::{ArtifactCache, CacheError, Lookup};
@@ -655,10 +655,17 @@ fn compile_with(
     })
 }
 
-/// A linker giving components the sandbox's imports.
+/// A linker giving components the sandbox's imports: WASI with nothing granted, its
+/// blocking calls shadowed to keep the call's deadline (`blocking.rs`), the host's own.
 fn sandbox_linker(engine: &wasmtime::Engine) -> Result<Linker<StoreState>, PluginError> {
     let mut linker = Linker::new(engine);
-    sandbox::add_to_linker(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+    let add = |linker: &mut Linker<StoreState>| -> wasmtime::Result<()> {
+        wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+        blocking::shadow_poll(linker)?;
+        bindings::Transform::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+        Ok(())
+    };
+    add(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
     Ok(linker)
 }
 

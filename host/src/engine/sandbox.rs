@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -103,12 +103,11 @@ impl WasiView for StoreState {
     }
 }
 
-pub(crate) fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
-    super::blocking::shadow_poll(linker)?;
-    super::bindings::Transform::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
-    Ok(())
-}
+/// The trap of a call that blocked in WASI until its deadline (raised by `blocking.rs`,
+/// classified here with the other traps).
+#[derive(Debug, thiserror::Error)]
+#[error("blocked in WASI (a sleep or a poll) until the call's deadline")]
+pub(crate) struct BlockedPastDeadline;
 
 /// Denies memory growth past the cap by trapping, and remembers that it did. The cap
 /// is on all of an instance's linear memories and tables together.
@@ -195,9 +194,7 @@ pub(crate) fn classify_trap(store: &Store<StoreState>, error: &wasmtime::Error) 
     if store.data().memory.hit || error.downcast_ref::<MemoryLimitExceeded>().is_some() {
         TrapKind::MemoryLimit
     } else if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
-        || error
-            .downcast_ref::<super::blocking::BlockedPastDeadline>()
-            .is_some()
+        || error.downcast_ref::<BlockedPastDeadline>().is_some()
     {
         TrapKind::Deadline
     } else {
@@ -208,11 +205,7 @@ pub(crate) fn classify_trap(store: &Store<StoreState>, error: &wasmtime::Error) 
 /// The trap, plus the last line the plugin wrote to stderr (its panic message).
 pub(crate) fn describe_trap(store: &Store<StoreState>, error: &wasmtime::Error) -> String {
     let trap = match classify_trap(store, error) {
-        TrapKind::Deadline
-            if error
-                .downcast_ref::<super::blocking::BlockedPastDeadline>()
-                .is_some() =>
-        {
+        TrapKind::Deadline if error.downcast_ref::<BlockedPastDeadline>().is_some() => {
             "deadline exceeded while blocked in WASI (a sleep or a poll)".to_owned()
         }
         TrapKind::Deadline => "CPU deadline exceeded".to_owned(),

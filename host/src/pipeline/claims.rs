@@ -12,11 +12,14 @@ use crate::idempotency::{Claim, Store};
 use crate::record::{FailureKind, Verdict};
 use crate::sources::{Decoded, Undecodable};
 
+use super::batch::Entry;
+
 /// Why an item held by another run goes back to its source.
 const BUSY: &str = "another run is processing this record (claimed in the idempotency store)";
 
 /// The claims of one batch, by item (`None` for an item without a source position),
 /// and why a busy one goes back.
+#[derive(Clone)]
 pub(super) struct Claims {
     claims: Vec<Option<Claim>>,
     /// The kind a busy item fails with: `held` when another run holds it (its entry, if
@@ -52,11 +55,12 @@ impl Claims {
     /// other. A store that cannot be reached is an error.
     pub(super) async fn make(
         store: &Store,
-        identities: &[Option<String>],
+        entries: &[Entry],
         redelivers: bool,
         budget: Budget,
         slack: Duration,
     ) -> Result<Self, crate::aws::AwsError> {
+        let identities: Vec<Option<String>> = entries.iter().map(|e| e.key.clone()).collect();
         let mut claims = vec![None; identities.len()];
         // An identity met again in the same batch (a message delivered twice at once, a
         // direct record naming an id already used) is that record again: a duplicate.
@@ -132,11 +136,11 @@ impl Claims {
     }
 
     /// Every claimable item handed back: the store could not be asked.
-    pub(super) fn unavailable(identities: &[Option<String>], error: &crate::aws::AwsError) -> Self {
+    pub(super) fn unavailable(entries: &[Entry], error: &crate::aws::AwsError) -> Self {
         Self {
-            claims: identities
+            claims: entries
                 .iter()
-                .map(|i| i.as_ref().map(|_| Claim::Busy))
+                .map(|e| e.key.as_ref().map(|_| Claim::Busy))
                 .collect(),
             // No other run is known to hold them: this run could not finish them.
             busy_kind: FailureKind::Unfinished,
@@ -168,22 +172,22 @@ impl Claims {
         })
     }
 
-    /// The run stops before the batch settles: the items in `sent` (their outputs went
-    /// out, to sinks that keep them) are marked done, this run's other claims released.
+    /// The run stops before the batch settles: with `kept`, the entries delivered so far
+    /// (their outputs went out, to sinks that keep them) are marked done; this run's
+    /// other claims are released.
     pub(super) async fn abandon(
         &self,
         store: &Store,
-        identities: &[Option<String>],
-        sent: &[usize],
+        entries: &[Entry],
+        kept: bool,
         retry: RetryPolicy,
     ) {
-        let sent: std::collections::HashSet<usize> = sent.iter().copied().collect();
         let (mut done, mut release) = (Vec::new(), Vec::new());
-        for (index, (claim, identity)) in self.claims.iter().zip(identities).enumerate() {
-            let (Some(Claim::Ours), Some(identity)) = (claim, identity) else {
+        for (claim, entry) in self.claims.iter().zip(entries) {
+            let (Some(Claim::Ours), Some(identity)) = (claim, &entry.key) else {
                 continue;
             };
-            if sent.contains(&index) {
+            if kept && matches!(entry.verdict, Some(Verdict::Delivered(_))) {
                 done.push(identity.clone());
             } else {
                 release.push(identity.clone());
@@ -209,14 +213,14 @@ impl Claims {
     pub(super) async fn finish(
         &self,
         store: &Store,
-        identities: &[Option<String>],
+        entries: &[Entry],
         settled: &[Verdict],
         retry: RetryPolicy,
         uncommitted: Option<&mut Vec<String>>,
     ) {
         let (mut done, mut release) = (Vec::new(), Vec::new());
-        for ((claim, identity), verdict) in self.claims.iter().zip(identities).zip(settled) {
-            let (Some(Claim::Ours), Some(identity)) = (claim, identity) else {
+        for ((claim, entry), verdict) in self.claims.iter().zip(entries).zip(settled) {
+            let (Some(Claim::Ours), Some(identity)) = (claim, &entry.key) else {
                 continue;
             };
             match verdict {

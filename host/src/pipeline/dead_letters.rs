@@ -5,11 +5,11 @@
 //! payload's hash logged. Such a refusal is never a retry: retrying would not make the
 //! entry smaller, only redeliver it, and every later item of its shard, forever.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use super::deliver::{DeliverError, Ran};
+use super::batch::Entry;
 use crate::aws::AwsClients;
-use crate::dlq::DlqEntry;
+use crate::dlq::{DlqEntry, PluginRef};
 use crate::record::{Failure, Output, Verdict};
 use crate::sinks::{RetryPolicy, Sink};
 
@@ -26,67 +26,76 @@ pub(super) struct DeadLetters {
     pub(super) overflow: Option<Overflow>,
 }
 
+/// The dead-letter queue refused an entry of an item its source cannot take back.
+#[derive(Debug)]
+pub(super) struct Refused(pub(super) String);
+
+/// The batch's entries, what they failed with (by position in `entries`), and how the
+/// rest of the batch is settled.
+pub(super) struct Failed<'b> {
+    pub(super) entries: &'b mut [Entry],
+    pub(super) failures: Vec<(usize, Failure)>,
+    /// The chain's plugins, in order; a failure's `stage` indexes it.
+    pub(super) plugins: &'b [PluginRef],
+    pub(super) retry: RetryPolicy,
+    /// The source delivers again what is settled as `Retry`.
+    pub(super) redelivers: bool,
+}
+
 impl DeadLetters {
-    /// Writes the DLQ entries of `failures`, setting their verdicts: dead-lettered, or
+    /// Writes the DLQ entries of `failed`, setting their verdicts: dead-lettered, or
     /// (a refused entry, when the source redelivers) handed back. Each entry lists the
-    /// outputs of its record that already went out (`delivered`, by item) and its
-    /// source position (`identities`, by item).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn write(
-        &self,
-        ran: &Ran,
-        identities: &[Option<String>],
-        failures: Vec<(usize, Failure)>,
-        delivered: &HashMap<usize, Vec<usize>>,
-        retry: RetryPolicy,
-        redelivers: bool,
-        verdicts: &mut [Option<Verdict>],
-    ) -> Result<(), DeliverError> {
-        let last_stage = ran.plugins.len().saturating_sub(1);
-        let mut entries: Vec<(usize, Output, Failure)> = Vec::with_capacity(failures.len());
+    /// outputs of its record that already went out and its source position.
+    pub(super) async fn write(&self, failed: Failed<'_>) -> Result<(), Refused> {
+        let Failed {
+            entries,
+            failures,
+            plugins,
+            retry,
+            redelivers,
+        } = failed;
+        let last_stage = plugins.len().saturating_sub(1);
+        let mut written: Vec<(usize, Output, Failure)> = Vec::with_capacity(failures.len());
         for (index, failure) in failures {
-            let plugin = &ran.plugins[failure.stage.min(last_stage)];
-            let original = ran.original(index).ok_or(DeliverError::NoVerdict(index))?;
+            let plugin = &plugins[failure.stage.min(last_stage)];
+            let item = &entries[index];
+            let Some(original) = item.original.as_ref() else {
+                return Err(Refused(format!(
+                    "item {index} of the batch has no record to dead-letter (host bug)"
+                )));
+            };
             let mut entry = DlqEntry::new(original, &failure, plugin);
-            entry.delivered = delivered.get(&index).cloned().unwrap_or_default();
-            entry.identity = identities.get(index).cloned().flatten();
+            entry.delivered.clone_from(&item.delivered);
+            entry.identity.clone_from(&item.position);
             match self.fit(entry, retry).await {
                 Ok(json) => {
                     let output = Output {
                         payload: json.into(),
                         ..Output::default()
                     };
-                    entries.push((index, output, failure));
+                    written.push((index, output, failure));
                 }
                 Err(reason) if redelivers => {
                     tracing::error!(%reason, "cannot write a DLQ entry; handing the record back");
-                    verdicts[index] = Some(Verdict::Retry(reason));
+                    entries[index].verdict = Some(Verdict::Retry(reason));
                 }
-                Err(reason) => {
-                    return Err(DeliverError::DeadLetterRefused {
-                        reason,
-                        delivered: Vec::new(),
-                    });
-                }
+                Err(reason) => return Err(Refused(reason)),
             }
         }
         let refused = self
             .sink
-            .deliver(entries.iter().map(|(i, o, _)| (*i, o)).collect(), retry)
+            .deliver(written.iter().map(|(i, o, _)| (*i, o)).collect(), retry)
             .await;
         let mut refused_items = BTreeMap::new();
         for failure in refused {
             tracing::error!(item = failure.item, reason = %failure.message, "the dead-letter queue refused an entry");
             if !redelivers {
-                return Err(DeliverError::DeadLetterRefused {
-                    reason: failure.message,
-                    delivered: Vec::new(),
-                });
+                return Err(Refused(failure.message));
             }
             refused_items.insert(failure.item, failure.message);
         }
-        for (index, _, failure) in entries {
-            verdicts[index] = Some(match refused_items.remove(&index) {
+        for (index, _, failure) in written {
+            entries[index].verdict = Some(match refused_items.remove(&index) {
                 Some(reason) => {
                     Verdict::Retry(format!("the dead-letter queue refused it: {reason}"))
                 }

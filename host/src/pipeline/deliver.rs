@@ -1,312 +1,279 @@
-//! One batch through the plugin chain, then to the sinks and the dead-letter queue, ending
-//! in one [`Verdict`] per item. The plugin's outcome is read, never rewritten: a delivery
-//! failure decides the verdict next to it.
+//! One batch's outcomes to the sinks and the dead-letter queue, ending in one [`Verdict`]
+//! per entry. The plugin's outcome is read, never rewritten: a delivery failure decides
+//! the verdict next to it. Delivery goes in named phases ([`Delivery`]): what the plugin
+//! decided alone, its failures to the DLQ, the outputs checked, sent, and what the
+//! sinks refused to the DLQ.
 
 use std::collections::{HashMap, HashSet};
 
-use super::dead_letters::DeadLetters;
-use crate::config::Budget;
+use super::batch::Entry;
+use super::dead_letters::{DeadLetters, Failed, Refused};
 use crate::dlq::PluginRef;
-use crate::engine::Chain;
 use crate::record::{Failure, FailureKind, Outcome, Output, Record, Verdict};
 use crate::sinks::{DeliveryFailure, RetryPolicy, Router};
-use crate::sources::Decoded;
-
-/// The plugin's verdict on a batch, before anything is delivered.
-pub(super) struct Ran {
-    /// The records the chain ran over.
-    records: Vec<Record>,
-    /// One per item: where its original record is.
-    originals: Vec<Original>,
-    outcomes: Vec<Outcome>,
-    /// The chain's plugins, in order; a failure's `stage` indexes it.
-    pub(super) plugins: Vec<PluginRef>,
-}
-
-/// An item's original record: one the chain ran over, or the raw one that could not be
-/// decoded.
-enum Original {
-    Decoded(usize),
-    Undecodable(Record),
-}
-
-impl Ran {
-    pub(super) fn original(&self, index: usize) -> Option<&Record> {
-        match self.originals.get(index)? {
-            Original::Decoded(i) => self.records.get(*i),
-            Original::Undecodable(record) => Some(record),
-        }
-    }
-}
-
-/// The plugin of each stage of `chain`, in order.
-pub(super) fn plugin_refs(chain: &Chain) -> Vec<PluginRef> {
-    chain
-        .stages()
-        .iter()
-        .map(|r| PluginRef {
-            name: r.plugin().name().to_owned(),
-            version: r.plugin().version().to_owned(),
-        })
-        .collect()
-}
-
-/// Runs one batch (at most the batch size) through the chain: one outcome per item.
-/// Blocking: inside an async runtime, call it from a blocking thread.
-pub(super) fn run_plugin(chain: &mut Chain, items: Vec<Decoded>, budget: Budget) -> Ran {
-    let mut originals = Vec::with_capacity(items.len());
-    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(items.len());
-    let mut records = Vec::with_capacity(items.len());
-    let mut positions = Vec::with_capacity(items.len());
-    for item in items {
-        match item {
-            Ok(record) => {
-                positions.push(originals.len());
-                originals.push(Original::Decoded(records.len()));
-                records.push(record);
-                outcomes.push(None);
-            }
-            Err(bad) => {
-                originals.push(Original::Undecodable(bad.record));
-                outcomes.push(Some(Outcome::Failed(Failure {
-                    kind: bad.kind,
-                    message: bad.reason,
-                    attempts: 0,
-                    stage: 0,
-                })));
-            }
-        }
-    }
-    for (outcome, position) in chain.run(&records, budget).into_iter().zip(positions) {
-        outcomes[position] = Some(outcome);
-    }
-    let outcomes = outcomes
-        .into_iter()
-        .map(|o| {
-            o.unwrap_or_else(|| {
-                Outcome::Failed(Failure {
-                    kind: FailureKind::Contract,
-                    message: "no outcome was recorded (host bug)".to_owned(),
-                    attempts: 0,
-                    stage: 0,
-                })
-            })
-        })
-        .collect();
-    Ran {
-        records,
-        originals,
-        outcomes,
-        plugins: plugin_refs(chain),
-    }
-}
-
-/// What the pipeline knows of a batch's items besides their records, by position.
-#[derive(Default)]
-pub(super) struct Places {
-    /// Each item's ordering group (see `Item::group`).
-    pub(super) groups: Vec<Option<String>>,
-    /// Each item's outputs an earlier try delivered (see `Item::delivered`).
-    pub(super) delivered: Vec<Vec<usize>>,
-    /// Each item's source position (see `Item::identity`).
-    pub(super) identities: Vec<Option<String>>,
-}
 
 /// A batch that cannot be settled item by item: the run stops.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DeliverError {
     /// The dead-letter queue refused an entry and the source cannot take the item back.
+    /// The batch's entries delivered meanwhile hold `Delivered` verdicts.
     #[error("the dead-letter queue refused an entry: {reason}")]
     DeadLetterRefused {
         /// Why.
         reason: String,
-        /// The items of the batch (by position) whose outputs had all gone out.
-        delivered: Vec<usize>,
     },
     /// An item reached no verdict (a host bug).
     #[error("item {0} of the batch reached no verdict (host bug)")]
     NoVerdict(usize),
 }
 
-/// Delivers what the plugin produced: outputs to `router`, failures to `dlq`; returns one
-/// verdict per item, in order.
+impl From<Refused> for DeliverError {
+    fn from(Refused(reason): Refused) -> Self {
+        Self::DeadLetterRefused { reason }
+    }
+}
+
+/// Where a batch's outputs and failures go, and how its items are settled.
+#[derive(Clone, Copy)]
+pub(super) struct Target<'t> {
+    pub(super) router: &'t Router,
+    pub(super) dlq: &'t DeadLetters,
+    pub(super) retry: RetryPolicy,
+    /// The source delivers again what is settled as `Retry`. Then transient failures (an
+    /// infrastructure error after the host's own attempts) and items whose DLQ write
+    /// failed are handed back; without it they go to the DLQ, and an item the DLQ
+    /// refuses is an error of the whole run.
+    pub(super) redelivers: bool,
+}
+
+/// Delivers what the plugin produced for the open entries of a batch: outputs to the
+/// router, failures to the DLQ; every entry ends with its verdict.
 ///
-/// `redelivers`: the source delivers again what is settled as `Retry`. Then transient
-/// failures (an infrastructure error after the host's own attempts) and items whose DLQ
-/// write failed are handed back; without it they go to the DLQ, and an item the DLQ
-/// refuses is an error of the whole run.
-///
-/// Ordering: once an item of a group (`groups[i]`) is handed back, every later item of
-/// that group is handed back too, its outputs held back, in this batch and (through
-/// `held`) in the later batches of the run: the source redelivers from the first one.
-/// The DLQ entries of the plugin's failures are written before any output is sent, so a
-/// refused entry still holds back the outputs of the later items of its group.
-#[allow(clippy::too_many_arguments)]
+/// Ordering: once an item of a group is handed back, every later item of that group is
+/// handed back too, its outputs held back, in this batch and (through `held`) in the
+/// later batches of the run: the source redelivers from the first one. The DLQ entries
+/// of the plugin's failures are written before any output is sent, so a refused entry
+/// still holds back the outputs of the later items of its group.
 pub(super) async fn deliver(
-    mut ran: Ran,
-    places: &Places,
+    entries: &mut [Entry],
+    plugins: &[PluginRef],
     held: &mut HashSet<String>,
-    router: &Router,
-    dlq: &DeadLetters,
-    retry: RetryPolicy,
-    redelivers: bool,
-) -> Result<Vec<Verdict>, DeliverError> {
-    let (groups, skip) = (&places.groups, &places.delivered);
-    let outcomes = std::mem::take(&mut ran.outcomes);
-    let count = outcomes.len();
-    let last_stage = ran.plugins.len().saturating_sub(1);
-    let group = |index: usize| groups.get(index).and_then(Option::as_ref);
-    let mut verdicts: Vec<Option<Verdict>> = vec![None; count];
-    // Outputs that went out, by item: an earlier try's (reprocessing a DLQ entry), then
-    // this one's. Every DLQ entry written for the item lists them.
-    let mut delivered: HashMap<usize, Vec<usize>> = skip
-        .iter()
-        .enumerate()
-        .filter(|(_, done)| !done.is_empty())
-        .map(|(index, done)| (index, done.clone()))
-        .collect();
-    // Per group, the first position from which items are held back: 0 for a group held
-    // since an earlier batch, else just after its first item handed back.
-    let mut held_from: HashMap<String, usize> = held.iter().map(|g| (g.clone(), 0)).collect();
-    let is_held = |held_from: &HashMap<String, usize>, index: usize| {
-        group(index)
-            .and_then(|g| held_from.get(g))
-            .is_some_and(|&from| from <= index)
+    target: Target<'_>,
+) -> Result<(), DeliverError> {
+    let mut delivery = Delivery {
+        // Per group, the first position from which items are held back: 0 for a group
+        // held since an earlier batch, else just after its first item handed back.
+        held_from: held.iter().map(|g| (g.clone(), 0)).collect(),
+        entries,
+        plugins,
+        target,
     };
-    // Every item handed back holds back the later items of its group.
-    let hold_retried = |verdicts: &[Option<Verdict>], held_from: &mut HashMap<String, usize>| {
-        for (index, verdict) in verdicts.iter().enumerate() {
-            if let (Some(Verdict::Retry(_)), Some(g)) = (verdict, group(index)) {
-                let from = held_from.entry(g.clone()).or_insert(index + 1);
+    let (failures, transformed) = delivery.decide_alone();
+    delivery.dead_letter(failures).await?;
+    let (sending, mut failures) = delivery.check_outputs(transformed);
+    let refusals = delivery.send(&sending).await;
+    failures.extend(delivery.settle_sent(sending, refusals));
+    delivery.dead_letter(failures).await?;
+    // A refusal here holds back the group's items of the next batches; this batch's
+    // later items were already delivered.
+    held.extend(delivery.held_from.into_keys());
+    match delivery.entries.iter().position(|e| e.verdict.is_none()) {
+        Some(index) => Err(DeliverError::NoVerdict(index)),
+        None => Ok(()),
+    }
+}
+
+/// One batch being delivered.
+struct Delivery<'b> {
+    entries: &'b mut [Entry],
+    plugins: &'b [PluginRef],
+    target: Target<'b>,
+    held_from: HashMap<String, usize>,
+}
+
+/// The outputs of an entry about to be sent: its position in the batch, its outputs.
+type Sending = (usize, Vec<Output>);
+
+impl Delivery<'_> {
+    /// Whether the entry at `index` is held back behind an earlier one of its group.
+    fn is_held(&self, index: usize) -> bool {
+        self.entries[index]
+            .group
+            .as_ref()
+            .and_then(|g| self.held_from.get(g))
+            .is_some_and(|&from| from <= index)
+    }
+
+    /// Holds back the later items of the group of every entry handed back.
+    fn hold_retried(&mut self) {
+        for (index, entry) in self.entries.iter().enumerate() {
+            if let (Some(Verdict::Retry(_)), Some(g)) = (&entry.verdict, &entry.group) {
+                let from = self.held_from.entry(g.clone()).or_insert(index + 1);
                 *from = (*from).min(index + 1);
             }
         }
-    };
+    }
 
-    // 1. What the plugin decided alone: drops, retries (and the holds they make), the
-    //    failures that go to the DLQ.
-    let mut plugin_failures = Vec::new();
-    let mut transformed = Vec::new();
-    for (index, outcome) in outcomes.into_iter().enumerate() {
-        if is_held(&held_from, index) {
-            verdicts[index] = Some(held_back(group(index)));
-            continue;
-        }
-        match outcome {
-            Outcome::Dropped => verdicts[index] = Some(Verdict::Dropped),
-            Outcome::Failed(failure) if redelivers && hands_back(failure.kind) => {
-                if let Some(g) = group(index) {
-                    held_from.entry(g.clone()).or_insert(index + 1);
+    /// Settles the entry at `index` as held back behind an earlier one of its group.
+    fn hold(&mut self, index: usize) {
+        let entry = &mut self.entries[index];
+        entry.verdict = Some(held_back(entry.group.as_ref()));
+    }
+
+    /// Phase 1, what the plugin decided alone: drops, hand-backs (and the holds they
+    /// make). Returns the failures that go to the DLQ and the outputs to deliver.
+    fn decide_alone(&mut self) -> (Vec<(usize, Failure)>, Vec<Sending>) {
+        let (mut failures, mut transformed) = (Vec::new(), Vec::new());
+        for index in 0..self.entries.len() {
+            if !self.entries[index].open() {
+                continue;
+            }
+            if self.is_held(index) {
+                self.hold(index);
+                continue;
+            }
+            let entry = &mut self.entries[index];
+            let Some(outcome) = entry.outcome.take() else {
+                continue;
+            };
+            match outcome {
+                Outcome::Dropped => entry.verdict = Some(Verdict::Dropped),
+                Outcome::Failed(failure) if self.target.redelivers && hands_back(failure.kind) => {
+                    if let Some(g) = &entry.group {
+                        self.held_from.entry(g.clone()).or_insert(index + 1);
+                    }
+                    entry.verdict = Some(Verdict::Retry(failure.message));
                 }
-                verdicts[index] = Some(Verdict::Retry(failure.message));
-            }
-            Outcome::Failed(failure) => plugin_failures.push((index, failure)),
-            Outcome::Transformed(outputs) => transformed.push((index, outputs)),
-        }
-    }
-    dlq.write(
-        &ran,
-        &places.identities,
-        plugin_failures,
-        &delivered,
-        retry,
-        redelivers,
-        &mut verdicts,
-    )
-    .await?;
-    hold_retried(&verdicts, &mut held_from);
-
-    // 2. The outputs of the items not held back, each item's outputs checked first
-    //    (routing, size, format): an item with an output that cannot go sends none. The
-    //    Firehose answer takes all of an item's outputs or none (`Router::admit`): one
-    //    refused would leave the others listed as delivered though the item is answered
-    //    `Dropped`, and reprocessing would send only the refused one.
-    let mut sending = Vec::with_capacity(transformed.len());
-    let mut delivery_failures = Vec::new();
-    for (index, mut outputs) in transformed {
-        if is_held(&held_from, index) {
-            verdicts[index] = Some(held_back(group(index)));
-            continue;
-        }
-        // Each output's identity: its record's, and its place among the record's outputs.
-        let identity = match places.identities.get(index).and_then(Option::as_ref) {
-            Some(position) => position.clone(),
-            None => ran.original(index).map(identity).unwrap_or_default(),
-        };
-        for (position, output) in outputs.iter_mut().enumerate() {
-            output.id = Some(format!("{identity}#{position}"));
-        }
-        let checked = match outputs.iter().find_map(|o| router.check(o).err()) {
-            None => router.admit(&outputs),
-            Some(refused) => Err(refused),
-        };
-        match checked {
-            Ok(()) => sending.push((index, outputs)),
-            Err((kind, message)) => delivery_failures.push((
-                index,
-                Failure {
-                    kind,
-                    message,
-                    attempts: 1,
-                    stage: last_stage,
-                },
-            )),
-        }
-    }
-    // Each output is tagged with its own slot, so a refusal names the output, not only
-    // its item. Outputs an earlier try delivered (`skip`) are not sent again.
-    let mut slots: Vec<(usize, usize)> = Vec::new();
-    let mut routed: Vec<(usize, &Output)> = Vec::new();
-    for (index, outputs) in &sending {
-        let done = skip.get(*index).map_or(&[][..], Vec::as_slice);
-        for (position, output) in outputs.iter().enumerate() {
-            if !done.contains(&position) {
-                routed.push((slots.len(), output));
-                slots.push((*index, position));
+                Outcome::Failed(failure) => failures.push((index, failure)),
+                Outcome::Transformed(outputs) => transformed.push((index, outputs)),
             }
         }
-    }
-    // The first refusal of each item decides its failure; its other outputs that went
-    // out are listed in its DLQ entry, so reprocessing sends only the rest.
-    let mut refused: Vec<Option<DeliveryFailure>> = vec![None; count];
-    let mut failed_positions: HashMap<usize, Vec<usize>> = HashMap::new();
-    for mut failure in router.deliver(routed, retry).await {
-        let Some(&(index, position)) = slots.get(failure.item) else {
-            continue;
-        };
-        failed_positions.entry(index).or_default().push(position);
-        failure.item = index;
-        if let Some(slot) = refused.get_mut(index)
-            && slot.is_none()
-        {
-            *slot = Some(failure);
-        }
+        (failures, transformed)
     }
 
-    // 3. Items a sink refused go to the DLQ; the rest are delivered. An item whose
-    // delivery ran out of time with nothing sent goes back to a source that redelivers.
-    for (index, outputs) in sending {
-        let refusal = refused.get_mut(index).and_then(Option::take);
-        let mut went = Vec::new();
-        if refusal.is_some() {
-            let failed = failed_positions.remove(&index).unwrap_or_default();
-            went = (0..outputs.len()).filter(|p| !failed.contains(p)).collect();
-            if !went.is_empty() {
-                delivered.entry(index).or_default().extend(&went);
+    /// Phases 2 and 6: `failures` to the DLQ, then the holds that its hand-backs make.
+    async fn dead_letter(&mut self, failures: Vec<(usize, Failure)>) -> Result<(), DeliverError> {
+        let failed = Failed {
+            entries: &mut *self.entries,
+            failures,
+            plugins: self.plugins,
+            retry: self.target.retry,
+            redelivers: self.target.redelivers,
+        };
+        self.target.dlq.write(failed).await?;
+        self.hold_retried();
+        Ok(())
+    }
+
+    /// Phase 3: each entry's outputs checked (routing, size, format) and named; an entry
+    /// with an output that cannot go sends none. The Firehose answer takes all of an
+    /// entry's outputs or none (`Router::admit`): one refused would leave the others
+    /// listed as delivered though the item is answered `Dropped`, and reprocessing would
+    /// send only the refused one. Returns what goes, and the failures of what cannot.
+    fn check_outputs(
+        &mut self,
+        transformed: Vec<Sending>,
+    ) -> (Vec<Sending>, Vec<(usize, Failure)>) {
+        let last_stage = self.plugins.len().saturating_sub(1);
+        let router = self.target.router;
+        let mut sending = Vec::with_capacity(transformed.len());
+        let mut failures = Vec::new();
+        for (index, mut outputs) in transformed {
+            if self.is_held(index) {
+                self.hold(index);
+                continue;
+            }
+            // Each output's identity: its record's, and its place among its outputs.
+            let entry = &self.entries[index];
+            let identity = match &entry.position {
+                Some(position) => position.clone(),
+                None => entry.original.as_ref().map(identity).unwrap_or_default(),
+            };
+            for (position, output) in outputs.iter_mut().enumerate() {
+                output.id = Some(format!("{identity}#{position}"));
+            }
+            let checked = match outputs.iter().find_map(|o| router.check(o).err()) {
+                None => router.admit(&outputs),
+                Some(refused) => Err(refused),
+            };
+            match checked {
+                Ok(()) => sending.push((index, outputs)),
+                Err((kind, message)) => failures.push((
+                    index,
+                    Failure {
+                        kind,
+                        message,
+                        attempts: 1,
+                        stage: last_stage,
+                    },
+                )),
             }
         }
-        let nothing_sent = went
-            .iter()
-            .all(|p| skip.get(index).is_some_and(|s| s.contains(p)));
-        match refusal {
-            None => verdicts[index] = Some(Verdict::Delivered(outputs)),
-            Some(refusal)
-                if redelivers && refusal.kind == FailureKind::Unfinished && nothing_sent =>
-            {
-                verdicts[index] = Some(Verdict::Retry(refusal.message));
+        (sending, failures)
+    }
+
+    /// Phase 4: the outputs to the sinks, but those an earlier try delivered. Returns,
+    /// by entry, its first refusal and the places of its outputs refused.
+    async fn send(&self, sending: &[Sending]) -> HashMap<usize, (DeliveryFailure, Vec<usize>)> {
+        // Each output is tagged with its own slot, so a refusal names the output, not
+        // only its item.
+        let mut slots: Vec<(usize, usize)> = Vec::new();
+        let mut routed: Vec<(usize, &Output)> = Vec::new();
+        for (index, outputs) in sending {
+            let before = &self.entries[*index].delivered_before;
+            for (position, output) in outputs.iter().enumerate() {
+                if !before.contains(&position) {
+                    routed.push((slots.len(), output));
+                    slots.push((*index, position));
+                }
             }
-            Some(refusal) => delivery_failures.push((
+        }
+        let mut refusals: HashMap<usize, (DeliveryFailure, Vec<usize>)> = HashMap::new();
+        let retry = self.target.retry;
+        for mut failure in self.target.router.deliver(routed, retry).await {
+            let Some(&(index, position)) = slots.get(failure.item) else {
+                continue;
+            };
+            failure.item = index;
+            // The first refusal of each entry decides its failure.
+            refusals
+                .entry(index)
+                .or_insert_with(|| (failure, Vec::new()))
+                .1
+                .push(position);
+        }
+        refusals
+    }
+
+    /// Phase 5: entries a sink refused go to the DLQ (returned), listing the outputs of
+    /// theirs that went out, so reprocessing sends only the rest; the others are
+    /// delivered. An entry whose delivery ran out of time with nothing sent goes back to
+    /// a source that redelivers.
+    fn settle_sent(
+        &mut self,
+        sending: Vec<Sending>,
+        mut refusals: HashMap<usize, (DeliveryFailure, Vec<usize>)>,
+    ) -> Vec<(usize, Failure)> {
+        let last_stage = self.plugins.len().saturating_sub(1);
+        let (retry, redelivers) = (self.target.retry, self.target.redelivers);
+        let mut failures = Vec::new();
+        for (index, outputs) in sending {
+            let entry = &mut self.entries[index];
+            let Some((refusal, failed)) = refusals.remove(&index) else {
+                entry.verdict = Some(Verdict::Delivered(outputs));
+                continue;
+            };
+            let went: Vec<usize> = (0..outputs.len()).filter(|p| !failed.contains(p)).collect();
+            let nothing_sent = went.iter().all(|p| entry.delivered_before.contains(p));
+            entry.delivered.extend(&went);
+            entry.delivered.sort_unstable();
+            entry.delivered.dedup();
+            if redelivers && refusal.kind == FailureKind::Unfinished && nothing_sent {
+                entry.verdict = Some(Verdict::Retry(refusal.message));
+                continue;
+            }
+            failures.push((
                 index,
                 Failure {
                     attempts: if refusal.kind == FailureKind::Delivery {
@@ -318,44 +285,10 @@ pub(super) async fn deliver(
                     message: refusal.message,
                     stage: last_stage,
                 },
-            )),
+            ));
         }
+        failures
     }
-    for outputs in delivered.values_mut() {
-        outputs.sort_unstable();
-        outputs.dedup();
-    }
-    let written = dlq
-        .write(
-            &ran,
-            &places.identities,
-            delivery_failures,
-            &delivered,
-            retry,
-            redelivers,
-            &mut verdicts,
-        )
-        .await;
-    if let Err(DeliverError::DeadLetterRefused { reason, .. }) = written {
-        // The outputs of other items went out already: the caller must know which.
-        let delivered = verdicts
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| matches!(v, Some(Verdict::Delivered(_))))
-            .map(|(index, _)| index)
-            .collect();
-        return Err(DeliverError::DeadLetterRefused { reason, delivered });
-    }
-    written?;
-    // A refusal here holds back the group's items of the next batches; this batch's
-    // later items were already delivered.
-    hold_retried(&verdicts, &mut held_from);
-    held.extend(held_from.into_keys());
-    verdicts
-        .into_iter()
-        .enumerate()
-        .map(|(index, verdict)| verdict.ok_or(DeliverError::NoVerdict(index)))
-        .collect()
 }
 
 /// The identity of a record without a source position: `record/` and a hash of its
@@ -399,8 +332,12 @@ fn held_back(group: Option<&String>) -> Verdict {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
-    use crate::sinks::{Emit, FileSink, ResponseSink, Sink, Target};
+    use crate::config::Budget;
+    use crate::sinks::{Answer, Emit, FileSink, ResponseSink, ScriptedSink, Sink, Target as File};
+    use crate::sources::Item;
 
     fn output(bytes: usize) -> Output {
         Output {
@@ -409,49 +346,117 @@ mod tests {
         }
     }
 
+    /// An output of `text`, keyed by `key`.
+    fn keyed(text: &str, key: &str) -> Output {
+        Output {
+            payload: text.to_owned().into_bytes().into(),
+            key: Some(key.to_owned().into_bytes().into()),
+            ..Output::default()
+        }
+    }
+
+    /// An entry of record `text` in `group`, at source position `text`, whose plugin
+    /// outcome is `outcome`.
+    fn entry(text: &str, group: Option<&str>, outcome: Outcome) -> Entry {
+        let item = Item {
+            id: (),
+            group: group.map(str::to_owned),
+            identity: Some(format!("test/{text}")),
+            origin: None,
+            delivered: Vec::new(),
+            decoded: Ok(Record::new(text.to_owned())),
+        };
+        let (_, mut entry) = Entry::new(item);
+        entry.original = Some(Record::new(text.to_owned()));
+        entry.outcome = Some(outcome);
+        entry
+    }
+
+    fn failed(kind: FailureKind) -> Outcome {
+        Outcome::Failed(Failure {
+            kind,
+            message: format!("{kind} in the test"),
+            attempts: 1,
+            stage: 0,
+        })
+    }
+
+    fn plugins() -> Vec<PluginRef> {
+        vec![PluginRef {
+            name: "p".into(),
+            version: "1".into(),
+        }]
+    }
+
+    fn retry(max_attempts: u32, budget: Budget) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts,
+            base_delay: Duration::ZERO,
+            budget,
+        }
+    }
+
+    fn dead_letters(sink: Sink) -> DeadLetters {
+        DeadLetters {
+            sink,
+            overflow: None,
+        }
+    }
+
+    /// Delivers `entries` to `router` and `dlq` (one attempt per call unless `retry`
+    /// says otherwise); every entry's verdict.
+    async fn run(
+        entries: &mut [Entry],
+        router: &Router,
+        dlq: &DeadLetters,
+        retry: RetryPolicy,
+        redelivers: bool,
+    ) -> Result<Vec<Verdict>, DeliverError> {
+        let target = Target {
+            router,
+            dlq,
+            retry,
+            redelivers,
+        };
+        deliver(entries, &plugins(), &mut HashSet::new(), target).await?;
+        Ok(entries
+            .iter_mut()
+            .filter_map(|e| e.verdict.take())
+            .collect())
+    }
+
+    /// The DLQ entries a scripted DLQ took, parsed.
+    fn dlq_entries(dlq: &ScriptedSink) -> Vec<serde_json::Value> {
+        dlq.taken()
+            .iter()
+            .map(|e| serde_json::from_str(e).expect("a DLQ entry is JSON"))
+            .collect()
+    }
+
     #[tokio::test]
     async fn the_firehose_answer_takes_all_of_a_records_outputs_or_none() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("dlq.jsonl");
-        let dlq = DeadLetters {
-            sink: Sink::File(
-                FileSink::create(&Target::File(path.clone()), Emit::Payload).expect("DLQ file"),
-            ),
-            overflow: None,
-        };
+        let dlq = dead_letters(Sink::File(
+            FileSink::create(&File::File(path.clone()), Emit::Payload).expect("DLQ file"),
+        ));
         // Room for one output of 600 bytes (932 with base64 and framing), not two.
         let answer = Router::only(Sink::Response(ResponseSink::with_limit(1500)));
-        let ran = Ran {
-            records: vec![Record::new("r0"), Record::new("r1")],
-            originals: vec![Original::Decoded(0), Original::Decoded(1)],
-            outcomes: vec![
-                // Its first output fits, its second does not: neither is answered.
+        let mut entries = [
+            // Its first output fits, its second does not: neither is answered.
+            entry(
+                "r0",
+                None,
                 Outcome::Transformed(vec![output(600), output(2000)]),
-                // And the first took no room from this one.
-                Outcome::Transformed(vec![output(600)]),
-            ],
-            plugins: vec![PluginRef {
-                name: "p".into(),
-                version: "1".into(),
-            }],
-        };
-        let places = Places {
-            groups: vec![None, None],
-            delivered: vec![Vec::new(), Vec::new()],
-            identities: vec![None, None],
-        };
-        let retry = RetryPolicy {
-            max_attempts: 1,
-            base_delay: std::time::Duration::ZERO,
-            budget: Budget::unbounded(),
-        };
-        let verdicts = deliver(
-            ran,
-            &places,
-            &mut HashSet::new(),
+            ),
+            // And the first took no room from this one.
+            entry("r1", None, Outcome::Transformed(vec![output(600)])),
+        ];
+        let verdicts = run(
+            &mut entries,
             &answer,
             &dlq,
-            retry,
+            retry(1, Budget::unbounded()),
             false,
         )
         .await
@@ -476,59 +481,28 @@ mod tests {
 
     #[tokio::test]
     async fn a_record_another_run_held_goes_back_to_a_source_that_redelivers_else_to_the_dlq() {
-        let dir = tempfile::tempdir().expect("tempdir");
         let answer = Router::only(Sink::Response(ResponseSink::with_limit(1500)));
-        let retry = RetryPolicy {
-            max_attempts: 1,
-            base_delay: std::time::Duration::ZERO,
-            budget: Budget::unbounded(),
-        };
         for redelivers in [true, false] {
-            let path = dir.path().join(format!("dlq-{redelivers}.jsonl"));
-            let dlq = DeadLetters {
-                sink: Sink::File(
-                    FileSink::create(&Target::File(path.clone()), Emit::Payload).expect("DLQ file"),
-                ),
-                overflow: None,
-            };
+            let queue = ScriptedSink::new(10, []);
+            let dlq = dead_letters(Sink::Scripted(queue.clone()));
             // As `Claims::admit` lets a record in that another run still holds.
-            let ran = Ran {
-                records: Vec::new(),
-                originals: vec![Original::Undecodable(Record::new("r0"))],
-                outcomes: vec![Outcome::Failed(Failure {
-                    kind: FailureKind::Held,
-                    message: "another run is processing this record".into(),
-                    attempts: 0,
-                    stage: 0,
-                })],
-                plugins: vec![PluginRef {
-                    name: "p".into(),
-                    version: "1".into(),
-                }],
-            };
-            let places = Places {
-                groups: vec![None],
-                delivered: vec![Vec::new()],
-                identities: vec![Some("file/in.txt@4-1#1".into())],
-            };
-            let verdicts = deliver(
-                ran,
-                &places,
-                &mut HashSet::new(),
+            let mut entries = [entry("r0", None, failed(FailureKind::Held))];
+            let verdicts = run(
+                &mut entries,
                 &answer,
                 &dlq,
-                retry,
+                retry(1, Budget::unbounded()),
                 redelivers,
             )
             .await
             .expect("verdicts");
-            dlq.sink.finish().expect("DLQ file");
             if redelivers {
                 assert!(
                     matches!(verdicts[0], Verdict::Retry(_)),
                     "{:?}",
                     verdicts[0]
                 );
+                assert!(queue.calls().is_empty());
                 continue;
             }
             assert!(
@@ -537,10 +511,155 @@ mod tests {
                 verdicts[0]
             );
             // The entry names the record's identity: reprocessing claims it by that.
-            let text = std::fs::read_to_string(&path).expect("DLQ entries");
-            let entry: serde_json::Value = serde_json::from_str(text.trim()).expect("one entry");
-            assert_eq!(entry["error"]["kind"], "held");
-            assert_eq!(entry["identity"], "file/in.txt@4-1#1");
+            let entries = dlq_entries(&queue);
+            assert_eq!(entries[0]["error"]["kind"], "held");
+            assert_eq!(entries[0]["identity"], "test/r0");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_item_handed_back_holds_back_the_later_items_of_its_group_only() {
+        let sink = ScriptedSink::new(10, []);
+        let router = Router::only(Sink::Scripted(sink.clone()));
+        let dlq = dead_letters(Sink::Scripted(ScriptedSink::new(10, [])));
+        let echo = |text: &str| Outcome::Transformed(vec![keyed(text, "k")]);
+        let mut entries = [
+            entry("a0", Some("a"), echo("a0")),
+            entry("a1", Some("a"), failed(FailureKind::Infrastructure)),
+            entry("a2", Some("a"), echo("a2")),
+            entry("b0", Some("b"), echo("b0")),
+            entry("a3", Some("a"), failed(FailureKind::Domain)),
+        ];
+        let verdicts = run(
+            &mut entries,
+            &router,
+            &dlq,
+            retry(1, Budget::unbounded()),
+            true,
+        )
+        .await
+        .expect("verdicts");
+        let kinds: Vec<&str> = verdicts
+            .iter()
+            .map(|v| match v {
+                Verdict::Delivered(_) => "delivered",
+                Verdict::Retry(_) => "retry",
+                _ => "other",
+            })
+            .collect();
+        // a2 and a3 wait behind a1 (a3's own failure is not dead-lettered: it comes
+        // again after a1); b carries on.
+        assert_eq!(kinds, ["delivered", "retry", "retry", "delivered", "retry"]);
+        assert_eq!(sink.taken(), ["a0", "b0"]);
+    }
+
+    #[tokio::test]
+    async fn a_sink_call_cut_by_the_deadline_hands_back_what_it_did_not_take() {
+        // The sink stalls past the run's hard deadline: the call is cut there, and its
+        // records, nothing of them taken, go back to a source that redelivers (not to
+        // the DLQ as undeliverable).
+        let sink = ScriptedSink::new(10, [Answer::Stall(Duration::from_secs(30))]);
+        let router = Router::only(Sink::Scripted(sink.clone()));
+        let queue = ScriptedSink::new(10, []);
+        let dlq = dead_letters(Sink::Scripted(queue.clone()));
+        let now = Instant::now();
+        let budget = Budget::until(now + Duration::from_millis(50))
+            .with_hard_deadline(now + Duration::from_millis(200));
+        let mut entries = [
+            entry(
+                "a0",
+                Some("a"),
+                Outcome::Transformed(vec![keyed("a0", "k")]),
+            ),
+            entry(
+                "a1",
+                Some("a"),
+                Outcome::Transformed(vec![keyed("a1", "k")]),
+            ),
+        ];
+        let verdicts = run(&mut entries, &router, &dlq, retry(3, budget), true)
+            .await
+            .expect("verdicts");
+        assert!(
+            verdicts.iter().all(|v| matches!(v, Verdict::Retry(_))),
+            "{verdicts:?}"
+        );
+        assert!(
+            now.elapsed() < Duration::from_secs(30),
+            "the call was not cut"
+        );
+        assert!(sink.taken().is_empty());
+        assert!(queue.calls().is_empty(), "nothing dead-lettered");
+    }
+
+    #[tokio::test]
+    async fn a_record_partly_taken_is_dead_lettered_listing_what_went() {
+        // Two outputs; the sink refuses the second every time. The record goes to the
+        // DLQ, its entry listing output 0 as delivered, so reprocessing sends only 1.
+        let sink = ScriptedSink::new(10, [Answer::Refuse(vec![1]), Answer::Refuse(vec![0])]);
+        let router = Router::only(Sink::Scripted(sink.clone()));
+        let queue = ScriptedSink::new(10, []);
+        let dlq = dead_letters(Sink::Scripted(queue.clone()));
+        let mut entries = [entry(
+            "r0",
+            None,
+            Outcome::Transformed(vec![keyed("first", "a"), keyed("second", "b")]),
+        )];
+        let verdicts = run(
+            &mut entries,
+            &router,
+            &dlq,
+            retry(2, Budget::unbounded()),
+            true,
+        )
+        .await
+        .expect("verdicts");
+        assert!(
+            matches!(verdicts[0], Verdict::DeadLettered(_)),
+            "{verdicts:?}"
+        );
+        assert_eq!(sink.taken(), ["first"]);
+        let entries = dlq_entries(&queue);
+        assert_eq!(entries[0]["error"]["kind"], "delivery");
+        assert_eq!(entries[0]["delivered"], serde_json::json!([0]));
+    }
+
+    #[tokio::test]
+    async fn a_dlq_that_refuses_hands_back_where_the_source_redelivers_else_stops_the_run() {
+        let router = Router::only(Sink::Scripted(ScriptedSink::new(10, [])));
+        for redelivers in [true, false] {
+            let queue = ScriptedSink::new(10, [Answer::Refuse(vec![0])]);
+            let dlq = dead_letters(Sink::Scripted(queue));
+            let mut entries = [
+                entry("bad", Some("g"), failed(FailureKind::Domain)),
+                entry(
+                    "next",
+                    Some("g"),
+                    Outcome::Transformed(vec![keyed("next", "k")]),
+                ),
+            ];
+            let verdicts = run(
+                &mut entries,
+                &router,
+                &dlq,
+                retry(1, Budget::unbounded()),
+                redelivers,
+            )
+            .await;
+            if redelivers {
+                // Handed back, and its group's later item with it (the DLQ is written
+                // before any output is sent).
+                let verdicts = verdicts.expect("verdicts");
+                assert!(
+                    verdicts.iter().all(|v| matches!(v, Verdict::Retry(_))),
+                    "{verdicts:?}"
+                );
+            } else {
+                assert!(
+                    matches!(verdicts, Err(DeliverError::DeadLetterRefused { .. })),
+                    "{verdicts:?}"
+                );
+            }
         }
     }
 }

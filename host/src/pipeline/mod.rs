@@ -6,11 +6,14 @@
 //! # Layout
 //! - `mod.rs`: [`Pipeline`]: start (plugins, sinks, DLQ), the batch loop, hot swap
 //!   between batches, the summary.
-//! - `deliver.rs`: one batch through the chain, the sinks and the DLQ, into verdicts.
+//! - `batch.rs`: a batch's entries, whole from claim to verdict, and the plugin run.
+//! - `deliver.rs`: a batch's outcomes to the sinks and the DLQ, in named phases, into
+//!   verdicts.
 //! - `dead_letters.rs`: DLQ entries fitted to their queue (overflow bucket, or cut).
 //! - `claims.rs`: a batch's claims in the idempotency store.
 //! - `stats.rs`: [`RunStats`], what a run did, for metrics and summaries.
 
+mod batch;
 mod claims;
 mod dead_letters;
 mod deliver;
@@ -18,10 +21,11 @@ mod stats;
 
 use std::collections::{BTreeMap, HashSet};
 
+use batch::Entry;
 use claims::Claims;
 use dead_letters::{DeadLetters, Overflow};
 pub use deliver::DeliverError;
-use deliver::Places;
+use deliver::Target;
 pub use stats::RunStats;
 
 use crate::accounting::{Ledger, Summary, Unbalanced};
@@ -33,7 +37,7 @@ use crate::record::Verdict;
 use crate::registry::{LoadError, PluginLocation, PluginSource, SequenceFloor, SourceSettings};
 use crate::settings::Settings;
 use crate::sinks::{ConnectError, RetryPolicy, Router, Sink};
-use crate::sources::{Item, Source, SourceError};
+use crate::sources::{Source, SourceError};
 
 /// A pipeline that could not start; the message names the setting behind it.
 #[derive(Debug, thiserror::Error)]
@@ -346,54 +350,38 @@ impl Pipeline {
                 // Blank input only: nothing to run, but the budget was checked.
                 continue;
             }
-            let mut ids = Vec::with_capacity(batch.len());
-            let mut places = Places::default();
-            // What the store knows each item by (a DLQ entry's own, not its record's,
-            // unless the entry is `held`: see `sources::dlq`).
-            let mut keys = Vec::with_capacity(batch.len());
-            let mut items = Vec::with_capacity(batch.len());
-            for Item {
-                id,
-                group,
-                identity,
-                origin,
-                delivered,
-                decoded,
-            } in batch
-            {
-                ids.push(id);
-                places.groups.push(group);
-                places.identities.push(origin.or_else(|| identity.clone()));
-                keys.push(identity);
-                places.delivered.push(delivered);
-                items.push(decoded);
-            }
-            let claims = self.claim(&keys, source.redelivers(), budget).await?;
+            let (ids, mut entries): (Vec<S::Id>, Vec<Entry>) =
+                batch.into_iter().map(Entry::new).unzip();
+            let claims = self.claim(&entries, source.redelivers(), budget).await?;
             let ran = self
-                .run_claimed(items, places, &claims, &mut held, outputs, retry)
+                .run_claimed(&mut entries, &claims, &mut held, outputs, retry)
                 .await;
-            let verdicts = match ran {
-                Ok(verdicts) => verdicts,
-                Err(e) => {
-                    // The run stops. Items whose outputs went out are done (not those
-                    // in files, removed with the failed run); the other claims go, so
-                    // a retry need not wait for them to expire.
-                    if let Some(store) = &self.store {
-                        let sent = match &e {
-                            RunError::Deliver(DeliverError::DeadLetterRefused {
-                                delivered,
-                                ..
-                            }) if !uncommitted => delivered.as_slice(),
-                            _ => &[],
-                        };
-                        claims.abandon(store, &keys, sent, retry).await;
-                    }
-                    return Err(e);
+            if let Err(e) = ran {
+                // The run stops. Items whose outputs went out are done (not those in
+                // files, removed with the failed run); the other claims go, so a retry
+                // need not wait for them to expire.
+                if let Some(store) = &self.store {
+                    let kept = !uncommitted
+                        && matches!(e, RunError::Deliver(DeliverError::DeadLetterRefused { .. }));
+                    claims.abandon(store, &entries, kept, retry).await;
                 }
-            };
+                return Err(e);
+            }
+            let verdicts = entries
+                .iter_mut()
+                .enumerate()
+                .map(|(index, entry)| {
+                    entry
+                        .verdict
+                        .take()
+                        .ok_or(RunError::Deliver(DeliverError::NoVerdict(index)))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             if let Some(store) = &self.store {
                 let waiting = uncommitted.then_some(&mut self.uncommitted);
-                claims.finish(store, &keys, &verdicts, retry, waiting).await;
+                claims
+                    .finish(store, &entries, &verdicts, retry, waiting)
+                    .await;
             }
             let settled = ids.into_iter().zip(verdicts).collect();
             settle(&mut ledger, source, settled, self.router_for(outputs)).await?;
@@ -408,33 +396,20 @@ impl Pipeline {
         Ok(summary)
     }
 
-    /// One claimed batch through the chain, the sinks and the DLQ: every item's verdict,
-    /// in the batch's order (a duplicate's without running).
+    /// One claimed batch through the chain, the sinks and the DLQ: every entry ends with
+    /// its verdict (a duplicate's without running).
     async fn run_claimed(
         &mut self,
-        items: Vec<crate::sources::Decoded>,
-        mut places: Places,
+        entries: &mut Vec<Entry>,
         claims: &Claims,
         held: &mut HashSet<String>,
         outputs: Outputs<'_>,
         retry: RetryPolicy,
-    ) -> Result<Vec<Verdict>, RunError> {
-        let count = items.len();
-        let mut running = Places::default();
-        // The batch position of each item that runs.
-        let mut positions = Vec::with_capacity(count);
-        let mut admitted = Vec::with_capacity(count);
-        for (index, decoded) in items.into_iter().enumerate() {
+    ) -> Result<(), RunError> {
+        for (index, entry) in entries.iter_mut().enumerate() {
             if claims.is_duplicate(index) {
-                continue;
+                entry.verdict = Some(Verdict::Duplicate);
             }
-            positions.push(index);
-            running.groups.push(places.groups[index].take());
-            running.identities.push(places.identities[index].take());
-            running
-                .delivered
-                .push(std::mem::take(&mut places.delivered[index]));
-            admitted.push(claims.admit(index, decoded));
         }
         let mut chain = self
             .chain
@@ -445,49 +420,40 @@ impl Pipeline {
         // async worker, and a long batch should not stall the runtime's other tasks.
         // The plugin's log lines belong to the invocation's span (its request id).
         let span = tracing::Span::current();
-        let (chain, ran) = tokio::task::spawn_blocking(move || {
+        let admitting = claims.clone();
+        let mut running = std::mem::take(entries);
+        let (chain, running) = tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let ran = deliver::run_plugin(&mut chain, admitted, budget);
-            (chain, ran)
+            batch::run_plugin(
+                &mut chain,
+                &mut running,
+                |i, d| admitting.admit(i, d),
+                budget,
+            );
+            (chain, running)
         })
         .await
         // The chain is gone with the thread: the next run starts the plugins again.
         .map_err(|e| RunError::PluginThread(e.to_string()))?;
+        *entries = running;
         let mut chain = chain;
         for (index, (label, metrics)) in chain.take_metrics().into_iter().enumerate() {
             self.stats.record_stage(index, label, metrics);
         }
+        let plugins = batch::plugin_refs(&chain);
         self.chain = Some(chain);
         let router = self.router_for(outputs);
-        let redelivers = claims.redelivers();
-        let ran_verdicts =
-            match deliver::deliver(ran, &running, held, router, &self.dlq, retry, redelivers).await
-            {
-                Ok(verdicts) => verdicts,
-                Err(DeliverError::DeadLetterRefused { reason, delivered }) => {
-                    let delivered = delivered
-                        .iter()
-                        .filter_map(|&i| positions.get(i).copied())
-                        .collect();
-                    return Err(DeliverError::DeadLetterRefused { reason, delivered }.into());
-                }
-                Err(e) => return Err(e.into()),
-            };
+        let target = Target {
+            router,
+            dlq: &self.dlq,
+            retry,
+            redelivers: claims.redelivers(),
+        };
+        deliver::deliver(entries, &plugins, held, target).await?;
         if let Some(reason) = router.broken().or_else(|| self.dlq.sink.broken()) {
             return Err(RunError::Broken(reason));
         }
-        let mut ran_verdicts = ran_verdicts.into_iter();
-        (0..count)
-            .map(|index| {
-                if claims.is_duplicate(index) {
-                    Ok(Verdict::Duplicate)
-                } else {
-                    ran_verdicts
-                        .next()
-                        .ok_or(RunError::Deliver(DeliverError::NoVerdict(index)))
-                }
-            })
-            .collect()
+        Ok(())
     }
 
     /// Where `outputs` go.
@@ -503,18 +469,18 @@ impl Pipeline {
     /// the run of one that does not.
     async fn claim(
         &self,
-        identities: &[Option<String>],
+        entries: &[Entry],
         redelivers: bool,
         budget: Budget,
     ) -> Result<Claims, RunError> {
         let Some(store) = &self.store else {
-            return Ok(Claims::none(identities.len(), redelivers));
+            return Ok(Claims::none(entries.len(), redelivers));
         };
-        match Claims::make(store, identities, redelivers, budget, self.slack).await {
+        match Claims::make(store, entries, redelivers, budget, self.slack).await {
             Ok(claims) => Ok(claims),
             Err(e) if redelivers => {
                 tracing::error!(error = %e, "the idempotency store cannot be reached; the batch goes back to its source");
-                Ok(Claims::unavailable(identities, &e))
+                Ok(Claims::unavailable(entries, &e))
             }
             Err(e) => Err(RunError::Store(e)),
         }

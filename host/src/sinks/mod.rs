@@ -13,12 +13,15 @@
 //! - `kinesis.rs`, `sqs.rs`, `s3.rs`: the AWS sinks, packed to the service limits.
 //! - `parquet.rs`: JSON outputs into a Parquet object.
 //! - `response.rs`: the Firehose transformation response, within its size limit.
+//! - `scripted.rs`: an in-process sink answering as a script says, for unit tests of
+//!   the delivery rules.
 
 mod file;
 mod kinesis;
 pub mod parquet;
 mod response;
 mod s3;
+mod scripted;
 mod sqs;
 
 use std::collections::BTreeMap;
@@ -30,6 +33,7 @@ pub use file::{Emit, FileSink, JsonLinesFile, Target};
 pub use kinesis::KinesisSink;
 pub use response::ResponseSink;
 pub use s3::{S3Sink, json_line};
+pub use scripted::{Answer, ScriptedSink};
 pub use sqs::SqsSink;
 
 use crate::aws::{AwsClients, AwsError};
@@ -221,6 +225,8 @@ pub enum Sink {
     Sqs(SqsSink),
     /// S3 JSON-lines objects.
     S3(S3Sink),
+    /// In process, answering as its script says (tests of the delivery rules).
+    Scripted(ScriptedSink),
 }
 
 impl Sink {
@@ -269,6 +275,7 @@ impl Sink {
             Self::Kinesis(sink) => sink.deliver(outputs, retry).await,
             Self::Sqs(sink) => sink.deliver(outputs, retry).await,
             Self::S3(sink) => sink.deliver(outputs, retry).await,
+            Self::Scripted(sink) => sink.deliver(outputs, retry).await,
         }
     }
 
@@ -279,7 +286,7 @@ impl Sink {
             Self::Kinesis(sink) => sink.check(output),
             Self::Sqs(sink) => sink.check(output),
             Self::S3(sink) => sink.check(output),
-            Self::File(_) | Self::Response(_) => Ok(()),
+            Self::File(_) | Self::Response(_) | Self::Scripted(_) => Ok(()),
         }
     }
 
@@ -385,6 +392,7 @@ impl Router {
             Some(Sink::Kinesis(_)) => "kinesis",
             Some(Sink::Sqs(_)) => "sqs",
             Some(Sink::S3(_)) => "s3",
+            Some(Sink::Scripted(_)) => "scripted",
             None => output.destination.as_deref().unwrap_or("default"),
         }
     }
