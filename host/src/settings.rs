@@ -3,8 +3,8 @@
 //! line reads its flags, then the same environment variables, then the defaults. A value
 //! out of range is refused with the name the user spelled it by.
 //!
-//! [`SETTINGS`] is the table; [`Settings::resolve`] applies it; the README's settings
-//! table is [`markdown_table`] (a test keeps the two the same).
+//! [`SETTINGS`] is the table; [`Settings::resolve`] applies it; the settings table of
+//! `docs/settings.md` is [`markdown_table`] (a test keeps the two the same).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -147,7 +147,7 @@ pub struct Setting {
     apply: fn(&mut Settings, &[String]) -> Result<(), String>,
 }
 
-/// The settings, in the order the README lists them.
+/// The settings, in the order `docs/settings.md` lists them.
 pub static SETTINGS: &[Setting] = &[
     Setting {
         flag: Some("plugin"),

@@ -772,7 +772,7 @@ async fn a_cold_start_never_goes_back_to_an_older_signed_manifest_the_table_reme
     assert!(!cold.wait_exit(ANSWER_TIMEOUT).success());
 
     // Without the table there is nothing to remember by: a new host serves what the
-    // bucket says (the README states this limit).
+    // bucket says (docs/operations.md states this limit).
     let bare = start_lambda(&moto, &scratch, &with_table[..1]);
     assert_eq!(invoke(&bare, &aws, "f3").await.0, "enrich@1.0.0");
 }
