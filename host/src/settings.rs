@@ -136,15 +136,47 @@ pub struct Setting {
     pub env: &'static str,
     /// The default, as it would be written; `None`: no value.
     pub default: Option<&'static str>,
-    /// The allowed values, in words.
-    pub bounds: &'static str,
+    /// The allowed values: a range (which the parser keeps), or words.
+    pub bounds: Bounds,
     /// What it means.
     pub about: &'static str,
     /// Whether it must be given.
     pub required: Required,
     /// Repeatable: the flag may be given several times, the variable is comma-separated.
     pub list: bool,
-    apply: fn(&mut Settings, &[String]) -> Result<(), String>,
+    /// Sets the value on the settings; a number is read within the row's range.
+    apply: fn(&mut Settings, &[String], &Setting) -> Result<(), String>,
+}
+
+/// A setting's allowed values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bounds {
+    /// A whole number in `min ..= max` (the parser refuses the rest), with a note.
+    Range {
+        /// The least value.
+        min: u64,
+        /// The greatest value.
+        max: u64,
+        /// What a value means beyond its number (`0: before every batch`).
+        note: Option<&'static str>,
+    },
+    /// Anything else, in words.
+    Text(&'static str),
+}
+
+impl std::fmt::Display for Bounds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Range { min, max, note } => {
+                write!(f, "{min} ..= {max}")?;
+                if let Some(note) = note {
+                    write!(f, " ({note})")?;
+                }
+                Ok(())
+            }
+            Self::Text(text) => f.write_str(text),
+        }
+    }
 }
 
 /// The settings, in the order `docs/settings.md` lists them.
@@ -153,11 +185,13 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("plugin"),
         env: "PIPELINE_PLUGIN",
         default: None,
-        bounds: "a path, `s3://B/plugins/NAME/` (follows its manifest), `s3://B/…/versions/V.json` or `s3://B/key.wasm`; several make a chain",
+        bounds: Bounds::Text(
+            "a path, `s3://B/plugins/NAME/` (follows its manifest), `s3://B/…/versions/V.json` or `s3://B/key.wasm`; several make a chain",
+        ),
         about: "the plugin(s), in chain order",
         required: Required::Always,
         list: true,
-        apply: |s, values| {
+        apply: |s, values, _| {
             s.plugins = values
                 .iter()
                 .map(|v| PluginLocation::parse(v).map_err(|e| e.to_string()))
@@ -169,11 +203,11 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("config"),
         env: "PIPELINE_PLUGIN_CONFIG",
         default: None,
-        bounds: "`key=value`",
+        bounds: Bounds::Text("`key=value`"),
         about: "plugin settings, over the manifest's shipped ones; every stage sees them",
         required: Required::Never,
         list: true,
-        apply: |s, values| {
+        apply: |s, values, _| {
             s.plugin_config = values
                 .iter()
                 .map(|v| key_value(v))
@@ -185,12 +219,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("check-seconds"),
         env: "PIPELINE_PLUGIN_CHECK_SECONDS",
         default: Some("30"),
-        bounds: "0 ..= 86400 (0: before every batch)",
+        bounds: Bounds::Range {
+            min: 0,
+            max: 86_400,
+            note: Some("0: before every batch"),
+        },
         about: "least time between two checks of a manifest for a new version",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
-            s.check_interval = Duration::from_secs(number(one(values)?, 0, 86_400)?);
+        apply: |s, values, row| {
+            s.check_interval = Duration::from_secs(row.number(values)?);
             Ok(())
         },
     },
@@ -198,11 +236,11 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("public-key"),
         env: "PIPELINE_PLUGIN_PUBLIC_KEY",
         default: None,
-        bounds: "ed25519 public key, hex or base64",
+        bounds: Bounds::Text("ed25519 public key, hex or base64"),
         about: "only manifests signed with this key run",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
+        apply: |s, values, _| {
             s.public_key = Some(verifying_key(one(values)?).map_err(|e| e.to_string())?);
             Ok(())
         },
@@ -211,11 +249,11 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("cache-dir"),
         env: "PIPELINE_CACHE_DIR",
         default: Some("/tmp/plugin-cache"),
-        bounds: "a directory, or `off`",
+        bounds: Bounds::Text("a directory, or `off`"),
         about: "where precompiled plugins are kept across starts",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
+        apply: |s, values, _| {
             let value = one(values)?;
             s.cache_dir = (value != "off").then(|| PathBuf::from(value));
             Ok(())
@@ -225,11 +263,13 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("sink"),
         env: "PIPELINE_SINKS",
         default: None,
-        bounds: "`NAME=SPEC`, SPEC one of `kinesis://STREAM`, `sqs://QUEUE`, `s3://BUCKET/PREFIX` (options `?gzip=true`, `?format=parquet`)",
+        bounds: Bounds::Text(
+            "`NAME=SPEC`, SPEC one of `kinesis://STREAM`, `sqs://QUEUE`, `s3://BUCKET/PREFIX` (options `?gzip=true`, `?format=parquet`)",
+        ),
         about: "named sinks; `default` takes outputs without a destination",
         required: Required::Never,
         list: true,
-        apply: |s, values| {
+        apply: |s, values, _| {
             s.sinks.clear();
             for value in values {
                 let (name, spec) = key_value(value)?;
@@ -248,11 +288,13 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("dlq"),
         env: "PIPELINE_DLQ",
         default: Some("dlq.jsonl"),
-        bounds: "`sqs://QUEUE`, `s3://BUCKET/PREFIX`, or (`host run` without sinks) a file",
+        bounds: Bounds::Text(
+            "`sqs://QUEUE`, `s3://BUCKET/PREFIX`, or (`host run` without sinks) a file",
+        ),
         about: "where failed records go, with their error",
         required: Required::InLambda,
         list: false,
-        apply: |s, values| {
+        apply: |s, values, _| {
             s.dlq = SinkSpec::dead_letters(one(values)?).map_err(|e| e.to_string())?;
             Ok(())
         },
@@ -261,11 +303,11 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("dlq-overflow"),
         env: "PIPELINE_DLQ_OVERFLOW",
         default: None,
-        bounds: "`s3://BUCKET/PREFIX`",
+        bounds: Bounds::Text("`s3://BUCKET/PREFIX`"),
         about: "where a DLQ entry too large for its queue is stored whole, the queue keeping a pointer `host reprocess` follows; without it such an entry is cut to fit, saying so",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
+        apply: |s, values, _| {
             match one(values)?
                 .parse::<SinkSpec>()
                 .map_err(|e| e.to_string())?
@@ -280,11 +322,11 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("checkpoints"),
         env: "PIPELINE_CHECKPOINTS",
         default: None,
-        bounds: "`s3://BUCKET/PREFIX` (unset: next to an S3 DLQ, if it is one)",
+        bounds: Bounds::Text("`s3://BUCKET/PREFIX` (unset: next to an S3 DLQ, if it is one)"),
         about: "where an S3 notification that runs out of time records how far it got, so S3's retry resumes there",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
+        apply: |s, values, _| {
             match one(values)?
                 .parse::<SinkSpec>()
                 .map_err(|e| e.to_string())?
@@ -299,11 +341,11 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("dedup"),
         env: "PIPELINE_DEDUP",
         default: None,
-        bounds: "`dynamodb://TABLE` (partition key `id`, a string; TTL on `ttl`)",
+        bounds: Bounds::Text("`dynamodb://TABLE` (partition key `id`, a string; TTL on `ttl`)"),
         about: "the idempotency store: a record delivered again (same source position) is counted `duplicate` and not sent twice",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
+        apply: |s, values, _| {
             s.dedup = Some(one(values)?.parse()?);
             Ok(())
         },
@@ -312,12 +354,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("dedup-ttl-seconds"),
         env: "PIPELINE_DEDUP_TTL_SECONDS",
         default: Some("86400"),
-        bounds: "60 ..= 31536000",
+        bounds: Bounds::Range {
+            min: 60,
+            max: 31_536_000,
+            note: None,
+        },
         about: "how long the store remembers a record as done; a redelivery later than this is processed again",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
-            s.dedup_ttl = Duration::from_secs(number(one(values)?, 60, 31_536_000)?);
+        apply: |s, values, row| {
+            s.dedup_ttl = Duration::from_secs(row.number(values)?);
             Ok(())
         },
     },
@@ -325,12 +371,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("dedup-claim-seconds"),
         env: "PIPELINE_DEDUP_CLAIM_SECONDS",
         default: Some("900"),
-        bounds: "1 ..= 86400",
+        bounds: Bounds::Range {
+            min: 1,
+            max: 86_400,
+            note: None,
+        },
         about: "longest a claim on a record lasts before another run may take it over (in Lambda, at most until the invocation's deadline); keep it longer than a batch can take (`host run` to files: than the run)",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
-            s.dedup_claim = Duration::from_secs(number(one(values)?, 1, 86_400)?);
+        apply: |s, values, row| {
+            s.dedup_claim = Duration::from_secs(row.number(values)?);
             Ok(())
         },
     },
@@ -338,11 +388,11 @@ pub static SETTINGS: &[Setting] = &[
         flag: None,
         env: "PIPELINE_DEDUP_ID_FIELD",
         default: Some("id"),
-        bounds: "a top-level field name",
+        bounds: Bounds::Text("a top-level field name"),
         about: "direct invocations: the field whose value (a string or number) identifies a record; a record without it is not deduplicated",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
+        apply: |s, values, _| {
             let field = one(values)?;
             if field.is_empty() {
                 return Err("expected a field name".into());
@@ -355,12 +405,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("batch-size"),
         env: "PIPELINE_BATCH_SIZE",
         default: Some("1000"),
-        bounds: "1 ..= 100000",
+        bounds: Bounds::Range {
+            min: 1,
+            max: 100_000,
+            note: None,
+        },
         about: "records per call into a plugin",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
-            s.limits.batch_size = number(one(values)?, 1, 100_000)?;
+        apply: |s, values, row| {
+            s.limits.batch_size = row.number(values)?;
             Ok(())
         },
     },
@@ -368,12 +422,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("memory-mib"),
         env: "PIPELINE_MEMORY_MIB",
         default: Some("128"),
-        bounds: "1 ..= 4096",
+        bounds: Bounds::Range {
+            min: 1,
+            max: 4096,
+            note: None,
+        },
         about: "memory cap of a plugin instance, MiB",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
-            s.limits.memory_bytes = number::<usize>(one(values)?, 1, 4096)? << 20;
+        apply: |s, values, row| {
+            s.limits.memory_bytes = row.number::<usize>(values)? << 20;
             Ok(())
         },
     },
@@ -381,11 +439,11 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("tiered-start"),
         env: "PIPELINE_TIERED_START",
         default: Some("on"),
-        bounds: "`on` or `off`",
+        bounds: Bounds::Text("`on` or `off`"),
         about: "a module not in the cache runs on Winch's quickly compiled code until Cranelift's is ready",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
+        apply: |s, values, _| {
             s.limits.tiered_start = match one(values)? {
                 "on" => true,
                 "off" => false,
@@ -398,12 +456,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("deadline-ms"),
         env: "PIPELINE_DEADLINE_MS",
         default: Some("1000"),
-        bounds: "10 ..= 900000",
+        bounds: Bounds::Range {
+            min: 10,
+            max: 900_000,
+            note: None,
+        },
         about: "CPU deadline of one call into a plugin, ms",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
-            s.limits.deadline = Duration::from_millis(number(one(values)?, 10, 900_000)?);
+        apply: |s, values, row| {
+            s.limits.deadline = Duration::from_millis(row.number(values)?);
             Ok(())
         },
     },
@@ -411,12 +473,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("max-output-bytes"),
         env: "PIPELINE_MAX_OUTPUT_BYTES",
         default: Some("1048576"),
-        bounds: "1 ..= 67108864",
+        bounds: Bounds::Range {
+            min: 1,
+            max: 64 << 20,
+            note: None,
+        },
         about: "largest payload one output may have",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
-            s.limits.max_output_bytes = number(one(values)?, 1, 64 << 20)?;
+        apply: |s, values, row| {
+            s.limits.max_output_bytes = row.number(values)?;
             Ok(())
         },
     },
@@ -424,12 +490,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("max-outputs-per-record"),
         env: "PIPELINE_MAX_OUTPUTS_PER_RECORD",
         default: Some("1000"),
-        bounds: "1 ..= 1000000",
+        bounds: Bounds::Range {
+            min: 1,
+            max: 1_000_000,
+            note: None,
+        },
         about: "most outputs one record may have; more sends the record to the DLQ as `output-too-large`",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
-            s.limits.max_outputs_per_record = number(one(values)?, 1, 1_000_000)?;
+        apply: |s, values, row| {
+            s.limits.max_outputs_per_record = row.number(values)?;
             Ok(())
         },
     },
@@ -437,12 +507,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("max-call-output-bytes"),
         env: "PIPELINE_MAX_CALL_OUTPUT_BYTES",
         default: Some("268435456"),
-        bounds: "1048576 ..= 4294967296",
+        bounds: Bounds::Range {
+            min: 1 << 20,
+            max: 4 << 30,
+            note: None,
+        },
         about: "bytes all outputs of one plugin call may have together (payloads, keys, destinations, attribute names and values), as the sinks copy them (spans sharing bytes count each time); the records past it go to the DLQ as `output-too-large`; in a Lambda function (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`) the default is an eighth of its memory, if less",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
-            s.limits.max_call_output_bytes = number(one(values)?, 1 << 20, 4 << 30)?;
+        apply: |s, values, row| {
+            s.limits.max_call_output_bytes = row.number(values)?;
             Ok(())
         },
     },
@@ -450,12 +524,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("max-record-bytes"),
         env: "PIPELINE_MAX_RECORD_BYTES",
         default: Some("4194304"),
-        bounds: "1024 ..= 268435456",
+        bounds: Bounds::Range {
+            min: 1024,
+            max: 256 << 20,
+            note: None,
+        },
         about: "longest input record (a line of a file or an S3 object, an inflated gzip record); a longer one goes to the DLQ as `input-too-large`, its first bytes kept",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
-            s.max_record_bytes = number(one(values)?, 1024, 256 << 20)?;
+        apply: |s, values, row| {
+            s.max_record_bytes = row.number(values)?;
             Ok(())
         },
     },
@@ -463,12 +541,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("max-event-bytes"),
         env: "PIPELINE_MAX_EVENT_BYTES",
         default: Some("268435456"),
-        bounds: "1048576 ..= 4294967296",
+        bounds: Bounds::Range {
+            min: 1 << 20,
+            max: 4 << 30,
+            note: None,
+        },
         about: "what the gzip records of one event may inflate to together; past it they go to the DLQ as `input-too-large`; in a Lambda function (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`) the default is an eighth of its memory, if less",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
-            s.max_event_bytes = number(one(values)?, 1 << 20, 4 << 30)?;
+        apply: |s, values, row| {
+            s.max_event_bytes = row.number(values)?;
             Ok(())
         },
     },
@@ -476,12 +558,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("max-attempts"),
         env: "PIPELINE_MAX_ATTEMPTS",
         default: Some("3"),
-        bounds: "1 ..= 20",
+        bounds: Bounds::Range {
+            min: 1,
+            max: 20,
+            note: None,
+        },
         about: "tries for records with an infrastructure error, and for sink calls",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
-            s.limits.max_attempts = number(one(values)?, 1, 20)?;
+        apply: |s, values, row| {
+            s.limits.max_attempts = row.number(values)?;
             Ok(())
         },
     },
@@ -489,12 +575,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("retry-base-ms"),
         env: "PIPELINE_RETRY_BASE_MS",
         default: Some("100"),
-        bounds: "0 ..= 60000",
+        bounds: Bounds::Range {
+            min: 0,
+            max: 60_000,
+            note: None,
+        },
         about: "first retry delay, doubled per attempt, plus jitter, ms",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
-            s.limits.retry_base_delay = Duration::from_millis(number(one(values)?, 0, 60_000)?);
+        apply: |s, values, row| {
+            s.limits.retry_base_delay = Duration::from_millis(row.number(values)?);
             Ok(())
         },
     },
@@ -502,12 +592,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: None,
         env: "PIPELINE_TIME_MARGIN_MS",
         default: Some("3000"),
-        bounds: "0 ..= 600000",
+        bounds: Bounds::Range {
+            min: 0,
+            max: 600_000,
+            note: None,
+        },
         about: "Lambda: no batch, plugin call or retry starts this close to the invocation's deadline; the items left are reported for retry; at least one AWS attempt (`PIPELINE_AWS_ATTEMPT_TIMEOUT_MS`), as what is settled after is written in it",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
-            s.time_margin = Duration::from_millis(number(one(values)?, 0, 600_000)?);
+        apply: |s, values, row| {
+            s.time_margin = Duration::from_millis(row.number(values)?);
             Ok(())
         },
     },
@@ -515,12 +609,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("aws-timeout-ms"),
         env: "PIPELINE_AWS_TIMEOUT_MS",
         default: Some("30000"),
-        bounds: "100 ..= 900000",
+        bounds: Bounds::Range {
+            min: 100,
+            max: 900_000,
+            note: None,
+        },
         about: "longest an AWS call may take, its own retries included",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
-            s.aws_timeouts.operation = Duration::from_millis(number(one(values)?, 100, 900_000)?);
+        apply: |s, values, row| {
+            s.aws_timeouts.operation = Duration::from_millis(row.number(values)?);
             Ok(())
         },
     },
@@ -528,12 +626,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: Some("aws-attempt-timeout-ms"),
         env: "PIPELINE_AWS_ATTEMPT_TIMEOUT_MS",
         default: Some("3000"),
-        bounds: "100 ..= 900000",
+        bounds: Bounds::Range {
+            min: 100,
+            max: 900_000,
+            note: None,
+        },
         about: "longest one attempt of an AWS call may take (a stalled connection)",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
-            s.aws_timeouts.attempt = Duration::from_millis(number(one(values)?, 100, 900_000)?);
+        apply: |s, values, row| {
+            s.aws_timeouts.attempt = Duration::from_millis(row.number(values)?);
             Ok(())
         },
     },
@@ -541,11 +643,11 @@ pub static SETTINGS: &[Setting] = &[
         flag: None,
         env: "PIPELINE_METRICS_NAMESPACE",
         default: Some("PipelineHost"),
-        bounds: "1 to 255 of letters, digits, `.-_/#:`; or `off`",
+        bounds: Bounds::Text("1 to 255 of letters, digits, `.-_/#:`; or `off`"),
         about: "Lambda: the CloudWatch namespace of the metrics each invocation writes to stdout (Embedded Metric Format)",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
+        apply: |s, values, _| {
             let value = one(values)?;
             if value == "off" {
                 s.metrics_namespace = None;
@@ -568,12 +670,16 @@ pub static SETTINGS: &[Setting] = &[
         flag: None,
         env: "PIPELINE_METRICS_INTERVAL_SECONDS",
         default: Some("60"),
-        bounds: "0 ..= 900",
+        bounds: Bounds::Range {
+            min: 0,
+            max: 900,
+            note: None,
+        },
         about: "Lambda: an invocation running longer (a large S3 object) writes a metrics document for what it did so far every this many seconds (0: after every batch); the documents add up to the invocation",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
-            s.metrics_interval = Duration::from_secs(number(one(values)?, 0, 900)?);
+        apply: |s, values, row| {
+            s.metrics_interval = Duration::from_secs(row.number(values)?);
             Ok(())
         },
     },
@@ -581,11 +687,11 @@ pub static SETTINGS: &[Setting] = &[
         flag: None,
         env: "PIPELINE_S3_PATH_STYLE",
         default: Some("false"),
-        bounds: "`true` or `false`",
+        bounds: Bounds::Text("`true` or `false`"),
         about: "path-style S3 addressing, for S3 emulators",
         required: Required::Never,
         list: false,
-        apply: |s, values| {
+        apply: |s, values, _| {
             s.s3_path_style = match one(values)? {
                 "true" | "1" => true,
                 "false" | "0" => false,
@@ -667,7 +773,8 @@ impl Settings {
                     None => continue,
                 }
             };
-            (row.apply)(&mut settings, &values).map_err(|reason| SettingError { name, reason })?;
+            (row.apply)(&mut settings, &values, row)
+                .map_err(|reason| SettingError { name, reason })?;
         }
         if let Some(mib) = env(FUNCTION_MEMORY).and_then(|v| v.trim().parse::<usize>().ok()) {
             settings.fit_function_memory(mib, &defaulted);
@@ -730,9 +837,11 @@ pub fn s3_path_style_from_env() -> Result<bool, SettingError> {
         .filter(|r| r.env == "PIPELINE_S3_PATH_STYLE")
     {
         if let Some(raw) = std::env::var(row.env).ok().filter(|v| !v.trim().is_empty()) {
-            (row.apply)(&mut settings, &split(&raw, row.list)).map_err(|reason| SettingError {
-                name: row.env.to_owned(),
-                reason,
+            (row.apply)(&mut settings, &split(&raw, row.list), row).map_err(|reason| {
+                SettingError {
+                    name: row.env.to_owned(),
+                    reason,
+                }
             })?;
         }
     }
@@ -794,16 +903,19 @@ fn key_value(raw: &str) -> Result<(String, String), String> {
     }
 }
 
-fn number<T>(raw: &str, min: T, max: T) -> Result<T, String>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-    T::Err: std::fmt::Display,
-{
-    let value: T = raw.parse().map_err(|e| format!("{raw:?}: {e}"))?;
-    if value < min || value > max {
-        return Err(format!("{value} is outside {min} ..= {max}"));
+impl Setting {
+    /// The row's one value as a number within its range, in the type its field has.
+    fn number<T: TryFrom<u64>>(&self, values: &[String]) -> Result<T, String> {
+        let Bounds::Range { min, max, .. } = self.bounds else {
+            return Err(format!("{} has no range (host bug)", self.env));
+        };
+        let raw = one(values)?;
+        let value: u64 = raw.parse().map_err(|e| format!("{raw:?}: {e}"))?;
+        if value < min || value > max {
+            return Err(format!("{value} is outside {min} ..= {max}"));
+        }
+        T::try_from(value).map_err(|_| format!("{value} does not fit this machine"))
     }
-    Ok(value)
 }
 
 #[cfg(test)]
@@ -999,7 +1111,7 @@ mod tests {
         for row in SETTINGS {
             if let Some(default) = row.default {
                 let mut settings = Settings::default();
-                (row.apply)(&mut settings, &[default.to_owned()])
+                (row.apply)(&mut settings, &[default.to_owned()], row)
                     .unwrap_or_else(|e| panic!("{}: default {default:?}: {e}", row.env));
             }
         }
