@@ -176,7 +176,7 @@ async fn run_input(
     scratch: &Path,
 ) -> anyhow::Result<Expect> {
     let (input, format) = match (&case.event, case.input.is_empty(), case.lines.is_empty()) {
-        (Some(event), true, true) => (serde_json::to_vec(event)?, InputFormat::Event),
+        (Some(event), true, true) => (serde_json::to_vec(event)?, InputFormat::Event(None)),
         (None, false, true) => {
             let mut text = Vec::new();
             for record in &case.input {

@@ -36,7 +36,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let needs_aws = !to_files
         || settings.dedup.is_some()
         || !matches!(settings.dlq, SinkSpec::File { .. })
-        || args.format == InputFormat::S3Event
+        || args.format == InputFormat::Event(Some(EventKind::S3))
         || settings
             .plugins
             .iter()
@@ -46,7 +46,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         AwsClients::unconfigured()
     };
-    if args.format == InputFormat::S3Event {
+    if args.format == InputFormat::Event(Some(EventKind::S3)) {
         let objects = read_notification(&args, &settings)?;
         let mut source = ObjectSource::new(aws.clone(), objects, settings.max_record_bytes);
         drive(&settings, &aws, &args, &mut source).await?;

@@ -10,7 +10,7 @@ use super::{Decoded, InputLimits, Item, Source, SourceError, Undecodable};
 use crate::record::{FailureKind, Record, Verdict};
 
 /// How `host run` splits its input into records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputFormat {
     /// One JSON document per line; a line that is not JSON goes to the dead-letter queue.
     Jsonl,
@@ -18,34 +18,52 @@ pub enum InputFormat {
     Csv,
     /// Each line is a record, as is.
     Lines,
-    /// One AWS event JSON (a captured Lambda event); its source is detected.
-    Event,
-    /// A Kinesis Data Streams event.
-    KinesisEvent,
-    /// An SQS event.
-    SqsEvent,
-    /// A DynamoDB Streams event.
-    DynamodbEvent,
-    /// A Kinesis Data Firehose transformation event.
-    FirehoseEvent,
-    /// A direct invocation: a JSON array of records.
-    DirectEvent,
-    /// An S3 notification: the objects it names are read from S3.
-    S3Event,
+    /// One AWS event JSON (a captured Lambda event): `None` (`--format event`) detects
+    /// its source from its shape; `Some(kind)` (`--format kinesis-event`, ...) reads it
+    /// as that kind's (`s3-event`: the objects it names are read from S3).
+    Event(Option<EventKind>),
 }
 
-impl InputFormat {
-    /// The event kind this format names; `None` for line formats and auto-detection.
-    fn event_kind(self) -> Option<EventKind> {
-        match self {
-            Self::KinesisEvent => Some(EventKind::Kinesis),
-            Self::SqsEvent => Some(EventKind::Sqs),
-            Self::DynamodbEvent => Some(EventKind::Dynamodb),
-            Self::FirehoseEvent => Some(EventKind::Firehose),
-            Self::DirectEvent => Some(EventKind::Direct),
-            Self::S3Event => Some(EventKind::S3),
-            Self::Jsonl | Self::Csv | Self::Lines | Self::Event => None,
-        }
+/// Every format, in the order `host run --help` lists them: the line formats, `event`,
+/// then one per event kind ([`EventKind::ALL`]).
+static FORMATS: [InputFormat; 4 + EventKind::ALL.len()] = {
+    let mut formats = [InputFormat::Event(None); 4 + EventKind::ALL.len()];
+    formats[0] = InputFormat::Jsonl;
+    formats[1] = InputFormat::Csv;
+    formats[2] = InputFormat::Lines;
+    let mut i = 0;
+    while i < EventKind::ALL.len() {
+        formats[4 + i] = InputFormat::Event(Some(EventKind::ALL[i]));
+        i += 1;
+    }
+    formats
+};
+
+/// `--format`'s values: `jsonl`, `csv`, `lines`, `event`, and for each event kind its
+/// name and `-event` (`kinesis-event`, ...; see [`EventKind::input_format`]).
+impl clap::ValueEnum for InputFormat {
+    fn value_variants<'a>() -> &'a [Self] {
+        &FORMATS
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let (name, help) = match self {
+            Self::Jsonl => (
+                "jsonl",
+                "One JSON document per line; a line that is not JSON goes to the dead-letter queue",
+            ),
+            Self::Csv => (
+                "csv",
+                "CSV with a header row; each row becomes a JSON object of header -> text",
+            ),
+            Self::Lines => ("lines", "Each line is a record, as is"),
+            Self::Event(None) => (
+                "event",
+                "One AWS event JSON (a captured Lambda event); its source is detected",
+            ),
+            Self::Event(Some(kind)) => kind.input_format(),
+        };
+        Some(clap::builder::PossibleValue::new(name).help(help))
     }
 }
 
@@ -132,14 +150,8 @@ impl FileSource {
                     headers,
                 }
             }
-            InputFormat::Event
-            | InputFormat::KinesisEvent
-            | InputFormat::SqsEvent
-            | InputFormat::DynamodbEvent
-            | InputFormat::FirehoseEvent
-            | InputFormat::DirectEvent
-            | InputFormat::S3Event => {
-                if format == InputFormat::S3Event {
+            InputFormat::Event(kind) => {
+                if kind == Some(EventKind::S3) {
                     return Err(SourceError::Event {
                         input: input.to_owned(),
                         source: EventError {
@@ -150,7 +162,7 @@ impl FileSource {
                         },
                     });
                 }
-                let event = read_event(reader, format.event_kind(), input, limits)?;
+                let event = read_event(reader, kind, input, limits)?;
                 Reader::Items {
                     direct: event.kind == EventKind::Direct,
                     items: event.items.into_iter(),
@@ -483,6 +495,43 @@ mod tests {
     fn read(format: InputFormat, text: &'static str) -> Vec<Decoded> {
         let source = FileSource::new(Box::new(text.as_bytes()), format, "t").expect("source");
         source.collect::<Result<_, _>>().expect("readable")
+    }
+
+    /// `--format`'s values, in the order `--help` lists them: one per event kind.
+    #[test]
+    fn format_names_are_the_command_lines() {
+        use clap::ValueEnum as _;
+        let names: Vec<String> = InputFormat::value_variants()
+            .iter()
+            .filter_map(|format| format.to_possible_value())
+            .map(|value| value.get_name().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "jsonl",
+                "csv",
+                "lines",
+                "event",
+                "kinesis-event",
+                "sqs-event",
+                "dynamodb-event",
+                "firehose-event",
+                "direct-event",
+                "s3-event",
+            ]
+        );
+        for (format, name) in InputFormat::value_variants().iter().zip(&names) {
+            assert_eq!(InputFormat::from_str(name, false), Ok(*format), "{name}");
+        }
+        assert_eq!(
+            InputFormat::from_str("s3-event", false),
+            Ok(InputFormat::Event(Some(EventKind::S3)))
+        );
+        assert_eq!(
+            InputFormat::from_str("event", false),
+            Ok(InputFormat::Event(None))
+        );
     }
 
     #[test]

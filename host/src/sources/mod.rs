@@ -7,9 +7,10 @@
 //! [`Undecodable`] and ends in the dead-letter queue.
 //!
 //! # Layout
-//! - `events.rs`: AWS event JSON (Kinesis, SQS, DynamoDB Streams, Firehose, S3, direct)
-//!   into items.
-//! - `dynamodb.rs`: DynamoDB images as exact JSON.
+//! - `events/`: AWS event JSON into items: `mod.rs` tells the kinds apart and shares
+//!   what their decoders need; one file per source (`kinesis.rs`, `sqs.rs`,
+//!   `dynamodb.rs` with its images as exact JSON, `firehose.rs`, `s3.rs` for the objects
+//!   a notification names, `direct.rs`).
 //! - `capped.rs`: CSV rows, each cut at the record limit over however many lines.
 //! - `lambda.rs`: one Lambda event as a source; its settle step is the Lambda answer.
 //! - `file.rs`: local input (JSON lines, CSV, lines, a captured event).
@@ -21,7 +22,6 @@
 mod capped;
 mod checkpoint;
 pub mod dlq;
-mod dynamodb;
 pub mod events;
 mod file;
 pub mod lambda;

@@ -1,0 +1,70 @@
+//! Kinesis Data Firehose transformation events: one record per `records[].data`, its
+//! data inflated when it is gzip. A Firehose record has no identity: the answer to the
+//! invocation is its delivery. Its own file so that what a Firehose record becomes is
+//! read and changed in one place.
+
+use aws_lambda_events::event::firehose::KinesisFirehoseEvent;
+use serde_json::Value;
+
+use super::{EventError, EventItem, EventKind, Inflation, arn_name, parse, record};
+use crate::sources::Undecodable;
+
+/// The records of a Firehose event; one whose data does not inflate (or inflates past
+/// the limits) is [`Undecodable`].
+pub(super) fn decode(
+    event: Value,
+    inflation: &mut Inflation,
+) -> Result<Vec<EventItem>, EventError> {
+    let event: KinesisFirehoseEvent = parse(EventKind::Firehose, event)?;
+    let stream = arn_name(event.delivery_stream_arn.as_deref(), "deliverystream/");
+    let mut items = Vec::new();
+    for (index, r) in event.records.into_iter().enumerate() {
+        let id = r.record_id.clone().unwrap_or_else(|| index.to_string());
+        let attributes = vec![
+            ("source", "firehose".into()),
+            ("delivery-stream", stream.clone()),
+            ("record-id", id.clone()),
+            (
+                "arrival-time",
+                r.approximate_arrival_timestamp.0.to_rfc3339(),
+            ),
+        ];
+        let item = match inflation.inflate(r.data.0) {
+            Ok(payload) => Ok(record(payload, None, attributes)),
+            Err((raw, kind, reason)) => Err(Undecodable {
+                kind,
+                record: record(raw, None, attributes),
+                reason,
+            }),
+        };
+        items.push(EventItem {
+            origin: None,
+            id,
+            group: None,
+            // The answer to Firehose is the delivery: a retried invocation must
+            // answer every record again, never skip one as a duplicate.
+            identity: None,
+            delivered: Vec::new(),
+            decoded: item,
+        });
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::sources::events::EventKind;
+    use crate::sources::events::tests::decode_fixture;
+
+    #[test]
+    fn firehose_records_keep_their_record_ids() {
+        let event = decode_fixture("firehose-event.json");
+        assert_eq!(event.kind, EventKind::Firehose);
+        assert_eq!(
+            event.items[1].id,
+            "49546986683135544286507457936321625675700192471156785155"
+        );
+        let record = event.items[0].decoded.as_ref().expect("ok");
+        assert_eq!(record.attribute("delivery-stream"), Some("events-to-s3"));
+    }
+}
