@@ -58,15 +58,6 @@ pub struct AwsTimeouts {
     pub attempt: Duration,
 }
 
-impl Default for AwsTimeouts {
-    fn default() -> Self {
-        Self {
-            operation: Duration::from_secs(30),
-            attempt: Duration::from_secs(3),
-        }
-    }
-}
-
 impl AwsClients {
     /// Loads the AWS configuration from the environment and builds the clients.
     pub async fn from_env(s3_path_style: bool, timeouts: AwsTimeouts) -> Self {

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 /// Resource limits and retry policy for running a plugin.
 ///
-/// Every field has a default; [`Limits::validate`] names the setting that is out of range.
+/// Every field's default and bounds are its row of the settings table (`settings.rs`),
+/// the one place they are written: `Limits::default()` reads them there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Cap on a plugin instance's linear memory. Default 128 MiB; 1 MiB ..= 4 GiB.
@@ -33,83 +34,6 @@ pub struct Limits {
     /// The memory of the Lambda function this runs in, MiB (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`),
     /// which a plugin's compile must fit in; `None` outside Lambda (no such bound).
     pub function_memory_mib: Option<usize>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            memory_bytes: 128 << 20,
-            deadline: Duration::from_secs(1),
-            max_output_bytes: 1 << 20,
-            max_outputs_per_record: 1000,
-            max_call_output_bytes: 256 << 20,
-            batch_size: 1000,
-            max_attempts: 3,
-            retry_base_delay: Duration::from_millis(100),
-            tiered_start: true,
-            function_memory_mib: None,
-        }
-    }
-}
-
-/// A setting that is out of its allowed range.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid setting `{setting}`: {reason}")]
-pub struct ConfigError {
-    /// The setting's name as the user spells it (flag or environment variable).
-    pub setting: &'static str,
-    /// What is wrong and what is allowed.
-    pub reason: String,
-}
-
-fn check<T: PartialOrd + std::fmt::Debug>(
-    setting: &'static str,
-    value: T,
-    min: T,
-    max: T,
-) -> Result<(), ConfigError> {
-    if value < min || value > max {
-        return Err(ConfigError {
-            setting,
-            reason: format!("{value:?} is outside {min:?} ..= {max:?}"),
-        });
-    }
-    Ok(())
-}
-
-impl Limits {
-    /// Checks every setting, naming the first one out of range.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        check("memory-mib", self.memory_bytes >> 20, 1, 4096)?;
-        check(
-            "deadline-ms",
-            self.deadline,
-            Duration::from_millis(10),
-            Duration::from_secs(900),
-        )?;
-        check("max-output-bytes", self.max_output_bytes, 1, 64 << 20)?;
-        check(
-            "max-outputs-per-record",
-            self.max_outputs_per_record,
-            1,
-            1_000_000,
-        )?;
-        check(
-            "max-call-output-bytes",
-            self.max_call_output_bytes,
-            1 << 20,
-            4 << 30,
-        )?;
-        check("batch-size", self.batch_size, 1, 100_000)?;
-        check("max-attempts", self.max_attempts, 1, 20)?;
-        check(
-            "retry-base-ms",
-            self.retry_base_delay,
-            Duration::ZERO,
-            Duration::from_secs(60),
-        )?;
-        Ok(())
-    }
 }
 
 /// The time a run may take: until an instant (a Lambda invocation's deadline less a
@@ -215,25 +139,4 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
     let exponential = base.saturating_mul(1 << attempt.saturating_sub(1).min(10));
     let jitter = Duration::from_micros(fastrand::u64(0..=base.as_micros() as u64));
     exponential + jitter
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_are_valid() {
-        assert_eq!(Limits::default().validate(), Ok(()));
-    }
-
-    #[test]
-    fn error_names_the_setting() {
-        let limits = Limits {
-            batch_size: 0,
-            ..Limits::default()
-        };
-        let err = limits.validate().expect_err("zero batch");
-        assert_eq!(err.setting, "batch-size");
-        assert!(err.to_string().contains("batch-size"), "{err}");
-    }
 }

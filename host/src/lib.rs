@@ -48,7 +48,7 @@ pub mod sinks;
 pub mod sources;
 
 pub use accounting::Summary;
-pub use config::{ConfigError, Limits};
+pub use config::Limits;
 pub use engine::{Engine, Plugin, PluginError, Runner};
 pub use pipeline::Pipeline;
 pub use record::{Failure, FailureKind, Outcome, Output, Record, Verdict};

@@ -67,9 +67,6 @@ impl clap::ValueEnum for InputFormat {
     }
 }
 
-/// The record limit when none is configured (the `max-record-bytes` setting's default).
-pub const DEFAULT_MAX_RECORD_BYTES: usize = 4 << 20;
-
 /// Largest event `host run` reads (Lambda's own payload limit is 6 MB).
 const MAX_EVENT_BYTES: u64 = 64 << 20;
 

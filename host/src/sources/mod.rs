@@ -32,7 +32,7 @@ use std::future::Future;
 
 pub use checkpoint::{Checkpoint, Checkpoints};
 pub use events::{DecodedEvent, EventItem, EventKind, ObjectRef};
-pub use file::{DEFAULT_MAX_RECORD_BYTES, FileSource, InputFormat, read_event};
+pub use file::{FileSource, InputFormat, read_event};
 pub use lambda::LambdaEvent;
 pub use s3::ObjectSource;
 
@@ -70,15 +70,6 @@ pub struct InputLimits {
     pub record: usize,
     /// Bytes the gzip records of one event may inflate to together.
     pub event: usize,
-}
-
-impl Default for InputLimits {
-    fn default() -> Self {
-        Self {
-            record: DEFAULT_MAX_RECORD_BYTES,
-            event: 256 << 20,
-        }
-    }
 }
 
 /// One item from a source: a record, or one that could not be decoded.
