@@ -74,6 +74,8 @@ pub struct Settings {
     pub metrics_namespace: Option<String>,
     /// An invocation running longer than this writes its metrics as it goes.
     pub metrics_interval: Duration,
+    /// The front door that read these settings: messages name a setting as it spells it.
+    pub door: FrontDoor,
 }
 
 /// Every setting at its default, read from [`SETTINGS`] (the one place a default is
@@ -155,6 +157,7 @@ impl Settings {
             dedup_id_field: String::new(),
             metrics_namespace: None,
             metrics_interval: Duration::ZERO,
+            door: FrontDoor::Cli,
         }
     }
 }
@@ -754,6 +757,15 @@ pub static SETTINGS: &[Setting] = &[
     },
 ];
 
+/// The name of the setting whose variable is `env`, as `door` spells it (its flag on the
+/// command line, where it has one).
+pub fn name_of(env: &str, door: FrontDoor) -> String {
+    SETTINGS
+        .iter()
+        .find(|row| row.env == env)
+        .map_or_else(|| env.to_owned(), |row| row.name_at(door))
+}
+
 /// The variable Lambda sets to the function's memory, in MiB.
 const FUNCTION_MEMORY: &str = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE";
 
@@ -831,6 +843,7 @@ impl Settings {
         if let Some(mib) = env(FUNCTION_MEMORY).and_then(|v| v.trim().parse::<usize>().ok()) {
             settings.fit_function_memory(mib, &defaulted);
         }
+        settings.door = door;
         settings.check_together(door)?;
         Ok(settings)
     }
@@ -853,10 +866,26 @@ impl Settings {
         }
     }
 
+    /// The name of the setting whose variable is `env`, as the front door that read
+    /// these settings spells it.
+    pub fn name_of(&self, env: &str) -> String {
+        name_of(env, self.door)
+    }
+
     /// The rules between settings. In Lambda the margin must hold one AWS call attempt:
     /// what is settled after the budget ends (DLQ entries, checkpoints, done marks) is
     /// written in it, and no call runs past the deadline.
     fn check_together(&self, door: FrontDoor) -> Result<(), SettingError> {
+        // A file DLQ only where the outputs are files too (`host run` without sinks): a
+        // Lambda's or a sink's failures must outlast the process.
+        if matches!(self.dlq, SinkSpec::File { .. })
+            && (door == FrontDoor::Lambda || !self.sinks.is_empty())
+        {
+            return Err(SettingError {
+                name: name_of("PIPELINE_DLQ", door),
+                reason: "the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX where outputs go to sinks or in Lambda (a file only for `host run` without sinks)".into(),
+            });
+        }
         if door == FrontDoor::Lambda && self.time_margin < self.aws_timeouts.attempt {
             return Err(SettingError {
                 name: "PIPELINE_TIME_MARGIN_MS".into(),
@@ -1004,9 +1033,35 @@ mod tests {
         assert_eq!(cli.limits, Limits::default());
         assert_eq!(cli.aws_timeouts, AwsTimeouts::default());
         assert_eq!(cli.input_limits(), crate::sources::InputLimits::default());
-        let lambda = lambda(&[("PIPELINE_PLUGIN", "p.wasm"), ("PIPELINE_DLQ", "dlq.jsonl")])
+        // In Lambda the DLQ must be given (and not a file): the rest is the same.
+        let lambda = lambda(&[("PIPELINE_PLUGIN", "p.wasm"), ("PIPELINE_DLQ", "sqs://dlq")])
             .expect("resolve");
-        assert_eq!(lambda, expected);
+        assert_eq!(
+            lambda,
+            Settings {
+                dlq: "sqs://dlq".parse().expect("a DLQ spec"),
+                door: FrontDoor::Lambda,
+                ..expected
+            }
+        );
+    }
+
+    #[test]
+    fn a_file_dlq_is_only_for_host_run_without_sinks_and_the_message_names_the_setting() {
+        let file = [("PIPELINE_PLUGIN", "p.wasm"), ("PIPELINE_DLQ", "dlq.jsonl")];
+        let err = lambda(&file).expect_err("a file DLQ in Lambda");
+        assert_eq!(err.name, "PIPELINE_DLQ");
+        let flags = |row: &Setting| match row.env {
+            "PIPELINE_PLUGIN" => vec!["p.wasm".to_owned()],
+            "PIPELINE_SINKS" => vec!["default=kinesis://out".to_owned()],
+            _ => Vec::new(),
+        };
+        let err = Settings::resolve(FrontDoor::Cli, flags, |_| None).expect_err("with sinks");
+        assert_eq!(err.name, "--dlq");
+        assert!(
+            err.reason.contains("sqs://QUEUE or s3://BUCKET/PREFIX"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -108,7 +108,7 @@ async fn a_kinesis_dlq_or_a_file_dlq_with_sinks_is_refused() {
             "dlq.jsonl",
         ],
     )
-    .assert_error("with --sink, the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX");
+    .assert_error("--dlq: the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX where outputs go to sinks");
     host(
         &scratch,
         &moto,
@@ -140,7 +140,7 @@ async fn a_kinesis_dlq_or_a_file_dlq_with_sinks_is_refused() {
             "sqs://missing",
         ],
     )
-    .assert_error("sink default (--sink, PIPELINE_SINKS): SQS queue missing");
+    .assert_error("sink default (--sink): SQS queue missing");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -21,12 +21,6 @@ use crate::sources::{EventKind, FileSource, InputFormat, ObjectSource, read_even
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = args.settings.resolve()?;
     let to_files = settings.sinks.is_empty();
-    if !to_files && matches!(settings.dlq, SinkSpec::File { .. }) {
-        anyhow::bail!(
-            "--dlq {}: with --sink, the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX",
-            settings.dlq
-        );
-    }
     if !to_files && args.output.is_some() {
         // `--sink` and `--output` conflict as flags; sinks may also come from PIPELINE_SINKS.
         anyhow::bail!(
@@ -285,11 +279,6 @@ pub(super) async fn reprocess(args: ReprocessArgs) -> anyhow::Result<()> {
         !settings.sinks.is_empty(),
         "--sink: reprocessing delivers to sinks; give at least one"
     );
-    if matches!(settings.dlq, SinkSpec::File { .. }) {
-        anyhow::bail!(
-            "--dlq: records that fail again go to a dead-letter queue, sqs://QUEUE or s3://BUCKET/PREFIX (may be the --from one)"
-        );
-    }
     let aws = AwsClients::from_env(settings.s3_path_style, settings.aws_timeouts).await;
     let mut pipeline = Pipeline::start(&settings, &aws).await?;
     let started = std::time::Instant::now();

@@ -112,7 +112,7 @@ impl ErrorType {
 
     fn of_start(error: &StartError) -> Self {
         match error {
-            StartError::NoPlugin => Self::Config,
+            StartError::NoPlugin { .. } => Self::Config,
             StartError::Plugin {
                 reason: LoadError::Fetch { .. },
                 ..

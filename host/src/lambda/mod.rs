@@ -30,8 +30,8 @@ use crate::aws::AwsClients;
 use crate::config::Budget;
 use crate::pipeline::RunStats;
 use crate::pipeline::{Outputs, Pipeline};
-use crate::settings::{SettingError, Settings};
-use crate::sinks::{ResponseSink, Router, Sink, SinkSpec};
+use crate::settings::Settings;
+use crate::sinks::{ResponseSink, Router, Sink};
 use crate::sources::{Checkpoints, EventKind, LambdaEvent, ObjectSource, events};
 
 /// Kept free at the end of an invocation for the answer (and the metrics document): no
@@ -60,13 +60,6 @@ pub struct Host {
 impl Host {
     /// The cold start: settings from the environment, then the pipeline.
     pub async fn start(settings: &Settings) -> anyhow::Result<Self> {
-        if matches!(settings.dlq, SinkSpec::File { .. }) {
-            return Err(SettingError {
-                name: "PIPELINE_DLQ".into(),
-                reason: "the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX".into(),
-            }
-            .into());
-        }
         let aws = AwsClients::from_env(settings.s3_path_style, settings.aws_timeouts).await;
         let pipeline = Pipeline::start(settings, &aws).await?;
         let cold_start = Some(pipeline.start_timings().to_vec());

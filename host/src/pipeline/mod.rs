@@ -47,29 +47,38 @@ pub enum StartError {
     #[error(transparent)]
     Engine(#[from] PluginError),
     /// No plugin is configured.
-    #[error("no plugin configured (--plugin, PIPELINE_PLUGIN)")]
-    NoPlugin,
+    #[error("no plugin configured ({setting})")]
+    NoPlugin {
+        /// The setting, as the front door spells it (`--plugin`, `PIPELINE_PLUGIN`).
+        setting: String,
+    },
     /// A plugin could not be loaded.
-    #[error("plugin {location} (--plugin, PIPELINE_PLUGIN): {reason}")]
+    #[error("plugin {location} ({setting}): {reason}")]
     Plugin {
         /// Where it was configured to come from.
         location: String,
+        /// The setting that named it, as the front door spells it.
+        setting: String,
         /// Why it did not load.
         reason: LoadError,
     },
     /// A sink could not be set up.
-    #[error("sink {name} (--sink, PIPELINE_SINKS): {reason}")]
+    #[error("sink {name} ({setting}): {reason}")]
     Sink {
         /// Its name.
         name: String,
+        /// The setting that named it, as the front door spells it.
+        setting: String,
         /// Why.
         reason: ConnectError,
     },
     /// The dead-letter queue could not be set up.
-    #[error("dead-letter queue {spec} (--dlq, PIPELINE_DLQ): {reason}")]
+    #[error("dead-letter queue {spec} ({setting}): {reason}")]
     DeadLetters {
         /// Its spec.
         spec: String,
+        /// The setting that named it, as the front door spells it.
+        setting: String,
         /// Why.
         reason: ConnectError,
     },
@@ -200,6 +209,7 @@ impl Pipeline {
                 .await
                 .map_err(|reason| StartError::Plugin {
                     location: location.to_string(),
+                    setting: settings.name_of("PIPELINE_PLUGIN"),
                     reason,
                 })?;
             loaded.log_ready("plugin ready");
@@ -208,7 +218,9 @@ impl Pipeline {
             plugins.push(source);
         }
         if runners.is_empty() {
-            return Err(StartError::NoPlugin);
+            return Err(StartError::NoPlugin {
+                setting: settings.name_of("PIPELINE_PLUGIN"),
+            });
         }
         let mut sinks = BTreeMap::new();
         for (name, spec) in &settings.sinks {
@@ -216,6 +228,7 @@ impl Pipeline {
                 .await
                 .map_err(|reason| StartError::Sink {
                     name: name.clone(),
+                    setting: settings.name_of("PIPELINE_SINKS"),
                     reason,
                 })?;
             sinks.insert(name.clone(), sink);
@@ -225,6 +238,7 @@ impl Pipeline {
                 .await
                 .map_err(|reason| StartError::DeadLetters {
                     spec: settings.dlq.to_string(),
+                    setting: settings.name_of("PIPELINE_DLQ"),
                     reason,
                 })?;
         Ok(Self {
