@@ -1,11 +1,11 @@
 //! Limits and the retry policy: plain values the engine and the sinks share. Where each
-//! value comes from (flag, environment variable, default, bounds) is `settings.rs`.
+//! value comes from (flag, environment variable, default, bounds) is `settings/table.rs`.
 
 use std::time::{Duration, Instant};
 
 /// Resource limits and retry policy for running a plugin.
 ///
-/// Every field's default and bounds are its row of the settings table (`settings.rs`),
+/// Every field's default and bounds are its row of the settings table (`settings/table.rs`),
 /// the one place they are written: `Limits::default()` reads them there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {

@@ -1,5 +1,5 @@
 //! The `host` command line: flags in, a front door out. Every setting's flag comes from
-//! the one table in `settings.rs` (so `--batch-size` and `PIPELINE_BATCH_SIZE` are the
+//! the one table in `settings/table.rs` (so `--batch-size` and `PIPELINE_BATCH_SIZE` are the
 //! same setting); the commands only add what is theirs (the input, where outputs go).
 //!
 //! - `host run`: a plugin over a local input; outputs to a file (or to sinks with
