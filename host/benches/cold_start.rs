@@ -13,10 +13,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pipeline_host::aws::AwsClients;
-use pipeline_host::config::Budget;
 use pipeline_host::engine::{CacheUse, Chain};
+use pipeline_host::limits::Budget;
 use pipeline_host::registry::publish::{self, Prefix, Release};
-use pipeline_host::registry::{PluginLocation, PluginSource, SourceSettings, Timings, load_file};
+use pipeline_host::registry::{FollowSettings, FollowedPlugin, PluginLocation, Timings, load_file};
 use pipeline_host::{Engine, Limits, Record};
 
 mod common;
@@ -162,14 +162,14 @@ async fn python_enrich(engine: &Engine, tiered: &Engine, aws: &AwsClients, root:
     let publish_time = published.elapsed();
     let location = PluginLocation::parse("s3://plugins/python/enrich/").expect("location");
     let load_with = |public_key: bool, cache: Option<std::path::PathBuf>| {
-        let settings = SourceSettings {
+        let settings = FollowSettings {
             cache: cache.map(|dir| engine.artifact_cache(&dir).expect("cache")),
             public_key: public_key.then(|| key.verifying_key()),
-            ..SourceSettings::default()
+            ..FollowSettings::default()
         };
         let location = location.clone();
         async move {
-            let mut source = PluginSource::new(location, engine.clone(), settings);
+            let mut source = FollowedPlugin::new(location, engine.clone(), settings);
             source.load(Some(aws)).await.expect("load").timings
         }
     };
@@ -180,7 +180,7 @@ async fn python_enrich(engine: &Engine, tiered: &Engine, aws: &AwsClients, root:
     for _ in 0..PYTHON_LOADS {
         compiled.push(load_with(false, None).await);
         let mut source =
-            PluginSource::new(location.clone(), tiered.clone(), SourceSettings::default());
+            FollowedPlugin::new(location.clone(), tiered.clone(), FollowSettings::default());
         tiered_loads.push(source.load(Some(aws)).await.expect("load").timings);
         tiered.finish_background();
         let fresh = tempfile::tempdir().expect("tempdir");
@@ -246,11 +246,11 @@ async fn load(
     location: &PluginLocation,
     cache_dir: Option<&Path>,
 ) -> Timings {
-    let settings = SourceSettings {
+    let settings = FollowSettings {
         cache: cache_dir.map(|dir| engine.artifact_cache(dir).expect("cache")),
-        ..SourceSettings::default()
+        ..FollowSettings::default()
     };
-    let mut source = PluginSource::new(location.clone(), engine.clone(), settings);
+    let mut source = FollowedPlugin::new(location.clone(), engine.clone(), settings);
     source.load(Some(aws)).await.expect("load").timings
 }
 
@@ -273,12 +273,12 @@ async fn swap_latency(
     let location =
         PluginLocation::parse(&format!("s3://plugins/{name}/enrich/")).expect("location");
     let scratch = tempfile::tempdir().expect("tempdir");
-    let settings = SourceSettings {
+    let settings = FollowSettings {
         cache: Some(engine.artifact_cache(scratch.path()).expect("cache")),
         check_interval: Duration::ZERO,
-        ..SourceSettings::default()
+        ..FollowSettings::default()
     };
-    let mut source = PluginSource::new(location, engine.clone(), settings);
+    let mut source = FollowedPlugin::new(location, engine.clone(), settings);
     let mut chain = Chain::new(vec![source.load(Some(aws)).await.expect("load").runner]);
     let record = Record::new(
         &br#"{"id":"e1","user":"ann","action":"buy","amount":12.5,"ts":"2026-11-24T13:00:00Z"}"#[..],

@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pipeline_host::config::Budget;
 use pipeline_host::engine::Chain;
+use pipeline_host::limits::Budget;
 use pipeline_host::{Engine, Limits, Outcome, Record, Runner};
 
 mod common;

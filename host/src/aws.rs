@@ -10,7 +10,7 @@ use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::primitives::ByteStream;
 
-use crate::config::{RetryPolicy, backoff};
+use crate::limits::{RetryPolicy, backoff};
 
 /// The clients the host's sources, sinks and dead-letter queues use.
 #[derive(Clone, Debug)]
@@ -167,7 +167,7 @@ impl AwsClients {
                 .body(ByteStream::from(body.clone()))
                 .send();
             let Ok(result) = retry.budget.bound(call).await else {
-                last_error = crate::config::CallOutOfTime.to_string();
+                last_error = crate::limits::CallOutOfTime.to_string();
                 out_of_time = true;
                 break;
             };

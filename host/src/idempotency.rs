@@ -32,7 +32,7 @@ use aws_sdk_dynamodb::types::{
 use futures_util::StreamExt as _;
 
 use crate::aws::{AwsError, describe_error};
-use crate::config::{RetryPolicy, backoff};
+use crate::limits::{RetryPolicy, backoff};
 
 /// Claims in flight at once.
 const CONCURRENCY: usize = 32;
@@ -317,7 +317,7 @@ impl Store {
                         reason: format!(
                             "{} writes left unprocessed: {}",
                             pending.len(),
-                            crate::config::CallOutOfTime
+                            crate::limits::CallOutOfTime
                         ),
                         out_of_time: true,
                     });

@@ -9,7 +9,8 @@
 //!
 //! # Layout
 //! - [`settings`]: every setting in one table (flag, variable, default, bounds, parser).
-//! - [`config`]: [`Limits`] and the retry policy, the values the engine and sinks use.
+//! - [`limits`]: [`Limits`], the time [`limits::Budget`] and the retry policy: the values the
+//!   engine and sinks share (where each comes from: [`settings`]).
 //! - [`record`]: the plain record, output, outcome and verdict types.
 //! - [`sources`]: where items come from and where verdicts go back: local files, Lambda
 //!   events, S3 objects, dead-letter queues.
@@ -33,11 +34,11 @@ pub mod accounting;
 mod allocator;
 pub mod aws;
 pub mod cli;
-pub mod config;
 pub mod dlq;
 pub mod engine;
 pub mod idempotency;
 pub mod lambda;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 pub mod record;
@@ -48,8 +49,8 @@ pub mod sinks;
 pub mod sources;
 
 pub use accounting::Summary;
-pub use config::Limits;
 pub use engine::{Engine, Plugin, PluginError, Runner};
+pub use limits::Limits;
 pub use pipeline::Pipeline;
 pub use record::{Failure, FailureKind, Outcome, Output, Record, Verdict};
 pub use settings::Settings;

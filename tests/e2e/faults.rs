@@ -147,7 +147,7 @@ fn keyed(texts: &[&str], key: impl Fn(&str) -> &str) -> Vec<Output> {
 }
 
 const RETRY: RetryPolicy = RetryPolicy {
-    budget: pipeline_host::config::Budget::unbounded(),
+    budget: pipeline_host::limits::Budget::unbounded(),
     max_attempts: 3,
     base_delay: Duration::from_millis(1),
 };

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use super::TestArgs;
 use crate::aws::AwsClients;
-use crate::config::Budget;
+use crate::limits::Budget;
 use crate::pipeline::{Outputs, Pipeline};
 use crate::settings::Settings;
 use crate::sinks::{Emit, Router, Sink, SinkSpec};

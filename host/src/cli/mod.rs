@@ -101,7 +101,13 @@ impl Args for SettingArgs {
             } else {
                 ArgAction::Set
             };
-            command.arg(Arg::new(flag).long(flag).help(help).action(action))
+            command.arg(
+                Arg::new(flag)
+                    .long(flag)
+                    .visible_aliases(row.aliases)
+                    .help(help)
+                    .action(action),
+            )
         })
     }
 

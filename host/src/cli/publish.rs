@@ -8,8 +8,8 @@ use ed25519_dalek::SigningKey;
 
 use super::parse_key_value;
 use crate::aws::AwsClients;
-use crate::config::Limits;
 use crate::engine::Engine;
+use crate::limits::Limits;
 use crate::registry::key_bytes;
 use crate::registry::publish::{self, Prefix, Published, Release};
 

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use super::{ReprocessArgs, RunArgs, SummaryFormat};
 use crate::accounting::Summary;
 use crate::aws::AwsClients;
-use crate::config::Budget;
+use crate::limits::Budget;
 use crate::pipeline::{Outputs, Pipeline, RunStats};
 use crate::settings::Settings;
 use crate::sinks::{Router, Sink, SinkSpec};

@@ -12,7 +12,7 @@
 //! inherits the ones an earlier stage chose.
 
 use super::Runner;
-use crate::config::Budget;
+use crate::limits::Budget;
 use crate::record::{Outcome, Output, Record};
 
 /// What one stage saw: records in, and what became of them.

@@ -40,7 +40,7 @@ pub use chain::{Chain, StageStats};
 pub use runner::{MAX_PLUGIN_METRICS, Runner, RunnerMetrics};
 pub(crate) use sandbox::StoreState;
 
-use crate::config::Limits;
+use crate::limits::Limits;
 use budget::{Plan, Turn};
 
 /// Host-side bindings generated from `wit/plugin.wit`.

@@ -27,7 +27,7 @@ use super::bindings::pipeline::plugin::types::Error as WireError;
 use super::sandbox::{self, StoreState, TrapKind};
 use super::wire::{OutputCaps, Packer, PluginResult, unpack};
 use super::{Plugin, PluginError, deadline_ticks};
-use crate::config::Budget;
+use crate::limits::Budget;
 use crate::record::{Failure, FailureKind, Outcome, Record};
 
 const UNFINISHED: &str = "the run's time ran out before this record was done";
@@ -255,7 +255,7 @@ impl Runner {
             if retry.is_empty() {
                 break;
             }
-            let delay = crate::config::backoff(limits.retry_base_delay, attempt);
+            let delay = crate::limits::backoff(limits.retry_base_delay, attempt);
             if !budget.allows_wait(delay) {
                 for index in retry {
                     outcomes[index] = Some(unfinished(attempt));

@@ -27,7 +27,7 @@ use tracing::Instrument as _;
 
 use crate::accounting::Summary;
 use crate::aws::AwsClients;
-use crate::config::Budget;
+use crate::limits::Budget;
 use crate::pipeline::RunStats;
 use crate::pipeline::{Outputs, Pipeline};
 use crate::settings::Settings;

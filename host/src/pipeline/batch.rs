@@ -85,7 +85,7 @@ pub(super) fn run_plugin(
     chain: &mut Chain,
     entries: &mut [Entry],
     admit: impl Fn(usize, Decoded) -> Decoded,
-    budget: crate::config::Budget,
+    budget: crate::limits::Budget,
 ) {
     // The chain runs over one slice of records; `ran` says whose each one is.
     let mut records = Vec::with_capacity(entries.len());

@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::{Budget, RetryPolicy, backoff};
 use crate::idempotency::{Claim, Store};
+use crate::limits::{Budget, RetryPolicy, backoff};
 use crate::record::{FailureKind, Verdict};
 use crate::sources::{Decoded, Undecodable};
 
@@ -58,7 +58,7 @@ impl Claims {
         entries: &[Entry],
         redelivers: bool,
         budget: Budget,
-        slack: Duration,
+        time_margin: Duration,
     ) -> Result<Self, crate::aws::AwsError> {
         let identities: Vec<Option<String>> = entries.iter().map(|e| e.key.clone()).collect();
         let mut claims = vec![None; identities.len()];
@@ -87,7 +87,7 @@ impl Claims {
             // A claim lasts as long as this run may still be delivering: its budget and
             // the margin kept before the deadline.
             let asked = names(&asking, &claims, None);
-            let claiming = store.claim(&asked, budget.left().map(|l| l + slack));
+            let claiming = store.claim(&asked, budget.left().map(|l| l + time_margin));
             // Claims a cut call made expire by themselves (they last the budget).
             let answers = budget
                 .bound(claiming)

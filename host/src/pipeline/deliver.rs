@@ -335,7 +335,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::config::Budget;
+    use crate::limits::Budget;
     use crate::sinks::{Answer, Emit, FileSink, ResponseSink, ScriptedSink, Sink, Target as File};
     use crate::sources::Item;
 

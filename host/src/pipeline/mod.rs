@@ -30,14 +30,14 @@ pub use stats::RunStats;
 
 use crate::accounting::{Ledger, Summary, Unbalanced};
 use crate::aws::{AwsClients, AwsError};
-use crate::config::Budget;
 use crate::engine::{Chain, Engine, PluginError};
 use crate::idempotency::Store;
+use crate::limits::Budget;
 use crate::record::Verdict;
-use crate::registry::{LoadError, PluginLocation, PluginSource, SequenceFloor, SourceSettings};
+use crate::registry::{FollowSettings, FollowedPlugin, LoadError, PluginLocation, SequenceFloor};
 use crate::settings::Settings;
 use crate::sinks::{ConnectError, RetryPolicy, Router, Sink};
-use crate::sources::{Source, SourceError};
+use crate::sources::{OutOfTime, Source, SourceError};
 
 /// A pipeline that could not start; the message names the setting behind it.
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +148,7 @@ pub struct Pipeline {
     /// `None` only while a batch runs on a blocking thread.
     chain: Option<Chain>,
     /// One per stage: where its plugin comes from, checked between batches.
-    plugins: Vec<PluginSource>,
+    plugins: Vec<FollowedPlugin>,
     router: Router,
     dlq: DeadLetters,
     retry: RetryPolicy,
@@ -161,7 +161,7 @@ pub struct Pipeline {
     /// run fails (the files are then removed, and a rerun must send them again).
     uncommitted: Vec<String>,
     /// How long past a run's budget it may still be delivering (a claim lasts as long).
-    slack: std::time::Duration,
+    time_margin: std::time::Duration,
     /// What the current (or last) run did so far.
     stats: RunStats,
     /// How each stage's plugin became ready at start.
@@ -186,7 +186,7 @@ impl Pipeline {
         let mut runners = Vec::new();
         let mut start_timings = Vec::new();
         for location in &settings.plugins {
-            let source_settings = SourceSettings {
+            let source_settings = FollowSettings {
                 check_interval: settings.check_interval,
                 cache: cache.clone(),
                 public_key: settings.public_key,
@@ -203,7 +203,7 @@ impl Pipeline {
                     _ => None,
                 },
             };
-            let mut source = PluginSource::new(location.clone(), engine.clone(), source_settings);
+            let mut source = FollowedPlugin::new(location.clone(), engine.clone(), source_settings);
             let loaded = source
                 .load(Some(aws))
                 .await
@@ -269,7 +269,7 @@ impl Pipeline {
                 )
             }),
             uncommitted: Vec::new(),
-            slack: settings.time_margin,
+            time_margin: settings.time_margin,
             stats: RunStats::default(),
             start_timings,
         })
@@ -280,7 +280,7 @@ impl Pipeline {
     /// this is an error.
     ///
     /// Once the budget is spent no batch starts: a source that redelivers gets its
-    /// remaining items back for a retry, and so does one whose [`Source::suspend`] asks
+    /// remaining items back for a retry, and so does one whose [`Source::out_of_time`] asks
     /// for it (Firehose); any other source makes this an error ([`RunError::OutOfTime`]),
     /// its finished batches already settled and, for an S3 notification, a checkpoint
     /// written.
@@ -346,7 +346,7 @@ impl Pipeline {
             ledger.enter(batch.len());
             if budget.exhausted() {
                 if !source.redelivers() && !hand_back {
-                    hand_back = source.suspend().await?;
+                    hand_back = source.out_of_time().await? == OutOfTime::HandBack;
                     if !hand_back {
                         // This batch entered and will not settle: the source's own retry
                         // brings it back (from its checkpoint, if it keeps one).
@@ -490,7 +490,7 @@ impl Pipeline {
         let Some(store) = &self.store else {
             return Ok(Claims::none(entries.len(), redelivers));
         };
-        match Claims::make(store, entries, redelivers, budget, self.slack).await {
+        match Claims::make(store, entries, redelivers, budget, self.time_margin).await {
             Ok(claims) => Ok(claims),
             Err(e) if redelivers => {
                 tracing::error!(error = %e, "the idempotency store cannot be reached; the batch goes back to its source");

@@ -17,24 +17,24 @@
 //! # Layout
 //! - `mod.rs`: [`PluginLocation`] and [`LoadError`].
 //! - `manifest.rs`: the manifest, its checks (contract version, sha256, signature), keys.
-//! - `source.rs`: one configured location: load at start, check for a new version.
+//! - `followed.rs`: one configured location, followed: load at start, check for a new version.
 //! - `floor.rs`: the lowest publish sequence a location may serve, kept in the
 //!   idempotency table (a cold start never goes back to an older signed manifest).
 //! - `publish.rs`: `host publish` and rollback.
 
 mod floor;
+mod followed;
 mod manifest;
 pub mod publish;
-mod source;
 
 use std::path::PathBuf;
 
 pub use floor::SequenceFloor;
+pub use followed::{FollowSettings, FollowedPlugin, Loaded, Timings, load_file};
 pub use manifest::{
     Artifact, KeyError, Manifest, ManifestError, key_bytes, sha256_hex, verifying_key,
     world_supported,
 };
-pub use source::{Loaded, PluginSource, SourceSettings, Timings, load_file};
 
 /// The live manifest's name under a plugin's prefix.
 pub const MANIFEST: &str = "manifest.json";

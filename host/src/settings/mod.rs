@@ -22,7 +22,7 @@ use std::time::Duration;
 use ed25519_dalek::VerifyingKey;
 
 use crate::aws::AwsTimeouts;
-use crate::config::Limits;
+use crate::limits::Limits;
 use crate::registry::PluginLocation;
 use crate::sinks::SinkSpec;
 
@@ -352,9 +352,16 @@ pub fn markdown_table() -> String {
     let mut table =
         String::from("| flag | variable | default | allowed | meaning |\n|---|---|---|---|---|\n");
     for row in SETTINGS {
-        let flag = row
-            .flag
-            .map_or_else(|| "—".to_owned(), |f| format!("`--{f}`"));
+        let flag = row.flag.map_or_else(
+            || "—".to_owned(),
+            |f| {
+                let older: Vec<String> = row.aliases.iter().map(|a| format!("`--{a}`")).collect();
+                match older.as_slice() {
+                    [] => format!("`--{f}`"),
+                    older => format!("`--{f}` (or {})", older.join(", ")),
+                }
+            },
+        );
         let default = match (row.required, row.default) {
             (Required::Always, _) => "required".to_owned(),
             (Required::InLambda, Some(d)) => format!("`{d}` (required in Lambda)"),

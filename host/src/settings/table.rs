@@ -24,6 +24,8 @@ pub enum Required {
 pub struct Setting {
     /// The command-line flag, without `--`; `None`: environment only.
     pub flag: Option<&'static str>,
+    /// Older spellings of the flag, still taken (a renamed flag keeps working).
+    pub aliases: &'static [&'static str],
     /// The environment variable.
     pub env: &'static str,
     /// The default, as it would be written; `None`: no value.
@@ -75,6 +77,7 @@ impl std::fmt::Display for Bounds {
 pub static SETTINGS: &[Setting] = &[
     Setting {
         flag: Some("plugin"),
+        aliases: &[],
         env: "PIPELINE_PLUGIN",
         default: None,
         bounds: Bounds::Text(
@@ -92,7 +95,8 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
-        flag: Some("config"),
+        flag: Some("plugin-config"),
+        aliases: &["config"],
         env: "PIPELINE_PLUGIN_CONFIG",
         default: None,
         bounds: Bounds::Text("`key=value`"),
@@ -108,7 +112,8 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
-        flag: Some("check-seconds"),
+        flag: Some("plugin-check-seconds"),
+        aliases: &["check-seconds"],
         env: "PIPELINE_PLUGIN_CHECK_SECONDS",
         default: Some("30"),
         bounds: Bounds::Range {
@@ -125,7 +130,8 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
-        flag: Some("public-key"),
+        flag: Some("plugin-public-key"),
+        aliases: &["public-key"],
         env: "PIPELINE_PLUGIN_PUBLIC_KEY",
         default: None,
         bounds: Bounds::Text("ed25519 public key, hex or base64"),
@@ -139,6 +145,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("cache-dir"),
+        aliases: &[],
         env: "PIPELINE_CACHE_DIR",
         default: Some("/tmp/plugin-cache"),
         bounds: Bounds::Text("a directory, or `off`"),
@@ -153,6 +160,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("sink"),
+        aliases: &[],
         env: "PIPELINE_SINKS",
         default: None,
         bounds: Bounds::Text(
@@ -178,6 +186,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("dlq"),
+        aliases: &[],
         env: "PIPELINE_DLQ",
         default: Some("dlq.jsonl"),
         bounds: Bounds::Text(
@@ -193,6 +202,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("dlq-overflow"),
+        aliases: &[],
         env: "PIPELINE_DLQ_OVERFLOW",
         default: None,
         bounds: Bounds::Text("`s3://BUCKET/PREFIX`"),
@@ -212,6 +222,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("checkpoints"),
+        aliases: &[],
         env: "PIPELINE_CHECKPOINTS",
         default: None,
         bounds: Bounds::Text("`s3://BUCKET/PREFIX` (unset: next to an S3 DLQ, if it is one)"),
@@ -231,6 +242,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("dedup"),
+        aliases: &[],
         env: "PIPELINE_DEDUP",
         default: None,
         bounds: Bounds::Text("`dynamodb://TABLE` (partition key `id`, a string; TTL on `ttl`)"),
@@ -244,6 +256,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("dedup-ttl-seconds"),
+        aliases: &[],
         env: "PIPELINE_DEDUP_TTL_SECONDS",
         default: Some("86400"),
         bounds: Bounds::Range {
@@ -261,6 +274,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("dedup-claim-seconds"),
+        aliases: &[],
         env: "PIPELINE_DEDUP_CLAIM_SECONDS",
         default: Some("900"),
         bounds: Bounds::Range {
@@ -278,6 +292,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: None,
+        aliases: &[],
         env: "PIPELINE_DEDUP_ID_FIELD",
         default: Some("id"),
         bounds: Bounds::Text("a top-level field name"),
@@ -295,6 +310,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("batch-size"),
+        aliases: &[],
         env: "PIPELINE_BATCH_SIZE",
         default: Some("1000"),
         bounds: Bounds::Range {
@@ -312,6 +328,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("memory-mib"),
+        aliases: &[],
         env: "PIPELINE_MEMORY_MIB",
         default: Some("128"),
         bounds: Bounds::Range {
@@ -329,6 +346,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("tiered-start"),
+        aliases: &[],
         env: "PIPELINE_TIERED_START",
         default: Some("on"),
         bounds: Bounds::Text("`on` or `off`"),
@@ -345,7 +363,8 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
-        flag: Some("deadline-ms"),
+        flag: Some("call-deadline-ms"),
+        aliases: &["deadline-ms"],
         env: "PIPELINE_DEADLINE_MS",
         default: Some("1000"),
         bounds: Bounds::Range {
@@ -363,6 +382,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("max-output-bytes"),
+        aliases: &[],
         env: "PIPELINE_MAX_OUTPUT_BYTES",
         default: Some("1048576"),
         bounds: Bounds::Range {
@@ -380,6 +400,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("max-outputs-per-record"),
+        aliases: &[],
         env: "PIPELINE_MAX_OUTPUTS_PER_RECORD",
         default: Some("1000"),
         bounds: Bounds::Range {
@@ -397,6 +418,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("max-call-output-bytes"),
+        aliases: &[],
         env: "PIPELINE_MAX_CALL_OUTPUT_BYTES",
         default: Some("268435456"),
         bounds: Bounds::Range {
@@ -414,6 +436,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("max-record-bytes"),
+        aliases: &[],
         env: "PIPELINE_MAX_RECORD_BYTES",
         default: Some("4194304"),
         bounds: Bounds::Range {
@@ -431,6 +454,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("max-event-bytes"),
+        aliases: &[],
         env: "PIPELINE_MAX_EVENT_BYTES",
         default: Some("268435456"),
         bounds: Bounds::Range {
@@ -448,6 +472,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("max-attempts"),
+        aliases: &[],
         env: "PIPELINE_MAX_ATTEMPTS",
         default: Some("3"),
         bounds: Bounds::Range {
@@ -465,6 +490,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("retry-base-ms"),
+        aliases: &[],
         env: "PIPELINE_RETRY_BASE_MS",
         default: Some("100"),
         bounds: Bounds::Range {
@@ -482,6 +508,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: None,
+        aliases: &[],
         env: "PIPELINE_TIME_MARGIN_MS",
         default: Some("3000"),
         bounds: Bounds::Range {
@@ -499,6 +526,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("aws-timeout-ms"),
+        aliases: &[],
         env: "PIPELINE_AWS_TIMEOUT_MS",
         default: Some("30000"),
         bounds: Bounds::Range {
@@ -516,6 +544,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: Some("aws-attempt-timeout-ms"),
+        aliases: &[],
         env: "PIPELINE_AWS_ATTEMPT_TIMEOUT_MS",
         default: Some("3000"),
         bounds: Bounds::Range {
@@ -533,6 +562,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: None,
+        aliases: &[],
         env: "PIPELINE_METRICS_NAMESPACE",
         default: Some("PipelineHost"),
         bounds: Bounds::Text("1 to 255 of letters, digits, `.-_/#:`; or `off`"),
@@ -560,6 +590,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: None,
+        aliases: &[],
         env: "PIPELINE_METRICS_INTERVAL_SECONDS",
         default: Some("60"),
         bounds: Bounds::Range {
@@ -577,6 +608,7 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         flag: None,
+        aliases: &[],
         env: "PIPELINE_S3_PATH_STYLE",
         default: Some("false"),
         bounds: Bounds::Text("`true` or `false`"),

@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::ops::Range;
 
-pub use crate::config::RetryPolicy;
+pub use crate::limits::RetryPolicy;
 pub use file::{Emit, FileSink, JsonLinesFile, Target};
 pub use kinesis::KinesisSink;
 pub use response::ResponseSink;
@@ -609,7 +609,7 @@ pub(crate) async fn send_with_retries<T: Clone>(
             }
         }
         let last = attempt == retry.max_attempts;
-        let delay = crate::config::backoff(retry.base_delay, attempt);
+        let delay = crate::limits::backoff(retry.base_delay, attempt);
         let no_time = cut_by_time || (!last && !retry.budget.allows_wait(delay));
         pending = failed;
         if last || no_time {
@@ -647,7 +647,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::Budget;
+    use crate::limits::Budget;
 
     fn policy(max_attempts: u32) -> RetryPolicy {
         RetryPolicy {

@@ -13,8 +13,8 @@ use std::time::SystemTime;
 
 use super::{Decoded, Item, Source, SourceError};
 use crate::aws::{AwsClients, AwsError};
-use crate::config::RetryPolicy;
 use crate::dlq::DlqEntry;
+use crate::limits::RetryPolicy;
 use crate::record::{FailureKind, Verdict};
 
 /// The time a reprocessing run started, as DLQ entries write theirs.
@@ -305,7 +305,7 @@ struct TakenLine {
 const REWRITE_RETRY: RetryPolicy = RetryPolicy {
     max_attempts: 3,
     base_delay: std::time::Duration::from_millis(100),
-    budget: crate::config::Budget::unbounded(),
+    budget: crate::limits::Budget::unbounded(),
 };
 
 impl BucketDlq {

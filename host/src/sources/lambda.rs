@@ -10,7 +10,7 @@ use aws_lambda_events::event::streams::{
 };
 use serde_json::Value;
 
-use super::{DecodedEvent, EventItem, EventKind, Item, Source, SourceError};
+use super::{DecodedEvent, EventItem, EventKind, Item, OutOfTime, Source, SourceError};
 use crate::record::Verdict;
 
 /// The items of one Lambda event, and the verdicts they settled with.
@@ -135,7 +135,11 @@ impl Source for LambdaEvent {
     /// Firehose takes records back one by one (`ProcessingFailed`, to its error output)
     /// rather than the whole batch again, which would repeat what is already done; a
     /// direct invocation fails, its caller deciding.
-    async fn suspend(&mut self) -> Result<bool, SourceError> {
-        Ok(self.kind == EventKind::Firehose)
+    async fn out_of_time(&mut self) -> Result<OutOfTime, SourceError> {
+        Ok(if self.kind == EventKind::Firehose {
+            OutOfTime::HandBack
+        } else {
+            OutOfTime::FailTheRun
+        })
     }
 }

@@ -137,14 +137,24 @@ pub trait Source: Send {
         settled: Vec<(Self::Id, Verdict)>,
     ) -> impl Future<Output = Result<(), SourceError>> + Send;
 
-    /// The run's time is up and the source does not redeliver item by item. It may
-    /// record how far it got, so that the whole retry its own source makes resumes there
-    /// (an S3 notification's checkpoint); `Ok(true)` asks instead for the rest of its
-    /// items to be settled as [`Verdict::Retry`] (Firehose answers them
-    /// `ProcessingFailed`), `Ok(false)` for the run to fail.
-    fn suspend(&mut self) -> impl Future<Output = Result<bool, SourceError>> + Send {
-        async { Ok(false) }
+    /// The run's time is up and the source does not redeliver item by item: what
+    /// becomes of the items left. It may first record how far it got, so that the whole
+    /// retry its own source makes resumes there (an S3 notification's checkpoint).
+    fn out_of_time(&mut self) -> impl Future<Output = Result<OutOfTime, SourceError>> + Send {
+        async { Ok(OutOfTime::FailTheRun) }
     }
+}
+
+/// What a source that does not redeliver item by item does with the items left when the
+/// run's time is up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutOfTime {
+    /// Settle them as [`Verdict::Retry`]: the source takes them back one by one (Firehose
+    /// answers them `ProcessingFailed`).
+    HandBack,
+    /// Fail the run: the source's own retry brings the whole input back (from its
+    /// checkpoint, if it keeps one).
+    FailTheRun,
 }
 
 /// A source failed as a whole (unreadable file, broken CSV header, an AWS call): the

@@ -23,7 +23,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata as _;
 
 use super::checkpoint::{Checkpoint, Checkpoints};
 use super::events::ObjectVersion;
-use super::{Decoded, FileSource, InputFormat, Item, ObjectRef, Source, SourceError};
+use super::{Decoded, FileSource, InputFormat, Item, ObjectRef, OutOfTime, Source, SourceError};
 use crate::aws::{AwsClients, AwsError};
 use crate::record::Verdict;
 
@@ -221,9 +221,9 @@ impl Source for ObjectSource {
         Ok(())
     }
 
-    async fn suspend(&mut self) -> Result<bool, SourceError> {
+    async fn out_of_time(&mut self) -> Result<OutOfTime, SourceError> {
         let Some((checkpoints, key)) = &self.checkpoints else {
-            return Ok(false);
+            return Ok(OutOfTime::FailTheRun);
         };
         let checkpoint = Checkpoint {
             objects: self.names.clone(),
@@ -237,7 +237,7 @@ impl Source for ObjectSource {
             items_done = checkpoint.items_done,
             "out of time: recorded how far this S3 notification got, for the retry"
         );
-        Ok(false)
+        Ok(OutOfTime::FailTheRun)
     }
 }
 

@@ -28,7 +28,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a source is followed and checked.
 #[derive(Debug, Clone, Default)]
-pub struct SourceSettings {
+pub struct FollowSettings {
     /// Least time between two manifest checks; zero checks before every batch.
     pub check_interval: Duration,
     /// Where precompiled artifacts are kept; `None` compiles every time.
@@ -88,10 +88,10 @@ pub struct Timings {
 }
 
 /// One configured plugin location and what serves from it.
-pub struct PluginSource {
+pub struct FollowedPlugin {
     location: PluginLocation,
     engine: Engine,
-    settings: SourceSettings,
+    settings: FollowSettings,
     etag: Option<String>,
     /// `(sha256, version, config)` of the serving version: a manifest rewritten with the
     /// same three is not a new version.
@@ -101,9 +101,9 @@ pub struct PluginSource {
     next_check: Instant,
 }
 
-impl PluginSource {
+impl FollowedPlugin {
     /// A source for `location`, loaded with `engine`.
-    pub fn new(location: PluginLocation, engine: Engine, settings: SourceSettings) -> Self {
+    pub fn new(location: PluginLocation, engine: Engine, settings: FollowSettings) -> Self {
         Self {
             location,
             engine,
