@@ -225,3 +225,45 @@ fn tally(stats: &mut StageStats, input: usize, outcomes: &[Outcome]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::Limits;
+    use crate::record::FailureKind;
+
+    fn stage() -> Runner {
+        Runner::new(
+            super::super::test_plugin("misbehave", &Limits::default()),
+            Vec::new(),
+        )
+        .expect("runner")
+    }
+
+    #[test]
+    fn each_input_ends_as_one_outcome_over_the_whole_chain() {
+        let mut chain = Chain::new(vec![stage(), stage()]);
+        let records: Vec<Record> = ["echo", "drop", "fail", "more"]
+            .iter()
+            .map(|t| Record::new((*t).to_owned()))
+            .collect();
+        let outcomes = chain.run(&records, Budget::unbounded());
+        assert_eq!(outcomes.len(), 4);
+        assert!(matches!(&outcomes[0], Outcome::Transformed(o) if o[0].payload == "echo"));
+        assert!(matches!(outcomes[1], Outcome::Dropped));
+        match &outcomes[2] {
+            Outcome::Failed(failure) => {
+                assert_eq!(failure.kind, FailureKind::Domain);
+                assert_eq!(failure.stage, 0, "the stage that failed it");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        // The second stage saw only what the first passed on.
+        let stats = chain.stats();
+        assert_eq!(
+            (stats[0].input, stats[0].dropped, stats[0].failed),
+            (4, 1, 1)
+        );
+        assert_eq!((stats[1].input, stats[1].outputs), (2, 2));
+    }
+}

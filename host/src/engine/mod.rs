@@ -776,3 +776,24 @@ impl Plugin {
 pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
     (deadline.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64
 }
+
+/// An example plugin `./dev test` builds before the tests run (`misbehave`, `enrich`, ...),
+/// loaded in an engine with `limits`.
+#[cfg(test)]
+pub(crate) fn test_plugin(name: &str, limits: &Limits) -> Plugin {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../target/wasm32-wasip2/plugin/{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `./dev plugins`",
+        path.display()
+    );
+    let limits = Limits {
+        // The tests' records are few: no background compile to wait for.
+        tiered_start: false,
+        ..limits.clone()
+    };
+    Engine::new(&limits)
+        .and_then(|engine| engine.load_file(&path))
+        .unwrap_or_else(|e| panic!("load {name}: {e}"))
+}

@@ -541,3 +541,103 @@ impl Runner {
         self.metrics.metrics_dropped += invalid + over;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::limits::Limits;
+
+    fn runner(limits: &Limits, config: &[(&str, &str)]) -> Runner {
+        let config = config
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Runner::new(super::super::test_plugin("misbehave", limits), config).expect("runner")
+    }
+
+    fn records(texts: &[&str]) -> Vec<Record> {
+        texts.iter().map(|t| Record::new((*t).to_owned())).collect()
+    }
+
+    fn kind(outcome: &Outcome) -> Option<FailureKind> {
+        match outcome {
+            Outcome::Failed(failure) => Some(failure.kind),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_trap_fails_only_its_record_and_the_others_run_on_a_fresh_instance() {
+        let mut runner = runner(&Limits::default(), &[]);
+        let outcomes = runner.run(&records(&["a", "panic", "b", "c"]), Budget::unbounded());
+        let kinds: Vec<_> = outcomes.iter().map(kind).collect();
+        assert_eq!(kinds, [None, Some(FailureKind::Trap), None, None]);
+        assert!(matches!(&outcomes[2], Outcome::Transformed(o) if o[0].payload == "b"));
+        assert!(runner.metrics().traps >= 1);
+        assert!(
+            runner.metrics().instances >= 2,
+            "a fresh instance after the trap"
+        );
+    }
+
+    #[test]
+    fn an_infrastructure_error_is_retried_then_fails_with_its_attempts() {
+        let limits = Limits {
+            max_attempts: 3,
+            retry_base_delay: Duration::ZERO,
+            ..Limits::default()
+        };
+        let mut runner = runner(&limits, &[]);
+        let outcomes = runner.run(&records(&["flaky", "ok"]), Budget::unbounded());
+        match &outcomes[0] {
+            Outcome::Failed(failure) => {
+                assert_eq!(failure.kind, FailureKind::Infrastructure);
+                assert_eq!(failure.attempts, 3);
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert!(matches!(&outcomes[1], Outcome::Transformed(_)));
+        // The batch's call, then one per retry of the flaky record alone.
+        assert_eq!(runner.metrics().calls, 3);
+    }
+
+    #[test]
+    fn nothing_runs_past_the_budget() {
+        let mut runner = runner(&Limits::default(), &[]);
+        let spent = Budget::until(Instant::now());
+        let outcomes = runner.run(&records(&["a", "b"]), spent);
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| kind(o) == Some(FailureKind::Unfinished)),
+            "{outcomes:?}"
+        );
+        assert_eq!(runner.metrics().calls, 0);
+    }
+
+    #[test]
+    fn failed_calls_spend_the_batchs_allowance_by_the_time_they_take() {
+        // Each record fails after 60 ms of a 100 ms deadline: 8 deadlines (800 ms) of
+        // failed calls are spent after at most 14 calls, whatever the batch's size.
+        let limits = Limits {
+            deadline: Duration::from_millis(100),
+            ..Limits::default()
+        };
+        let mut runner = runner(&limits, &[("spin_ms", "60")]);
+        let outcomes = runner.run(&records(&["slowpanic"; 40]), Budget::unbounded());
+        assert!(outcomes.iter().all(|o| kind(o).is_some()), "{outcomes:?}");
+        assert!(
+            runner.metrics().calls <= 14,
+            "{} calls",
+            runner.metrics().calls
+        );
+        assert!(
+            outcomes
+                .iter()
+                .any(|o| kind(o) == Some(FailureKind::Deadline)),
+            "the records left fail together once the allowance is spent"
+        );
+    }
+}
