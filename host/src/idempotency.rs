@@ -3,7 +3,7 @@
 //! back after its visibility timeout, an S3 notification sent twice, a DLQ entry
 //! reprocessed after a crash) is not delivered twice.
 //!
-//! One DynamoDB item per record identity (its source position, see `Item::identity`):
+//! One DynamoDB item per record identity (its source position, see `Item::position`):
 //! - **claim** before the plugin runs: a conditional put that succeeds when no item is
 //!   there, or the one there is a claim past its expiry (its holder died) or a done mark
 //!   past its TTL (DynamoDB deletes expired items late);

@@ -10,13 +10,13 @@ use crate::sources::{Decoded, Item};
 
 /// One item of a batch, as the core works on it.
 pub(super) struct Entry {
-    /// What the idempotency store knows the item by (see `Item::identity`; a DLQ
+    /// What the idempotency store knows the item by (see `Item::position`; a DLQ
     /// entry's own, not its record's, unless the entry is `held`: see `sources::dlq`).
     pub(super) key: Option<String>,
     /// Its ordering group (see `Item::group`).
     pub(super) group: Option<String>,
     /// Its record's source position: its outputs' identities start with it, its DLQ
-    /// entry names it (a reprocessed entry's first source, see `Item::origin`).
+    /// entry names it (a reprocessed entry's first source, see `Item::first_position`).
     pub(super) position: Option<String>,
     /// Its outputs an earlier try delivered (see `Item::delivered`): not sent again.
     pub(super) delivered_before: Vec<usize>,
@@ -40,8 +40,8 @@ impl Entry {
         let Item {
             id,
             group,
-            identity,
-            origin,
+            position: identity,
+            first_position: origin,
             delivered,
             decoded,
         } = item;

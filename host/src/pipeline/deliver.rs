@@ -361,8 +361,8 @@ mod tests {
         let item = Item {
             id: (),
             group: group.map(str::to_owned),
-            identity: Some(format!("test/{text}")),
-            origin: None,
+            position: Some(format!("test/{text}")),
+            first_position: None,
             delivered: Vec::new(),
             decoded: Ok(Record::new(text.to_owned())),
         };

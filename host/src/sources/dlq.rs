@@ -190,8 +190,8 @@ impl Source for QueueDlq {
                     Some(decoded) => items.push(Item {
                         id: handle.to_owned(),
                         group: None,
-                        identity,
-                        origin,
+                        position: identity,
+                        first_position: origin,
                         delivered,
                         decoded,
                     }),
@@ -446,8 +446,8 @@ impl Source for BucketDlq {
             .taken
             .drain(..count)
             .map(|taken| Item {
-                identity: Some(taken.identity),
-                origin: taken.origin,
+                position: Some(taken.identity),
+                first_position: taken.origin,
                 id: (key.clone(), taken.line),
                 group: None,
                 delivered: taken.delivered,

@@ -226,7 +226,7 @@ impl FileSource {
                 let identity = if *direct {
                     events::direct_identity(&item.decoded, &self.id_field)
                 } else {
-                    item.identity
+                    item.position
                 };
                 items.push((item.decoded, identity));
                 continue;
@@ -374,8 +374,8 @@ impl Source for FileSource {
                 Item {
                     id: self.read,
                     group: None,
-                    identity,
-                    origin: None,
+                    position: identity,
+                    first_position: None,
                     delivered: Vec::new(),
                     decoded,
                 }

@@ -87,7 +87,8 @@ pub(crate) fn line_of(decoded: &Decoded) -> Option<&str> {
 /// One item of a batch: what the source knows it by, its ordering group, and its record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item<Id> {
-    /// The source's own identity for the item (what it settles by).
+    /// The source's own handle for the item: what it settles it by (a Kinesis sequence
+    /// number, an SQS receipt, a line number). Nothing else reads it.
     pub id: Id,
     /// Items of one group must finish in order (a Kinesis shard, a DynamoDB stream, an
     /// SQS FIFO message group): once one is handed back for a retry, every later item of
@@ -98,11 +99,11 @@ pub struct Item<Id> {
     /// file and line, a DLQ entry): what the idempotency store remembers it by, and what
     /// its outputs' identities start with. `None`: it has no stable position (a Firehose
     /// record, whose answer is its delivery; a direct record without its id field; stdin).
-    pub identity: Option<String>,
+    pub position: Option<String>,
     /// The record's identity in the source it first came from, when this item is a later
     /// try of it (a DLQ entry being reprocessed): its outputs and a new DLQ entry keep
     /// that one, so they match what a first try sent.
-    pub origin: Option<String>,
+    pub first_position: Option<String>,
     /// Outputs of this record (by their place among its outputs) an earlier try already
     /// delivered (a DLQ entry's `delivered`): they are not sent again.
     pub delivered: Vec<usize>,

@@ -188,8 +188,8 @@ impl Source for ObjectSource {
                             Item {
                                 id: self.read,
                                 group: None,
-                                identity,
-                                origin: None,
+                                position: identity,
+                                first_position: None,
                                 delivered: Vec::new(),
                                 decoded,
                             }

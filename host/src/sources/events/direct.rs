@@ -28,11 +28,11 @@ pub(super) fn decode(event: Value) -> Result<Vec<EventItem>, EventError> {
             vec![("source", "direct".into()), ("index", index.to_string())],
         );
         items.push(EventItem {
-            origin: None,
+            first_position: None,
             id: index.to_string(),
             group: None,
             // Named by the caller's id field, if it has one: see `identify_direct`.
-            identity: None,
+            position: None,
             delivered: Vec::new(),
             decoded: Ok(record),
         });

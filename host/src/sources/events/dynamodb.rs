@@ -61,8 +61,8 @@ pub(super) fn decode(event: Value) -> Result<Vec<EventItem>, EventError> {
             Some(r.event_id.clone())
         };
         items.push(EventItem {
-            origin: None,
-            identity: position.map(|p| format!("dynamodb/{table}/{p}")),
+            first_position: None,
+            position: position.map(|p| format!("dynamodb/{table}/{p}")),
             id,
             group,
             delivered: Vec::new(),

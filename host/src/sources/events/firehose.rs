@@ -38,12 +38,12 @@ pub(super) fn decode(
             }),
         };
         items.push(EventItem {
-            origin: None,
+            first_position: None,
             id,
             group: None,
             // The answer to Firehose is the delivery: a retried invocation must
             // answer every record again, never skip one as a duplicate.
-            identity: None,
+            position: None,
             delivered: Vec::new(),
             decoded: item,
         });

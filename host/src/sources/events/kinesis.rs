@@ -46,8 +46,8 @@ pub(super) fn decode(
             }),
         };
         items.push(EventItem {
-            origin: None,
-            identity: Some(format!("kinesis/{stream}/{shard}/{}", k.sequence_number)),
+            first_position: None,
+            position: Some(format!("kinesis/{stream}/{shard}/{}", k.sequence_number)),
             id: k.sequence_number,
             // Without an `eventID` the shard is unknown: the stream stands for it.
             group: Some(if shard.is_empty() { stream } else { shard }),

@@ -173,7 +173,7 @@ impl DecodedEvent {
             return;
         }
         for item in &mut self.items {
-            item.identity = direct_identity(&item.decoded, field);
+            item.position = direct_identity(&item.decoded, field);
         }
     }
 }

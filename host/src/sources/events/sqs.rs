@@ -38,8 +38,8 @@ pub(super) fn decode(event: Value) -> Result<Vec<EventItem>, EventError> {
         let body = m.body.unwrap_or_default().into_bytes();
         let queue = arn_name(m.event_source_arn.as_deref(), ":");
         items.push(EventItem {
-            origin: None,
-            identity: m.message_id.map(|message| format!("sqs/{queue}/{message}")),
+            first_position: None,
+            position: m.message_id.map(|message| format!("sqs/{queue}/{message}")),
             id,
             group,
             delivered: Vec::new(),
