@@ -36,6 +36,10 @@ pub struct Limits {
     pub function_memory_mib: Option<usize>,
 }
 
+/// Kept free at the end of a Lambda invocation for the answer (and the metrics
+/// document): no AWS call runs into it ([`Budget::bound`]).
+pub const ANSWER_TIME: Duration = Duration::from_millis(250);
+
 /// The time a run may take: until an instant (a Lambda invocation's deadline less a
 /// margin), or unbounded (a command). Work that would start after it does not start.
 /// A run may also have a hard deadline (the invocation's own, less the time to answer):

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::support::{Scratch, path_str, plugin, text};
+use crate::support::{Scratch, text};
 
 #[test]
 fn a_chain_feeds_each_stage_into_the_next_and_accounts_per_stage() {
@@ -19,34 +19,16 @@ fn a_chain_feeds_each_stage_into_the_next_and_accounts_per_stage() {
             "not json\n",
         ),
     );
-    let paths: Vec<String> = ["validate", "enrich", "route"]
-        .iter()
-        .map(|p| path_str(&plugin(p)).to_owned())
-        .collect();
     let output = s.path("out.jsonl");
-    let dlq = s.path("dlq.jsonl");
-    let run = s.host(
-        &[
-            "run",
-            "--plugin",
-            &paths[0],
-            "--plugin",
-            &paths[1],
-            "--plugin",
-            &paths[2],
-            "--config",
-            "audit=true",
-            "--config",
-            "route.buy=purchases",
-            "--input",
-            path_str(&input),
-            "--output",
-            path_str(&output),
-            "--dlq",
-            path_str(&dlq),
-        ],
-        None,
-    );
+    let run = s
+        .run("validate")
+        .plugin("enrich")
+        .plugin("route")
+        .config("audit=true")
+        .config("route.buy=purchases")
+        .input(&input)
+        .output(&output)
+        .go();
     run.assert_ok();
     // a1, a2 through; a3 dropped by validate; a4 refused by validate, a5 by enrich; the
     // last line never decodes.
@@ -118,12 +100,15 @@ fn host_run_with_a_cache_dir_compiles_once() {
         r#"{"id":"a1","user":"ann","action":"buy","amount":12.5,"ts":"2026-11-24T13:00:00Z"}"#,
     );
     let cache = s.path("cache");
-    let cache_dir = path_str(&cache);
-    let debug = [("HOST_LOG", "debug".to_owned())];
     let run = |name: &str| {
         let output = s.path(name);
-        let extra = ["--output", path_str(&output), "--cache-dir", cache_dir];
-        let run = s.run_plugin_with_env("enrich", &input, &extra, &debug);
+        let run = s
+            .run("enrich")
+            .input(&input)
+            .output(&output)
+            .cache_dir(&cache)
+            .env("HOST_LOG", "debug")
+            .go();
         run.assert_ok();
         (run.stderr, std::fs::read_to_string(output).expect("output"))
     };

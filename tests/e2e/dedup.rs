@@ -18,25 +18,18 @@ use crate::proxy::{Fault, Proxy, Rule};
 use crate::support::{Run, Scratch, path_str, plugin};
 
 /// `host run` of `misbehave` over the lines of `input`, to a stream `out` and a queue
-/// `dlq`, with the store `dedup`.
+/// `dlq`, with the store `dedup`; the summary as JSON.
 fn run_lines(scratch: &Scratch, moto: &Moto, input: &std::path::Path, dedup: &str) -> Run {
-    let wasm = plugin("misbehave");
-    let args = [
-        "run",
-        "--plugin",
-        path_str(&wasm),
-        "--input",
-        path_str(input),
-        "--format",
-        "lines",
-        "--sink",
-        "default=kinesis://out",
-        "--dlq",
-        "sqs://dlq",
-        "--dedup",
-        dedup,
-    ];
-    scratch.host_with_env(&args, None, &moto.env())
+    scratch
+        .run("misbehave")
+        .input(input)
+        .format("lines")
+        .sink("default=kinesis://out")
+        .dlq("sqs://dlq")
+        .dedup(dedup)
+        .summary_json()
+        .envs(moto.env())
+        .go()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -76,7 +69,7 @@ async fn host_run_over_the_same_file_twice_sends_each_record_once() {
     let third = run();
     third.assert_ok();
     assert_eq!(third.count("transformed"), 3, "{}", third.stderr);
-    assert!(!third.stderr.contains("duplicate="), "{}", third.stderr);
+    assert_eq!(third.count("duplicate"), 0, "{}", third.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -109,42 +102,33 @@ async fn a_run_to_files_that_fails_part_way_leaves_every_record_to_its_rerun() {
     let scratch = Scratch::new();
     let input = scratch.write("events.txt", "r-0\nfail\nr-2\nr-3\n");
     let (out, dlq) = (scratch.path("out.jsonl"), scratch.path("dlq.jsonl"));
-    let wasm = plugin("misbehave");
-    let args = [
-        "run",
-        "--plugin",
-        path_str(&wasm),
-        "--input",
-        path_str(&input),
-        "--format",
-        "lines",
-        "--output",
-        path_str(&out),
-        "--emit",
-        "payload",
-        "--dlq",
-        path_str(&dlq),
-        "--dedup",
-        "dynamodb://dedup",
-        "--batch-size",
-        "2",
-    ];
-    let failed = scratch.host_with_env(&args, None, &proxy.env(moto.env()));
+    let run = scratch
+        .run("misbehave")
+        .input(&input)
+        .format("lines")
+        .output(&out)
+        .emit("payload")
+        .dlq(path_str(&dlq))
+        .dedup("dynamodb://dedup")
+        .flag("--batch-size", "2")
+        .summary_json();
+    let failed = run.clone().envs(proxy.env(moto.env())).go();
     failed.assert_error("idempotency store dynamodb://dedup");
     assert!(proxy.faulted("PutItem") > 0, "{}", failed.stderr);
     assert!(!out.exists() && !dlq.exists(), "{}", failed.stderr);
     // The store is reachable again: nothing of the failed run is a duplicate.
-    let rerun = scratch.host_with_env(&args, None, &moto.env());
+    let run = run.envs(moto.env());
+    let rerun = run.go();
     rerun.assert_ok();
     assert_eq!(rerun.balanced(), [4, 3, 0, 1], "{}", rerun.stderr);
-    assert!(!rerun.stderr.contains("duplicate="), "{}", rerun.stderr);
+    assert_eq!(rerun.count("duplicate"), 0, "{}", rerun.stdout);
     let written = std::fs::read_to_string(&out).expect("the outputs");
     assert_eq!(written, "r-0\nr-2\nr-3\n");
     let dead = scratch.json_lines("dlq.jsonl");
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["record"]["payload"], "fail");
     // And now they are done: a third run writes nothing again.
-    let third = scratch.host_with_env(&args, None, &moto.env());
+    let third = run.go();
     third.assert_ok();
     assert_eq!(third.count("duplicate"), 4, "{}", third.stderr);
 }
@@ -157,15 +141,13 @@ async fn a_direct_invocation_names_its_records_by_their_id_field() {
     aws.queue("dlq").await;
     aws.table("dedup").await;
     let scratch = Scratch::new();
-    let wasm = plugin("misbehave");
-    let env = moto.env_with(&[
-        ("PIPELINE_PLUGIN", path_str(&wasm)),
-        ("PIPELINE_SINKS", "default=kinesis://out"),
-        ("PIPELINE_DLQ", "sqs://dlq"),
-        ("PIPELINE_DEDUP", "dynamodb://dedup"),
-        ("PIPELINE_DEDUP_ID_FIELD", "key"),
-    ]);
-    let lambda = Lambda::start(&env, scratch.dir.path());
+    let lambda = Lambda::builder(&moto)
+        .plugin("misbehave")
+        .sinks("default=kinesis://out")
+        .dlq("sqs://dlq")
+        .env("PIPELINE_DEDUP", "dynamodb://dedup")
+        .env("PIPELINE_DEDUP_ID_FIELD", "key")
+        .start(scratch.dir.path());
     // `a` twice in one event: the second is the same record again. No `key`: not
     // deduplicated, so sent each time.
     let event = json!([{"key": "a"}, {"key": "a"}, {"key": 7}, {"other": 1}]);
@@ -248,25 +230,16 @@ async fn a_record_another_run_held_is_dead_lettered_held_and_not_sent_again_by_r
 
     // A file is not redelivered: once this run has waited out its claim time (1 s, and
     // the 2 s it allows besides), the record is dead-lettered.
-    let wasm = plugin("misbehave");
-    let args = [
-        "run",
-        "--plugin",
-        path_str(&wasm),
-        "--input",
-        path_str(&input),
-        "--format",
-        "lines",
-        "--sink",
-        "default=kinesis://out",
-        "--dlq",
-        "sqs://dlq",
-        "--dedup",
-        "dynamodb://dedup",
-        "--dedup-claim-seconds",
-        "1",
-    ];
-    let first = scratch.host_with_env(&args, None, &moto.env());
+    let first = scratch
+        .run("misbehave")
+        .input(&input)
+        .format("lines")
+        .sink("default=kinesis://out")
+        .dlq("sqs://dlq")
+        .dedup("dynamodb://dedup")
+        .flag("--dedup-claim-seconds", "1")
+        .envs(moto.env())
+        .go();
     first.assert_ok();
     assert_eq!(first.balanced(), [1, 0, 0, 1], "{}", first.stderr);
     assert!(aws.stream_records("out").await.is_empty());
@@ -305,6 +278,7 @@ async fn a_record_another_run_held_is_dead_lettered_held_and_not_sent_again_by_r
     // Reprocessing claims the `held` entry by its record's identity: done, so a
     // duplicate; the entry goes and nothing is sent.
     std::thread::sleep(Duration::from_millis(50));
+    let wasm = plugin("misbehave");
     let reprocess = scratch.host_with_env(
         &[
             "reprocess",

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::emulator::Moto;
 use crate::events::kinesis_event;
-use crate::lambda_harness::invoke;
+use crate::lambda_harness::{Lambda, LambdaBuilder};
 use crate::support::{Scratch, path_str, plugin, text};
 
 /// A 300 KB record `enrich` refuses (no `user`): its DLQ entry is over 256 KiB.
@@ -19,15 +19,12 @@ fn big_refused_record() -> String {
 const AFTER: &str =
     r#"{"id":"after","user":"u1","action":"buy","amount":1.5,"ts":"2026-11-26T12:00:00Z"}"#;
 
-fn env(moto: &Moto, extra: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
-    let wasm = plugin("enrich");
-    let mut env = moto.env_with(&[
-        ("PIPELINE_PLUGIN", path_str(&wasm)),
-        ("PIPELINE_SINKS", "default=kinesis://out"),
-        ("PIPELINE_DLQ", "sqs://dlq"),
-    ]);
-    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    env
+/// A function running `enrich` from Kinesis to the stream `out`, dead letters to `dlq`.
+fn enrich(moto: &Moto) -> LambdaBuilder {
+    Lambda::builder(moto)
+        .plugin("enrich")
+        .sinks("default=kinesis://out")
+        .dlq("sqs://dlq")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -39,8 +36,7 @@ async fn an_entry_too_large_for_the_queue_is_cut_to_fit_and_said_so() {
     let scratch = Scratch::new();
     let record = big_refused_record();
     let shard = "shardId-000000000001";
-    let (answer, log) = invoke(
-        &env(&moto, &[]),
+    let (answer, log) = enrich(&moto).invoke(
         scratch.dir.path(),
         kinesis_event(&[(shard, &record), (shard, AFTER)]),
     );
@@ -102,11 +98,9 @@ async fn an_entry_too_large_for_the_queue_overflows_to_s3_and_reprocess_follows_
     let scratch = Scratch::new();
     let record = big_refused_record();
     let shard = "shardId-000000000001";
-    let (answer, log) = invoke(
-        &env(&moto, &[("PIPELINE_DLQ_OVERFLOW", "s3://dead/overflow")]),
-        scratch.dir.path(),
-        kinesis_event(&[(shard, &record)]),
-    );
+    let (answer, log) = enrich(&moto)
+        .env("PIPELINE_DLQ_OVERFLOW", "s3://dead/overflow")
+        .invoke(scratch.dir.path(), kinesis_event(&[(shard, &record)]));
     assert_eq!(answer, json!({"batchItemFailures": []}), "{log}");
     let objects = aws.objects("dead", "overflow/").await;
     assert_eq!(objects.len(), 1, "the whole entry is stored: {log}");

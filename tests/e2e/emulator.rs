@@ -77,13 +77,6 @@ impl Moto {
         ]
     }
 
-    /// [`Moto::env`] and then `pairs` (a function's `PIPELINE_*` settings).
-    pub fn env_with(&self, pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
-        let mut env = self.env();
-        env.extend(pairs.iter().map(|(k, v)| (*k, (*v).to_owned())));
-        env
-    }
-
     pub async fn clients(&self) -> Clients {
         let config = aws_config::defaults(BehaviorVersion::latest())
             .endpoint_url(&self.endpoint)

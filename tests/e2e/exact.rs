@@ -7,8 +7,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::emulator::Moto;
-use crate::lambda_harness::invoke;
-use crate::support::{Scratch, path_str, plugin, text};
+use crate::lambda_harness::Lambda;
+use crate::support::{Scratch, text};
 
 #[test]
 fn invalid_utf8_and_overlong_lines_are_dead_lettered_exactly() {
@@ -25,18 +25,13 @@ fn invalid_utf8_and_overlong_lines_are_dead_lettered_exactly() {
     let path = s.path("events.jsonl");
     std::fs::write(&path, &input).expect("write input");
     let out = s.path("out.jsonl");
-    let run = s.run_plugin(
-        "misbehave",
-        &path,
-        &[
-            "--output",
-            path_str(&out),
-            "--emit",
-            "payload",
-            "--max-record-bytes",
-            "1024",
-        ],
-    );
+    let run = s
+        .run("misbehave")
+        .input(&path)
+        .output(&out)
+        .emit("payload")
+        .flag("--max-record-bytes", "1024")
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [4, 2, 0, 2]);
     assert_eq!(
@@ -70,12 +65,6 @@ async fn dynamodb_numbers_and_binary_arrive_exactly() {
     aws.stream("out").await;
     let dlq = aws.queue("dlq").await;
     let scratch = Scratch::new();
-    let wasm = plugin("misbehave");
-    let env = moto.env_with(&[
-        ("PIPELINE_PLUGIN", path_str(&wasm)),
-        ("PIPELINE_SINKS", "default=kinesis://out"),
-        ("PIPELINE_DLQ", "sqs://dlq"),
-    ]);
     let event = json!({"Records": [{
         "eventID": "1", "eventName": "INSERT", "eventVersion": "1.1",
         "eventSource": "aws:dynamodb", "awsRegion": "us-east-1",
@@ -91,7 +80,11 @@ async fn dynamodb_numbers_and_binary_arrive_exactly() {
         },
         "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/T/stream/2015-06-27T00:48:05.899"
     }]});
-    let (answer, log) = invoke(&env, scratch.dir.path(), event);
+    let (answer, log) = Lambda::builder(&moto)
+        .plugin("misbehave")
+        .sinks("default=kinesis://out")
+        .dlq("sqs://dlq")
+        .invoke(scratch.dir.path(), event);
     assert_eq!(answer, json!({"batchItemFailures": []}), "{log}");
     let delivered = aws.stream_records("out").await;
     assert_eq!(delivered.len(), 1, "{log}");
@@ -120,24 +113,14 @@ async fn a_record_with_an_output_that_cannot_go_sends_none_of_them() {
         "events.jsonl",
         "{\"id\":\"e1\",\"action\":\"buy\"}\n{\"id\":\"e2\",\"action\":\"view\"}\n",
     );
-    let wasm = plugin("route");
-    let run = scratch.host_with_env(
-        &[
-            "run",
-            "--plugin",
-            path_str(&wasm),
-            "--config",
-            "audit=true",
-            "--input",
-            path_str(&input),
-            "--sink",
-            "default=kinesis://out",
-            "--dlq",
-            "sqs://dlq",
-        ],
-        None,
-        &moto.env(),
-    );
+    let run = scratch
+        .run("route")
+        .config("audit=true")
+        .input(&input)
+        .sink("default=kinesis://out")
+        .dlq("sqs://dlq")
+        .envs(moto.env())
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [2, 0, 0, 2]);
     assert!(
@@ -181,24 +164,17 @@ fn a_maximal_gzip_event_stays_inside_a_512_mb_function() {
     assert!(event.len() < 6 << 20, "a Lambda event is at most 6 MB");
     let input = s.write("event.json", &event);
     let out = s.path("out.jsonl");
-    let run = s.run_plugin_with_env(
-        "misbehave",
-        &input,
-        &[
-            "--format",
-            "kinesis-event",
-            "--output",
-            path_str(&out),
-            "--emit",
-            "payload",
-            "--summary",
-            "json",
-        ],
-        &[("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512".to_owned())],
-    );
+    let run = s
+        .run("misbehave")
+        .input(&input)
+        .format("kinesis-event")
+        .output(&out)
+        .emit("payload")
+        .summary_json()
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .go();
     assert!(run.status.success(), "{}", run.stderr);
-    let summary: serde_json::Value = serde_json::from_str(run.stdout.trim())
-        .unwrap_or_else(|e| panic!("the summary is not JSON ({e}): {}", run.stdout));
+    let summary = run.summary();
     assert_eq!(summary["in"], 400, "{summary}");
     assert_eq!(summary["transformed"], 64, "{summary}");
     assert_eq!(
@@ -241,22 +217,15 @@ fn gzip_records_that_inflate_past_the_limits_are_dead_lettered_and_the_host_surv
     ]});
     let input = s.write("event.json", &event.to_string());
     let out = s.path("out.jsonl");
-    let run = s.run_plugin(
-        "misbehave",
-        &input,
-        &[
-            "--format",
-            "kinesis-event",
-            "--output",
-            path_str(&out),
-            "--emit",
-            "payload",
-            "--max-record-bytes",
-            "1048576",
-            "--max-event-bytes",
-            "1048576",
-        ],
-    );
+    let run = s
+        .run("misbehave")
+        .input(&input)
+        .format("kinesis-event")
+        .output(&out)
+        .emit("payload")
+        .flag("--max-record-bytes", "1048576")
+        .flag("--max-event-bytes", "1048576")
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [4, 2, 0, 2]);
     let outputs = std::fs::read_to_string(&out).expect("outputs");
@@ -285,22 +254,13 @@ async fn an_output_that_is_not_a_parquet_row_fails_alone() {
     let scratch = Scratch::new();
     // `misbehave` passes each line through: two JSON objects and one JSON array.
     let input = scratch.write("rows.jsonl", "{\"a\":1}\n[1,2]\n{\"a\":2}\n");
-    let wasm = plugin("misbehave");
-    let run = scratch.host_with_env(
-        &[
-            "run",
-            "--plugin",
-            path_str(&wasm),
-            "--input",
-            path_str(&input),
-            "--sink",
-            "default=s3://lake/rows?format=parquet",
-            "--dlq",
-            "sqs://dlq",
-        ],
-        None,
-        &moto.env(),
-    );
+    let run = scratch
+        .run("misbehave")
+        .input(&input)
+        .sink("default=s3://lake/rows?format=parquet")
+        .dlq("sqs://dlq")
+        .envs(moto.env())
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [3, 2, 0, 1]);
     let objects = aws.objects("lake", "rows/").await;
@@ -329,13 +289,11 @@ async fn an_unreadable_object_fails_the_invocation_rather_than_ending_early() {
     aws.put_object("incoming", "raw/broken.parquet", broken)
         .await;
     let scratch = Scratch::new();
-    let wasm = plugin("misbehave");
-    let env = moto.env_with(&[
-        ("PIPELINE_PLUGIN", path_str(&wasm)),
-        ("PIPELINE_SINKS", "default=kinesis://out"),
-        ("PIPELINE_DLQ", "sqs://dlq"),
-    ]);
-    let lambda = crate::lambda_harness::Lambda::start(&env, scratch.dir.path());
+    let lambda = Lambda::builder(&moto)
+        .plugin("misbehave")
+        .sinks("default=kinesis://out")
+        .dlq("sqs://dlq")
+        .start(scratch.dir.path());
     let event = json!({"Records": [{
         "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
         "eventTime": "2026-11-24T13:00:00.000Z", "eventName": "ObjectCreated:Put",
@@ -363,20 +321,14 @@ fn a_csv_row_over_the_record_limit_is_dead_lettered_and_the_rest_is_read() {
         &format!("id,note\n1,short\n2,{long}\n3,also short\n"),
     );
     let out = s.path("out.jsonl");
-    let run = s.run_plugin(
-        "misbehave",
-        &input,
-        &[
-            "--format",
-            "csv",
-            "--output",
-            path_str(&out),
-            "--emit",
-            "payload",
-            "--max-record-bytes",
-            "1024",
-        ],
-    );
+    let run = s
+        .run("misbehave")
+        .input(&input)
+        .format("csv")
+        .output(&out)
+        .emit("payload")
+        .flag("--max-record-bytes", "1024")
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [3, 2, 0, 1]);
     assert_eq!(
@@ -399,22 +351,16 @@ async fn the_same_records_delivered_twice_write_one_s3_object() {
     aws.queue("dlq").await;
     let scratch = Scratch::new();
     let input = scratch.write("rows.jsonl", "{\"a\":1}\n{\"a\":2}\n");
-    let wasm = plugin("misbehave");
-    let args = [
-        "run",
-        "--plugin",
-        path_str(&wasm),
-        "--input",
-        path_str(&input),
-        "--sink",
-        "default=s3://lake/rows",
-        "--dlq",
-        "sqs://dlq",
-    ];
+    let run = scratch
+        .run("misbehave")
+        .input(&input)
+        .sink("default=s3://lake/rows")
+        .dlq("sqs://dlq")
+        .envs(moto.env());
     // A retry of the same records (here: the same run twice) makes the same key, and
     // the second write finds the first in place.
     for _ in 0..2 {
-        let run = scratch.host_with_env(&args, None, &moto.env());
+        let run = run.go();
         run.assert_ok();
         assert_eq!(run.balanced(), [2, 2, 0, 0]);
     }

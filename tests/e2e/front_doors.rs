@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::emulator::{Clients, Moto};
-use crate::lambda_harness;
+use crate::lambda_harness::Lambda;
 use crate::support::{Scratch, path_str, plugin};
 
 const EVENTS: &str = include_str!("../../examples/events.jsonl");
@@ -80,33 +80,22 @@ async fn the_same_input_through_host_run_and_the_lambda_host_ends_the_same_way()
     let plugins = chain();
 
     // The command line.
-    let mut args = vec!["run".to_owned()];
-    for p in &plugins {
-        args.extend(["--plugin".to_owned(), p.clone()]);
+    let mut cli = scratch.run(&plugins[0]);
+    for p in &plugins[1..] {
+        cli = cli.plugin(p);
     }
     for c in CONFIG {
-        args.extend(["--config".to_owned(), c.to_owned()]);
+        cli = cli.config(c);
     }
-    let input = path_str(&input).to_owned();
-    args.extend(
-        [
-            "--input",
-            &input,
-            "--format",
-            "direct-event",
-            "--sink",
-            "default=kinesis://out-cli",
-            "--sink",
-            "orders=sqs://orders-cli",
-            "--sink",
-            "audit=sqs://audit-cli",
-            "--dlq",
-            "sqs://dlq-cli",
-        ]
-        .map(str::to_owned),
-    );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let run = scratch.host_with_env(&args, None, &moto.env());
+    let run = cli
+        .input(&input)
+        .format("direct-event")
+        .sink("default=kinesis://out-cli")
+        .sink("orders=sqs://orders-cli")
+        .sink("audit=sqs://audit-cli")
+        .dlq("sqs://dlq-cli")
+        .envs(moto.env())
+        .go();
     run.assert_ok();
     let cli_counts = [
         run.count("in"),
@@ -117,18 +106,12 @@ async fn the_same_input_through_host_run_and_the_lambda_host_ends_the_same_way()
     ];
 
     // The Lambda host, invoked directly with the same event.
-    let mut env = moto.env();
-    env.extend([
-        ("PIPELINE_PLUGIN", plugins.join(",")),
-        ("PIPELINE_PLUGIN_CONFIG", CONFIG.join(",")),
-        (
-            "PIPELINE_SINKS",
-            "default=kinesis://out-lambda,orders=sqs://orders-lambda,audit=sqs://audit-lambda"
-                .to_owned(),
-        ),
-        ("PIPELINE_DLQ", "sqs://dlq-lambda".to_owned()),
-    ]);
-    let (answer, _log) = lambda_harness::invoke(&env, scratch.dir.path(), event);
+    let (answer, _log) = Lambda::builder(&moto)
+        .plugin(&plugins.join(","))
+        .env("PIPELINE_PLUGIN_CONFIG", &CONFIG.join(","))
+        .sinks("default=kinesis://out-lambda,orders=sqs://orders-lambda,audit=sqs://audit-lambda")
+        .dlq("sqs://dlq-lambda")
+        .invoke(scratch.dir.path(), event);
     let count = |name: &str| {
         answer[name]
             .as_u64()

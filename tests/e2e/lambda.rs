@@ -8,25 +8,13 @@ use serde_json::{Value, json};
 
 use crate::emulator::Moto;
 use crate::events::{s3_event, sqs_event};
-use crate::lambda_harness::{Lambda, invoke};
+use crate::lambda_harness::Lambda;
 use crate::runtime_api::Answer;
-use crate::support::{Scratch, path_str, plugin, text};
+use crate::support::{Scratch, assert_counts, dlq_kinds, plugin, text};
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("fixture JSON")
-}
-
-fn dlq_kinds(entries: &[String]) -> Vec<String> {
-    let mut kinds: Vec<String> = entries
-        .iter()
-        .map(|e| {
-            let entry: Value = serde_json::from_str(e).expect("DLQ JSON");
-            text(&entry["error"]["kind"], "the DLQ entry's error.kind").to_owned()
-        })
-        .collect();
-    kinds.sort();
-    kinds
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -43,15 +31,12 @@ async fn kinesis_event_to_kinesis_with_a_plugin_from_s3_and_an_sqs_dlq() {
     aws.stream("enriched").await;
     let dlq = aws.queue("dlq").await;
     let scratch = Scratch::new();
-    let lambda = Lambda::start(
-        &moto.env_with(&[
-            ("PIPELINE_PLUGIN", "s3://plugins/enrich/enrich.wasm"),
-            ("PIPELINE_PLUGIN_CONFIG", "currency=USD"),
-            ("PIPELINE_SINKS", "default=kinesis://enriched"),
-            ("PIPELINE_DLQ", "sqs://dlq"),
-        ]),
-        scratch.dir.path(),
-    );
+    let lambda = Lambda::builder(&moto)
+        .plugin("s3://plugins/enrich/enrich.wasm")
+        .env("PIPELINE_PLUGIN_CONFIG", "currency=USD")
+        .sinks("default=kinesis://enriched")
+        .dlq("sqs://dlq")
+        .start(scratch.dir.path());
     let answer = lambda.invoke(fixture("kinesis-event.json"));
     assert_eq!(
         answer,
@@ -71,10 +56,9 @@ async fn kinesis_event_to_kinesis_with_a_plugin_from_s3_and_an_sqs_dlq() {
     );
     let dead = aws.drain_queue(&dlq).await;
     assert_eq!(dlq_kinds(&dead), ["decode", "domain"]);
-    let log = lambda.log();
-    assert!(
-        log.contains("in=4 transformed=2 dropped=0 failed=2"),
-        "{log}"
+    assert_counts(
+        &lambda.last_counts(),
+        &json!({"in": 4, "transformed": 2, "dropped": 0, "failed": 2}),
     );
 }
 
@@ -85,17 +69,13 @@ async fn sqs_event_reports_only_transient_failures_and_dead_letters_to_s3() {
     let out = aws.queue("out.fifo").await;
     aws.bucket("dead").await;
     let scratch = Scratch::new();
-    let wasm = plugin("misbehave");
-    let lambda = Lambda::start(
-        &moto.env_with(&[
-            ("PIPELINE_PLUGIN", path_str(&wasm)),
-            ("PIPELINE_SINKS", "default=sqs://out.fifo"),
-            ("PIPELINE_DLQ", "s3://dead/letters"),
-            ("PIPELINE_MAX_ATTEMPTS", "2"),
-            ("PIPELINE_RETRY_BASE_MS", "1"),
-        ]),
-        scratch.dir.path(),
-    );
+    let lambda = Lambda::builder(&moto)
+        .plugin("misbehave")
+        .sinks("default=sqs://out.fifo")
+        .dlq("s3://dead/letters")
+        .env("PIPELINE_MAX_ATTEMPTS", "2")
+        .env("PIPELINE_RETRY_BASE_MS", "1")
+        .start(scratch.dir.path());
     let answer = lambda.invoke(sqs_event(&["echo", "flaky", "fail", "drop", "panic"]));
     assert_eq!(
         answer,
@@ -110,10 +90,9 @@ async fn sqs_event_reports_only_transient_failures_and_dead_letters_to_s3() {
         .map(str::to_owned)
         .collect();
     assert_eq!(dlq_kinds(&lines), ["domain", "trap"]);
-    let log = lambda.log();
-    assert!(
-        log.contains("in=5 transformed=1 dropped=1 failed=2 outputs=1 retried=1"),
-        "{log}"
+    assert_counts(
+        &lambda.last_counts(),
+        &json!({"in": 5, "transformed": 1, "dropped": 1, "failed": 2, "outputs": 1, "retried": 1}),
     );
 }
 
@@ -123,15 +102,10 @@ async fn firehose_transformation_answers_per_record() {
     let aws = moto.clients().await;
     let dlq = aws.queue("dlq").await;
     let scratch = Scratch::new();
-    let wasm = plugin("enrich");
-    let (answer, _) = invoke(
-        &moto.env_with(&[
-            ("PIPELINE_PLUGIN", path_str(&wasm)),
-            ("PIPELINE_DLQ", "sqs://dlq"),
-        ]),
-        scratch.dir.path(),
-        fixture("firehose-event.json"),
-    );
+    let (answer, _) = Lambda::builder(&moto)
+        .plugin("enrich")
+        .dlq("sqs://dlq")
+        .invoke(scratch.dir.path(), fixture("firehose-event.json"));
     let records = answer["records"].as_array().expect("records");
     assert_eq!(records.len(), 2);
     assert_eq!(
@@ -158,29 +132,21 @@ async fn direct_invocation_routes_to_s3_and_kinesis_and_dead_letters_oversize_re
     aws.stream("orders").await;
     let dlq = aws.queue("dlq").await;
     let scratch = Scratch::new();
-    let route = plugin("route");
     let event = json!([
         {"id": "d1", "action": "buy"},
         {"id": "d2", "action": "view"},
         {"id": "d3", "action": "view"},
         {"id": "d4", "action": "refund"}
     ]);
-    let (answer, _) = invoke(
-        &moto.env_with(&[
-            ("PIPELINE_PLUGIN", path_str(&route)),
-            (
-                "PIPELINE_PLUGIN_CONFIG",
-                "route.buy=orders,route.refund=refunds",
-            ),
-            (
-                "PIPELINE_SINKS",
-                "default=s3://lake/events?gzip=true, orders=kinesis://orders",
-            ),
-            ("PIPELINE_DLQ", "sqs://dlq"),
-        ]),
-        scratch.dir.path(),
-        event,
-    );
+    let (answer, _) = Lambda::builder(&moto)
+        .plugin("route")
+        .env(
+            "PIPELINE_PLUGIN_CONFIG",
+            "route.buy=orders,route.refund=refunds",
+        )
+        .sinks("default=s3://lake/events?gzip=true, orders=kinesis://orders")
+        .dlq("sqs://dlq")
+        .invoke(scratch.dir.path(), event);
     assert_eq!(answer["in"], 4);
     assert_eq!(answer["transformed"], 3);
     assert_eq!(answer["failed"], 1, "no sink is named `refunds`: {answer}");
@@ -206,17 +172,12 @@ async fn direct_invocation_routes_to_s3_and_kinesis_and_dead_letters_oversize_re
     assert_eq!(dlq_kinds(&dead), ["routing"]);
 
     // A second function: an 8 MiB output passes the plugin limit but not Kinesis' 1 MiB.
-    let misbehave = plugin("misbehave");
-    let (answer, _) = invoke(
-        &moto.env_with(&[
-            ("PIPELINE_PLUGIN", path_str(&misbehave)),
-            ("PIPELINE_SINKS", "default=kinesis://orders"),
-            ("PIPELINE_DLQ", "sqs://dlq"),
-            ("PIPELINE_MAX_OUTPUT_BYTES", "16777216"),
-        ]),
-        scratch.dir.path(),
-        json!(["huge", "echo"]),
-    );
+    let (answer, _) = Lambda::builder(&moto)
+        .plugin("misbehave")
+        .sinks("default=kinesis://orders")
+        .dlq("sqs://dlq")
+        .env("PIPELINE_MAX_OUTPUT_BYTES", "16777216")
+        .invoke(scratch.dir.path(), json!(["huge", "echo"]));
     assert_eq!(
         (answer["transformed"].as_u64(), answer["failed"].as_u64()),
         (Some(1), Some(1)),
@@ -232,11 +193,9 @@ async fn direct_invocation_routes_to_s3_and_kinesis_and_dead_letters_oversize_re
 async fn a_missing_setting_fails_the_cold_start_naming_the_variable() {
     let moto = Moto::start();
     let scratch = Scratch::new();
-    let wasm = plugin("enrich");
-    let mut lambda = Lambda::start(
-        &moto.env_with(&[("PIPELINE_PLUGIN", path_str(&wasm))]),
-        scratch.dir.path(),
-    );
+    let mut lambda = Lambda::builder(&moto)
+        .plugin("enrich")
+        .start(scratch.dir.path());
     match lambda.invoke_answer(fixture("direct-event.json")) {
         Answer::InitError(error) => {
             let message = text(&error["errorMessage"], "the init error's errorMessage");
@@ -256,15 +215,11 @@ async fn an_event_of_no_known_kind_is_answered_with_a_stable_error_type() {
     let aws = moto.clients().await;
     let dlq = aws.queue("dlq").await;
     let scratch = Scratch::new();
-    let wasm = plugin("enrich");
-    let lambda = Lambda::start(
-        &moto.env_with(&[
-            ("PIPELINE_PLUGIN", path_str(&wasm)),
-            ("PIPELINE_SINKS", "default=kinesis://orders"),
-            ("PIPELINE_DLQ", "sqs://dlq"),
-        ]),
-        scratch.dir.path(),
-    );
+    let lambda = Lambda::builder(&moto)
+        .plugin("enrich")
+        .sinks("default=kinesis://orders")
+        .dlq("sqs://dlq")
+        .start(scratch.dir.path());
     match lambda.invoke_answer(json!({"Records": [{"eventSource": "aws:carrier-pigeon"}]})) {
         Answer::Error(error) => {
             assert_eq!(error["errorType"], "InvalidEvent", "{error}");
@@ -310,17 +265,15 @@ async fn s3_objects_stream_through_in_batches() {
     )
     .await;
     let scratch = Scratch::new();
-    let wasm = plugin("validate");
-    let (answer, _) = invoke(
-        &moto.env_with(&[
-            ("PIPELINE_PLUGIN", path_str(&wasm)),
-            ("PIPELINE_SINKS", "default=s3://lake/valid"),
-            ("PIPELINE_DLQ", "sqs://dlq"),
-            ("PIPELINE_BATCH_SIZE", "1000"),
-        ]),
-        scratch.dir.path(),
-        s3_event("incoming", &["raw/day+1/events.jsonl.gz", "raw/users.csv"]),
-    );
+    let (answer, _) = Lambda::builder(&moto)
+        .plugin("validate")
+        .sinks("default=s3://lake/valid")
+        .dlq("sqs://dlq")
+        .env("PIPELINE_BATCH_SIZE", "1000")
+        .invoke(
+            scratch.dir.path(),
+            s3_event("incoming", &["raw/day+1/events.jsonl.gz", "raw/users.csv"]),
+        );
     // 2,500 + 2 records in; the broken line and the short CSV row fail decoding; CSV
     // fields are text, so the validator refuses the other row's "5" as an amount.
     assert_eq!(
@@ -365,20 +318,15 @@ async fn parquet_objects_in_and_parquet_objects_out() {
     )
     .await;
     let scratch = Scratch::new();
-    let wasm = plugin("enrich");
-    let (answer, _) = invoke(
-        &moto.env_with(&[
-            ("PIPELINE_PLUGIN", path_str(&wasm)),
-            (
-                "PIPELINE_SINKS",
-                "default=s3://lake/enriched?format=parquet",
-            ),
-            ("PIPELINE_DLQ", "sqs://dlq"),
-            ("PIPELINE_BATCH_SIZE", "128"),
-        ]),
-        scratch.dir.path(),
-        s3_event("incoming", &["raw/orders.parquet"]),
-    );
+    let (answer, _) = Lambda::builder(&moto)
+        .plugin("enrich")
+        .sinks("default=s3://lake/enriched?format=parquet")
+        .dlq("sqs://dlq")
+        .env("PIPELINE_BATCH_SIZE", "128")
+        .invoke(
+            scratch.dir.path(),
+            s3_event("incoming", &["raw/orders.parquet"]),
+        );
     assert_eq!(answer["transformed"], 300, "{answer}");
     let objects = aws.objects("lake", "enriched/").await;
     assert_eq!(objects.len(), 3, "batches of 128: 128 + 128 + 44");
@@ -402,16 +350,11 @@ async fn dynamodb_stream_images_arrive_as_plain_json() {
     let out = aws.queue("changes").await;
     let dlq = aws.queue("dlq").await;
     let scratch = Scratch::new();
-    let wasm = plugin("misbehave");
-    let (answer, _) = invoke(
-        &moto.env_with(&[
-            ("PIPELINE_PLUGIN", path_str(&wasm)),
-            ("PIPELINE_SINKS", "default=sqs://changes"),
-            ("PIPELINE_DLQ", "sqs://dlq"),
-        ]),
-        scratch.dir.path(),
-        fixture("dynamodb-event.json"),
-    );
+    let (answer, _) = Lambda::builder(&moto)
+        .plugin("misbehave")
+        .sinks("default=sqs://changes")
+        .dlq("sqs://dlq")
+        .invoke(scratch.dir.path(), fixture("dynamodb-event.json"));
     assert_eq!(answer, json!({"batchItemFailures": []}));
     let changes: Vec<Value> = aws
         .drain_queue(&out)

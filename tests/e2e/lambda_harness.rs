@@ -1,6 +1,8 @@
 //! One Lambda function under test: a Runtime API server and the `host` binary started
-//! against it, driven one invocation at a time. Built on [`RuntimeApi`] and [`Function`],
-//! which stay available for anything this does not cover.
+//! against it, driven one invocation at a time. [`Lambda::builder`] gives it its settings
+//! as a function's configuration would; [`Lambda::start`] takes them as environment.
+//! Built on [`RuntimeApi`] and [`Function`], which stay available for anything this does
+//! not cover.
 
 use std::path::Path;
 use std::process::ExitStatus;
@@ -8,7 +10,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::emulator::Moto;
+use crate::proxy::Proxy;
 use crate::runtime_api::{Answer, Function, RuntimeApi};
+use crate::support::{plugin_location, text};
 
 /// How long an invocation (or a cold start's init error) may take to be answered:
 /// generous, as a cold start compiles the plugin.
@@ -22,7 +27,70 @@ pub struct Lambda {
     api: RuntimeApi,
 }
 
+/// A function's settings, one by one, on the emulator: [`Lambda::builder`], then
+/// [`LambdaBuilder::start`] (or [`LambdaBuilder::invoke`] for one event). A setting given
+/// twice takes the last value.
+pub struct LambdaBuilder {
+    env: Vec<(&'static str, String)>,
+}
+
+impl LambdaBuilder {
+    /// `PIPELINE_PLUGIN`: an example's name (`"enrich"`), or a path or URL (anything with
+    /// a `/`, a comma-separated chain of them too).
+    pub fn plugin(self, name_or_path: &str) -> Self {
+        self.env("PIPELINE_PLUGIN", &plugin_location(name_or_path))
+    }
+
+    /// `PIPELINE_SINKS`, e.g. `default=kinesis://out`.
+    pub fn sinks(self, specs: &str) -> Self {
+        self.env("PIPELINE_SINKS", specs)
+    }
+
+    /// `PIPELINE_DLQ`, e.g. `sqs://dlq`.
+    pub fn dlq(self, spec: &str) -> Self {
+        self.env("PIPELINE_DLQ", spec)
+    }
+
+    /// Any other setting, e.g. `env("PIPELINE_BATCH_SIZE", "4")`.
+    pub fn env(mut self, name: &'static str, value: &str) -> Self {
+        self.env.retain(|(k, _)| *k != name);
+        self.env.push((name, value.to_owned()));
+        self
+    }
+
+    /// More settings, in order (the last of a name counts).
+    pub fn envs(self, pairs: &[(&'static str, &str)]) -> Self {
+        pairs
+            .iter()
+            .fold(self, |function, &(name, value)| function.env(name, value))
+    }
+
+    /// Every AWS call through `proxy` (its `AWS_ENDPOINT_URL`).
+    pub fn through(mut self, proxy: &Proxy) -> Self {
+        self.env = proxy.env(std::mem::take(&mut self.env));
+        self
+    }
+
+    /// Starts the function, working (and logging to `function.log`) in `dir`.
+    pub fn start(self, dir: &Path) -> Lambda {
+        Lambda::start(&self.env, dir)
+    }
+
+    /// Starts the function, sends it one event and stops it: the response, and the
+    /// function's log as it was when the response came.
+    pub fn invoke(self, dir: &Path, event: Value) -> (Value, String) {
+        let lambda = self.start(dir);
+        let response = lambda.invoke(event);
+        (response, lambda.log())
+    }
+}
+
 impl Lambda {
+    /// A function pointed at `moto`, to be given its settings: [`LambdaBuilder`].
+    pub fn builder(moto: &Moto) -> LambdaBuilder {
+        LambdaBuilder { env: moto.env() }
+    }
+
     /// Starts a Runtime API server with no queued event, and the function against it
     /// with `env`, working (and logging to `function.log`) in `dir`.
     pub fn start(env: &[(&str, String)], dir: &Path) -> Self {
@@ -71,6 +139,62 @@ impl Lambda {
             .collect()
     }
 
+    /// The counts of each invocation so far, in order, named as the answer to a direct
+    /// invocation names them (`in`, `transformed`, `dropped`, `failed`, `outputs`,
+    /// `retried`, `duplicate`): read from its metrics documents, summed (an invocation
+    /// running past the metrics interval writes some as it goes, and they add up).
+    pub fn counts(&self) -> Vec<Value> {
+        const NAMES: [(&str, &str); 7] = [
+            ("RecordsIn", "in"),
+            ("Transformed", "transformed"),
+            ("Dropped", "dropped"),
+            ("Failed", "failed"),
+            ("Outputs", "outputs"),
+            ("Retried", "retried"),
+            ("Duplicates", "duplicate"),
+        ];
+        let mut invocations: Vec<(String, [f64; 7])> = Vec::new();
+        for doc in self.metrics() {
+            let id = text(&doc["requestId"], "a metrics document's requestId").to_owned();
+            if invocations.last().is_none_or(|(last, _)| *last != id) {
+                invocations.push((id, [0.0; 7]));
+            }
+            if let Some((_, sums)) = invocations.last_mut() {
+                for (sum, (metric, _)) in sums.iter_mut().zip(NAMES) {
+                    *sum += doc[metric]
+                        .as_f64()
+                        .unwrap_or_else(|| panic!("no {metric} in {doc}"));
+                }
+            }
+        }
+        invocations
+            .into_iter()
+            .map(|(_, sums)| {
+                let counts: serde_json::Map<String, Value> = NAMES
+                    .iter()
+                    .zip(sums)
+                    .map(|((_, name), n)| ((*name).to_owned(), Value::from(n as u64)))
+                    .collect();
+                Value::Object(counts)
+            })
+            .collect()
+    }
+
+    /// [`Lambda::counts`] of the last invocation.
+    pub fn last_counts(&self) -> Value {
+        self.counts()
+            .pop()
+            .unwrap_or_else(|| panic!("no metrics document yet; log:\n{}", self.log()))
+    }
+
+    /// The metric `name` summed over every metrics document so far (0 if none has it).
+    pub fn metric_total(&self, name: &str) -> f64 {
+        self.metrics()
+            .iter()
+            .filter_map(|doc| doc[name].as_f64())
+            .sum()
+    }
+
     /// The function's log so far.
     pub fn log(&self) -> String {
         self.function.log_text()
@@ -80,12 +204,4 @@ impl Lambda {
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         self.function.wait_exit(timeout)
     }
-}
-
-/// Starts a function, sends it one event and stops it: the response, and the function's
-/// log as it was when the response came.
-pub fn invoke(env: &[(&str, String)], dir: &Path, event: Value) -> (Value, String) {
-    let lambda = Lambda::start(env, dir);
-    let response = lambda.invoke(event);
-    (response, lambda.log())
 }

@@ -1,27 +1,9 @@
 //! The sandbox's limits, driven through the real binary with the misbehaving plugin:
 //! the host survives every failure and every record is accounted for.
 
-use crate::support::{Scratch, path_str, text};
+use std::path::Path;
 
-fn dlq_kinds(s: &Scratch) -> Vec<(String, String)> {
-    s.json_lines("dlq.jsonl")
-        .iter()
-        .map(|e| {
-            let payload = text(&e["record"]["payload"], "the DLQ entry's record.payload");
-            let kind = text(&e["error"]["kind"], "the DLQ entry's error.kind");
-            (payload.to_owned(), kind.to_owned())
-        })
-        .collect()
-}
-
-/// The number after `prefix` (`calls=`, `traps=`) in a summary line.
-fn summary_number(stderr: &str, prefix: &str) -> u64 {
-    stderr
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(prefix))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix}N in the summary: {stderr}"))
-}
+use crate::support::{Scratch, text};
 
 #[test]
 fn every_kind_of_misbehaviour_fails_only_its_own_record() {
@@ -30,29 +12,22 @@ fn every_kind_of_misbehaviour_fails_only_its_own_record() {
         "in.txt",
         "echo\npanic\necho\nloop\necho\nalloc\necho\nhuge\nfail\nflaky\ndrop\nlog\n",
     );
-    let run = s.run_plugin(
-        "misbehave",
-        &input,
-        &[
-            "--format",
-            "lines",
-            "--deadline-ms",
-            "200",
-            "--memory-mib",
-            "32",
-            "--retry-base-ms",
-            "1",
-            "--emit",
-            "payload",
-        ],
-    );
+    let run = s
+        .run("misbehave")
+        .input(&input)
+        .format("lines")
+        .flag("--deadline-ms", "200")
+        .flag("--memory-mib", "32")
+        .flag("--retry-base-ms", "1")
+        .emit("payload")
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [12, 5, 1, 6]);
     assert_eq!(
         run.stdout.lines().collect::<Vec<_>>(),
         ["echo", "echo", "echo", "echo", "log"]
     );
-    let kinds = dlq_kinds(&s);
+    let kinds = s.dead_letters();
     let expected = [
         ("panic", "trap"),
         ("loop", "deadline"),
@@ -77,7 +52,7 @@ fn every_kind_of_misbehaviour_fails_only_its_own_record() {
         dlq[5]["attempts"], 3,
         "infrastructure errors are retried up to max-attempts"
     );
-    assert!(run.stderr.contains("counter.logged=1"), "{}", run.stderr);
+    assert_eq!(run.count("counter.logged"), 1, "{}", run.stderr);
 }
 
 #[test]
@@ -86,18 +61,13 @@ fn a_poison_record_in_a_large_batch_is_isolated_by_bisection() {
     let mut lines: Vec<&str> = vec!["echo"; 200];
     lines[137] = "panic";
     let input = s.write("in.txt", &lines.join("\n"));
-    let run = s.run_plugin(
-        "misbehave",
-        &input,
-        &[
-            "--format",
-            "lines",
-            "--batch-size",
-            "200",
-            "--emit",
-            "payload",
-        ],
-    );
+    let run = s
+        .run("misbehave")
+        .input(&input)
+        .format("lines")
+        .flag("--batch-size", "200")
+        .emit("payload")
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [200, 199, 0, 1]);
     assert_eq!(run.stdout.lines().count(), 199);
@@ -105,14 +75,7 @@ fn a_poison_record_in_a_large_batch_is_isolated_by_bisection() {
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0]["record"]["attributes"]["line"], "138");
     // One failed call per level of the bisection, never one per record.
-    let traps = run
-        .stderr
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("traps="))
-        .unwrap_or_else(|| panic!("no traps= in stderr:\n{}", run.stderr));
-    let traps = traps
-        .parse::<u32>()
-        .unwrap_or_else(|e| panic!("traps={traps} is not a count ({e}): {}", run.stderr));
+    let traps = run.count("traps");
     assert!((1..=9).contains(&traps), "traps={traps}: {}", run.stderr);
 }
 
@@ -120,25 +83,19 @@ fn a_poison_record_in_a_large_batch_is_isolated_by_bisection() {
 fn init_that_refuses_or_traps_stops_the_run_before_any_output() {
     let s = Scratch::new();
     let input = s.write("in.txt", "echo\n");
-    s.run_plugin(
-        "misbehave",
-        &input,
-        &[
-            "--format",
-            "lines",
-            "--config",
-            "init=fail",
-            "--output",
-            "out.jsonl",
-        ],
-    )
-    .assert_error("refused its configuration: misbehave: init refused by config");
-    s.run_plugin(
-        "misbehave",
-        &input,
-        &["--format", "lines", "--config", "init=panic"],
-    )
-    .assert_error("failed to start");
+    s.run("misbehave")
+        .input(&input)
+        .format("lines")
+        .config("init=fail")
+        .output(Path::new("out.jsonl"))
+        .go()
+        .assert_error("refused its configuration: misbehave: init refused by config");
+    s.run("misbehave")
+        .input(&input)
+        .format("lines")
+        .config("init=panic")
+        .go()
+        .assert_error("failed to start");
     assert!(!s.path("out.jsonl").exists());
 }
 
@@ -146,7 +103,10 @@ fn init_that_refuses_or_traps_stops_the_run_before_any_output() {
 fn validate_refuses_a_bad_setting_at_init() {
     let s = Scratch::new();
     let input = s.write("in.jsonl", "{}\n");
-    s.run_plugin("validate", &input, &["--config", "max_amount=lots"])
+    s.run("validate")
+        .input(&input)
+        .config("max_amount=lots")
+        .go()
         .assert_error("max_amount");
 }
 
@@ -154,11 +114,12 @@ fn validate_refuses_a_bad_setting_at_init() {
 fn a_trap_does_not_carry_what_an_earlier_record_wrote_to_stderr() {
     let s = Scratch::new();
     let input = s.write("in.txt", "noisy\nloop\n");
-    let run = s.run_plugin(
-        "misbehave",
-        &input,
-        &["--format", "lines", "--deadline-ms", "200"],
-    );
+    let run = s
+        .run("misbehave")
+        .input(&input)
+        .format("lines")
+        .flag("--deadline-ms", "200")
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [2, 1, 0, 1]);
     let dlq = s.json_lines("dlq.jsonl");
@@ -174,12 +135,12 @@ fn a_trap_does_not_carry_what_an_earlier_record_wrote_to_stderr() {
 fn a_plugin_cannot_flood_or_forge_host_log_lines() {
     let s = Scratch::new();
     let input = s.write("in.txt", "flood\n");
-    let run = s.run_plugin_with_env(
-        "misbehave",
-        &input,
-        &["--format", "lines"],
-        &[("HOST_LOG", "info".to_owned())],
-    );
+    let run = s
+        .run("misbehave")
+        .input(&input)
+        .format("lines")
+        .env("HOST_LOG", "info")
+        .go();
     run.assert_ok();
     let plugin_lines = run.stderr.lines().filter(|l| l.contains("flood ")).count();
     assert_eq!(plugin_lines, 100, "{}", run.stderr);
@@ -198,18 +159,13 @@ fn a_record_broken_by_an_earlier_one_gets_a_fresh_instance_before_it_is_blamed()
     // `poison` breaks the instance; `check` then panics on it, but not on a fresh one.
     let input = s.write("in.txt", "poison\ncheck\n");
     let out = s.path("out.jsonl");
-    let run = s.run_plugin(
-        "misbehave",
-        &input,
-        &[
-            "--format",
-            "lines",
-            "--output",
-            path_str(&out),
-            "--emit",
-            "payload",
-        ],
-    );
+    let run = s
+        .run("misbehave")
+        .input(&input)
+        .format("lines")
+        .output(&out)
+        .emit("payload")
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [2, 2, 0, 0]);
     assert_eq!(
@@ -225,28 +181,26 @@ fn a_plugin_that_sleeps_is_stopped_at_its_deadline() {
     // echo the record).
     let s = Scratch::new();
     let input = s.write("in.txt", "echo\nsleep\necho\n");
-    let run = s.run_plugin(
-        "misbehave",
-        &input,
-        &[
-            "--format",
-            "lines",
-            "--deadline-ms",
-            "500",
-            "--emit",
-            "payload",
-        ],
-    );
+    let run = s
+        .run("misbehave")
+        .input(&input)
+        .format("lines")
+        .flag("--deadline-ms", "500")
+        .emit("payload")
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [3, 2, 0, 1]);
     assert_eq!(run.stdout.lines().collect::<Vec<_>>(), ["echo", "echo"]);
     // About one deadline more than the batch's: after the batch call runs out of time
     // the records go one at a time, and only the sleeper's call runs out again (halving
     // would have run into it once per level).
-    assert_eq!(summary_number(&run.stderr, "traps="), 2, "{}", run.stderr);
-    assert_eq!(summary_number(&run.stderr, "calls="), 4, "{}", run.stderr);
+    assert_eq!(run.count("traps"), 2, "{}", run.stderr);
+    assert_eq!(run.count("calls"), 4, "{}", run.stderr);
     let dlq = s.json_lines("dlq.jsonl");
-    assert_eq!(dlq_kinds(&s), [("sleep".to_owned(), "deadline".to_owned())]);
+    assert_eq!(
+        s.dead_letters(),
+        [("sleep".to_owned(), "deadline".to_owned())]
+    );
     assert!(
         text(&dlq[0]["error"]["message"], "the DLQ entry's error.message")
             .contains("blocked in WASI"),
@@ -261,22 +215,17 @@ fn isolating_records_that_all_stall_has_a_bound() {
     // 8 calls into the deadline the records left fail together, saying why.
     let s = Scratch::new();
     let input = s.write("in.txt", &["sleep"; 16].join("\n"));
-    let run = s.run_plugin(
-        "misbehave",
-        &input,
-        &[
-            "--format",
-            "lines",
-            "--deadline-ms",
-            "100",
-            "--batch-size",
-            "16",
-        ],
-    );
+    let run = s
+        .run("misbehave")
+        .input(&input)
+        .format("lines")
+        .flag("--deadline-ms", "100")
+        .flag("--batch-size", "16")
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [16, 0, 0, 16]);
     // The batch's call, then one call per record until 8 calls ran into the deadline.
-    assert_eq!(summary_number(&run.stderr, "calls="), 8, "{}", run.stderr);
+    assert_eq!(run.count("calls"), 8, "{}", run.stderr);
     let dlq = s.json_lines("dlq.jsonl");
     assert!(
         dlq.iter().all(|e| e["error"]["kind"] == "deadline"),
@@ -297,23 +246,17 @@ fn isolating_records_that_fail_just_short_of_the_deadline_has_a_bound() {
     // take: each takes at least 150 ms, so at most 11 calls are made.
     let s = Scratch::new();
     let input = s.write("in.txt", &["slowpanic"; 40].join("\n"));
-    let run = s.run_plugin(
-        "misbehave",
-        &input,
-        &[
-            "--format",
-            "lines",
-            "--deadline-ms",
-            "200",
-            "--batch-size",
-            "40",
-            "--config",
-            "spin_ms=150",
-        ],
-    );
+    let run = s
+        .run("misbehave")
+        .input(&input)
+        .format("lines")
+        .flag("--deadline-ms", "200")
+        .flag("--batch-size", "40")
+        .config("spin_ms=150")
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [40, 0, 0, 40]);
-    let calls = summary_number(&run.stderr, "calls=");
+    let calls = run.count("calls");
     assert!((2..=11).contains(&calls), "{calls} calls: {}", run.stderr);
     let dlq = s.json_lines("dlq.jsonl");
     assert_eq!(dlq.len(), 40);
@@ -330,24 +273,19 @@ fn output_is_capped_per_record_and_per_call() {
     // outputs allowed per record, none does.
     let s = Scratch::new();
     let input = s.write("in.txt", "fanout\nfanout\necho\n");
-    let run = s.run_plugin(
-        "misbehave",
-        &input,
-        &[
-            "--format",
-            "lines",
-            "--max-call-output-bytes",
-            "1048576",
-            "--emit",
-            "payload",
-        ],
-    );
+    let run = s
+        .run("misbehave")
+        .input(&input)
+        .format("lines")
+        .flag("--max-call-output-bytes", "1048576")
+        .emit("payload")
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [3, 2, 0, 1]);
     assert_eq!(run.stdout.lines().count(), 601, "{}", run.stderr);
     let dlq = s.json_lines("dlq.jsonl");
     assert_eq!(
-        dlq_kinds(&s),
+        s.dead_letters(),
         [("fanout".to_owned(), "output-too-large".to_owned())]
     );
     let message = text(&dlq[0]["error"]["message"], "message");
@@ -358,11 +296,12 @@ fn output_is_capped_per_record_and_per_call() {
 
     let s = Scratch::new();
     let input = s.write("in.txt", "fanout\necho\n");
-    let run = s.run_plugin(
-        "misbehave",
-        &input,
-        &["--format", "lines", "--max-outputs-per-record", "500"],
-    );
+    let run = s
+        .run("misbehave")
+        .input(&input)
+        .format("lines")
+        .flag("--max-outputs-per-record", "500")
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [2, 1, 0, 1]);
     let message = text(&s.json_lines("dlq.jsonl")[0]["error"]["message"], "message").to_owned();
@@ -379,10 +318,10 @@ fn crafted_batch_tables_fail_only_their_own_record() {
     // there. The host survives each, and only the guilty record reaches the DLQ.
     let s = Scratch::new();
     let input = s.write("in.txt", "one\ncount\ntwo\nalias\nstray\nthree\n");
-    let run = s.run_plugin("hostile", &input, &["--format", "lines"]);
+    let run = s.run("hostile").input(&input).format("lines").go();
     run.assert_ok();
     assert_eq!(run.balanced(), [6, 0, 3, 3]);
-    let kinds = dlq_kinds(&s);
+    let kinds = s.dead_letters();
     assert_eq!(
         kinds,
         [
@@ -415,20 +354,16 @@ fn crafted_batch_tables_fail_only_their_own_record() {
 fn json_summary(plugin: &str, lines: &str, extra: &[&str]) -> serde_json::Value {
     let s = Scratch::new();
     let input = s.write("in.txt", lines);
-    let output = s.path("out.jsonl");
-    let mut args = vec![
-        "--format",
-        "lines",
-        "--summary",
-        "json",
-        "--output",
-        path_str(&output),
-    ];
-    args.extend_from_slice(extra);
-    let run = s.run_plugin(plugin, &input, &args);
+    let run = s
+        .run(plugin)
+        .input(&input)
+        .format("lines")
+        .summary_json()
+        .output(&s.path("out.jsonl"))
+        .args(extra)
+        .go();
     run.assert_ok();
-    serde_json::from_str(run.stdout.trim())
-        .unwrap_or_else(|e| panic!("the summary is not JSON ({e}): {}", run.stdout))
+    run.summary()
 }
 
 fn peak_memory(summary: &serde_json::Value) -> u64 {

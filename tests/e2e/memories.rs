@@ -109,31 +109,17 @@ fn the_memory_cap_counts_every_memory_of_a_component() {
     let wasm = s.path("one-more-memory.wasm");
     std::fs::write(&wasm, with_instances("misbehave", 1, Holds::Memory(800))).expect("write");
     let input = s.write("in.txt", "echo\nalloc\necho\n");
-    let run = s.host(
-        &[
-            "run",
-            "--plugin",
-            path_str(&wasm),
-            "--input",
-            path_str(&input),
-            "--format",
-            "lines",
-            "--memory-mib",
-            "80",
-            "--emit",
-            "payload",
-            "--summary",
-            "json",
-            "--output",
-            path_str(&s.path("out.jsonl")),
-            "--dlq",
-            path_str(&s.path("dlq.jsonl")),
-        ],
-        None,
-    );
+    let run = s
+        .run(path_str(&wasm))
+        .input(&input)
+        .format("lines")
+        .flag("--memory-mib", "80")
+        .emit("payload")
+        .summary_json()
+        .output(&s.path("out.jsonl"))
+        .go();
     assert!(run.status.success(), "{}", run.stderr);
-    let summary: serde_json::Value = serde_json::from_str(run.stdout.trim())
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.stdout));
+    let summary = run.summary();
     assert_eq!(summary["transformed"], 2, "{summary}");
     assert_eq!(summary["failed_by_kind"]["memory-limit"], 1, "{summary}");
 }
@@ -145,20 +131,12 @@ fn refused_at_start(component: Vec<u8>, extra: &[&str], reason: &str) {
     let wasm = s.path("crafted.wasm");
     std::fs::write(&wasm, component).expect("write");
     let input = s.write("in.txt", "echo\n");
-    let dlq = s.path("dlq.jsonl");
-    let mut args = vec![
-        "run",
-        "--plugin",
-        path_str(&wasm),
-        "--input",
-        path_str(&input),
-        "--format",
-        "lines",
-        "--dlq",
-        path_str(&dlq),
-    ];
-    args.extend_from_slice(extra);
-    let run = s.host(&args, None);
+    let run = s
+        .run(path_str(&wasm))
+        .input(&input)
+        .format("lines")
+        .args(extra)
+        .go();
     assert!(!run.status.success(), "{}", run.stderr);
     assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
     assert!(run.stderr.contains(reason), "{}", run.stderr);
@@ -210,24 +188,13 @@ fn tables_count_toward_the_memory_cap() {
     )
     .expect("write");
     let input = s.write("in.txt", "echo\n");
-    let run = s.host(
-        &[
-            "run",
-            "--plugin",
-            path_str(&wasm),
-            "--input",
-            path_str(&input),
-            "--format",
-            "lines",
-            "--emit",
-            "payload",
-            "--output",
-            path_str(&s.path("out.jsonl")),
-            "--dlq",
-            path_str(&s.path("dlq.jsonl")),
-        ],
-        None,
-    );
+    let run = s
+        .run(path_str(&wasm))
+        .input(&input)
+        .format("lines")
+        .emit("payload")
+        .output(&s.path("out.jsonl"))
+        .go();
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(
         std::fs::read_to_string(s.path("out.jsonl")).expect("the output"),

@@ -3,18 +3,23 @@
 //! group is handed back, every later item of it is handed back too and none of their
 //! outputs go out; other shards and groups carry on.
 
+use serde_json::json;
+
 use crate::emulator::Moto;
 use crate::events::{failures, fifo_event, kinesis_event, sequence_numbers};
 use crate::lambda_harness::Lambda;
-use crate::support::{Scratch, path_str, plugin};
+use crate::support::{Scratch, assert_counts};
 
-fn env(moto: &Moto, pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
-    let mut env = moto.env_with(&[
-        ("PIPELINE_MAX_ATTEMPTS", "2"),
-        ("PIPELINE_RETRY_BASE_MS", "1"),
-    ]);
-    env.extend(pairs.iter().map(|(k, v)| (*k, (*v).to_owned())));
-    env
+/// A function running `misbehave` (two attempts, 1 ms apart) to `sinks`, dead letters to
+/// the queue `dlq`.
+fn misbehave(moto: &Moto, scratch: &Scratch, sinks: &str) -> Lambda {
+    Lambda::builder(moto)
+        .env("PIPELINE_MAX_ATTEMPTS", "2")
+        .env("PIPELINE_RETRY_BASE_MS", "1")
+        .plugin("misbehave")
+        .sinks(sinks)
+        .dlq("sqs://dlq")
+        .start(scratch.dir.path())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -24,18 +29,7 @@ async fn a_kinesis_record_to_retry_holds_back_the_rest_of_its_shard() {
     aws.stream("out").await;
     let dlq = aws.queue("dlq").await;
     let scratch = Scratch::new();
-    let wasm = plugin("misbehave");
-    let lambda = Lambda::start(
-        &env(
-            &moto,
-            &[
-                ("PIPELINE_PLUGIN", path_str(&wasm)),
-                ("PIPELINE_SINKS", "default=kinesis://out"),
-                ("PIPELINE_DLQ", "sqs://dlq"),
-            ],
-        ),
-        scratch.dir.path(),
-    );
+    let lambda = misbehave(&moto, &scratch, "default=kinesis://out");
     let (a, b) = ("shardId-000000000006", "shardId-000000000007");
     let event = kinesis_event(&[
         (a, "a-first"),
@@ -56,10 +50,9 @@ async fn a_kinesis_record_to_retry_holds_back_the_rest_of_its_shard() {
     assert_eq!(aws.stream_records("out").await, ["a-first", "b-only"]);
     // `fail` comes after the retried record: it is redelivered, not dead-lettered now.
     assert!(aws.drain_queue(&dlq).await.is_empty());
-    let log = lambda.log();
-    assert!(
-        log.contains("in=6 transformed=2 dropped=0 failed=0 outputs=2 retried=4"),
-        "{log}"
+    assert_counts(
+        &lambda.last_counts(),
+        &json!({"in": 6, "transformed": 2, "dropped": 0, "failed": 0, "outputs": 2, "retried": 4}),
     );
 }
 
@@ -70,18 +63,7 @@ async fn an_sqs_fifo_message_to_retry_holds_back_the_rest_of_its_group() {
     let out = aws.queue("out").await;
     let dlq = aws.queue("dlq").await;
     let scratch = Scratch::new();
-    let wasm = plugin("misbehave");
-    let lambda = Lambda::start(
-        &env(
-            &moto,
-            &[
-                ("PIPELINE_PLUGIN", path_str(&wasm)),
-                ("PIPELINE_SINKS", "default=sqs://out"),
-                ("PIPELINE_DLQ", "sqs://dlq"),
-            ],
-        ),
-        scratch.dir.path(),
-    );
+    let lambda = misbehave(&moto, &scratch, "default=sqs://out");
     let answer = lambda.invoke(fifo_event(&[
         ("ann", "ann-1"),
         ("ann", "flaky"),
@@ -94,10 +76,9 @@ async fn an_sqs_fifo_message_to_retry_holds_back_the_rest_of_its_group() {
     delivered.sort();
     assert_eq!(delivered, ["ann-1", "bob-1", "bob-2"]);
     assert!(aws.drain_queue(&dlq).await.is_empty());
-    let log = lambda.log();
-    assert!(
-        log.contains("in=5 transformed=3 dropped=0 failed=0 outputs=3 retried=2"),
-        "{log}"
+    assert_counts(
+        &lambda.last_counts(),
+        &json!({"in": 5, "transformed": 3, "dropped": 0, "failed": 0, "outputs": 3, "retried": 2}),
     );
 }
 
@@ -108,18 +89,7 @@ async fn two_records_with_the_same_body_both_reach_a_fifo_queue() {
     let out = aws.queue("out.fifo").await;
     let dlq = aws.queue("dlq").await;
     let scratch = Scratch::new();
-    let wasm = plugin("misbehave");
-    let lambda = Lambda::start(
-        &env(
-            &moto,
-            &[
-                ("PIPELINE_PLUGIN", path_str(&wasm)),
-                ("PIPELINE_SINKS", "default=sqs://out.fifo"),
-                ("PIPELINE_DLQ", "sqs://dlq"),
-            ],
-        ),
-        scratch.dir.path(),
-    );
+    let lambda = misbehave(&moto, &scratch, "default=sqs://out.fifo");
     // Two different messages (ids m-0, m-1) with the same body: the FIFO queue's
     // deduplication must not take one for a retry of the other.
     let answer = lambda.invoke(fifo_event(&[("ann", "same"), ("ann", "same")]));

@@ -12,26 +12,15 @@ fn run(s: &Scratch, wasm: &Path, input: &Path, tag: &str) -> (Vec<u8>, Vec<(Stri
     let output = s.path(&format!("{tag}.out"));
     let dlq = s.path(&format!("{tag}.dlq"));
     let cache = s.path("cache");
-    let run = s.host(
-        &[
-            "run",
-            "--plugin",
-            path_str(wasm),
-            "--input",
-            path_str(input),
-            "--config",
-            "currency=USD",
-            "--emit",
-            "payload",
-            "--output",
-            path_str(&output),
-            "--dlq",
-            path_str(&dlq),
-            "--cache-dir",
-            path_str(&cache),
-        ],
-        None,
-    );
+    let run = s
+        .run(path_str(wasm))
+        .input(input)
+        .config("currency=USD")
+        .emit("payload")
+        .output(&output)
+        .dlq(path_str(&dlq))
+        .cache_dir(&cache)
+        .go();
     assert!(run.status.success(), "{tag}: {}", run.stderr);
     let kinds = s
         .json_lines(&format!("{tag}.dlq"))
@@ -112,31 +101,23 @@ fn fresh_start_in(s: &Scratch, memory_mib: &str) -> (crate::support::Run, serde_
         s.path(&format!("{memory_mib}.dlq")),
         s.path(&format!("cache-{memory_mib}")),
     );
-    let run = s.host_with_env(
-        &[
-            "run",
-            "--plugin",
-            path_str(&python),
-            "--input",
-            path_str(&input),
-            "--config",
-            "currency=USD",
-            "--output",
-            path_str(&out),
-            "--dlq",
-            path_str(&dlq),
-            "--cache-dir",
-            path_str(&cache),
-            "--summary",
-            "json",
-        ],
-        None,
-        &[
-            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mib.to_owned()),
-            ("HOST_LOG", "info".to_owned()),
-        ],
-    );
-    let summary = serde_json::from_str(run.stdout.trim()).unwrap_or(serde_json::Value::Null);
+    let run = s
+        .run(path_str(&python))
+        .input(&input)
+        .config("currency=USD")
+        .output(&out)
+        .dlq(path_str(&dlq))
+        .cache_dir(&cache)
+        .summary_json()
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mib)
+        .env("HOST_LOG", "info")
+        .go();
+    // A run refused at start writes no summary.
+    let summary = if run.status.success() {
+        run.summary()
+    } else {
+        serde_json::Value::Null
+    };
     (run, summary)
 }
 
@@ -230,14 +211,12 @@ async fn a_python_version_is_published_and_swapped_in_for_the_rust_one() {
         assert!(run.status.success(), "publish {version}: {}", run.stderr);
     };
     publish(&plugin("enrich"), "1.0.0");
-    let mut env = moto.env();
-    env.extend([
-        ("PIPELINE_PLUGIN", "s3://plugins/plugins/enrich/".to_owned()),
-        ("PIPELINE_PLUGIN_CHECK_SECONDS", "0".to_owned()),
-        ("PIPELINE_SINKS", "default=sqs://out".to_owned()),
-        ("PIPELINE_DLQ", "sqs://dlq".to_owned()),
-    ]);
-    let lambda = Lambda::start(&env, s.dir.path());
+    let lambda = Lambda::builder(&moto)
+        .plugin("s3://plugins/plugins/enrich/")
+        .env("PIPELINE_PLUGIN_CHECK_SECONDS", "0")
+        .sinks("default=sqs://out")
+        .dlq("sqs://dlq")
+        .start(s.dir.path());
     let event = serde_json::json!([
         {"id": "p1", "user": "zoë", "action": "buy", "amount": 0.125, "ts": "2026-11-26T12:00:00Z"},
         {"id": "p2", "user": "u"}
@@ -312,19 +291,17 @@ async fn a_signed_precompiled_artifact_loads_without_compiling_and_a_foreign_one
         {"id": "a1", "user": "u", "action": "buy", "amount": 2.5, "ts": "2026-11-26T12:00:00Z"}
     ]);
     let start = |public_key: Option<&str>, cache: &str| {
-        let mut env = moto.env();
-        env.extend([
-            ("PIPELINE_PLUGIN", "s3://plugins/plugins/enrich/".to_owned()),
-            ("PIPELINE_SINKS", "default=sqs://out".to_owned()),
-            ("PIPELINE_DLQ", "sqs://dlq".to_owned()),
-            ("PIPELINE_CACHE_DIR", path_str(&s.path(cache)).to_owned()),
-        ]);
+        let mut function = Lambda::builder(&moto)
+            .plugin("s3://plugins/plugins/enrich/")
+            .sinks("default=sqs://out")
+            .dlq("sqs://dlq")
+            .env("PIPELINE_CACHE_DIR", path_str(&s.path(cache)));
         if let Some(key) = public_key {
-            env.push(("PIPELINE_PLUGIN_PUBLIC_KEY", key.to_owned()));
+            function = function.env("PIPELINE_PLUGIN_PUBLIC_KEY", key);
         }
         let dir = s.path(cache).with_extension("run");
         std::fs::create_dir_all(&dir).expect("mkdir");
-        Lambda::start(&env, &dir)
+        function.start(&dir)
     };
     let ready_line = |log: &str| {
         log.lines()

@@ -21,23 +21,15 @@ async fn dead_letters_from_a_run_into_sinks_are_reprocessed_after_a_fix() {
     let scratch = Scratch::new();
     let input = scratch.write("events.jsonl", EVENTS);
     let wasm = plugin("validate");
-    let (wasm, input) = (path_str(&wasm), path_str(&input));
+    let wasm = path_str(&wasm);
 
-    let run = host(
-        &scratch,
-        &moto,
-        &[
-            "run",
-            "--plugin",
-            wasm,
-            "--input",
-            input,
-            "--sink",
-            "default=kinesis://valid",
-            "--dlq",
-            "sqs://dlq",
-        ],
-    );
+    let run = scratch
+        .run(wasm)
+        .input(&input)
+        .sink("default=kinesis://valid")
+        .dlq("sqs://dlq")
+        .envs(moto.env())
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [8, 2, 1, 5]);
     assert_eq!(aws.stream_records("valid").await.len(), 2);
@@ -91,56 +83,21 @@ async fn a_kinesis_dlq_or_a_file_dlq_with_sinks_is_refused() {
     let moto = Moto::start();
     let scratch = Scratch::new();
     let input = scratch.write("events.jsonl", EVENTS);
-    let wasm = plugin("validate");
-    let (wasm, input) = (path_str(&wasm), path_str(&input));
-    host(
-        &scratch,
-        &moto,
-        &[
-            "run",
-            "--plugin",
-            wasm,
-            "--input",
-            input,
-            "--sink",
-            "default=kinesis://x",
-            "--dlq",
-            "dlq.jsonl",
-        ],
-    )
+    let run = |sink: &str, dlq: &str| {
+        scratch
+            .run("validate")
+            .input(&input)
+            .sink(sink)
+            .dlq(dlq)
+            .envs(moto.env())
+            .go()
+    };
+    run("default=kinesis://x", "dlq.jsonl")
     .assert_error("--dlq: the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX where outputs go to sinks");
-    host(
-        &scratch,
-        &moto,
-        &[
-            "run",
-            "--plugin",
-            wasm,
-            "--input",
-            input,
-            "--sink",
-            "default=kinesis://x",
-            "--dlq",
-            "kinesis://y",
-        ],
-    )
-    .assert_error("--dlq: the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX");
-    host(
-        &scratch,
-        &moto,
-        &[
-            "run",
-            "--plugin",
-            wasm,
-            "--input",
-            input,
-            "--sink",
-            "default=sqs://missing",
-            "--dlq",
-            "sqs://missing",
-        ],
-    )
-    .assert_error("sink default (--sink): SQS queue missing");
+    run("default=kinesis://x", "kinesis://y")
+        .assert_error("--dlq: the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX");
+    run("default=sqs://missing", "sqs://missing")
+        .assert_error("sink default (--sink): SQS queue missing");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -152,22 +109,14 @@ async fn an_s3_dead_letter_prefix_is_reprocessed_object_by_object() {
     let scratch = Scratch::new();
     let input = scratch.write("events.jsonl", EVENTS);
     let wasm = plugin("validate");
-    let (wasm, input) = (path_str(&wasm), path_str(&input));
-    let run = host(
-        &scratch,
-        &moto,
-        &[
-            "run",
-            "--plugin",
-            wasm,
-            "--input",
-            input,
-            "--sink",
-            "default=s3://lake/valid",
-            "--dlq",
-            "s3://dead/letters",
-        ],
-    );
+    let wasm = path_str(&wasm);
+    let run = scratch
+        .run(wasm)
+        .input(&input)
+        .sink("default=s3://lake/valid")
+        .dlq("s3://dead/letters")
+        .envs(moto.env())
+        .go();
     run.assert_ok();
     let before = aws.objects("dead", "letters/").await;
     assert_eq!(before.len(), 1);
@@ -242,26 +191,19 @@ async fn a_captured_s3_notification_replays_from_the_command_line() {
             .expect("the fixture is JSON");
     captured["Records"][0]["s3"]["object"]["eTag"] = etag.into();
     let event = scratch.write("s3-event.json", &captured.to_string());
-    let wasm = plugin("enrich");
-    let args = [
-        "run",
-        "--plugin",
-        path_str(&wasm),
-        "--input",
-        path_str(&event),
-        "--format",
-        "s3-event",
-        "--sink",
-        "default=kinesis://enriched",
-        "--dlq",
-        "sqs://dlq",
-    ];
-    let run = host(&scratch, &moto, &args);
+    let run = scratch
+        .run("enrich")
+        .input(&event)
+        .format("s3-event")
+        .sink("default=kinesis://enriched")
+        .dlq("sqs://dlq")
+        .envs(moto.env())
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [8, 6, 0, 2]);
     assert_eq!(aws.stream_records("enriched").await.len(), 6);
     assert_eq!(aws.drain_queue(&dlq).await.len(), 2);
-    let local = scratch.run_plugin("enrich", &event, &["--format", "event"]);
+    let local = scratch.run("enrich").input(&event).format("event").go();
     local.assert_error("use --format s3-event, which reads them from S3");
 }
 

@@ -1,6 +1,8 @@
 //! `host run` with the example plugins: outputs, drops, DLQ, formats and bad input.
 
-use crate::support::{Scratch, parse_lines, path_str, plugin, text};
+use std::path::Path;
+
+use crate::support::{Scratch, parse_lines, path_str, text};
 
 const EVENTS: &str = include_str!("../../examples/events.jsonl");
 
@@ -8,11 +10,12 @@ const EVENTS: &str = include_str!("../../examples/events.jsonl");
 fn enrich_transforms_valid_events_and_dead_letters_the_rest() {
     let s = Scratch::new();
     let input = s.write("events.jsonl", EVENTS);
-    let run = s.run_plugin(
-        "enrich",
-        &input,
-        &["--config", "currency=USD", "--output", "out.jsonl"],
-    );
+    let run = s
+        .run("enrich")
+        .input(&input)
+        .config("currency=USD")
+        .output(Path::new("out.jsonl"))
+        .go();
     run.assert_ok();
     // 8 events: the non-JSON line fails decoding, e7 has no amount (domain error).
     assert_eq!(run.balanced(), [8, 6, 0, 2]);
@@ -44,11 +47,12 @@ fn enrich_transforms_valid_events_and_dead_letters_the_rest() {
 fn validate_drops_test_events_and_names_the_broken_rule() {
     let s = Scratch::new();
     let input = s.write("events.jsonl", EVENTS);
-    let run = s.run_plugin(
-        "validate",
-        &input,
-        &["--emit", "payload", "--batch-size", "3"],
-    );
+    let run = s
+        .run("validate")
+        .input(&input)
+        .emit("payload")
+        .flag("--batch-size", "3")
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [8, 2, 1, 5]);
     // Payload mode writes each output's bytes unchanged.
@@ -80,11 +84,12 @@ fn validate_drops_test_events_and_names_the_broken_rule() {
 fn route_sends_records_to_named_destinations_with_fan_out() {
     let s = Scratch::new();
     let input = s.write("events.jsonl", EVENTS);
-    let run = s.run_plugin(
-        "route",
-        &input,
-        &["--config", "route.buy=orders", "--config", "audit=true"],
-    );
+    let run = s
+        .run("route")
+        .input(&input)
+        .config("route.buy=orders")
+        .config("audit=true")
+        .go();
     run.assert_ok();
     let [input_count, transformed, _, failed] = run.balanced();
     assert_eq!((input_count, transformed, failed), (8, 7, 1));
@@ -102,22 +107,12 @@ fn route_sends_records_to_named_destinations_with_fan_out() {
 #[test]
 fn csv_from_stdin_becomes_json_records() {
     let s = Scratch::new();
-    let wasm = plugin("route");
-    let dlq = s.path("dlq.jsonl");
-    let args = [
-        "run",
-        "--plugin",
-        path_str(&wasm),
-        "--input",
-        "-",
-        "--format",
-        "csv",
-        "--emit",
-        "payload",
-        "--dlq",
-        path_str(&dlq),
-    ];
-    let run = s.host(&args, Some("action,user\nbuy,ann\nview\nview,bob\n"));
+    let run = s
+        .run("route")
+        .stdin("action,user\nbuy,ann\nview\nview,bob\n")
+        .format("csv")
+        .emit("payload")
+        .go();
     run.assert_ok();
     assert_eq!(run.balanced(), [3, 2, 0, 1]);
     assert_eq!(
@@ -137,13 +132,16 @@ fn csv_from_stdin_becomes_json_records() {
 fn bad_flags_fail_with_the_setting_named_and_nothing_written() {
     let s = Scratch::new();
     let input = s.write("events.jsonl", EVENTS);
-    s.run_plugin(
-        "enrich",
-        &input,
-        &["--batch-size", "0", "--output", "out.jsonl"],
-    )
-    .assert_error("batch-size");
-    s.run_plugin("enrich", &input, &["--config", "novalue"])
+    s.run("enrich")
+        .input(&input)
+        .flag("--batch-size", "0")
+        .output(Path::new("out.jsonl"))
+        .go()
+        .assert_error("batch-size");
+    s.run("enrich")
+        .input(&input)
+        .config("novalue")
+        .go()
         .assert_error("expected KEY=VALUE");
     assert!(!s.path("out.jsonl").exists() && !s.path("dlq.jsonl").exists());
 }
@@ -152,17 +150,14 @@ fn bad_flags_fail_with_the_setting_named_and_nothing_written() {
 fn missing_input_and_missing_plugin_are_named() {
     let s = Scratch::new();
     let missing = s.path("nope.jsonl");
-    s.run_plugin("enrich", &missing, &[])
+    s.run("enrich")
+        .input(&missing)
+        .go()
         .assert_error("cannot open input");
     let input = s.write("events.jsonl", EVENTS);
-    let args = [
-        "run",
-        "--plugin",
-        "/nonexistent/p.wasm",
-        "--input",
-        path_str(&input),
-    ];
-    s.host(&args, None)
+    s.run("/nonexistent/p.wasm")
+        .input(&input)
+        .go()
         .assert_error("cannot read plugin /nonexistent/p.wasm");
     assert!(!s.path("dlq.jsonl").exists());
 }
@@ -181,14 +176,10 @@ fn a_file_that_is_not_a_component_is_refused() {
     ] {
         let path = s.path(name);
         std::fs::write(&path, bytes).expect("write");
-        let args = [
-            "run",
-            "--plugin",
-            path_str(&path),
-            "--input",
-            path_str(&input),
-        ];
-        s.host(&args, None).assert_error(reason);
+        s.run(path_str(&path))
+            .input(&input)
+            .go()
+            .assert_error(reason);
     }
 }
 
@@ -199,14 +190,9 @@ fn a_component_of_another_world_is_refused() {
     // The smallest valid component: the header alone. It exports nothing.
     let path = s.path("empty-component.wasm");
     std::fs::write(&path, b"\0asm\x0d\0\x01\0").expect("write");
-    let args = [
-        "run",
-        "--plugin",
-        path_str(&path),
-        "--input",
-        path_str(&input),
-    ];
-    s.host(&args, None)
+    s.run(path_str(&path))
+        .input(&input)
+        .go()
         .assert_error("does not export the world `transform`");
 }
 
@@ -216,7 +202,12 @@ fn a_captured_kinesis_event_replays_locally() {
     let event = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures/kinesis-event.json");
     for format in ["kinesis-event", "event"] {
-        let run = s.run_plugin("enrich", &event, &["--format", format, "--emit", "payload"]);
+        let run = s
+            .run("enrich")
+            .input(&event)
+            .format(format)
+            .emit("payload")
+            .go();
         run.assert_ok();
         assert_eq!(run.balanced(), [4, 2, 0, 2]);
         let outputs = parse_lines(&run.stdout);
@@ -228,7 +219,10 @@ fn a_captured_kinesis_event_replays_locally() {
     }
     let sqs =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/sqs-event.json");
-    s.run_plugin("enrich", &sqs, &["--format", "kinesis-event"])
+    s.run("enrich")
+        .input(&sqs)
+        .format("kinesis-event")
+        .go()
         .assert_error("not a Kinesis event");
 }
 
@@ -242,21 +236,7 @@ fn a_cache_directory_others_may_write_is_not_used() {
     std::fs::create_dir(&cache).expect("mkdir");
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let input = s.write("in.jsonl", "{\"id\":1}\n");
-    let wasm = plugin("misbehave");
-    let run = s.host(
-        &[
-            "run",
-            "--plugin",
-            path_str(&wasm),
-            "--input",
-            path_str(&input),
-            "--cache-dir",
-            path_str(&cache),
-            "--dlq",
-            path_str(&s.path("dlq.jsonl")),
-        ],
-        None,
-    );
+    let run = s.run("misbehave").input(&input).cache_dir(&cache).go();
     run.assert_ok();
     assert!(
         run.stderr

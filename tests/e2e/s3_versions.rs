@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::emulator::{Clients, Moto};
 use crate::events::s3_version_event;
 use crate::lambda_harness::Lambda;
-use crate::support::{Scratch, path_str, plugin};
+use crate::support::Scratch;
 
 const KEY: &str = "raw/events.txt";
 const V1: [&str; 3] = ["v1 one", "v1 two", "v1 three"];
@@ -61,15 +61,11 @@ pub async fn versioned_bucket(aws: &Clients, bucket: &str) {
 async fn function(moto: &Moto, aws: &Clients, scratch: &Scratch) -> Lambda {
     aws.stream("out").await;
     aws.queue("dlq").await;
-    let wasm = plugin("misbehave");
-    Lambda::start(
-        &moto.env_with(&[
-            ("PIPELINE_PLUGIN", path_str(&wasm)),
-            ("PIPELINE_SINKS", "default=kinesis://out"),
-            ("PIPELINE_DLQ", "sqs://dlq"),
-        ]),
-        scratch.dir.path(),
-    )
+    Lambda::builder(moto)
+        .plugin("misbehave")
+        .sinks("default=kinesis://out")
+        .dlq("sqs://dlq")
+        .start(scratch.dir.path())
 }
 
 /// The answer's counts that say what became of the lines and the object.

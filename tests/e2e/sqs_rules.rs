@@ -12,7 +12,7 @@ use crate::emulator::Moto;
 use crate::events::kinesis_event;
 use crate::lambda_harness::Lambda;
 use crate::proxy::Proxy;
-use crate::support::{Scratch, path_str, plugin};
+use crate::support::Scratch;
 
 /// An SQS client that goes through `proxy`.
 async fn sqs_through(proxy: &Proxy) -> aws_sdk_sqs::Client {
@@ -45,17 +45,14 @@ async fn characters_sqs_refuses_reach_the_queue_and_the_dlq_exactly() {
     assert_eq!(proxy.sqs_refused(), 1);
 
     let scratch = Scratch::new();
-    let wasm = plugin("misbehave");
-    let lambda = Lambda::start(
-        &proxy.env(moto.env_with(&[
-            ("PIPELINE_PLUGIN", path_str(&wasm)),
-            ("PIPELINE_SINKS", "default=sqs://out"),
-            ("PIPELINE_DLQ", "sqs://dlq"),
-            ("PIPELINE_MAX_ATTEMPTS", "2"),
-            ("PIPELINE_RETRY_BASE_MS", "1"),
-        ])),
-        scratch.dir.path(),
-    );
+    let lambda = Lambda::builder(&moto)
+        .plugin("misbehave")
+        .sinks("default=sqs://out")
+        .dlq("sqs://dlq")
+        .env("PIPELINE_MAX_ATTEMPTS", "2")
+        .env("PIPELINE_RETRY_BASE_MS", "1")
+        .through(&proxy)
+        .start(scratch.dir.path());
     // `misbehave` echoes the first and third; the second fails (domain), and its
     // partition key, in its DLQ entry, holds U+FFFE.
     let shard = "shardId-000000000001";

@@ -10,7 +10,7 @@ use crate::emulator::Moto;
 use crate::events::{failures, kinesis_event};
 use crate::lambda_harness::Lambda;
 use crate::proxy::{Fault, Proxy, Rule};
-use crate::support::{Scratch, path_str, plugin};
+use crate::support::{Scratch, assert_counts};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_sink_fails_its_attempts_in_time_and_the_records_are_dead_lettered() {
@@ -21,17 +21,16 @@ async fn a_stalled_sink_fails_its_attempts_in_time_and_the_records_are_dead_lett
     let proxy = Proxy::start(&moto.endpoint);
     proxy.set(vec![Rule::always("PutRecords", Fault::Hold)]);
     let scratch = Scratch::new();
-    let wasm = plugin("misbehave");
-    let env = proxy.env(moto.env_with(&[
-        ("PIPELINE_PLUGIN", path_str(&wasm)),
-        ("PIPELINE_SINKS", "default=kinesis://out"),
-        ("PIPELINE_DLQ", "sqs://dlq"),
-        ("PIPELINE_MAX_ATTEMPTS", "2"),
-        ("PIPELINE_RETRY_BASE_MS", "1"),
-        ("PIPELINE_AWS_ATTEMPT_TIMEOUT_MS", "300"),
-        ("PIPELINE_AWS_TIMEOUT_MS", "1000"),
-    ]));
-    let lambda = Lambda::start(&env, scratch.dir.path());
+    let lambda = Lambda::builder(&moto)
+        .plugin("misbehave")
+        .sinks("default=kinesis://out")
+        .dlq("sqs://dlq")
+        .env("PIPELINE_MAX_ATTEMPTS", "2")
+        .env("PIPELINE_RETRY_BASE_MS", "1")
+        .env("PIPELINE_AWS_ATTEMPT_TIMEOUT_MS", "300")
+        .env("PIPELINE_AWS_TIMEOUT_MS", "1000")
+        .through(&proxy)
+        .start(scratch.dir.path());
     let shard = "shardId-000000000001";
     let answer = lambda.invoke(kinesis_event(&[(shard, "one"), (shard, "two")]));
     let log = lambda.log();
@@ -48,15 +47,15 @@ async fn a_stalled_sink_fails_its_attempts_in_time_and_the_records_are_dead_lett
         "{dead:?}"
     );
     assert!(aws.stream_records("out").await.is_empty());
-    assert!(
-        log.contains("in=2 transformed=0 dropped=0 failed=2"),
-        "{log}"
+    assert_counts(
+        &lambda.last_counts(),
+        &json!({"in": 2, "transformed": 0, "dropped": 0, "failed": 2}),
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sink_stalled_near_the_deadline_is_cut_before_it_and_its_records_handed_back() {
-    // One sink call whose SDK attempts (3 of 1.4 s) outlast the 4 s invocation: started
+    // One sink call whose SDK attempts (3 of 1.25 s) outlast the 3.5 s invocation: started
     // inside the budget, it would still be running when Lambda kills the function, which
     // then retries the whole batch. The call is cut at the deadline (less the time kept
     // for the answer) and its records are handed back, in order, with an answer in time.
@@ -67,20 +66,19 @@ async fn a_sink_stalled_near_the_deadline_is_cut_before_it_and_its_records_hande
     let proxy = Proxy::start(&moto.endpoint);
     proxy.set(vec![Rule::always("PutRecords", Fault::Hold)]);
     let scratch = Scratch::new();
-    let wasm = plugin("misbehave");
-    let env = proxy.env(moto.env_with(&[
-        ("PIPELINE_PLUGIN", path_str(&wasm)),
-        ("PIPELINE_SINKS", "default=kinesis://out"),
-        ("PIPELINE_DLQ", "sqs://dlq"),
-        ("PIPELINE_TIME_MARGIN_MS", "1500"),
-        ("PIPELINE_AWS_ATTEMPT_TIMEOUT_MS", "1400"),
-        ("PIPELINE_AWS_TIMEOUT_MS", "30000"),
-    ]));
-    let lambda = Lambda::start(&env, scratch.dir.path());
+    let lambda = Lambda::builder(&moto)
+        .plugin("misbehave")
+        .sinks("default=kinesis://out")
+        .dlq("sqs://dlq")
+        .env("PIPELINE_TIME_MARGIN_MS", "1500")
+        .env("PIPELINE_AWS_ATTEMPT_TIMEOUT_MS", "1250")
+        .env("PIPELINE_AWS_TIMEOUT_MS", "30000")
+        .through(&proxy)
+        .start(scratch.dir.path());
     // The cold start first (compiling the plugin), with time to spare.
     let warm = lambda.invoke(json!([]));
     assert_eq!(warm["in"], 0, "{warm}");
-    let timeout = std::time::Duration::from_secs(4);
+    let timeout = std::time::Duration::from_millis(3500);
     lambda.set_timeout(timeout);
     let shard = "shardId-000000000001";
     let event = kinesis_event(&[(shard, "one"), (shard, "two")]);

@@ -1,4 +1,5 @@
-//! Shared helpers: plugin paths, running the binary, reading its files.
+//! Shared helpers: plugin paths, running the binary (`host run` through [`HostRun`]),
+//! reading its files and its summaries.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -52,18 +53,30 @@ pub struct Run {
 }
 
 impl Run {
-    /// The numbers of the `summary:` line, e.g. `count("failed")`.
+    /// The count `name` of the run's summary, e.g. `count("failed")`: from the
+    /// `summary:` line on stderr, or, for `--summary json`, from the JSON summary.
     pub fn count(&self, name: &str) -> u64 {
-        let line = self
-            .stderr
-            .lines()
-            .find(|l| l.starts_with("summary:"))
-            .unwrap_or_else(|| panic!("no summary line in stderr:\n{}", self.stderr));
+        let Some(line) = self.stderr.lines().find(|l| l.starts_with("summary:")) else {
+            let summary = self.summary();
+            return summary[name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {name} in the summary {summary}"));
+        };
         let prefix = format!("{name}=");
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(&prefix))
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {name}= in {line}"))
+    }
+
+    /// The JSON summary (`--summary json`) the run wrote on stdout.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "no summary line in stderr, and the summary on stdout is not JSON ({e}): {}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     /// Asserts in == transformed + dropped + failed and returns the four counts.
@@ -106,6 +119,156 @@ impl Run {
         );
         self
     }
+}
+
+/// `host run`, flag by flag: [`Scratch::run`] names the plugin, each method adds a flag
+/// (in any order: the command line does not mind), [`HostRun::go`] runs it, as often as
+/// wanted. The DLQ is the scratch directory's `dlq.jsonl` unless [`HostRun::dlq`] names
+/// another.
+#[derive(Clone)]
+pub struct HostRun<'a> {
+    scratch: &'a Scratch,
+    args: Vec<String>,
+    dlq: String,
+    env: Vec<(&'static str, String)>,
+    stdin: Option<String>,
+}
+
+impl HostRun<'_> {
+    /// One more `--plugin` (an example's name, or a path): a chain, in the order named.
+    pub fn plugin(self, name_or_path: &str) -> Self {
+        self.flag("--plugin", &plugin_location(name_or_path))
+    }
+
+    /// `--input PATH`.
+    pub fn input(self, path: &Path) -> Self {
+        let path = path_str(path).to_owned();
+        self.flag("--input", &path)
+    }
+
+    /// `--input -`, fed `text` on stdin.
+    pub fn stdin(mut self, text: &str) -> Self {
+        self.stdin = Some(text.to_owned());
+        self.flag("--input", "-")
+    }
+
+    /// `--format FORMAT` (`lines`, `csv`, `kinesis-event`, ...).
+    pub fn format(self, format: &str) -> Self {
+        self.flag("--format", format)
+    }
+
+    /// `--config KEY=VALUE`, for the plugin.
+    pub fn config(self, key_value: &str) -> Self {
+        self.flag("--config", key_value)
+    }
+
+    /// `--emit payload|record`.
+    pub fn emit(self, what: &str) -> Self {
+        self.flag("--emit", what)
+    }
+
+    /// `--output PATH` (relative: to the scratch directory, where the host runs).
+    pub fn output(self, path: &Path) -> Self {
+        let path = path_str(path).to_owned();
+        self.flag("--output", &path)
+    }
+
+    /// `--sink NAME=URL`.
+    pub fn sink(self, spec: &str) -> Self {
+        self.flag("--sink", spec)
+    }
+
+    /// `--dlq SPEC` instead of the scratch directory's `dlq.jsonl`.
+    pub fn dlq(mut self, spec: &str) -> Self {
+        self.dlq = spec.to_owned();
+        self
+    }
+
+    /// `--dedup STORE`.
+    pub fn dedup(self, store: &str) -> Self {
+        self.flag("--dedup", store)
+    }
+
+    /// `--cache-dir PATH`.
+    pub fn cache_dir(self, path: &Path) -> Self {
+        let path = path_str(path).to_owned();
+        self.flag("--cache-dir", &path)
+    }
+
+    /// `--summary json`: the summary as JSON on stdout ([`Run::summary`]).
+    pub fn summary_json(self) -> Self {
+        self.flag("--summary", "json")
+    }
+
+    /// Any other flag and its value, e.g. `flag("--batch-size", "100")`.
+    pub fn flag(mut self, name: &str, value: &str) -> Self {
+        self.args.extend([name.to_owned(), value.to_owned()]);
+        self
+    }
+
+    /// More arguments as they are, e.g. a test's extra flags.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// An environment variable for the host (`HOST_LOG`, say; the default is `warn`).
+    pub fn env(mut self, name: &'static str, value: &str) -> Self {
+        self.env.push((name, value.to_owned()));
+        self
+    }
+
+    /// More environment, e.g. the emulator's (`moto.env()`).
+    pub fn envs(mut self, env: Vec<(&'static str, String)>) -> Self {
+        self.env.extend(env);
+        self
+    }
+
+    /// Runs it: `host run --plugin ... [flags] --dlq ...`.
+    pub fn go(&self) -> Run {
+        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        args.extend(["--dlq", self.dlq.as_str()]);
+        self.scratch
+            .host_with_env(&args, self.stdin.as_deref(), &self.env)
+    }
+}
+
+/// A plugin as the tests name it: an example's name (`"enrich"`) is its built module; a
+/// path or a URL (anything with a `/`) is taken as it is.
+pub fn plugin_location(name_or_path: &str) -> String {
+    if name_or_path.contains('/') {
+        name_or_path.to_owned()
+    } else {
+        path_str(&plugin(name_or_path)).to_owned()
+    }
+}
+
+/// The `error.kind` of each DLQ entry (JSON text, as a queue or an S3 object holds
+/// them), sorted: a queue keeps no order.
+pub fn dlq_kinds(entries: &[String]) -> Vec<String> {
+    let mut kinds: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let entry: serde_json::Value = serde_json::from_str(e).expect("DLQ JSON");
+            text(&entry["error"]["kind"], "the DLQ entry's error.kind").to_owned()
+        })
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+/// Asserts that `summary` (a JSON summary, a Lambda's answer, or its counts:
+/// [`crate::lambda_harness::Lambda::counts`]) has each count `expected` names, e.g.
+/// `json!({"in": 4, "failed": 2})`; the counts it does not name are not looked at.
+pub fn assert_counts(summary: &serde_json::Value, expected: &serde_json::Value) {
+    let expected = expected
+        .as_object()
+        .expect("the expected counts are a JSON object");
+    let found: serde_json::Map<String, serde_json::Value> = expected
+        .keys()
+        .map(|name| (name.clone(), summary[name.as_str()].clone()))
+        .collect();
+    assert_eq!(&found, expected, "{summary}");
 }
 
 impl Scratch {
@@ -162,32 +325,17 @@ impl Scratch {
         }
     }
 
-    /// Runs `host run --plugin <name> --input <input> --dlq dlq.jsonl <extra...>`.
-    pub fn run_plugin(&self, name: &str, input: &Path, extra: &[&str]) -> Run {
-        self.run_plugin_with_env(name, input, extra, &[])
-    }
-
-    /// As [`Scratch::run_plugin`], with extra environment (`HOST_LOG=debug`, say).
-    pub fn run_plugin_with_env(
-        &self,
-        name: &str,
-        input: &Path,
-        extra: &[&str],
-        env: &[(&str, String)],
-    ) -> Run {
-        let plugin = plugin(name);
-        let dlq = self.path("dlq.jsonl");
-        let mut args = vec![
-            "run",
-            "--plugin",
-            path_str(&plugin),
-            "--input",
-            path_str(input),
-            "--dlq",
-            path_str(&dlq),
-        ];
-        args.extend_from_slice(extra);
-        self.host_with_env(&args, None, env)
+    /// `host run` of `plugin` (an example's name, or a path), to be given its flags:
+    /// [`HostRun`].
+    pub fn run(&self, plugin: &str) -> HostRun<'_> {
+        HostRun {
+            scratch: self,
+            args: vec!["run".to_owned()],
+            dlq: path_str(&self.path("dlq.jsonl")).to_owned(),
+            env: Vec::new(),
+            stdin: None,
+        }
+        .plugin(plugin)
     }
 
     /// `host test --plugin WASM --cases CASES EXTRA...`.
@@ -208,6 +356,18 @@ impl Scratch {
         let text =
             std::fs::read_to_string(self.path(name)).unwrap_or_else(|e| panic!("read {name}: {e}"));
         parse_lines(&text)
+    }
+
+    /// `(record.payload, error.kind)` of each entry of the DLQ file `dlq.jsonl`, in order.
+    pub fn dead_letters(&self) -> Vec<(String, String)> {
+        self.json_lines("dlq.jsonl")
+            .iter()
+            .map(|e| {
+                let payload = text(&e["record"]["payload"], "the DLQ entry's record.payload");
+                let kind = text(&e["error"]["kind"], "the DLQ entry's error.kind");
+                (payload.to_owned(), kind.to_owned())
+            })
+            .collect()
     }
 }
 

@@ -32,19 +32,18 @@ fn run(
 ) -> (String, String, Value) {
     let output = s.path(name);
     let summary = s.path(&format!("{name}.summary.json"));
-    let mut args = vec![
-        "--output",
-        path_str(&output),
-        "--batch-size",
-        "100",
-        "--summary",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    let run = s.run_plugin_with_env("enrich", input, &args, &[("HOST_LOG", "info".to_owned())]);
+    let run = s
+        .run("enrich")
+        .input(input)
+        .output(&output)
+        .flag("--batch-size", "100")
+        .summary_json()
+        .args(extra)
+        .env("HOST_LOG", "info")
+        .go();
     run.assert_ok();
     std::fs::write(&summary, &run.stdout).expect("summary");
-    let json: Value = serde_json::from_str(&run.stdout).expect("a JSON summary on stdout");
+    let json = run.summary();
     let outputs = std::fs::read_to_string(output).expect("outputs");
     (run.stderr, outputs, json)
 }

@@ -1,6 +1,7 @@
 //! `host publish` and `host keygen`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -72,11 +73,21 @@ pub(super) struct KeygenArgs {
 }
 
 pub(super) async fn publish(args: PublishArgs) -> anyhow::Result<()> {
-    let aws = AwsClients::from_env(
-        crate::settings::s3_path_style_from_env()?,
-        crate::aws::AwsTimeouts::default(),
-    )
-    .await;
+    let settings = crate::settings::some_from_env(&[
+        "PIPELINE_S3_PATH_STYLE",
+        "PIPELINE_AWS_TIMEOUT_MS",
+        "PIPELINE_AWS_ATTEMPT_TIMEOUT_MS",
+    ])?;
+    // A publish uploads whole modules and artifacts (an 18 MB Python component): each
+    // attempt gets at least a minute, whatever the function's own timeouts are.
+    let timeouts = crate::aws::AwsTimeouts {
+        operation: settings
+            .aws_timeouts
+            .operation
+            .max(Duration::from_secs(300)),
+        attempt: settings.aws_timeouts.attempt.max(Duration::from_secs(60)),
+    };
+    let aws = AwsClients::from_env(settings.s3_path_style, timeouts).await;
     let signing_key = args
         .signing_key
         .as_ref()

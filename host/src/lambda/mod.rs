@@ -34,10 +34,6 @@ use crate::settings::Settings;
 use crate::sinks::{ResponseSink, Router, Sink};
 use crate::sources::{Checkpoints, EventKind, LambdaEvent, ObjectSource, events};
 
-/// Kept free at the end of an invocation for the answer (and the metrics document): no
-/// AWS call runs into it.
-const ANSWER_TIME: Duration = Duration::from_millis(250);
-
 /// A warm Lambda host: the pipeline and the clients its sources use.
 pub struct Host {
     pipeline: Pipeline,
@@ -86,7 +82,7 @@ impl Host {
             .unwrap_or_default();
         let now = Instant::now();
         Budget::until(now + until_deadline.saturating_sub(self.time_margin))
-            .with_hard_deadline(now + until_deadline.saturating_sub(ANSWER_TIME))
+            .with_hard_deadline(now + until_deadline.saturating_sub(crate::limits::ANSWER_TIME))
     }
 
     /// Handles one event within `budget`; the answer is in the event source's terms. The

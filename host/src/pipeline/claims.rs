@@ -22,6 +22,9 @@ const BUSY: &str = "another run is processing this record (claimed in the idempo
 #[derive(Clone)]
 pub(super) struct Claims {
     claims: Vec<Option<Claim>>,
+    /// What the store knows each item by, by position: kept here, so the claims can be
+    /// released even when the batch's entries are lost (a plugin thread that died).
+    keys: Vec<Option<String>>,
     /// The kind a busy item fails with: `held` when another run holds it (its entry, if
     /// dead-lettered, is reprocessed under the record's identity), `unfinished` when the
     /// store could not be asked.
@@ -36,6 +39,7 @@ impl Claims {
     pub(super) fn none(count: usize, redelivers: bool) -> Self {
         Self {
             claims: vec![None; count],
+            keys: vec![None; count],
             busy_kind: FailureKind::Held,
             busy: String::new(),
             redelivers,
@@ -129,6 +133,7 @@ impl Claims {
         }
         Ok(Self {
             claims,
+            keys: identities,
             busy_kind: FailureKind::Held,
             busy: BUSY.into(),
             redelivers,
@@ -142,6 +147,7 @@ impl Claims {
                 .iter()
                 .map(|e| e.key.as_ref().map(|_| Claim::Busy))
                 .collect(),
+            keys: entries.iter().map(|e| e.key.clone()).collect(),
             // No other run is known to hold them: this run could not finish them.
             busy_kind: FailureKind::Unfinished,
             busy: format!("the idempotency store cannot be reached: {error}"),
@@ -172,9 +178,10 @@ impl Claims {
         })
     }
 
-    /// The run stops before the batch settles: with `kept`, the entries delivered so far
-    /// (their outputs went out, to sinks that keep them) are marked done; this run's
-    /// other claims are released.
+    /// The run stops before the batch settles: with `kept`, the entries that reached a
+    /// final place so far (their outputs went out to sinks that keep them, or their DLQ
+    /// entry was taken) are marked done; this run's other claims are released, every one
+    /// of them when the entries are lost (`entries` shorter than the batch).
     pub(super) async fn abandon(
         &self,
         store: &Store,
@@ -183,11 +190,17 @@ impl Claims {
         retry: RetryPolicy,
     ) {
         let (mut done, mut release) = (Vec::new(), Vec::new());
-        for (claim, entry) in self.claims.iter().zip(entries) {
-            let (Some(Claim::Ours), Some(identity)) = (claim, &entry.key) else {
+        for (index, (claim, key)) in self.claims.iter().zip(&self.keys).enumerate() {
+            let (Some(Claim::Ours), Some(identity)) = (claim, key) else {
                 continue;
             };
-            if kept && matches!(entry.verdict, Some(Verdict::Delivered(_))) {
+            let verdict = entries.get(index).and_then(|e| e.verdict.as_ref());
+            if kept
+                && matches!(
+                    verdict,
+                    Some(Verdict::Delivered(_) | Verdict::DeadLettered(_))
+                )
+            {
                 done.push(identity.clone());
             } else {
                 release.push(identity.clone());
@@ -213,14 +226,13 @@ impl Claims {
     pub(super) async fn finish(
         &self,
         store: &Store,
-        entries: &[Entry],
         settled: &[Verdict],
         retry: RetryPolicy,
         uncommitted: Option<&mut Vec<String>>,
     ) {
         let (mut done, mut release) = (Vec::new(), Vec::new());
-        for ((claim, entry), verdict) in self.claims.iter().zip(entries).zip(settled) {
-            let (Some(Claim::Ours), Some(identity)) = (claim, &entry.key) else {
+        for ((claim, key), verdict) in self.claims.iter().zip(&self.keys).zip(settled) {
+            let (Some(Claim::Ours), Some(identity)) = (claim, key) else {
                 continue;
             };
             match verdict {

@@ -89,20 +89,27 @@ impl DeadLetters {
         let mut refused_items = BTreeMap::new();
         for failure in refused {
             tracing::error!(item = failure.item, reason = %failure.message, "the dead-letter queue refused an entry");
-            if !redelivers {
-                return Err(Refused(failure.message));
-            }
             refused_items.insert(failure.item, failure.message);
         }
+        // The entries the queue took are dead-lettered whatever happens next: a run that
+        // stops on a refusal marks them done, and a rerun does not write them again.
+        let mut first_refusal = None;
         for (index, _, failure) in written {
-            entries[index].verdict = Some(match refused_items.remove(&index) {
-                Some(reason) => {
-                    Verdict::Retry(format!("the dead-letter queue refused it: {reason}"))
+            entries[index].verdict = match refused_items.remove(&index) {
+                Some(reason) if !redelivers => {
+                    first_refusal.get_or_insert(reason);
+                    None
                 }
-                None => Verdict::DeadLettered(failure),
-            });
+                Some(reason) => Some(Verdict::Retry(format!(
+                    "the dead-letter queue refused it: {reason}"
+                ))),
+                None => Some(Verdict::DeadLettered(failure)),
+            };
         }
-        Ok(())
+        match first_refusal {
+            Some(reason) => Err(Refused(reason)),
+            None => Ok(()),
+        }
     }
 
     /// The entry as the queue will hold it: whole when it fits; else its pointer, the

@@ -194,12 +194,17 @@ impl Pipeline {
                 // With the idempotency table, a followed manifest's sequence floor is
                 // kept there, where writing the bucket cannot lower it.
                 // Per manifest: a function pinned to a version's manifest has its own.
+                // Only where sequences are signed: unsigned, they protect nothing.
                 floor: match (location, &settings.dedup) {
-                    (PluginLocation::S3Manifest { .. }, Some(store)) => Some(SequenceFloor::new(
-                        aws.dynamodb.clone(),
-                        store.table.clone(),
-                        &location.to_string(),
-                    )),
+                    (PluginLocation::S3Manifest { .. }, Some(store))
+                        if settings.public_key.is_some() =>
+                    {
+                        Some(SequenceFloor::new(
+                            aws.dynamodb.clone(),
+                            store.table.clone(),
+                            &location.to_string(),
+                        ))
+                    }
                     _ => None,
                 },
             };
@@ -340,6 +345,14 @@ impl Pipeline {
         self.refresh().await;
         loop {
             let started = std::time::Instant::now();
+            // Out of time, a source that fails the run stops before reading more: reading
+            // (an S3 object, a Parquet download) is time the invocation no longer has.
+            if budget.exhausted() && !source.redelivers() && !hand_back {
+                hand_back = source.out_of_time().await? == OutOfTime::HandBack;
+                if !hand_back {
+                    return Err(RunError::OutOfTime(ledger.summary()));
+                }
+            }
             let Some(batch) = source.next_batch(self.batch_size).await? else {
                 break;
             };
@@ -393,9 +406,7 @@ impl Pipeline {
                 .collect::<Result<Vec<_>, _>>()?;
             if let Some(store) = &self.store {
                 let waiting = uncommitted.then_some(&mut self.uncommitted);
-                claims
-                    .finish(store, &entries, &verdicts, retry, waiting)
-                    .await;
+                claims.finish(store, &verdicts, retry, waiting).await;
             }
             let settled = ids.into_iter().zip(verdicts).collect();
             settle(&mut ledger, source, settled, self.router_for(outputs)).await?;

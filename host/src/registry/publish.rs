@@ -141,7 +141,10 @@ pub async fn publish(
     // Read first: the new manifest's sequence is the live one's plus one (and the
     // replace below is conditional on this read).
     let live = get_live(s3, to).await?;
-    let sequence = live.as_ref().map_or(1, |(live, _)| live.sequence + 1);
+    let sequence = match &live {
+        Some((live, _)) => next_sequence(live)?,
+        None => 1,
+    };
     let mut manifest = Manifest {
         name: release.name.unwrap_or(info.0),
         version: release.version.unwrap_or(info.1),
@@ -248,7 +251,7 @@ pub async fn rollback(
     target.pinned = pin;
     // A rollback is a publish: the next sequence, so hosts take it (and never take the
     // bucket's older manifests back by themselves).
-    target.sequence = live.sequence + 1;
+    target.sequence = next_sequence(&live)?;
     resign(&mut target, to, signing_key)?;
     replace_live(s3, to, &target, Some(&etag)).await?;
     Ok((live, target))
@@ -284,6 +287,17 @@ fn vouch(manifest: &mut Manifest, to: &Prefix, key: Option<&SigningKey>) -> anyh
             Ok(())
         }
     }
+}
+
+/// The sequence after the live manifest's (a bucket writer could have set it to the
+/// largest one: refused, not wrapped).
+fn next_sequence(live: &Manifest) -> anyhow::Result<u64> {
+    live.sequence.checked_add(1).with_context(|| {
+        format!(
+            "the live manifest's sequence {} has no next one; publish to a new prefix",
+            live.sequence
+        )
+    })
 }
 
 /// Signs `manifest` again after its sequence changed, bound to `to`; one that was

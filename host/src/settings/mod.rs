@@ -303,13 +303,15 @@ impl Settings {
                 reason: "the dead-letter queue must be sqs://QUEUE or s3://BUCKET/PREFIX where outputs go to sinks or in Lambda (a file only for `host run` without sinks)".into(),
             });
         }
-        if door == FrontDoor::Lambda && self.time_margin < self.aws_timeouts.attempt {
+        let needed = self.aws_timeouts.attempt + crate::limits::ANSWER_TIME;
+        if door == FrontDoor::Lambda && self.time_margin < needed {
             return Err(SettingError {
                 name: "PIPELINE_TIME_MARGIN_MS".into(),
                 reason: format!(
-                    "is {} ms, shorter than one AWS call attempt (PIPELINE_AWS_ATTEMPT_TIMEOUT_MS={} ms): what is settled after the budget ends is written in the margin, so it must hold one attempt",
+                    "is {} ms, shorter than one AWS call attempt and the answer (PIPELINE_AWS_ATTEMPT_TIMEOUT_MS={} ms + {} ms): what is settled after the budget ends is written in the margin, so it must hold one attempt",
                     self.time_margin.as_millis(),
-                    self.aws_timeouts.attempt.as_millis()
+                    self.aws_timeouts.attempt.as_millis(),
+                    crate::limits::ANSWER_TIME.as_millis()
                 ),
             });
         }
@@ -329,11 +331,14 @@ impl Settings {
 /// Whether S3 takes path-style addresses, from `PIPELINE_S3_PATH_STYLE` alone (for
 /// commands that read no other setting, as `host publish`).
 pub fn s3_path_style_from_env() -> Result<bool, SettingError> {
+    Ok(some_from_env(&["PIPELINE_S3_PATH_STYLE"])?.s3_path_style)
+}
+
+/// The settings named by `envs` from their variables, the others at their defaults (for
+/// commands that read a few settings only, as `host publish`).
+pub fn some_from_env(envs: &[&str]) -> Result<Settings, SettingError> {
     let mut settings = Settings::default();
-    for row in SETTINGS
-        .iter()
-        .filter(|r| r.env == "PIPELINE_S3_PATH_STYLE")
-    {
+    for row in SETTINGS.iter().filter(|r| envs.contains(&r.env)) {
         if let Some(raw) = std::env::var(row.env).ok().filter(|v| !v.trim().is_empty()) {
             (row.apply)(&mut settings, &split(&raw, row.list), row).map_err(|reason| {
                 SettingError {
@@ -343,7 +348,7 @@ pub fn s3_path_style_from_env() -> Result<bool, SettingError> {
             })?;
         }
     }
-    Ok(settings.s3_path_style)
+    Ok(settings)
 }
 
 /// The settings table of `docs/settings.md`, generated from [`SETTINGS`] (a test keeps

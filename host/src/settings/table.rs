@@ -510,13 +510,13 @@ pub static SETTINGS: &[Setting] = &[
         flag: None,
         aliases: &[],
         env: "PIPELINE_TIME_MARGIN_MS",
-        default: Some("3000"),
+        default: Some("3500"),
         bounds: Bounds::Range {
             min: 0,
             max: 600_000,
             note: None,
         },
-        about: "Lambda: no batch, plugin call or retry starts this close to the invocation's deadline; the items left are reported for retry; at least one AWS attempt (`PIPELINE_AWS_ATTEMPT_TIMEOUT_MS`), as what is settled after is written in it",
+        about: "Lambda: no batch, plugin call or retry starts this close to the invocation's deadline; the items left are reported for retry; at least one AWS attempt (`PIPELINE_AWS_ATTEMPT_TIMEOUT_MS`) and 250 ms for the answer, as what is settled after is written in it",
         required: Required::Never,
         list: false,
         apply: |s, values, row| {

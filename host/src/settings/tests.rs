@@ -97,14 +97,14 @@ fn in_lambda_the_margin_holds_one_aws_attempt() {
     let short = [base[0], base[1], ("PIPELINE_TIME_MARGIN_MS", "1000")];
     let err = lambda(&short).expect_err("a margin shorter than an attempt");
     assert!(
-        err.to_string().starts_with("PIPELINE_TIME_MARGIN_MS: is 1000 ms, shorter than one AWS call attempt (PIPELINE_AWS_ATTEMPT_TIMEOUT_MS=3000 ms)"),
+        err.to_string().starts_with("PIPELINE_TIME_MARGIN_MS: is 1000 ms, shorter than one AWS call attempt and the answer (PIPELINE_AWS_ATTEMPT_TIMEOUT_MS=3000 ms + 250 ms)"),
         "{err}"
     );
     let both = [
         short[0],
         short[1],
         short[2],
-        ("PIPELINE_AWS_ATTEMPT_TIMEOUT_MS", "800"),
+        ("PIPELINE_AWS_ATTEMPT_TIMEOUT_MS", "700"),
     ];
     assert!(lambda(&both).is_ok());
 }

@@ -68,6 +68,9 @@ impl CsvRows {
         let line = *self.start.get_or_insert(self.core.line());
         // Room for one byte past the limit, so a row of exactly the limit is not cut.
         let room = self.max.saturating_add(2);
+        // Field ends are a word each: a row of commas would hold eight times its bytes.
+        // A row with more fields than this is as good as too long, and is cut.
+        let ends_room = (room / std::mem::size_of::<usize>()).max(64);
         let (mut out, mut ends, mut bytes) = (0, 0, 0);
         let mut cut = false;
         loop {
@@ -115,8 +118,12 @@ impl CsvRows {
                     self.fields.resize(grown, 0);
                 }
                 ReadRecordResult::OutputEndsFull => {
-                    let grown = (self.ends.len() * 2).min(room);
-                    self.ends.resize(grown, 0);
+                    let grown = (self.ends.len() * 2).min(ends_room);
+                    if grown <= self.ends.len() {
+                        cut = true;
+                    } else {
+                        self.ends.resize(grown, 0);
+                    }
                 }
             }
         }
