@@ -625,6 +625,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn entries_the_dlq_took_before_it_refused_another_stay_dead_lettered() {
+        // A run that stops on the refusal marks what the queue took done (a rerun does
+        // not write those entries twice).
+        let router = Router::only(Sink::Scripted(ScriptedSink::new(10, [])));
+        let queue = ScriptedSink::new(10, [Answer::Refuse(vec![1])]);
+        let dlq = dead_letters(Sink::Scripted(queue.clone()));
+        let mut entries = [
+            entry("bad0", None, failed(FailureKind::Domain)),
+            entry("bad1", None, failed(FailureKind::Domain)),
+        ];
+        let target = Target {
+            router: &router,
+            dlq: &dlq,
+            retry: retry(1, Budget::unbounded()),
+            redelivers: false,
+        };
+        let result = deliver(&mut entries, &plugins(), &mut HashSet::new(), target).await;
+        assert!(
+            matches!(result, Err(DeliverError::DeadLetterRefused { .. })),
+            "{result:?}"
+        );
+        assert!(matches!(entries[0].verdict, Some(Verdict::DeadLettered(_))));
+        assert!(entries[1].verdict.is_none());
+        assert_eq!(dlq_entries(&queue).len(), 1);
+    }
+
+    #[tokio::test]
     async fn a_dlq_that_refuses_hands_back_where_the_source_redelivers_else_stops_the_run() {
         let router = Router::only(Sink::Scripted(ScriptedSink::new(10, [])));
         for redelivers in [true, false] {

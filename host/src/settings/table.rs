@@ -444,7 +444,7 @@ pub static SETTINGS: &[Setting] = &[
             max: 256 << 20,
             note: None,
         },
-        about: "longest input record (a line of a file or an S3 object, an inflated gzip record); a longer one goes to the DLQ as `input-too-large`, its first bytes kept",
+        about: "longest input record (a line of a file or an S3 object, an inflated gzip record); a longer one goes to the DLQ as `input-too-large`, its first bytes kept (so does a CSV row of more fields than an eighth of it)",
         required: Required::Never,
         list: false,
         apply: |s, values, row| {

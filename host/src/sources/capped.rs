@@ -258,6 +258,24 @@ mod tests {
     }
 
     #[test]
+    fn a_row_of_more_fields_than_an_eighth_of_the_limit_is_cut() {
+        // Each field's end is a word of memory: 1024 bytes hold 128 of them, not the
+        // 300 this row of 600 bytes has.
+        let many = vec!["x"; 300].join(",");
+        let mut rows = rows(format!("{many}\na,b\n"), 1024);
+        assert!(matches!(rows.next_step(), Ok(Step::Row { cut: true, .. })));
+        assert!(matches!(
+            rows.next_step(),
+            Ok(Step::Row {
+                line: 2,
+                cut: false,
+                ..
+            })
+        ));
+        assert_eq!(fields(&rows), ["a", "b"]);
+    }
+
+    #[test]
     fn a_row_of_exactly_the_limit_is_whole() {
         let mut rows = rows(format!("{},b\n", "x".repeat(8)), 10);
         assert!(matches!(rows.next_step(), Ok(Step::Row { cut: false, .. })));
