@@ -13,14 +13,16 @@
 //!   engine and sinks share (where each comes from: [`settings`]).
 //! - [`record`]: the plain record, output, outcome and verdict types.
 //! - [`sources`]: where items come from and where verdicts go back: local files, Lambda
-//!   events, S3 objects, dead-letter queues.
+//!   events (one decoder per event source), S3 objects, dead-letter queues.
 //! - [`engine`]: wasmtime, the sandbox, the packed batch encoding, the runner, chains,
 //!   the precompiled cache. Knows nothing about AWS.
-//! - [`sinks`]: outputs: JSON-lines files, Kinesis, SQS, S3, the Firehose answer.
+//! - [`sinks`]: outputs: JSON-lines files, Kinesis, SQS, S3, the Firehose answer, and a
+//!   scripted in-process sink the delivery rules are unit-tested with.
 //! - [`dlq`]: the dead-letter envelope.
 //! - [`pipeline`]: source -> batch -> chain -> sinks -> DLQ -> settle, for every front door.
 //! - [`registry`]: plugin manifests, fetch and verify, hot swap, `host publish`.
-//! - [`lambda`]: the Lambda front door: cold start, one source per event, the answer.
+//! - [`lambda`]: the Lambda front door: cold start, one source per event, the answer,
+//!   and the stable `errorType` of every failure.
 //! - [`metrics`]: CloudWatch Embedded Metric Format documents, one per invocation.
 //! - [`cli`]: the command-line front doors (`host run`, `host reprocess`, `host publish`).
 //! - [`aws`]: the AWS clients and the S3 calls sources and sinks share.

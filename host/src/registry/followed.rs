@@ -167,13 +167,7 @@ impl FollowedPlugin {
                     ));
                 };
                 // A cold start goes no lower than the kept floor either.
-                manifest
-                    .check_sequence(self.serving_sequence)
-                    .map_err(|source| LoadError::Refused {
-                        plugin: manifest.label(),
-                        source,
-                    })?;
-                let code = self.fetch_code(aws, &manifest).await?;
+                let code = self.fetch_newer_code(aws, &manifest).await?;
                 (code, manifest.label(), Some(manifest))
             }
         };
@@ -214,13 +208,7 @@ impl FollowedPlugin {
         if self.serving.as_ref() == Some(&identity(&manifest)) {
             return Ok(None);
         }
-        manifest
-            .check_sequence(self.serving_sequence)
-            .map_err(|source| LoadError::Refused {
-                plugin: manifest.label(),
-                source,
-            })?;
-        let code = self.fetch_code(aws, &manifest).await?;
+        let code = self.fetch_newer_code(aws, &manifest).await?;
         let label = manifest.label();
         self.start(code, label, Some(manifest), started.elapsed())
             .await
@@ -275,6 +263,22 @@ impl FollowedPlugin {
             source,
         })?;
         Ok(Some(manifest))
+    }
+
+    /// [`Self::fetch_code`] for a manifest no older than the one serving (or the floor a
+    /// cold start read): an older one is refused before anything is fetched.
+    async fn fetch_newer_code(
+        &self,
+        aws: &AwsClients,
+        manifest: &Manifest,
+    ) -> Result<Code, LoadError> {
+        manifest
+            .check_sequence(self.serving_sequence)
+            .map_err(|source| LoadError::Refused {
+                plugin: manifest.label(),
+                source,
+            })?;
+        self.fetch_code(aws, manifest).await
     }
 
     /// What to run a manifest's version from, after the checks that need no module
