@@ -106,6 +106,14 @@ async fn queue_url(aws: &Clients, name: &str) -> String {
         .to_owned()
 }
 
+/// A new signing key in the scratch folder: its file, and the public key `keygen` prints.
+fn signing_key(scratch: &Scratch) -> (std::path::PathBuf, String) {
+    let key_file = scratch.path("signing.key");
+    let keygen = scratch.host(&["keygen", "--out", path_str(&key_file)], None);
+    keygen.assert_ok();
+    (key_file, keygen.stdout.trim().to_owned())
+}
+
 /// Waits past the check interval, so the next invocation looks at the manifest.
 fn after_check_interval() {
     std::thread::sleep(Duration::from_millis(CHECK_SECONDS * 1000 + 200));
@@ -399,10 +407,7 @@ async fn publishing_keeps_versions_immutable_and_respects_a_pin() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_with_a_public_key_runs_only_signed_versions() {
     let (moto, aws, scratch) = emulator_with_queues().await;
-    let key_file = scratch.path("signing.key");
-    let keygen = scratch.host(&["keygen", "--out", path_str(&key_file)], None);
-    keygen.assert_ok();
-    let public_key = keygen.stdout.trim().to_owned();
+    let (key_file, public_key) = signing_key(&scratch);
     assert_eq!(public_key.len(), 64, "hex public key: {public_key}");
 
     // Unsigned at a cold start: the start fails, naming the reason.
@@ -535,10 +540,7 @@ async fn a_warm_cache_skips_the_compile_and_a_damaged_entry_is_recompiled() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_version_cannot_be_changed_or_rolled_back_through_the_bucket() {
     let (moto, aws, scratch) = emulator_with_queues().await;
-    let key_file = scratch.path("signing.key");
-    let keygen = scratch.host(&["keygen", "--out", path_str(&key_file)], None);
-    keygen.assert_ok();
-    let public_key = keygen.stdout.trim().to_owned();
+    let (key_file, public_key) = signing_key(&scratch);
     let key = path_str(&key_file);
     let v2 = scratch.path("enrich-v2.wasm");
     std::fs::write(&v2, rebuilt("enrich", "v2")).expect("write");
@@ -620,10 +622,7 @@ async fn a_signed_manifest_copied_over_another_plugins_is_refused() {
     // signed manifest written over `enrich`'s (by anyone who can write the bucket)
     // must not make the enrich function run route: not at a cold start, not as a swap.
     let (moto, aws, scratch) = emulator_with_queues().await;
-    let key_file = scratch.path("signing.key");
-    let keygen = scratch.host(&["keygen", "--out", path_str(&key_file)], None);
-    keygen.assert_ok();
-    let public_key = keygen.stdout.trim().to_owned();
+    let (key_file, public_key) = signing_key(&scratch);
     let key = path_str(&key_file);
     publish(
         &scratch,
@@ -711,10 +710,7 @@ async fn a_cold_start_never_goes_back_to_an_older_signed_manifest_the_table_reme
     // is kept in the idempotency table, which writing the bucket does not reach.
     let (moto, aws, scratch) = emulator_with_queues().await;
     aws.table("dedup").await;
-    let key_file = scratch.path("signing.key");
-    let keygen = scratch.host(&["keygen", "--out", path_str(&key_file)], None);
-    keygen.assert_ok();
-    let public_key = keygen.stdout.trim().to_owned();
+    let (key_file, public_key) = signing_key(&scratch);
     let key = path_str(&key_file);
     let v2 = scratch.path("enrich-v2.wasm");
     std::fs::write(&v2, rebuilt("enrich", "v2")).expect("write");

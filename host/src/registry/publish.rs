@@ -182,31 +182,7 @@ pub async fn publish(
         let existing = get_manifest(s3, &to.bucket, &version_key)
             .await?
             .context("the version manifest vanished")?;
-        if existing.sha256 != manifest.sha256
-            || existing.config != manifest.config
-            || existing.name != manifest.name
-        {
-            bail!(
-                "{} is already published with another module or settings ({}); publish a new version",
-                manifest.label(),
-                existing.sha256
-            );
-        }
-        // The version as first published, made live again at this publish's sequence
-        // (with the artifact just made, if it had none for this engine).
-        let made = manifest.artifacts;
-        manifest = existing;
-        vouch(&mut manifest, to, release.signing_key.as_ref())?;
-        for artifact in made {
-            if manifest
-                .artifact_for(&artifact.arch, &artifact.engine)
-                .is_none()
-            {
-                manifest.artifacts.push(artifact);
-            }
-        }
-        manifest.sequence = sequence;
-        resign(&mut manifest, to, release.signing_key.as_ref())?;
+        manifest = published_again(existing, manifest, to, release.signing_key.as_ref())?;
     }
     if let Some((live, _)) = &live
         && live.pinned
@@ -222,6 +198,37 @@ pub async fn publish(
     let expected = live.as_ref().map(|(_, etag)| etag.as_str());
     replace_live(s3, to, &manifest, expected).await?;
     Ok(Published::Live(Box::new(manifest)))
+}
+
+/// A version already stored (`existing`) published again: the same module, settings and
+/// name as `new` or refused; made live again as first published, at `new`'s sequence,
+/// with the artifact just made if it had none for this engine.
+fn published_again(
+    existing: Manifest,
+    new: Manifest,
+    to: &Prefix,
+    key: Option<&SigningKey>,
+) -> anyhow::Result<Manifest> {
+    if existing.sha256 != new.sha256 || existing.config != new.config || existing.name != new.name {
+        bail!(
+            "{} is already published with another module or settings ({}); publish a new version",
+            new.label(),
+            existing.sha256
+        );
+    }
+    let mut manifest = existing;
+    vouch(&mut manifest, to, key)?;
+    for artifact in new.artifacts {
+        if manifest
+            .artifact_for(&artifact.arch, &artifact.engine)
+            .is_none()
+        {
+            manifest.artifacts.push(artifact);
+        }
+    }
+    manifest.sequence = new.sequence;
+    resign(&mut manifest, to, key)?;
+    Ok(manifest)
 }
 
 /// Points the live manifest at `version`, or at the version published before the live
