@@ -11,11 +11,13 @@ use bytes::Bytes;
 pub type AttributeName = Cow<'static, str>;
 
 /// The attribute names the host's sources set.
-const HOST_NAMES: [&str; 16] = [
+const HOST_NAMES: [&str; 18] = [
     "source",
     "stream",
     "shard",
     "sequence-number",
+    "sub-sequence-number",
+    "explicit-hash-key",
     "arrival-time",
     "queue",
     "message-id",

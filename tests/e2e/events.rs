@@ -1,5 +1,5 @@
-//! AWS events as Lambda delivers them, built for the tests: Kinesis, SQS (standard and
-//! FIFO), S3 notifications; and the answers' `batchItemFailures`.
+//! AWS events as Lambda delivers them, built for the tests: Kinesis (KPL aggregates
+//! too), SQS (standard and FIFO), S3 notifications; and the answers' `batchItemFailures`.
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -26,6 +26,58 @@ pub fn kinesis_event(records: &[(&str, &str)]) -> Value {
         })
         .collect();
     json!({ "Records": records })
+}
+
+/// A Kinesis event of raw data records: `(shard, data)` per record, sequence numbers in
+/// order (`kinesis_event` for text payloads).
+pub fn kinesis_data_event(records: &[(&str, Vec<u8>)]) -> Value {
+    let texts: Vec<(&str, &str)> = records.iter().map(|(shard, _)| (*shard, "")).collect();
+    let mut event = kinesis_event(&texts);
+    for (record, (_, data)) in event["Records"]
+        .as_array_mut()
+        .expect("records")
+        .iter_mut()
+        .zip(records)
+    {
+        record["kinesis"]["data"] = json!(base64::engine::general_purpose::STANDARD.encode(data));
+    }
+    event
+}
+
+/// A KPL aggregate of `(partition key, data)` user records, written here from the
+/// format's description (magic bytes, protobuf `AggregatedRecord`, MD5), not by the host.
+pub fn kpl_aggregate(records: &[(&str, &[u8])]) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn field(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
+        varint(out, number << 3 | 2);
+        varint(out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+    }
+    let mut keys: Vec<&str> = Vec::new();
+    let mut body = Vec::new();
+    for (key, _) in records {
+        if !keys.contains(key) {
+            keys.push(key);
+            field(&mut body, 1, key.as_bytes());
+        }
+    }
+    for (key, data) in records {
+        let mut record = vec![0x08];
+        varint(&mut record, keys.iter().position(|k| k == key).expect("a key") as u64);
+        field(&mut record, 3, data);
+        field(&mut body, 3, &record);
+    }
+    use md5::Digest as _;
+    let mut out = vec![0xf3, 0x89, 0x9a, 0xc2];
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&md5::Md5::digest(&body));
+    out
 }
 
 /// The sequence numbers of a Kinesis event's records, in order.

@@ -48,4 +48,5 @@ mod run;
 mod s3_versions;
 mod sqs_rules;
 mod stall;
+mod streams;
 mod tiering;

@@ -34,10 +34,14 @@ impl LambdaEvent {
     /// The answer to the invocation, in the event source's terms; `summary` answers a
     /// direct invocation.
     pub fn response(self, summary: Value) -> Result<Value, serde_json::Error> {
+        // Each once: the user records of one KPL aggregate share its sequence number,
+        // the only name Lambda takes back (handing one back hands back the aggregate).
         let retry_ids = || {
+            let mut named = std::collections::HashSet::new();
             self.settled
                 .iter()
                 .filter(|(_, v)| matches!(v, Verdict::Retry(_)))
+                .filter(move |(id, _)| named.insert(id.as_str()))
                 .map(|(id, _)| id.clone())
         };
         // The response types are `#[non_exhaustive]`: built from `Default`, field by field.

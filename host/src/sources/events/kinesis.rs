@@ -1,16 +1,26 @@
 //! Kinesis Data Streams events: one record per `Records[].kinesis`, its data inflated
-//! when it is gzip, its partition key the record's key, ordered within its shard. Its
+//! when it is gzip, its partition key the record's key, ordered within its shard. A KPL
+//! aggregate (`kpl.rs`) comes apart into its user records, each an item of its own. Its
 //! own file so that what a Kinesis record becomes (attributes, identity, group) is read
 //! and changed in one place.
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
+use bytes::Bytes;
 use serde_json::Value;
 
+use super::kpl::{self, UserRecord};
 use super::{EventError, EventItem, EventKind, Inflation, arn_name, parse, record};
+use crate::record::FailureKind;
 use crate::sources::Undecodable;
 
+/// What one user record of an aggregate is counted as against the event's limit
+/// (`max-event-bytes`) besides its data: its identity, attributes and place in the
+/// batch. Unpacking multiplies records, so a small event of tiny user records could
+/// otherwise take more memory than its bytes say.
+const PER_USER_RECORD: usize = 256;
+
 /// The records of a Kinesis event; one whose data does not inflate (or inflates past
-/// the limits) is [`Undecodable`].
+/// the limits), or an aggregate that cannot be read, is [`Undecodable`].
 pub(super) fn decode(
     event: Value,
     inflation: &mut Inflation,
@@ -26,6 +36,7 @@ pub(super) fn decode(
             .unwrap_or_default()
             .into();
         let stream = arn_name(r.event_source_arn.as_deref(), "stream/");
+        let position = format!("kinesis/{stream}/{shard}/{}", k.sequence_number);
         let attributes = vec![
             ("source", "kinesis".into()),
             ("stream", stream.clone()),
@@ -36,26 +47,98 @@ pub(super) fn decode(
                 k.approximate_arrival_timestamp.0.to_rfc3339(),
             ),
         ];
-        let key = Some(k.partition_key.into_bytes());
-        let item = match inflation.inflate(k.data.0) {
-            Ok(payload) => Ok(record(payload, key, attributes)),
-            Err((raw, kind, reason)) => Err(Undecodable {
-                kind,
-                record: record(raw, key, attributes),
-                reason,
-            }),
-        };
-        items.push(EventItem {
+        // Without an `eventID` the shard is unknown: the stream stands for it.
+        let group = if shard.is_empty() { stream } else { shard };
+        let item = |position: String, decoded| EventItem {
             first_position: None,
-            position: Some(format!("kinesis/{stream}/{shard}/{}", k.sequence_number)),
-            id: k.sequence_number,
-            // Without an `eventID` the shard is unknown: the stream stands for it.
-            group: Some(if shard.is_empty() { stream } else { shard }),
+            position: Some(position),
+            id: k.sequence_number.clone(),
+            group: Some(group.clone()),
             delivered: Vec::new(),
-            decoded: item,
-        });
+            decoded,
+        };
+        let key = k.partition_key.into_bytes();
+        let data = Bytes::from(k.data.0);
+        match unpack(&data, inflation) {
+            Unpacked::Plain => {
+                let decoded = inflated(inflation, data, key, attributes);
+                items.push(item(position, decoded));
+            }
+            Unpacked::Records(records) => {
+                for (index, user) in records.into_iter().enumerate() {
+                    let UserRecord {
+                        partition_key,
+                        explicit_hash_key,
+                        data,
+                    } = user;
+                    let mut attributes = attributes.clone();
+                    attributes.push(("sub-sequence-number", index.to_string()));
+                    attributes.push(("explicit-hash-key", explicit_hash_key.unwrap_or_default()));
+                    let decoded = inflated(inflation, data, partition_key.into_bytes(), attributes);
+                    // The aggregate's sequence number and the user record's place in
+                    // it: what the KCL calls its subsequence number.
+                    items.push(item(format!("{position}/{index}"), decoded));
+                }
+            }
+            Unpacked::Refused(kind, reason) => {
+                let undecodable = Undecodable {
+                    kind,
+                    record: record(data.to_vec(), Some(key), attributes),
+                    reason,
+                };
+                items.push(item(position, Err(undecodable)));
+            }
+        }
     }
     Ok(items)
+}
+
+/// What a Kinesis record's data holds.
+enum Unpacked {
+    /// One record (not a KPL aggregate).
+    Plain,
+    /// An aggregate's user records.
+    Records(Vec<UserRecord>),
+    /// An aggregate that cannot be read, or unpacks past the event's limit: its bytes
+    /// go to the dead-letter queue whole.
+    Refused(FailureKind, String),
+}
+
+fn unpack(data: &Bytes, inflation: &mut Inflation) -> Unpacked {
+    match kpl::deaggregate(data) {
+        Ok(None) => Unpacked::Plain,
+        Ok(Some(records)) => {
+            match inflation.charge(records.len().saturating_mul(PER_USER_RECORD)) {
+                Ok(()) => Unpacked::Records(records),
+                Err(limit) => Unpacked::Refused(
+                    FailureKind::InputTooLarge,
+                    format!(
+                        "a KPL aggregate of {} user records: unpacked with the event's \
+                         others, they pass {limit}",
+                        records.len()
+                    ),
+                ),
+            }
+        }
+        Err(malformed) => Unpacked::Refused(FailureKind::Decode, malformed.to_string()),
+    }
+}
+
+/// The record of `data` (inflated when it is gzip), or why it cannot be one.
+fn inflated(
+    inflation: &mut Inflation,
+    data: Bytes,
+    key: Vec<u8>,
+    attributes: Vec<(&'static str, String)>,
+) -> crate::sources::Decoded {
+    match inflation.inflate_bytes(data) {
+        Ok(payload) => Ok(record(payload, Some(key), attributes)),
+        Err((raw, kind, reason)) => Err(Undecodable {
+            kind,
+            record: record(raw, Some(key), attributes),
+            reason,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -89,5 +172,114 @@ mod tests {
             "{}",
             broken.reason
         );
+    }
+}
+
+#[cfg(test)]
+mod aggregate_tests {
+    use base64::Engine as _;
+    use serde_json::{Value, json};
+
+    use crate::record::FailureKind;
+    use crate::sources::InputLimits;
+    use crate::sources::events::{self, EventKind, kpl};
+
+    fn event(datas: &[Vec<u8>]) -> Value {
+        let records: Vec<Value> = datas
+            .iter()
+            .enumerate()
+            .map(|(i, data)| {
+                json!({
+                    "kinesis": {"partitionKey": "outer", "sequenceNumber": format!("{i}00"),
+                                "data": base64::engine::general_purpose::STANDARD.encode(data),
+                                "approximateArrivalTimestamp": 1764075600.987,
+                                "kinesisSchemaVersion": "1.0"},
+                    "eventSource": "aws:kinesis", "eventID": format!("shardId-1:{i}00"),
+                    "eventSourceARN": "arn:aws:kinesis:us-east-1:1:stream/s"
+                })
+            })
+            .collect();
+        json!({ "Records": records })
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(data).expect("gzip");
+        encoder.finish().expect("gzip")
+    }
+
+    #[test]
+    fn each_user_record_of_an_aggregate_is_an_item_named_by_its_place() {
+        let zipped = gzip(b"two");
+        let packed = kpl::aggregate([("a", &b"one"[..]), ("b", &zipped), ("a", b"three")]);
+        let decoded =
+            events::decode(EventKind::Kinesis, event(&[packed, b"plain".to_vec()])).expect("event");
+        let items = &decoded.items;
+        assert_eq!(items.len(), 4);
+        let seen: Vec<(&str, &[u8], Option<&[u8]>, Option<&str>)> = items
+            .iter()
+            .map(|i| {
+                let r = i.decoded.as_ref().expect("decoded");
+                (
+                    i.position.as_deref().expect("a position"),
+                    &r.payload[..],
+                    r.key.as_deref(),
+                    r.attribute("sub-sequence-number"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("kinesis/s/shardId-1/000/0", &b"one"[..], Some(&b"a"[..]), Some("0")),
+                ("kinesis/s/shardId-1/000/1", b"two", Some(b"b"), Some("1")),
+                ("kinesis/s/shardId-1/000/2", b"three", Some(b"a"), Some("2")),
+                ("kinesis/s/shardId-1/100", b"plain", Some(b"outer"), None),
+            ]
+        );
+        // Lambda can only be told the aggregate's sequence number.
+        let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["000", "000", "000", "100"]);
+        assert!(items.iter().all(|i| i.group.as_deref() == Some("shardId-1")));
+        for item in items {
+            crate::record::assert_shared_names(item.decoded.as_ref().expect("decoded"));
+        }
+    }
+
+    #[test]
+    fn an_unreadable_aggregate_keeps_its_bytes_for_the_dead_letter_queue() {
+        let mut body = vec![0x1a, 0x05, 0x08];
+        let digest = {
+            use md5::Digest as _;
+            md5::Md5::digest(&body)
+        };
+        let mut bad = kpl::MAGIC.to_vec();
+        bad.append(&mut body);
+        bad.extend_from_slice(&digest);
+        let decoded = events::decode(EventKind::Kinesis, event(std::slice::from_ref(&bad)))
+            .expect("event");
+        let failed = decoded.items[0].decoded.as_ref().expect_err("malformed");
+        assert_eq!(failed.kind, FailureKind::Decode);
+        assert_eq!(&failed.record.payload[..], &bad[..], "every byte kept");
+        assert!(failed.reason.contains("KPL aggregate"), "{}", failed.reason);
+    }
+
+    #[test]
+    fn an_aggregate_of_more_user_records_than_the_event_may_hold_is_refused_whole() {
+        let tiny: Vec<(String, Vec<u8>)> = (0..100).map(|i| ("k".into(), vec![i])).collect();
+        let packed = kpl::aggregate(tiny.iter().map(|(k, d)| (k.as_str(), &d[..])));
+        let limits = InputLimits {
+            record: 1 << 20,
+            event: 10_000,
+        };
+        let decoded =
+            events::decode_within(EventKind::Kinesis, event(&[packed.clone()]), limits)
+                .expect("event");
+        assert_eq!(decoded.items.len(), 1);
+        let refused = decoded.items[0].decoded.as_ref().expect_err("too many");
+        assert_eq!(refused.kind, FailureKind::InputTooLarge);
+        assert_eq!(&refused.record.payload[..], &packed[..]);
+        assert!(refused.reason.contains("max-event-bytes"), "{}", refused.reason);
     }
 }

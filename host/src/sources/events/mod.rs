@@ -9,7 +9,8 @@
 //! hands each to its own decoder ([`decode_within`]); what the decoders share (the
 //! record and its attributes, ARN names, gzip inflation) lives here too. One file per
 //! event source:
-//! - `kinesis.rs`: Kinesis Data Streams records, gzip inflated.
+//! - `kinesis.rs`: Kinesis Data Streams records, gzip inflated, KPL aggregates unpacked
+//!   (`kpl.rs`: the aggregate format, read and written).
 //! - `sqs.rs`: SQS messages, standard or FIFO.
 //! - `dynamodb.rs`: DynamoDB Streams changes, their images as exact JSON.
 //! - `firehose.rs`: Kinesis Data Firehose transformation records, gzip inflated.
@@ -20,6 +21,7 @@ mod direct;
 mod dynamodb;
 mod firehose;
 mod kinesis;
+pub mod kpl;
 mod s3;
 mod sqs;
 
@@ -258,13 +260,13 @@ fn parse<T: serde::de::DeserializeOwned>(kind: EventKind, event: Value) -> Resul
 
 /// A record of `payload`, `key` and the attributes that are not empty.
 fn record(
-    payload: Vec<u8>,
+    payload: impl Into<Bytes>,
     key: Option<Vec<u8>>,
     attributes: Vec<(&'static str, String)>,
 ) -> Record {
     Record {
         key: key.map(Bytes::from),
-        payload: Bytes::from(payload),
+        payload: payload.into(),
         attributes: attributes
             .into_iter()
             .filter(|(_, v)| !v.is_empty())
@@ -294,6 +296,35 @@ impl Inflation {
             per_record: limits.record as u64,
             left: limits.event as u64,
         }
+    }
+
+    /// Counts `bytes` of what unpacking an event makes (a KPL aggregate's user records)
+    /// against the event's limit; past it, says what the limit is.
+    pub fn charge(&mut self, bytes: usize) -> Result<(), String> {
+        match self.left.checked_sub(bytes as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => Err(format!(
+                "the {} bytes left of the event's limit (max-event-bytes)",
+                self.left
+            )),
+        }
+    }
+
+    /// [`Inflation::inflate`] of shared bytes: data that is not gzip is passed on
+    /// without a copy.
+    pub fn inflate_bytes(
+        &mut self,
+        data: Bytes,
+    ) -> Result<Bytes, (Bytes, FailureKind, String)> {
+        if !data.starts_with(&[0x1f, 0x8b]) {
+            return Ok(data);
+        }
+        self.inflate(data.to_vec())
+            .map(Bytes::from)
+            .map_err(|(raw, kind, reason)| (Bytes::from(raw), kind, reason))
     }
 
     /// Inflates gzip data (detected by its magic bytes); other data passes unchanged.
