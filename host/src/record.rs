@@ -11,7 +11,7 @@ use bytes::Bytes;
 pub type AttributeName = Cow<'static, str>;
 
 /// The attribute names the host's sources set.
-const HOST_NAMES: [&str; 18] = [
+const HOST_NAMES: [&str; 25] = [
     "source",
     "stream",
     "shard",
@@ -22,6 +22,13 @@ const HOST_NAMES: [&str; 18] = [
     "queue",
     "message-id",
     "receive-count",
+    "cluster",
+    "topic",
+    "partition",
+    "offset",
+    "timestamp",
+    "timestamp-type",
+    "tombstone",
     "table",
     "event-name",
     "delivery-stream",

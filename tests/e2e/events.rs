@@ -1,5 +1,6 @@
 //! AWS events as Lambda delivers them, built for the tests: Kinesis (KPL aggregates
-//! too), SQS (standard and FIFO), S3 notifications; and the answers' `batchItemFailures`.
+//! too), SQS (standard and FIFO), Kafka, S3 notifications; and the answers'
+//! `batchItemFailures`.
 
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -69,7 +70,10 @@ pub fn kpl_aggregate(records: &[(&str, &[u8])]) -> Vec<u8> {
     }
     for (key, data) in records {
         let mut record = vec![0x08];
-        varint(&mut record, keys.iter().position(|k| k == key).expect("a key") as u64);
+        varint(
+            &mut record,
+            keys.iter().position(|k| k == key).expect("a key") as u64,
+        );
         field(&mut record, 3, data);
         field(&mut body, 3, &record);
     }
@@ -78,6 +82,34 @@ pub fn kpl_aggregate(records: &[(&str, &[u8])]) -> Vec<u8> {
     out.extend_from_slice(&body);
     out.extend_from_slice(&md5::Md5::digest(&body));
     out
+}
+
+/// An MSK event of topic `orders`: `(partition, values)` per partition, offsets from
+/// `first_offset` in each, each record keyed `k`.
+pub fn kafka_event(first_offset: u64, partitions: &[(u32, &[&str])]) -> Value {
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let mut records = serde_json::Map::new();
+    for (partition, values) in partitions {
+        let batch: Vec<Value> = values
+            .iter()
+            .enumerate()
+            .map(|(i, value)| {
+                json!({
+                    "topic": "orders", "partition": partition, "offset": first_offset + i as u64,
+                    "timestamp": 1764075600183u64, "timestampType": "CREATE_TIME",
+                    "key": base64.encode("k"), "value": base64.encode(value),
+                    "headers": [{"trace": [116, 49]}]
+                })
+            })
+            .collect();
+        records.insert(format!("orders-{partition}"), Value::Array(batch));
+    }
+    json!({
+        "eventSource": "aws:kafka",
+        "eventSourceArn": "arn:aws:kafka:us-east-1:123456789012:cluster/orders-cluster/0c1d-2",
+        "bootstrapServers": "b-1.orders-cluster.kafka.us-east-1.amazonaws.com:9098",
+        "records": records
+    })
 }
 
 /// The sequence numbers of a Kinesis event's records, in order.

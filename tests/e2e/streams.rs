@@ -1,11 +1,12 @@
 //! What real streams carry, through the real binary as a Lambda function: KPL-aggregated
-//! Kinesis records.
+//! Kinesis records, Kafka (MSK and self-managed).
 
 use serde_json::json;
 
 use crate::emulator::Moto;
-use crate::events::{failures, kinesis_data_event, kpl_aggregate};
+use crate::events::{failures, kafka_event, kinesis_data_event, kpl_aggregate};
 use crate::lambda_harness::Lambda;
+use crate::runtime_api::Answer;
 use crate::support::{Scratch, assert_counts, dlq_kinds};
 
 /// One aggregate's user records are items of their own; one handed back hands back its
@@ -43,7 +44,10 @@ async fn kpl_user_records_are_items_and_an_aggregate_handed_back_comes_back_as_d
     ]);
     let answer = lambda.invoke(event);
     assert_eq!(failures(&answer), Vec::<String>::new(), "{answer}");
-    assert_eq!(aws.stream_records("out").await, ["first", "second", "third"]);
+    assert_eq!(
+        aws.stream_records("out").await,
+        ["first", "second", "third"]
+    );
     let dead = aws.drain_queue(&dlq).await;
     assert_eq!(dlq_kinds(&dead), ["decode"]);
     let entry: serde_json::Value = serde_json::from_str(&dead[0]).expect("a DLQ entry");
@@ -81,5 +85,63 @@ async fn kpl_user_records_are_items_and_an_aggregate_handed_back_comes_back_as_d
     assert_eq!(
         aws.stream_records("out").await,
         ["first", "second", "third", "fourth"]
+    );
+}
+
+/// A Kafka batch: records in order per partition, headers as attributes, the summary as
+/// the answer. A record that must be retried fails the invocation (`RetryBatch`): Kafka
+/// takes a batch back only whole, so the later records of its partition are held back
+/// and the other partition's already delivered come back as duplicates.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kafka_batch_is_delivered_in_partition_order_and_retried_whole() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let out = aws.queue("out").await;
+    let dlq = aws.queue("dlq").await;
+    aws.table("dedup").await;
+    let scratch = Scratch::new();
+    let lambda = Lambda::builder(&moto)
+        .plugin("misbehave")
+        .sinks("default=sqs://out")
+        .dlq("sqs://dlq")
+        .env("PIPELINE_DEDUP", "dynamodb://dedup")
+        .env("PIPELINE_MAX_ATTEMPTS", "2")
+        .env("PIPELINE_RETRY_BASE_MS", "1")
+        .start(scratch.dir.path());
+
+    let answer = lambda.invoke(kafka_event(100, &[(0, &["a", "b", "fail"]), (3, &["c"])]));
+    assert_counts(
+        &answer,
+        &json!({"in": 4, "transformed": 3, "failed": 1, "retried": 0}),
+    );
+    let mut sent = aws.drain_queue(&out).await;
+    sent.sort();
+    assert_eq!(sent, ["a", "b", "c"]);
+    assert_eq!(dlq_kinds(&aws.drain_queue(&dlq).await), ["domain"]);
+
+    let event = kafka_event(200, &[(0, &["d", "flaky", "e"]), (1, &["f"])]);
+    for (round, duplicates) in [(0, 0), (1, 2)] {
+        match lambda.invoke_answer(event.clone()) {
+            Answer::Error(error) => {
+                assert_eq!(error["errorType"], "RetryBatch", "{error}");
+                let message = error["errorMessage"].as_str().unwrap_or_default();
+                assert!(
+                    message.contains("2 records") && message.contains("orders-0@201"),
+                    "{message}"
+                );
+            }
+            other => panic!("round {round}: expected an error, got {other:?}"),
+        }
+        assert_counts(
+            &lambda.last_counts(),
+            &json!({"in": 4, "transformed": 2 - duplicates, "retried": 2, "duplicate": duplicates}),
+        );
+    }
+    let mut sent = aws.drain_queue(&out).await;
+    sent.sort();
+    assert_eq!(
+        sent,
+        ["d", "f"],
+        "each sent once, for two deliveries of the batch"
     );
 }

@@ -10,6 +10,7 @@ use crate::pipeline::{DeliverError, RunError, StartError};
 use crate::registry::LoadError;
 use crate::settings::SettingError;
 use crate::sources::events::EventError;
+use crate::sources::lambda::AnswerError;
 
 /// The names, one per way an invocation or a cold start fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +20,9 @@ pub enum ErrorType {
     /// The invocation's time ran out before a source without partial answers (S3, a
     /// direct invocation) was done; what finished is settled, the rest retried.
     OutOfTime,
+    /// Records must be retried and the source (Kafka) takes its batch back only whole:
+    /// the error is the answer that makes it deliver the batch again.
+    RetryBatch,
     /// The dead-letter queue refused an entry the source cannot take back.
     DeadLetterRefused,
     /// The idempotency store could not be reached.
@@ -43,9 +47,10 @@ pub enum ErrorType {
 
 impl ErrorType {
     /// Every name, for the documentation test.
-    pub const ALL: [ErrorType; 11] = [
+    pub const ALL: [ErrorType; 12] = [
         Self::InvalidEvent,
         Self::OutOfTime,
+        Self::RetryBatch,
         Self::DeadLetterRefused,
         Self::IdempotencyStore,
         Self::SourceFailed,
@@ -62,6 +67,7 @@ impl ErrorType {
         match self {
             Self::InvalidEvent => "InvalidEvent",
             Self::OutOfTime => "OutOfTime",
+            Self::RetryBatch => "RetryBatch",
             Self::DeadLetterRefused => "DeadLetterRefused",
             Self::IdempotencyStore => "IdempotencyStore",
             Self::SourceFailed => "SourceFailed",
@@ -84,6 +90,12 @@ impl ErrorType {
                 }
                 if e.is::<SettingError>() {
                     return Some(Self::Config);
+                }
+                if let Some(answer) = e.downcast_ref::<AnswerError>() {
+                    return Some(match answer {
+                        AnswerError::HandedBack { .. } => Self::RetryBatch,
+                        AnswerError::Json(_) => Self::Internal,
+                    });
                 }
                 if let Some(run) = e.downcast_ref::<RunError>() {
                     return Some(Self::of_run(run));

@@ -512,6 +512,7 @@ mod tests {
                 "event",
                 "kinesis-event",
                 "sqs-event",
+                "kafka-event",
                 "dynamodb-event",
                 "firehose-event",
                 "direct-event",

@@ -1,4 +1,4 @@
-//! One Lambda event (Kinesis, SQS, DynamoDB Streams, Firehose, direct) as a source. Its
+//! One Lambda event (Kinesis, SQS, Kafka, DynamoDB Streams, Firehose, direct) as a source. Its
 //! settle step collects the verdicts by item id and its answer is the event source's own:
 //! `batchItemFailures` naming the items to retry, the Firehose records (outputs joined by
 //! newlines), or the run's summary for a direct invocation.
@@ -32,8 +32,8 @@ impl LambdaEvent {
     }
 
     /// The answer to the invocation, in the event source's terms; `summary` answers a
-    /// direct invocation.
-    pub fn response(self, summary: Value) -> Result<Value, serde_json::Error> {
+    /// direct invocation and a Kafka event.
+    pub fn response(self, summary: Value) -> Result<Value, AnswerError> {
         // Each once: the user records of one KPL aggregate share its sequence number,
         // the only name Lambda takes back (handing one back hands back the aggregate).
         let retry_ids = || {
@@ -53,7 +53,7 @@ impl LambdaEvent {
                     failure.item_identifier = id;
                     response.batch_item_failures.push(failure);
                 }
-                serde_json::to_value(response)
+                Ok(serde_json::to_value(response)?)
             }
             EventKind::Kinesis => {
                 let mut response = KinesisEventResponse::default();
@@ -62,7 +62,7 @@ impl LambdaEvent {
                     failure.item_identifier = Some(id);
                     response.batch_item_failures.push(failure);
                 }
-                serde_json::to_value(response)
+                Ok(serde_json::to_value(response)?)
             }
             EventKind::Dynamodb => {
                 let mut response = DynamoDbEventResponse::default();
@@ -71,12 +71,43 @@ impl LambdaEvent {
                     failure.item_identifier = Some(id);
                     response.batch_item_failures.push(failure);
                 }
-                serde_json::to_value(response)
+                Ok(serde_json::to_value(response)?)
             }
-            EventKind::Firehose => serde_json::to_value(firehose_response(self.settled)),
+            EventKind::Firehose => Ok(serde_json::to_value(firehose_response(self.settled))?),
+            // Kafka's event source mapping takes a batch back whole, by a function error:
+            // the one answer every mapping understands (its partial batch responses are
+            // a provisioned-mode option whose item names are not documented). Records
+            // already delivered come back with the batch: duplicates, with the store on.
+            EventKind::Kafka => match retry_ids().next() {
+                None => Ok(summary),
+                Some(first) => Err(AnswerError::HandedBack {
+                    count: retry_ids().count(),
+                    first,
+                }),
+            },
             EventKind::Direct | EventKind::S3 => Ok(summary),
         }
     }
+}
+
+/// Why an invocation's answer is an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    /// Records must be retried and the source takes its batch back only whole.
+    #[error(
+        "{count} records must be retried (the first: {first}); a Kafka batch is retried \
+         whole: records already delivered come back as duplicates with the idempotency \
+         store on"
+    )]
+    HandedBack {
+        /// How many.
+        count: usize,
+        /// The first of them, as `TOPIC-PARTITION@OFFSET`.
+        first: String,
+    },
+    /// The answer could not be written (a host bug).
+    #[error("cannot write the answer: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 /// One response record per input record: `Ok` with the outputs' payloads joined by
@@ -127,7 +158,7 @@ impl Source for LambdaEvent {
     fn redelivers(&self) -> bool {
         matches!(
             self.kind,
-            EventKind::Kinesis | EventKind::Sqs | EventKind::Dynamodb
+            EventKind::Kinesis | EventKind::Sqs | EventKind::Kafka | EventKind::Dynamodb
         )
     }
 

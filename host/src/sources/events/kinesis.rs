@@ -232,7 +232,12 @@ mod aggregate_tests {
         assert_eq!(
             seen,
             [
-                ("kinesis/s/shardId-1/000/0", &b"one"[..], Some(&b"a"[..]), Some("0")),
+                (
+                    "kinesis/s/shardId-1/000/0",
+                    &b"one"[..],
+                    Some(&b"a"[..]),
+                    Some("0")
+                ),
                 ("kinesis/s/shardId-1/000/1", b"two", Some(b"b"), Some("1")),
                 ("kinesis/s/shardId-1/000/2", b"three", Some(b"a"), Some("2")),
                 ("kinesis/s/shardId-1/100", b"plain", Some(b"outer"), None),
@@ -241,7 +246,11 @@ mod aggregate_tests {
         // Lambda can only be told the aggregate's sequence number.
         let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
         assert_eq!(ids, ["000", "000", "000", "100"]);
-        assert!(items.iter().all(|i| i.group.as_deref() == Some("shardId-1")));
+        assert!(
+            items
+                .iter()
+                .all(|i| i.group.as_deref() == Some("shardId-1"))
+        );
         for item in items {
             crate::record::assert_shared_names(item.decoded.as_ref().expect("decoded"));
         }
@@ -257,8 +266,8 @@ mod aggregate_tests {
         let mut bad = kpl::MAGIC.to_vec();
         bad.append(&mut body);
         bad.extend_from_slice(&digest);
-        let decoded = events::decode(EventKind::Kinesis, event(std::slice::from_ref(&bad)))
-            .expect("event");
+        let decoded =
+            events::decode(EventKind::Kinesis, event(std::slice::from_ref(&bad))).expect("event");
         let failed = decoded.items[0].decoded.as_ref().expect_err("malformed");
         assert_eq!(failed.kind, FailureKind::Decode);
         assert_eq!(&failed.record.payload[..], &bad[..], "every byte kept");
@@ -273,13 +282,16 @@ mod aggregate_tests {
             record: 1 << 20,
             event: 10_000,
         };
-        let decoded =
-            events::decode_within(EventKind::Kinesis, event(&[packed.clone()]), limits)
-                .expect("event");
+        let decoded = events::decode_within(EventKind::Kinesis, event(&[packed.clone()]), limits)
+            .expect("event");
         assert_eq!(decoded.items.len(), 1);
         let refused = decoded.items[0].decoded.as_ref().expect_err("too many");
         assert_eq!(refused.kind, FailureKind::InputTooLarge);
         assert_eq!(&refused.record.payload[..], &packed[..]);
-        assert!(refused.reason.contains("max-event-bytes"), "{}", refused.reason);
+        assert!(
+            refused.reason.contains("max-event-bytes"),
+            "{}",
+            refused.reason
+        );
     }
 }

@@ -140,7 +140,10 @@ fn user_record(message: &Bytes) -> Result<(u64, Option<u64>, Bytes), Malformed> 
 }
 
 fn lookup(table: &[String], index: u64) -> Option<String> {
-    usize::try_from(index).ok().and_then(|i| table.get(i)).cloned()
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| table.get(i))
+        .cloned()
 }
 
 fn text(bytes: &[u8], what: &str) -> Result<String, Malformed> {
@@ -295,7 +298,9 @@ mod tests {
         put_bytes(&mut body, 3, &record);
         put_bytes(&mut body, 2, b"170141183460469231731687303715884105728");
         put_bytes(&mut body, 1, b"pk");
-        let out = records(&frame(&body)).expect("readable").expect("aggregate");
+        let out = records(&frame(&body))
+            .expect("readable")
+            .expect("aggregate");
         assert_eq!(out[0].partition_key, "pk");
         assert_eq!(
             out[0].explicit_hash_key.as_deref(),
@@ -318,7 +323,11 @@ mod tests {
         let mut packed = aggregate([("a", &b"one"[..])]);
         let last = packed.len() - 1;
         packed[last] ^= 1;
-        assert_eq!(records(&packed), Ok(None), "digest does not match: user data");
+        assert_eq!(
+            records(&packed),
+            Ok(None),
+            "digest does not match: user data"
+        );
     }
 
     #[test]
@@ -337,7 +346,9 @@ mod tests {
         assert!(err.to_string().contains("partition key 3"), "{err}");
         let huge = frame(&[0x1a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
         assert!(records(&huge).is_err(), "a length no buffer holds");
-        let endless = frame(&[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        let endless = frame(&[
+            0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+        ]);
         assert!(records(&endless).is_err());
     }
 }

@@ -12,6 +12,7 @@
 //! - `kinesis.rs`: Kinesis Data Streams records, gzip inflated, KPL aggregates unpacked
 //!   (`kpl.rs`: the aggregate format, read and written).
 //! - `sqs.rs`: SQS messages, standard or FIFO.
+//! - `kafka.rs`: Kafka records from MSK or a self-managed cluster, by topic-partition.
 //! - `dynamodb.rs`: DynamoDB Streams changes, their images as exact JSON.
 //! - `firehose.rs`: Kinesis Data Firehose transformation records, gzip inflated.
 //! - `s3.rs`: the objects an S3 notification names (reading them is `sources/s3.rs`).
@@ -20,6 +21,7 @@
 mod direct;
 mod dynamodb;
 mod firehose;
+mod kafka;
 mod kinesis;
 pub mod kpl;
 mod s3;
@@ -47,6 +49,8 @@ pub enum EventKind {
     Dynamodb,
     /// Kinesis Data Firehose data transformation (`records[].data`).
     Firehose,
+    /// Kafka, Amazon MSK or self-managed (`records` by topic-partition).
+    Kafka,
     /// S3 object notifications (`Records[].s3`): each names an object to read.
     S3,
     /// Direct invocation with a JSON array; each element is one record's payload.
@@ -121,21 +125,23 @@ pub struct DecodedEvent {
 
 impl EventKind {
     /// Every kind, in the order `host run --format` lists their formats.
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         Self::Kinesis,
         Self::Sqs,
+        Self::Kafka,
         Self::Dynamodb,
         Self::Firehose,
         Self::Direct,
         Self::S3,
     ];
 
-    /// The source's name in metrics and logs: `kinesis`, `sqs`, `dynamodb`, `firehose`,
-    /// `s3` or `direct`.
+    /// The source's name in metrics and logs: `kinesis`, `sqs`, `kafka`, `dynamodb`,
+    /// `firehose`, `s3` or `direct`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Kinesis => "kinesis",
             Self::Sqs => "sqs",
+            Self::Kafka => "kafka",
             Self::Dynamodb => "dynamodb",
             Self::Firehose => "firehose",
             Self::S3 => "s3",
@@ -149,6 +155,10 @@ impl EventKind {
         match self {
             Self::Kinesis => ("kinesis-event", "A Kinesis Data Streams event"),
             Self::Sqs => ("sqs-event", "An SQS event"),
+            Self::Kafka => (
+                "kafka-event",
+                "A Kafka event (Amazon MSK or a self-managed cluster)",
+            ),
             Self::Dynamodb => ("dynamodb-event", "A DynamoDB Streams event"),
             Self::Firehose => (
                 "firehose-event",
@@ -198,6 +208,10 @@ pub fn detect(event: &Value) -> Result<EventKind, EventError> {
     if event.get("deliveryStreamArn").is_some() || event.get("invocationId").is_some() {
         return Ok(EventKind::Firehose);
     }
+    if let Some("aws:kafka" | "SelfManagedKafka") = event.get("eventSource").and_then(Value::as_str)
+    {
+        return Ok(EventKind::Kafka);
+    }
     let source = event
         .get("Records")
         .and_then(|r| r.get(0))
@@ -212,7 +226,7 @@ pub fn detect(event: &Value) -> Result<EventKind, EventError> {
             expected: "known AWS".into(),
             reason: match other {
                 Some(source) => format!("unsupported eventSource {source:?}"),
-                None => "expected a JSON array (direct invocation), a Firehose event, or `Records` with an `eventSource`".into(),
+                None => "expected a JSON array (direct invocation), a Firehose or Kafka event, or `Records` with an `eventSource`".into(),
             },
         }),
     }
@@ -242,6 +256,7 @@ pub fn decode_within(
         EventKind::Direct => decoded.items = direct::decode(event)?,
         EventKind::Kinesis => decoded.items = kinesis::decode(event, &mut inflation)?,
         EventKind::Sqs => decoded.items = sqs::decode(event)?,
+        EventKind::Kafka => decoded.items = kafka::decode(event)?,
         EventKind::Dynamodb => decoded.items = dynamodb::decode(event)?,
         EventKind::Firehose => decoded.items = firehose::decode(event, &mut inflation)?,
         EventKind::S3 => decoded.objects = s3::decode(event)?,
@@ -315,10 +330,7 @@ impl Inflation {
 
     /// [`Inflation::inflate`] of shared bytes: data that is not gzip is passed on
     /// without a copy.
-    pub fn inflate_bytes(
-        &mut self,
-        data: Bytes,
-    ) -> Result<Bytes, (Bytes, FailureKind, String)> {
+    pub fn inflate_bytes(&mut self, data: Bytes) -> Result<Bytes, (Bytes, FailureKind, String)> {
         if !data.starts_with(&[0x1f, 0x8b]) {
             return Ok(data);
         }
