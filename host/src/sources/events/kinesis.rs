@@ -217,7 +217,8 @@ mod aggregate_tests {
             events::decode(EventKind::Kinesis, event(&[packed, b"plain".to_vec()])).expect("event");
         let items = &decoded.items;
         assert_eq!(items.len(), 4);
-        let seen: Vec<(&str, &[u8], Option<&[u8]>, Option<&str>)> = items
+        type Seen<'a> = (&'a str, &'a [u8], Option<&'a [u8]>, Option<&'a str>);
+        let seen: Vec<Seen> = items
             .iter()
             .map(|i| {
                 let r = i.decoded.as_ref().expect("decoded");
@@ -282,8 +283,12 @@ mod aggregate_tests {
             record: 1 << 20,
             event: 10_000,
         };
-        let decoded = events::decode_within(EventKind::Kinesis, event(&[packed.clone()]), limits)
-            .expect("event");
+        let decoded = events::decode_within(
+            EventKind::Kinesis,
+            event(std::slice::from_ref(&packed)),
+            limits,
+        )
+        .expect("event");
         assert_eq!(decoded.items.len(), 1);
         let refused = decoded.items[0].decoded.as_ref().expect_err("too many");
         assert_eq!(refused.kind, FailureKind::InputTooLarge);
