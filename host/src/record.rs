@@ -11,7 +11,7 @@ use bytes::Bytes;
 pub type AttributeName = Cow<'static, str>;
 
 /// The attribute names the host's sources set.
-const HOST_NAMES: [&str; 25] = [
+const HOST_NAMES: [&str; 30] = [
     "source",
     "stream",
     "shard",
@@ -29,6 +29,11 @@ const HOST_NAMES: [&str; 25] = [
     "timestamp",
     "timestamp-type",
     "tombstone",
+    "sns-message-id",
+    "subject",
+    "event-source",
+    "detail-type",
+    "event-id",
     "table",
     "event-name",
     "delivery-stream",

@@ -30,6 +30,7 @@ mod chain;
 mod deadline;
 mod dedup;
 mod dlq_overflow;
+mod envelopes;
 mod exact;
 mod faults;
 mod front_doors;

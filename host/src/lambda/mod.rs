@@ -32,6 +32,7 @@ use crate::pipeline::RunStats;
 use crate::pipeline::{Outputs, Pipeline};
 use crate::settings::Settings;
 use crate::sinks::{ResponseSink, Router, Sink};
+use crate::sources::carried::ObjectReader;
 use crate::sources::{Checkpoints, EventKind, LambdaEvent, ObjectSource, events};
 
 /// A warm Lambda host: the pipeline and the clients its sources use.
@@ -155,7 +156,12 @@ impl Host {
             }
             return Ok(answer);
         }
-        let mut source = LambdaEvent::new(decoded);
+        let mut source = LambdaEvent::new(decoded).reading_objects(ObjectReader {
+            aws: self.aws.clone(),
+            max_record_bytes: self.input_limits.record,
+            checkpoints: self.checkpoints.clone(),
+            budget,
+        });
         let summary = if kind == EventKind::Firehose {
             // Firehose takes the outputs back in the answer: the answer is the sink.
             let answer = Router::only(Sink::Response(ResponseSink::default()));

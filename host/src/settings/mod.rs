@@ -82,6 +82,8 @@ pub struct Settings {
     pub dedup_claim: Duration,
     /// The field of a direct invocation's records that names them.
     pub dedup_id_field: String,
+    /// Open SQS, SNS and EventBridge envelopes (`PIPELINE_ENVELOPES`).
+    pub envelopes: bool,
     /// The CloudWatch namespace of the Lambda host's metrics; `None`: none written.
     pub metrics_namespace: Option<String>,
     /// An invocation running longer than this writes its metrics as it goes.
@@ -167,6 +169,7 @@ impl Settings {
             dedup_ttl: Duration::ZERO,
             dedup_claim: Duration::ZERO,
             dedup_id_field: String::new(),
+            envelopes: false,
             metrics_namespace: None,
             metrics_interval: Duration::ZERO,
             door: FrontDoor::Cli,
@@ -202,6 +205,7 @@ impl Settings {
         crate::sources::InputLimits {
             record: self.max_record_bytes,
             event: self.max_event_bytes,
+            envelopes: self.envelopes,
         }
     }
 

@@ -309,6 +309,24 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        flag: Some("envelopes"),
+        aliases: &[],
+        env: "PIPELINE_ENVELOPES",
+        default: Some("on"),
+        bounds: Bounds::Text("`on` or `off`"),
+        about: "SQS, SNS and EventBridge messages are opened: an SNS notification inside an SQS message becomes its message, an S3 notification (or EventBridge's \"Object Created\") has its objects read and its message settled by their records; `off` hands every body to the plugin as it is",
+        required: Required::Never,
+        list: false,
+        apply: |s, values, _| {
+            s.envelopes = match one(values)? {
+                "on" => true,
+                "off" => false,
+                other => return Err(format!("{other:?}: `on` or `off`")),
+            };
+            Ok(())
+        },
+    },
+    Setting {
         flag: Some("batch-size"),
         aliases: &[],
         env: "PIPELINE_BATCH_SIZE",

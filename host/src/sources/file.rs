@@ -438,7 +438,22 @@ pub fn read_event(
             kind => kind,
         },
     };
-    events::decode_within(kind, value, limits).map_err(event_error)
+    let decoded = events::decode_within(kind, value, limits).map_err(event_error)?;
+    if let Some(first) = decoded.carried.first() {
+        let ids: Vec<&str> = decoded.carried.iter().map(|c| c.id.as_str()).collect();
+        return Err(event_error(EventError {
+            expected: "record-carrying".into(),
+            reason: format!(
+                "message {} names S3 objects (an S3 notification inside it; {} such: {}): \
+                 pass that notification to --format s3-event, which reads them from S3, \
+                 or --envelopes off to hand the message to the plugin as it is",
+                first.id,
+                ids.len(),
+                ids.join(", ")
+            ),
+        }));
+    }
+    Ok(decoded)
 }
 
 /// Reads one line (through its `\n`) into `buffer`, keeping at most `max` bytes of it
@@ -513,6 +528,8 @@ mod tests {
                 "kinesis-event",
                 "sqs-event",
                 "kafka-event",
+                "sns-event",
+                "eventbridge-event",
                 "dynamodb-event",
                 "firehose-event",
                 "direct-event",

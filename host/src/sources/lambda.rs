@@ -10,14 +10,34 @@ use aws_lambda_events::event::streams::{
 };
 use serde_json::Value;
 
+use super::carried::{CarriedRun, ObjectReader};
 use super::{DecodedEvent, EventItem, EventKind, Item, OutOfTime, Source, SourceError};
 use crate::record::Verdict;
 
-/// The items of one Lambda event, and the verdicts they settled with.
+/// The items of one Lambda event, and the verdicts they settled with. Messages that
+/// name S3 objects ([`super::Carried`]) are read where they sit among the items, with
+/// an [`ObjectReader`]; each settles as one verdict, by its records.
 pub struct LambdaEvent {
     kind: EventKind,
     pending: std::vec::IntoIter<EventItem>,
+    /// Items handed out so far: a carried message sits after `at` of them.
+    handed_out: usize,
+    carried: std::collections::VecDeque<super::Carried>,
+    reader: Option<ObjectReader>,
+    current: Option<CarriedRun>,
+    /// FIFO groups of carried messages handed back before they were read: the later
+    /// messages of the group go back with them, unread.
+    held: std::collections::HashSet<String>,
     settled: Vec<(String, Verdict)>,
+}
+
+/// What a [`LambdaEvent`] knows a handed-out item by.
+#[derive(Debug)]
+pub enum Handle {
+    /// One of the event's own items, by its id.
+    Item(String),
+    /// A record of a carried message's objects.
+    Line(u64),
 }
 
 impl LambdaEvent {
@@ -28,7 +48,50 @@ impl LambdaEvent {
             kind: event.kind,
             settled: Vec::with_capacity(event.items.len()),
             pending: event.items.into_iter(),
+            handed_out: 0,
+            carried: event.carried.into(),
+            reader: None,
+            current: None,
+            held: std::collections::HashSet::new(),
         }
+    }
+
+    /// The same source, reading the objects its carried messages name with `reader`.
+    pub fn reading_objects(mut self, reader: ObjectReader) -> Self {
+        self.reader = Some(reader);
+        self
+    }
+
+    /// The next carried message, if the items before it are all handed out: started,
+    /// or (out of time, behind a message of its group handed back, nothing to read it
+    /// with) handed back unread.
+    fn next_carried(&mut self) -> Option<()> {
+        if self.carried.front()?.at > self.handed_out {
+            return None;
+        }
+        let message = self.carried.pop_front()?;
+        let held = message
+            .group
+            .as_ref()
+            .is_some_and(|g| self.held.contains(g));
+        let reason = match &self.reader {
+            None => Some("the host has no S3 reader here".to_owned()),
+            Some(_) if held => Some("a message of its group before it was handed back".into()),
+            Some(reader) if reader.budget.exhausted() => {
+                Some("the invocation's time ran out before its objects were read".into())
+            }
+            Some(reader) => {
+                self.current = Some(CarriedRun::start(message.clone(), reader));
+                None
+            }
+        };
+        if let Some(reason) = reason {
+            if let Some(group) = &message.group {
+                self.held.insert(group.clone());
+            }
+            self.settled.push((message.id, Verdict::Retry(reason)));
+        }
+        Some(())
     }
 
     /// The answer to the invocation, in the event source's terms; `summary` answers a
@@ -78,13 +141,17 @@ impl LambdaEvent {
             // the one answer every mapping understands (its partial batch responses are
             // a provisioned-mode option whose item names are not documented). Records
             // already delivered come back with the batch: duplicates, with the store on.
-            EventKind::Kafka => match retry_ids().next() {
-                None => Ok(summary),
-                Some(first) => Err(AnswerError::HandedBack {
-                    count: retry_ids().count(),
-                    first,
-                }),
-            },
+            // SNS and EventBridge invoke asynchronously: an error is their retry too (a
+            // message whose objects could not all be read).
+            EventKind::Kafka | EventKind::Sns | EventKind::EventBridge => {
+                match retry_ids().next() {
+                    None => Ok(summary),
+                    Some(first) => Err(AnswerError::HandedBack {
+                        count: retry_ids().count(),
+                        first,
+                    }),
+                }
+            }
             EventKind::Direct | EventKind::S3 => Ok(summary),
         }
     }
@@ -95,14 +162,14 @@ impl LambdaEvent {
 pub enum AnswerError {
     /// Records must be retried and the source takes its batch back only whole.
     #[error(
-        "{count} records must be retried (the first: {first}); a Kafka batch is retried \
+        "{count} records must be retried (the first: {first}); the event is retried \
          whole: records already delivered come back as duplicates with the idempotency \
          store on"
     )]
     HandedBack {
         /// How many.
         count: usize,
-        /// The first of them, as `TOPIC-PARTITION@OFFSET`.
+        /// The first of them (a Kafka record as `TOPIC-PARTITION@OFFSET`).
         first: String,
     },
     /// The answer could not be written (a host bug).
@@ -148,11 +215,51 @@ fn firehose_response(settled: Vec<(String, Verdict)>) -> KinesisFirehoseResponse
 }
 
 impl Source for LambdaEvent {
-    type Id = String;
+    type Id = Handle;
 
-    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Item<String>>>, SourceError> {
-        let batch: Vec<Item<String>> = self.pending.by_ref().take(max).collect();
-        Ok((!batch.is_empty()).then_some(batch))
+    async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Item<Handle>>>, SourceError> {
+        loop {
+            if let Some(run) = &mut self.current {
+                if let Some(lines) = run.next_batch(max).await {
+                    return Ok(Some(
+                        lines.into_iter().map(|i| i.with_id(Handle::Line)).collect(),
+                    ));
+                }
+                if let Some(run) = self.current.take() {
+                    let group = run.message_group().map(str::to_owned);
+                    let (id, verdict) = run.verdict();
+                    if let (Some(group), Verdict::Retry(_)) = (group, &verdict) {
+                        self.held.insert(group);
+                    }
+                    self.settled.push((id, verdict));
+                }
+                continue;
+            }
+            if self.next_carried().is_some() {
+                continue;
+            }
+            let room = self
+                .carried
+                .front()
+                .map_or(max, |next| (next.at - self.handed_out).min(max));
+            let batch: Vec<EventItem> = self.pending.by_ref().take(room).collect();
+            if batch.is_empty() && self.carried.is_empty() {
+                return Ok(None);
+            }
+            self.handed_out += batch.len();
+            let mut items = Vec::with_capacity(batch.len());
+            for item in batch {
+                match &item.group {
+                    // Behind a carried message of its FIFO group that went back unread.
+                    Some(group) if self.held.contains(group) => self.settled.push((
+                        item.id,
+                        Verdict::Retry("a message of its group before it was handed back".into()),
+                    )),
+                    _ => items.push(item.with_id(Handle::Item)),
+                }
+            }
+            return Ok(Some(items));
+        }
     }
 
     fn redelivers(&self) -> bool {
@@ -162,15 +269,32 @@ impl Source for LambdaEvent {
         )
     }
 
-    async fn settle(&mut self, settled: Vec<(String, Verdict)>) -> Result<(), SourceError> {
-        self.settled.extend(settled);
-        Ok(())
+    async fn settle(&mut self, settled: Vec<(Handle, Verdict)>) -> Result<(), SourceError> {
+        let mut lines = Vec::new();
+        for (handle, verdict) in settled {
+            match handle {
+                Handle::Item(id) => self.settled.push((id, verdict)),
+                Handle::Line(line) => lines.push((line, verdict)),
+            }
+        }
+        match &mut self.current {
+            Some(run) => run.settle(lines).await,
+            None if lines.is_empty() => Ok(()),
+            None => Err(SourceError::Settle(format!(
+                "{} records of no carried message",
+                lines.len()
+            ))),
+        }
     }
 
     /// Firehose takes records back one by one (`ProcessingFailed`, to its error output)
     /// rather than the whole batch again, which would repeat what is already done; a
-    /// direct invocation fails, its caller deciding.
+    /// direct invocation, SNS and EventBridge fail, their caller retrying (a carried
+    /// message first records how far it got).
     async fn out_of_time(&mut self) -> Result<OutOfTime, SourceError> {
+        if let Some(run) = &mut self.current {
+            run.out_of_time().await;
+        }
         Ok(if self.kind == EventKind::Firehose {
             OutOfTime::HandBack
         } else {

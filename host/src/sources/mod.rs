@@ -13,6 +13,8 @@
 //!   a notification names, `direct.rs`).
 //! - `capped.rs`: CSV rows, each cut at the record limit over however many lines.
 //! - `lambda.rs`: one Lambda event as a source; its settle step is the Lambda answer.
+//! - `carried.rs`: the objects a message of the event names (an S3 notification in an
+//!   SQS or SNS message), read in its place, the message settled by their records.
 //! - `file.rs`: local input (JSON lines, CSV, lines, a captured event).
 //! - `s3.rs`: the objects an S3 notification names, streamed in batches.
 //! - `checkpoint.rs`: how far an S3 notification got, for the retry after a timeout.
@@ -20,6 +22,7 @@
 //! - `dlq.rs`: dead-letter queues (SQS, S3) read back for `host reprocess`.
 
 mod capped;
+pub mod carried;
 mod checkpoint;
 pub mod dlq;
 pub mod events;
@@ -31,7 +34,7 @@ pub mod s3;
 use std::future::Future;
 
 pub use checkpoint::{Checkpoint, Checkpoints};
-pub use events::{DecodedEvent, EventItem, EventKind, ObjectRef};
+pub use events::{Carried, DecodedEvent, EventItem, EventKind, ObjectRef};
 pub use file::{FileSource, InputFormat, read_event};
 pub use lambda::LambdaEvent;
 pub use s3::ObjectSource;
@@ -62,14 +65,18 @@ impl Undecodable {
     }
 }
 
-/// How large input may be: one record (a line, an inflated gzip record), and all the
-/// gzip records of one event inflated together.
+/// How input is read: how large it may be (one record, a line or an inflated gzip
+/// record; all the gzip records of one event inflated together), and how far an event's
+/// messages are opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InputLimits {
     /// Bytes of one record.
     pub record: usize,
     /// Bytes the gzip records of one event may inflate to together.
     pub event: usize,
+    /// Open envelopes: an SNS notification in an SQS message, a message naming S3
+    /// objects (`events::Carried`).
+    pub envelopes: bool,
 }
 
 /// One item from a source: a record, or one that could not be decoded.
@@ -109,6 +116,20 @@ pub struct Item<Id> {
     pub delivered: Vec<usize>,
     /// The record, or why it could not be decoded.
     pub decoded: Decoded,
+}
+
+impl<Id> Item<Id> {
+    /// The same item, known by `id(self.id)`.
+    pub fn with_id<New>(self, id: impl FnOnce(Id) -> New) -> Item<New> {
+        Item {
+            id: id(self.id),
+            group: self.group,
+            position: self.position,
+            first_position: self.first_position,
+            delivered: self.delivered,
+            decoded: self.decoded,
+        }
+    }
 }
 
 /// Where a pipeline's items come from and where their verdicts go back.

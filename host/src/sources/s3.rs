@@ -222,8 +222,23 @@ impl Source for ObjectSource {
     }
 
     async fn out_of_time(&mut self) -> Result<OutOfTime, SourceError> {
+        if self.record_progress().await? {
+            tracing::warn!(
+                objects_done = self.objects_done,
+                items_done = self.items_done,
+                "out of time: recorded how far this S3 notification got, for the retry"
+            );
+        }
+        Ok(OutOfTime::FailTheRun)
+    }
+}
+
+impl ObjectSource {
+    /// Writes how far this notification got (objects finished, items settled of the
+    /// next), so that a retry resumes there; `false` without checkpoints.
+    pub async fn record_progress(&self) -> Result<bool, SourceError> {
         let Some((checkpoints, key)) = &self.checkpoints else {
-            return Ok(OutOfTime::FailTheRun);
+            return Ok(false);
         };
         let checkpoint = Checkpoint {
             objects: self.names.clone(),
@@ -231,13 +246,8 @@ impl Source for ObjectSource {
             items_done: self.items_done,
         };
         checkpoints.write(key, &checkpoint).await?;
-        tracing::warn!(
-            checkpoint = %key,
-            objects_done = checkpoint.objects_done,
-            items_done = checkpoint.items_done,
-            "out of time: recorded how far this S3 notification got, for the retry"
-        );
-        Ok(OutOfTime::FailTheRun)
+        tracing::info!(checkpoint = %key, "progress recorded for the retry");
+        Ok(true)
     }
 }
 

@@ -282,6 +282,7 @@ mod aggregate_tests {
         let limits = InputLimits {
             record: 1 << 20,
             event: 10_000,
+            ..InputLimits::default()
         };
         let decoded = events::decode_within(
             EventKind::Kinesis,

@@ -12,6 +12,10 @@
 //! - `kinesis.rs`: Kinesis Data Streams records, gzip inflated, KPL aggregates unpacked
 //!   (`kpl.rs`: the aggregate format, read and written).
 //! - `sqs.rs`: SQS messages, standard or FIFO.
+//! - `sns.rs`: SNS notifications to a subscribed function.
+//! - `eventbridge.rs`: an EventBridge event, its `detail` the record.
+//! - `envelopes.rs`: what a message carries: an SNS notification inside an SQS message,
+//!   an S3 notification (or EventBridge's "Object Created") naming objects to read.
 //! - `kafka.rs`: Kafka records from MSK or a self-managed cluster, by topic-partition.
 //! - `dynamodb.rs`: DynamoDB Streams changes, their images as exact JSON.
 //! - `firehose.rs`: Kinesis Data Firehose transformation records, gzip inflated.
@@ -20,11 +24,14 @@
 
 mod direct;
 mod dynamodb;
+mod envelopes;
+mod eventbridge;
 mod firehose;
 mod kafka;
 mod kinesis;
 pub mod kpl;
 mod s3;
+mod sns;
 mod sqs;
 
 use std::io::Read;
@@ -33,6 +40,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 pub use direct::direct_identity;
+pub use envelopes::Carried;
 
 use super::InputLimits;
 use crate::record::FailureKind;
@@ -51,6 +59,11 @@ pub enum EventKind {
     Firehose,
     /// Kafka, Amazon MSK or self-managed (`records` by topic-partition).
     Kafka,
+    /// SNS, a subscribed function (`Records[].Sns`).
+    Sns,
+    /// EventBridge, a rule's target (`detail-type`, `source`, `detail`).
+    #[value(name = "eventbridge")]
+    EventBridge,
     /// S3 object notifications (`Records[].s3`): each names an object to read.
     S3,
     /// Direct invocation with a JSON array; each element is one record's payload.
@@ -121,27 +134,35 @@ pub struct DecodedEvent {
     pub items: Vec<EventItem>,
     /// The objects an S3 notification names (empty otherwise).
     pub objects: Vec<ObjectRef>,
+    /// Messages that name S3 objects rather than carry a record (an S3 notification in
+    /// an SQS or SNS message, EventBridge's "Object Created"), once
+    /// [`DecodedEvent::open_envelopes`] found them.
+    pub carried: Vec<Carried>,
 }
 
 impl EventKind {
     /// Every kind, in the order `host run --format` lists their formats.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 9] = [
         Self::Kinesis,
         Self::Sqs,
         Self::Kafka,
+        Self::Sns,
+        Self::EventBridge,
         Self::Dynamodb,
         Self::Firehose,
         Self::Direct,
         Self::S3,
     ];
 
-    /// The source's name in metrics and logs: `kinesis`, `sqs`, `kafka`, `dynamodb`,
-    /// `firehose`, `s3` or `direct`.
+    /// The source's name in metrics and logs: `kinesis`, `sqs`, `kafka`, `sns`,
+    /// `eventbridge`, `dynamodb`, `firehose`, `s3` or `direct`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Kinesis => "kinesis",
             Self::Sqs => "sqs",
             Self::Kafka => "kafka",
+            Self::Sns => "sns",
+            Self::EventBridge => "eventbridge",
             Self::Dynamodb => "dynamodb",
             Self::Firehose => "firehose",
             Self::S3 => "s3",
@@ -159,6 +180,8 @@ impl EventKind {
                 "kafka-event",
                 "A Kafka event (Amazon MSK or a self-managed cluster)",
             ),
+            Self::Sns => ("sns-event", "An SNS event"),
+            Self::EventBridge => ("eventbridge-event", "An EventBridge event"),
             Self::Dynamodb => ("dynamodb-event", "A DynamoDB Streams event"),
             Self::Firehose => (
                 "firehose-event",
@@ -212,6 +235,9 @@ pub fn detect(event: &Value) -> Result<EventKind, EventError> {
     {
         return Ok(EventKind::Kafka);
     }
+    if event.get("detail-type").is_some() && event.get("detail").is_some() {
+        return Ok(EventKind::EventBridge);
+    }
     let source = event
         .get("Records")
         .and_then(|r| r.get(0))
@@ -220,6 +246,7 @@ pub fn detect(event: &Value) -> Result<EventKind, EventError> {
     match source {
         Some("aws:kinesis") => Ok(EventKind::Kinesis),
         Some("aws:sqs") => Ok(EventKind::Sqs),
+        Some("aws:sns") => Ok(EventKind::Sns),
         Some("aws:dynamodb") => Ok(EventKind::Dynamodb),
         Some("aws:s3") => Ok(EventKind::S3),
         other => Err(EventError {
@@ -251,15 +278,21 @@ pub fn decode_within(
         kind,
         items: Vec::new(),
         objects: Vec::new(),
+        carried: Vec::new(),
     };
     match kind {
         EventKind::Direct => decoded.items = direct::decode(event)?,
         EventKind::Kinesis => decoded.items = kinesis::decode(event, &mut inflation)?,
         EventKind::Sqs => decoded.items = sqs::decode(event)?,
         EventKind::Kafka => decoded.items = kafka::decode(event)?,
+        EventKind::Sns => decoded.items = sns::decode(event)?,
+        EventKind::EventBridge => decoded.items = eventbridge::decode(event)?,
         EventKind::Dynamodb => decoded.items = dynamodb::decode(event)?,
         EventKind::Firehose => decoded.items = firehose::decode(event, &mut inflation)?,
         EventKind::S3 => decoded.objects = s3::decode(event)?,
+    }
+    if limits.envelopes {
+        decoded.open_envelopes();
     }
     Ok(decoded)
 }
