@@ -1,5 +1,5 @@
 //! What real streams carry, through the real binary as a Lambda function: KPL-aggregated
-//! Kinesis records, Kafka (MSK and self-managed).
+//! Kinesis records, Kafka (MSK and self-managed), an EventBridge Pipes enrichment batch.
 
 use serde_json::json;
 
@@ -144,4 +144,53 @@ async fn a_kafka_batch_is_delivered_in_partition_order_and_retried_whole() {
         ["d", "f"],
         "each sent once, for two deliveries of the batch"
     );
+}
+
+/// A pipe's enrichment batch (SQS records, as Pipes sends them): the answer is the
+/// enriched batch, JSON outputs as JSON and text as strings; records dropped or
+/// dead-lettered are filtered out of it. One to retry fails the invocation, for the
+/// pipe to retry the batch.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipes_enrichment_batch_is_answered_with_its_outputs() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    let dlq = aws.queue("dlq").await;
+    let sink = aws.queue("sink").await;
+    let scratch = Scratch::new();
+    let lambda = Lambda::builder(&moto)
+        .plugin("misbehave")
+        .sinks("default=sqs://sink")
+        .dlq("sqs://dlq")
+        .env("PIPELINE_MAX_ATTEMPTS", "2")
+        .env("PIPELINE_RETRY_BASE_MS", "1")
+        .start(scratch.dir.path());
+    let batch = |bodies: &[&str]| {
+        let elements: Vec<serde_json::Value> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                json!({"messageId": format!("p-{i}"), "receiptHandle": "h", "body": body,
+                       "attributes": {"ApproximateReceiveCount": "1"},
+                       "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                       "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:in",
+                       "awsRegion": "us-east-1"})
+            })
+            .collect();
+        serde_json::Value::Array(elements)
+    };
+    let answer = lambda.invoke(batch(&[r#"{"a":1}"#, "drop", "fail", "text"]));
+    assert_eq!(answer, json!([{"a": 1}, "text"]));
+    assert!(
+        aws.drain_queue(&sink).await.is_empty(),
+        "the answer is the delivery"
+    );
+    assert_eq!(dlq_kinds(&aws.drain_queue(&dlq).await), ["domain"]);
+    assert_counts(
+        &lambda.last_counts(),
+        &json!({"in": 4, "transformed": 2, "dropped": 1, "failed": 1}),
+    );
+    match lambda.invoke_answer(batch(&["ok", "flaky"])) {
+        Answer::Error(error) => assert_eq!(error["errorType"], "RetryBatch", "{error}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
 }

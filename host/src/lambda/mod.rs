@@ -162,9 +162,14 @@ impl Host {
             checkpoints: self.checkpoints.clone(),
             budget,
         });
-        let summary = if kind == EventKind::Firehose {
-            // Firehose takes the outputs back in the answer: the answer is the sink.
-            let answer = Router::only(Sink::Response(ResponseSink::default()));
+        let answer_sink = match kind {
+            EventKind::Firehose => Some(ResponseSink::default()),
+            EventKind::Pipes => Some(ResponseSink::pipes()),
+            _ => None,
+        };
+        let summary = if let Some(sink) = answer_sink {
+            // Firehose and Pipes take the outputs back in the answer: it is the sink.
+            let answer = Router::only(Sink::Response(sink));
             self.pipeline
                 .run_watched(&mut source, Outputs::To(&answer), budget, watch)
                 .await?

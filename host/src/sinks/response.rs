@@ -1,8 +1,10 @@
-//! The Firehose transformation response as a sink: outputs are kept, in memory, for the
-//! Lambda answer, up to the response's size limit. The answer holds a record whole (`Ok`
-//! with all its outputs) or not at all (`Dropped`, the record in the dead-letter queue),
-//! so room is made for all of a record's outputs before any is sent, or for none: a
-//! record that does not fit is refused whole, like any sink's failed check.
+//! The answer as a sink, for the sources whose answer is the delivery: a Firehose
+//! transformation response, an EventBridge Pipes enrichment's batch. Outputs are kept, in
+//! memory, for the Lambda answer, up to its size limit. The answer holds a record whole
+//! (Firehose: `Ok` with all its outputs; Pipes: each output an element) or not at all
+//! (the record in the dead-letter queue), so room is made for all of a record's outputs
+//! before any is sent, or for none: a record that does not fit is refused whole, like
+//! any sink's failed check.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,11 +14,39 @@ use crate::record::{FailureKind, Output};
 /// Firehose refuses a transformation response over 6 MB; keep a margin for the JSON.
 pub const FIREHOSE_RESPONSE_LIMIT: usize = 6_000_000 - (64 << 10);
 
+/// Pipes refuses an enrichment answer over 6 MB: the same margin.
+pub const PIPES_RESPONSE_LIMIT: usize = FIREHOSE_RESPONSE_LIMIT;
+
+/// Which answer the outputs go into, and so what each costs of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Firehose's records: each output base64, joined by newlines.
+    Firehose,
+    /// A pipe's enriched batch: each output one JSON element ([`pipes_element`]).
+    Pipes,
+}
+
 /// Counts what one response will hold; one per invocation.
 #[derive(Debug, Clone)]
 pub struct ResponseSink {
     size: Arc<AtomicUsize>,
     limit: usize,
+    answer: Answer,
+}
+
+/// An output as an element of a pipe's enriched batch: its JSON when it is JSON (what a
+/// pipe's target expects), else its text as a string, else its bytes as a base64 string.
+pub fn pipes_element(payload: &[u8]) -> serde_json::Value {
+    use base64::Engine as _;
+    if let Ok(value) = serde_json::from_slice(payload) {
+        return value;
+    }
+    match std::str::from_utf8(payload) {
+        Ok(text) => text.into(),
+        Err(_) => base64::engine::general_purpose::STANDARD
+            .encode(payload)
+            .into(),
+    }
 }
 
 impl Default for ResponseSink {
@@ -31,15 +61,28 @@ impl ResponseSink {
         Self {
             size: Arc::new(AtomicUsize::new(0)),
             limit,
+            answer: Answer::Firehose,
+        }
+    }
+
+    /// A pipe's enriched batch, within its limit.
+    pub fn pipes() -> Self {
+        Self {
+            answer: Answer::Pipes,
+            ..Self::with_limit(PIPES_RESPONSE_LIMIT)
         }
     }
 
     /// Makes room in the response for all of one record's `outputs`, or for none of
-    /// them (each output costs its base64 size, a newline, and the record's framing).
+    /// them (Firehose: each output costs its base64 size, a newline, and the record's
+    /// framing; Pipes: its element's JSON and a comma).
     pub fn admit(&self, outputs: &[Output]) -> Result<(), (FailureKind, String)> {
         let cost: usize = outputs
             .iter()
-            .map(|o| (o.payload.len() + 1).div_ceil(3) * 4 + 128)
+            .map(|o| match self.answer {
+                Answer::Firehose => (o.payload.len() + 1).div_ceil(3) * 4 + 128,
+                Answer::Pipes => pipes_element(&o.payload).to_string().len() + 1,
+            })
             .sum();
         let before = self.size.fetch_add(cost, Ordering::Relaxed);
         if before.saturating_add(cost) > self.limit {
@@ -47,7 +90,11 @@ impl ResponseSink {
             return Err((
                 FailureKind::Delivery,
                 format!(
-                    "the Firehose response would pass its {} byte limit",
+                    "the {} answer would pass its {} byte limit",
+                    match self.answer {
+                        Answer::Firehose => "Firehose",
+                        Answer::Pipes => "Pipes enrichment",
+                    },
                     self.limit
                 ),
             ));
@@ -77,5 +124,39 @@ mod tests {
         // ...and took no room from the records after it.
         assert!(sink.admit(&[output(300)]).is_ok());
         assert!(sink.admit(&[output(0)]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod pipes_tests {
+    use super::*;
+
+    #[test]
+    fn a_pipes_element_is_json_text_or_base64() {
+        assert_eq!(pipes_element(br#"{"a":1}"#), serde_json::json!({"a": 1}));
+        assert_eq!(
+            pipes_element(b"plain text"),
+            serde_json::json!("plain text")
+        );
+        assert_eq!(pipes_element(&[0xff, 0x00]), serde_json::json!("/wA="));
+    }
+
+    #[test]
+    fn a_pipes_answer_counts_each_element_as_written() {
+        let sink = ResponseSink {
+            limit: 20,
+            ..ResponseSink::pipes()
+        };
+        let text = |t: &str| Output {
+            payload: t.as_bytes().to_vec().into(),
+            ..Output::default()
+        };
+        // `"\u0001"` is 8 bytes written, not 1: ten of them do not fit in 20.
+        assert!(sink.admit(&[text("\u{1}")]).is_ok());
+        assert!(sink.admit(&[text(&"\u{1}".repeat(3))]).is_err());
+        assert!(
+            sink.admit(&[text("123456789")]).is_ok(),
+            "a JSON number: 9 bytes and a comma"
+        );
     }
 }

@@ -533,6 +533,7 @@ mod tests {
                 "dynamodb-event",
                 "firehose-event",
                 "direct-event",
+                "pipes-event",
                 "s3-event",
             ]
         );

@@ -137,6 +137,27 @@ impl LambdaEvent {
                 Ok(serde_json::to_value(response)?)
             }
             EventKind::Firehose => Ok(serde_json::to_value(firehose_response(self.settled))?),
+            // A pipe's enriched batch: each delivered record's outputs, in order; the
+            // records dropped, dead-lettered or filtered are not in it (a pipe filters
+            // by fewer elements). One to retry fails the invocation: the pipe retries
+            // the batch by its source's policy.
+            EventKind::Pipes => match retry_ids().next() {
+                Some(first) => Err(AnswerError::HandedBack {
+                    count: retry_ids().count(),
+                    first,
+                }),
+                None => Ok(Value::Array(
+                    self.settled
+                        .iter()
+                        .filter_map(|(_, verdict)| match verdict {
+                            Verdict::Delivered(outputs) => Some(outputs),
+                            _ => None,
+                        })
+                        .flatten()
+                        .map(|output| crate::sinks::pipes_element(&output.payload))
+                        .collect(),
+                )),
+            },
             // Kafka's event source mapping takes a batch back whole, by a function error:
             // the one answer every mapping understands (its partial batch responses are
             // a provisioned-mode option whose item names are not documented). Records
@@ -265,7 +286,11 @@ impl Source for LambdaEvent {
     fn redelivers(&self) -> bool {
         matches!(
             self.kind,
-            EventKind::Kinesis | EventKind::Sqs | EventKind::Kafka | EventKind::Dynamodb
+            EventKind::Kinesis
+                | EventKind::Sqs
+                | EventKind::Kafka
+                | EventKind::Dynamodb
+                | EventKind::Pipes
         )
     }
 

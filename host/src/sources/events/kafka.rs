@@ -31,7 +31,9 @@ struct KafkaEvent {
 #[serde(rename_all = "camelCase")]
 struct KafkaRecord {
     topic: String,
+    #[serde(deserialize_with = "number_or_text")]
     partition: i64,
+    #[serde(deserialize_with = "number_or_text")]
     offset: i64,
     #[serde(default)]
     timestamp: Option<i64>,
@@ -43,6 +45,20 @@ struct KafkaRecord {
     value: Option<String>,
     #[serde(default)]
     headers: Vec<BTreeMap<String, Vec<i16>>>,
+}
+
+/// A number Lambda writes as a number and Pipes, for some fields, as text.
+fn number_or_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Number(i64),
+        Text(String),
+    }
+    match Either::deserialize(deserializer)? {
+        Either::Number(n) => Ok(n),
+        Either::Text(text) => text.parse().map_err(serde::de::Error::custom),
+    }
 }
 
 /// The records of a Kafka event; one whose key, value or header does not decode is

@@ -21,6 +21,8 @@
 //! - `firehose.rs`: Kinesis Data Firehose transformation records, gzip inflated.
 //! - `s3.rs`: the objects an S3 notification names (reading them is `sources/s3.rs`).
 //! - `direct.rs`: a direct invocation's JSON array, and its records' identities.
+//! - `pipes.rs`: an EventBridge Pipes enrichment batch, each element by its source's
+//!   decoder.
 
 mod direct;
 mod dynamodb;
@@ -30,6 +32,7 @@ mod firehose;
 mod kafka;
 mod kinesis;
 pub mod kpl;
+mod pipes;
 mod s3;
 mod sns;
 mod sqs;
@@ -68,6 +71,9 @@ pub enum EventKind {
     S3,
     /// Direct invocation with a JSON array; each element is one record's payload.
     Direct,
+    /// EventBridge Pipes enrichment: a JSON array of the pipe's source records,
+    /// answered with the enriched batch.
+    Pipes,
 }
 
 /// One record of an event: the identifier its source knows it by, its ordering group
@@ -142,7 +148,7 @@ pub struct DecodedEvent {
 
 impl EventKind {
     /// Every kind, in the order `host run --format` lists their formats.
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         Self::Kinesis,
         Self::Sqs,
         Self::Kafka,
@@ -151,11 +157,12 @@ impl EventKind {
         Self::Dynamodb,
         Self::Firehose,
         Self::Direct,
+        Self::Pipes,
         Self::S3,
     ];
 
     /// The source's name in metrics and logs: `kinesis`, `sqs`, `kafka`, `sns`,
-    /// `eventbridge`, `dynamodb`, `firehose`, `s3` or `direct`.
+    /// `eventbridge`, `dynamodb`, `firehose`, `s3`, `direct` or `pipes`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Kinesis => "kinesis",
@@ -167,6 +174,7 @@ impl EventKind {
             Self::Firehose => "firehose",
             Self::S3 => "s3",
             Self::Direct => "direct",
+            Self::Pipes => "pipes",
         }
     }
 
@@ -194,6 +202,10 @@ impl EventKind {
             Self::Direct => (
                 "direct-event",
                 "A direct invocation: a JSON array of records",
+            ),
+            Self::Pipes => (
+                "pipes-event",
+                "An EventBridge Pipes enrichment batch: its source's records in an array",
             ),
         }
     }
@@ -225,7 +237,10 @@ pub struct EventError {
 
 /// Works out which source sent `event` from its shape.
 pub fn detect(event: &Value) -> Result<EventKind, EventError> {
-    if event.is_array() {
+    if let Some(elements) = event.as_array() {
+        if pipes::is_batch(elements) {
+            return Ok(EventKind::Pipes);
+        }
         return Ok(EventKind::Direct);
     }
     if event.get("deliveryStreamArn").is_some() || event.get("invocationId").is_some() {
@@ -282,6 +297,7 @@ pub fn decode_within(
     };
     match kind {
         EventKind::Direct => decoded.items = direct::decode(event)?,
+        EventKind::Pipes => decoded.items = pipes::decode(event, &mut inflation)?,
         EventKind::Kinesis => decoded.items = kinesis::decode(event, &mut inflation)?,
         EventKind::Sqs => decoded.items = sqs::decode(event)?,
         EventKind::Kafka => decoded.items = kafka::decode(event)?,
