@@ -6,7 +6,11 @@ the rest (the function, its event source mapping, its log group) are left out, a
 result is created as a CloudFormation stack on the emulator. Every kept resource is then
 looked up through its own service. Exit status 0 means all of them exist.
 
+Parameters keep their defaults unless `--parameter NAME=VALUE` sets them (the Source to
+deploy, say); resources whose Condition is false for them are not expected.
+
 Usage: smoke_deploy.py --endpoint http://127.0.0.1:PORT [--template infra/template.yaml]
+                       [--parameter NAME=VALUE ...]
 """
 
 import argparse
@@ -86,6 +90,48 @@ def resolve(value, env):
     return value
 
 
+def holds(condition, parameters, conditions):
+    """Whether a template condition holds for these parameter values (the functions
+    conditions use: Equals, Not, And, Or, Condition, Ref)."""
+    if isinstance(condition, dict) and len(condition) == 1:
+        ((function, argument),) = condition.items()
+        if function == "Ref":
+            return parameters[argument]
+        if function == "Condition":
+            return holds(conditions[argument], parameters, conditions)
+        if function == "Fn::Equals":
+            left, right = (holds(a, parameters, conditions) for a in argument)
+            return str(left) == str(right)
+        if function == "Fn::Not":
+            return not holds(argument[0], parameters, conditions)
+        if function == "Fn::And":
+            return all(holds(a, parameters, conditions) for a in argument)
+        if function == "Fn::Or":
+            return any(holds(a, parameters, conditions) for a in argument)
+    return condition
+
+
+NO_VALUE = object()
+
+
+def choose(value, parameters, conditions):
+    """`value` with each Fn::If decided and AWS::NoValue taken out, as CloudFormation
+    does (the emulator leaves a None in a role's policies for a NoValue)."""
+    if isinstance(value, dict):
+        if set(value) == {"Fn::If"}:
+            name, then, otherwise = value["Fn::If"]
+            picked = then if holds(conditions[name], parameters, conditions) else otherwise
+            return choose(picked, parameters, conditions)
+        if value == {"Ref": "AWS::NoValue"}:
+            return NO_VALUE
+        chosen = {k: choose(v, parameters, conditions) for k, v in value.items()}
+        return {k: v for k, v in chosen.items() if v is not NO_VALUE}
+    if isinstance(value, list):
+        chosen = [choose(v, parameters, conditions) for v in value]
+        return [v for v in chosen if v is not NO_VALUE]
+    return value
+
+
 def alarm(cloudwatch, name):
     """The alarm exists and notifies someone."""
     alarms = cloudwatch.describe_alarms(AlarmNames=[name])["MetricAlarms"]
@@ -108,7 +154,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--template", default="infra/template.yaml")
+    parser.add_argument("--parameter", action="append", default=[], help="NAME=VALUE")
     args = parser.parse_args()
+    overrides = dict(p.split("=", 1) for p in args.parameter)
 
     # The translator resolves pseudo parameters from the default session's region.
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -121,6 +169,16 @@ def main():
             resource["Properties"]["CodeUri"] = "s3://packaged-code/host.zip"
     declares_ttl(template)
     plain = transform(template, {}, NoManagedPolicies())
+    values = {k: v.get("Default", "") for k, v in plain.get("Parameters", {}).items()}
+    values.update(overrides)
+    conditions = plain.get("Conditions", {})
+    off = {
+        k for k, v in plain["Resources"].items()
+        if "Condition" in v and not holds(conditions[v["Condition"]], values, conditions)
+    }
+    plain["Resources"] = {
+        k: choose(v, values, conditions) for k, v in plain["Resources"].items() if k not in off
+    }
     resources = {k: v for k, v in plain["Resources"].items() if v["Type"] in SUPPORTED}
     alarms = {k: v for k, v in plain["Resources"].items() if v["Type"] in THROUGH_THE_API}
     dropped = sorted(set(plain["Resources"]) - set(resources) - set(alarms))
@@ -129,8 +187,15 @@ def main():
         missing = referenced(resource) & set(dropped)
         if missing:
             sys.exit(f"{name} refers to resources the emulator cannot create: {sorted(missing)}")
+    # What a kept resource waits for but the emulator cannot create (a queue policy).
+    for resource in resources.values():
+        waits = resource.get("DependsOn")
+        if waits is not None:
+            waits = [waits] if isinstance(waits, str) else waits
+            resource["DependsOn"] = [w for w in waits if w in resources]
     plain["Resources"] = resources
     plain.pop("Outputs", None)
+    plain.pop("Rules", None)
     used = referenced(resources) | referenced(plain.get("Conditions", {}))
     plain["Parameters"] = {k: v for k, v in plain.get("Parameters", {}).items() if k in used}
 
@@ -140,6 +205,9 @@ def main():
     cloudformation.create_stack(
         StackName="pipeline-host",
         TemplateBody=json.dumps(plain),
+        Parameters=[
+            {"ParameterKey": k, "ParameterValue": v} for k, v in overrides.items() if k in plain["Parameters"]
+        ],
         Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
     )
     for _ in range(100):
@@ -174,7 +242,7 @@ def main():
         print(f"created {resource['ResourceType']} {resource['LogicalResourceId']}")
     env = {"AWS::StackName": "pipeline-host", "AWS::Region": "us-east-1"}
     for name, parameter in plain.get("Parameters", {}).items():
-        env[name] = parameter.get("Default", "")
+        env[name] = overrides.get(name, parameter.get("Default", ""))
     for r in named:
         env[r["LogicalResourceId"]] = r["PhysicalResourceId"]
         if r["ResourceType"] == "AWS::SQS::Queue":
@@ -205,6 +273,7 @@ def main():
                     sys.exit(f"role {role} policy {name} grants wildcard actions {wide}")
         print(f"role {role}: no wildcard actions")
     print(f"left out (not supported by the emulator): {', '.join(dropped)}")
+    print(f"left out (their Condition is false): {', '.join(sorted(off))}")
     if len(created) != len(resources):
         sys.exit(f"{len(resources)} resources in the template, {len(created)} created")
 

@@ -35,20 +35,68 @@ fn the_template_passes_cfn_lint() {
     );
 }
 
-#[test]
-fn the_template_deploys_on_the_emulator() {
+/// `tests/smoke_deploy.py` against a fresh emulator, with these parameters: its output.
+fn smoke_deploy(parameters: &[&str]) -> String {
     let moto = Moto::start();
-    let output = Command::new(venv_bin("python"))
-        .args(["tests/smoke_deploy.py", "--endpoint", &moto.endpoint])
-        .current_dir(root())
-        .output()
-        .expect("smoke deploy");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut command = Command::new(venv_bin("python"));
+    command.args(["tests/smoke_deploy.py", "--endpoint", &moto.endpoint]);
+    for parameter in parameters {
+        command.args(["--parameter", parameter]);
+    }
+    let output = command.current_dir(root()).output().expect("smoke deploy");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "smoke deploy failed:\n{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    stdout
+}
+
+/// Source s3-via-sqs: the upload bucket notifies its queue (dead-lettering after five
+/// receives); no input stream, no iterator-age alarm.
+#[test]
+fn the_template_deploys_with_uploads_through_sqs_as_its_source() {
+    let stdout = smoke_deploy(&["Source=s3-via-sqs"]);
+    assert!(stdout.contains("stack status: CREATE_COMPLETE"), "{stdout}");
+    for resource in ["UploadBucket", "UploadQueue", "UploadDeadLetterQueue", "OutputStream"] {
+        assert!(
+            stdout.contains(&format!(" {resource}\n")),
+            "{resource} was not created:\n{stdout}"
+        );
+    }
+    for absent in ["InputStream", "IteratorAgeAlarm"] {
+        assert!(
+            !stdout.contains(&format!(" {absent}\n")),
+            "{absent} was created:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("no wildcard actions"), "{stdout}");
+}
+
+/// Sources msk and kafka: the role carries what the mapping needs (the cluster and its
+/// network interfaces; the SASL secret, when named), nothing wider than named actions.
+#[test]
+fn the_template_deploys_with_kafka_as_its_source() {
+    for parameters in [
+        &["Source=msk", "KafkaClusterArn=arn:aws:kafka:us-east-1:123456789012:cluster/c/u-1"][..],
+        &[
+            "Source=kafka",
+            "KafkaBootstrapServers=kafka-1.internal:9092,kafka-2.internal:9092",
+            "KafkaSecretArn=arn:aws:secretsmanager:us-east-1:123456789012:secret:kafka-AbCdEf",
+        ][..],
+    ] {
+        let stdout = smoke_deploy(parameters);
+        assert!(stdout.contains("stack status: CREATE_COMPLETE"), "{stdout}");
+        assert!(stdout.contains(" HostFunctionRole\n"), "{stdout}");
+        assert!(!stdout.contains(" InputStream\n"), "{stdout}");
+        assert!(stdout.contains("no wildcard actions"), "{stdout}");
+    }
+}
+
+#[test]
+fn the_template_deploys_on_the_emulator() {
+    let stdout = smoke_deploy(&[]);
     assert!(stdout.contains("stack status: CREATE_COMPLETE"), "{stdout}");
     for resource in [
         "PluginBucket",
