@@ -13,11 +13,15 @@
 //!   engine and sinks share (where each comes from: [`settings`]).
 //! - [`record`]: the plain record, output, outcome and verdict types.
 //! - [`sources`]: where items come from and where verdicts go back: local files, Lambda
-//!   events (one decoder per event source), S3 objects, dead-letter queues.
+//!   events (one decoder per event source, envelopes opened), S3 objects (also those a
+//!   message names), dead-letter queues.
 //! - [`engine`]: wasmtime, the sandbox, the packed batch encoding, the runner, chains,
 //!   the precompiled cache. Knows nothing about AWS.
-//! - [`sinks`]: outputs: JSON-lines files, Kinesis, SQS, S3, the Firehose answer, and a
-//!   scripted in-process sink the delivery rules are unit-tested with.
+//! - [`sinks`]: outputs: JSON-lines files, Kinesis (KPL aggregates optional), SQS, S3,
+//!   the Firehose and Pipes answers, and a scripted in-process sink the delivery rules
+//!   are unit-tested with.
+//! - [`kpl`]: the KPL aggregate format, read (Kinesis sources) and written (the
+//!   aggregating Kinesis sink).
 //! - [`dlq`]: the dead-letter envelope.
 //! - [`pipeline`]: source -> batch -> chain -> sinks -> DLQ -> settle, for every front door.
 //! - [`registry`]: plugin manifests, fetch and verify, hot swap, `host publish`.
@@ -39,6 +43,7 @@ pub mod cli;
 pub mod dlq;
 pub mod engine;
 pub mod idempotency;
+pub mod kpl;
 pub mod lambda;
 pub mod limits;
 pub mod metrics;

@@ -201,6 +201,15 @@ impl Clients {
 
     /// Every record in the stream's first shard, as text.
     pub async fn stream_records(&self, stream: &str) -> Vec<String> {
+        self.stream_data(stream)
+            .await
+            .into_iter()
+            .map(|(_, data)| String::from_utf8_lossy(&data).into_owned())
+            .collect()
+    }
+
+    /// The records of a one-shard stream, in order: partition key and data.
+    pub async fn stream_data(&self, stream: &str) -> Vec<(String, Vec<u8>)> {
         let shards = self
             .kinesis
             .list_shards()
@@ -229,7 +238,12 @@ impl Clients {
         records
             .records()
             .iter()
-            .map(|r| String::from_utf8_lossy(r.data().as_ref()).into_owned())
+            .map(|r| {
+                (
+                    r.partition_key().unwrap_or_default().to_owned(),
+                    r.data().as_ref().to_vec(),
+                )
+            })
             .collect()
     }
 

@@ -59,7 +59,12 @@ fn smoke_deploy(parameters: &[&str]) -> String {
 fn the_template_deploys_with_uploads_through_sqs_as_its_source() {
     let stdout = smoke_deploy(&["Source=s3-via-sqs"]);
     assert!(stdout.contains("stack status: CREATE_COMPLETE"), "{stdout}");
-    for resource in ["UploadBucket", "UploadQueue", "UploadDeadLetterQueue", "OutputStream"] {
+    for resource in [
+        "UploadBucket",
+        "UploadQueue",
+        "UploadDeadLetterQueue",
+        "OutputStream",
+    ] {
         assert!(
             stdout.contains(&format!(" {resource}\n")),
             "{resource} was not created:\n{stdout}"
@@ -79,7 +84,10 @@ fn the_template_deploys_with_uploads_through_sqs_as_its_source() {
 #[test]
 fn the_template_deploys_with_kafka_as_its_source() {
     for parameters in [
-        &["Source=msk", "KafkaClusterArn=arn:aws:kafka:us-east-1:123456789012:cluster/c/u-1"][..],
+        &[
+            "Source=msk",
+            "KafkaClusterArn=arn:aws:kafka:us-east-1:123456789012:cluster/c/u-1",
+        ][..],
         &[
             "Source=kafka",
             "KafkaBootstrapServers=kafka-1.internal:9092,kafka-2.internal:9092",

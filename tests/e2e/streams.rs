@@ -194,3 +194,44 @@ async fn a_pipes_enrichment_batch_is_answered_with_its_outputs() {
         other => panic!("expected an error, got {other:?}"),
     }
 }
+
+/// `kinesis://STREAM?aggregate=true` packs the outputs of one partition key into KPL
+/// aggregates; read back through a Kinesis source they come apart, in order, each once.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aggregating_kinesis_sink_writes_what_the_kinesis_source_takes_apart() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.stream("packed").await;
+    let out = aws.queue("out").await;
+    aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    let writer = Lambda::builder(&moto)
+        .plugin("misbehave")
+        .env("PIPELINE_PLUGIN_CONFIG", "key=user-1")
+        .sinks("default=kinesis://packed?aggregate=true")
+        .dlq("sqs://dlq")
+        .start(scratch.dir.path());
+    let answer = writer.invoke(json!(["r-0", "r-1", "r-2", "r-3", "r-4"]));
+    assert_counts(&answer, &json!({"in": 5, "transformed": 5, "outputs": 5}));
+    let written = aws.stream_data("packed").await;
+    assert_eq!(written.len(), 1, "one aggregate for one key: {written:?}");
+    assert_eq!(written[0].0, "user-1");
+    assert!(written[0].1.starts_with(&[0xf3, 0x89, 0x9a, 0xc2]));
+
+    let reader_dir = Scratch::new();
+    let reader = Lambda::builder(&moto)
+        .plugin("misbehave")
+        .sinks("default=sqs://out")
+        .dlq("sqs://dlq")
+        .start(reader_dir.dir.path());
+    let data: Vec<(&str, Vec<u8>)> = written
+        .iter()
+        .map(|(_, d)| ("shardId-000000000000", d.clone()))
+        .collect();
+    let answer = reader.invoke(kinesis_data_event(&data));
+    assert_eq!(failures(&answer), Vec::<String>::new());
+    assert_eq!(
+        aws.drain_queue(&out).await,
+        ["r-0", "r-1", "r-2", "r-3", "r-4"]
+    );
+}

@@ -127,7 +127,8 @@ fn reads_a_full_configuration() {
         settings.sinks["default"],
         SinkSpec::Kinesis {
             stream: "out".into(),
-            gzip: true
+            gzip: true,
+            aggregate: false,
         }
     );
     assert_eq!(settings.limits.batch_size, 250);

@@ -1,5 +1,9 @@
 //! Kinesis Data Streams sink: `PutRecords` packed to the service limits, retrying only
-//! the records the service failed.
+//! the records the service failed. With `?aggregate=true` the outputs of one partition
+//! key go as KPL aggregates (`crate::kpl`) of up to 50 KiB, the KPL's own default: fewer
+//! records to pay for and to count against a shard's 1,000 a second, for consumers that
+//! deaggregate (the KCL, this host, Lambda functions with AWS's deaggregation modules).
+//! An aggregate the service refuses fails, or is retried, with all its outputs' records.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::ops::Range;
@@ -17,6 +21,11 @@ const MAX_RECORDS: usize = 500;
 const MAX_CALL_BYTES: usize = 5 << 20;
 /// Bytes (data + partition key) per record.
 const MAX_RECORD_BYTES: usize = 1 << 20;
+/// Bytes of user data per aggregate: the KPL's default `AggregationMaxSize`.
+const AGGREGATE_BYTES: usize = 51_200;
+/// What a user record costs an aggregate besides its data, at most: its protobuf tags
+/// and lengths, its key's index, a table entry for its key.
+const PER_USER_RECORD: usize = 32;
 
 /// Writes outputs to one Kinesis stream.
 #[derive(Debug, Clone)]
@@ -24,12 +33,14 @@ pub struct KinesisSink {
     client: aws_sdk_kinesis::Client,
     stream: String,
     gzip: bool,
+    aggregate: bool,
 }
 
-/// One record ready to send, and the input item it came from.
+/// One record ready to send, and the input items whose outputs it carries (one, or an
+/// aggregate's several).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Entry {
-    pub(crate) item: usize,
+    pub(crate) items: Vec<usize>,
     pub(crate) data: Vec<u8>,
     pub(crate) partition_key: String,
 }
@@ -47,6 +58,15 @@ impl KinesisSink {
             client,
             stream,
             gzip,
+            aggregate: false,
+        }
+    }
+
+    /// The same sink, packing the outputs of one partition key into KPL aggregates.
+    pub fn aggregating(self) -> Self {
+        Self {
+            aggregate: true,
+            ..self
         }
     }
 
@@ -56,7 +76,10 @@ impl KinesisSink {
         outputs: Vec<(usize, &Output)>,
         retry: RetryPolicy,
     ) -> Vec<DeliveryFailure> {
-        let (pending, mut failures) = prepare(outputs, self.gzip);
+        let (mut pending, mut failures) = prepare(outputs, self.gzip);
+        if self.aggregate {
+            pending = aggregate(pending);
+        }
         let send = async |chunk: &[Entry]| {
             let records = chunk
                 .iter()
@@ -92,7 +115,7 @@ impl KinesisSink {
         let key = |e: &Entry| Some(e.partition_key.clone());
         let left = send_with_retries(pending, retry, pack, key, send).await;
         let call = format!("Kinesis stream {}: PutRecords", self.stream);
-        failures.extend(left.failures(&call, retry, |e| e.item));
+        failures.extend(left.failures_of_each(&call, retry, |e| e.items.clone()));
         failures
     }
 }
@@ -111,7 +134,7 @@ pub(crate) fn prepare(
             output.payload.to_vec()
         };
         let entry = Entry {
-            item,
+            items: vec![item],
             data,
             partition_key: partition_key(output),
         };
@@ -163,6 +186,56 @@ fn partition_key(output: &Output) -> String {
     }
 }
 
+/// The entries of each partition key, in order, packed into aggregates of up to
+/// [`AGGREGATE_BYTES`] of user data; a record too large for one, or alone, stays as it is.
+pub(crate) fn aggregate(entries: Vec<Entry>) -> Vec<Entry> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut by_key: std::collections::HashMap<String, Vec<Entry>> = Default::default();
+    for entry in entries {
+        if !by_key.contains_key(&entry.partition_key) {
+            keys.push(entry.partition_key.clone());
+        }
+        by_key
+            .entry(entry.partition_key.clone())
+            .or_default()
+            .push(entry);
+    }
+    let mut packed = Vec::new();
+    for key in keys {
+        let mut group: Vec<Entry> = Vec::new();
+        let mut size = 0;
+        for entry in by_key.remove(&key).unwrap_or_default() {
+            let cost = entry.data.len() + PER_USER_RECORD;
+            if !group.is_empty() && size + cost > AGGREGATE_BYTES {
+                packed.push(aggregate_of(std::mem::take(&mut group)));
+                size = 0;
+            }
+            size += cost;
+            group.push(entry);
+        }
+        if !group.is_empty() {
+            packed.push(aggregate_of(group));
+        }
+    }
+    packed
+}
+
+/// One aggregate of `group` (entries of one key), or its one entry as it is.
+fn aggregate_of(mut group: Vec<Entry>) -> Entry {
+    if group.len() == 1 {
+        return group.remove(0);
+    }
+    let key = group[0].partition_key.clone();
+    let data = crate::kpl::aggregate(group.iter().map(|e| (key.as_str(), &e.data[..])));
+    let mut items: Vec<usize> = group.iter().flat_map(|e| e.items.iter().copied()).collect();
+    items.dedup();
+    Entry {
+        items,
+        data,
+        partition_key: key,
+    }
+}
+
 /// Splits entries into consecutive calls of at most 500 records and 5 MiB.
 pub(crate) fn pack(entries: &[Entry]) -> Vec<Range<usize>> {
     super::pack(entries, MAX_RECORDS, MAX_CALL_BYTES, Entry::size)
@@ -206,6 +279,71 @@ mod tests {
             "{}",
             failures[0].message
         );
+    }
+
+    fn keyed(key: &str, size: usize) -> Output {
+        Output {
+            payload: vec![b'x'; size].into(),
+            key: Some(key.as_bytes().to_vec().into()),
+            ..Output::default()
+        }
+    }
+
+    #[test]
+    fn outputs_of_one_key_go_as_aggregates_the_kpl_reads_back_in_order() {
+        let outputs = [
+            keyed("a", 10),
+            keyed("b", 10),
+            keyed("a", 20),
+            keyed("a", 30),
+        ];
+        let (entries, _) = prepare(outputs.iter().enumerate().collect(), false);
+        let packed = aggregate(entries);
+        assert_eq!(packed.len(), 2);
+        assert_eq!(
+            (packed[0].partition_key.as_str(), &packed[0].items[..]),
+            ("a", &[0, 2, 3][..])
+        );
+        assert_eq!(
+            (packed[1].partition_key.as_str(), &packed[1].items[..]),
+            ("b", &[1][..])
+        );
+        assert_eq!(packed[1].data, vec![b'x'; 10], "alone: as it is");
+        let records = crate::kpl::deaggregate(&packed[0].data.clone().into())
+            .expect("readable")
+            .expect("an aggregate");
+        let sizes: Vec<usize> = records.iter().map(|r| r.data.len()).collect();
+        assert_eq!(sizes, [10, 20, 30]);
+        assert!(records.iter().all(|r| r.partition_key == "a"));
+    }
+
+    #[test]
+    fn aggregates_stay_within_the_kpl_size_and_large_records_go_alone() {
+        let outputs: Vec<Output> = (0..10)
+            .map(|_| keyed("k", 20_000))
+            .chain([keyed("k", 60_000)])
+            .collect();
+        let (entries, _) = prepare(outputs.iter().enumerate().collect(), false);
+        let packed = aggregate(entries);
+        // Two records of 20,000 fit in 51,200; the 60,000 one is sent on its own.
+        let items: Vec<Vec<usize>> = packed.iter().map(|e| e.items.clone()).collect();
+        assert_eq!(
+            items,
+            [
+                vec![0, 1],
+                vec![2, 3],
+                vec![4, 5],
+                vec![6, 7],
+                vec![8, 9],
+                vec![10]
+            ]
+        );
+        assert!(
+            packed[..5]
+                .iter()
+                .all(|e| e.data.len() < AGGREGATE_BYTES + 100)
+        );
+        assert_eq!(packed[5].data.len(), 60_000);
     }
 
     #[test]

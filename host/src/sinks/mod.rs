@@ -60,12 +60,14 @@ pub enum SinkSpec {
         /// How each output is written.
         emit: Emit,
     },
-    /// `kinesis://STREAM[?gzip=true]`
+    /// `kinesis://STREAM[?gzip=true][&aggregate=true]`
     Kinesis {
         /// Stream name.
         stream: String,
         /// Gzip each record.
         gzip: bool,
+        /// Pack the outputs of one partition key into KPL aggregates.
+        aggregate: bool,
     },
     /// `sqs://QUEUE` (a name; its URL is looked up at start)
     Sqs {
@@ -100,7 +102,7 @@ pub enum ObjectFormat {
 pub enum SinkSpecError {
     /// Not a sink spec.
     #[error(
-        "bad sink {spec:?}: {reason} (expected kinesis://STREAM[?gzip=true], sqs://QUEUE or s3://BUCKET/PREFIX[?gzip=true|?format=parquet])"
+        "bad sink {spec:?}: {reason} (expected kinesis://STREAM[?gzip=true][&aggregate=true], sqs://QUEUE or s3://BUCKET/PREFIX[?gzip=true|?format=parquet])"
     )]
     Malformed {
         /// The spec as given.
@@ -123,11 +125,13 @@ impl std::str::FromStr for SinkSpec {
         };
         let (scheme, rest) = spec.split_once("://").ok_or_else(|| error("no scheme"))?;
         let (target, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (mut gzip, mut parquet) = (false, false);
+        let (mut gzip, mut parquet, mut aggregate) = (false, false, false);
         for option in query.split('&').filter(|o| !o.is_empty()) {
             match option {
                 "gzip=true" => gzip = true,
                 "gzip=false" => gzip = false,
+                "aggregate=true" if scheme == "kinesis" => aggregate = true,
+                "aggregate=false" if scheme == "kinesis" => aggregate = false,
                 "format=parquet" => parquet = true,
                 "format=jsonl" => parquet = false,
                 _ => return Err(error(&format!("unknown option {option:?}"))),
@@ -140,6 +144,7 @@ impl std::str::FromStr for SinkSpec {
             "kinesis" if !parquet => Ok(Self::Kinesis {
                 stream: target.to_owned(),
                 gzip,
+                aggregate,
             }),
             "sqs" if !gzip && !parquet => Ok(Self::Sqs {
                 queue: target.to_owned(),
@@ -242,8 +247,13 @@ impl Sink {
                     }
                 })?)
             }
-            SinkSpec::Kinesis { stream, gzip } => {
-                Self::Kinesis(KinesisSink::new(aws.kinesis.clone(), stream.clone(), *gzip))
+            SinkSpec::Kinesis {
+                stream,
+                gzip,
+                aggregate,
+            } => {
+                let sink = KinesisSink::new(aws.kinesis.clone(), stream.clone(), *gzip);
+                Self::Kinesis(if *aggregate { sink.aggregating() } else { sink })
             }
             SinkSpec::Sqs { queue } => {
                 Self::Sqs(SqsSink::new(aws.sqs.clone(), aws.queue_url(queue).await?))
@@ -506,6 +516,17 @@ impl<T> Undelivered<T> {
         retry: RetryPolicy,
         item: impl Fn(&T) -> usize,
     ) -> impl Iterator<Item = DeliveryFailure> {
+        self.failures_of_each(call, retry, move |e| [item(e)])
+    }
+
+    /// [`Undelivered::failures`] for entries that carry several items' outputs (a KPL
+    /// aggregate): each of them fails.
+    pub(crate) fn failures_of_each<I: IntoIterator<Item = usize>>(
+        self,
+        call: &str,
+        retry: RetryPolicy,
+        items: impl Fn(&T) -> I,
+    ) -> impl Iterator<Item = DeliveryFailure> {
         let kind = self.kind();
         let stopped = if self.out_of_time {
             "out of time".to_owned()
@@ -513,10 +534,13 @@ impl<T> Undelivered<T> {
             format!("{} attempts", retry.max_attempts)
         };
         let message = format!("{call} failed ({stopped}): {}", self.last_error);
-        self.entries.into_iter().map(move |e| DeliveryFailure {
-            item: item(&e),
-            kind,
-            message: message.clone(),
+        self.entries.into_iter().flat_map(move |e| {
+            let message = message.clone();
+            items(&e).into_iter().map(move |item| DeliveryFailure {
+                item,
+                kind,
+                message: message.clone(),
+            })
         })
     }
 }

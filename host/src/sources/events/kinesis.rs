@@ -8,8 +8,8 @@ use aws_lambda_events::event::kinesis::KinesisEvent;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::kpl::{self, UserRecord};
 use super::{EventError, EventItem, EventKind, Inflation, arn_name, parse, record};
+use crate::kpl::{self, UserRecord};
 use crate::record::FailureKind;
 use crate::sources::Undecodable;
 
@@ -180,9 +180,10 @@ mod aggregate_tests {
     use base64::Engine as _;
     use serde_json::{Value, json};
 
+    use crate::kpl;
     use crate::record::FailureKind;
     use crate::sources::InputLimits;
-    use crate::sources::events::{self, EventKind, kpl};
+    use crate::sources::events::{self, EventKind};
 
     fn event(datas: &[Vec<u8>]) -> Value {
         let records: Vec<Value> = datas

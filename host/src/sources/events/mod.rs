@@ -10,7 +10,7 @@
 //! record and its attributes, ARN names, gzip inflation) lives here too. One file per
 //! event source:
 //! - `kinesis.rs`: Kinesis Data Streams records, gzip inflated, KPL aggregates unpacked
-//!   (`kpl.rs`: the aggregate format, read and written).
+//!   (`crate::kpl`: the aggregate format, read and written).
 //! - `sqs.rs`: SQS messages, standard or FIFO.
 //! - `sns.rs`: SNS notifications to a subscribed function.
 //! - `eventbridge.rs`: an EventBridge event, its `detail` the record.
@@ -31,7 +31,6 @@ mod eventbridge;
 mod firehose;
 mod kafka;
 mod kinesis;
-pub mod kpl;
 mod pipes;
 mod s3;
 mod sns;

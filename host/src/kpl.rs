@@ -1,6 +1,7 @@
 //! KPL aggregates: the Kinesis record format the Kinesis Producer Library, Fluent Bit's
 //! aggregation and the Kinesis Agent write to pack many user records into one Kinesis
-//! record. The layout (the KPL's `aggregation-format.md`):
+//! record; read by the Kinesis sources, written by the aggregating Kinesis sink. The
+//! layout (the KPL's `aggregation-format.md`):
 //!
 //! ```text
 //! f3 89 9a c2 | protobuf AggregatedRecord | MD5 of the protobuf (16 bytes)
