@@ -28,8 +28,9 @@
 //! dead-letter queue whole, for `host reprocess` once the producer is fixed.
 //!
 //! The protobuf is read here, by hand, over the aggregate's own bytes: every length is
-//! checked against what is left before it is used, and a user record's data is a slice
-//! of the aggregate, not a copy.
+//! checked against what is left before it is used, and a user record's data and keys
+//! are slices of the aggregate, not copies (a table of one long key, named by many
+//! records, takes no more memory than the aggregate).
 
 use bytes::Bytes;
 use md5::Digest as _;
@@ -43,10 +44,10 @@ const DIGEST_LEN: usize = 16;
 /// One user record of an aggregate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
-    /// Its partition key, from the aggregate's table.
-    pub partition_key: String,
-    /// Its explicit hash key, when the producer set one.
-    pub explicit_hash_key: Option<String>,
+    /// Its partition key (UTF-8), from the aggregate's table: a slice of the aggregate.
+    pub partition_key: Bytes,
+    /// Its explicit hash key (UTF-8), when the producer set one: a slice too.
+    pub explicit_hash_key: Option<Bytes>,
     /// Its data: a slice of the aggregate.
     pub data: Bytes,
 }
@@ -63,20 +64,24 @@ pub fn deaggregate(data: &Bytes) -> Result<Option<Vec<UserRecord>>, Malformed> {
         return Ok(None);
     };
     let message = data.slice_ref(message);
-    let mut keys: Vec<String> = Vec::new();
-    let mut hash_keys: Vec<String> = Vec::new();
+    let mut keys: Vec<Bytes> = Vec::new();
+    let mut hash_keys: Vec<Bytes> = Vec::new();
     // (partition key index, explicit hash key index, data), resolved once the tables
     // are read: protobuf allows the fields in any order.
     let mut raw: Vec<(u64, Option<u64>, Bytes)> = Vec::new();
     let mut fields = Fields::new(&message);
     while let Some(field) = fields.next_field()? {
         match field {
-            (1, Value::Bytes(key)) => keys.push(text(&key, "partition key")?),
-            (2, Value::Bytes(key)) => hash_keys.push(text(&key, "explicit hash key")?),
+            (1, Value::Bytes(key)) => keys.push(text(key, "partition key")?),
+            (2, Value::Bytes(key)) => hash_keys.push(text(key, "explicit hash key")?),
             (3, Value::Bytes(record)) => raw.push(user_record(&record)?),
             (1..=3, _) => return Err(Malformed("a table or record of the wrong type".into())),
             _ => {}
         }
+    }
+    if raw.is_empty() {
+        // Not an empty batch to pass over: the Kinesis record would vanish unaccounted.
+        return Err(Malformed("an aggregate of no user records".into()));
     }
     raw.into_iter()
         .enumerate()
@@ -140,15 +145,17 @@ fn user_record(message: &Bytes) -> Result<(u64, Option<u64>, Bytes), Malformed> 
     }
 }
 
-fn lookup(table: &[String], index: u64) -> Option<String> {
+fn lookup(table: &[Bytes], index: u64) -> Option<Bytes> {
     usize::try_from(index)
         .ok()
         .and_then(|i| table.get(i))
         .cloned()
 }
 
-fn text(bytes: &[u8], what: &str) -> Result<String, Malformed> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| Malformed(format!("a {what} that is not UTF-8")))
+/// `bytes`, checked to be UTF-8 (keys are strings in the format).
+fn text(bytes: Bytes, what: &str) -> Result<Bytes, Malformed> {
+    std::str::from_utf8(&bytes).map_err(|_| Malformed(format!("a {what} that is not UTF-8")))?;
+    Ok(bytes)
 }
 
 /// A protobuf field's value, of the wire types an aggregate uses (fixed-width fields
@@ -277,11 +284,14 @@ mod tests {
     fn an_aggregate_comes_apart_into_its_user_records_in_order() {
         let packed = aggregate([("a", &b"one"[..]), ("b", b"two"), ("a", b"three")]);
         let out = records(&packed).expect("readable").expect("an aggregate");
-        let pairs: Vec<(&str, &[u8])> = out
+        let pairs: Vec<(&[u8], &[u8])> = out
             .iter()
-            .map(|r| (r.partition_key.as_str(), &r.data[..]))
+            .map(|r| (&r.partition_key[..], &r.data[..]))
             .collect();
-        assert_eq!(pairs, [("a", &b"one"[..]), ("b", b"two"), ("a", b"three")]);
+        assert_eq!(
+            pairs,
+            [(&b"a"[..], &b"one"[..]), (b"b", b"two"), (b"a", b"three")]
+        );
         assert!(out.iter().all(|r| r.explicit_hash_key.is_none()));
     }
 
@@ -302,10 +312,10 @@ mod tests {
         let out = records(&frame(&body))
             .expect("readable")
             .expect("aggregate");
-        assert_eq!(out[0].partition_key, "pk");
+        assert_eq!(&out[0].partition_key[..], b"pk");
         assert_eq!(
             out[0].explicit_hash_key.as_deref(),
-            Some("170141183460469231731687303715884105728")
+            Some(&b"170141183460469231731687303715884105728"[..])
         );
         assert_eq!(&out[0].data[..], b"x");
     }

@@ -44,6 +44,8 @@ pub struct Host {
     checkpoints: Option<(String, String)>,
     /// The field naming a direct invocation's records.
     id_field: String,
+    /// The idempotency store is on.
+    deduplicates: bool,
     /// The CloudWatch namespace of the metrics; `None`: none are written.
     metrics_namespace: Option<String>,
     /// This function's name, a dimension of its metrics.
@@ -67,6 +69,7 @@ impl Host {
             input_limits: settings.input_limits(),
             checkpoints: settings.checkpoint_location(),
             id_field: settings.dedup_id_field.clone(),
+            deduplicates: settings.dedup.is_some(),
             metrics_namespace: settings.metrics_namespace.clone(),
             function: std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default(),
             metrics_interval: settings.metrics_interval,
@@ -178,7 +181,17 @@ impl Host {
                 .run_watched(&mut source, Outputs::Sinks, budget, watch)
                 .await?
         };
-        Ok(source.response(self.summary_json(&summary))?)
+        let answer = source.response(self.summary_json(&summary));
+        if let Err(crate::sources::lambda::AnswerError::HandedBack { .. }) = &answer
+            && !self.deduplicates
+        {
+            tracing::warn!(
+                "the event is retried whole without the idempotency store \
+                 (PIPELINE_DEDUP): what this delivery sent is sent again, and an event \
+                 that takes longer than one invocation never finishes"
+            );
+        }
+        Ok(answer?)
     }
 
     /// The answer to a direct invocation or an S3 notification: the counts, and the

@@ -131,8 +131,12 @@ impl CarriedRun {
         self.handed_back = Some(reason);
     }
 
-    /// Records progress if the run stops here (out of time) with the message unfinished.
+    /// Hands the message back, its progress recorded, when the run's time is up with it
+    /// unfinished (once).
     pub async fn out_of_time(&mut self) {
+        if self.handed_back.is_some() {
+            return;
+        }
         self.hand_back("the invocation's time ran out before its objects were read".into())
             .await;
     }

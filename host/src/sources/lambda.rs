@@ -241,6 +241,12 @@ impl Source for LambdaEvent {
     async fn next_batch(&mut self, max: usize) -> Result<Option<Vec<Item<Handle>>>, SourceError> {
         loop {
             if let Some(run) = &mut self.current {
+                // Out of time, the pipeline still asks for batches to hand them back:
+                // the message goes back as it stands, without reading on (the rest of an
+                // object, the next one: a Parquet download).
+                if self.reader.as_ref().is_some_and(|r| r.budget.exhausted()) {
+                    run.out_of_time().await;
+                }
                 if let Some(lines) = run.next_batch(max).await {
                     return Ok(Some(
                         lines.into_iter().map(|i| i.with_id(Handle::Line)).collect(),
@@ -263,7 +269,17 @@ impl Source for LambdaEvent {
                 .carried
                 .front()
                 .map_or(max, |next| (next.at - self.handed_out).min(max));
-            let batch: Vec<EventItem> = self.pending.by_ref().take(room).collect();
+            let mut batch: Vec<EventItem> = self.pending.by_ref().take(room).collect();
+            // A KPL aggregate's user records (one id, the aggregate's) go in one batch:
+            // a batch is where the run may stop for time, and Lambda takes an aggregate
+            // back only whole, so one cut inside would repeat its first records on
+            // every delivery and an aggregate longer than a batch would never finish.
+            while let (Some(last), Some(next)) = (batch.last(), self.pending.as_slice().first())
+                && last.id == next.id
+                && self.kind == EventKind::Kinesis
+            {
+                batch.extend(self.pending.next());
+            }
             if batch.is_empty() && self.carried.is_empty() {
                 return Ok(None);
             }

@@ -42,6 +42,9 @@ pub struct ObjectSource {
     checkpoints: Option<(Checkpoints, String)>,
     /// Read the checkpoint yet?
     started: bool,
+    /// The checkpoint (or its absence) was read: how far this run got is known. Not
+    /// after a failed read, whose run must not write its zeros over a checkpoint.
+    progress_known: bool,
     /// A checkpoint was found: delete it once everything is done.
     resumed: bool,
     /// Objects finished, in order.
@@ -72,6 +75,7 @@ impl ObjectSource {
             max_record_bytes,
             checkpoints: None,
             started: false,
+            progress_known: false,
             resumed: false,
             objects_done: 0,
             items_done: 0,
@@ -100,6 +104,12 @@ impl ObjectSource {
     /// Reads the checkpoint an earlier try left, and skips what it finished.
     async fn resume(&mut self) -> Result<(), SourceError> {
         self.started = true;
+        self.resume_from_checkpoint().await?;
+        self.progress_known = true;
+        Ok(())
+    }
+
+    async fn resume_from_checkpoint(&mut self) -> Result<(), SourceError> {
         let Some((checkpoints, key)) = &self.checkpoints else {
             return Ok(());
         };
@@ -240,6 +250,11 @@ impl ObjectSource {
         let Some((checkpoints, key)) = &self.checkpoints else {
             return Ok(false);
         };
+        if !self.progress_known {
+            // Not read yet, or it could not be: this run knows nothing of the progress
+            // of earlier ones, and the checkpoint they left stays.
+            return Ok(false);
+        }
         let checkpoint = Checkpoint {
             objects: self.names.clone(),
             objects_done: self.objects_done,

@@ -49,7 +49,7 @@ pub(super) fn decode(event: Value) -> Result<Vec<EventItem>, EventError> {
         payload.extend_from_slice(b",\"oldImage\":");
         image_json(change.old_image.inner(), &mut payload);
         payload.push(b'}');
-        let item = Ok(record(payload, Some(key), attributes));
+        let item = Ok(record(payload, Some(key.into()), attributes));
         // A batch holds the records of one shard of the stream, in order.
         let group = Some(r.event_source_arn.clone().unwrap_or_default());
         let table = arn_name(r.event_source_arn.as_deref(), "table/");

@@ -35,16 +35,19 @@ struct KafkaRecord {
     partition: i64,
     #[serde(deserialize_with = "number_or_text")]
     offset: i64,
+    // What only this record is read by is read leniently, as JSON: a field of another
+    // shape makes the record undecodable, not the whole event (which Kafka would retry
+    // without end, the partition stalled behind it).
     #[serde(default)]
-    timestamp: Option<i64>,
+    timestamp: Value,
     #[serde(default)]
     timestamp_type: Option<String>,
     #[serde(default)]
-    key: Option<String>,
+    key: Value,
     #[serde(default)]
-    value: Option<String>,
+    value: Value,
     #[serde(default)]
-    headers: Vec<BTreeMap<String, Vec<i16>>>,
+    headers: Vec<BTreeMap<String, Value>>,
 }
 
 /// A number Lambda writes as a number and Pipes, for some fields, as text.
@@ -111,10 +114,13 @@ fn record_of(r: KafkaRecord, cluster: &str) -> Result<Record, Undecodable> {
         ("partition".into(), r.partition.to_string()),
         ("offset".into(), r.offset.to_string()),
     ];
-    if let Some(time) = r
-        .timestamp
-        .and_then(|ms| u64::try_from(ms).ok())
-        .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+    let millis = match &r.timestamp {
+        Value::Number(n) => n.as_u64(),
+        Value::String(text) => text.parse().ok(),
+        _ => None,
+    };
+    if let Some(time) =
+        millis.map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
     {
         attributes.push((
             "timestamp".into(),
@@ -124,7 +130,7 @@ fn record_of(r: KafkaRecord, cluster: &str) -> Result<Record, Undecodable> {
     if let Some(kind) = r.timestamp_type.filter(|t| !t.is_empty()) {
         attributes.push(("timestamp-type".into(), kind));
     }
-    if r.value.is_none() {
+    if r.value.is_null() {
         // A tombstone: in a compacted topic, "delete this key".
         attributes.push(("tombstone".into(), "true".into()));
     }
@@ -136,20 +142,32 @@ fn record_of(r: KafkaRecord, cluster: &str) -> Result<Record, Undecodable> {
         }
     }
     let base64 = base64::engine::general_purpose::STANDARD;
-    let key = match r.key.as_deref().map(|k| base64.decode(k)) {
-        Some(Ok(key)) => Some(key.into()),
-        Some(Err(e)) => {
-            problems.push(format!("key is not base64: {e}"));
+    let key = match &r.key {
+        Value::Null => None,
+        Value::String(text) => match base64.decode(text) {
+            Ok(key) => Some(key.into()),
+            Err(e) => {
+                problems.push(format!("key is not base64: {e}"));
+                None
+            }
+        },
+        other => {
+            problems.push(format!("key is not a base64 string: {other}"));
             None
         }
-        None => None,
     };
-    let value = r.value.unwrap_or_default();
-    let payload = match base64.decode(&value) {
-        Ok(payload) => payload,
-        Err(e) => {
-            problems.push(format!("value is not base64: {e}"));
-            value.into_bytes()
+    let payload = match r.value {
+        Value::Null => Vec::new(),
+        Value::String(text) => match base64.decode(&text) {
+            Ok(payload) => payload,
+            Err(e) => {
+                problems.push(format!("value is not base64: {e}"));
+                text.into_bytes()
+            }
+        },
+        other => {
+            problems.push("value is not a base64 string".into());
+            other.to_string().into_bytes()
         }
     };
     for (name, _) in &mut attributes {
@@ -168,16 +186,18 @@ fn record_of(r: KafkaRecord, cluster: &str) -> Result<Record, Undecodable> {
 }
 
 /// A header's bytes as Lambda lists them (Java's signed bytes; unsigned ones read too).
-fn header_bytes(values: &[i16]) -> Option<Vec<u8>> {
-    values
+fn header_bytes(value: &Value) -> Option<Vec<u8>> {
+    value
+        .as_array()?
         .iter()
         .map(|v| {
-            i8::try_from(*v)
+            let n = v.as_i64()?;
+            i8::try_from(n)
                 .map(|b| b as u8)
-                .or_else(|_| u8::try_from(*v))
+                .or_else(|_| u8::try_from(n))
+                .ok()
         })
-        .collect::<Result<Vec<u8>, _>>()
-        .ok()
+        .collect()
 }
 
 /// A header as an attribute: `header.NAME` with its text, or `header-base64.NAME` with
@@ -249,6 +269,34 @@ mod tests {
             (tombstone.payload.len(), tombstone.attribute("tombstone")),
             (0, Some("true"))
         );
+    }
+
+    #[test]
+    fn a_record_of_another_shape_is_undecodable_alone() {
+        let event = json!({
+            "eventSource": "aws:kafka", "eventSourceArn": "arn:aws:kafka:us-east-1:1:cluster/c/u",
+            "records": {"t-0": [
+                {"topic": "t", "partition": 0, "offset": 1, "value": "b2s=",
+                 "headers": [{"h": "not bytes"}]},
+                {"topic": "t", "partition": 0, "offset": 2, "value": 7, "timestamp": "x"},
+                {"topic": "t", "partition": 0, "offset": 3, "value": "b2s=", "key": null}
+            ]}
+        });
+        let decoded = events::decode(EventKind::Kafka, event).expect("the event stands");
+        let reasons: Vec<String> = decoded
+            .items
+            .iter()
+            .map(|i| match &i.decoded {
+                Ok(_) => "ok".into(),
+                Err(bad) => bad.reason.clone(),
+            })
+            .collect();
+        assert!(reasons[0].contains("header \"h\""), "{reasons:?}");
+        assert!(
+            reasons[1].contains("value is not a base64 string"),
+            "{reasons:?}"
+        );
+        assert_eq!(reasons[2], "ok");
     }
 
     #[test]

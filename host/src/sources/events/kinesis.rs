@@ -57,7 +57,7 @@ pub(super) fn decode(
             delivered: Vec::new(),
             decoded,
         };
-        let key = k.partition_key.into_bytes();
+        let key = Bytes::from(k.partition_key.into_bytes());
         let data = Bytes::from(k.data.0);
         match unpack(&data, inflation) {
             Unpacked::Plain => {
@@ -73,8 +73,11 @@ pub(super) fn decode(
                     } = user;
                     let mut attributes = attributes.clone();
                     attributes.push(("sub-sequence-number", index.to_string()));
-                    attributes.push(("explicit-hash-key", explicit_hash_key.unwrap_or_default()));
-                    let decoded = inflated(inflation, data, partition_key.into_bytes(), attributes);
+                    let hash_key = explicit_hash_key
+                        .map(|k| String::from_utf8_lossy(&k).into_owned())
+                        .unwrap_or_default();
+                    attributes.push(("explicit-hash-key", hash_key));
+                    let decoded = inflated(inflation, data, partition_key, attributes);
                     // The aggregate's sequence number and the user record's place in
                     // it: what the KCL calls its subsequence number.
                     items.push(item(format!("{position}/{index}"), decoded));
@@ -83,7 +86,7 @@ pub(super) fn decode(
             Unpacked::Refused(kind, reason) => {
                 let undecodable = Undecodable {
                     kind,
-                    record: record(data.to_vec(), Some(key), attributes),
+                    record: record(data, Some(key), attributes),
                     reason,
                 };
                 items.push(item(position, Err(undecodable)));
@@ -108,7 +111,12 @@ fn unpack(data: &Bytes, inflation: &mut Inflation) -> Unpacked {
     match kpl::deaggregate(data) {
         Ok(None) => Unpacked::Plain,
         Ok(Some(records)) => {
-            match inflation.charge(records.len().saturating_mul(PER_USER_RECORD)) {
+            // Each record's identity, attributes (its explicit hash key copied) and place.
+            let cost = records.iter().fold(0usize, |sum, r| {
+                sum.saturating_add(PER_USER_RECORD)
+                    .saturating_add(r.explicit_hash_key.as_ref().map_or(0, Bytes::len))
+            });
+            match inflation.charge(cost) {
                 Ok(()) => Unpacked::Records(records),
                 Err(limit) => Unpacked::Refused(
                     FailureKind::InputTooLarge,
@@ -128,7 +136,7 @@ fn unpack(data: &Bytes, inflation: &mut Inflation) -> Unpacked {
 fn inflated(
     inflation: &mut Inflation,
     data: Bytes,
-    key: Vec<u8>,
+    key: Bytes,
     attributes: Vec<(&'static str, String)>,
 ) -> crate::sources::Decoded {
     match inflation.inflate_bytes(data) {

@@ -324,11 +324,11 @@ fn parse<T: serde::de::DeserializeOwned>(kind: EventKind, event: Value) -> Resul
 /// A record of `payload`, `key` and the attributes that are not empty.
 fn record(
     payload: impl Into<Bytes>,
-    key: Option<Vec<u8>>,
+    key: Option<Bytes>,
     attributes: Vec<(&'static str, String)>,
 ) -> Record {
     Record {
-        key: key.map(Bytes::from),
+        key,
         payload: payload.into(),
         attributes: attributes
             .into_iter()

@@ -34,7 +34,7 @@ pub(super) fn decode(event: Value) -> Result<Vec<EventItem>, EventError> {
         }
         // FIFO queues keep order within a message group; standard queues have none.
         let group = m.attributes.get("MessageGroupId").cloned();
-        let key = group.clone().map(String::into_bytes);
+        let key = group.clone().map(|g| bytes::Bytes::from(g.into_bytes()));
         let body = m.body.unwrap_or_default().into_bytes();
         let queue = arn_name(m.event_source_arn.as_deref(), ":");
         items.push(EventItem {
