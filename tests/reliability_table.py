@@ -37,9 +37,13 @@ Each run starts the emulator, the real `host` binary against the in-test Lambda 
 API, and a loopback proxy in front of the emulator that throttles, fails, stalls or cuts
 the calls the case names. The test plays the event source: it delivers the event, then
 again what the function reports in `batchItemFailures` (Kinesis and DynamoDB Streams from
-the lowest failed sequence number on; SQS the failed messages) and the whole event when an
-invocation fails or dies (what Lambda does for every source, an S3 notification and a
-direct invocation included), until nothing is left. Then it reads the sink and the DLQ and finds each input
+the lowest failed sequence number on, a KPL aggregate whole; SQS the failed messages) and
+the whole event when an invocation fails or dies (what Lambda does for every source, an S3
+notification, a Kafka batch and a direct invocation included), until nothing is left.
+Sources: Kinesis, Kinesis records that are KPL aggregates of 5 user records (`Kpl`),
+DynamoDB Streams, SQS FIFO and standard, an S3 notification, an S3 notification inside an
+SQS message (`S3ViaSqs`, checkpointed as the template sets it), Kafka, a direct
+invocation. Then it reads the sink and the DLQ and finds each input
 record: by its payload among the outputs (the `misbehave` plugin echoes them), by its
 source position (`identity`) among the DLQ entries.
 
@@ -47,7 +51,7 @@ source position (`identity`) among the DLQ entries.
 - **duplicates**: copies beyond the first, outputs and DLQ entries together.
 - **lost**: records found nowhere. Always 0.
 - **order**: for an ordered source (a Kinesis shard, a DynamoDB stream, an SQS FIFO
-  group, an S3 object) and a sink that keeps order (a stream, a FIFO queue), the first
+  group, an S3 object, a Kafka partition) and a sink that keeps order (a stream, a FIFO queue), the first
   copies of the records arrive in input order; with keyed outputs through a partly
   refused sink, the last copies (a refused record goes again with the later ones of its
   key). `n/a`: no order to keep (a standard queue, an S3 sink, two hosts at once,
@@ -79,6 +83,13 @@ source position (`identity`) among the DLQ entries.
   taken the first time arrives twice (1 copy in these runs, with or without the store,
   which cannot tell within one call). What the service took counts as delivered, however
   the later calls end: it is never dead-lettered or handed back to be sent again.
+- **Retried whole: KPL aggregates and Kafka batches, without the store.** Lambda names a
+  KPL aggregate by its sequence number only, and retries a Kafka batch whole: a record
+  handed back brings back the records before it in its aggregate or batch, and without
+  the store they are sent again (the `Kpl` and `Kafka` rows without it). The host never
+  ends a batch inside an aggregate, so the time running out hands back whole aggregates;
+  a Kafka batch that needs more than one invocation's time finishes only with the store
+  (its deadline row runs with the store alone).
 - **An S3 object overwritten** before the host read it: the host reads the version the
   notification names (its version id, else `If-Match` on its ETag), so the later write's
   records arrive only through its own notification; a named version that is gone is
