@@ -41,6 +41,14 @@ pub const MAGIC: [u8; 4] = [0xf3, 0x89, 0x9a, 0xc2];
 /// Bytes of the MD5 digest an aggregate ends with.
 const DIGEST_LEN: usize = 16;
 
+/// Longest partition key, in characters: Kinesis's own limit, which the KPL keeps too.
+/// A record's key travels with it through the plugin call and the sinks: an aggregate
+/// naming a far longer one for every record (the table holds it once) would multiply
+/// it by its records.
+const MAX_PARTITION_KEY: usize = 256;
+/// Longest explicit hash key: a decimal 128-bit number has at most 39 digits.
+const MAX_HASH_KEY: usize = 39;
+
 /// One user record of an aggregate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
@@ -72,8 +80,10 @@ pub fn deaggregate(data: &Bytes) -> Result<Option<Vec<UserRecord>>, Malformed> {
     let mut fields = Fields::new(&message);
     while let Some(field) = fields.next_field()? {
         match field {
-            (1, Value::Bytes(key)) => keys.push(text(key, "partition key")?),
-            (2, Value::Bytes(key)) => hash_keys.push(text(key, "explicit hash key")?),
+            (1, Value::Bytes(key)) => keys.push(text(key, "partition key", MAX_PARTITION_KEY)?),
+            (2, Value::Bytes(key)) => {
+                hash_keys.push(text(key, "explicit hash key", MAX_HASH_KEY)?);
+            }
             (3, Value::Bytes(record)) => raw.push(user_record(&record)?),
             (1..=3, _) => return Err(Malformed("a table or record of the wrong type".into())),
             _ => {}
@@ -152,9 +162,16 @@ fn lookup(table: &[Bytes], index: u64) -> Option<Bytes> {
         .cloned()
 }
 
-/// `bytes`, checked to be UTF-8 (keys are strings in the format).
-fn text(bytes: Bytes, what: &str) -> Result<Bytes, Malformed> {
-    std::str::from_utf8(&bytes).map_err(|_| Malformed(format!("a {what} that is not UTF-8")))?;
+/// `bytes`, checked to be UTF-8 (keys are strings in the format) of at most `most`
+/// characters.
+fn text(bytes: Bytes, what: &str, most: usize) -> Result<Bytes, Malformed> {
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| Malformed(format!("a {what} that is not UTF-8")))?;
+    if text.chars().nth(most).is_some() {
+        return Err(Malformed(format!(
+            "a {what} longer than {most} characters (Kinesis's limit)"
+        )));
+    }
     Ok(bytes)
 }
 
@@ -361,5 +378,12 @@ mod tests {
             0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
         ]);
         assert!(records(&endless).is_err());
+        let long = "k".repeat(257);
+        let err = records(&aggregate([(long.as_str(), &b"x"[..])])).expect_err("a long key");
+        assert!(err.to_string().contains("longer than 256"), "{err}");
+        let mut tables_only = Vec::new();
+        put_bytes(&mut tables_only, 1, b"k");
+        let err = records(&frame(&tables_only)).expect_err("no user records");
+        assert!(err.to_string().contains("no user records"), "{err}");
     }
 }

@@ -235,3 +235,59 @@ async fn an_aggregating_kinesis_sink_writes_what_the_kinesis_source_takes_apart(
         ["r-0", "r-1", "r-2", "r-3", "r-4"]
     );
 }
+
+/// `host run --format kinesis-event` unpacks aggregates as the Lambda host does. One of
+/// 60,000 tiny records stays inside a 512 MB function; one naming a partition key longer
+/// than Kinesis allows (which every record would carry through the plugin and the
+/// sinks) goes to the DLQ whole.
+#[test]
+fn host_run_unpacks_aggregates_and_refuses_keys_kinesis_would() {
+    let s = Scratch::new();
+    let many = kpl_aggregate(&vec![("k", &b"x"[..]); 60_000]);
+    assert!(many.len() < 1 << 20, "a Kinesis record is at most 1 MiB");
+    let plain = kpl_aggregate(&[("a", br#"{"n":1}"#), ("b", br#"{"n":2}"#)]);
+    let long_key = "k".repeat(512 << 10);
+    let hostile = kpl_aggregate(&[(long_key.as_str(), &b"x"[..]), ("short", b"y")]);
+    let event = kinesis_data_event(&[
+        ("shardId-1", plain),
+        ("shardId-2", many),
+        ("shardId-3", hostile),
+    ]);
+    let input = s.write("event.json", &event.to_string());
+    let out = s.path("out.jsonl");
+    let run = s
+        .run("misbehave")
+        .input(&input)
+        .format("kinesis-event")
+        .output(&out)
+        .emit("payload")
+        .summary_json()
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .go();
+    assert!(run.status.success(), "{}", run.stderr);
+    let summary = run.summary();
+    assert_eq!(
+        (&summary["in"], &summary["transformed"], &summary["failed"]),
+        (&json!(60_003), &json!(60_002), &json!(1)),
+        "{summary}"
+    );
+    let written = std::fs::read_to_string(&out).expect("the outputs");
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(&lines[..2], [r#"{"n":1}"#, r#"{"n":2}"#]);
+    assert_eq!(lines.len(), 60_002);
+    let dead = s.json_lines("dlq.jsonl");
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("longer than 256")),
+        "{}",
+        dead[0]
+    );
+    let peak = summary["peak_memory_bytes"].as_u64().expect("the peak");
+    assert!(
+        peak < 512 << 20,
+        "peak {} MiB in a 512 MB function",
+        peak >> 20
+    );
+}
