@@ -185,3 +185,41 @@ async fn sns_and_eventbridge_events_and_an_object_created_through_eventbridge() 
     assert_eq!(aws.drain_queue(&out).await, ["c1", "c2"]);
     assert!(aws.drain_queue(&dlq).await.is_empty());
 }
+
+/// `host run` replays an SQS event whose messages name S3 objects as the Lambda host
+/// runs it: the objects read in their messages' places, a message whose object cannot
+/// be read listed as handed back.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_run_reads_the_objects_an_event_s_messages_name() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("uploads").await;
+    aws.put_object("uploads", "a.txt", b"a1\na2\n".to_vec())
+        .await;
+    let scratch = Scratch::new();
+    let body = |key: &str| json!({ "Records": s3_event("uploads", &[key])["Records"].clone() });
+    let event = sqs_event(&[
+        "plain",
+        &body("a.txt").to_string(),
+        &body("missing.txt").to_string(),
+        "last",
+    ]);
+    let input = scratch.write("event.json", &event.to_string());
+    let out = scratch.path("out.txt");
+    let run = scratch
+        .run("misbehave")
+        .input(&input)
+        .format("event")
+        .output(&out)
+        .emit("payload")
+        .envs(moto.env())
+        .go();
+    assert!(run.status.success(), "{}", run.stderr);
+    let written = std::fs::read_to_string(&out).expect("the outputs");
+    assert_eq!(written, "plain\na1\na2\nlast\n");
+    assert!(
+        run.stderr.contains("handed_back=1") && run.stderr.contains("handed back: m-2"),
+        "{}",
+        run.stderr
+    );
+}

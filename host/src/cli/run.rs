@@ -13,8 +13,11 @@ use crate::limits::Budget;
 use crate::pipeline::{Outputs, Pipeline, RunStats};
 use crate::settings::Settings;
 use crate::sinks::{Router, Sink, SinkSpec};
+use crate::sources::carried::ObjectReader;
 use crate::sources::dlq::{BucketDlq, QueueDlq};
-use crate::sources::{EventKind, FileSource, InputFormat, ObjectSource, read_event};
+use crate::sources::{
+    EventKind, FileSource, InputFormat, LambdaEvent, ObjectSource, read_event, read_event_carrying,
+};
 
 /// `host run`: the input through the pipeline; outputs to `--output` (or stdout), or with
 /// `--sink` to the sinks. Output and DLQ files appear only once the whole input is done.
@@ -55,8 +58,62 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let mut source = open_input(&args, &settings)?;
+    if let InputFormat::Event(kind) = args.format {
+        // Read whole (an event is one JSON document): if its messages name S3 objects,
+        // they are read as the Lambda host reads them.
+        let event = read_input(&args)?;
+        let decoded = read_event_carrying(&event[..], kind, &args.input, settings.input_limits())?;
+        if !decoded.carried.is_empty() {
+            return run_carrying(&settings, &args, decoded).await;
+        }
+        let mut source = open_input(&args, &settings, Some(event))?;
+        return drive(&settings, &aws, &args, &mut source).await;
+    }
+    let mut source = open_input(&args, &settings, None)?;
     drive(&settings, &aws, &args, &mut source).await
+}
+
+/// An event whose messages name S3 objects: its records, and the objects read from S3
+/// in their messages' places; the messages handed back are listed after the summary
+/// (what the Lambda host would name for a retry).
+async fn run_carrying(
+    settings: &Settings,
+    args: &RunArgs,
+    decoded: crate::sources::DecodedEvent,
+) -> anyhow::Result<()> {
+    let aws = AwsClients::from_env(settings.s3_path_style, settings.aws_timeouts).await;
+    let mut source = LambdaEvent::new(decoded).reading_objects(ObjectReader {
+        aws: aws.clone(),
+        max_record_bytes: settings.max_record_bytes,
+        checkpoints: settings.checkpoint_location(),
+        budget: Budget::unbounded(),
+    });
+    drive(settings, &aws, args, &mut source).await?;
+    let back = source.handed_back();
+    if !back.is_empty() {
+        eprintln!("handed_back={}", back.len());
+        for (id, reason) in back {
+            eprintln!("handed back: {id}: {reason}");
+        }
+    }
+    Ok(())
+}
+
+/// The whole input (an event), at most the size an event may have.
+fn read_input(args: &RunArgs) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut event = Vec::new();
+    let limit = crate::sources::MAX_EVENT_BYTES;
+    if args.input == "-" {
+        std::io::stdin().take(limit).read_to_end(&mut event)
+    } else {
+        std::fs::File::open(&args.input)
+            .with_context(|| format!("cannot open input {}", args.input))?
+            .take(limit)
+            .read_to_end(&mut event)
+    }
+    .with_context(|| format!("cannot read input {}", args.input))?;
+    Ok(event)
 }
 
 /// Starts the pipeline and runs `source` through it; outputs to files unless sinks are
@@ -222,9 +279,16 @@ fn progress_line(stats: &RunStats, elapsed: std::time::Duration) -> String {
 }
 
 /// Opens `--input` (a file, or `-` for stdin) as a record source.
-fn open_input(args: &RunArgs, settings: &Settings) -> anyhow::Result<FileSource> {
+fn open_input(
+    args: &RunArgs,
+    settings: &Settings,
+    read: Option<Vec<u8>>,
+) -> anyhow::Result<FileSource> {
     let mut version = None;
-    let reader: Box<dyn BufRead + Send> = if args.input == "-" {
+    let reader: Box<dyn BufRead + Send> = if let Some(bytes) = read.filter(|_| args.input == "-") {
+        // Standard input, already read: it cannot be read again.
+        Box::new(std::io::Cursor::new(bytes))
+    } else if args.input == "-" {
         Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
         let file = std::fs::File::open(&args.input)

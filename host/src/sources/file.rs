@@ -68,7 +68,7 @@ impl clap::ValueEnum for InputFormat {
 }
 
 /// Largest event `host run` reads (Lambda's own payload limit is 6 MB).
-const MAX_EVENT_BYTES: u64 = 64 << 20;
+pub const MAX_EVENT_BYTES: u64 = 64 << 20;
 
 /// Reads records from a file or stdin. Blank lines are skipped in every format, but
 /// count towards a batch (see [`FileSource::next_items`]).
@@ -401,8 +401,40 @@ impl Iterator for FileSource {
     }
 }
 
-/// Reads and decodes one event; `kind` `None` detects the source from its shape.
+/// Reads and decodes one event; `kind` `None` detects the source from its shape. An
+/// event whose messages name S3 objects ([`super::Carried`]) is refused: a file source
+/// reads no objects ([`read_event_carrying`] keeps them, for a source that does).
 pub fn read_event(
+    reader: impl std::io::Read,
+    kind: Option<EventKind>,
+    input: &str,
+    limits: InputLimits,
+) -> Result<DecodedEvent, SourceError> {
+    let event_error = |source| SourceError::Event {
+        input: input.to_owned(),
+        source,
+    };
+    let decoded = read_event_carrying(reader, kind, input, limits)?;
+    if let Some(first) = decoded.carried.first() {
+        let ids: Vec<&str> = decoded.carried.iter().map(|c| c.id.as_str()).collect();
+        return Err(event_error(EventError {
+            expected: "record-carrying".into(),
+            reason: format!(
+                "message {} names S3 objects (an S3 notification inside it; {} such: {}): \
+                 `host run` and the Lambda host read them from S3, a case file cannot \
+                 (or pass --envelopes off to hand such messages on as they are)",
+                first.id,
+                ids.len(),
+                ids.join(", ")
+            ),
+        }));
+    }
+    Ok(decoded)
+}
+
+/// [`read_event`], keeping the messages that name S3 objects in
+/// [`DecodedEvent::carried`].
+pub fn read_event_carrying(
     reader: impl std::io::Read,
     kind: Option<EventKind>,
     input: &str,
@@ -438,22 +470,7 @@ pub fn read_event(
             kind => kind,
         },
     };
-    let decoded = events::decode_within(kind, value, limits).map_err(event_error)?;
-    if let Some(first) = decoded.carried.first() {
-        let ids: Vec<&str> = decoded.carried.iter().map(|c| c.id.as_str()).collect();
-        return Err(event_error(EventError {
-            expected: "record-carrying".into(),
-            reason: format!(
-                "message {} names S3 objects (an S3 notification inside it; {} such: {}): \
-                 pass that notification to --format s3-event, which reads them from S3, \
-                 or --envelopes off to hand the message to the plugin as it is",
-                first.id,
-                ids.len(),
-                ids.join(", ")
-            ),
-        }));
-    }
-    Ok(decoded)
+    events::decode_within(kind, value, limits).map_err(event_error)
 }
 
 /// Reads one line (through its `\n`) into `buffer`, keeping at most `max` bytes of it

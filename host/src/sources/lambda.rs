@@ -94,6 +94,19 @@ impl LambdaEvent {
         Some(())
     }
 
+    /// The items (and carried messages) settled for retry, each id once, with why.
+    pub fn handed_back(&self) -> Vec<(&str, &str)> {
+        let mut named = std::collections::HashSet::new();
+        self.settled
+            .iter()
+            .filter_map(|(id, verdict)| match verdict {
+                Verdict::Retry(reason) => Some((id.as_str(), reason.as_str())),
+                _ => None,
+            })
+            .filter(|(id, _)| named.insert(*id))
+            .collect()
+    }
+
     /// The answer to the invocation, in the event source's terms; `summary` answers a
     /// direct invocation and a Kafka event.
     pub fn response(self, summary: Value) -> Result<Value, AnswerError> {

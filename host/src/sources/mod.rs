@@ -35,7 +35,7 @@ use std::future::Future;
 
 pub use checkpoint::{Checkpoint, Checkpoints};
 pub use events::{Carried, DecodedEvent, EventItem, EventKind, ObjectRef};
-pub use file::{FileSource, InputFormat, read_event};
+pub use file::{FileSource, InputFormat, MAX_EVENT_BYTES, read_event, read_event_carrying};
 pub use lambda::LambdaEvent;
 pub use s3::ObjectSource;
 
