@@ -1,7 +1,8 @@
-//! One Lambda event (Kinesis, SQS, Kafka, DynamoDB Streams, Firehose, direct) as a source. Its
-//! settle step collects the verdicts by item id and its answer is the event source's own:
-//! `batchItemFailures` naming the items to retry, the Firehose records (outputs joined by
-//! newlines), or the run's summary for a direct invocation.
+//! One Lambda event (Kinesis, SQS, Kafka, SNS, EventBridge, DynamoDB Streams, Firehose,
+//! Pipes, direct) as a source. Its settle step collects the verdicts by item id and its
+//! answer is the event source's own: `batchItemFailures` naming the items to retry, the
+//! Firehose records (outputs joined by newlines), a pipe's enriched batch, the run's
+//! summary, or (a source that takes its event back only whole) an error.
 
 use aws_lambda_events::event::firehose::{KinesisFirehoseResponse, KinesisFirehoseResponseRecord};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
