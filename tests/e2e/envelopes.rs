@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::emulator::Moto;
-use crate::events::{failures, s3_event, sqs_event};
+use crate::events::{failures, fifo_event, s3_event, sqs_event};
 use crate::lambda_harness::Lambda;
 use crate::support::{Scratch, assert_counts};
 
@@ -221,5 +221,38 @@ async fn host_run_reads_the_objects_an_event_s_messages_name() {
         run.stderr.contains("handed_back=1") && run.stderr.contains("handed back: m-2"),
         "{}",
         run.stderr
+    );
+}
+
+/// FIFO: a message whose object cannot be read is handed back with the later messages of
+/// its group (unread, in order) and not those of another; every record is counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fifo_message_handed_back_unread_holds_its_group_and_is_counted() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.bucket("uploads").await;
+    let out = aws.queue("out").await;
+    aws.queue("dlq").await;
+    let scratch = Scratch::new();
+    let lambda = Lambda::builder(&moto)
+        .plugin("misbehave")
+        .sinks("default=sqs://out")
+        .dlq("sqs://dlq")
+        .start(scratch.dir.path());
+    let missing = json!({ "Records": s3_event("uploads", &["missing.txt"])["Records"].clone() });
+    let missing = missing.to_string();
+    let answer = lambda.invoke(fifo_event(&[
+        ("g", "first"),
+        ("g", &missing),
+        ("g", "after"),
+        ("h", "other"),
+    ]));
+    assert_eq!(failures(&answer), ["m-1", "m-2"], "{answer}");
+    let mut sent = aws.drain_queue(&out).await;
+    sent.sort();
+    assert_eq!(sent, ["first", "other"]);
+    assert_counts(
+        &lambda.last_counts(),
+        &json!({"in": 3, "transformed": 2, "retried": 1}),
     );
 }

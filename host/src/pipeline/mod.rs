@@ -353,7 +353,13 @@ impl Pipeline {
                     return Err(RunError::OutOfTime(ledger.summary()));
                 }
             }
-            let Some(batch) = source.next_batch(self.batch_size).await? else {
+            let next = source.next_batch(self.batch_size).await?;
+            let unread = source.settled_unread();
+            ledger.enter(unread.len());
+            for verdict in &unread {
+                ledger.settle(verdict, |output| self.router_for(outputs).sink_name(output));
+            }
+            let Some(batch) = next else {
                 break;
             };
             ledger.enter(batch.len());

@@ -30,6 +30,8 @@ pub struct LambdaEvent {
     /// messages of the group go back with them, unread.
     held: std::collections::HashSet<String>,
     settled: Vec<(String, Verdict)>,
+    /// Items held that way since the pipeline last asked: their verdicts, to count.
+    unread: Vec<Verdict>,
 }
 
 /// What a [`LambdaEvent`] knows a handed-out item by.
@@ -54,6 +56,7 @@ impl LambdaEvent {
             reader: None,
             current: None,
             held: std::collections::HashSet::new(),
+            unread: Vec::new(),
         }
     }
 
@@ -302,15 +305,22 @@ impl Source for LambdaEvent {
             for item in batch {
                 match &item.group {
                     // Behind a carried message of its FIFO group that went back unread.
-                    Some(group) if self.held.contains(group) => self.settled.push((
-                        item.id,
-                        Verdict::Retry("a message of its group before it was handed back".into()),
-                    )),
+                    Some(group) if self.held.contains(group) => {
+                        let verdict = Verdict::Retry(
+                            "a message of its group before it was handed back".into(),
+                        );
+                        self.unread.push(verdict.clone());
+                        self.settled.push((item.id, verdict));
+                    }
                     _ => items.push(item.with_id(Handle::Item)),
                 }
             }
             return Ok(Some(items));
         }
+    }
+
+    fn settled_unread(&mut self) -> Vec<Verdict> {
+        std::mem::take(&mut self.unread)
     }
 
     fn redelivers(&self) -> bool {
