@@ -2,17 +2,20 @@
 //! about where records came from: they take outputs tagged with the position of the
 //! item they belong to, and answer with the ones they could not take.
 //!
-//! A sink is named by a spec: `kinesis://STREAM`, `sqs://QUEUE`, `s3://BUCKET/PREFIX`
-//! (JSON lines), each with an optional `?gzip=true`; or a local JSON-lines file. A plugin
-//! output picks a sink by its destination name; outputs without one go to the sink named
-//! `default`. A [`Router`] can also send every output to one sink (`host run` to a file,
-//! the Firehose response).
+//! A sink is named by a spec: `kinesis://STREAM` (`?aggregate=true`: KPL aggregates),
+//! `sqs://QUEUE`, `s3://BUCKET/PREFIX` (JSON lines, or `?format=parquet`), each with an
+//! optional `?gzip=true`; or a local JSON-lines file. A plugin output picks a sink by its
+//! destination name; outputs without one go to the sink named `default`. A [`Router`]
+//! can also send every output to one sink (`host run` to a file, the Firehose or Pipes
+//! answer).
 //!
 //! # Layout
 //! - `file.rs`: JSON-lines files (and stdout), committed by rename.
-//! - `kinesis.rs`, `sqs.rs`, `s3.rs`: the AWS sinks, packed to the service limits.
+//! - `kinesis.rs`, `sqs.rs`, `s3.rs`: the AWS sinks, packed to the service limits (the
+//!   Kinesis one also into KPL aggregates).
 //! - `parquet.rs`: JSON outputs into a Parquet object.
-//! - `response.rs`: the Firehose transformation response, within its size limit.
+//! - `response.rs`: the answers that are the delivery, the Firehose transformation
+//!   response and a Pipes enrichment's batch, within their size limit.
 //! - `scripted.rs`: an in-process sink answering as a script says, for unit tests of
 //!   the delivery rules.
 
