@@ -179,12 +179,12 @@ fn objects_of_eventbridge(record: &Record) -> Option<Result<Vec<ObjectRef>, Stri
 
 impl DecodedEvent {
     /// Opens the envelopes of an SQS, SNS or EventBridge event's messages: an SNS
-    /// notification in an SQS message becomes its message; a message naming S3 objects
-    /// moves from the items to [`DecodedEvent::carried`].
+    /// notification in an SQS message (also one a pipe sends) becomes its message; a
+    /// message naming S3 objects moves from the items to [`DecodedEvent::carried`].
     pub(super) fn open_envelopes(&mut self) {
         if !matches!(
             self.kind,
-            EventKind::Sqs | EventKind::Sns | EventKind::EventBridge
+            EventKind::Sqs | EventKind::Sns | EventKind::EventBridge | EventKind::Pipes
         ) {
             return;
         }
@@ -194,10 +194,19 @@ impl DecodedEvent {
                 self.items.push(item);
                 continue;
             };
-            if self.kind == EventKind::Sqs
-                && let Some(notification) = sns_notification(&record.payload)
-            {
+            let from_sqs = match self.kind {
+                EventKind::Sqs => true,
+                EventKind::Pipes => record.attribute("source") == Some("sqs"),
+                _ => false,
+            };
+            if from_sqs && let Some(notification) = sns_notification(&record.payload) {
                 unwrap_sns(record, notification);
+            }
+            if self.kind == EventKind::Pipes {
+                // A pipe's answer is its outputs: a message's objects read here would
+                // send theirs to no answer. An S3 notification stays the record.
+                self.items.push(item);
+                continue;
             }
             let objects = if self.kind == EventKind::EventBridge {
                 objects_of_eventbridge(record)

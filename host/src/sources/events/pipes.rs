@@ -169,6 +169,20 @@ mod tests {
     }
 
     #[test]
+    fn an_sns_notification_in_a_pipes_sqs_record_is_its_message() {
+        let body = json!({"Type": "Notification", "MessageId": "n-1",
+                          "TopicArn": "arn:aws:sns:us-east-1:1:orders", "Message": "inner"});
+        let batch = json!([{"messageId": "m-1", "body": body.to_string(), "attributes": {},
+                            "messageAttributes": {}, "eventSource": "aws:sqs",
+                            "eventSourceARN": "arn:aws:sqs:us-east-1:1:q"}]);
+        let decoded = events::decode(EventKind::Pipes, batch).expect("a batch");
+        let record = decoded.items[0].decoded.as_ref().expect("decoded");
+        assert_eq!(&record.payload[..], b"inner");
+        assert_eq!(record.attribute("topic"), Some("orders"));
+        assert!(decoded.carried.is_empty());
+    }
+
+    #[test]
     fn a_direct_invocation_is_not_a_pipes_batch_and_mixed_sources_are_refused() {
         let direct = json!([{"id": 1}, {"eventSource": "aws:sqs"}]);
         assert_eq!(events::detect(&direct).expect("known"), EventKind::Direct);
