@@ -158,12 +158,8 @@ impl LambdaEvent {
             // records dropped, dead-lettered or filtered are not in it (a pipe filters
             // by fewer elements). One to retry fails the invocation: the pipe retries
             // the batch by its source's policy.
-            EventKind::Pipes => match retry_ids().next() {
-                Some(first) => Err(AnswerError::HandedBack {
-                    count: retry_ids().count(),
-                    first,
-                }),
-                None => Ok(Value::Array(
+            EventKind::Pipes => retried_whole(retry_ids()).map(|()| {
+                Value::Array(
                     self.settled
                         .iter()
                         .filter_map(|(_, verdict)| match verdict {
@@ -173,8 +169,8 @@ impl LambdaEvent {
                         .flatten()
                         .map(|output| crate::sinks::pipes_element(&output.payload))
                         .collect(),
-                )),
-            },
+                )
+            }),
             // Kafka's event source mapping takes a batch back whole, by a function error:
             // the one answer every mapping understands (its partial batch responses are
             // a provisioned-mode option whose item names are not documented). Records
@@ -182,16 +178,22 @@ impl LambdaEvent {
             // SNS and EventBridge invoke asynchronously: an error is their retry too (a
             // message whose objects could not all be read).
             EventKind::Kafka | EventKind::Sns | EventKind::EventBridge => {
-                match retry_ids().next() {
-                    None => Ok(summary),
-                    Some(first) => Err(AnswerError::HandedBack {
-                        count: retry_ids().count(),
-                        first,
-                    }),
-                }
+                retried_whole(retry_ids()).map(|()| summary)
             }
             EventKind::Direct | EventKind::S3 => Ok(summary),
         }
+    }
+}
+
+/// For a source that takes its event back only whole: an error naming the records to
+/// retry (each id once, in order), if there are any.
+fn retried_whole(mut ids: impl Iterator<Item = String>) -> Result<(), AnswerError> {
+    match ids.next() {
+        None => Ok(()),
+        Some(first) => Err(AnswerError::HandedBack {
+            count: 1 + ids.count(),
+            first,
+        }),
     }
 }
 
