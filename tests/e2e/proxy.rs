@@ -73,6 +73,10 @@ struct State {
     faulted: Vec<&'static str>,
     /// SQS calls refused for a character outside SQS's set.
     sqs_refused: usize,
+    /// Calls forwarded whose caller hung up before their answer (its attempt timed
+    /// out): the service did the work, the caller did not hear so. By operation, with
+    /// the entries each carried and its body.
+    unheard: Vec<(String, usize, String)>,
     /// Calls forwarded, by operation: how many, bytes sent, bytes received.
     traffic: std::collections::BTreeMap<String, Traffic>,
 }
@@ -131,6 +135,23 @@ impl Proxy {
     pub fn faulted(&self, operation: &str) -> usize {
         let state = self.state.lock().expect("proxy state");
         state.faulted.iter().filter(|o| **o == operation).count()
+    }
+
+    /// Entries (Kinesis records, SQS messages; 1 for another call) of the calls of
+    /// `operation` whose body contains `body_contains`, forwarded without a fault, that
+    /// the service took after their caller had hung up: on a slow machine an attempt
+    /// can time out just as the service finishes, and the SDK sends it again. Copies
+    /// downstream that no fault made.
+    pub fn unheard(&self, operation: &str, body_contains: Option<&str>) -> usize {
+        let state = self.state.lock().expect("proxy state");
+        state
+            .unheard
+            .iter()
+            .filter(|(op, _, body)| {
+                op == operation && body_contains.is_none_or(|n| body.contains(n))
+            })
+            .map(|(_, entries, _)| entries)
+            .sum()
     }
 
     /// SQS calls refused so far for a character SQS does not accept.
@@ -256,8 +277,13 @@ fn relay(mut client: TcpStream, upstream: &str, state: &Mutex<State>, stop: &Ato
         Some(Fault::Halve) => halve(&mut client, &head, &body, upstream),
         None => {
             if let Some(response) = forward(&head, &body, upstream) {
+                let gone = hung_up(&client);
                 let _ = client.write_all(&response);
                 let mut state = state.lock().expect("proxy state");
+                if gone {
+                    let text = String::from_utf8_lossy(&body).into_owned();
+                    state.unheard.push((operation(&head), entries(&body), text));
+                }
                 let traffic = state.traffic.entry(operation(&head)).or_default();
                 traffic.calls += 1;
                 traffic.sent += head.len() + 4 + body.len();
@@ -265,6 +291,34 @@ fn relay(mut client: TcpStream, upstream: &str, state: &Mutex<State>, stop: &Ato
             }
         }
     }
+}
+
+/// Whether the caller closed its connection (its attempt timed out) while the call was
+/// upstream: one request per connection, so anything readable now is its end.
+fn hung_up(client: &TcpStream) -> bool {
+    if client.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut byte = [0u8; 1];
+    let gone = match client.peek(&mut byte) {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    let _ = client.set_nonblocking(false);
+    gone
+}
+
+/// The entries of a batch call: `Records` (Kinesis) or `Entries` (SQS), else 1.
+fn entries(body: &[u8]) -> usize {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("Records")
+                .or_else(|| v.get("Entries"))
+                .and_then(Value::as_array)
+                .map(Vec::len)
+        })
+        .unwrap_or(1)
 }
 
 /// The characters SQS takes in a message body or a string attribute value, as its
