@@ -9,6 +9,7 @@
 //!   (serde_json's answers, strings scanned a word at a time).
 //! - `config`: [`Config`] and [`config()`], the settings handed to `init`.
 //! - `telemetry`: [`log`] and [`metrics`] through the host.
+//! - [`lookup`]: reference data through the host, one call per batch of keys.
 //! - `append`: short byte strings copied inline (the output batch, the JSON writer).
 //! - `wire`: the packed batch encoding of `wit/plugin.wit` (hidden).
 
@@ -23,6 +24,7 @@ mod append;
 mod config;
 mod error;
 mod json;
+pub mod lookup;
 mod output;
 mod record;
 mod telemetry;
@@ -30,6 +32,7 @@ mod wire;
 
 pub use config::{Config, config};
 pub use error::{DomainError, Error, InfrastructureError};
+pub use lookup::{Found, LookupError, lookup};
 pub use output::{IntoOutputs, Output};
 pub use record::Record;
 

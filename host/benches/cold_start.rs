@@ -138,6 +138,7 @@ fn release(module: Vec<u8>) -> Release {
         pin: false,
         force: true,
         precompile: Vec::new(),
+        lookups: Vec::new(),
     }
 }
 

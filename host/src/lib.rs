@@ -46,6 +46,7 @@ pub mod idempotency;
 pub mod kpl;
 pub mod lambda;
 pub mod limits;
+pub mod lookup;
 pub mod metrics;
 pub mod pipeline;
 pub mod record;

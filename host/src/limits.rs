@@ -97,6 +97,11 @@ impl Budget {
             .map_err(|_| CallOutOfTime)
     }
 
+    /// When work may no longer start, when there is a limit.
+    pub fn ends(&self) -> Option<Instant> {
+        self.until
+    }
+
     /// Whether the time is up.
     pub fn exhausted(&self) -> bool {
         self.until.is_some_and(|until| Instant::now() >= until)

@@ -13,7 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pipeline_host::wasmtime::component::bindgen!({ path: "../wit", world: "transform" });
 
-use pipeline::plugin::{host, types};
+use pipeline::plugin::{host, lookup, types};
 
 /// A store's state: WASI with nothing granted (what the benchmarked plugins import).
 pub struct Ctx {
@@ -46,6 +46,17 @@ impl host::Host for Ctx {
     fn log(&mut self, _: types::LogLevel, _: String) {}
     fn counter(&mut self, _: String, _: u64) {}
     fn gauge(&mut self, _: String, _: f64) {}
+}
+
+/// The benchmarked plugins read no tables.
+impl lookup::Host for Ctx {
+    fn get(
+        &mut self,
+        table: String,
+        _: Vec<String>,
+    ) -> Result<Vec<Option<Vec<u8>>>, lookup::LookupError> {
+        Err(lookup::LookupError::NotGranted(table))
+    }
 }
 
 pub struct RawPlugin {

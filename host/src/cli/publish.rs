@@ -62,6 +62,16 @@ pub(super) struct PublishArgs {
         conflicts_with = "rollback"
     )]
     precompile: Vec<String>,
+    /// The lookup tables the plugin reads, by logical name: signed into the manifest,
+    /// they are all it may read, and a host refuses to start it unless the operator
+    /// mapped each (PIPELINE_LOOKUPS).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "TABLE",
+        conflicts_with = "rollback"
+    )]
+    lookups: Vec<String>,
 }
 
 /// Flags of `host keygen`.
@@ -129,6 +139,7 @@ pub(super) async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         pin: args.pin,
         force: args.force,
         precompile: args.precompile,
+        lookups: args.lookups,
     };
     match publish::publish(&engine, &aws.s3, &args.to, release).await? {
         Published::Live(manifest) => println!(

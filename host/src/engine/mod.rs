@@ -22,6 +22,7 @@ mod blocking;
 mod budget;
 mod cache;
 mod chain;
+mod lookup;
 mod runner;
 mod sandbox;
 mod wire;
@@ -37,6 +38,7 @@ use wasmtime::{Config, Store, Strategy};
 
 pub use cache::{ArtifactCache, CacheError, Lookup};
 pub use chain::{Chain, StageStats};
+pub use lookup::{LookupFailure, MAX_KEY_BYTES, MAX_KEYS_PER_GET, TableReader};
 pub use runner::{MAX_PLUGIN_METRICS, Runner, RunnerMetrics};
 pub(crate) use sandbox::StoreState;
 
@@ -52,8 +54,22 @@ pub(crate) mod bindings {
     });
 }
 
+/// Contract 0.1's imports (`wit/0.1/plugin.wit`), linked beside 0.2's so that plugins
+/// built against it run unchanged. Its exports are 0.2's, type for type: a 0.1
+/// component is called through [`bindings`].
+#[allow(missing_docs, dead_code, clippy::all)]
+pub(crate) mod bindings_v0_1 {
+    wasmtime::component::bindgen!({
+        path: "../wit/0.1",
+        world: "transform",
+    });
+}
+
 /// The WIT package version this host implements; plugins built against it load.
-pub const WIT_VERSION: &str = "pipeline:plugin@0.1.0";
+pub const WIT_VERSION: &str = "pipeline:plugin@0.2.0";
+
+/// Every contract this host serves, newest first.
+pub const WIT_VERSIONS: [&str; 2] = [WIT_VERSION, "pipeline:plugin@0.1.0"];
 
 /// How often the epoch ticker advances; CPU deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -554,10 +570,12 @@ impl Engine {
         })?;
         let mut plugin = Plugin {
             engine: self.clone(),
+            world: world_of(component, self.inner.linker.engine()),
             pre,
             name: origin.clone(),
             version: String::new(),
             optimized: None,
+            tables: None,
         };
         let (mut store, bindings) = plugin.instantiate()?;
         let info = bindings
@@ -663,6 +681,7 @@ fn sandbox_linker(engine: &wasmtime::Engine) -> Result<Linker<StoreState>, Plugi
         wasmtime_wasi::p2::add_to_linker_sync(linker)?;
         blocking::shadow_poll(linker)?;
         bindings::Transform::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+        bindings_v0_1::Transform::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
         Ok(())
     };
     add(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
@@ -697,6 +716,10 @@ pub struct Plugin {
     version: String,
     /// Where Cranelift's code appears once compiled in the background (tiered start).
     optimized: Option<Arc<OnceLock<bindings::TransformPre<StoreState>>>>,
+    /// The contract the component was built against (one of [`WIT_VERSIONS`]).
+    world: &'static str,
+    /// The lookup tables its instances may read.
+    tables: lookup::Tables,
 }
 
 impl Plugin {
@@ -718,6 +741,18 @@ impl Plugin {
         self
     }
 
+    /// The contract the component was built against, `pipeline:plugin@X.Y.Z`.
+    pub fn world(&self) -> &'static str {
+        self.world
+    }
+
+    /// The same plugin, its instances reading lookup tables through `tables` (the
+    /// grants are the reader's to check).
+    pub fn with_tables(mut self, tables: Arc<dyn TableReader>) -> Self {
+        self.tables = Some(tables);
+        self
+    }
+
     /// The limits the plugin runs under.
     pub fn limits(&self) -> &Limits {
         self.engine.limits()
@@ -733,6 +768,8 @@ impl Plugin {
             name: self.name.clone(),
             version: self.version.clone(),
             optimized: None,
+            world: self.world,
+            tables: self.tables.clone(),
         })
     }
 
@@ -753,11 +790,21 @@ impl Plugin {
         let state = StoreState::new(
             limits.memory_bytes,
             format!("{}@{}", self.name, self.version),
+            self.tables.clone(),
         );
         // The store belongs to the engine that compiled this code (Cranelift or Winch).
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| s.limiter());
         store.set_epoch_deadline(deadline_ticks(limits.deadline));
+        // At the deadline, time the call spent waiting on lookups is given back once;
+        // past that, the call is interrupted (a trap, as without the callback).
+        store.epoch_deadline_callback(|mut store| {
+            let credit = store.data_mut().take_lookup_credit();
+            if credit.is_zero() {
+                return Err(wasmtime::Trap::Interrupt.into());
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(deadline_ticks(credit)))
+        });
         // Start and `init` run under the same deadline as a call.
         store
             .data_mut()
@@ -770,6 +817,20 @@ impl Plugin {
                 reason: sandbox::describe_trap(&store, &e),
             })?;
         Ok((store, bindings))
+    }
+}
+
+/// The contract a component was built against, from the versions of the
+/// `pipeline:plugin` interfaces it imports: 0.1 when it names 0.1's, else this host's.
+fn world_of(component: &Component, engine: &wasmtime::Engine) -> &'static str {
+    let imports_v0_1 = component
+        .component_type()
+        .imports(engine)
+        .any(|(name, _)| name.starts_with("pipeline:plugin/") && name.contains("@0.1."));
+    if imports_v0_1 {
+        WIT_VERSIONS[1]
+    } else {
+        WIT_VERSION
     }
 }
 

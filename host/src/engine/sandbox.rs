@@ -11,6 +11,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::pipeline::plugin::{host, types};
+use super::bindings_v0_1::pipeline::plugin as v0_1;
 
 /// Longest log message or stderr tail the host keeps from a plugin.
 const MAX_TEXT: usize = 4096;
@@ -42,6 +43,10 @@ pub(crate) struct StoreState {
     log_lines: u32,
     /// When the current call must end, blocked in WASI or not.
     call_deadline: Option<std::time::Instant>,
+    /// The lookup tables the plugin may read (contract 0.2).
+    pub(super) tables: super::lookup::Tables,
+    /// Time the current call waited on lookups, owed to its CPU deadline.
+    pub(super) lookup_credit: std::time::Duration,
 }
 
 /// Counters and gauges a plugin reported during one call.
@@ -54,7 +59,7 @@ pub(crate) struct Telemetry {
 }
 
 impl StoreState {
-    pub(crate) fn new(memory_bytes: usize, label: String) -> Self {
+    pub(crate) fn new(memory_bytes: usize, label: String, tables: super::lookup::Tables) -> Self {
         let stderr = StderrTail::default();
         // No preopened directories, no environment, no arguments, no network (the
         // builder denies sockets and name lookups by default); stdout is discarded.
@@ -72,6 +77,8 @@ impl StoreState {
             telemetry: Telemetry::default(),
             log_lines: 0,
             call_deadline: None,
+            tables,
+            lookup_credit: std::time::Duration::ZERO,
         }
     }
 
@@ -82,6 +89,15 @@ impl StoreState {
         self.stderr.clear();
         self.log_lines = 0;
         self.call_deadline = Some(deadline);
+        self.lookup_credit = std::time::Duration::ZERO;
+    }
+
+    /// Moves the current call's deadline for blocking WASI calls by `by` (time the
+    /// call spent waiting on the host, not running).
+    pub(super) fn extend_call_deadline(&mut self, by: std::time::Duration) {
+        if let Some(deadline) = &mut self.call_deadline {
+            *deadline += by;
+        }
     }
 
     /// The resource table and the current call's deadline, for WASI's blocking calls.
@@ -225,6 +241,30 @@ pub(crate) fn describe_trap(store: &Store<StoreState>, error: &wasmtime::Error) 
 }
 
 impl types::Host for StoreState {}
+
+// Contract 0.1: the same host functions, no lookups.
+impl v0_1::types::Host for StoreState {}
+
+impl v0_1::host::Host for StoreState {
+    fn log(&mut self, level: v0_1::types::LogLevel, message: String) {
+        let level = match level {
+            v0_1::types::LogLevel::Trace => types::LogLevel::Trace,
+            v0_1::types::LogLevel::Debug => types::LogLevel::Debug,
+            v0_1::types::LogLevel::Info => types::LogLevel::Info,
+            v0_1::types::LogLevel::Warn => types::LogLevel::Warn,
+            v0_1::types::LogLevel::Error => types::LogLevel::Error,
+        };
+        host::Host::log(self, level, message);
+    }
+
+    fn counter(&mut self, name: String, delta: u64) {
+        host::Host::counter(self, name, delta);
+    }
+
+    fn gauge(&mut self, name: String, value: f64) {
+        host::Host::gauge(self, name, value);
+    }
+}
 
 impl host::Host for StoreState {
     fn log(&mut self, level: types::LogLevel, message: String) {
@@ -431,7 +471,10 @@ mod tests {
     fn the_memory_cap_holds_across_all_memories() {
         let engine = wasmtime::Engine::default();
         let module = wasmtime::Module::new(&engine, TWO_MEMORIES).expect("a valid module");
-        let mut store = Store::new(&engine, StoreState::new(128 << 20, "two-memories".into()));
+        let mut store = Store::new(
+            &engine,
+            StoreState::new(128 << 20, "two-memories".into(), None),
+        );
         store.limiter(|s| s.limiter());
         let instance = wasmtime::Instance::new(&mut store, &module, &[]).expect("instance");
         let grow = instance

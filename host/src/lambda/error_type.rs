@@ -40,6 +40,9 @@ pub enum ErrorType {
     PluginUnavailable,
     /// A sink or the dead-letter queue could not be reached at start (cold start).
     SinkUnavailable,
+    /// A lookup table could not be set up at start: a DynamoDB table that cannot be
+    /// described, an object table that cannot be read or parsed (cold start).
+    LookupUnavailable,
     /// Anything else: a host bug (items and verdicts that do not balance, a plugin
     /// thread that died).
     Internal,
@@ -47,7 +50,7 @@ pub enum ErrorType {
 
 impl ErrorType {
     /// Every name, for the documentation test.
-    pub const ALL: [ErrorType; 12] = [
+    pub const ALL: [ErrorType; 13] = [
         Self::InvalidEvent,
         Self::OutOfTime,
         Self::RetryBatch,
@@ -59,6 +62,7 @@ impl ErrorType {
         Self::PluginRefused,
         Self::PluginUnavailable,
         Self::SinkUnavailable,
+        Self::LookupUnavailable,
         Self::Internal,
     ];
 
@@ -76,6 +80,7 @@ impl ErrorType {
             Self::PluginRefused => "PluginRefused",
             Self::PluginUnavailable => "PluginUnavailable",
             Self::SinkUnavailable => "SinkUnavailable",
+            Self::LookupUnavailable => "LookupUnavailable",
             Self::Internal => "Internal",
         }
     }
@@ -130,9 +135,10 @@ impl ErrorType {
                 ..
             } => Self::PluginUnavailable,
             StartError::Plugin {
-                reason: LoadError::Config(_),
+                reason: LoadError::Config(_) | LoadError::Lookups { .. },
                 ..
             } => Self::Config,
+            StartError::Lookups { .. } => Self::LookupUnavailable,
             StartError::Plugin { .. } | StartError::Engine(_) => Self::PluginRefused,
             StartError::Sink { .. } | StartError::DeadLetters { .. } => Self::SinkUnavailable,
             #[allow(unreachable_patterns)]

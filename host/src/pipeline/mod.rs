@@ -20,6 +20,7 @@ mod deliver;
 mod stats;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use batch::Entry;
 use claims::Claims;
@@ -33,6 +34,7 @@ use crate::aws::{AwsClients, AwsError};
 use crate::engine::{Chain, Engine, PluginError};
 use crate::idempotency::Store;
 use crate::limits::Budget;
+use crate::lookup::Tables;
 use crate::record::Verdict;
 use crate::registry::{FollowSettings, FollowedPlugin, LoadError, PluginLocation, SequenceFloor};
 use crate::settings::Settings;
@@ -81,6 +83,14 @@ pub enum StartError {
         setting: String,
         /// Why.
         reason: ConnectError,
+    },
+    /// A lookup table could not be set up.
+    #[error("{reason} ({setting})")]
+    Lookups {
+        /// The setting that mapped it, as the front door spells it.
+        setting: String,
+        /// Which table, and why.
+        reason: crate::lookup::LookupStartError,
     },
 }
 
@@ -168,6 +178,8 @@ pub struct Pipeline {
     start_timings: Vec<crate::registry::Timings>,
     /// The engine the stages run on (its background compiles end with [`Pipeline::finish`]).
     engine: Engine,
+    /// The lookup tables the plugins may read, when any is mapped.
+    lookups: Option<Arc<Tables>>,
 }
 
 impl Pipeline {
@@ -182,6 +194,17 @@ impl Pipeline {
                 })
                 .ok()
         });
+        let lookups = if settings.lookups.is_empty() {
+            None
+        } else {
+            let tables = Tables::connect(&settings.lookup_settings(), Some(aws))
+                .await
+                .map_err(|reason| StartError::Lookups {
+                    setting: settings.name_of("PIPELINE_LOOKUPS"),
+                    reason,
+                })?;
+            Some(tables)
+        };
         let mut plugins = Vec::new();
         let mut runners = Vec::new();
         let mut start_timings = Vec::new();
@@ -207,6 +230,7 @@ impl Pipeline {
                     }
                     _ => None,
                 },
+                lookups: lookups.clone(),
             };
             let mut source = FollowedPlugin::new(location.clone(), engine.clone(), source_settings);
             let loaded = source
@@ -277,6 +301,7 @@ impl Pipeline {
             time_margin: settings.time_margin,
             stats: RunStats::default(),
             start_timings,
+            lookups,
         })
     }
 
@@ -343,6 +368,10 @@ impl Pipeline {
             self.restart().await?;
         }
         self.refresh().await;
+        if let Some(tables) = &self.lookups {
+            // A lookup ends when no more work may start: its records are retried then.
+            tables.set_until(budget.ends());
+        }
         loop {
             let started = std::time::Instant::now();
             // Out of time, a source that fails the run stops before reading more: reading
@@ -470,6 +499,9 @@ impl Pipeline {
         let mut chain = chain;
         for (index, (label, metrics)) in chain.take_metrics().into_iter().enumerate() {
             self.stats.record_stage(index, label, metrics);
+        }
+        if let Some(tables) = &self.lookups {
+            self.stats.record_lookups(tables.take_stats());
         }
         let plugins = batch::plugin_refs(&chain);
         self.chain = Some(chain);

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::accounting::{Ledger, Summary};
 use crate::engine::RunnerMetrics;
+use crate::lookup::TableStats;
 
 /// A run's counts so far (or, from [`RunStats::since`], between two snapshots).
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -29,6 +30,8 @@ pub struct RunStats {
     pub refused_versions: u64,
     /// How long each batch took, from read to settled, in order.
     pub batch_durations: Vec<Duration>,
+    /// What each lookup table did, by logical name.
+    pub lookups: BTreeMap<String, TableStats>,
 }
 
 impl RunStats {
@@ -47,6 +50,18 @@ impl RunStats {
         let stage = &mut self.stages[index];
         stage.0 = label;
         stage.1.add(metrics);
+    }
+
+    /// A batch's lookups, added to the run's.
+    pub(super) fn record_lookups(&mut self, tables: BTreeMap<String, TableStats>) {
+        for (name, batch) in tables {
+            let total = self.lookups.entry(name).or_default();
+            total.hits += batch.hits;
+            total.misses += batch.misses;
+            total.calls += batch.calls;
+            total.errors += batch.errors;
+            total.time += batch.time;
+        }
     }
 
     /// Every stage's plugin work together.
@@ -122,6 +137,21 @@ impl RunStats {
                 .get(earlier.batch_durations.len()..)
                 .unwrap_or_default()
                 .to_vec(),
+            lookups: self
+                .lookups
+                .iter()
+                .map(|(name, now)| {
+                    let before = earlier.lookups.get(name).copied().unwrap_or_default();
+                    let delta = TableStats {
+                        hits: now.hits.saturating_sub(before.hits),
+                        misses: now.misses.saturating_sub(before.misses),
+                        calls: now.calls.saturating_sub(before.calls),
+                        errors: now.errors.saturating_sub(before.errors),
+                        time: now.time.saturating_sub(before.time),
+                    };
+                    (name.clone(), delta)
+                })
+                .collect(),
         }
     }
 }

@@ -14,6 +14,7 @@
 //! in the log) and the module compiled instead.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
@@ -21,6 +22,7 @@ use ed25519_dalek::VerifyingKey;
 use super::{Artifact, LoadError, Manifest, PluginLocation, sha256_hex};
 use crate::aws::{AwsClients, describe_error};
 use crate::engine::{ArtifactCache, Engine, LoadReport, PluginError, Runner};
+use crate::lookup::Tables;
 
 /// Longest wait for the manifest or the module: a check runs between two batches, so a
 /// hung request must not hold the next batch for long.
@@ -39,6 +41,9 @@ pub struct FollowSettings {
     pub config: Vec<(String, String)>,
     /// The lowest publish sequence the location may serve, kept outside the bucket.
     pub floor: Option<super::SequenceFloor>,
+    /// The lookup tables the operator mapped; each version is granted those its
+    /// manifest declares.
+    pub lookups: Option<Arc<Tables>>,
 }
 
 /// A plugin version, started and ready for its first batch.
@@ -339,6 +344,7 @@ impl FollowedPlugin {
         let engine = self.engine.clone();
         let cache = self.settings.cache.clone();
         let config = self.settings.config.clone();
+        let lookups = self.settings.lookups.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             prepare(
                 &engine,
@@ -347,6 +353,7 @@ impl FollowedPlugin {
                 manifest,
                 cache.as_ref(),
                 &config,
+                lookups.as_ref(),
                 fetch,
             )
         })
@@ -415,6 +422,7 @@ pub fn load_file(
         None,
         cache,
         config,
+        None,
         started.elapsed(),
     )
 }
@@ -429,8 +437,10 @@ fn read_file(path: &std::path::Path) -> Result<Vec<u8>, LoadError> {
 }
 
 /// Verifies a module against the manifest, compiles (or deserializes) it, or loads
-/// the published artifact, and starts it with the manifest's settings overlaid by
-/// `config`. Blocking.
+/// the published artifact, grants it the lookup tables its manifest declares (every
+/// mapped one without a manifest), and starts it with the manifest's settings overlaid
+/// by `config`. Blocking.
+#[allow(clippy::too_many_arguments)]
 fn prepare(
     engine: &Engine,
     code: &Code,
@@ -438,6 +448,7 @@ fn prepare(
     manifest: Option<Manifest>,
     cache: Option<&ArtifactCache>,
     config: &[(String, String)],
+    lookups: Option<&Arc<Tables>>,
     fetch: Duration,
 ) -> Result<Loaded, LoadError> {
     let started = Instant::now();
@@ -471,6 +482,28 @@ fn prepare(
     if let Some(manifest) = &manifest {
         plugin = plugin.with_identity(&manifest.name, &manifest.version);
         settings.clone_from(&manifest.config);
+    }
+    let declared = manifest.as_ref().map(|m| m.lookups.as_slice());
+    match (lookups, declared) {
+        (Some(tables), declared) => {
+            let granted = tables
+                .grant(declared)
+                .map_err(|reason| LoadError::Lookups {
+                    plugin: plugin.label(),
+                    reason,
+                })?;
+            plugin = plugin.with_tables(granted);
+        }
+        (None, Some(declared)) if !declared.is_empty() => {
+            return Err(LoadError::Lookups {
+                plugin: plugin.label(),
+                reason: format!(
+                    "it reads lookup tables ({}), and none is mapped (PIPELINE_LOOKUPS, `host run --lookup`)",
+                    declared.join(", ")
+                ),
+            });
+        }
+        (None, _) => {}
     }
     settings.extend(config.iter().cloned());
     let started = Instant::now();

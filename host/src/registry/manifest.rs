@@ -23,7 +23,7 @@ use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::engine::WIT_VERSION;
+use crate::engine::WIT_VERSIONS;
 
 /// One published plugin version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +64,11 @@ pub struct Manifest {
     /// signature and the artifact was made by an engine like its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<Artifact>,
+    /// The lookup tables the plugin reads, by logical name (`host publish --lookups`).
+    /// Signed: a host grants it these and no others, and refuses to start it when one
+    /// is not mapped (`PIPELINE_LOOKUPS`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lookups: Vec<String>,
 }
 
 /// The module compiled ahead of time for one target: wasmtime's native code, which a
@@ -97,7 +102,7 @@ pub enum ManifestError {
         actual: String,
     },
     /// The module targets a contract this host does not implement.
-    #[error("built for {world}, but this host implements {WIT_VERSION}")]
+    #[error("built for {world}, but this host implements {}", WIT_VERSIONS.join(" and "))]
     UnsupportedWorld {
         /// From the manifest.
         world: String,
@@ -230,6 +235,13 @@ impl Manifest {
             field(b"prefix");
             field(self.prefix.as_bytes());
         }
+        if !self.lookups.is_empty() {
+            field(b"lookups");
+            field(&(self.lookups.len() as u64).to_le_bytes());
+            for table in &self.lookups {
+                field(table.as_bytes());
+            }
+        }
         Ok(out)
     }
 
@@ -296,14 +308,16 @@ pub fn world_supported(world: &str) -> bool {
             .collect::<Option<Vec<u64>>>()?;
         (parts.len() == 3).then(|| (package.to_owned(), parts))
     };
-    match (split(world), split(WIT_VERSION)) {
-        (Some((package, theirs)), Some((ours_package, ours))) => {
-            package == ours_package
-                && theirs[0] == ours[0]
-                && (ours[0] != 0 || theirs[1] == ours[1])
-        }
-        _ => false,
-    }
+    WIT_VERSIONS
+        .iter()
+        .any(|served| match (split(world), split(served)) {
+            (Some((package, theirs)), Some((ours_package, ours))) => {
+                package == ours_package
+                    && theirs[0] == ours[0]
+                    && (ours[0] != 0 || theirs[1] == ours[1])
+            }
+            _ => false,
+        })
 }
 
 /// A key that cannot be read.
@@ -341,6 +355,7 @@ pub fn verifying_key(text: &str) -> Result<VerifyingKey, KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::WIT_VERSION;
 
     fn manifest(module: &[u8]) -> Manifest {
         Manifest {
@@ -356,6 +371,7 @@ mod tests {
             pinned: false,
             prefix: PREFIX.into(),
             artifacts: Vec::new(),
+            lookups: Vec::new(),
         }
     }
 
@@ -412,12 +428,13 @@ mod tests {
     fn worlds_follow_semver() {
         assert!(world_supported(WIT_VERSION));
         assert!(world_supported("pipeline:plugin@0.1.7"));
-        assert!(!world_supported("pipeline:plugin@0.2.0"));
+        assert!(world_supported("pipeline:plugin@0.2.3"));
+        assert!(!world_supported("pipeline:plugin@0.3.0"));
         assert!(!world_supported("pipeline:plugin@1.1.0"));
         assert!(!world_supported("other:plugin@0.1.0"));
         assert!(!world_supported("pipeline:plugin"));
         let mut m = manifest(b"m");
-        m.world = "pipeline:plugin@0.2.0".into();
+        m.world = "pipeline:plugin@0.3.0".into();
         assert!(matches!(
             m.check(None, PREFIX),
             Err(ManifestError::UnsupportedWorld { .. })
@@ -442,7 +459,11 @@ mod tests {
             "another key is refused"
         );
         type Change = (&'static str, fn(&mut Manifest));
-        let changes: [Change; 7] = [
+        let changes: [Change; 9] = [
+            ("lookups", |m| m.lookups = vec!["users".into()]),
+            ("lookups", |m| {
+                m.lookups = vec!["users".into(), "prices".into()]
+            }),
             ("prefix", |m| m.prefix = "plugins/route/".into()),
             ("module", |m| m.sha256 = sha256_hex(b"other module")),
             ("name", |m| m.name = "route".into()),

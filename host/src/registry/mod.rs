@@ -146,6 +146,14 @@ pub enum LoadError {
     /// A configuration mistake (a signature required for a bare module, ...).
     #[error("{0}")]
     Config(String),
+    /// The plugin reads lookup tables the operator did not map.
+    #[error("{plugin}: {reason}")]
+    Lookups {
+        /// `name@version`.
+        plugin: String,
+        /// Which table, and what is mapped.
+        reason: String,
+    },
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use ed25519_dalek::SigningKey;
 
 use super::{Artifact, MANIFEST, Manifest, sha256_hex};
 use crate::aws::describe_error;
-use crate::engine::{Engine, Runner, WIT_VERSION};
+use crate::engine::{Engine, Runner};
 
 /// A plugin's prefix in S3, `s3://bucket/plugins/<name>/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +70,8 @@ pub struct Release {
     pub force: bool,
     /// Architectures to precompile the module for (signed artifacts next to it).
     pub precompile: Vec<String>,
+    /// The lookup tables the plugin reads (signed into the manifest).
+    pub lookups: Vec<String>,
 }
 
 /// What publishing did.
@@ -115,7 +117,11 @@ pub async fn publish(
         let precompile = !release.precompile.is_empty();
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let plugin = engine.load_bytes(&release.module, "the module")?;
-            let info = (plugin.name().to_owned(), plugin.version().to_owned());
+            let info = (
+                plugin.name().to_owned(),
+                plugin.version().to_owned(),
+                plugin.world(),
+            );
             Runner::new(plugin, config).context("the shipped settings are refused")?;
             let artifact = if precompile {
                 Some(engine.precompile(&release.module, "the module")?)
@@ -148,7 +154,7 @@ pub async fn publish(
     let mut manifest = Manifest {
         name: release.name.unwrap_or(info.0),
         version: release.version.unwrap_or(info.1),
-        world: WIT_VERSION.to_owned(),
+        world: info.2.to_owned(),
         module: to.key(&format!("modules/{sha256}.wasm")),
         sha256,
         config: release.config,
@@ -158,6 +164,7 @@ pub async fn publish(
         pinned: false,
         prefix: to.prefix.clone(),
         artifacts: artifact.iter().map(|(a, _)| a.clone()).collect(),
+        lookups: release.lookups,
     };
     if manifest.version.is_empty() || manifest.version.contains('/') {
         bail!("version {:?} cannot name a manifest", manifest.version);

@@ -84,6 +84,12 @@ pub struct Settings {
     pub dedup_id_field: String,
     /// Open SQS, SNS and EventBridge envelopes (`PIPELINE_ENVELOPES`).
     pub envelopes: bool,
+    /// The lookup tables plugins may read, by logical name.
+    pub lookups: BTreeMap<String, crate::lookup::TableSpec>,
+    /// Each lookup table's cache.
+    pub lookup_cache: crate::lookup::CacheLimits,
+    /// Bytes an S3 or file lookup table may have.
+    pub lookup_max_table_bytes: u64,
     /// The CloudWatch namespace of the Lambda host's metrics; `None`: none written.
     pub metrics_namespace: Option<String>,
     /// An invocation running longer than this writes its metrics as it goes.
@@ -170,6 +176,13 @@ impl Settings {
             dedup_claim: Duration::ZERO,
             dedup_id_field: String::new(),
             envelopes: false,
+            lookups: BTreeMap::new(),
+            lookup_cache: crate::lookup::CacheLimits {
+                ttl: Duration::ZERO,
+                entries: 0,
+                bytes: 0,
+            },
+            lookup_max_table_bytes: 0,
             metrics_namespace: None,
             metrics_interval: Duration::ZERO,
             door: FrontDoor::Cli,
@@ -200,6 +213,16 @@ pub fn name_of(env: &str, door: FrontDoor) -> String {
 const FUNCTION_MEMORY: &str = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE";
 
 impl Settings {
+    /// The lookup tables and how they are kept; an HTTP GET has the AWS attempt's time.
+    pub fn lookup_settings(&self) -> crate::lookup::LookupSettings {
+        crate::lookup::LookupSettings {
+            tables: self.lookups.clone(),
+            cache: self.lookup_cache,
+            max_table_bytes: self.lookup_max_table_bytes,
+            http_timeout: self.aws_timeouts.attempt,
+        }
+    }
+
     /// The input limits these settings give.
     pub fn input_limits(&self) -> crate::sources::InputLimits {
         crate::sources::InputLimits {

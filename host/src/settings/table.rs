@@ -309,6 +309,102 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        flag: Some("lookup"),
+        aliases: &[],
+        env: "PIPELINE_LOOKUPS",
+        default: None,
+        bounds: Bounds::Text(
+            "`NAME=SPEC`, SPEC one of `dynamodb://TABLE` (option `?fields=a,b`: the projection), `s3://BUCKET/KEY#COLUMN` or `file://PATH#COLUMN` (JSON lines, or by its extension `.csv` or `.parquet`; `?format=`; the key column defaults to `id`), an `http(s)://` URL with `{key}` where the key goes",
+        ),
+        about: "the lookup tables plugins may read, by logical name; a plugin is granted those its signed manifest declares (`host publish --lookups`), every one without a manifest",
+        required: Required::Never,
+        list: true,
+        apply: |s, values, _| {
+            s.lookups.clear();
+            for value in crate::lookup::join_specs(values) {
+                let (name, spec) = key_value(&value)?;
+                crate::lookup::check_table_name(&name)?;
+                let spec = spec
+                    .parse::<crate::lookup::TableSpec>()
+                    .map_err(|e| format!("{name}: {e}"))?;
+                s.lookups.insert(name, spec);
+            }
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("lookup-ttl-seconds"),
+        aliases: &[],
+        env: "PIPELINE_LOOKUP_TTL_SECONDS",
+        default: Some("300"),
+        bounds: Bounds::Range {
+            min: 0,
+            max: 86_400,
+            note: Some("0: no cache"),
+        },
+        about: "how long a looked-up value (or a key found missing) is served from the cache, and how often an S3 or file table is checked for a new version",
+        required: Required::Never,
+        list: false,
+        apply: |s, values, row| {
+            s.lookup_cache.ttl = Duration::from_secs(row.number(values)?);
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("lookup-cache-entries"),
+        aliases: &[],
+        env: "PIPELINE_LOOKUP_CACHE_ENTRIES",
+        default: Some("100000"),
+        bounds: Bounds::Range {
+            min: 0,
+            max: 10_000_000,
+            note: None,
+        },
+        about: "entries each DynamoDB or HTTP lookup table's cache keeps at most (the least recently used go first)",
+        required: Required::Never,
+        list: false,
+        apply: |s, values, row| {
+            s.lookup_cache.entries = row.number(values)?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("lookup-cache-mb"),
+        aliases: &[],
+        env: "PIPELINE_LOOKUP_CACHE_MB",
+        default: Some("64"),
+        bounds: Bounds::Range {
+            min: 0,
+            max: 4096,
+            note: None,
+        },
+        about: "MiB of keys and values each DynamoDB or HTTP lookup table's cache keeps at most",
+        required: Required::Never,
+        list: false,
+        apply: |s, values, row| {
+            s.lookup_cache.bytes = row.number::<usize>(values)? << 20;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("lookup-max-table-mb"),
+        aliases: &[],
+        env: "PIPELINE_LOOKUP_MAX_TABLE_MB",
+        default: Some("256"),
+        bounds: Bounds::Range {
+            min: 1,
+            max: 4096,
+            note: None,
+        },
+        about: "MiB an S3 or file lookup table may have (it is held in memory whole); a larger one is refused before it is read",
+        required: Required::Never,
+        list: false,
+        apply: |s, values, row| {
+            s.lookup_max_table_bytes = row.number::<u64>(values)? << 20;
+            Ok(())
+        },
+    },
+    Setting {
         flag: Some("envelopes"),
         aliases: &[],
         env: "PIPELINE_ENVELOPES",
