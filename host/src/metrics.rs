@@ -106,6 +106,26 @@ fn pipeline_metrics(invocation: &Invocation<'_>) -> Vec<Metric> {
     for (sink, n) in &stats.outputs_by_sink {
         metrics.push(count(format!("Outputs.{}", name_part(sink)), *n));
     }
+    // Lookups: the totals, then each table's (`LookupHits.users`).
+    if !stats.lookups.is_empty() {
+        let mut total = crate::lookup::TableStats::default();
+        let mut by_table = Vec::new();
+        for (table, t) in &stats.lookups {
+            total.hits += t.hits;
+            total.misses += t.misses;
+            total.calls += t.calls;
+            total.errors += t.errors;
+            total.time += t.time;
+            by_table.push((format!(".{}", name_part(table)), *t));
+        }
+        for (suffix, t) in std::iter::once((String::new(), total)).chain(by_table) {
+            metrics.push(count(format!("LookupHits{suffix}"), t.hits));
+            metrics.push(count(format!("LookupMisses{suffix}"), t.misses));
+            metrics.push(count(format!("LookupCalls{suffix}"), t.calls));
+            metrics.push(count(format!("LookupErrors{suffix}"), t.errors));
+            metrics.push(millis(format!("LookupTime{suffix}"), t.time));
+        }
+    }
     let batches = &stats.batch_durations;
     if !batches.is_empty() {
         // The latest ones, should a document ever gather more than the format allows.

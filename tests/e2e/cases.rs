@@ -15,7 +15,7 @@ fn cases_of(name: &str) -> std::path::PathBuf {
 #[test]
 fn every_example_plugin_passes_its_golden_cases() {
     let s = Scratch::new();
-    for name in ["enrich", "validate", "route"] {
+    for name in ["enrich", "validate", "route", "join"] {
         let wasm = plugin(name);
         let cases = cases_of(name);
         let run = s.host_test(&wasm, &cases, &[]);

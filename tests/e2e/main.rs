@@ -38,6 +38,7 @@ mod infra;
 mod lambda;
 mod lifecycle;
 mod limits;
+mod lookups;
 mod matrix;
 mod memories;
 mod metrics;

@@ -47,6 +47,11 @@ struct Case {
     /// One AWS event (Kinesis, SQS, DynamoDB Streams, Firehose, a direct invocation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     event: Option<Value>,
+    /// Lookup tables the plugin reads, inline: `NAME` (or `NAME#COLUMN`, the key
+    /// column, `id` by default) to its rows, JSON objects. They replace tables of the
+    /// same name mapped on the command line.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    lookups: BTreeMap<String, Vec<Value>>,
     /// What the plugin makes of it; absent until `--update` writes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expect: Option<Expect>,
@@ -194,6 +199,29 @@ async fn run_input(
     for (key, value) in &case.config {
         settings.plugin_config.retain(|(k, _)| k != key);
         settings.plugin_config.push((key.clone(), value.clone()));
+    }
+    for (table, rows) in &case.lookups {
+        let (table, column) = table
+            .split_once('#')
+            .unwrap_or((table, crate::lookup::DEFAULT_KEY_COLUMN));
+        crate::lookup::check_table_name(table).map_err(|e| anyhow::anyhow!("\"lookups\": {e}"))?;
+        let path = scratch.join(format!("{name}.lookup.{table}.jsonl"));
+        let mut text = Vec::new();
+        for row in rows {
+            anyhow::ensure!(
+                row.is_object(),
+                "\"lookups\".{table}: a row is a JSON object, not {row}"
+            );
+            serde_json::to_writer(&mut text, row)?;
+            text.push(b'\n');
+        }
+        std::fs::write(&path, text).context("cannot write a lookup table")?;
+        let spec = crate::lookup::TableSpec::File {
+            path,
+            column: column.to_owned(),
+            format: crate::lookup::TableFormat::JsonLines,
+        };
+        settings.lookups.insert(table.to_owned(), spec);
     }
     settings.sinks.clear();
     settings.dedup = None;

@@ -224,6 +224,21 @@ fn summary_json(
         ),
         ("plugin".to_owned(), plugin.into()),
         ("stages".to_owned(), stages.into()),
+        (
+            "lookups".to_owned(),
+            stats
+                .lookups
+                .iter()
+                .map(|(table, t)| {
+                    let counts = serde_json::json!({
+                        "hits": t.hits, "misses": t.misses, "calls": t.calls,
+                        "errors": t.errors, "time_ms": ms(t.time),
+                    });
+                    (table.clone(), counts)
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        ),
         ("duration_ms".to_owned(), ms(duration).into()),
         (
             "peak_memory_bytes".to_owned(),

@@ -22,9 +22,9 @@ mod blocking;
 mod budget;
 mod cache;
 mod chain;
-mod lookup;
 mod runner;
 mod sandbox;
+mod tables;
 mod wire;
 
 use std::path::Path;
@@ -38,9 +38,9 @@ use wasmtime::{Config, Store, Strategy};
 
 pub use cache::{ArtifactCache, CacheError, Lookup};
 pub use chain::{Chain, StageStats};
-pub use lookup::{LookupFailure, MAX_KEY_BYTES, MAX_KEYS_PER_GET, TableReader};
 pub use runner::{MAX_PLUGIN_METRICS, Runner, RunnerMetrics};
 pub(crate) use sandbox::StoreState;
+pub use tables::{LookupFailure, MAX_KEY_BYTES, MAX_KEYS_PER_GET, TableReader};
 
 use crate::limits::Limits;
 use budget::{Plan, Turn};
@@ -719,7 +719,7 @@ pub struct Plugin {
     /// The contract the component was built against (one of [`WIT_VERSIONS`]).
     world: &'static str,
     /// The lookup tables its instances may read.
-    tables: lookup::Tables,
+    tables: tables::Tables,
 }
 
 impl Plugin {

@@ -10,8 +10,9 @@ use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::pipeline::plugin::{host, types};
+use super::bindings::pipeline::plugin::{host, lookup, types};
 use super::bindings_v0_1::pipeline::plugin as v0_1;
+use super::tables::{LookupFailure, MAX_KEY_BYTES, MAX_KEYS_PER_GET, Tables};
 
 /// Longest log message or stderr tail the host keeps from a plugin.
 const MAX_TEXT: usize = 4096;
@@ -44,9 +45,9 @@ pub(crate) struct StoreState {
     /// When the current call must end, blocked in WASI or not.
     call_deadline: Option<std::time::Instant>,
     /// The lookup tables the plugin may read (contract 0.2).
-    pub(super) tables: super::lookup::Tables,
+    tables: Tables,
     /// Time the current call waited on lookups, owed to its CPU deadline.
-    pub(super) lookup_credit: std::time::Duration,
+    lookup_credit: std::time::Duration,
 }
 
 /// Counters and gauges a plugin reported during one call.
@@ -59,7 +60,7 @@ pub(crate) struct Telemetry {
 }
 
 impl StoreState {
-    pub(crate) fn new(memory_bytes: usize, label: String, tables: super::lookup::Tables) -> Self {
+    pub(crate) fn new(memory_bytes: usize, label: String, tables: Tables) -> Self {
         let stderr = StderrTail::default();
         // No preopened directories, no environment, no arguments, no network (the
         // builder denies sockets and name lookups by default); stdout is discarded.
@@ -94,7 +95,7 @@ impl StoreState {
 
     /// Moves the current call's deadline for blocking WASI calls by `by` (time the
     /// call spent waiting on the host, not running).
-    pub(super) fn extend_call_deadline(&mut self, by: std::time::Duration) {
+    fn extend_call_deadline(&mut self, by: std::time::Duration) {
         if let Some(deadline) = &mut self.call_deadline {
             *deadline += by;
         }
@@ -103,6 +104,12 @@ impl StoreState {
     /// The resource table and the current call's deadline, for WASI's blocking calls.
     pub(crate) fn poll_parts(&mut self) -> (&mut ResourceTable, Option<std::time::Instant>) {
         (&mut self.table, self.call_deadline)
+    }
+
+    /// Time spent in lookups during the current call, not yet given back to the CPU
+    /// deadline; taken (and zeroed) when the deadline is reached.
+    pub(crate) fn take_lookup_credit(&mut self) -> std::time::Duration {
+        std::mem::take(&mut self.lookup_credit)
     }
 
     pub(crate) fn limiter(&mut self) -> &mut dyn ResourceLimiter {
@@ -311,6 +318,51 @@ impl host::Host for StoreState {
             return;
         }
         self.telemetry.gauges.insert(name, value);
+    }
+}
+
+impl lookup::Host for StoreState {
+    fn get(
+        &mut self,
+        table: String,
+        keys: Vec<String>,
+    ) -> Result<Vec<Option<Vec<u8>>>, lookup::LookupError> {
+        let Some(reader) = self.tables.clone() else {
+            return Err(lookup::LookupError::NotGranted(format!(
+                "no lookup table is granted to this plugin (asked for `{table}`)"
+            )));
+        };
+        if keys.len() > MAX_KEYS_PER_GET {
+            return Err(lookup::LookupError::NotGranted(format!(
+                "{} keys in one lookup of `{table}`: at most {MAX_KEYS_PER_GET}",
+                keys.len()
+            )));
+        }
+        if let Some(key) = keys.iter().find(|k| k.len() > MAX_KEY_BYTES) {
+            return Err(lookup::LookupError::NotGranted(format!(
+                "a key of {} bytes in a lookup of `{table}`: at most {MAX_KEY_BYTES}",
+                key.len()
+            )));
+        }
+        let started = std::time::Instant::now();
+        let answer = reader.get(&table, &keys);
+        // Waiting on a table is not the plugin's CPU: the deadline (and a WASI wait's)
+        // moves by what the lookup took.
+        let waited = started.elapsed();
+        self.lookup_credit += waited;
+        self.extend_call_deadline(waited);
+        match answer {
+            Ok(values) if values.len() == keys.len() => {
+                Ok(values.into_iter().map(|v| v.map(|b| b.to_vec())).collect())
+            }
+            Ok(values) => Err(lookup::LookupError::Unavailable(format!(
+                "table `{table}` answered {} values for {} keys (host bug)",
+                values.len(),
+                keys.len()
+            ))),
+            Err(LookupFailure::NotGranted(why)) => Err(lookup::LookupError::NotGranted(why)),
+            Err(LookupFailure::Unavailable(why)) => Err(lookup::LookupError::Unavailable(why)),
+        }
     }
 }
 

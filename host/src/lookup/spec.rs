@@ -134,7 +134,9 @@ impl FromStr for TableSpec {
                     match name {
                         "fields" => fields = value.split(',').map(str::to_owned).collect(),
                         other => {
-                            return Err(refuse(&format!("unknown option `{other}` (`fields=a,b`)")));
+                            return Err(refuse(&format!(
+                                "unknown option `{other}` (`fields=a,b`)"
+                            )));
                         }
                     }
                 }

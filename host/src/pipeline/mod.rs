@@ -683,6 +683,12 @@ impl Pipeline {
                 line.push_str(&format!(" {numbers}"));
             }
         }
+        for (table, t) in &self.stats.lookups {
+            line.push_str(&format!(
+                " lookup.{table}=hits:{},misses:{},calls:{},errors:{}",
+                t.hits, t.misses, t.calls, t.errors
+            ));
+        }
         line
     }
 }

@@ -1,0 +1,38 @@
+//! What the sandbox's one door to reference data (the `lookup` import of contract 0.2,
+//! served in `sandbox.rs`) reads through: a [`TableReader`] the host gives the plugin
+//! (the host's `lookup` module). The engine knows nothing of where tables live.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// Keys one `get` may ask for: a batch's worth, many times over. Past it the call is
+/// refused before anything is fetched (the host would otherwise hold a list sized by
+/// the plugin).
+pub const MAX_KEYS_PER_GET: usize = 100_000;
+/// Longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 2048;
+
+/// Why a table gave no answer, as the plugin sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LookupFailure {
+    /// The plugin was not granted the table: nothing was asked.
+    #[error("{0}")]
+    NotGranted(String),
+    /// The table cannot be read now (throttled, timed out, unreachable, out of time).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Reads the tables a plugin was granted. Called on the plugin's thread, blocking it:
+/// the implementation bounds its own waiting by the invocation's time.
+pub trait TableReader: Send + Sync {
+    /// The values of `keys` in `table`, in the keys' order (`None`: the table has no
+    /// such key).
+    fn get(&self, table: &str, keys: &[String]) -> Result<Vec<Option<Bytes>>, LookupFailure>;
+}
+
+/// The tables an instance may read, if any (a plugin without grants gets
+/// `not-granted` for every table).
+pub(crate) type Tables = Option<Arc<dyn TableReader>>;
