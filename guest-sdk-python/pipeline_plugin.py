@@ -22,6 +22,7 @@ import json
 from componentize_py_types import Err
 from wit_world import WitWorld as _World
 from wit_world.imports import host, types
+from wit_world.imports import lookup as _lookup
 
 _NONE = 0xFFFF_FFFF
 _RECORD_WORDS = 6
@@ -190,6 +191,91 @@ def gauge(name, value):
     host.gauge(name, float(value))
 
 
+class LookupNotGranted(DomainError):
+    """The plugin was not granted the table (its manifest does not declare it, or the
+    operator did not map it): a bug to fix, not data to retry."""
+
+
+class LookupUnavailable(InfrastructureError):
+    """The table cannot be read now (throttled, timed out, unreachable, out of time): the
+    records that needed it are retried or handed back, never dead-lettered as bad data."""
+
+
+class Found:
+    """What one ``lookup`` found, by key: ``get(key)`` is the row's bytes (JSON) or
+    ``None``; ``json(key)`` parses it."""
+
+    def __init__(self, values):
+        self._values = values
+
+    def get(self, key):
+        return self._values.get(key)
+
+    def json(self, key):
+        value = self.get(key)
+        if value is None:
+            return None
+        try:
+            return json.loads(value)
+        except ValueError as e:
+            raise DomainError(f"the looked-up value of {key!r} is not JSON: {e}") from None
+
+    def __contains__(self, key):
+        return self.get(key) is not None
+
+    def __len__(self):
+        return len(self._values)
+
+
+# Tables stubbed for native unit tests (``stub_table``); ``None`` in a plugin, where
+# lookups go to the host.
+_stubs = None
+
+
+def lookup(table, keys):
+    """Looks ``keys`` up in the lookup table ``table`` with one call to the host (each
+    distinct key once). Raises ``LookupUnavailable`` or ``LookupNotGranted``."""
+    distinct = [k for k in dict.fromkeys(str(k) for k in keys)]
+    if not distinct:
+        return Found({})
+    if _stubs is not None:
+        values = _stub_get(table, distinct)
+    else:
+        try:
+            values = _lookup.get(table, distinct)
+        except Err as e:
+            if isinstance(e.value, _lookup.LookupError_NotGranted):
+                raise LookupNotGranted(f"lookup not granted: {e.value.value}") from None
+            raise LookupUnavailable(f"lookup unavailable: {e.value.value}") from None
+    return Found(dict(zip(distinct, (None if v is None else bytes(v) for v in values))))
+
+
+def stub_table(table, rows):
+    """For native unit tests: fills ``table`` with ``rows`` (key to a JSON value).
+    Lookups of a table never stubbed raise ``LookupNotGranted``."""
+    global _stubs
+    _stubs = _stubs if _stubs is not None else {}
+    _stubs[table] = {
+        str(k): json.dumps(v, separators=(",", ":")).encode() for k, v in rows.items()
+    }
+
+
+def stub_unavailable(table, why):
+    """For native unit tests: makes ``table`` fail as unavailable (a throttled table)."""
+    global _stubs
+    _stubs = _stubs if _stubs is not None else {}
+    _stubs[table] = str(why)
+
+
+def _stub_get(table, keys):
+    rows = _stubs.get(table)
+    if rows is None:
+        raise LookupNotGranted(f"lookup not granted: table `{table}` is not stubbed")
+    if isinstance(rows, str):
+        raise LookupUnavailable(f"lookup unavailable: {rows}")
+    return [rows.get(k) for k in keys]
+
+
 def _span(data, offset, length):
     return data[offset : offset + length]
 
@@ -267,10 +353,14 @@ class _Packer:
         )
 
 
-def plugin(name, version, transform, init=None):
+def plugin(name, version, transform, init=None, prepare=None):
     """The component's exports for ``transform`` (and ``init(config)``, which may raise
     ``DomainError`` to refuse the settings), as the class componentize-py looks for: assign
-    it to ``WitWorld`` in the app module."""
+    it to ``WitWorld`` in the app module.
+
+    With ``prepare(records)``, it runs once per batch first (to ``lookup`` the keys the
+    batch needs, once), and ``transform(record, prepared)`` gets what it returned; an
+    error it raises fails every record of the batch with it."""
 
     class WitWorld(_World):
         def info(self):
@@ -290,9 +380,21 @@ def plugin(name, version, transform, init=None):
 
         def transform(self, batch):
             packer = _Packer()
-            for index, record in enumerate(_records(batch)):
+            records = _records(batch)
+            prepared, failure = None, None
+            if prepare is not None:
                 try:
-                    answer = transform(record)
+                    prepared = prepare(records)
+                except DomainError as e:
+                    failure = types.Error_Domain(str(e))
+                except InfrastructureError as e:
+                    failure = types.Error_Infrastructure(str(e))
+            for index, record in enumerate(records):
+                if failure is not None:
+                    packer.fail(index, failure)
+                    continue
+                try:
+                    answer = transform(record) if prepare is None else transform(record, prepared)
                 except DomainError as e:
                     packer.fail(index, types.Error_Domain(str(e)))
                     continue
