@@ -421,6 +421,11 @@ async fn an_http_table_answers_per_key_and_a_404_is_a_miss() {
                     Some("u-1") => {
                         tiny_http::Response::from_string(r#"{"name":"Ann","segment":"gold"}"#)
                     }
+                    Some("slow") => {
+                        // Five times the plugin's CPU deadline in the last run below.
+                        std::thread::sleep(std::time::Duration::from_millis(1000));
+                        tiny_http::Response::from_string(r#"{"name":"Slow","segment":"new"}"#)
+                    }
                     _ => tiny_http::Response::from_string("no such user").with_status_code(404),
                 };
                 let _ = request.respond(response);
@@ -464,5 +469,27 @@ async fn an_http_table_answers_per_key_and_a_404_is_a_miss() {
     urls.sort();
     assert_eq!(urls, ["/users/u%2F%2E%2E%2F2", "/users/u-1"]);
     assert_eq!(run.summary()["lookups"]["users"]["calls"], 2);
+
+    // Waiting on a table is not the plugin's CPU: a lookup of 1 s under a 200 ms
+    // deadline does not trap the call.
+    let slow = s.write("slow.jsonl", &order(4, "slow", "sku-apple"));
+    let run = s
+        .run("join")
+        .input(&slow)
+        .output(&s.path("slow-out.jsonl"))
+        .flag("--lookup", &users)
+        .flag("--lookup", &prices)
+        .flag("--call-deadline-ms", "200")
+        .go();
+    run.assert_ok();
+    assert_eq!(run.count("transformed"), 1, "{}", run.stderr);
+    let joined = s.json_lines("slow-out.jsonl");
+    assert_eq!(
+        joined[0]["payload"]["user"]["name"],
+        "Slow",
+        "{joined:?} {:?} {}",
+        asked.lock().expect("asked"),
+        run.stderr
+    );
     server.unblock();
 }
