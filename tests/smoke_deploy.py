@@ -268,6 +268,9 @@ def main():
                     document = ast.literal_eval(text)
             for statement in document["Statement"]:
                 actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+                if statement.get("Sid", "").startswith("ReadLookup"):
+                    targets = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+                    print(f"grant {statement['Sid']}: {' '.join(actions)} on {' '.join(targets)}")
                 wide = [a for a in actions if a == "*" or a.endswith(":*")]
                 if wide:
                     sys.exit(f"role {role} policy {name} grants wildcard actions {wide}")

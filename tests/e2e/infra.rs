@@ -102,6 +102,30 @@ fn the_template_deploys_with_kafka_as_its_source() {
     }
 }
 
+/// Lookups: the mapping reaches the function, and its role may read the tables and
+/// objects named, those only; without them, no lookup grant at all.
+#[test]
+fn the_template_grants_read_on_the_mapped_lookup_tables_only() {
+    let stdout = smoke_deploy(&[
+        "Lookups=users=dynamodb://users,prices=s3://ref/prices.parquet#sku",
+        "LookupTableArns=arn:aws:dynamodb:us-east-1:123456789012:table/users",
+        "LookupObjectArns=arn:aws:s3:::ref/prices.parquet",
+    ]);
+    assert!(stdout.contains("stack status: CREATE_COMPLETE"), "{stdout}");
+    assert!(
+        stdout.contains("grant ReadLookupTables: dynamodb:DescribeTable dynamodb:BatchGetItem on arn:aws:dynamodb:us-east-1:123456789012:table/users\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("grant ReadLookupObjects: s3:GetObject on arn:aws:s3:::ref/prices.parquet\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("no wildcard actions"), "{stdout}");
+    let without = smoke_deploy(&[]);
+    assert!(!without.contains("grant ReadLookup"), "{without}");
+}
+
 #[test]
 fn the_template_deploys_on_the_emulator() {
     let stdout = smoke_deploy(&[]);
