@@ -201,14 +201,19 @@ const TABLES: &str =
 
 /// A Parquet table of prices: `sku` text, `price_cents` a 64-bit integer.
 fn prices_parquet() -> Vec<u8> {
+    prices_parquet_at(45)
+}
+
+/// [`prices_parquet`] with the apple at `apple` cents.
+fn prices_parquet_at(apple: i64) -> Vec<u8> {
     use arrow_schema::{DataType, Field, Schema};
     let schema = Arc::new(Schema::new(vec![
         Field::new("sku", DataType::Utf8, false),
         Field::new("price_cents", DataType::Int64, false),
     ]));
     let rows = [
-        "{\"sku\":\"sku-apple\",\"price_cents\":45}",
-        "{\"sku\":\"sku-pear\",\"price_cents\":60}",
+        format!("{{\"sku\":\"sku-apple\",\"price_cents\":{apple}}}"),
+        "{\"sku\":\"sku-pear\",\"price_cents\":60}".to_owned(),
     ];
     let mut decoder = arrow_json::ReaderBuilder::new(schema.clone())
         .build_decoder()
@@ -294,6 +299,47 @@ async fn dynamodb_and_s3_tables_batched_and_cached_across_invocations() {
     );
     assert_eq!(lambda.metric_total("LookupHits.prices"), 4.0);
     assert_eq!(world.aws.stream_records("out").await.len(), 300);
+}
+
+/// An S3 table is read at start and asked again after each TTL with its ETag: unchanged,
+/// the emulator's 304 keeps the rows; a new version of the object is read.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_table_is_read_again_when_its_object_changes() {
+    let world = World::new("users,prices").await;
+    let lambda = world.lambda(TABLES, &[("PIPELINE_LOOKUP_TTL_SECONDS", "1")]);
+    let event = || kinesis_event(&[("shardId-0", order(1, "u-1", "sku-apple").as_str())]);
+    let price = |outputs: &[String]| -> Value {
+        let last: Value = serde_json::from_str(outputs.last().expect("an output")).expect("json");
+        last["price_cents"].clone()
+    };
+    lambda.invoke(event());
+    assert_eq!(price(&world.aws.stream_records("out").await), 45);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    world.proxy.take_traffic();
+    lambda.invoke(event());
+    let asked = world.proxy.take_traffic();
+    assert_eq!(
+        asked.get("S3.GET").map(|t| t.calls),
+        Some(1),
+        "asked again: {asked:?}"
+    );
+    assert_eq!(
+        price(&world.aws.stream_records("out").await),
+        45,
+        "unchanged (304)"
+    );
+    world
+        .aws
+        .put_object("ref", "prices.parquet", prices_parquet_at(50))
+        .await;
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    lambda.invoke(event());
+    assert_eq!(
+        price(&world.aws.stream_records("out").await),
+        50,
+        "the new version"
+    );
+    assert_eq!(lambda.metric_total("LookupErrors.prices"), 0.0);
 }
 
 /// A manifest that declares a table the operator did not map refuses the cold start

@@ -21,7 +21,7 @@ mod http;
 mod object;
 mod spec;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -300,13 +300,14 @@ impl Table {
         let now = Instant::now();
         let mut known: HashMap<&str, Option<Bytes>> = HashMap::new();
         let mut missing: Vec<String> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
         {
             let mut cache = self
                 .cache
                 .lock()
                 .map_err(|_| "the cache's lock was poisoned (host bug)")?;
             for key in keys {
-                if known.contains_key(key.as_str()) || missing.contains(key) {
+                if !seen.insert(key.as_str()) {
                     continue;
                 }
                 match cache.get(key, now) {
