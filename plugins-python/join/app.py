@@ -50,7 +50,11 @@ def transform(record, tables):
             cents = int(cents.strip())
         except ValueError:
             raise pp.DomainError(f"the price of {sku!r} is not a number") from None
+    if not isinstance(cents, int) or isinstance(cents, bool) or not -(2**63) <= cents * quantity < 2**63:
+        raise pp.DomainError(f"the total of order {order_id!r} is out of range")
     user = users.json(user_id)
+    if user is not None and not all(isinstance(user.get(f), str) for f in ("name", "segment")):
+        raise pp.DomainError(f"the user row of {user_id!r} has no text `name` and `segment`")
     joined = {
         "order_id": order_id,
         "sku": sku,

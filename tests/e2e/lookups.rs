@@ -226,9 +226,10 @@ fn prices_parquet_at(apple: i64) -> Vec<u8> {
     writer.into_inner().expect("parquet")
 }
 
-/// 150 orders of 150 users, one of two skus.
+/// 150 orders of 150 users, one of two skus, and one more whose user id is empty (a
+/// key DynamoDB would refuse the whole request for).
 fn orders_event() -> Value {
-    let orders: Vec<String> = (0..150)
+    let mut orders: Vec<String> = (0..150)
         .map(|i| {
             order(
                 i,
@@ -237,6 +238,7 @@ fn orders_event() -> Value {
             )
         })
         .collect();
+    orders.push(order(150, "", "sku-apple"));
     kinesis_event(
         &orders
             .iter()
@@ -266,7 +268,7 @@ async fn dynamodb_and_s3_tables_batched_and_cached_across_invocations() {
         "{first:?}"
     );
     let outputs = world.aws.stream_records("out").await;
-    assert_eq!(outputs.len(), 150);
+    assert_eq!(outputs.len(), 151);
     let joined: Vec<Value> = outputs
         .iter()
         .map(|o| serde_json::from_str(o).expect("json"))
@@ -281,6 +283,11 @@ async fn dynamodb_and_s3_tables_batched_and_cached_across_invocations() {
         joined[149]["user"],
         Value::Null,
         "u-149 is not in the table"
+    );
+    assert_eq!(
+        joined[150]["user"],
+        Value::Null,
+        "an empty key is in no table"
     );
     assert_eq!(lambda.metric_total("LookupMisses.users"), 150.0);
     assert_eq!(lambda.metric_total("LookupCalls.users"), 2.0);
@@ -298,7 +305,7 @@ async fn dynamodb_and_s3_tables_batched_and_cached_across_invocations() {
         "misses are cached too"
     );
     assert_eq!(lambda.metric_total("LookupHits.prices"), 4.0);
-    assert_eq!(world.aws.stream_records("out").await.len(), 300);
+    assert_eq!(world.aws.stream_records("out").await.len(), 302);
 }
 
 /// An S3 table is read at start and asked again after each TTL with its ETag: unchanged,
@@ -373,7 +380,7 @@ async fn grants_refused_at_start_and_at_the_call() {
         "nothing asked of users"
     );
     let dead = world.aws.drain_queue(&world.aws.queue("dlq").await).await;
-    assert_eq!(dead.len(), 150);
+    assert_eq!(dead.len(), 151);
     assert!(
         dead[0].contains("not granted lookup table `users`"),
         "{}",
@@ -381,7 +388,7 @@ async fn grants_refused_at_start_and_at_the_call() {
     );
     assert_eq!(
         dlq_kinds(&dead).iter().filter(|k| *k == "domain").count(),
-        150
+        151
     );
 }
 

@@ -796,14 +796,15 @@ impl Plugin {
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|s| s.limiter());
         store.set_epoch_deadline(deadline_ticks(limits.deadline));
-        // At the deadline, time the call spent waiting on lookups is given back once;
-        // past that, the call is interrupted (a trap, as without the callback).
-        store.epoch_deadline_callback(|mut store| {
-            let credit = store.data_mut().take_lookup_credit();
-            if credit.is_zero() {
-                return Err(wasmtime::Trap::Interrupt.into());
+        // Time a call spends waiting on lookups moves its deadline (the call's own
+        // clock, `begin_call`): at the CPU deadline, a call that waited runs on until
+        // that moved deadline; one that did not is interrupted (a trap, as without the
+        // callback).
+        store.epoch_deadline_callback(|store| match store.data().time_left_after_waits() {
+            Some(left) if !left.is_zero() => {
+                Ok(wasmtime::UpdateDeadline::Continue(deadline_ticks(left)))
             }
-            Ok(wasmtime::UpdateDeadline::Continue(deadline_ticks(credit)))
+            _ => Err(wasmtime::Trap::Interrupt.into()),
         });
         // Start and `init` run under the same deadline as a call.
         store

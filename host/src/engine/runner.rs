@@ -148,6 +148,8 @@ pub struct Runner {
     /// Time the current batch's other failed calls took (all but those into the
     /// deadline), starting their instances included.
     failed_time: Duration,
+    /// Time the last call spent waiting on lookups.
+    last_waited: Duration,
     /// Counter and gauge names taken so far (at most [`MAX_PLUGIN_METRICS`]), each with
     /// whether it is a gauge: one name is one metric, a counter or a gauge, not both.
     metric_names: BTreeMap<String, bool>,
@@ -168,6 +170,7 @@ impl Runner {
             metrics: RunnerMetrics::default(),
             deadline_calls: 0,
             failed_time: Duration::ZERO,
+            last_waited: Duration::ZERO,
             metric_names: BTreeMap::new(),
             warned_metrics: (false, false),
         };
@@ -315,7 +318,8 @@ impl Runner {
         if let Err(failure) = &called
             && failure.kind != FailureKind::Deadline
         {
-            self.failed_time += started.elapsed();
+            // Waiting on lookups is not the plugin's doing.
+            self.failed_time += started.elapsed().saturating_sub(self.last_waited);
         }
         match called {
             Ok(results) => {
@@ -419,6 +423,7 @@ impl Runner {
     ) -> Result<Vec<PluginResult>, CallFailure> {
         let limits = self.plugin.engine.limits().clone();
         let fresh = self.live.is_none();
+        self.last_waited = Duration::ZERO;
         let mut live = match self.live.take() {
             Some(live) => live,
             None => self.start().map_err(|e| CallFailure {
@@ -445,6 +450,7 @@ impl Runner {
         live.store.data_mut().begin_call(calling + limits.deadline);
         self.metrics.calls += 1;
         let answer = live.bindings.call_transform(&mut live.store, batch);
+        self.last_waited = live.store.data().lookup_waited();
         let unpacking = Instant::now();
         self.metrics.plugin_time += unpacking - calling;
         // Telemetry counts only from calls whose results are kept: a trapped call's

@@ -46,8 +46,8 @@ pub(crate) struct StoreState {
     call_deadline: Option<std::time::Instant>,
     /// The lookup tables the plugin may read (contract 0.2).
     tables: Tables,
-    /// Time the current call waited on lookups, owed to its CPU deadline.
-    lookup_credit: std::time::Duration,
+    /// Time the current call waited on lookups (its deadline moved by as much).
+    lookup_waited: std::time::Duration,
 }
 
 /// Counters and gauges a plugin reported during one call.
@@ -79,7 +79,7 @@ impl StoreState {
             log_lines: 0,
             call_deadline: None,
             tables,
-            lookup_credit: std::time::Duration::ZERO,
+            lookup_waited: std::time::Duration::ZERO,
         }
     }
 
@@ -90,7 +90,7 @@ impl StoreState {
         self.stderr.clear();
         self.log_lines = 0;
         self.call_deadline = Some(deadline);
-        self.lookup_credit = std::time::Duration::ZERO;
+        self.lookup_waited = std::time::Duration::ZERO;
     }
 
     /// Moves the current call's deadline for blocking WASI calls by `by` (time the
@@ -106,10 +106,20 @@ impl StoreState {
         (&mut self.table, self.call_deadline)
     }
 
-    /// Time spent in lookups during the current call, not yet given back to the CPU
-    /// deadline; taken (and zeroed) when the deadline is reached.
-    pub(crate) fn take_lookup_credit(&mut self) -> std::time::Duration {
-        std::mem::take(&mut self.lookup_credit)
+    /// Time the current call spent waiting on lookups.
+    pub(crate) fn lookup_waited(&self) -> std::time::Duration {
+        self.lookup_waited
+    }
+
+    /// When the CPU deadline is reached in a call that waited on lookups: the time left
+    /// before the call's deadline moved by those waits (zero: none left). `None` for a
+    /// call that did not wait: its deadline is the CPU deadline.
+    pub(crate) fn time_left_after_waits(&self) -> Option<std::time::Duration> {
+        if self.lookup_waited.is_zero() {
+            return None;
+        }
+        let deadline = self.call_deadline?;
+        Some(deadline.saturating_duration_since(std::time::Instant::now()))
     }
 
     pub(crate) fn limiter(&mut self) -> &mut dyn ResourceLimiter {
@@ -327,42 +337,68 @@ impl lookup::Host for StoreState {
         table: String,
         keys: Vec<String>,
     ) -> Result<Vec<Option<Vec<u8>>>, lookup::LookupError> {
+        let refused = |why: String| Err(lookup::LookupError::NotGranted(why));
         let Some(reader) = self.tables.clone() else {
-            return Err(lookup::LookupError::NotGranted(format!(
+            return refused(format!(
                 "no lookup table is granted to this plugin (asked for `{table}`)"
-            )));
+            ));
         };
         if keys.len() > MAX_KEYS_PER_GET {
-            return Err(lookup::LookupError::NotGranted(format!(
+            return refused(format!(
                 "{} keys in one lookup of `{table}`: at most {MAX_KEYS_PER_GET}",
                 keys.len()
-            )));
+            ));
         }
-        if let Some(key) = keys.iter().find(|k| k.len() > MAX_KEY_BYTES) {
-            return Err(lookup::LookupError::NotGranted(format!(
-                "a key of {} bytes in a lookup of `{table}`: at most {MAX_KEY_BYTES}",
-                key.len()
-            )));
-        }
+        // An empty key, or one longer than any table's key may be, is in no table: it is
+        // answered `none` without being asked (a backend would refuse the whole request,
+        // or an empty key would change the URL an HTTP table fetches).
+        let askable = |k: &String| !k.is_empty() && k.len() <= MAX_KEY_BYTES;
+        let asked: Vec<String> = keys.iter().filter(|k| askable(k)).cloned().collect();
         let started = std::time::Instant::now();
-        let answer = reader.get(&table, &keys);
+        let answer = if asked.is_empty() {
+            Ok(Vec::new())
+        } else {
+            reader.get(&table, &asked)
+        };
         // Waiting on a table is not the plugin's CPU: the deadline (and a WASI wait's)
         // moves by what the lookup took.
         let waited = started.elapsed();
-        self.lookup_credit += waited;
+        self.lookup_waited += waited;
         self.extend_call_deadline(waited);
-        match answer {
-            Ok(values) if values.len() == keys.len() => {
-                Ok(values.into_iter().map(|v| v.map(|b| b.to_vec())).collect())
+        let values = match answer {
+            Ok(values) if values.len() == asked.len() => values,
+            Ok(values) => {
+                return Err(lookup::LookupError::Unavailable(format!(
+                    "table `{table}` answered {} values for {} keys (host bug)",
+                    values.len(),
+                    asked.len()
+                )));
             }
-            Ok(values) => Err(lookup::LookupError::Unavailable(format!(
-                "table `{table}` answered {} values for {} keys (host bug)",
-                values.len(),
-                keys.len()
-            ))),
-            Err(LookupFailure::NotGranted(why)) => Err(lookup::LookupError::NotGranted(why)),
-            Err(LookupFailure::Unavailable(why)) => Err(lookup::LookupError::Unavailable(why)),
+            Err(LookupFailure::NotGranted(why)) => return refused(why),
+            Err(LookupFailure::Unavailable(why)) => {
+                return Err(lookup::LookupError::Unavailable(why));
+            }
+        };
+        // The answer is copied into the plugin's memory: one larger than half its cap
+        // could not fit beside the plugin's own data.
+        let bytes: usize = values.iter().flatten().map(bytes::Bytes::len).sum();
+        if bytes > self.memory.limit / 2 {
+            return refused(format!(
+                "the answer to a lookup of `{table}` is {bytes} bytes, more than half the plugin's memory cap ({} bytes): ask for fewer keys at once",
+                self.memory.limit
+            ));
         }
+        let mut values = values.into_iter();
+        Ok(keys
+            .iter()
+            .map(|k| {
+                if askable(k) {
+                    values.next().flatten().map(|b| b.to_vec())
+                } else {
+                    None
+                }
+            })
+            .collect())
     }
 }
 

@@ -6,18 +6,20 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-/// Keys one `get` may ask for: a batch's worth, many times over. Past it the call is
-/// refused before anything is fetched (the host would otherwise hold a list sized by
-/// the plugin).
+/// Keys one `get` may ask for: one per record of the largest batch. Past it the call is
+/// refused before any table is asked (the keys themselves are already in the host,
+/// copied out of the plugin's memory, which its cap bounds).
 pub const MAX_KEYS_PER_GET: usize = 100_000;
-/// Longest key, in bytes.
+/// Longest key a table is asked for, in bytes (DynamoDB's limit for a partition key); a
+/// longer one is answered `none`.
 pub const MAX_KEY_BYTES: usize = 2048;
 
 /// Why a table gave no answer, as the plugin sees it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LookupFailure {
-    /// The plugin was not granted the table: nothing was asked.
+    /// The plugin was not granted the table, or the lookup is beyond the host's limits:
+    /// nothing was asked.
     #[error("{0}")]
     NotGranted(String),
     /// The table cannot be read now (throttled, timed out, unreachable, out of time).

@@ -15,6 +15,8 @@ use crate::limits::backoff;
 
 /// Keys in one `BatchGetItem` (DynamoDB's limit).
 pub const KEYS_PER_CALL: usize = 100;
+/// `BatchGetItem` calls of one lookup in flight at once.
+const CALLS_AT_ONCE: usize = 8;
 
 /// One DynamoDB lookup table.
 pub(super) struct DynamoTable {
@@ -88,34 +90,62 @@ impl DynamoTable {
         })
     }
 
-    /// The items of `keys` (distinct), in order, as JSON. `calls` counts the requests.
+    /// The items of `keys`, in order, as JSON. `calls` counts the requests: each
+    /// distinct key once, in calls of 100, at most [`CALLS_AT_ONCE`] at once.
     pub(super) async fn fetch(
         &self,
         keys: &[String],
-        until: Option<Instant>,
+        until: Instant,
         calls: &AtomicU64,
     ) -> Result<Vec<Option<Bytes>>, String> {
-        let chunks = keys
-            .chunks(KEYS_PER_CALL)
-            .map(|chunk| self.fetch_chunk(chunk, until, calls));
-        let found: Vec<HashMap<String, Bytes>> = futures_util::future::try_join_all(chunks).await?;
-        let mut all: HashMap<String, Bytes> = found.into_iter().flatten().collect();
-        Ok(keys.iter().map(|k| all.remove(k)).collect())
+        use futures_util::{StreamExt as _, TryStreamExt as _};
+        // What DynamoDB is asked for each key; `None` for a key that cannot be one of the
+        // table's (DynamoDB would refuse the whole request for it).
+        let asked: Vec<Option<String>> = keys.iter().map(|k| self.key_of(k)).collect();
+        let mut seen = std::collections::HashSet::new();
+        let distinct: Vec<String> = asked
+            .iter()
+            .flatten()
+            .filter(|k| seen.insert(k.as_str()))
+            .cloned()
+            .collect();
+        let found: Vec<HashMap<String, Bytes>> = futures_util::stream::iter(
+            distinct
+                .chunks(KEYS_PER_CALL)
+                .map(|chunk| self.fetch_chunk(chunk, until, calls)),
+        )
+        .buffer_unordered(CALLS_AT_ONCE)
+        .try_collect()
+        .await?;
+        let all: HashMap<String, Bytes> = found.into_iter().flatten().collect();
+        Ok(asked
+            .iter()
+            .map(|a| a.as_ref().and_then(|a| all.get(a).cloned()))
+            .collect())
     }
 
-    /// One chunk of at most 100 keys, unprocessed keys asked again.
+    /// `key` as the table's key is written: a string as it is; a number in its
+    /// canonical form (`7` for `07` and `7.0`, which DynamoDB holds as one key). `None`
+    /// for an empty string or a text that is not a number DynamoDB can hold.
+    fn key_of(&self, key: &str) -> Option<String> {
+        match (self.numeric, key.is_empty()) {
+            (_, true) => None,
+            (false, false) => Some(key.to_owned()),
+            (true, false) => canonical_number(key),
+        }
+    }
+
+    /// One chunk of at most 100 distinct keys, unprocessed keys asked again with backoff
+    /// until `until`.
     async fn fetch_chunk(
         &self,
         keys: &[String],
-        until: Option<Instant>,
+        until: Instant,
         calls: &AtomicU64,
     ) -> Result<HashMap<String, Bytes>, String> {
         let mut found = HashMap::new();
-        // A key that is not a number cannot be in a table keyed by numbers: a miss,
-        // not a request DynamoDB would refuse whole.
         let mut asking: Vec<HashMap<String, AttributeValue>> = keys
             .iter()
-            .filter(|k| !self.numeric || k.parse::<f64>().is_ok_and(f64::is_finite))
             .map(|k| {
                 let value = if self.numeric {
                     AttributeValue::N(k.clone())
@@ -141,24 +171,21 @@ impl DynamoTable {
                 .batch_get_item()
                 .request_items(&self.table, request)
                 .send();
-            let answer = match until {
-                Some(until) => tokio::time::timeout_at(until.into(), call)
-                    .await
-                    .map_err(|_| "no answer before the invocation's time ran out".to_owned())?,
-                None => call.await,
-            }
-            .map_err(|e| crate::aws::describe_error(&e))?;
-            for item in answer
-                .responses()
-                .and_then(|r| r.get(&self.table))
+            let answer = tokio::time::timeout_at(until.into(), call)
+                .await
+                .map_err(|_| "no answer before the invocation's time ran out".to_owned())?
+                .map_err(|e| crate::aws::describe_error(&e))?;
+            for item in (answer.responses().and_then(|r| r.get(&self.table)))
                 .into_iter()
                 .flatten()
             {
                 let key = match item.get(&self.key) {
-                    Some(AttributeValue::S(s)) => s.clone(),
-                    Some(AttributeValue::N(n)) => n.clone(),
-                    _ => continue,
+                    Some(AttributeValue::S(s)) => Some(s.clone()),
+                    // As it was asked (DynamoDB may write a number another way).
+                    Some(AttributeValue::N(n)) => canonical_number(n),
+                    _ => None,
                 };
+                let Some(key) = key else { continue };
                 let json = serde_json::Value::Object(
                     item.iter()
                         .map(|(name, value)| (name.clone(), to_json(value)))
@@ -176,39 +203,55 @@ impl DynamoTable {
             }
             attempt += 1;
             let delay = backoff(Duration::from_millis(50), attempt).min(Duration::from_secs(2));
-            if until.is_some_and(|u| Instant::now() + delay >= u) {
+            if Instant::now() + delay >= until {
                 return Err(format!(
-                    "{} keys left unprocessed (throttled) when the invocation's time ran out",
+                    "{} keys left unprocessed (throttled) when the lookup's time ran out",
                     asking.len()
                 ));
             }
             tokio::time::sleep(delay).await;
         }
-        if self.numeric {
-            // DynamoDB answers a number as it stores it (`7` for `07`): found by value.
-            let by_value: HashMap<u64, &String> = keys
-                .iter()
-                .filter(|k| !found.contains_key(*k))
-                .filter_map(|k| Some((k.parse::<f64>().ok()?.to_bits(), k)))
-                .collect();
-            let renamed: Vec<(String, String)> = found
-                .keys()
-                .filter(|k| !keys.contains(k))
-                .filter_map(|k| {
-                    Some((
-                        k.clone(),
-                        (*by_value.get(&k.parse::<f64>().ok()?.to_bits())?).clone(),
-                    ))
-                })
-                .collect();
-            for (stored, asked) in renamed {
-                if let Some(value) = found.remove(&stored) {
-                    found.insert(asked, value);
-                }
-            }
-        }
         Ok(found)
     }
+}
+
+/// A decimal number in the one form DynamoDB holds it as a key: no sign for a positive
+/// one, no leading zeros, no trailing zeros after the point, `0` for any zero. `None` for
+/// text that is not a plain decimal (`1e3` included) or beyond DynamoDB's numbers (38
+/// significant digits, magnitudes from 1E-130 to under 1E+126).
+fn canonical_number(text: &str) -> Option<String> {
+    let (negative, digits) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let plain = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !plain(int) || !plain(frac) {
+        return None;
+    }
+    let int = int.trim_start_matches('0');
+    let frac = frac.trim_end_matches('0');
+    if int.is_empty() && frac.is_empty() {
+        return Some("0".into());
+    }
+    let leading = if int.is_empty() {
+        frac.len() - frac.trim_start_matches('0').len()
+    } else {
+        0
+    };
+    let significant = format!("{int}{}", &frac[leading..]);
+    let significant = significant.trim_end_matches('0').len();
+    if significant > 38 || int.len() > 126 || (int.is_empty() && leading >= 130) {
+        return None;
+    }
+    let int = if int.is_empty() { "0" } else { int };
+    let sign = if negative { "-" } else { "" };
+    Some(if frac.is_empty() {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac}")
+    })
 }
 
 /// An attribute value as plain JSON: numbers as numbers, binary as base64, sets as
@@ -240,6 +283,29 @@ fn to_json(value: &AttributeValue) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_asked_in_the_one_form_dynamodb_holds() {
+        for (text, canonical) in [
+            ("7", Some("7")),
+            ("007", Some("7")),
+            ("7.50", Some("7.5")),
+            ("+7.0", Some("7")),
+            ("-0.0", Some("0")),
+            ("0.0025", Some("0.0025")),
+            ("-12.340", Some("-12.34")),
+            ("100", Some("100")),
+            (".5", Some("0.5")),
+            ("1e3", None),
+            ("", None),
+            ("-", None),
+            (".", None),
+            ("12a", None),
+            ("123456789012345678901234567890123456789", None),
+        ] {
+            assert_eq!(canonical_number(text).as_deref(), canonical, "{text:?}");
+        }
+    }
 
     #[test]
     fn items_become_plain_json() {

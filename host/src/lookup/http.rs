@@ -53,7 +53,7 @@ impl HttpTable {
     pub(super) async fn fetch(
         &self,
         keys: &[String],
-        until: Option<Instant>,
+        until: Instant,
         calls: &AtomicU64,
     ) -> Result<Vec<Option<Bytes>>, String> {
         let gets = keys.iter().map(|key| {
@@ -67,15 +67,12 @@ impl HttpTable {
         answers.into_iter().collect()
     }
 
-    async fn get(&self, key: &str, until: Option<Instant>) -> Result<Option<Bytes>, String> {
+    async fn get(&self, key: &str, until: Instant) -> Result<Option<Bytes>, String> {
         let url = self
             .template
             .replace("{key}", &utf8_percent_encode(key, KEY).to_string());
         let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-        let mut ends = Instant::now() + self.timeout;
-        if let Some(until) = until {
-            ends = ends.min(until);
-        }
+        let ends = (Instant::now() + self.timeout).min(until);
         let request = async {
             let response = self
                 .client

@@ -42,6 +42,10 @@ use dynamodb::DynamoTable;
 use http::HttpTable;
 use object::{ObjectTable, Origin};
 
+/// How long a lookup may take when no invocation bounds it (`host run`, a new
+/// version's `init` between runs): throttled keys are not asked forever.
+const UNBOUNDED_LOOKUP: Duration = Duration::from_secs(30);
+
 /// How the tables are mapped and kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LookupSettings {
@@ -167,7 +171,10 @@ impl Tables {
                 }
             };
             if let Backend::Object(table) = &backend {
-                table.rows().await.map_err(failed)?;
+                table
+                    .rows(Instant::now() + UNBOUNDED_LOOKUP)
+                    .await
+                    .map_err(failed)?;
             }
             tables.insert(
                 name.clone(),
@@ -252,8 +259,8 @@ impl Tables {
             LookupFailure::NotGranted(format!("no lookup table `{name}` is mapped"))
         })?;
         let started = Instant::now();
-        let until = self.until.lock().ok().and_then(|u| *u);
-        let answer = if until.is_some_and(|u| u <= started) {
+        let until = (self.until.lock().ok().and_then(|u| *u)).unwrap_or(started + UNBOUNDED_LOOKUP);
+        let answer = if until <= started {
             Err("the invocation's time is up".to_owned())
         } else {
             table.get(keys, until).await
@@ -281,16 +288,13 @@ impl std::fmt::Debug for Tables {
 }
 
 impl Table {
-    async fn get(
-        &self,
-        keys: &[String],
-        until: Option<Instant>,
-    ) -> Result<Vec<Option<Bytes>>, String> {
+    async fn get(&self, keys: &[String], until: Instant) -> Result<Vec<Option<Bytes>>, String> {
         let c = &self.counts;
         if let Backend::Object(object) = &self.backend {
-            let answer = object.rows().await?;
+            let answer = object.rows(until).await?;
+            let distinct = keys.iter().collect::<HashSet<_>>().len();
             let counted = if answer.fetched { &c.misses } else { &c.hits };
-            counted.fetch_add(keys.len() as u64, Ordering::Relaxed);
+            counted.fetch_add(distinct as u64, Ordering::Relaxed);
             if answer.fetched {
                 c.calls.fetch_add(1, Ordering::Relaxed);
             }
@@ -325,7 +329,7 @@ impl Table {
                 Backend::Dynamodb(table) => table.fetch(&missing, until, &c.calls).await?,
                 Backend::Http(table) => table.fetch(&missing, until, &c.calls).await?,
                 Backend::Object(object) => {
-                    let rows = object.rows().await?.rows;
+                    let rows = object.rows(until).await?.rows;
                     missing.iter().map(|k| rows.get(k).cloned()).collect()
                 }
             };

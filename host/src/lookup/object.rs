@@ -75,8 +75,9 @@ impl ObjectTable {
         }
     }
 
-    /// The rows, loaded or refreshed first when due.
-    pub(super) async fn rows(&self) -> Result<Answer, String> {
+    /// The rows, loaded or refreshed first when due; a reload not done by `until` is
+    /// given up (the rows loaded before are served).
+    pub(super) async fn rows(&self, until: Instant) -> Result<Answer, String> {
         let mut loaded = self.loaded.lock().await;
         if let Some(current) = loaded.as_ref()
             && current.checked.elapsed() < self.ttl
@@ -87,7 +88,10 @@ impl ObjectTable {
             });
         }
         let known = loaded.as_ref().and_then(|l| l.version.clone());
-        match self.fetch(known.as_ref()).await {
+        let fetched = tokio::time::timeout_at(until.into(), self.fetch(known.as_ref()))
+            .await
+            .unwrap_or_else(|_| Err("not read before the invocation's time ran out".into()));
+        match fetched {
             Ok(None) => {
                 let current = loaded
                     .as_mut()
@@ -222,9 +226,28 @@ fn json_lines(bytes: &[u8], column: &str) -> Result<HashMap<String, Bytes>, Stri
                 number + 1
             )
         })?;
-        rows.insert(key, Bytes::copy_from_slice(line));
+        insert_once(&mut rows, key, Bytes::copy_from_slice(line), number + 1)?;
     }
     Ok(rows)
+}
+
+/// Adds a row; a key met twice refuses the table (which row would a lookup mean?).
+fn insert_once(
+    rows: &mut HashMap<String, Bytes>,
+    key: String,
+    row: Bytes,
+    number: usize,
+) -> Result<(), String> {
+    match rows.entry(key) {
+        std::collections::hash_map::Entry::Occupied(taken) => Err(format!(
+            "row {number}: key {:?} again (a key names one row)",
+            taken.key()
+        )),
+        std::collections::hash_map::Entry::Vacant(free) => {
+            free.insert(row);
+            Ok(())
+        }
+    }
 }
 
 fn key_of(row: &serde_json::Map<String, serde_json::Value>, column: &str) -> Option<String> {
@@ -282,7 +305,7 @@ fn csv(bytes: &[u8], column: &str) -> Result<HashMap<String, Bytes>, String> {
                                 format!("the header has no column `{column}` (the key column)")
                             })?;
                             let json = serde_json::to_vec(&row).map_err(|e| e.to_string())?;
-                            rows.insert(key, json.into());
+                            insert_once(&mut rows, key, json.into(), number)?;
                         }
                     }
                 }
@@ -357,6 +380,11 @@ mod tests {
             ),
             (b"id,x\na,1\nb\n", TableFormat::Csv, "row 3: 1 fields"),
             (b"name\na\n", TableFormat::Csv, "no column `id`"),
+            (
+                b"{\"id\":\"a\"}\n{\"id\":\"a\"}\n",
+                TableFormat::JsonLines,
+                "row 2: key \"a\" again",
+            ),
             (b"PAR1 nope", TableFormat::Parquet, "not a Parquet file"),
         ] {
             let error = parse(bytes, format, "id").expect_err(why);

@@ -333,6 +333,11 @@ impl Pipeline {
         watch: &mut (dyn FnMut(&RunStats) + Send),
     ) -> Result<Summary, RunError> {
         let ran = self.run_batches(source, outputs, budget, watch).await;
+        if let Some(tables) = &self.lookups {
+            // Between runs (a new version's `init` at a check) lookups have the fallback
+            // bound of a run without a budget.
+            tables.set_until(None);
+        }
         if ran.is_err() {
             // The files will not be committed: what waited for them is not done.
             self.release_uncommitted().await;
@@ -364,14 +369,15 @@ impl Pipeline {
             self.router_for(outputs).commits_at_finish() || self.dlq.sink.commits_at_finish();
         // A new plugin version is taken between runs (a Lambda invocation, a command),
         // never during one: every batch of a run meets the same version.
+        if let Some(tables) = &self.lookups {
+            // A lookup ends when no more work may start: its records are retried then
+            // (an `init` that looks up, in a restart or a new version, included).
+            tables.set_until(budget.ends());
+        }
         if self.chain.is_none() {
             self.restart().await?;
         }
         self.refresh().await;
-        if let Some(tables) = &self.lookups {
-            // A lookup ends when no more work may start: its records are retried then.
-            tables.set_until(budget.ends());
-        }
         loop {
             let started = std::time::Instant::now();
             // Out of time, a source that fails the run stops before reading more: reading

@@ -111,6 +111,9 @@ pub async fn publish(
             );
         }
     }
+    for table in &release.lookups {
+        crate::lookup::check_table_name(table).map_err(|e| anyhow::anyhow!("--lookups: {e}"))?;
+    }
     let (module, info, artifacts) = {
         let engine = engine.clone();
         let config: Vec<(String, String)> = release.config.clone().into_iter().collect();

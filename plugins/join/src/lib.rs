@@ -99,13 +99,22 @@ fn join(order: Order, users: &Found, prices: &Found) -> Result<Output, Error> {
         name: u.name,
         segment: u.segment,
     });
+    let total_cents = price
+        .price_cents
+        .checked_mul(i64::from(order.quantity))
+        .ok_or_else(|| {
+            Error::domain(format!(
+                "the total of order {:?} is out of range",
+                order.order_id
+            ))
+        })?;
     let joined = Joined {
         order_id: order.order_id,
         sku: order.sku,
         quantity: order.quantity,
         user,
         price_cents: price.price_cents,
-        total_cents: price.price_cents * i64::from(order.quantity),
+        total_cents,
     };
     Ok(Output::json(&joined)?.with_key(order.user_id.as_bytes()))
 }
