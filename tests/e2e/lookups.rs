@@ -313,7 +313,14 @@ async fn dynamodb_and_s3_tables_batched_and_cached_across_invocations() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_s3_table_is_read_again_when_its_object_changes() {
     let world = World::new("users,prices").await;
-    let lambda = world.lambda(TABLES, &[("PIPELINE_LOOKUP_TTL_SECONDS", "1")]);
+    // No manifest check during the test: the only S3 GETs are the table's.
+    let lambda = world.lambda(
+        TABLES,
+        &[
+            ("PIPELINE_LOOKUP_TTL_SECONDS", "1"),
+            ("PIPELINE_PLUGIN_CHECK_SECONDS", "86400"),
+        ],
+    );
     let event = || kinesis_event(&[("shardId-0", order(1, "u-1", "sku-apple").as_str())]);
     let price = |outputs: &[String]| -> Value {
         let last: Value = serde_json::from_str(outputs.last().expect("an output")).expect("json");
