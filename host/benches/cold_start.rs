@@ -51,6 +51,7 @@ fn main() {
             kinesis: clients.kinesis,
             sqs: clients.sqs,
             dynamodb: clients.dynamodb,
+            glue: clients.glue,
         };
         aws.s3
             .create_bucket()

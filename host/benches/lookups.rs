@@ -211,6 +211,7 @@ async fn clients(endpoint: &str) -> AwsClients {
         kinesis: aws_sdk_kinesis::Client::new(&config),
         sqs: aws_sdk_sqs::Client::new(&config),
         dynamodb: aws_sdk_dynamodb::Client::new(&config),
+        glue: aws_sdk_glue::Client::new(&config),
     }
 }
 

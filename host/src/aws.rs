@@ -23,6 +23,8 @@ pub struct AwsClients {
     pub sqs: aws_sdk_sqs::Client,
     /// DynamoDB: the idempotency store.
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// Glue: schemas of records framed by its schema registry.
+    pub glue: aws_sdk_glue::Client,
 }
 
 /// An AWS call that failed, naming what it was about.
@@ -77,6 +79,7 @@ impl AwsClients {
             kinesis: aws_sdk_kinesis::Client::new(&config),
             sqs: aws_sdk_sqs::Client::new(&config),
             dynamodb: aws_sdk_dynamodb::Client::new(&config),
+            glue: aws_sdk_glue::Client::new(&config),
         }
     }
 
@@ -92,6 +95,7 @@ impl AwsClients {
             kinesis: aws_sdk_kinesis::Client::new(&config),
             sqs: aws_sdk_sqs::Client::new(&config),
             dynamodb: aws_sdk_dynamodb::Client::new(&config),
+            glue: aws_sdk_glue::Client::new(&config),
         }
     }
 

@@ -52,9 +52,11 @@ pub mod pipeline;
 pub mod record;
 pub mod registry;
 pub mod report;
+pub mod schemas;
 pub mod settings;
 pub mod sinks;
 pub mod sources;
+pub mod web;
 
 pub use accounting::Summary;
 pub use engine::{Engine, Plugin, PluginError, Runner};

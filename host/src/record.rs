@@ -11,7 +11,7 @@ use bytes::Bytes;
 pub type AttributeName = Cow<'static, str>;
 
 /// The attribute names the host's sources set.
-const HOST_NAMES: [&str; 30] = [
+const HOST_NAMES: [&str; 35] = [
     "source",
     "stream",
     "shard",
@@ -42,6 +42,11 @@ const HOST_NAMES: [&str; 30] = [
     "line",
     "row",
     "index",
+    "schema-id",
+    "schema-name",
+    "schema-version",
+    "schema-format",
+    "schema-fingerprint",
 ];
 
 /// `name` as an [`AttributeName`]: one of the host's own names is shared, any other is
@@ -147,6 +152,9 @@ pub struct Failure {
 pub enum FailureKind {
     /// The source could not decode the record (e.g. a line that is not JSON).
     Decode,
+    /// A schema-registry framed record that does not decode against its schema, or
+    /// names a schema its registry does not have: its framed bytes are kept.
+    Schema,
     /// An input record over the record limit (`max-record-bytes`): its first bytes are
     /// kept.
     InputTooLarge,
@@ -187,6 +195,7 @@ impl FailureKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Decode => "decode",
+            Self::Schema => "schema",
             Self::InputTooLarge => "input-too-large",
             Self::Domain => "domain",
             Self::Infrastructure => "infrastructure",

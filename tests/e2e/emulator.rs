@@ -92,6 +92,7 @@ impl Moto {
             kinesis: aws_sdk_kinesis::Client::new(&config),
             sqs: aws_sdk_sqs::Client::new(&config),
             dynamodb: aws_sdk_dynamodb::Client::new(&config),
+            glue: aws_sdk_glue::Client::new(&config),
         }
     }
 }
@@ -109,6 +110,7 @@ pub struct Clients {
     pub kinesis: aws_sdk_kinesis::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    pub glue: aws_sdk_glue::Client,
 }
 
 impl Clients {

@@ -48,6 +48,7 @@ mod python;
 mod reprocess;
 mod run;
 mod s3_versions;
+mod schemas;
 mod sqs_rules;
 mod stall;
 mod streams;

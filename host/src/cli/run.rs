@@ -34,6 +34,17 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
         || settings.dedup.is_some()
         || !matches!(settings.dlq, SinkSpec::File { .. })
         || args.format == InputFormat::Event(Some(EventKind::S3))
+        // Lookup tables in DynamoDB or S3; schemas in Glue's registry.
+        || settings.lookups.values().any(|t| {
+            matches!(
+                t,
+                crate::lookup::TableSpec::Dynamodb { .. } | crate::lookup::TableSpec::S3 { .. }
+            )
+        })
+        || matches!(
+            settings.schema_framing,
+            crate::schemas::FramingSetting::Auto | crate::schemas::FramingSetting::Glue
+        )
         || settings
             .plugins
             .iter()

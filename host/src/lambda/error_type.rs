@@ -139,6 +139,7 @@ impl ErrorType {
                 ..
             } => Self::Config,
             StartError::Lookups { .. } => Self::LookupUnavailable,
+            StartError::Schemas { .. } => Self::Config,
             StartError::Plugin { .. } | StartError::Engine(_) => Self::PluginRefused,
             StartError::Sink { .. } | StartError::DeadLetters { .. } => Self::SinkUnavailable,
             #[allow(unreachable_patterns)]

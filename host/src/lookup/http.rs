@@ -9,11 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use http_body_util::{BodyExt as _, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::web::WebClient;
 
 /// Longest body taken as a value.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
@@ -24,11 +22,9 @@ const CONCURRENCY: usize = 16;
 /// segment (`/`, or a `..` a server would resolve), a query or a fragment.
 const KEY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
 
-type Https = hyper_rustls::HttpsConnector<HttpConnector>;
-
 /// One HTTP lookup table.
 pub(super) struct HttpTable {
-    client: Client<Https, Empty<Bytes>>,
+    client: WebClient,
     template: String,
     /// One GET's time.
     timeout: Duration,
@@ -36,14 +32,8 @@ pub(super) struct HttpTable {
 
 impl HttpTable {
     pub(super) fn new(template: &str, timeout: Duration) -> Result<Self, String> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| format!("no TLS root certificates: {e}"))?
-            .https_or_http()
-            .enable_http1()
-            .build();
         Ok(Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: WebClient::new()?,
             template: template.to_owned(),
             timeout,
         })
@@ -71,45 +61,16 @@ impl HttpTable {
         let url = self
             .template
             .replace("{key}", &utf8_percent_encode(key, KEY).to_string());
-        let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
         let ends = (Instant::now() + self.timeout).min(until);
-        let request = async {
-            let response = self
-                .client
-                .get(uri)
-                .await
-                .map_err(|e| format!("GET {url}: {}", describe(&e)))?;
-            let status = response.status();
-            if status == http::StatusCode::NOT_FOUND || status == http::StatusCode::GONE {
-                return Ok(None);
-            }
-            if !status.is_success() {
-                return Err(format!("GET {url}: {status}"));
-            }
-            let body = Limited::new(response.into_body(), MAX_VALUE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| {
-                    format!("GET {url}: {e} (a value is at most {MAX_VALUE_BYTES} bytes)")
-                })?;
-            Ok(Some(body.to_bytes()))
-        };
-        tokio::time::timeout_at(ends.into(), request)
-            .await
-            .map_err(|_| format!("GET {url}: no answer in time"))?
+        let (status, body) = self.client.get(&url, &[], MAX_VALUE_BYTES, ends).await?;
+        if status == http::StatusCode::NOT_FOUND || status == http::StatusCode::GONE {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(format!("GET {url}: {status}"));
+        }
+        Ok(Some(body))
     }
-}
-
-/// An error with its causes.
-fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

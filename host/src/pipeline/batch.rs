@@ -59,6 +59,11 @@ impl Entry {
         (id, entry)
     }
 
+    /// The record (or why it could not be decoded), until the plugin run takes it.
+    pub(super) fn decoded_mut(&mut self) -> Option<&mut Decoded> {
+        self.decoded.as_mut()
+    }
+
     /// Whether the entry still waits for its verdict.
     pub(super) fn open(&self) -> bool {
         self.verdict.is_none()

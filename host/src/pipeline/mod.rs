@@ -37,6 +37,7 @@ use crate::limits::Budget;
 use crate::lookup::Tables;
 use crate::record::Verdict;
 use crate::registry::{FollowSettings, FollowedPlugin, LoadError, PluginLocation, SequenceFloor};
+use crate::schemas::Schemas;
 use crate::settings::Settings;
 use crate::sinks::{ConnectError, RetryPolicy, Router, Sink};
 use crate::sources::{OutOfTime, Source, SourceError};
@@ -83,6 +84,14 @@ pub enum StartError {
         setting: String,
         /// Why.
         reason: ConnectError,
+    },
+    /// The schema registry's client could not be set up.
+    #[error("schema registry ({setting}): {reason}")]
+    Schemas {
+        /// The setting, as the front door spells it.
+        setting: String,
+        /// Why.
+        reason: String,
     },
     /// A lookup table could not be set up.
     #[error("{reason} ({setting})")]
@@ -180,6 +189,8 @@ pub struct Pipeline {
     engine: Engine,
     /// The lookup tables the plugins may read, when any is mapped.
     lookups: Option<Arc<Tables>>,
+    /// Schema-registry framed records opened, when a framing is on.
+    schemas: Option<Schemas>,
 }
 
 impl Pipeline {
@@ -205,6 +216,16 @@ impl Pipeline {
                 })?;
             Some(tables)
         };
+        let schemas = Schemas::new(
+            settings.schema_framing,
+            aws.glue.clone(),
+            settings.confluent_registry.as_deref(),
+            settings.max_record_bytes,
+        )
+        .map_err(|reason| StartError::Schemas {
+            setting: settings.name_of("PIPELINE_CONFLUENT_REGISTRY"),
+            reason,
+        })?;
         let mut plugins = Vec::new();
         let mut runners = Vec::new();
         let mut start_timings = Vec::new();
@@ -302,6 +323,7 @@ impl Pipeline {
             stats: RunStats::default(),
             start_timings,
             lookups,
+            schemas,
         })
     }
 
@@ -420,6 +442,10 @@ impl Pipeline {
             }
             let (ids, mut entries): (Vec<S::Id>, Vec<Entry>) =
                 batch.into_iter().map(Entry::new).unzip();
+            if let Some(schemas) = &self.schemas {
+                let mut items: Vec<_> = entries.iter_mut().filter_map(Entry::decoded_mut).collect();
+                schemas.open(&mut items, budget.ends()).await;
+            }
             let claims = self.claim(&entries, source.redelivers(), budget).await?;
             let ran = self
                 .run_claimed(&mut entries, &claims, &mut held, outputs, retry)

@@ -84,6 +84,10 @@ pub struct Settings {
     pub dedup_id_field: String,
     /// Open SQS, SNS and EventBridge envelopes (`PIPELINE_ENVELOPES`).
     pub envelopes: bool,
+    /// Which schema-registry framings are opened.
+    pub schema_framing: crate::schemas::FramingSetting,
+    /// A Confluent-compatible schema registry's URL.
+    pub confluent_registry: Option<String>,
     /// The lookup tables plugins may read, by logical name.
     pub lookups: BTreeMap<String, crate::lookup::TableSpec>,
     /// Each lookup table's cache.
@@ -176,6 +180,8 @@ impl Settings {
             dedup_claim: Duration::ZERO,
             dedup_id_field: String::new(),
             envelopes: false,
+            schema_framing: crate::schemas::FramingSetting::None,
+            confluent_registry: None,
             lookups: BTreeMap::new(),
             lookup_cache: crate::lookup::CacheLimits {
                 ttl: Duration::ZERO,

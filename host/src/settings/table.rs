@@ -405,6 +405,38 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        flag: Some("schema-framing"),
+        aliases: &[],
+        env: "PIPELINE_SCHEMA_FRAMING",
+        default: Some("none"),
+        bounds: Bounds::Text("`none`, `auto` (either), `confluent` or `glue`"),
+        about: "schema-registry framed records are opened before the plugin sees them: Confluent's (`0x00`, a schema id) and Glue's (header version 3, a schema version UUID); Avro becomes JSON; a record that does not decode against its schema goes to the DLQ as `schema`",
+        required: Required::Never,
+        list: false,
+        apply: |s, values, _| {
+            s.schema_framing = one(values)?.parse()?;
+            Ok(())
+        },
+    },
+    Setting {
+        flag: Some("confluent-registry"),
+        aliases: &[],
+        env: "PIPELINE_CONFLUENT_REGISTRY",
+        default: None,
+        bounds: Bounds::Text("an `http(s)://` URL, optionally `https://KEY:SECRET@HOST`"),
+        about: "the Confluent-compatible schema registry Confluent-framed records' schema ids are looked up in (Glue's is reached with the function's AWS credentials)",
+        required: Required::Never,
+        list: false,
+        apply: |s, values, _| {
+            let url = one(values)?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!("{url:?}: expected an http(s):// URL"));
+            }
+            s.confluent_registry = Some(url.to_owned());
+            Ok(())
+        },
+    },
+    Setting {
         flag: Some("envelopes"),
         aliases: &[],
         env: "PIPELINE_ENVELOPES",

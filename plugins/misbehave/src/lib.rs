@@ -8,7 +8,8 @@
 //! instance's state, then echoes), `check` (panics on a broken instance, else echoes) and
 //! `slowpanic` (spins for config `spin_ms`, 100 by default, then panics: a failure that
 //! costs nearly a deadline without hitting it); `fail:TEXT` fails (domain) with TEXT in
-//! its message. Anything else is echoed, with config `key` as its output's key if set.
+//! its message. Anything else is echoed, with config `key` as its output's key if set
+//! (and, with config `attributes=copy`, the record's attributes as its output's).
 //! Config `init=fail` or `init=panic` makes `init` refuse or trap.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,7 +97,13 @@ pub fn transform(record: Record) -> Result<Vec<Output>, Error> {
             Err(Error::domain(format!("misbehave: {failing}")))
         }
         _ => {
-            let output = Output::new(record.payload());
+            let mut output = Output::new(record.payload());
+            // Config `attributes=copy`: the record's attributes go with its echo.
+            if guest_sdk::config().get("attributes") == Some("copy") {
+                for (name, value) in record.attributes() {
+                    output = output.with_attribute(name, value);
+                }
+            }
             Ok(vec![match guest_sdk::config().get("key") {
                 Some(key) => output.with_key(key),
                 None => output,

@@ -1,0 +1,359 @@
+//! Records framed by a schema registry, opened before the plugin sees them: a batch's
+//! schemas are resolved once (each kept for the process: an id never changes its
+//! schema), Avro datums become JSON, JSON datums are checked and unframed, and every
+//! such record carries its schema's `schema-name`, `schema-version`, `schema-id`,
+//! `schema-format` and `schema-fingerprint` attributes.
+//!
+//! A record that cannot be decoded against its schema, or names a schema the registry
+//! does not have, goes to the DLQ as `schema`, its framed bytes kept. A registry that
+//! cannot be asked now leaves the record `unfinished`: retried, never dead-lettered as
+//! bad data.
+//!
+//! # Layout
+//! - `mod.rs`: [`Schemas`], applied to a batch.
+//! - `framing.rs`: the Confluent and Glue wire formats.
+//! - `registry.rs`: Glue and Confluent-compatible registries, and parsing a schema.
+
+mod framing;
+mod registry;
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+pub use framing::{FramingSetting, SchemaRef, uuid_bytes};
+use registry::{Format, Missing, Registries, Resolved};
+
+use crate::record::{FailureKind, Record, attribute_name};
+use crate::sources::{Decoded, Undecodable};
+
+/// How long resolving a batch's schemas may take outside an invocation.
+const UNBOUNDED: Duration = Duration::from_secs(30);
+/// Schemas of one batch asked at once.
+const FETCHES_AT_ONCE: usize = 8;
+
+/// Framed records opened against their registries.
+pub struct Schemas {
+    setting: FramingSetting,
+    registries: Registries,
+    /// Resolved schemas, by reference.
+    known: Mutex<HashMap<SchemaRef, Arc<Resolved>>>,
+    /// Bytes a datum may inflate to (Glue's zlib) or decode to.
+    max_bytes: usize,
+}
+
+impl Schemas {
+    /// `None` when framing is off. `confluent` is the registry's base URL, optionally
+    /// with a `user:password@` credential.
+    pub fn new(
+        setting: FramingSetting,
+        glue: aws_sdk_glue::Client,
+        confluent: Option<&str>,
+        max_bytes: usize,
+    ) -> Result<Option<Self>, String> {
+        if setting == FramingSetting::None {
+            return Ok(None);
+        }
+        let confluent = match confluent {
+            None => None,
+            Some(url) => {
+                let (url, credential) = split_credential(url)?;
+                Some((url, crate::web::WebClient::new()?, credential))
+            }
+        };
+        Ok(Some(Self {
+            setting,
+            registries: Registries {
+                glue: Some(glue),
+                confluent,
+            },
+            known: Mutex::new(HashMap::new()),
+            max_bytes,
+        }))
+    }
+
+    /// Opens every framed record of `items`, resolving the schemas not known yet by
+    /// `ends` (`None`: within 30 s).
+    pub async fn open(&self, items: &mut [&mut Decoded], ends: Option<Instant>) {
+        let ends = ends.unwrap_or_else(|| Instant::now() + UNBOUNDED);
+        // Which schema each record names.
+        let mut references: Vec<Option<SchemaRef>> = Vec::with_capacity(items.len());
+        for item in items.iter_mut() {
+            let reference = match &**item {
+                Ok(record) => match framing::parse(&record.payload, self.setting) {
+                    Ok(framed) => framed.map(|f| f.schema),
+                    Err(why) => {
+                        fail(item, FailureKind::Schema, why);
+                        None
+                    }
+                },
+                Err(_) => None,
+            };
+            references.push(reference);
+        }
+        let missing = self.resolve(&references, ends).await;
+        for (item, reference) in items.iter_mut().zip(references) {
+            let Some(reference) = reference else { continue };
+            if let Some(why) = missing.get(&reference) {
+                match why {
+                    Missing::Bad(why) => fail(item, FailureKind::Schema, why.clone()),
+                    Missing::Unavailable(why) => fail(item, FailureKind::Unfinished, why.clone()),
+                }
+                continue;
+            }
+            let schema = self
+                .known
+                .lock()
+                .ok()
+                .and_then(|k| k.get(&reference).cloned());
+            let Some(schema) = schema else { continue };
+            let Ok(record) = &mut **item else { continue };
+            if let Err(why) = open_record(record, self.setting, &reference, &schema, self.max_bytes)
+            {
+                fail(item, FailureKind::Schema, why);
+            }
+        }
+    }
+
+    /// Fetches the schemas of `references` not known yet: what could not be had, by
+    /// reference.
+    async fn resolve(
+        &self,
+        references: &[Option<SchemaRef>],
+        ends: Instant,
+    ) -> HashMap<SchemaRef, Missing> {
+        use futures_util::StreamExt as _;
+        let unknown: Vec<SchemaRef> = {
+            let known = self
+                .known
+                .lock()
+                .map(|k| k.keys().cloned().collect::<std::collections::HashSet<_>>())
+                .unwrap_or_default();
+            let mut unknown: Vec<SchemaRef> = references
+                .iter()
+                .flatten()
+                .filter(|r| !known.contains(*r))
+                .cloned()
+                .collect();
+            unknown.sort();
+            unknown.dedup();
+            unknown
+        };
+        let fetched: Vec<(SchemaRef, Result<Resolved, Missing>)> =
+            futures_util::stream::iter(unknown)
+                .map(|reference| async move {
+                    let answer = self.registries.fetch(&reference, ends).await;
+                    (reference, answer)
+                })
+                .buffer_unordered(FETCHES_AT_ONCE)
+                .collect()
+                .await;
+        let mut missing = HashMap::new();
+        for (reference, answer) in fetched {
+            match answer {
+                Ok(schema) => {
+                    tracing::info!(schema = %reference, name = %schema.name, version = %schema.version, "schema resolved");
+                    if let Ok(mut known) = self.known.lock() {
+                        known.insert(reference, Arc::new(schema));
+                    }
+                }
+                Err(why) => {
+                    missing.insert(reference, why);
+                }
+            }
+        }
+        missing
+    }
+}
+
+/// `https://user:password@host/…` as the URL without the credential, and the
+/// credential as Basic authentication's base64.
+fn split_credential(url: &str) -> Result<(String, Option<String>), String> {
+    use base64::Engine as _;
+    let (scheme, rest) = url
+        .split_once("://")
+        .filter(|(s, _)| matches!(*s, "http" | "https"))
+        .ok_or_else(|| format!("{url:?}: expected an http(s):// URL"))?;
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        None => Ok((url.to_owned(), None)),
+        Some((credential, host)) => Ok((
+            format!("{scheme}://{host}{}", &rest[authority_end..]),
+            Some(base64::engine::general_purpose::STANDARD.encode(credential)),
+        )),
+    }
+}
+
+/// Turns `item` into a failure of `kind`, its record (framed bytes) kept.
+fn fail(item: &mut Decoded, kind: FailureKind, reason: String) {
+    let record = match std::mem::replace(item, Ok(Record::new(Bytes::new()))) {
+        Ok(record) => record,
+        Err(bad) => bad.record,
+    };
+    *item = Err(Undecodable {
+        record,
+        kind,
+        reason,
+    });
+}
+
+/// The record's payload decoded against `schema`, and its schema attributes added.
+fn open_record(
+    record: &mut Record,
+    setting: FramingSetting,
+    reference: &SchemaRef,
+    schema: &Resolved,
+    max_bytes: usize,
+) -> Result<(), String> {
+    let framed = framing::parse(&record.payload, setting)?
+        .ok_or("the record is no longer framed (host bug)")?;
+    let inflated;
+    let datum: &[u8] = if framed.zlib {
+        let mut out = Vec::new();
+        flate2::read::ZlibDecoder::new(framed.datum)
+            .take(max_bytes as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("the zlib datum does not inflate: {e}"))?;
+        if out.len() > max_bytes {
+            return Err(format!("the datum inflates past {max_bytes} bytes"));
+        }
+        inflated = out;
+        &inflated
+    } else {
+        framed.datum
+    };
+    let (payload, format) = match &schema.format {
+        Format::Avro(avro) => (avro_to_json(avro, datum)?, "avro"),
+        Format::Json => {
+            serde_json::from_slice::<serde::de::IgnoredAny>(datum)
+                .map_err(|e| format!("the datum is not JSON: {e}"))?;
+            (datum.to_vec(), "json")
+        }
+        Format::Protobuf => (skip_message_indexes(datum, reference)?.to_vec(), "protobuf"),
+    };
+    let id = match reference {
+        SchemaRef::Confluent(id) => id.to_string(),
+        SchemaRef::Glue(id) => id.clone(),
+    };
+    record.payload = payload.into();
+    for (name, value) in [
+        ("schema-id", id),
+        ("schema-name", schema.name.clone()),
+        ("schema-version", schema.version.clone()),
+        ("schema-format", format.to_owned()),
+        ("schema-fingerprint", schema.fingerprint.clone()),
+    ] {
+        record
+            .attributes
+            .push((attribute_name(name.to_owned()), value));
+    }
+    Ok(())
+}
+
+/// An Avro binary datum as compact JSON (unions unwrapped, enums as strings).
+fn avro_to_json(schema: &apache_avro::Schema, datum: &[u8]) -> Result<Vec<u8>, String> {
+    let mut reader = datum;
+    #[allow(deprecated)]
+    let value = apache_avro::from_avro_datum(schema, &mut reader, None)
+        .map_err(|e| format!("the datum does not decode against its Avro schema: {e}"))?;
+    if !reader.is_empty() {
+        return Err(format!(
+            "{} bytes left after the Avro datum: not written with its schema",
+            reader.len()
+        ));
+    }
+    let json = serde_json::Value::try_from(value)
+        .map_err(|e| format!("the Avro datum has no JSON form: {e}"))?;
+    serde_json::to_vec(&json).map_err(|e| e.to_string())
+}
+
+/// A Confluent Protobuf datum without its message indexes (a count, then each index,
+/// as zigzag varints; a lone `0` for the first message). Glue writes none.
+fn skip_message_indexes<'d>(datum: &'d [u8], reference: &SchemaRef) -> Result<&'d [u8], String> {
+    if !matches!(reference, SchemaRef::Confluent(_)) {
+        return Ok(datum);
+    }
+    let mut rest = datum;
+    let mut varint = || -> Result<u64, String> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, tail) = rest
+                .split_first()
+                .ok_or("the message indexes are cut short")?;
+            rest = tail;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok((value >> 1) ^ (value & 1).wrapping_neg());
+            }
+        }
+        Err("a message index is not a varint".into())
+    };
+    let count = varint()?;
+    for _ in 0..count.min(1024) {
+        varint()?;
+    }
+    Ok(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registry_credential_leaves_the_url_for_a_header() {
+        assert_eq!(
+            split_credential("https://key:secret@registry.example/api"),
+            Ok((
+                "https://registry.example/api".into(),
+                Some("a2V5OnNlY3JldA==".into())
+            ))
+        );
+        assert_eq!(
+            split_credential("http://127.0.0.1:8081"),
+            Ok(("http://127.0.0.1:8081".into(), None))
+        );
+        assert!(split_credential("registry.example").is_err());
+    }
+
+    #[test]
+    fn avro_datums_become_json_and_leftovers_are_refused() {
+        let schema = apache_avro::Schema::parse_str(
+            r#"{"type":"record","name":"Order","namespace":"shop","fields":[{"name":"id","type":"string"},{"name":"qty","type":"int"},{"name":"note","type":["null","string"],"default":null}]}"#,
+        )
+        .expect("a schema");
+        // "o1" (length 2 zigzag = 4), 3 (zigzag 6), union branch 1 then "hi".
+        let datum = [4, b'o', b'1', 6, 2, 4, b'h', b'i'];
+        let json: serde_json::Value =
+            serde_json::from_slice(&avro_to_json(&schema, &datum).expect("decodes")).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"id": "o1", "qty": 3, "note": "hi"})
+        );
+        let mut longer = datum.to_vec();
+        longer.push(0);
+        assert!(
+            avro_to_json(&schema, &longer)
+                .expect_err("leftover")
+                .contains("1 bytes left")
+        );
+        assert!(avro_to_json(&schema, &datum[..3]).is_err());
+    }
+
+    #[test]
+    fn protobuf_message_indexes_are_skipped() {
+        let reference = SchemaRef::Confluent(1);
+        assert_eq!(
+            skip_message_indexes(&[0, 8, 1], &reference),
+            Ok(&[8u8, 1][..])
+        );
+        // Two indexes (zigzag 4), 1 and 0, then the message.
+        assert_eq!(
+            skip_message_indexes(&[4, 2, 0, 8], &reference),
+            Ok(&[8u8][..])
+        );
+        assert!(skip_message_indexes(&[4, 2], &reference).is_err());
+    }
+}

@@ -1,0 +1,194 @@
+//! Where framed records' schemas come from: AWS Glue Schema Registry (`GetSchemaVersion`
+//! by the version's UUID) and a Confluent-compatible registry (`GET /schemas/ids/ID`).
+//! Each schema is fetched once and kept: a schema id never changes its schema.
+
+use std::time::Instant;
+
+use sha2::Digest as _;
+
+use super::framing::SchemaRef;
+use crate::web::WebClient;
+
+/// Longest schema text taken from a registry.
+const MAX_SCHEMA_BYTES: usize = 1 << 20;
+
+/// How a schema's records are written.
+#[derive(Debug)]
+pub enum Format {
+    /// Avro binary datums.
+    Avro(Box<apache_avro::Schema>),
+    /// JSON documents (JSON Schema).
+    Json,
+    /// Protobuf messages: handed to the plugin as they are, unframed.
+    Protobuf,
+}
+
+/// A resolved schema, and what records written with it are tagged with.
+#[derive(Debug)]
+pub struct Resolved {
+    pub format: Format,
+    /// The schema's name (Glue: the schema's; Confluent: the Avro record's full name, or
+    /// its id).
+    pub name: String,
+    /// Glue's version number; Confluent's id.
+    pub version: String,
+    /// Hex SHA-256 of the schema (Avro: of its Parsing Canonical Form).
+    pub fingerprint: String,
+}
+
+/// Why a schema could not be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    /// The registry says there is no such schema, or it does not parse: the record is
+    /// bad data (`schema`).
+    Bad(String),
+    /// The registry could not be asked now: the record is retried.
+    Unavailable(String),
+}
+
+/// The registries records may name.
+#[derive(Clone)]
+pub struct Registries {
+    pub glue: Option<aws_sdk_glue::Client>,
+    /// A Confluent-compatible registry's base URL, its client, and a Basic credential.
+    pub confluent: Option<(String, WebClient, Option<String>)>,
+}
+
+impl Registries {
+    /// The schema `reference` names, by `ends`.
+    pub async fn fetch(&self, reference: &SchemaRef, ends: Instant) -> Result<Resolved, Missing> {
+        match reference {
+            SchemaRef::Glue(id) => self.glue(id, ends).await,
+            SchemaRef::Confluent(id) => self.confluent(*id, ends).await,
+        }
+    }
+
+    async fn glue(&self, id: &str, ends: Instant) -> Result<Resolved, Missing> {
+        let client = self.glue.as_ref().ok_or_else(|| {
+            Missing::Bad("a Glue-framed record, and no Glue registry (host bug)".into())
+        })?;
+        let call = client.get_schema_version().schema_version_id(id).send();
+        let answer = match tokio::time::timeout_at(ends.into(), call).await {
+            Err(_) => {
+                return Err(Missing::Unavailable(format!(
+                    "glue schema version {id}: no answer in time"
+                )));
+            }
+            Ok(Err(e)) => {
+                let text = crate::aws::describe_error(&e);
+                return Err(match e.as_service_error() {
+                    Some(service)
+                        if service.is_entity_not_found_exception()
+                            || service.is_invalid_input_exception() =>
+                    {
+                        Missing::Bad(format!("glue schema version {id}: {text}"))
+                    }
+                    _ => Missing::Unavailable(format!("glue schema version {id}: {text}")),
+                });
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        let definition = answer
+            .schema_definition()
+            .ok_or_else(|| Missing::Bad(format!("glue schema version {id} has no definition")))?;
+        let name = answer
+            .schema_arn()
+            .and_then(|arn| arn.rsplit('/').next())
+            .unwrap_or(id)
+            .to_owned();
+        let version = answer
+            .version_number()
+            .map_or_else(String::new, |v| v.to_string());
+        let format = match answer.data_format() {
+            Some(aws_sdk_glue::types::DataFormat::Avro) => "AVRO",
+            Some(aws_sdk_glue::types::DataFormat::Json) => "JSON",
+            Some(aws_sdk_glue::types::DataFormat::Protobuf) => "PROTOBUF",
+            other => {
+                return Err(Missing::Bad(format!(
+                    "glue schema version {id}: data format {other:?}"
+                )));
+            }
+        };
+        resolve(format, definition, name, version)
+    }
+
+    async fn confluent(&self, id: u32, ends: Instant) -> Result<Resolved, Missing> {
+        let (base, client, credential) = self
+            .confluent
+            .as_ref()
+            .ok_or_else(|| Missing::Bad(format!("confluent schema id {id}: no Confluent registry is set (PIPELINE_CONFLUENT_REGISTRY)")))?;
+        let url = format!("{}/schemas/ids/{id}", base.trim_end_matches('/'));
+        let mut headers = vec![("accept", "application/vnd.schemaregistry.v1+json")];
+        let basic;
+        if let Some(credential) = credential {
+            basic = format!("Basic {credential}");
+            headers.push(("authorization", basic.as_str()));
+        }
+        let (status, body) = client
+            .get(&url, &headers, MAX_SCHEMA_BYTES, ends)
+            .await
+            .map_err(Missing::Unavailable)?;
+        if status == http::StatusCode::NOT_FOUND {
+            return Err(Missing::Bad(format!(
+                "confluent schema id {id}: not in the registry"
+            )));
+        }
+        if !status.is_success() {
+            return Err(Missing::Unavailable(format!("GET {url}: {status}")));
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Answer {
+            schema: String,
+            schema_type: Option<String>,
+        }
+        let answer: Answer = serde_json::from_slice(&body)
+            .map_err(|e| Missing::Unavailable(format!("GET {url}: not a schema: {e}")))?;
+        // Before Confluent 8, an Avro schema's type was left out.
+        let format = answer.schema_type.unwrap_or_else(|| "AVRO".into());
+        resolve(&format, &answer.schema, id.to_string(), id.to_string())
+    }
+}
+
+/// A schema's text parsed as its `format` says.
+fn resolve(
+    format: &str,
+    definition: &str,
+    name: String,
+    version: String,
+) -> Result<Resolved, Missing> {
+    let hash = |text: &str| hex::encode(sha2::Sha256::digest(text.as_bytes()));
+    match format {
+        "AVRO" => {
+            let schema = apache_avro::Schema::parse_str(definition)
+                .map_err(|e| Missing::Bad(format!("schema {name} {version} is not Avro: {e}")))?;
+            let fingerprint = hash(&schema.canonical_form());
+            // A Confluent schema has no name of its own: its record's, when it has one.
+            let name = match schema.name() {
+                Some(full) if name == version => full.to_string(),
+                _ => name,
+            };
+            Ok(Resolved {
+                format: Format::Avro(Box::new(schema)),
+                name,
+                version,
+                fingerprint,
+            })
+        }
+        "JSON" => Ok(Resolved {
+            format: Format::Json,
+            fingerprint: hash(definition),
+            name,
+            version,
+        }),
+        "PROTOBUF" => Ok(Resolved {
+            format: Format::Protobuf,
+            fingerprint: hash(definition),
+            name,
+            version,
+        }),
+        other => Err(Missing::Bad(format!(
+            "schema {name} {version}: unknown type {other}"
+        ))),
+    }
+}

@@ -1,0 +1,276 @@
+//! Schema-registry framed records, opened before the plugin: Glue's framing against the
+//! emulator's Glue registry, Confluent's against a loopback server that answers as
+//! Confluent's REST API does. Avro becomes JSON with the schema's attributes; a datum
+//! that does not decode, or a schema the registry does not have, goes to the DLQ as
+//! `schema`; a registry that cannot answer leaves the record `unfinished`.
+
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use crate::emulator::Moto;
+use crate::events::kinesis_data_event;
+use crate::support::{Scratch, dlq_kinds};
+
+const ORDER_AVRO: &str = r#"{"type":"record","name":"Order","namespace":"shop","fields":[{"name":"id","type":"string"},{"name":"qty","type":"int"},{"name":"note","type":["null","string"],"default":null}]}"#;
+
+/// `{"id": id, "qty": qty, "note": null}` as an Avro datum of [`ORDER_AVRO`].
+fn order_datum(id: &str, qty: u8) -> Vec<u8> {
+    let mut datum = vec![(id.len() as u8) * 2];
+    datum.extend_from_slice(id.as_bytes());
+    datum.push(qty * 2);
+    datum.push(0);
+    datum
+}
+
+fn zlib(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).expect("zlib");
+    encoder.finish().expect("zlib")
+}
+
+fn glue_frame(version: &str, compressed: bool, datum: &[u8]) -> Vec<u8> {
+    let mut framed = vec![3, if compressed { 5 } else { 0 }];
+    framed.extend(pipeline_host::schemas::uuid_bytes(version).expect("a uuid"));
+    framed.extend_from_slice(datum);
+    framed
+}
+
+fn confluent_frame(id: u32, datum: &[u8]) -> Vec<u8> {
+    let mut framed = vec![0];
+    framed.extend(id.to_be_bytes());
+    framed.extend_from_slice(datum);
+    framed
+}
+
+/// `host run` of `misbehave` (echoes, copying each record's attributes) over a Kinesis
+/// event of `data`, with `flags`: the run, its outputs (envelopes) and its DLQ kinds.
+fn run(
+    s: &Scratch,
+    data: Vec<Vec<u8>>,
+    flags: &[&str],
+    env: &[(&str, String)],
+) -> (crate::support::Run, Vec<Value>, Vec<String>) {
+    let records: Vec<(&str, Vec<u8>)> = data.into_iter().map(|d| ("shardId-0", d)).collect();
+    let event = s.write("event.json", &kinesis_data_event(&records).to_string());
+    let out = s.path("out.jsonl");
+    let dlq = s.path("dlq.jsonl");
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(&dlq);
+    let plugin = crate::support::plugin("misbehave");
+    let mut args = vec![
+        "run",
+        "--plugin",
+        crate::support::path_str(&plugin),
+        "--input",
+        crate::support::path_str(&event),
+        "--format",
+        "event",
+        "--config",
+        "attributes=copy",
+        "--output",
+        crate::support::path_str(&out),
+        "--emit",
+        "envelope",
+        "--dlq",
+        crate::support::path_str(&dlq),
+        "--cache-dir",
+        "off",
+    ];
+    args.extend_from_slice(flags);
+    let run = s.host_with_env(&args, None, env);
+    let outputs = std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an envelope"))
+        .collect();
+    let dead: Vec<String> = std::fs::read_to_string(&dlq)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (run, outputs, dead)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn glue_framed_avro_becomes_json_with_its_schema_and_a_bad_datum_is_dead_lettered_as_schema()
+{
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.glue
+        .create_registry()
+        .registry_name("shop")
+        .send()
+        .await
+        .expect("registry");
+    let created = aws
+        .glue
+        .create_schema()
+        .registry_id(
+            aws_sdk_glue::types::RegistryId::builder()
+                .registry_name("shop")
+                .build(),
+        )
+        .schema_name("orders")
+        .data_format(aws_sdk_glue::types::DataFormat::Avro)
+        .compatibility(aws_sdk_glue::types::Compatibility::Backward)
+        .schema_definition(ORDER_AVRO)
+        .send()
+        .await
+        .expect("schema");
+    let version = created
+        .schema_version_id()
+        .expect("a version id")
+        .to_owned();
+    let mut trailing = order_datum("o3", 1);
+    trailing.push(0);
+    let data = vec![
+        glue_frame(&version, false, &order_datum("o1", 3)),
+        glue_frame(&version, true, &zlib(&order_datum("o2", 4))),
+        glue_frame(&version, false, &trailing),
+        glue_frame(
+            "00000000-0000-4000-8000-000000000000",
+            false,
+            &order_datum("o4", 1),
+        ),
+        br#"{"plain":true}"#.to_vec(),
+    ];
+    let s = Scratch::new();
+    let (run, outputs, dead) = run(&s, data, &["--schema-framing", "auto"], &moto.env());
+    run.assert_ok();
+    assert_eq!(run.balanced(), [5, 3, 0, 2], "{}\n{dead:#?}", run.stderr);
+    let payloads: Vec<&Value> = outputs.iter().map(|o| &o["payload"]).collect();
+    assert_eq!(payloads[0], &json!({"id": "o1", "qty": 3, "note": null}));
+    assert_eq!(
+        payloads[1],
+        &json!({"id": "o2", "qty": 4, "note": null}),
+        "zlib inflated"
+    );
+    assert_eq!(
+        payloads[2],
+        &json!({"plain": true}),
+        "not framed: as it came"
+    );
+    let attributes = &outputs[0]["attributes"];
+    assert_eq!(attributes["schema-name"], "orders", "{attributes}");
+    assert_eq!(attributes["schema-version"], "1");
+    assert_eq!(attributes["schema-format"], "avro");
+    assert_eq!(attributes["schema-id"], version.as_str());
+    assert_eq!(
+        attributes["schema-fingerprint"].as_str().map(str::len),
+        Some(64)
+    );
+    assert!(outputs[2]["attributes"].get("schema-name").is_none());
+    assert_eq!(dlq_kinds(&dead), ["schema", "schema"]);
+    assert!(
+        dead[0].contains("bytes left after the Avro datum"),
+        "{}",
+        dead[0]
+    );
+    assert!(
+        dead[1].contains("00000000-0000-4000-8000-000000000000"),
+        "{}",
+        dead[1]
+    );
+}
+
+/// A loopback server answering `GET /schemas/ids/ID` as Confluent's registry does:
+/// 7 an Avro schema (no `schemaType`, as before Confluent 8), 8 a JSON Schema, 10 a
+/// 503; anything else 404. It records each request's path and `Authorization`.
+/// The requests a registry answered: each one's path and `Authorization` header.
+type Asked = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+fn confluent_registry() -> (String, Asked) {
+    let server = tiny_http::Server::http("127.0.0.1:0").expect("a loopback server");
+    let port = server.server_addr().to_ip().expect("an IP address").port();
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        for request in server.incoming_requests() {
+            let auth = request
+                .headers()
+                .iter()
+                .find(|h| h.field.equiv("Authorization"))
+                .map(|h| h.value.to_string());
+            seen.lock()
+                .expect("asked")
+                .push((request.url().to_owned(), auth));
+            let response = match request.url() {
+                "/api/schemas/ids/7" => {
+                    tiny_http::Response::from_string(json!({"schema": ORDER_AVRO}).to_string())
+                }
+                "/api/schemas/ids/8" => tiny_http::Response::from_string(
+                    json!({"schemaType": "JSON", "schema": "{\"type\":\"object\"}"}).to_string(),
+                ),
+                "/api/schemas/ids/10" => {
+                    tiny_http::Response::from_string("busy").with_status_code(503)
+                }
+                _ => tiny_http::Response::from_string(
+                    r#"{"error_code":40403,"message":"Schema not found"}"#,
+                )
+                .with_status_code(404),
+            };
+            let _ = request.respond(response);
+        }
+    });
+    (format!("http://key:secret@127.0.0.1:{port}/api"), asked)
+}
+
+#[test]
+fn confluent_framed_avro_and_json_are_opened_each_schema_asked_once() {
+    let (registry, asked) = confluent_registry();
+    let data = vec![
+        confluent_frame(7, &order_datum("o1", 3)),
+        confluent_frame(7, &order_datum("o2", 5)),
+        confluent_frame(8, br#"{"k":1}"#),
+        confluent_frame(8, b"not json"),
+        confluent_frame(9, &order_datum("o3", 1)),
+        confluent_frame(10, &order_datum("o4", 1)),
+    ];
+    let s = Scratch::new();
+    let (run, outputs, dead) = run(
+        &s,
+        data,
+        &[
+            "--schema-framing",
+            "confluent",
+            "--confluent-registry",
+            &registry,
+        ],
+        &[],
+    );
+    run.assert_ok();
+    assert_eq!(run.balanced(), [6, 3, 0, 3], "{}", run.stderr);
+    assert_eq!(
+        outputs[1]["payload"],
+        json!({"id": "o2", "qty": 5, "note": null})
+    );
+    assert_eq!(
+        outputs[0]["attributes"]["schema-name"], "shop.Order",
+        "the record's name"
+    );
+    assert_eq!(outputs[0]["attributes"]["schema-version"], "7");
+    assert_eq!(outputs[2]["payload"], json!({"k": 1}));
+    assert_eq!(outputs[2]["attributes"]["schema-format"], "json");
+    // Not JSON, a schema the registry lacks: bad data. A registry that cannot answer:
+    // the record is unfinished (this source does not redeliver: dead-lettered to rerun).
+    assert_eq!(dlq_kinds(&dead), ["schema", "schema", "unfinished"]);
+    assert!(dead[1].contains("not in the registry"), "{}", dead[1]);
+    let asked = asked.lock().expect("asked").clone();
+    let paths: Vec<&str> = asked.iter().map(|(p, _)| p.as_str()).collect();
+    for id in ["7", "8", "9", "10"] {
+        let path = format!("/api/schemas/ids/{id}");
+        assert_eq!(
+            paths.iter().filter(|p| **p == path).count(),
+            1,
+            "{id} once: {paths:?}"
+        );
+    }
+    assert!(
+        asked
+            .iter()
+            .all(|(_, auth)| auth.as_deref() == Some("Basic a2V5OnNlY3JldA==")),
+        "{asked:?}"
+    );
+}
