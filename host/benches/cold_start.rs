@@ -140,6 +140,7 @@ fn release(module: Vec<u8>) -> Release {
         force: true,
         precompile: Vec::new(),
         lookups: Vec::new(),
+        output_schemas: Default::default(),
     }
 }
 

@@ -274,3 +274,71 @@ fn confluent_framed_avro_and_json_are_opened_each_schema_asked_once() {
         "{asked:?}"
     );
 }
+
+/// A schema published with the plugin (`--output-schema`, signed into the manifest):
+/// every output is checked against it before its record's outputs go, and carries its
+/// fingerprint; one that does not fit sends its record to the DLQ as `schema`.
+#[tokio::test(flavor = "multi_thread")]
+async fn outputs_are_checked_against_the_schema_the_manifest_declares() {
+    let moto = Moto::start();
+    moto.clients().await.bucket("plugins").await;
+    let s = Scratch::new();
+    let avsc = s.write(
+        "out.avsc",
+        r#"{"type":"record","name":"Out","fields":[{"name":"id","type":"string"}]}"#,
+    );
+    let wasm = crate::support::plugin("misbehave");
+    let publish = |schema: &str| {
+        let flag = format!("default={schema}");
+        let args = [
+            "publish",
+            "--to",
+            "s3://plugins/plugins/misbehave/",
+            "--plugin",
+            crate::support::path_str(&wasm),
+            "--output-schema",
+            &flag,
+        ];
+        s.host_with_env(&args, None, &moto.env())
+    };
+    let bad = s.write("out.txt", "{}");
+    publish(crate::support::path_str(&bad))
+        .assert_error("a schema file is .avsc (Avro) or .json (JSON Schema)");
+    publish(crate::support::path_str(&avsc)).assert_ok();
+    let input = s.write(
+        "in.txt",
+        "{\"id\":\"a\"}\n{\"id\":7}\n{\"nope\":1}\nhello\n",
+    );
+    let run = s
+        .run("s3://plugins/plugins/misbehave/")
+        .input(&input)
+        .format("lines")
+        .emit("envelope")
+        .output(&s.path("out.jsonl"))
+        .envs(moto.env())
+        .go();
+    run.assert_ok();
+    assert_eq!(run.balanced(), [4, 1, 0, 3], "{}", run.stderr);
+    let outputs = s.json_lines("out.jsonl");
+    assert_eq!(outputs[0]["payload"], json!({"id": "a"}));
+    assert_eq!(
+        outputs[0]["attributes"]["schema-fingerprint"]
+            .as_str()
+            .map(str::len),
+        Some(64),
+        "{}",
+        outputs[0]
+    );
+    let dead: Vec<String> = std::fs::read_to_string(s.path("dlq.jsonl"))
+        .expect("dlq")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(dlq_kinds(&dead), ["schema", "schema", "schema"]);
+    assert!(
+        dead[0].contains("does not fit the Avro schema"),
+        "{}",
+        dead[0]
+    );
+    assert!(dead[2].contains("is not JSON"), "{}", dead[2]);
+}

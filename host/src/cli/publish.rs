@@ -72,6 +72,15 @@ pub(super) struct PublishArgs {
         conflicts_with = "rollback"
     )]
     lookups: Vec<String>,
+    /// The schema of a destination's outputs, `DEST=FILE` (`.avsc`: Avro, `.json`: JSON
+    /// Schema; `default` for outputs without a destination): signed into the manifest,
+    /// every output there is checked against it before anything of its record is sent.
+    #[arg(
+        long = "output-schema",
+        value_name = "DEST=FILE",
+        conflicts_with = "rollback"
+    )]
+    output_schemas: Vec<String>,
 }
 
 /// Flags of `host keygen`.
@@ -140,6 +149,7 @@ pub(super) async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         force: args.force,
         precompile: args.precompile,
         lookups: args.lookups,
+        output_schemas: output_schemas(&args.output_schemas)?,
     };
     match publish::publish(&engine, &aws.s3, &args.to, release).await? {
         Published::Live(manifest) => println!(
@@ -184,4 +194,21 @@ pub(super) fn keygen(args: &KeygenArgs) -> anyhow::Result<()> {
     writeln!(file, "{}", hex::encode(key.to_bytes()))?;
     println!("{}", hex::encode(key.verifying_key().to_bytes()));
     Ok(())
+}
+
+/// `DEST=FILE` flags as each destination's schema, read and checked.
+fn output_schemas(
+    flags: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, crate::schemas::DeclaredSchema>> {
+    let mut schemas = std::collections::BTreeMap::new();
+    for flag in flags {
+        let (destination, file) = flag
+            .split_once('=')
+            .filter(|(d, f)| !d.is_empty() && !f.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("--output-schema {flag:?}: expected DEST=FILE"))?;
+        let schema = crate::schemas::DeclaredSchema::from_file(std::path::Path::new(file))
+            .map_err(|e| anyhow::anyhow!("--output-schema {destination}: {e}"))?;
+        schemas.insert(destination.to_owned(), schema);
+    }
+    Ok(schemas)
 }

@@ -576,6 +576,7 @@ impl Engine {
             version: String::new(),
             optimized: None,
             tables: None,
+            output_schemas: None,
         };
         let (mut store, bindings) = plugin.instantiate()?;
         let info = bindings
@@ -720,6 +721,8 @@ pub struct Plugin {
     world: &'static str,
     /// The lookup tables its instances may read.
     tables: tables::Tables,
+    /// The schemas its manifest declares for its outputs.
+    output_schemas: Option<Arc<crate::schemas::OutputSchemas>>,
 }
 
 impl Plugin {
@@ -753,6 +756,17 @@ impl Plugin {
         self
     }
 
+    /// The same plugin, its outputs checked against `schemas` (from its manifest).
+    pub fn with_output_schemas(mut self, schemas: Arc<crate::schemas::OutputSchemas>) -> Self {
+        self.output_schemas = Some(schemas);
+        self
+    }
+
+    /// The schemas its manifest declares for its outputs, if any.
+    pub fn output_schemas(&self) -> Option<Arc<crate::schemas::OutputSchemas>> {
+        self.output_schemas.clone()
+    }
+
     /// The limits the plugin runs under.
     pub fn limits(&self) -> &Limits {
         self.engine.limits()
@@ -770,6 +784,7 @@ impl Plugin {
             optimized: None,
             world: self.world,
             tables: self.tables.clone(),
+            output_schemas: self.output_schemas.clone(),
         })
     }
 

@@ -45,6 +45,8 @@ pub(super) struct Target<'t> {
     /// failed are handed back; without it they go to the DLQ, and an item the DLQ
     /// refuses is an error of the whole run.
     pub(super) redelivers: bool,
+    /// The schemas the last stage's manifest declares for its outputs.
+    pub(super) schemas: Option<&'t crate::schemas::OutputSchemas>,
 }
 
 /// Delivers what the plugin produced for the open entries of a batch: outputs to the
@@ -194,7 +196,9 @@ impl Delivery<'_> {
                 output.id = Some(format!("{identity}#{position}"));
             }
             let checked = match outputs.iter().find_map(|o| router.check(o).err()) {
-                None => router.admit(&outputs),
+                None => self
+                    .check_schemas(&mut outputs)
+                    .and_then(|()| router.admit(&outputs)),
                 Some(refused) => Err(refused),
             };
             match checked {
@@ -211,6 +215,24 @@ impl Delivery<'_> {
             }
         }
         (sending, failures)
+    }
+
+    /// Each output against its destination's declared schema, tagged with the schema's
+    /// fingerprint; the first that does not fit refuses its record's (`schema`).
+    fn check_schemas(&self, outputs: &mut [Output]) -> Result<(), (FailureKind, String)> {
+        let Some(schemas) = self.target.schemas else {
+            return Ok(());
+        };
+        for output in outputs {
+            match schemas.check(output.destination.as_deref(), &output.payload) {
+                Ok(None) => {}
+                Ok(Some(fingerprint)) => output
+                    .attributes
+                    .push(("schema-fingerprint".to_owned(), fingerprint.to_owned())),
+                Err(why) => return Err((FailureKind::Schema, why)),
+            }
+        }
+        Ok(())
     }
 
     /// Phase 4: the outputs to the sinks, but those an earlier try delivered. Returns,
@@ -417,6 +439,7 @@ mod tests {
             dlq,
             retry,
             redelivers,
+            schemas: None,
         };
         deliver(entries, &plugins(), &mut HashSet::new(), target).await?;
         Ok(entries
@@ -640,6 +663,7 @@ mod tests {
             dlq: &dlq,
             retry: retry(1, Budget::unbounded()),
             redelivers: false,
+            schemas: None,
         };
         let result = deliver(&mut entries, &plugins(), &mut HashSet::new(), target).await;
         assert!(

@@ -536,6 +536,8 @@ impl Pipeline {
             self.stats.record_lookups(tables.take_stats());
         }
         let plugins = batch::plugin_refs(&chain);
+        // The outputs are the last stage's: its manifest's schemas check them.
+        let schemas = (chain.stages().last()).and_then(|r| r.plugin().output_schemas());
         self.chain = Some(chain);
         let router = self.router_for(outputs);
         let target = Target {
@@ -543,6 +545,7 @@ impl Pipeline {
             dlq: &self.dlq,
             retry,
             redelivers: claims.redelivers(),
+            schemas: schemas.as_deref(),
         };
         deliver::deliver(entries, &plugins, held, target).await?;
         if let Some(reason) = router.broken().or_else(|| self.dlq.sink.broken()) {

@@ -483,6 +483,16 @@ fn prepare(
         plugin = plugin.with_identity(&manifest.name, &manifest.version);
         settings.clone_from(&manifest.config);
     }
+    if let Some(manifest) = manifest.as_ref().filter(|m| !m.output_schemas.is_empty()) {
+        let schemas =
+            crate::schemas::OutputSchemas::compile(&manifest.output_schemas).map_err(|reason| {
+                LoadError::Refused {
+                    plugin: manifest.label(),
+                    source: super::ManifestError::Malformed(reason),
+                }
+            })?;
+        plugin = plugin.with_output_schemas(Arc::new(schemas));
+    }
     let declared = manifest.as_ref().map(|m| m.lookups.as_slice());
     match (lookups, declared) {
         (Some(tables), declared) => {

@@ -69,6 +69,11 @@ pub struct Manifest {
     /// is not mapped (`PIPELINE_LOOKUPS`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lookups: Vec<String>,
+    /// The schema of each destination's outputs (`host publish --output-schema
+    /// DEST=FILE`; `default` for outputs without one). Signed: a host checks every
+    /// output against it before anything of its record is sent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub output_schemas: BTreeMap<String, crate::schemas::DeclaredSchema>,
 }
 
 /// The module compiled ahead of time for one target: wasmtime's native code, which a
@@ -242,6 +247,15 @@ impl Manifest {
                 field(table.as_bytes());
             }
         }
+        if !self.output_schemas.is_empty() {
+            field(b"output-schemas");
+            field(&(self.output_schemas.len() as u64).to_le_bytes());
+            for (destination, schema) in &self.output_schemas {
+                field(destination.as_bytes());
+                field(schema.format.as_bytes());
+                field(schema.definition.as_bytes());
+            }
+        }
         Ok(out)
     }
 
@@ -372,6 +386,7 @@ mod tests {
             prefix: PREFIX.into(),
             artifacts: Vec::new(),
             lookups: Vec::new(),
+            output_schemas: BTreeMap::new(),
         }
     }
 
@@ -459,7 +474,16 @@ mod tests {
             "another key is refused"
         );
         type Change = (&'static str, fn(&mut Manifest));
-        let changes: [Change; 9] = [
+        let changes: [Change; 10] = [
+            ("output schemas", |m| {
+                m.output_schemas.insert(
+                    "default".into(),
+                    crate::schemas::DeclaredSchema {
+                        format: "json".into(),
+                        definition: "{}".into(),
+                    },
+                );
+            }),
             ("lookups", |m| m.lookups = vec!["users".into()]),
             ("lookups", |m| {
                 m.lookups = vec!["users".into(), "prices".into()]

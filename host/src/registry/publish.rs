@@ -72,6 +72,8 @@ pub struct Release {
     pub precompile: Vec<String>,
     /// The lookup tables the plugin reads (signed into the manifest).
     pub lookups: Vec<String>,
+    /// Each destination's output schema (signed into the manifest).
+    pub output_schemas: BTreeMap<String, crate::schemas::DeclaredSchema>,
 }
 
 /// What publishing did.
@@ -168,6 +170,7 @@ pub async fn publish(
         prefix: to.prefix.clone(),
         artifacts: artifact.iter().map(|(a, _)| a.clone()).collect(),
         lookups: release.lookups,
+        output_schemas: release.output_schemas,
     };
     if manifest.version.is_empty() || manifest.version.contains('/') {
         bail!("version {:?} cannot name a manifest", manifest.version);

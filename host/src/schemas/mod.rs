@@ -13,8 +13,11 @@
 //! - `mod.rs`: [`Schemas`], applied to a batch.
 //! - `framing.rs`: the Confluent and Glue wire formats.
 //! - `registry.rs`: Glue and Confluent-compatible registries, and parsing a schema.
+//! - `outputs.rs`: the output schemas a plugin's manifest declares, checked before
+//!   delivery.
 
 mod framing;
+mod outputs;
 mod registry;
 
 use std::collections::HashMap;
@@ -25,6 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 pub use framing::{FramingSetting, SchemaRef, uuid_bytes};
+pub use outputs::{DeclaredSchema, OutputSchemas};
 use registry::{Format, Missing, Registries, Resolved};
 
 use crate::record::{FailureKind, Record, attribute_name};
