@@ -141,6 +141,8 @@ fn release(module: Vec<u8>) -> Release {
         precompile: Vec::new(),
         lookups: Vec::new(),
         output_schemas: Default::default(),
+        compatibility: "BACKWARD".parse().expect("a mode"),
+        allow_incompatible: false,
     }
 }
 

@@ -341,4 +341,46 @@ async fn outputs_are_checked_against_the_schema_the_manifest_declares() {
         dead[0]
     );
     assert!(dead[2].contains("is not JSON"), "{}", dead[2]);
+
+    // The next version's schema must follow the live one's (BACKWARD by default): a new
+    // field without a default cannot read what the old schema wrote.
+    let next = |fields: &str, version: &str, extra: &[&str]| {
+        let file = s.write(
+            &format!("v{version}.avsc"),
+            &format!(r#"{{"type":"record","name":"Out","fields":[{{"name":"id","type":"string"}}{fields}]}}"#),
+        );
+        let flag = format!("default={}", file.display());
+        let mut args = vec![
+            "publish",
+            "--to",
+            "s3://plugins/plugins/misbehave/",
+            "--plugin",
+            crate::support::path_str(&wasm),
+            "--version",
+            version,
+            "--output-schema",
+            &flag,
+        ];
+        args.extend_from_slice(extra);
+        s.host_with_env(&args, None, &moto.env())
+    };
+    let cents = r#",{"name":"cents","type":"long"}"#;
+    next(cents, "2.0.0", &[]).assert_error(
+        "the output schema of `default` does not follow version 0.1.0's: not BACKWARD compatible",
+    );
+    next(
+        r#",{"name":"cents","type":"long","default":0}"#,
+        "2.0.0",
+        &[],
+    )
+    .assert_ok();
+    next(cents, "3.0.0", &["--compatibility", "FORWARD"]).assert_ok();
+    next(r#",{"name":"cents","type":"string"}"#, "4.0.0", &[])
+        .assert_error("not BACKWARD compatible");
+    next(
+        r#",{"name":"cents","type":"string"}"#,
+        "4.0.0",
+        &["--allow-incompatible"],
+    )
+    .assert_ok();
 }

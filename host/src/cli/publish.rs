@@ -81,6 +81,14 @@ pub(super) struct PublishArgs {
         conflicts_with = "rollback"
     )]
     output_schemas: Vec<String>,
+    /// How a destination's new output schema must fit the live version's (the
+    /// registries' modes: BACKWARD, FORWARD, FULL, each also _TRANSITIVE or _ALL against
+    /// every published version; NONE; DISABLED: no change).
+    #[arg(long, default_value = "BACKWARD", conflicts_with = "rollback")]
+    compatibility: crate::schemas::Mode,
+    /// Publish even when an output schema does not fit under --compatibility.
+    #[arg(long, conflicts_with = "rollback")]
+    allow_incompatible: bool,
 }
 
 /// Flags of `host keygen`.
@@ -150,6 +158,8 @@ pub(super) async fn publish(args: PublishArgs) -> anyhow::Result<()> {
         precompile: args.precompile,
         lookups: args.lookups,
         output_schemas: output_schemas(&args.output_schemas)?,
+        compatibility: args.compatibility,
+        allow_incompatible: args.allow_incompatible,
     };
     match publish::publish(&engine, &aws.s3, &args.to, release).await? {
         Published::Live(manifest) => println!(

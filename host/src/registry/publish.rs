@@ -74,6 +74,10 @@ pub struct Release {
     pub lookups: Vec<String>,
     /// Each destination's output schema (signed into the manifest).
     pub output_schemas: BTreeMap<String, crate::schemas::DeclaredSchema>,
+    /// How a destination's new schema must fit the published ones.
+    pub compatibility: crate::schemas::Mode,
+    /// Publish even when a schema does not fit (`--allow-incompatible`).
+    pub allow_incompatible: bool,
 }
 
 /// What publishing did.
@@ -152,6 +156,10 @@ pub async fn publish(
     // Read first: the new manifest's sequence is the live one's plus one (and the
     // replace below is conditional on this read).
     let live = get_live(s3, to).await?;
+    if !release.allow_incompatible {
+        let live = live.as_ref().map(|(m, _)| m);
+        check_schemas(s3, to, live, &release.output_schemas, release.compatibility).await?;
+    }
     let sequence = match &live {
         Some((live, _)) => next_sequence(live)?,
         None => 1,
@@ -331,6 +339,53 @@ fn resign(manifest: &mut Manifest, to: &Prefix, key: Option<&SigningKey>) -> any
             manifest.label()
         ),
         None => {}
+    }
+    Ok(())
+}
+
+/// Each destination's new output schema against the live version's (every published
+/// version's, for a transitive mode): an error naming the destination, the version and
+/// what broke.
+async fn check_schemas(
+    s3: &aws_sdk_s3::Client,
+    to: &Prefix,
+    live: Option<&Manifest>,
+    schemas: &BTreeMap<String, crate::schemas::DeclaredSchema>,
+    mode: crate::schemas::Mode,
+) -> anyhow::Result<()> {
+    if schemas.is_empty() {
+        return Ok(());
+    }
+    let mut earlier: Vec<Manifest> = live.cloned().into_iter().collect();
+    if mode.transitive {
+        earlier.clear();
+        let mut pages = s3
+            .list_objects_v2()
+            .bucket(&to.bucket)
+            .prefix(to.key("versions/"))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| anyhow::anyhow!("listing versions: {}", describe_error(&e)))?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                earlier.extend(get_manifest(s3, &to.bucket, key).await?);
+            }
+        }
+    }
+    for old in &earlier {
+        for (destination, new) in schemas {
+            let Some(before) = old.output_schemas.get(destination) else {
+                continue;
+            };
+            crate::schemas::check_compatibility(mode, before, new).map_err(|why| {
+                anyhow::anyhow!(
+                    "the output schema of `{destination}` does not follow version {}'s: {why} (publish with --allow-incompatible to publish it anyway)",
+                    old.version
+                )
+            })?;
+        }
     }
     Ok(())
 }

@@ -15,7 +15,9 @@
 //! - `registry.rs`: Glue and Confluent-compatible registries, and parsing a schema.
 //! - `outputs.rs`: the output schemas a plugin's manifest declares, checked before
 //!   delivery.
+//! - `compatibility.rs`: whether a new version's schema may follow the published ones.
 
+mod compatibility;
 mod framing;
 mod outputs;
 mod registry;
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+pub use compatibility::{Mode, check as check_compatibility};
 pub use framing::{FramingSetting, SchemaRef, uuid_bytes};
 pub use outputs::{DeclaredSchema, OutputSchemas};
 use registry::{Format, Missing, Registries, Resolved};
