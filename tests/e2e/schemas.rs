@@ -206,6 +206,10 @@ fn confluent_registry() -> (String, Asked) {
                 "/api/schemas/ids/10" => {
                     tiny_http::Response::from_string("busy").with_status_code(503)
                 }
+                // A 404 that is not the registry's "schema not found" (a proxy's).
+                "/api/schemas/ids/11" => {
+                    tiny_http::Response::from_string("<html>not found</html>").with_status_code(404)
+                }
                 _ => tiny_http::Response::from_string(
                     r#"{"error_code":40403,"message":"Schema not found"}"#,
                 )
@@ -227,6 +231,9 @@ fn confluent_framed_avro_and_json_are_opened_each_schema_asked_once() {
         confluent_frame(8, b"not json"),
         confluent_frame(9, &order_datum("o3", 1)),
         confluent_frame(10, &order_datum("o4", 1)),
+        confluent_frame(11, &order_datum("o5", 1)),
+        // A string that says 2 bytes and has 1: cut short, not a null.
+        confluent_frame(7, &[4, b'o']),
     ];
     let s = Scratch::new();
     let (run, outputs, dead) = run(
@@ -241,7 +248,7 @@ fn confluent_framed_avro_and_json_are_opened_each_schema_asked_once() {
         &[],
     );
     run.assert_ok();
-    assert_eq!(run.balanced(), [6, 3, 0, 3], "{}", run.stderr);
+    assert_eq!(run.balanced(), [8, 3, 0, 5], "{}", run.stderr);
     assert_eq!(
         outputs[1]["payload"],
         json!({"id": "o2", "qty": 5, "note": null})
@@ -255,11 +262,26 @@ fn confluent_framed_avro_and_json_are_opened_each_schema_asked_once() {
     assert_eq!(outputs[2]["attributes"]["schema-format"], "json");
     // Not JSON, a schema the registry lacks: bad data. A registry that cannot answer:
     // the record is unfinished (this source does not redeliver: dead-lettered to rerun).
-    assert_eq!(dlq_kinds(&dead), ["schema", "schema", "unfinished"]);
-    assert!(dead[1].contains("not in the registry"), "{}", dead[1]);
+    let mut kinds = dlq_kinds(&dead);
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        ["schema", "schema", "schema", "unfinished", "unfinished"]
+    );
+    assert!(
+        dead.iter().any(|d| d.contains("not in the registry")),
+        "{dead:?}"
+    );
+    assert!(
+        dead.iter()
+            .filter(|d| d.contains("does not decode against its Avro schema"))
+            .count()
+            == 1,
+        "{dead:?}"
+    );
     let asked = asked.lock().expect("asked").clone();
     let paths: Vec<&str> = asked.iter().map(|(p, _)| p.as_str()).collect();
-    for id in ["7", "8", "9", "10"] {
+    for id in ["7", "8", "9", "10", "11"] {
         let path = format!("/api/schemas/ids/{id}");
         assert_eq!(
             paths.iter().filter(|p| **p == path).count(),

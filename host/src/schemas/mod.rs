@@ -64,6 +64,9 @@ impl Schemas {
         if setting == FramingSetting::None {
             return Ok(None);
         }
+        // No single allocation while decoding an Avro datum may pass the record limit
+        // (a length prefix is the datum's to choose). The first setting is kept.
+        apache_avro::util::max_allocation_bytes(max_bytes);
         let confluent = match confluent {
             None => None,
             Some(url) => {
@@ -116,7 +119,14 @@ impl Schemas {
                 .lock()
                 .ok()
                 .and_then(|k| k.get(&reference).cloned());
-            let Some(schema) = schema else { continue };
+            let Some(schema) = schema else {
+                fail(
+                    item,
+                    FailureKind::Unfinished,
+                    format!("{reference}: not resolved (host bug)"),
+                );
+                continue;
+            };
             let Ok(record) = &mut **item else { continue };
             if let Err(why) = open_record(record, self.setting, &reference, &schema, self.max_bytes)
             {
@@ -266,6 +276,10 @@ fn avro_to_json(schema: &apache_avro::Schema, datum: &[u8]) -> Result<Vec<u8>, S
     #[allow(deprecated)]
     let value = apache_avro::from_avro_datum(schema, &mut reader, None)
         .map_err(|e| format!("the datum does not decode against its Avro schema: {e}"))?;
+    // A datum cut short inside a field decodes as null: not one the schema allows.
+    if !value.validate(schema) {
+        return Err("the datum does not decode against its Avro schema (cut short?)".into());
+    }
     if !reader.is_empty() {
         return Err(format!(
             "{} bytes left after the Avro datum: not written with its schema",
@@ -277,12 +291,14 @@ fn avro_to_json(schema: &apache_avro::Schema, datum: &[u8]) -> Result<Vec<u8>, S
     serde_json::to_vec(&json).map_err(|e| e.to_string())
 }
 
-/// A Confluent Protobuf datum without its message indexes (a count, then each index,
-/// as zigzag varints; a lone `0` for the first message). Glue writes none.
+/// Message indexes a Confluent Protobuf datum may name (a nesting path; real ones are a
+/// few deep).
+const MAX_MESSAGE_INDEXES: u64 = 64;
+
+/// A Protobuf datum without the index of its message: Confluent's is a count, then each
+/// index, as zigzag varints (a lone `0` for the first message); Glue's one unsigned
+/// varint.
 fn skip_message_indexes<'d>(datum: &'d [u8], reference: &SchemaRef) -> Result<&'d [u8], String> {
-    if !matches!(reference, SchemaRef::Confluent(_)) {
-        return Ok(datum);
-    }
     let mut rest = datum;
     let mut varint = || -> Result<u64, String> {
         let mut value = 0u64;
@@ -293,14 +309,27 @@ fn skip_message_indexes<'d>(datum: &'d [u8], reference: &SchemaRef) -> Result<&'
             rest = tail;
             value |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
-                return Ok((value >> 1) ^ (value & 1).wrapping_neg());
+                return Ok(value);
             }
         }
         Err("a message index is not a varint".into())
     };
-    let count = varint()?;
-    for _ in 0..count.min(1024) {
-        varint()?;
+    let zigzag = |v: u64| (v >> 1) as i64 ^ -((v & 1) as i64);
+    match reference {
+        SchemaRef::Glue(_) => {
+            varint()?;
+        }
+        SchemaRef::Confluent(_) => {
+            let count = zigzag(varint()?);
+            if !(0..=MAX_MESSAGE_INDEXES as i64).contains(&count) {
+                return Err(format!(
+                    "{count} message indexes: 0 to {MAX_MESSAGE_INDEXES}"
+                ));
+            }
+            for _ in 0..count {
+                varint()?;
+            }
+        }
     }
     Ok(rest)
 }
@@ -362,5 +391,13 @@ mod tests {
             Ok(&[8u8][..])
         );
         assert!(skip_message_indexes(&[4, 2], &reference).is_err());
+        assert!(
+            skip_message_indexes(&[1, 8], &reference).is_err(),
+            "a negative count"
+        );
+        assert_eq!(
+            skip_message_indexes(&[0, 8], &SchemaRef::Glue("g".into())),
+            Ok(&[8u8][..])
+        );
     }
 }

@@ -128,7 +128,13 @@ impl Registries {
             .get(&url, &headers, MAX_SCHEMA_BYTES, ends)
             .await
             .map_err(Missing::Unavailable)?;
-        if status == http::StatusCode::NOT_FOUND {
+        // Only the registry's own "schema not found" (40403) is about the record; any
+        // other 404 (a wrong base URL, a proxy) is the registry not answering.
+        let not_found = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|b| b.get("error_code")?.as_u64())
+            == Some(40403);
+        if status == http::StatusCode::NOT_FOUND && not_found {
             return Err(Missing::Bad(format!(
                 "confluent schema id {id}: not in the registry"
             )));
@@ -141,12 +147,40 @@ impl Registries {
         struct Answer {
             schema: String,
             schema_type: Option<String>,
+            #[serde(default)]
+            references: Vec<serde_json::Value>,
         }
         let answer: Answer = serde_json::from_slice(&body)
             .map_err(|e| Missing::Unavailable(format!("GET {url}: not a schema: {e}")))?;
+        if !answer.references.is_empty() {
+            return Err(Missing::Bad(format!(
+                "confluent schema id {id} refers to other schemas, which this host does not resolve"
+            )));
+        }
         // Before Confluent 8, an Avro schema's type was left out.
         let format = answer.schema_type.unwrap_or_else(|| "AVRO".into());
         resolve(&format, &answer.schema, id.to_string(), id.to_string())
+    }
+}
+
+/// Whether `schema` names a record inside that record (a list, a tree).
+fn recursive(schema: &apache_avro::Schema, enclosing: &mut Vec<apache_avro::schema::Name>) -> bool {
+    use apache_avro::Schema;
+    match schema {
+        Schema::Ref { name } => enclosing.contains(name),
+        Schema::Record(record) => {
+            enclosing.push(record.name.clone());
+            let found = record
+                .fields
+                .iter()
+                .any(|f| recursive(&f.schema, enclosing));
+            enclosing.pop();
+            found
+        }
+        Schema::Array(array) => recursive(&array.items, enclosing),
+        Schema::Map(map) => recursive(&map.types, enclosing),
+        Schema::Union(union) => union.variants().iter().any(|v| recursive(v, enclosing)),
+        _ => false,
     }
 }
 
@@ -162,6 +196,13 @@ fn resolve(
         "AVRO" => {
             let schema = apache_avro::Schema::parse_str(definition)
                 .map_err(|e| Missing::Bad(format!("schema {name} {version} is not Avro: {e}")))?;
+            if recursive(&schema, &mut Vec::new()) {
+                // A datum of a recursive type nests as deep as it says: decoding it would
+                // recurse without a bound.
+                return Err(Missing::Bad(format!(
+                    "schema {name} {version} is recursive (a record inside itself), which this host does not decode"
+                )));
+            }
             let fingerprint = hash(&schema.canonical_form());
             // A Confluent schema has no name of its own: its record's, when it has one.
             let name = match schema.name() {
