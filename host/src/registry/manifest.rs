@@ -199,7 +199,7 @@ impl Manifest {
             .ok_or_else(|| ManifestError::Signature("not a base64 ed25519 signature".into()))?;
         key.verify(&self.signed_bytes()?, &signature).map_err(|_| {
             ManifestError::Signature(
-                "it does not verify with the configured public key (the name, version, module, settings, sequence or artifacts differ from what was signed, or another key signed it)".into(),
+                "it does not verify with the configured public key (the name, version, module, settings, sequence, artifacts, prefix, lookup tables or output schemas differ from what was signed, or another key signed it)".into(),
             )
         })
     }
@@ -210,8 +210,10 @@ impl Manifest {
     /// one's architecture, engine key and 32 hash bytes (so a manifest without artifacts
     /// signs as it always did, and none can be added, dropped or swapped). `created_at`,
     /// `pinned` and an artifact's key are not covered: they change nothing a host runs
-    /// (a moved artifact fails its hash). Last, when it has one, the prefix, after a
-    /// tag of its own length (so no field before can pass for it).
+    /// (a moved artifact fails its hash). Then, each only when it has one, the prefix,
+    /// the lookup tables (their count, each name) and the output schemas (their count,
+    /// each destination, format and text), each after a tag of its own length (so no
+    /// field before can pass for it).
     pub fn signed_bytes(&self) -> Result<Vec<u8>, ManifestError> {
         let mut out = SIGNED_DOMAIN.to_vec();
         let mut field = |bytes: &[u8]| {
