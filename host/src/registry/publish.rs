@@ -356,24 +356,11 @@ async fn check_schemas(
     if schemas.is_empty() {
         return Ok(());
     }
-    let mut earlier: Vec<Manifest> = live.cloned().into_iter().collect();
-    if mode.transitive {
-        earlier.clear();
-        let mut pages = s3
-            .list_objects_v2()
-            .bucket(&to.bucket)
-            .prefix(to.key("versions/"))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page =
-                page.map_err(|e| anyhow::anyhow!("listing versions: {}", describe_error(&e)))?;
-            for object in page.contents() {
-                let Some(key) = object.key() else { continue };
-                earlier.extend(get_manifest(s3, &to.bucket, key).await?);
-            }
-        }
-    }
+    let earlier: Vec<Manifest> = if mode.transitive {
+        versions(s3, to).await?
+    } else {
+        live.cloned().into_iter().collect()
+    };
     for old in &earlier {
         for (destination, new) in schemas {
             let Some(before) = old.output_schemas.get(destination) else {
@@ -397,6 +384,22 @@ async fn previous(
     live: &Manifest,
 ) -> anyhow::Result<Option<Manifest>> {
     let mut best: Option<Manifest> = None;
+    for candidate in versions(s3, to).await? {
+        let earlier = candidate.created_at < live.created_at && candidate.version != live.version;
+        if earlier
+            && best
+                .as_ref()
+                .is_none_or(|b| candidate.created_at > b.created_at)
+        {
+            best = Some(candidate);
+        }
+    }
+    Ok(best)
+}
+
+/// Every version manifest published under `to` (`versions/*.json`).
+async fn versions(s3: &aws_sdk_s3::Client, to: &Prefix) -> anyhow::Result<Vec<Manifest>> {
+    let mut versions = Vec::new();
     let mut pages = s3
         .list_objects_v2()
         .bucket(&to.bucket)
@@ -407,21 +410,10 @@ async fn previous(
         let page = page.map_err(|e| anyhow::anyhow!("listing versions: {}", describe_error(&e)))?;
         for object in page.contents() {
             let Some(key) = object.key() else { continue };
-            let Some(candidate) = get_manifest(s3, &to.bucket, key).await? else {
-                continue;
-            };
-            let earlier =
-                candidate.created_at < live.created_at && candidate.version != live.version;
-            if earlier
-                && best
-                    .as_ref()
-                    .is_none_or(|b| candidate.created_at > b.created_at)
-            {
-                best = Some(candidate);
-            }
+            versions.extend(get_manifest(s3, &to.bucket, key).await?);
         }
     }
-    Ok(best)
+    Ok(versions)
 }
 
 async fn get_manifest(
