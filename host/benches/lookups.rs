@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region};
-use base64::Engine as _;
 use bytes::Bytes;
 use pipeline_host::aws::AwsClients;
 use pipeline_host::engine::{LookupFailure, TableReader};
@@ -35,7 +34,7 @@ use serde_json::{Value, json};
 
 #[allow(dead_code)]
 mod common;
-use common::{machine, write_section};
+use common::{kinesis_event, machine, write_section};
 
 #[allow(dead_code)]
 #[path = "../../tests/e2e/emulator.rs"]
@@ -217,26 +216,11 @@ async fn clients(endpoint: &str) -> AwsClients {
 
 /// A Kinesis event of batch `b`'s orders.
 fn event(b: usize) -> Value {
-    let records: Vec<Value> = batch_orders(b)
-        .iter()
-        .enumerate()
-        .map(|(i, payload)| {
-            let sequence = format!("49590338271490256608559692538361571095921575989{b:03}{i:06}");
-            json!({
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0", "partitionKey": "k", "sequenceNumber": sequence,
-                    "data": base64::engine::general_purpose::STANDARD.encode(payload),
-                    "approximateArrivalTimestamp": 1764075600.0
-                },
-                "eventSource": "aws:kinesis", "eventVersion": "1.0",
-                "eventID": format!("shardId-0:{sequence}"), "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": "arn:aws:iam::123456789012:role/lambda-role",
-                "awsRegion": "us-east-1",
-                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/orders"
-            })
-        })
+    let payloads: Vec<Vec<u8>> = batch_orders(b)
+        .into_iter()
+        .map(String::into_bytes)
         .collect();
-    json!({ "Records": records })
+    kinesis_event(b, &payloads)
 }
 
 struct Measured {

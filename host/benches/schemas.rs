@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use base64::Engine as _;
 use pipeline_host::aws::AwsClients;
 use pipeline_host::limits::Budget;
 use pipeline_host::pipeline::Outputs;
@@ -22,7 +21,7 @@ use serde_json::{Value, json};
 
 #[allow(dead_code)]
 mod common;
-use common::{machine, write_section};
+use common::{kinesis_event, machine, write_section};
 
 const BATCH: usize = 1000;
 const EVENTS: usize = 20;
@@ -76,25 +75,8 @@ fn avro_payload(i: usize) -> Vec<u8> {
 }
 
 fn event(b: usize, payload: fn(usize) -> Vec<u8>) -> Value {
-    let records: Vec<Value> = (0..BATCH)
-        .map(|i| {
-            let n = b * BATCH + i;
-            let sequence = format!("49590338271490256608559692538361571095921575989{b:03}{i:06}");
-            json!({
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0", "partitionKey": "k", "sequenceNumber": sequence,
-                    "data": base64::engine::general_purpose::STANDARD.encode(payload(n)),
-                    "approximateArrivalTimestamp": 1764075600.0
-                },
-                "eventSource": "aws:kinesis", "eventVersion": "1.0",
-                "eventID": format!("shardId-0:{sequence}"), "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": "arn:aws:iam::123456789012:role/lambda-role",
-                "awsRegion": "us-east-1",
-                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/events"
-            })
-        })
-        .collect();
-    json!({ "Records": records })
+    let payloads: Vec<Vec<u8>> = (0..BATCH).map(|i| payload(b * BATCH + i)).collect();
+    kinesis_event(b, &payloads)
 }
 
 /// Records/s over `EVENTS` events (best of the events, the first one dropped).

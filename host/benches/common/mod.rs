@@ -59,3 +59,30 @@ pub fn write_section(path: &Path, name: &str, body: &str) {
         eprintln!("cannot write {}: {e}", path.display());
     }
 }
+
+/// A Kinesis event of `payloads` as Lambda delivers it, its sequence numbers unique to
+/// event `b`.
+#[allow(dead_code, reason = "the lookups and schemas benches' only")]
+pub fn kinesis_event(b: usize, payloads: &[Vec<u8>]) -> serde_json::Value {
+    use base64::Engine as _;
+    let records: Vec<serde_json::Value> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, payload)| {
+            let sequence = format!("49590338271490256608559692538361571095921575989{b:03}{i:06}");
+            serde_json::json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0", "partitionKey": "k", "sequenceNumber": sequence,
+                    "data": base64::engine::general_purpose::STANDARD.encode(payload),
+                    "approximateArrivalTimestamp": 1764075600.0
+                },
+                "eventSource": "aws:kinesis", "eventVersion": "1.0",
+                "eventID": format!("shardId-0:{sequence}"), "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/lambda-role",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/events"
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
+}

@@ -205,27 +205,7 @@ impl Pipeline {
                 })
                 .ok()
         });
-        let lookups = if settings.lookups.is_empty() {
-            None
-        } else {
-            let tables = Tables::connect(&settings.lookup_settings(), Some(aws))
-                .await
-                .map_err(|reason| StartError::Lookups {
-                    setting: settings.name_of("PIPELINE_LOOKUPS"),
-                    reason,
-                })?;
-            Some(tables)
-        };
-        let schemas = Schemas::new(
-            settings.schema_framing,
-            aws.glue.clone(),
-            settings.confluent_registry.as_deref(),
-            settings.max_record_bytes,
-        )
-        .map_err(|reason| StartError::Schemas {
-            setting: settings.name_of("PIPELINE_CONFLUENT_REGISTRY"),
-            reason,
-        })?;
+        let (lookups, schemas) = reference_data(settings, aws).await?;
         let mut plugins = Vec::new();
         let mut runners = Vec::new();
         let mut start_timings = Vec::new();
@@ -726,6 +706,36 @@ impl Pipeline {
         }
         line
     }
+}
+
+/// What plugins read and records are opened with, set up at start: the lookup tables
+/// (when any is mapped) and the schema registries (when a framing is on).
+async fn reference_data(
+    settings: &Settings,
+    aws: &AwsClients,
+) -> Result<(Option<Arc<Tables>>, Option<Schemas>), StartError> {
+    let lookups = if settings.lookups.is_empty() {
+        None
+    } else {
+        let tables = Tables::connect(&settings.lookup_settings(), Some(aws))
+            .await
+            .map_err(|reason| StartError::Lookups {
+                setting: settings.name_of("PIPELINE_LOOKUPS"),
+                reason,
+            })?;
+        Some(tables)
+    };
+    let schemas = Schemas::new(
+        settings.schema_framing,
+        aws.glue.clone(),
+        settings.confluent_registry.as_deref(),
+        settings.max_record_bytes,
+    )
+    .map_err(|reason| StartError::Schemas {
+        setting: settings.name_of("PIPELINE_CONFLUENT_REGISTRY"),
+        reason,
+    })?;
+    Ok((lookups, schemas))
 }
 
 #[cfg(test)]
