@@ -129,21 +129,24 @@ impl AwsClients {
         retry: RetryPolicy,
     ) -> Result<String, AwsError> {
         let new_key = || partitioned_key(prefix, SystemTime::now(), extension);
-        self.put_retrying(bucket, new_key, body, retry, false).await
+        self.put_retrying(bucket, new_key, body, &[], retry, false)
+            .await
     }
 
     /// Puts `body` at `key` unless an object is already there (`If-None-Match: *`),
     /// retrying with backoff. An object already there counts as written: the key is
     /// derived from the content, so it is this write, landed on an earlier attempt (a
     /// connection cut after the request was sent) or by an earlier try of the batch.
+    /// `metadata` becomes the object's user metadata (`x-amz-meta-NAME`).
     pub async fn put_once(
         &self,
         bucket: &str,
         key: &str,
         body: Vec<u8>,
+        metadata: &[(&str, &str)],
         retry: RetryPolicy,
     ) -> Result<(), AwsError> {
-        self.put_retrying(bucket, || key.to_owned(), body, retry, true)
+        self.put_retrying(bucket, || key.to_owned(), body, metadata, retry, true)
             .await
             .map(drop)
     }
@@ -155,6 +158,7 @@ impl AwsClients {
         bucket: &str,
         key: impl Fn() -> String,
         body: Vec<u8>,
+        metadata: &[(&str, &str)],
         retry: RetryPolicy,
         existing_is_ours: bool,
     ) -> Result<String, AwsError> {
@@ -162,14 +166,17 @@ impl AwsClients {
         let mut out_of_time = false;
         for attempt in 1..=retry.max_attempts {
             let key = key();
-            let call = self
+            let mut put = self
                 .s3
                 .put_object()
                 .bucket(bucket)
                 .key(&key)
                 .if_none_match("*")
-                .body(ByteStream::from(body.clone()))
-                .send();
+                .body(ByteStream::from(body.clone()));
+            for (name, value) in metadata {
+                put = put.metadata(*name, *value);
+            }
+            let call = put.send();
             let Ok(result) = retry.budget.bound(call).await else {
                 last_error = crate::limits::CallOutOfTime.to_string();
                 out_of_time = true;

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty, Limited};
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -15,7 +15,7 @@ type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 /// A client, cheap to clone (connections are pooled).
 #[derive(Clone)]
 pub struct WebClient {
-    client: Client<Https, Empty<Bytes>>,
+    client: Client<Https, Full<Bytes>>,
 }
 
 impl WebClient {
@@ -41,29 +41,55 @@ impl WebClient {
         cap: usize,
         ends: Instant,
     ) -> Result<(http::StatusCode, Bytes), String> {
-        let mut request = http::Request::get(url);
+        self.call(http::Method::GET, url, headers, Bytes::new(), cap, ends)
+            .await
+    }
+
+    /// POST `body` to `url`, as [`WebClient::get`] asks.
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        cap: usize,
+        ends: Instant,
+    ) -> Result<(http::StatusCode, Bytes), String> {
+        self.call(http::Method::POST, url, headers, body, cap, ends)
+            .await
+    }
+
+    async fn call(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+        cap: usize,
+        ends: Instant,
+    ) -> Result<(http::StatusCode, Bytes), String> {
+        let mut request = http::Request::builder().method(method.clone()).uri(url);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
         let request = request
-            .body(Empty::new())
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .body(Full::new(body))
+            .map_err(|e| format!("{method} {url}: {e}"))?;
         let call = async {
             let response = self
                 .client
                 .request(request)
                 .await
-                .map_err(|e| format!("GET {url}: {}", describe(&e)))?;
+                .map_err(|e| format!("{method} {url}: {}", describe(&e)))?;
             let status = response.status();
             let body = Limited::new(response.into_body(), cap)
                 .collect()
                 .await
-                .map_err(|e| format!("GET {url}: {e} (at most {cap} bytes)"))?;
+                .map_err(|e| format!("{method} {url}: {e} (at most {cap} bytes)"))?;
             Ok((status, body.to_bytes()))
         };
         tokio::time::timeout_at(ends.into(), call)
             .await
-            .map_err(|_| format!("GET {url}: no answer in time"))?
+            .map_err(|_| format!("{method} {url}: no answer in time"))?
     }
 }
 

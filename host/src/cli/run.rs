@@ -373,7 +373,7 @@ pub(super) async fn reprocess(args: ReprocessArgs) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::start(&settings, &aws).await?;
     let started = std::time::Instant::now();
     let summary = match &args.from {
-        SinkSpec::Sqs { queue } => {
+        SinkSpec::Sqs { queue, .. } => {
             let mut source = QueueDlq::open(&aws, queue).await?;
             pipeline
                 .run(&mut source, Outputs::Sinks, Budget::unbounded())

@@ -5,11 +5,14 @@
 //! sinks refused to the DLQ.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::batch::Entry;
 use super::dead_letters::{DeadLetters, Failed, Refused};
 use crate::dlq::PluginRef;
 use crate::record::{Failure, FailureKind, Outcome, Output, Record, Verdict};
+use crate::schemas::{Encoder, Missing};
 use crate::sinks::{DeliveryFailure, RetryPolicy, Router};
 
 /// A batch that cannot be settled item by item: the run stops.
@@ -73,7 +76,8 @@ pub(super) async fn deliver(
     };
     let (failures, transformed) = delivery.decide_alone();
     delivery.dead_letter(failures).await?;
-    let (sending, mut failures) = delivery.check_outputs(transformed);
+    let encoders = delivery.encoders(&transformed).await;
+    let (sending, mut failures) = delivery.check_outputs(transformed, &encoders);
     let refusals = delivery.send(&sending).await;
     failures.extend(delivery.settle_sent(sending, refusals));
     delivery.dead_letter(failures).await?;
@@ -168,6 +172,35 @@ impl Delivery<'_> {
         Ok(())
     }
 
+    /// Phase 3a: the registry schemas the framed sinks these outputs go to write with,
+    /// by destination (resolved once per process and declared schema).
+    async fn encoders(&self, transformed: &[Sending]) -> Encoders {
+        let router = self.target.router;
+        let mut destinations: Vec<&str> = transformed
+            .iter()
+            .flat_map(|(_, outputs)| outputs)
+            .map(|o| o.destination.as_deref().unwrap_or("default"))
+            .filter(|d| router.framing(d).is_some())
+            .collect();
+        destinations.sort_unstable();
+        destinations.dedup();
+        let ends =
+            (self.target.retry.budget.ends()).unwrap_or_else(|| Instant::now() + REGISTRY_WAIT);
+        let mut encoders = HashMap::new();
+        for destination in destinations {
+            let Some(writer) = router.framing(destination) else {
+                continue;
+            };
+            let declared = self.target.schemas.and_then(|s| s.declared(destination));
+            let encoder = writer.encoder(declared, ends).await;
+            if let Err(missing) = &encoder {
+                tracing::warn!(destination, reason = ?missing, "no schema to write the sink's framing with");
+            }
+            encoders.insert(destination.to_owned(), encoder);
+        }
+        encoders
+    }
+
     /// Phase 3: each entry's outputs checked (routing, size, format) and named; an entry
     /// with an output that cannot go sends none. The Firehose answer takes all of an
     /// entry's outputs or none (`Router::admit`): one refused would leave the others
@@ -176,6 +209,7 @@ impl Delivery<'_> {
     fn check_outputs(
         &mut self,
         transformed: Vec<Sending>,
+        encoders: &Encoders,
     ) -> (Vec<Sending>, Vec<(usize, Failure)>) {
         let last_stage = self.plugins.len().saturating_sub(1);
         let router = self.target.router;
@@ -195,12 +229,17 @@ impl Delivery<'_> {
             for (position, output) in outputs.iter_mut().enumerate() {
                 output.id = Some(format!("{identity}#{position}"));
             }
-            let checked = match outputs.iter().find_map(|o| router.check(o).err()) {
-                None => self
-                    .check_schemas(&mut outputs)
-                    .and_then(|()| router.admit(&outputs)),
-                Some(refused) => Err(refused),
-            };
+            // The declared schema first, then the sink's framing: the size limits are
+            // the framed payload's.
+            let checked = self
+                .check_schemas(&mut outputs)
+                .and_then(|()| frame(&mut outputs, encoders))
+                .and_then(
+                    |()| match outputs.iter().find_map(|o| router.check(o).err()) {
+                        None => router.admit(&outputs),
+                        Some(refused) => Err(refused),
+                    },
+                );
             match checked {
                 Ok(()) => sending.push((index, outputs)),
                 Err((kind, message)) => failures.push((
@@ -226,9 +265,13 @@ impl Delivery<'_> {
         for output in outputs {
             match schemas.check(output.destination.as_deref(), &output.payload) {
                 Ok(None) => {}
-                Ok(Some(fingerprint)) => output
-                    .attributes
-                    .push(("schema-fingerprint".to_owned(), fingerprint.to_owned())),
+                Ok(Some(fingerprint)) => {
+                    // The host's, never one the plugin made up.
+                    output.attributes.retain(|(n, _)| n != "schema-fingerprint");
+                    output
+                        .attributes
+                        .push(("schema-fingerprint".to_owned(), fingerprint.to_owned()));
+                }
                 Err(why) => return Err((FailureKind::Schema, why)),
             }
         }
@@ -253,7 +296,8 @@ impl Delivery<'_> {
         }
         let mut refusals: HashMap<usize, (DeliveryFailure, Vec<usize>)> = HashMap::new();
         let retry = self.target.retry;
-        for mut failure in self.target.router.deliver(routed, retry).await {
+        let delivered = (self.target.router).deliver_declared(routed, retry, self.target.schemas);
+        for mut failure in delivered.await {
             let Some(&(index, position)) = slots.get(failure.item) else {
                 continue;
             };
@@ -333,6 +377,42 @@ fn identity(record: &Record) -> String {
     format!("record/{}", hex::encode(&hash.finalize()[..20]))
 }
 
+/// What a framed sink's registry schema came to, by destination.
+type Encoders = HashMap<String, Result<Arc<Encoder>, Missing>>;
+
+/// How long resolving a framed sink's schema may take outside an invocation.
+const REGISTRY_WAIT: Duration = Duration::from_secs(30);
+
+/// Each output bound for a framed sink written with its registry schema, tagged with
+/// the schema's `schema-id` and `schema-fingerprint`; the first that cannot be refuses
+/// its record's (`schema`; `unfinished` when the registry could not be asked).
+fn frame(outputs: &mut [Output], encoders: &Encoders) -> Result<(), (FailureKind, String)> {
+    for output in outputs {
+        let destination = output.destination.as_deref().unwrap_or("default");
+        let Some(encoder) = encoders.get(destination) else {
+            continue;
+        };
+        let encoder = encoder.as_ref().map_err(Missing::failure)?;
+        let framed = encoder.encode(&output.payload).map_err(|why| {
+            (
+                FailureKind::Schema,
+                format!("an output to `{destination}` {why}"),
+            )
+        })?;
+        output.payload = framed.into();
+        output
+            .attributes
+            .retain(|(name, _)| name != "schema-fingerprint" && name != "schema-id");
+        output
+            .attributes
+            .push(("schema-id".to_owned(), encoder.id.clone()));
+        output
+            .attributes
+            .push(("schema-fingerprint".to_owned(), encoder.fingerprint.clone()));
+    }
+    Ok(())
+}
+
 /// Whether a failure of this kind goes back to a source that redelivers, rather than to
 /// the DLQ: a transient error after the host's own attempts, a record the run's time
 /// did not allow to finish, or one another run held meanwhile (its redelivery finds it
@@ -354,7 +434,7 @@ fn held_back(group: Option<&String>) -> Verdict {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use super::*;
     use crate::limits::Budget;

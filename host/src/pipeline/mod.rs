@@ -37,7 +37,7 @@ use crate::limits::Budget;
 use crate::lookup::Tables;
 use crate::record::Verdict;
 use crate::registry::{FollowSettings, FollowedPlugin, LoadError, PluginLocation, SequenceFloor};
-use crate::schemas::Schemas;
+use crate::schemas::{FramedWriter, Registries, Schemas};
 use crate::settings::Settings;
 use crate::sinks::{ConnectError, RetryPolicy, Router, Sink};
 use crate::sources::{OutOfTime, Source, SourceError};
@@ -205,7 +205,7 @@ impl Pipeline {
                 })
                 .ok()
         });
-        let (lookups, schemas) = reference_data(settings, aws).await?;
+        let (lookups, schemas, registries) = reference_data(settings, aws).await?;
         let mut plugins = Vec::new();
         let mut runners = Vec::new();
         let mut start_timings = Vec::new();
@@ -253,6 +253,7 @@ impl Pipeline {
             });
         }
         let mut sinks = BTreeMap::new();
+        let mut framed = Vec::new();
         for (name, spec) in &settings.sinks {
             let sink = Sink::connect(spec, aws)
                 .await
@@ -262,7 +263,21 @@ impl Pipeline {
                     reason,
                 })?;
             sinks.insert(name.clone(), sink);
+            if let Some(target) = spec.schema() {
+                let writer =
+                    FramedWriter::new(target.clone(), registries.clone(), settings.schema_register)
+                        .map_err(|reason| StartError::Schemas {
+                            setting: settings.name_of("PIPELINE_SINKS"),
+                            reason: format!("sink `{name}`: {reason}"),
+                        })?;
+                framed.push((name.clone(), writer));
+            }
         }
+        let router = framed
+            .into_iter()
+            .fold(Router::new(sinks), |router, (name, writer)| {
+                router.with_framing(&name, writer)
+            });
         let dlq =
             Sink::connect(&settings.dlq, aws)
                 .await
@@ -275,7 +290,7 @@ impl Pipeline {
             engine,
             chain: Some(Chain::new(runners)),
             plugins,
-            router: Router::new(sinks),
+            router,
             dlq: DeadLetters {
                 sink: dlq,
                 overflow: settings
@@ -708,12 +723,13 @@ impl Pipeline {
     }
 }
 
-/// What plugins read and records are opened with, set up at start: the lookup tables
-/// (when any is mapped) and the schema registries (when a framing is on).
+/// What plugins read and records are opened and written with, set up at start: the
+/// lookup tables (when any is mapped), the schema registries, and the framed records'
+/// opener (when a framing is on).
 async fn reference_data(
     settings: &Settings,
     aws: &AwsClients,
-) -> Result<(Option<Arc<Tables>>, Option<Schemas>), StartError> {
+) -> Result<(Option<Arc<Tables>>, Option<Schemas>, Registries), StartError> {
     let lookups = if settings.lookups.is_empty() {
         None
     } else {
@@ -725,17 +741,17 @@ async fn reference_data(
             })?;
         Some(tables)
     };
+    let registries = Registries::new(aws.glue.clone(), settings.confluent_registry.as_deref())
+        .map_err(|reason| StartError::Schemas {
+            setting: settings.name_of("PIPELINE_CONFLUENT_REGISTRY"),
+            reason,
+        })?;
     let schemas = Schemas::new(
         settings.schema_framing,
-        aws.glue.clone(),
-        settings.confluent_registry.as_deref(),
+        registries.clone(),
         settings.max_record_bytes,
-    )
-    .map_err(|reason| StartError::Schemas {
-        setting: settings.name_of("PIPELINE_CONFLUENT_REGISTRY"),
-        reason,
-    })?;
-    Ok((lookups, schemas))
+    );
+    Ok((lookups, schemas, registries))
 }
 
 #[cfg(test)]

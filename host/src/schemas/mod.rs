@@ -15,12 +15,14 @@
 //! - `registry.rs`: Glue and Confluent-compatible registries, and parsing a schema.
 //! - `outputs.rs`: the output schemas a plugin's manifest declares, checked before
 //!   delivery.
+//! - `writer.rs`: outputs written in a registry's framing, by a sink that asks for it.
 //! - `compatibility.rs`: whether a new version's schema may follow the published ones.
 
 mod compatibility;
 mod framing;
 mod outputs;
 mod registry;
+mod writer;
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -32,7 +34,9 @@ use bytes::Bytes;
 pub use compatibility::{Mode, check as check_compatibility};
 pub use framing::{FramingSetting, SchemaRef, uuid_bytes};
 pub use outputs::{DeclaredSchema, OutputSchemas};
-use registry::{Format, Missing, Registries, Resolved};
+use registry::{Format, Resolved};
+pub use registry::{Missing, Registries};
+pub use writer::{Encoder, FramedWriter, SchemaTarget};
 
 use crate::record::{FailureKind, Record, attribute_name};
 use crate::sources::{Decoded, Undecodable};
@@ -53,36 +57,20 @@ pub struct Schemas {
 }
 
 impl Schemas {
-    /// `None` when framing is off. `confluent` is the registry's base URL, optionally
-    /// with a `user:password@` credential.
-    pub fn new(
-        setting: FramingSetting,
-        glue: aws_sdk_glue::Client,
-        confluent: Option<&str>,
-        max_bytes: usize,
-    ) -> Result<Option<Self>, String> {
+    /// `None` when framing is off.
+    pub fn new(setting: FramingSetting, registries: Registries, max_bytes: usize) -> Option<Self> {
         if setting == FramingSetting::None {
-            return Ok(None);
+            return None;
         }
         // No single allocation while decoding an Avro datum may pass the record limit
         // (a length prefix is the datum's to choose). The first setting is kept.
         apache_avro::util::max_allocation_bytes(max_bytes);
-        let confluent = match confluent {
-            None => None,
-            Some(url) => {
-                let (url, credential) = split_credential(url)?;
-                Some((url, crate::web::WebClient::new()?, credential))
-            }
-        };
-        Ok(Some(Self {
+        Some(Self {
             setting,
-            registries: Registries {
-                glue: Some(glue),
-                confluent,
-            },
+            registries,
             known: Mutex::new(HashMap::new()),
             max_bytes,
-        }))
+        })
     }
 
     /// Opens every framed record of `items`, resolving the schemas not known yet by
@@ -108,10 +96,8 @@ impl Schemas {
         for (item, reference) in items.iter_mut().zip(references) {
             let Some(reference) = reference else { continue };
             if let Some(why) = missing.get(&reference) {
-                match why {
-                    Missing::Bad(why) => fail(item, FailureKind::Schema, why.clone()),
-                    Missing::Unavailable(why) => fail(item, FailureKind::Unfinished, why.clone()),
-                }
+                let (kind, why) = why.failure();
+                fail(item, kind, why);
                 continue;
             }
             let schema = self
@@ -183,24 +169,6 @@ impl Schemas {
             }
         }
         missing
-    }
-}
-
-/// `https://user:password@host/…` as the URL without the credential, and the
-/// credential as Basic authentication's base64.
-fn split_credential(url: &str) -> Result<(String, Option<String>), String> {
-    use base64::Engine as _;
-    let (scheme, rest) = url
-        .split_once("://")
-        .filter(|(s, _)| matches!(*s, "http" | "https"))
-        .ok_or_else(|| format!("{url:?}: expected an http(s):// URL"))?;
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        None => Ok((url.to_owned(), None)),
-        Some((credential, host)) => Ok((
-            format!("{scheme}://{host}{}", &rest[authority_end..]),
-            Some(base64::engine::general_purpose::STANDARD.encode(credential)),
-        )),
     }
 }
 
@@ -337,22 +305,6 @@ fn skip_message_indexes<'d>(datum: &'d [u8], reference: &SchemaRef) -> Result<&'
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_registry_credential_leaves_the_url_for_a_header() {
-        assert_eq!(
-            split_credential("https://key:secret@registry.example/api"),
-            Ok((
-                "https://registry.example/api".into(),
-                Some("a2V5OnNlY3JldA==".into())
-            ))
-        );
-        assert_eq!(
-            split_credential("http://127.0.0.1:8081"),
-            Ok(("http://127.0.0.1:8081".into(), None))
-        );
-        assert!(split_credential("registry.example").is_err());
-    }
 
     #[test]
     fn avro_datums_become_json_and_leftovers_are_refused() {

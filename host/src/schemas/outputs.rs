@@ -88,7 +88,7 @@ impl Checker {
 /// one), each with its fingerprint.
 #[derive(Default)]
 pub struct OutputSchemas {
-    by_destination: BTreeMap<String, (Checker, String)>,
+    by_destination: BTreeMap<String, (Checker, String, DeclaredSchema)>,
 }
 
 impl std::fmt::Debug for OutputSchemas {
@@ -109,9 +109,16 @@ impl OutputSchemas {
                 Checker::Json(_) => schema.definition.clone(),
             };
             let fingerprint = hex::encode(sha2::Sha256::digest(fingerprint.as_bytes()));
-            by_destination.insert(destination.clone(), (checker, fingerprint));
+            by_destination.insert(destination.clone(), (checker, fingerprint, schema.clone()));
         }
         Ok(Self { by_destination })
+    }
+
+    /// The schema `destination` declares, and its fingerprint.
+    pub fn declared(&self, destination: &str) -> Option<(&DeclaredSchema, &str)> {
+        self.by_destination
+            .get(destination)
+            .map(|(_, fingerprint, declared)| (declared, fingerprint.as_str()))
     }
 
     /// Whether no destination has a schema.
@@ -123,7 +130,7 @@ impl OutputSchemas {
     /// fingerprint when it fits, `Ok(None)` when the destination declares no schema.
     pub fn check(&self, destination: Option<&str>, payload: &[u8]) -> Result<Option<&str>, String> {
         let destination = destination.unwrap_or("default");
-        let Some((checker, fingerprint)) = self.by_destination.get(destination) else {
+        let Some((checker, fingerprint, _)) = self.by_destination.get(destination) else {
             return Ok(None);
         };
         let value: serde_json::Value = serde_json::from_slice(payload)

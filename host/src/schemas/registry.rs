@@ -46,15 +46,42 @@ pub enum Missing {
     Unavailable(String),
 }
 
+impl Missing {
+    /// What a record whose schema is missing fails as: `schema` (dead-lettered), or
+    /// `unfinished` (retried).
+    pub fn failure(&self) -> (crate::record::FailureKind, String) {
+        match self {
+            Self::Bad(why) => (crate::record::FailureKind::Schema, why.clone()),
+            Self::Unavailable(why) => (crate::record::FailureKind::Unfinished, why.clone()),
+        }
+    }
+}
+
 /// The registries records may name.
 #[derive(Clone)]
 pub struct Registries {
-    pub glue: Option<aws_sdk_glue::Client>,
+    pub(super) glue: Option<aws_sdk_glue::Client>,
     /// A Confluent-compatible registry's base URL, its client, and a Basic credential.
-    pub confluent: Option<(String, WebClient, Option<String>)>,
+    pub(super) confluent: Option<(String, WebClient, Option<String>)>,
 }
 
 impl Registries {
+    /// Glue through `glue`; a Confluent-compatible registry at `confluent`, its base URL,
+    /// optionally with a `user:password@` credential.
+    pub fn new(glue: aws_sdk_glue::Client, confluent: Option<&str>) -> Result<Self, String> {
+        let confluent = match confluent {
+            None => None,
+            Some(url) => {
+                let (url, credential) = split_credential(url)?;
+                Some((url, WebClient::new()?, credential))
+            }
+        };
+        Ok(Self {
+            glue: Some(glue),
+            confluent,
+        })
+    }
+
     /// The schema `reference` names, by `ends`.
     pub async fn fetch(&self, reference: &SchemaRef, ends: Instant) -> Result<Resolved, Missing> {
         match reference {
@@ -163,6 +190,24 @@ impl Registries {
     }
 }
 
+/// `https://user:password@host/…` as the URL without the credential, and the
+/// credential as Basic authentication's base64.
+fn split_credential(url: &str) -> Result<(String, Option<String>), String> {
+    use base64::Engine as _;
+    let (scheme, rest) = url
+        .split_once("://")
+        .filter(|(s, _)| matches!(*s, "http" | "https"))
+        .ok_or_else(|| format!("{url:?}: expected an http(s):// URL"))?;
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        None => Ok((url.to_owned(), None)),
+        Some((credential, host)) => Ok((
+            format!("{scheme}://{host}{}", &rest[authority_end..]),
+            Some(base64::engine::general_purpose::STANDARD.encode(credential)),
+        )),
+    }
+}
+
 /// Whether `schema` names a record inside that record (a list, a tree).
 fn recursive(schema: &apache_avro::Schema, enclosing: &mut Vec<apache_avro::schema::Name>) -> bool {
     use apache_avro::Schema;
@@ -231,5 +276,26 @@ fn resolve(
         other => Err(Missing::Bad(format!(
             "schema {name} {version}: unknown type {other}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registry_credential_leaves_the_url_for_a_header() {
+        assert_eq!(
+            split_credential("https://key:secret@registry.example/api"),
+            Ok((
+                "https://registry.example/api".into(),
+                Some("a2V5OnNlY3JldA==".into())
+            ))
+        );
+        assert_eq!(
+            split_credential("http://127.0.0.1:8081"),
+            Ok(("http://127.0.0.1:8081".into(), None))
+        );
+        assert!(split_credential("registry.example").is_err());
     }
 }

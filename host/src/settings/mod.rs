@@ -88,6 +88,9 @@ pub struct Settings {
     pub schema_framing: crate::schemas::FramingSetting,
     /// A Confluent-compatible schema registry's URL.
     pub confluent_registry: Option<String>,
+    /// Whether a sink writing registry framing registers a declared schema the
+    /// registry lacks.
+    pub schema_register: bool,
     /// The lookup tables plugins may read, by logical name.
     pub lookups: BTreeMap<String, crate::lookup::TableSpec>,
     /// Each lookup table's cache.
@@ -182,6 +185,7 @@ impl Settings {
             envelopes: false,
             schema_framing: crate::schemas::FramingSetting::None,
             confluent_registry: None,
+            schema_register: false,
             lookups: BTreeMap::new(),
             lookup_cache: crate::lookup::CacheLimits {
                 ttl: Duration::ZERO,

@@ -437,6 +437,24 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        flag: Some("schema-register"),
+        aliases: &[],
+        env: "PIPELINE_SCHEMA_REGISTER",
+        default: Some("off"),
+        bounds: Bounds::Text("`on` or `off`"),
+        about: "a sink writing registry framing (`?schema=glue://REGISTRY/SCHEMA` or `?schema=confluent://SUBJECT`) registers the plugin's declared output schema as a new version when the registry does not have it (the registry's compatibility mode decides); `off`: outputs to it go to the DLQ as `schema` until it is registered",
+        required: Required::Never,
+        list: false,
+        apply: |s, values, _| {
+            s.schema_register = match one(values)? {
+                "on" => true,
+                "off" => false,
+                other => return Err(format!("{other:?}: `on` or `off`")),
+            };
+            Ok(())
+        },
+    },
+    Setting {
         flag: Some("envelopes"),
         aliases: &[],
         env: "PIPELINE_ENVELOPES",

@@ -129,6 +129,7 @@ fn reads_a_full_configuration() {
             stream: "out".into(),
             gzip: true,
             aggregate: false,
+            schema: None,
         }
     );
     assert_eq!(settings.limits.batch_size, 250);

@@ -41,6 +41,7 @@ pub use sqs::SqsSink;
 
 use crate::aws::{AwsClients, AwsError};
 use crate::record::{FailureKind, Output};
+use crate::schemas::{DeclaredSchema, FramedWriter, OutputSchemas, SchemaTarget};
 
 /// An output a sink could not take: which input item it came from, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +64,7 @@ pub enum SinkSpec {
         /// How each output is written.
         emit: Emit,
     },
-    /// `kinesis://STREAM[?gzip=true][&aggregate=true]`
+    /// `kinesis://STREAM[?gzip=true][&aggregate=true][&schema=…]`
     Kinesis {
         /// Stream name.
         stream: String,
@@ -71,11 +72,15 @@ pub enum SinkSpec {
         gzip: bool,
         /// Pack the outputs of one partition key into KPL aggregates.
         aggregate: bool,
+        /// Write each output in this registry schema's framing.
+        schema: Option<SchemaTarget>,
     },
-    /// `sqs://QUEUE` (a name; its URL is looked up at start)
+    /// `sqs://QUEUE[?schema=…]` (a name; its URL is looked up at start)
     Sqs {
         /// Queue name.
         queue: String,
+        /// Write each output in this registry schema's framing.
+        schema: Option<SchemaTarget>,
     },
     /// `s3://BUCKET/PREFIX[?gzip=true|?format=parquet]`
     S3 {
@@ -105,7 +110,7 @@ pub enum ObjectFormat {
 pub enum SinkSpecError {
     /// Not a sink spec.
     #[error(
-        "bad sink {spec:?}: {reason} (expected kinesis://STREAM[?gzip=true][&aggregate=true], sqs://QUEUE or s3://BUCKET/PREFIX[?gzip=true|?format=parquet])"
+        "bad sink {spec:?}: {reason} (expected kinesis://STREAM[?gzip=true][&aggregate=true], sqs://QUEUE or s3://BUCKET/PREFIX[?gzip=true|?format=parquet]; kinesis:// and sqs:// take schema=glue://REGISTRY/SCHEMA or schema=confluent://SUBJECT)"
     )]
     Malformed {
         /// The spec as given.
@@ -129,7 +134,15 @@ impl std::str::FromStr for SinkSpec {
         let (scheme, rest) = spec.split_once("://").ok_or_else(|| error("no scheme"))?;
         let (target, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (mut gzip, mut parquet, mut aggregate) = (false, false, false);
+        let mut schema = None;
         for option in query.split('&').filter(|o| !o.is_empty()) {
+            if let Some(target) = option.strip_prefix("schema=") {
+                if !matches!(scheme, "kinesis" | "sqs") {
+                    return Err(error("registry framing is for kinesis:// and sqs:// sinks"));
+                }
+                schema = Some(target.parse::<SchemaTarget>().map_err(|e| error(&e))?);
+                continue;
+            }
             match option {
                 "gzip=true" => gzip = true,
                 "gzip=false" => gzip = false,
@@ -148,9 +161,11 @@ impl std::str::FromStr for SinkSpec {
                 stream: target.to_owned(),
                 gzip,
                 aggregate,
+                schema,
             }),
             "sqs" if !gzip && !parquet => Ok(Self::Sqs {
                 queue: target.to_owned(),
+                schema,
             }),
             "s3" => {
                 let (bucket, prefix) = target.split_once('/').unwrap_or((target, ""));
@@ -191,13 +206,23 @@ impl SinkSpec {
     }
 }
 
+impl SinkSpec {
+    /// The registry schema whose framing this sink writes, if any.
+    pub fn schema(&self) -> Option<&SchemaTarget> {
+        match self {
+            Self::Kinesis { schema, .. } | Self::Sqs { schema, .. } => schema.as_ref(),
+            Self::File { .. } | Self::S3 { .. } => None,
+        }
+    }
+}
+
 impl std::fmt::Display for SinkSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::File { path: None, .. } => f.write_str("stdout"),
             Self::File { path: Some(p), .. } => write!(f, "{}", p.display()),
             Self::Kinesis { stream, .. } => write!(f, "kinesis://{stream}"),
-            Self::Sqs { queue } => write!(f, "sqs://{queue}"),
+            Self::Sqs { queue, .. } => write!(f, "sqs://{queue}"),
             Self::S3 { bucket, prefix, .. } => write!(f, "s3://{bucket}/{prefix}"),
         }
     }
@@ -254,11 +279,12 @@ impl Sink {
                 stream,
                 gzip,
                 aggregate,
+                ..
             } => {
                 let sink = KinesisSink::new(aws.kinesis.clone(), stream.clone(), *gzip);
                 Self::Kinesis(if *aggregate { sink.aggregating() } else { sink })
             }
-            SinkSpec::Sqs { queue } => {
+            SinkSpec::Sqs { queue, .. } => {
                 Self::Sqs(SqsSink::new(aws.sqs.clone(), aws.queue_url(queue).await?))
             }
             SinkSpec::S3 {
@@ -280,6 +306,17 @@ impl Sink {
         outputs: Vec<(usize, &Output)>,
         retry: RetryPolicy,
     ) -> Vec<DeliveryFailure> {
+        self.deliver_declared(outputs, retry, None).await
+    }
+
+    /// Delivers `outputs` declared with `declared` (their destination's schema, which
+    /// types a Parquet object's columns).
+    pub async fn deliver_declared(
+        &self,
+        outputs: Vec<(usize, &Output)>,
+        retry: RetryPolicy,
+        declared: Option<&DeclaredSchema>,
+    ) -> Vec<DeliveryFailure> {
         match self {
             Self::File(sink) => sink.deliver(outputs),
             // Each record's room was made whole by `Router::admit`; the outputs go into
@@ -287,7 +324,7 @@ impl Sink {
             Self::Response(_) => Vec::new(),
             Self::Kinesis(sink) => sink.deliver(outputs, retry).await,
             Self::Sqs(sink) => sink.deliver(outputs, retry).await,
-            Self::S3(sink) => sink.deliver(outputs, retry).await,
+            Self::S3(sink) => sink.deliver(outputs, retry, declared).await,
             Self::Scripted(sink) => sink.deliver(outputs, retry).await,
         }
     }
@@ -345,12 +382,18 @@ pub struct Router {
     sinks: BTreeMap<String, Sink>,
     /// When set, every output goes here whatever its destination.
     every: Option<Sink>,
+    /// The named sinks that write a registry's framing (`?schema=`).
+    framed: BTreeMap<String, std::sync::Arc<FramedWriter>>,
 }
 
 impl Router {
     /// A router over these named sinks.
     pub fn new(sinks: BTreeMap<String, Sink>) -> Self {
-        Self { sinks, every: None }
+        Self {
+            sinks,
+            every: None,
+            framed: BTreeMap::new(),
+        }
     }
 
     /// A router sending every output to `sink`, whatever its destination.
@@ -358,6 +401,22 @@ impl Router {
         Self {
             sinks: BTreeMap::new(),
             every: Some(sink),
+            framed: BTreeMap::new(),
+        }
+    }
+
+    /// The sink named `name` writes its outputs through `writer`.
+    pub fn with_framing(mut self, name: &str, writer: FramedWriter) -> Self {
+        self.framed
+            .insert(name.to_owned(), std::sync::Arc::new(writer));
+        self
+    }
+
+    /// The registry framing of the sink outputs to `destination` go to, if it has one.
+    pub fn framing(&self, destination: &str) -> Option<&FramedWriter> {
+        match self.every {
+            Some(_) => None,
+            None => self.framed.get(destination).map(|w| &**w),
         }
     }
 
@@ -442,6 +501,17 @@ impl Router {
         outputs: Vec<(usize, &Output)>,
         retry: RetryPolicy,
     ) -> Vec<DeliveryFailure> {
+        self.deliver_declared(outputs, retry, None).await
+    }
+
+    /// Delivers as [`Router::deliver`] does, each destination's outputs with the schema
+    /// `schemas` declares for it.
+    pub async fn deliver_declared(
+        &self,
+        outputs: Vec<(usize, &Output)>,
+        retry: RetryPolicy,
+        schemas: Option<&OutputSchemas>,
+    ) -> Vec<DeliveryFailure> {
         if let Some(sink) = &self.every {
             return sink.deliver(outputs, retry).await;
         }
@@ -458,9 +528,10 @@ impl Router {
             }
         }
         let deliveries = by_sink.into_iter().filter_map(|(name, outputs)| {
+            let declared = schemas.and_then(|s| s.declared(name)).map(|(d, _)| d);
             self.sinks
                 .get(name)
-                .map(|sink| sink.deliver(outputs, retry))
+                .map(|sink| sink.deliver_declared(outputs, retry, declared))
         });
         for result in futures_util::future::join_all(deliveries).await {
             failures.extend(result);

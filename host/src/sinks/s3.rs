@@ -5,6 +5,7 @@
 use super::{DeliveryFailure, ObjectFormat, RetryPolicy, gzip};
 use crate::aws::AwsClients;
 use crate::record::{FailureKind, Output};
+use crate::schemas::DeclaredSchema;
 
 /// Writes outputs as JSON-lines objects under one bucket and prefix.
 #[derive(Debug, Clone)]
@@ -26,19 +27,58 @@ impl S3Sink {
         }
     }
 
-    /// Writes all `outputs` as one object; on failure every one of them fails.
+    /// Writes all `outputs` as one object; on failure every one of them fails. A
+    /// Parquet object takes its columns from `declared` (the destination's declared
+    /// schema), refusing each output that does not fit them; without one, it infers
+    /// them. The object's `schema-fingerprint` metadata is its outputs' (when they share
+    /// one).
     pub async fn deliver(
         &self,
-        outputs: Vec<(usize, &Output)>,
+        mut outputs: Vec<(usize, &Output)>,
         retry: RetryPolicy,
+        declared: Option<&DeclaredSchema>,
     ) -> Vec<DeliveryFailure> {
-        if outputs.is_empty() {
-            return Vec::new();
-        }
+        let mut refused = Vec::new();
         let body = match self.format {
             ObjectFormat::Parquet => {
                 let payloads: Vec<&[u8]> = outputs.iter().map(|(_, o)| &o.payload[..]).collect();
-                match super::parquet::from_json_payloads(&payloads) {
+                let written = match declared {
+                    None => super::parquet::from_json_payloads(&payloads),
+                    Some(declared) => match super::parquet::columns_of(declared) {
+                        Ok(columns) => match super::parquet::typed(&columns, &payloads) {
+                            Ok((body, misfits)) => {
+                                for (i, why) in misfits.into_iter().rev() {
+                                    let (item, _) = outputs.remove(i);
+                                    refused.push(DeliveryFailure {
+                                        item,
+                                        kind: FailureKind::Schema,
+                                        message: format!(
+                                            "an output to S3 bucket {} {why}",
+                                            self.bucket
+                                        ),
+                                    });
+                                }
+                                Ok(body)
+                            }
+                            Err(e) => Err(e),
+                        },
+                        Err(why) => {
+                            let message = format!(
+                                "S3 bucket {}: the declared schema has no Parquet columns: {why}",
+                                self.bucket
+                            );
+                            return outputs
+                                .into_iter()
+                                .map(|(item, _)| DeliveryFailure {
+                                    item,
+                                    kind: FailureKind::Schema,
+                                    message: message.clone(),
+                                })
+                                .collect();
+                        }
+                    },
+                };
+                match written {
                     Ok(body) => body,
                     Err(message) => {
                         let message =
@@ -67,6 +107,9 @@ impl S3Sink {
                 }
             }
         };
+        if outputs.is_empty() {
+            return refused;
+        }
         // The same outputs make the same key on every attempt and every try of the batch,
         // so a write that already landed is not made twice.
         let key = crate::aws::partitioned(
@@ -74,15 +117,22 @@ impl S3Sink {
             std::time::SystemTime::now(),
             &format!("{}.{}", content_name(&outputs, &body), self.extension()),
         );
-        let put = self.aws.put_once(&self.bucket, &key, body, retry).await;
+        let fingerprint = shared_fingerprint(&outputs);
+        let metadata: Vec<(&str, &str)> = fingerprint
+            .iter()
+            .map(|f| ("schema-fingerprint", *f))
+            .collect();
+        let put = self
+            .aws
+            .put_once(&self.bucket, &key, body, &metadata, retry)
+            .await;
         match put {
             Ok(()) => {
                 tracing::debug!(bucket = %self.bucket, %key, outputs = outputs.len(), "wrote S3 object");
-                Vec::new()
+                refused
             }
-            Err(error) => outputs
-                .into_iter()
-                .map(|(item, _)| DeliveryFailure {
+            Err(error) => {
+                let failed = outputs.into_iter().map(|(item, _)| DeliveryFailure {
                     item,
                     kind: if error.out_of_time {
                         FailureKind::Unfinished
@@ -90,8 +140,9 @@ impl S3Sink {
                         FailureKind::Delivery
                     },
                     message: error.to_string(),
-                })
-                .collect(),
+                });
+                refused.into_iter().chain(failed).collect()
+            }
         }
     }
 
@@ -201,4 +252,20 @@ mod tests {
         assert_eq!(json_line(b"plain\ntext"), br#""plain\ntext""#);
         assert_eq!(json_line(&[0xff, 0x00]), br#"{"payload_base64":"/wA="}"#);
     }
+}
+
+/// The `schema-fingerprint` every output carries, when they all carry the same one.
+fn shared_fingerprint<'o>(outputs: &[(usize, &'o Output)]) -> Option<&'o str> {
+    let fingerprint = |o: &'o Output| {
+        o.attributes
+            .iter()
+            .rev()
+            .find(|(name, _)| name == "schema-fingerprint")
+            .map(|(_, value)| value.as_str())
+    };
+    let first = fingerprint(outputs.first()?.1)?;
+    outputs
+        .iter()
+        .all(|(_, o)| fingerprint(o) == Some(first))
+        .then_some(first)
 }

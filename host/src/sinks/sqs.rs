@@ -29,6 +29,9 @@ struct Message {
     /// The output's identity: sent as the `pipeline-output-id` attribute; a FIFO
     /// queue's deduplication id is its hash.
     id: Option<String>,
+    /// The output's registry schema (`schema-id`, `schema-fingerprint`), sent as
+    /// attributes of those names.
+    schema: Vec<(&'static str, String)>,
 }
 
 /// The attribute an output's identity travels in.
@@ -65,9 +68,23 @@ fn body(payload: &[u8]) -> (String, bool) {
     }
 }
 
+/// The host's schema attributes on an output (its framing's, or its declared
+/// schema's), which travel as message attributes.
+fn schema_attributes(output: &Output) -> Vec<(&'static str, String)> {
+    ["schema-id", "schema-fingerprint"]
+        .into_iter()
+        .filter_map(|name| {
+            let (_, value) = output.attributes.iter().rev().find(|(n, _)| n == name)?;
+            Some((name, value.clone()))
+        })
+        .collect()
+}
+
 /// What a message counts against the 256 KiB limit: its body and its attributes.
-fn message_size(body: usize, id: Option<&String>) -> usize {
-    body + id.map_or(0, |id| OUTPUT_ID.len() + "String".len() + id.len())
+fn message_size(body: usize, id: Option<&String>, schema: &[(&str, String)]) -> usize {
+    let attribute = |name: &str, value: &str| name.len() + "String".len() + value.len();
+    body + id.map_or(0, |id| attribute(OUTPUT_ID, id))
+        + schema.iter().map(|(n, v)| attribute(n, v)).sum::<usize>()
 }
 
 impl SqsSink {
@@ -104,7 +121,7 @@ impl SqsSink {
                 ),
             ));
         }
-        let size = message_size(body, output.id.as_ref());
+        let size = message_size(body, output.id.as_ref(), &schema_attributes(output));
         if size > MAX_BYTES {
             return Err((
                 FailureKind::OutputTooLarge,
@@ -128,7 +145,8 @@ impl SqsSink {
         let mut pending = Vec::with_capacity(outputs.len());
         for (item, output) in outputs {
             let (body, base64) = body(&output.payload);
-            if message_size(body.len(), output.id.as_ref()) > MAX_BYTES {
+            let schema = schema_attributes(output);
+            if message_size(body.len(), output.id.as_ref(), &schema) > MAX_BYTES {
                 failures.push(DeliveryFailure {
                     item,
                     kind: FailureKind::OutputTooLarge,
@@ -149,6 +167,7 @@ impl SqsSink {
                 base64,
                 group,
                 id: output.id.clone(),
+                schema,
             });
         }
         let send = async |chunk: &[Message]| {
@@ -211,6 +230,13 @@ impl SqsSink {
                 .build()?;
             entry = entry.message_attributes(OUTPUT_ID, value);
         }
+        for (name, value) in &m.schema {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()?;
+            entry = entry.message_attributes(*name, value);
+        }
         if self.is_fifo() {
             // FIFO queues need a group. The deduplication id is the output's identity (its
             // record's and its place), so a retried send is dropped by the queue while two
@@ -240,7 +266,7 @@ fn dedup_id(body: &str) -> String {
 /// Splits messages into calls of at most 10 messages and 256 KiB.
 fn pack(messages: &[Message]) -> Vec<Range<usize>> {
     super::pack(messages, MAX_MESSAGES, MAX_BYTES, |m| {
-        message_size(m.body.len(), m.id.as_ref())
+        message_size(m.body.len(), m.id.as_ref(), &m.schema)
     })
 }
 
@@ -255,6 +281,7 @@ mod tests {
             base64: false,
             group: None,
             id: None,
+            schema: Vec::new(),
         }
     }
 
