@@ -260,6 +260,51 @@ impl Clients {
         self.drain(url, true).await
     }
 
+    /// Every message in the queue (received and deleted), as the bytes sent (a base64
+    /// body decoded).
+    pub async fn drain_payloads_bytes(&self, url: &str) -> Vec<Vec<u8>> {
+        use base64::Engine as _;
+        let mut payloads = Vec::new();
+        loop {
+            let response = self
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .send()
+                .await
+                .expect("receive");
+            if response.messages().is_empty() {
+                return payloads;
+            }
+            for m in response.messages() {
+                let body = m.body().expect("an SQS message body");
+                let base64 = m
+                    .message_attributes()
+                    .and_then(|a| a.get("content-transfer-encoding"))
+                    .and_then(|v| v.string_value())
+                    == Some("base64");
+                payloads.push(if base64 {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(body)
+                        .expect("a base64 body")
+                } else {
+                    body.as_bytes().to_vec()
+                });
+                if let Some(handle) = m.receipt_handle() {
+                    self.sqs
+                        .delete_message()
+                        .queue_url(url)
+                        .receipt_handle(handle)
+                        .send()
+                        .await
+                        .expect("delete");
+                }
+            }
+        }
+    }
+
     async fn drain(&self, url: &str, decode: bool) -> Vec<String> {
         use base64::Engine as _;
         let mut bodies = Vec::new();

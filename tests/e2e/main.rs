@@ -49,6 +49,7 @@ mod reprocess;
 mod run;
 mod s3_versions;
 mod schemas;
+mod schemas_out;
 mod sqs_rules;
 mod stall;
 mod streams;

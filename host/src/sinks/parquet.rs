@@ -39,12 +39,15 @@ pub fn from_json_payloads(payloads: &[&[u8]]) -> Result<Vec<u8>, ParquetWriteErr
     write(Arc::new(schema), &values)
 }
 
+/// Payloads that do not fit the columns: each one's index, and why.
+pub type Misfits = Vec<(usize, String)>;
+
 /// A Parquet file of `payloads` in the columns of `schema` (see [`columns_of`]), and
 /// the payloads that do not fit them, by index and why (left out of the file).
 pub fn typed(
     schema: &Arc<Schema>,
     payloads: &[&[u8]],
-) -> Result<(Vec<u8>, Vec<(usize, String)>), ParquetWriteError> {
+) -> Result<(Vec<u8>, Misfits), ParquetWriteError> {
     let mut fitting = Vec::with_capacity(payloads.len());
     let mut refused = Vec::new();
     for (i, payload) in payloads.iter().enumerate() {

@@ -236,6 +236,22 @@ pub fn json_line(payload: &[u8]) -> Vec<u8> {
     }
 }
 
+/// The `schema-fingerprint` every output carries, when they all carry the same one.
+fn shared_fingerprint<'o>(outputs: &[(usize, &'o Output)]) -> Option<&'o str> {
+    let fingerprint = |o: &'o Output| {
+        o.attributes
+            .iter()
+            .rev()
+            .find(|(name, _)| name == "schema-fingerprint")
+            .map(|(_, value)| value.as_str())
+    };
+    let first = fingerprint(outputs.first()?.1)?;
+    outputs
+        .iter()
+        .all(|(_, o)| fingerprint(o) == Some(first))
+        .then_some(first)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,20 +268,4 @@ mod tests {
         assert_eq!(json_line(b"plain\ntext"), br#""plain\ntext""#);
         assert_eq!(json_line(&[0xff, 0x00]), br#"{"payload_base64":"/wA="}"#);
     }
-}
-
-/// The `schema-fingerprint` every output carries, when they all carry the same one.
-fn shared_fingerprint<'o>(outputs: &[(usize, &'o Output)]) -> Option<&'o str> {
-    let fingerprint = |o: &'o Output| {
-        o.attributes
-            .iter()
-            .rev()
-            .find(|(name, _)| name == "schema-fingerprint")
-            .map(|(_, value)| value.as_str())
-    };
-    let first = fingerprint(outputs.first()?.1)?;
-    outputs
-        .iter()
-        .all(|(_, o)| fingerprint(o) == Some(first))
-        .then_some(first)
 }
