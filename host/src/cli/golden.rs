@@ -1,5 +1,6 @@
 //! `host test`: golden cases. A case is one JSON file: an input (JSON records, raw
-//! lines, or one AWS event), optional plugin config, and what the plugin is expected to
+//! lines, one AWS event, or records framed with inline schemas as a registry's producer
+//! frames them), optional plugin config and lookup tables, and what the plugin is expected to
 //! make of it: the outputs (destination, key, attributes, payload), the records
 //! dead-lettered (their payload, failure kind and message) and how many were dropped.
 //! Each case runs through the same pipeline as `host run`; a mismatch prints a line diff
@@ -24,6 +25,7 @@ use super::TestArgs;
 use crate::aws::AwsClients;
 use crate::limits::Budget;
 use crate::pipeline::{Outputs, Pipeline};
+use crate::schemas::{FramingSetting, SchemaRef};
 use crate::settings::Settings;
 use crate::sinks::{Emit, Router, Sink, SinkSpec};
 use crate::sources::{FileSource, InputFormat};
@@ -52,9 +54,32 @@ struct Case {
     /// same name mapped on the command line.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     lookups: BTreeMap<String, Vec<Value>>,
+    /// Schemas `framed` records name, inline: a Confluent schema id (`"7"`) or a Glue
+    /// schema version's UUID, to `{"avro": SCHEMA}` or `{"json": SCHEMA}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    schemas: BTreeMap<String, Value>,
+    /// Records framed as a registry's producer frames them, arriving as one Kafka event
+    /// (topic `golden`, partition 0): `{"schema": "7", "value": ...}` written with the
+    /// schema, or `{"schema": "7", "datum_base64": "..."}` for bytes as they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    framed: Vec<FramedInput>,
     /// What the plugin makes of it; absent until `--update` writes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expect: Option<Expect>,
+}
+
+/// One framed input record.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct FramedInput {
+    /// A key of the case's `schemas`.
+    schema: String,
+    /// The record's content, written with the schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    value: Option<Value>,
+    /// Or the datum's bytes as they are (a record that does not decode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    datum_base64: Option<String>,
 }
 
 /// What a case's input becomes.
@@ -180,8 +205,14 @@ async fn run_input(
     name: &str,
     scratch: &Path,
 ) -> anyhow::Result<Expect> {
-    let (input, format) = match (&case.event, case.input.is_empty(), case.lines.is_empty()) {
-        (Some(event), true, true) => (serde_json::to_vec(event)?, InputFormat::Event(None)),
+    let framed = (!case.framed.is_empty())
+        .then(|| framed_event(case))
+        .transpose()?;
+    let event = case.event.as_ref().or(framed.as_ref());
+    let (input, format) = match (event, case.input.is_empty(), case.lines.is_empty()) {
+        (Some(event), true, true) if case.event.is_none() || framed.is_none() => {
+            (serde_json::to_vec(event)?, InputFormat::Event(None))
+        }
         (None, false, true) => {
             let mut text = Vec::new();
             for record in &case.input {
@@ -191,7 +222,7 @@ async fn run_input(
             (text, InputFormat::Jsonl)
         }
         (None, true, false) => (case.lines.join("\n").into_bytes(), InputFormat::Lines),
-        _ => anyhow::bail!("give exactly one of \"input\", \"lines\" or \"event\""),
+        _ => anyhow::bail!("give exactly one of \"input\", \"lines\", \"event\" or \"framed\""),
     };
     let outputs = scratch.join(format!("{name}.outputs.jsonl"));
     let dlq = scratch.join(format!("{name}.dlq.jsonl"));
@@ -232,8 +263,19 @@ async fn run_input(
     if settings.cache_dir.is_none() {
         settings.cache_dir = Some(scratch.join("cache"));
     }
+    if !case.schemas.is_empty() && settings.schema_framing == FramingSetting::None {
+        settings.schema_framing = FramingSetting::Auto;
+    }
     let aws = AwsClients::unconfigured();
     let mut pipeline = Pipeline::start(&settings, &aws).await?;
+    for (key, schema) in &case.schemas {
+        let (reference, format, definition) = inline_schema(key, schema)?;
+        if let Some(schemas) = pipeline.schemas() {
+            schemas
+                .know(reference, format, &definition)
+                .map_err(|e| anyhow::anyhow!("\"schemas\".{key}: {e}"))?;
+        }
+    }
     let out = Sink::connect(
         &SinkSpec::File {
             path: Some(outputs.clone()),
@@ -273,6 +315,71 @@ async fn run_input(
         dead_letters,
         dropped: summary.dropped,
     })
+}
+
+/// A case's inline schema: what names it, its format, its text.
+fn inline_schema(key: &str, schema: &Value) -> anyhow::Result<(SchemaRef, &'static str, String)> {
+    let reference: SchemaRef = key
+        .parse()
+        .map_err(|e| anyhow::anyhow!("\"schemas\": {e}"))?;
+    let (format, text) = match (schema.get("avro"), schema.get("json")) {
+        (Some(avro), None) => ("avro", avro),
+        (None, Some(json)) => ("json", json),
+        _ => anyhow::bail!("\"schemas\".{key}: give {{\"avro\": SCHEMA}} or {{\"json\": SCHEMA}}"),
+    };
+    // An Avro schema may be a bare type name ("string"); a JSON value otherwise.
+    let definition = match text {
+        Value::String(name) => serde_json::to_string(name)?,
+        other => other.to_string(),
+    };
+    Ok((reference, format, definition))
+}
+
+/// The case's framed records as one Kafka event of topic `golden`, partition 0.
+fn framed_event(case: &Case) -> anyhow::Result<Value> {
+    use base64::Engine as _;
+    let base64 = base64::engine::general_purpose::STANDARD;
+    let mut records = Vec::with_capacity(case.framed.len());
+    for (offset, framed) in case.framed.iter().enumerate() {
+        let schema = case.schemas.get(&framed.schema).ok_or_else(|| {
+            anyhow::anyhow!(
+                "\"framed\"[{offset}] names schema {:?}, which \"schemas\" lacks",
+                framed.schema
+            )
+        })?;
+        let (reference, format, definition) = inline_schema(&framed.schema, schema)?;
+        let bytes = match (&framed.value, &framed.datum_base64) {
+            (Some(value), None) => crate::schemas::frame_with(
+                &reference,
+                format,
+                &definition,
+                &serde_json::to_vec(value)?,
+            )
+            .map_err(|e| anyhow::anyhow!("\"framed\"[{offset}]: the value {e}"))?,
+            (None, Some(datum)) => {
+                let mut bytes = crate::schemas::header_of(&reference)
+                    .map_err(|e| anyhow::anyhow!("\"framed\"[{offset}]: {e}"))?;
+                bytes.extend(
+                    base64
+                        .decode(datum)
+                        .map_err(|e| anyhow::anyhow!("\"framed\"[{offset}].datum_base64: {e}"))?,
+                );
+                bytes
+            }
+            _ => anyhow::bail!("\"framed\"[{offset}]: give \"value\" or \"datum_base64\""),
+        };
+        records.push(serde_json::json!({
+            "topic": "golden", "partition": 0, "offset": offset,
+            "timestamp": 0, "timestampType": "CREATE_TIME",
+            "value": base64.encode(bytes), "headers": [],
+        }));
+    }
+    Ok(serde_json::json!({
+        "eventSource": "aws:kafka",
+        "eventSourceArn": "arn:aws:kafka:us-east-1:000000000000:cluster/golden/0",
+        "bootstrapServers": "golden:9092",
+        "records": {"golden-0": records},
+    }))
 }
 
 /// A DLQ entry's record payload: JSON when it is JSON, else the text.

@@ -664,6 +664,11 @@ impl Pipeline {
         }
     }
 
+    /// The framed records' opener, when a framing is on.
+    pub fn schemas(&self) -> Option<&Schemas> {
+        self.schemas.as_ref()
+    }
+
     /// How each stage's plugin became ready when the pipeline started.
     pub fn start_timings(&self) -> &[crate::registry::Timings] {
         &self.start_timings

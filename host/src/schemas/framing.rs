@@ -43,6 +43,23 @@ pub enum SchemaRef {
     Glue(String),
 }
 
+impl std::str::FromStr for SchemaRef {
+    type Err = String;
+
+    /// A Confluent id (`7`) or a Glue schema version's UUID.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Ok(id) = text.parse::<u32>() {
+            return Ok(Self::Confluent(id));
+        }
+        match uuid_bytes(text) {
+            Some(_) => Ok(Self::Glue(text.to_owned())),
+            None => Err(format!(
+                "{text:?}: a Confluent schema id (a number) or a Glue schema version id (a UUID)"
+            )),
+        }
+    }
+}
+
 impl fmt::Display for SchemaRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -36,7 +36,7 @@ pub use framing::{FramingSetting, SchemaRef, uuid_bytes};
 pub use outputs::{DeclaredSchema, OutputSchemas};
 use registry::{Format, Resolved};
 pub use registry::{Missing, Registries};
-pub use writer::{Encoder, FramedWriter, SchemaTarget};
+pub use writer::{Encoder, FramedWriter, SchemaTarget, frame_with, header_of};
 
 use crate::record::{FailureKind, Record, attribute_name};
 use crate::sources::{Decoded, Undecodable};
@@ -71,6 +71,21 @@ impl Schemas {
             known: Mutex::new(HashMap::new()),
             max_bytes,
         })
+    }
+
+    /// Takes the schema `reference` names as given (`avro` or `json`, its text), never
+    /// asking a registry for it: golden cases give their schemas inline.
+    pub fn know(&self, reference: SchemaRef, format: &str, definition: &str) -> Result<(), String> {
+        let (name, version) = match &reference {
+            SchemaRef::Confluent(id) => (id.to_string(), id.to_string()),
+            SchemaRef::Glue(version) => (version.clone(), "1".to_owned()),
+        };
+        let resolved = registry::resolve(&format.to_ascii_uppercase(), definition, name, version)
+            .map_err(|m| m.failure().1)?;
+        if let Ok(mut known) = self.known.lock() {
+            known.insert(reference, Arc::new(resolved));
+        }
+        Ok(())
     }
 
     /// Opens every framed record of `items`, resolving the schemas not known yet by

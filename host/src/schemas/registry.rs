@@ -230,7 +230,7 @@ fn recursive(schema: &apache_avro::Schema, enclosing: &mut Vec<apache_avro::sche
 }
 
 /// A schema's text parsed as its `format` says.
-fn resolve(
+pub(super) fn resolve(
     format: &str,
     definition: &str,
     name: String,

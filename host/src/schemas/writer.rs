@@ -498,6 +498,37 @@ impl FramedWriter {
     }
 }
 
+/// `payload` (JSON) written with a schema given by its text (`avro` or `json`), behind
+/// the framing `reference` names: what a producer sends (golden cases frame their
+/// inputs with it).
+pub fn frame_with(
+    reference: &super::SchemaRef,
+    format: &str,
+    definition: &str,
+    payload: &[u8],
+) -> Result<Vec<u8>, String> {
+    let id = match reference {
+        super::SchemaRef::Confluent(id) => id.to_string(),
+        super::SchemaRef::Glue(version) => version.clone(),
+    };
+    Encoder::new(
+        header_of(reference)?,
+        &format.to_ascii_uppercase(),
+        definition,
+        id,
+    )
+    .map_err(|m| m.failure().1)?
+    .encode(payload)
+}
+
+/// The header a datum written with the schema `reference` names goes behind.
+pub fn header_of(reference: &super::SchemaRef) -> Result<Vec<u8>, String> {
+    match reference {
+        super::SchemaRef::Confluent(id) => Ok(confluent_header(*id)),
+        super::SchemaRef::Glue(version) => glue_header(version).map_err(|m| m.failure().1),
+    }
+}
+
 /// `call`, or the registry not answering by `ends`.
 async fn in_time<F: std::future::Future>(
     call: F,
