@@ -92,7 +92,7 @@ def resolve(value, env):
 
 def holds(condition, parameters, conditions):
     """Whether a template condition holds for these parameter values (the functions
-    conditions use: Equals, Not, And, Or, Condition, Ref)."""
+    conditions use: Equals, Not, And, Or, Condition, Ref, Select, Split)."""
     if isinstance(condition, dict) and len(condition) == 1:
         ((function, argument),) = condition.items()
         if function == "Ref":
@@ -104,6 +104,12 @@ def holds(condition, parameters, conditions):
             return str(left) == str(right)
         if function == "Fn::Not":
             return not holds(argument[0], parameters, conditions)
+        if function == "Fn::Split":
+            separator, text = argument
+            return str(holds(text, parameters, conditions)).split(separator)
+        if function == "Fn::Select":
+            index, items = argument
+            return holds(items, parameters, conditions)[int(index)]
         if function == "Fn::And":
             return all(holds(a, parameters, conditions) for a in argument)
         if function == "Fn::Or":
@@ -268,7 +274,7 @@ def main():
                     document = ast.literal_eval(text)
             for statement in document["Statement"]:
                 actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-                if statement.get("Sid", "").startswith("ReadLookup"):
+                if statement.get("Sid"):
                     targets = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
                     print(f"grant {statement['Sid']}: {' '.join(actions)} on {' '.join(targets)}")
                 wide = [a for a in actions if a == "*" or a.endswith(":*")]

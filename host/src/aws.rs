@@ -25,6 +25,8 @@ pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// Glue: schemas of records framed by its schema registry.
     pub glue: aws_sdk_glue::Client,
+    /// Secrets Manager: a Confluent-compatible registry's credential.
+    pub secrets: aws_sdk_secretsmanager::Client,
 }
 
 /// An AWS call that failed, naming what it was about.
@@ -80,6 +82,7 @@ impl AwsClients {
             sqs: aws_sdk_sqs::Client::new(&config),
             dynamodb: aws_sdk_dynamodb::Client::new(&config),
             glue: aws_sdk_glue::Client::new(&config),
+            secrets: aws_sdk_secretsmanager::Client::new(&config),
         }
     }
 
@@ -96,6 +99,7 @@ impl AwsClients {
             sqs: aws_sdk_sqs::Client::new(&config),
             dynamodb: aws_sdk_dynamodb::Client::new(&config),
             glue: aws_sdk_glue::Client::new(&config),
+            secrets: aws_sdk_secretsmanager::Client::new(&config),
         }
     }
 

@@ -93,6 +93,7 @@ impl Moto {
             sqs: aws_sdk_sqs::Client::new(&config),
             dynamodb: aws_sdk_dynamodb::Client::new(&config),
             glue: aws_sdk_glue::Client::new(&config),
+            secrets: aws_sdk_secretsmanager::Client::new(&config),
         }
     }
 }
@@ -111,6 +112,7 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub glue: aws_sdk_glue::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
 }
 
 impl Clients {

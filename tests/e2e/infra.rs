@@ -126,6 +126,39 @@ fn the_template_grants_read_on_the_mapped_lookup_tables_only() {
     assert!(!without.contains("grant ReadLookup"), "{without}");
 }
 
+/// Schemas out: writing the output stream in Glue's framing grants finding the schema,
+/// and registering it only when allowed; a registry credential's secret is readable.
+#[test]
+fn the_template_grants_the_output_schemas_registry_as_the_parameters_say() {
+    let stdout = smoke_deploy(&[
+        "OutputSchema=glue://shop/orders",
+        "SchemaRegister=on",
+        "ConfluentSecretArn=arn:aws:secretsmanager:us-east-1:123456789012:secret:registry-AbCdEf",
+    ]);
+    assert!(stdout.contains("stack status: CREATE_COMPLETE"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "grant FindOutputSchema: glue:GetSchemaByDefinition glue:GetSchemaVersion on "
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "grant RegisterOutputSchema: glue:RegisterSchemaVersion glue:CreateSchema on "
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("grant ConfluentCredential: secretsmanager:GetSecretValue on arn:aws:secretsmanager:us-east-1:123456789012:secret:registry-AbCdEf\n"),
+        "{stdout}"
+    );
+    let finding = smoke_deploy(&["OutputSchema=glue://shop/orders"]);
+    assert!(finding.contains("grant FindOutputSchema"), "{finding}");
+    assert!(!finding.contains("grant RegisterOutputSchema"), "{finding}");
+    let without = smoke_deploy(&[]);
+    assert!(!without.contains("OutputSchema"), "{without}");
+}
+
 #[test]
 fn the_template_deploys_on_the_emulator() {
     let stdout = smoke_deploy(&[]);

@@ -297,6 +297,65 @@ fn confluent_framed_avro_and_json_are_opened_each_schema_asked_once() {
     );
 }
 
+/// The registry's credential from Secrets Manager (as Lambda's Kafka secrets hold
+/// one: JSON with `username` and `password`) rather than in its URL; one in both is
+/// refused at start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_credential_comes_from_secrets_manager() {
+    let moto = Moto::start();
+    let aws = moto.clients().await;
+    aws.secrets
+        .create_secret()
+        .name("registry")
+        .secret_string(r#"{"username":"team","password":"s3cret"}"#)
+        .send()
+        .await
+        .expect("secret");
+    let (registry, asked) = confluent_registry();
+    let bare = registry.replace("key:secret@", "");
+    let s = Scratch::new();
+    let data = vec![confluent_frame(7, &order_datum("o1", 3))];
+    let (run1, outputs, _) = run(
+        &s,
+        data.clone(),
+        &[
+            "--schema-framing",
+            "confluent",
+            "--confluent-registry",
+            &bare,
+            "--confluent-secret",
+            "registry",
+        ],
+        &moto.env(),
+    );
+    run1.assert_ok();
+    assert_eq!(run1.balanced(), [1, 1, 0, 0], "{}", run1.stderr);
+    assert_eq!(outputs[0]["payload"]["id"], "o1");
+    let asked = asked.lock().expect("asked").clone();
+    assert_eq!(
+        asked,
+        [(
+            "/api/schemas/ids/7".to_owned(),
+            Some("Basic dGVhbTpzM2NyZXQ=".to_owned())
+        )],
+        "team:s3cret"
+    );
+    let (both, _, _) = run(
+        &s,
+        data,
+        &[
+            "--schema-framing",
+            "confluent",
+            "--confluent-registry",
+            &registry,
+            "--confluent-secret",
+            "registry",
+        ],
+        &moto.env(),
+    );
+    both.assert_error("a credential both in the registry's URL and in a secret");
+}
+
 /// A schema published with the plugin (`--output-schema`, signed into the manifest):
 /// every output is checked against it before its record's outputs go, and carries its
 /// fingerprint; one that does not fit sends its record to the DLQ as `schema`.

@@ -34,7 +34,8 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
         || settings.dedup.is_some()
         || !matches!(settings.dlq, SinkSpec::File { .. })
         || args.format == InputFormat::Event(Some(EventKind::S3))
-        // Lookup tables in DynamoDB or S3; schemas in Glue's registry.
+        // Lookup tables in DynamoDB or S3; schemas in Glue's registry, a registry's
+        // credential in Secrets Manager.
         || settings.lookups.values().any(|t| {
             matches!(
                 t,
@@ -45,6 +46,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
             settings.schema_framing,
             crate::schemas::FramingSetting::Auto | crate::schemas::FramingSetting::Glue
         )
+        || settings.confluent_secret.is_some()
         || settings
             .plugins
             .iter()

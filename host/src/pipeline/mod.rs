@@ -746,11 +746,26 @@ async fn reference_data(
             })?;
         Some(tables)
     };
-    let registries = Registries::new(aws.glue.clone(), settings.confluent_registry.as_deref())
-        .map_err(|reason| StartError::Schemas {
-            setting: settings.name_of("PIPELINE_CONFLUENT_REGISTRY"),
-            reason,
-        })?;
+    let credential = match &settings.confluent_secret {
+        None => None,
+        Some(secret) => Some(
+            crate::schemas::secret_credential(&aws.secrets, secret)
+                .await
+                .map_err(|reason| StartError::Schemas {
+                    setting: settings.name_of("PIPELINE_CONFLUENT_SECRET"),
+                    reason,
+                })?,
+        ),
+    };
+    let registries = Registries::new(
+        aws.glue.clone(),
+        settings.confluent_registry.as_deref(),
+        credential.as_deref(),
+    )
+    .map_err(|reason| StartError::Schemas {
+        setting: settings.name_of("PIPELINE_CONFLUENT_REGISTRY"),
+        reason,
+    })?;
     let schemas = Schemas::new(
         settings.schema_framing,
         registries.clone(),

@@ -35,7 +35,7 @@ pub use compatibility::{Mode, check as check_compatibility};
 pub use framing::{FramingSetting, SchemaRef, uuid_bytes};
 pub use outputs::{DeclaredSchema, OutputSchemas};
 use registry::{Format, Resolved};
-pub use registry::{Missing, Registries};
+pub use registry::{Missing, Registries, secret_credential};
 pub use writer::{Encoder, FramedWriter, SchemaTarget, frame_with, header_of};
 
 use crate::record::{FailureKind, Record, attribute_name};

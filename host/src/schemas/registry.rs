@@ -67,12 +67,33 @@ pub struct Registries {
 
 impl Registries {
     /// Glue through `glue`; a Confluent-compatible registry at `confluent`, its base URL,
-    /// optionally with a `user:password@` credential.
-    pub fn new(glue: aws_sdk_glue::Client, confluent: Option<&str>) -> Result<Self, String> {
+    /// optionally with a `user:password@` credential, or with `credential` (`user:password`,
+    /// from a secret).
+    pub fn new(
+        glue: aws_sdk_glue::Client,
+        confluent: Option<&str>,
+        credential: Option<&str>,
+    ) -> Result<Self, String> {
+        use base64::Engine as _;
         let confluent = match confluent {
+            None if credential.is_some() => {
+                return Err("a credential for a Confluent registry, and no registry URL".into());
+            }
             None => None,
             Some(url) => {
-                let (url, credential) = split_credential(url)?;
+                let (url, in_url) = split_credential(url)?;
+                let credential = match (in_url, credential) {
+                    (Some(_), Some(_)) => {
+                        return Err(
+                            "a credential both in the registry's URL and in a secret: give one"
+                                .into(),
+                        );
+                    }
+                    (in_url, None) => in_url,
+                    (None, Some(secret)) => {
+                        Some(base64::engine::general_purpose::STANDARD.encode(secret))
+                    }
+                };
                 Some((url, WebClient::new()?, credential))
             }
         };
@@ -206,6 +227,40 @@ fn split_credential(url: &str) -> Result<(String, Option<String>), String> {
             Some(base64::engine::general_purpose::STANDARD.encode(credential)),
         )),
     }
+}
+
+/// The `user:password` a Secrets Manager secret holds: its string as it is
+/// (`KEY:SECRET`), or JSON with `username` and `password`.
+pub async fn secret_credential(
+    client: &aws_sdk_secretsmanager::Client,
+    secret: &str,
+) -> Result<String, String> {
+    let answer = client
+        .get_secret_value()
+        .secret_id(secret)
+        .send()
+        .await
+        .map_err(|e| format!("secret {secret}: {}", crate::aws::describe_error(&e)))?;
+    let text = answer
+        .secret_string()
+        .ok_or_else(|| format!("secret {secret} holds no string"))?;
+    #[derive(serde::Deserialize)]
+    struct UserPassword {
+        username: String,
+        password: String,
+    }
+    if text.trim_start().starts_with('{') {
+        let pair: UserPassword = serde_json::from_str(text).map_err(|e| {
+            format!("secret {secret}: JSON without a `username` and a `password` ({e})")
+        })?;
+        return Ok(format!("{}:{}", pair.username, pair.password));
+    }
+    if !text.contains(':') {
+        return Err(format!(
+            "secret {secret}: expected KEY:SECRET or JSON with `username` and `password`"
+        ));
+    }
+    Ok(text.trim().to_owned())
 }
 
 /// Whether `schema` names a record inside that record (a list, a tree).

@@ -88,6 +88,8 @@ pub struct Settings {
     pub schema_framing: crate::schemas::FramingSetting,
     /// A Confluent-compatible schema registry's URL.
     pub confluent_registry: Option<String>,
+    /// The Secrets Manager secret holding the Confluent registry's credential.
+    pub confluent_secret: Option<String>,
     /// Whether a sink writing registry framing registers a declared schema the
     /// registry lacks.
     pub schema_register: bool,
@@ -185,6 +187,7 @@ impl Settings {
             envelopes: false,
             schema_framing: crate::schemas::FramingSetting::None,
             confluent_registry: None,
+            confluent_secret: None,
             schema_register: false,
             lookups: BTreeMap::new(),
             lookup_cache: crate::lookup::CacheLimits {

@@ -437,6 +437,20 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        flag: Some("confluent-secret"),
+        aliases: &[],
+        env: "PIPELINE_CONFLUENT_SECRET",
+        default: None,
+        bounds: Bounds::Text("a Secrets Manager secret's name or ARN"),
+        about: "the Confluent-compatible registry's credential, read at start from this secret: `KEY:SECRET`, or JSON with `username` and `password` (as Lambda's Kafka authentication secrets hold them); instead of one in the registry's URL",
+        required: Required::Never,
+        list: false,
+        apply: |s, values, _| {
+            s.confluent_secret = Some(one(values)?.to_owned());
+            Ok(())
+        },
+    },
+    Setting {
         flag: Some("schema-register"),
         aliases: &[],
         env: "PIPELINE_SCHEMA_REGISTER",
