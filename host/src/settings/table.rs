@@ -164,7 +164,7 @@ pub static SETTINGS: &[Setting] = &[
         env: "PIPELINE_SINKS",
         default: None,
         bounds: Bounds::Text(
-            "`NAME=SPEC`, SPEC one of `kinesis://STREAM` (options `?gzip=true`, `?aggregate=true`: KPL aggregates), `sqs://QUEUE`, `s3://BUCKET/PREFIX` (options `?gzip=true`, `?format=parquet`)",
+            "`NAME=SPEC`, SPEC one of `kinesis://STREAM` (options `?gzip=true`, `?aggregate=true`: KPL aggregates), `sqs://QUEUE`, `s3://BUCKET/PREFIX` (options `?gzip=true`, `?format=parquet`); Kinesis and SQS also `?schema=glue://REGISTRY/SCHEMA` or `?schema=confluent://SUBJECT` (outputs written in that registry's framing)",
         ),
         about: "named sinks; `default` takes outputs without a destination",
         required: Required::Never,
