@@ -252,6 +252,22 @@ fn a_cache_directory_others_may_write_is_not_used() {
     assert!(run.stdout.contains("{\"id\":1}"), "{}", run.stdout);
 }
 
+/// `--output -` is stdout, as `--input -` is stdin (not a file named `-`).
+#[test]
+fn output_dash_is_stdout() {
+    let s = Scratch::new();
+    let run = s
+        .run("misbehave")
+        .stdin("one\ntwo\n")
+        .format("lines")
+        .flag("--output", "-")
+        .emit("payload")
+        .go();
+    run.assert_ok();
+    assert_eq!(run.stdout, "one\ntwo\n", "{}", run.stderr);
+    assert!(!s.path("-").exists());
+}
+
 /// The binary's allocator commits its arenas as they are used (mimalloc's default commits
 /// them eagerly, which doubled `host run`'s resident memory): the setting is made before
 /// `main`, from the library, and this checks it reached the binary that ships.

@@ -144,7 +144,7 @@ struct RunArgs {
     /// How the input is split into records.
     #[arg(long, value_enum, default_value = "jsonl")]
     format: InputFormat,
-    /// Where outputs go (JSON lines); stdout when omitted. Not with --sink.
+    /// Where outputs go (JSON lines); stdout when omitted or `-`. Not with --sink.
     #[arg(long, conflicts_with = "sink")]
     output: Option<PathBuf>,
     /// How each output is written to --output.

@@ -21,7 +21,11 @@ use crate::sources::{
 
 /// `host run`: the input through the pipeline; outputs to `--output` (or stdout), or with
 /// `--sink` to the sinks. Output and DLQ files appear only once the whole input is done.
-pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
+pub(super) async fn run(mut args: RunArgs) -> anyhow::Result<()> {
+    // `-` is stdout, as `--input -` is stdin.
+    if args.output.as_deref() == Some(std::path::Path::new("-")) {
+        args.output = None;
+    }
     let settings = args.settings.resolve()?;
     let to_files = settings.sinks.is_empty();
     if !to_files && args.output.is_some() {
