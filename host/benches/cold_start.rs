@@ -52,6 +52,7 @@ fn main() {
             sqs: clients.sqs,
             dynamodb: clients.dynamodb,
             glue: clients.glue,
+            secrets: clients.secrets,
         };
         aws.s3
             .create_bucket()

@@ -80,13 +80,7 @@ async fn clients(endpoint: &str) -> AwsClients {
         ))
         .load()
         .await;
-    AwsClients {
-        s3: aws_sdk_s3::Client::new(&config),
-        kinesis: aws_sdk_kinesis::Client::new(&config),
-        sqs: aws_sdk_sqs::Client::new(&config),
-        dynamodb: aws_sdk_dynamodb::Client::new(&config),
-        glue: aws_sdk_glue::Client::new(&config),
-    }
+    AwsClients::from_config(&config, false)
 }
 
 fn settings(wasm: PathBuf, dedup: bool) -> Settings {

@@ -202,16 +202,7 @@ async fn clients(endpoint: &str) -> AwsClients {
         ))
         .load()
         .await;
-    let s3 = aws_sdk_s3::config::Builder::from(&config)
-        .force_path_style(true)
-        .build();
-    AwsClients {
-        s3: aws_sdk_s3::Client::from_conf(s3),
-        kinesis: aws_sdk_kinesis::Client::new(&config),
-        sqs: aws_sdk_sqs::Client::new(&config),
-        dynamodb: aws_sdk_dynamodb::Client::new(&config),
-        glue: aws_sdk_glue::Client::new(&config),
-    }
+    AwsClients::from_config(&config, true)
 }
 
 /// A Kinesis event of batch `b`'s orders.

@@ -1,7 +1,8 @@
 //! Framed records' price (`./dev bench`, "Schemas" in BENCHMARKS.md): Kinesis events of
 //! `enrich` inputs through the pipeline to a file, as JSON records and as the same
-//! content in Confluent-framed Avro (opened to JSON before the plugin), at batch 1000;
-//! and how often the loopback registry was asked.
+//! content in Confluent-framed Avro (opened to JSON before the plugin), and Avro both
+//! ways (the outputs written in Confluent framing with a subject's schema), at batch
+//! 1000; and how often the loopback registry was asked.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -13,7 +14,7 @@ use pipeline_host::aws::AwsClients;
 use pipeline_host::limits::Budget;
 use pipeline_host::pipeline::Outputs;
 use pipeline_host::registry::PluginLocation;
-use pipeline_host::schemas::FramingSetting;
+use pipeline_host::schemas::{FramedWriter, FramingSetting, Registries};
 use pipeline_host::sinks::{Emit, Router, Sink, SinkSpec};
 use pipeline_host::sources::{EventKind, LambdaEvent, events};
 use pipeline_host::{Pipeline, Settings};
@@ -25,6 +26,9 @@ use common::{kinesis_event, machine, write_section};
 
 const BATCH: usize = 1000;
 const EVENTS: usize = 20;
+
+/// What `enrich` makes of an event.
+const ENRICHED_AVRO: &str = r#"{"type":"record","name":"Enriched","namespace":"shop","fields":[{"name":"id","type":"string"},{"name":"user","type":"string"},{"name":"action","type":"string"},{"name":"amount_cents","type":["null","long"],"default":null},{"name":"currency","type":"string"},{"name":"day","type":"string"},{"name":"source","type":["null","string"],"default":null}]}"#;
 
 const EVENT_AVRO: &str = r#"{"type":"record","name":"Event","namespace":"shop","fields":[{"name":"id","type":"string"},{"name":"user","type":"string"},{"name":"action","type":"string"},{"name":"amount","type":"double"},{"name":"ts","type":"string"}]}"#;
 
@@ -79,8 +83,14 @@ fn event(b: usize, payload: fn(usize) -> Vec<u8>) -> Value {
     kinesis_event(b, &payloads)
 }
 
-/// Records/s over `EVENTS` events (best of the events, the first one dropped).
-async fn rate(settings: &Settings, scratch: &Path, payload: fn(usize) -> Vec<u8>) -> f64 {
+/// Records/s over `EVENTS` events (best of the events, the first one dropped); with
+/// `framed_out`, the outputs written in Confluent framing with that subject's schema.
+async fn rate(
+    settings: &Settings,
+    scratch: &Path,
+    payload: fn(usize) -> Vec<u8>,
+    framed_out: Option<&str>,
+) -> f64 {
     let aws = AwsClients::unconfigured();
     let mut pipeline = Pipeline::start(settings, &aws).await.expect("pipeline");
     let out = Sink::connect(
@@ -92,7 +102,24 @@ async fn rate(settings: &Settings, scratch: &Path, payload: fn(usize) -> Vec<u8>
     )
     .await
     .expect("out");
-    let router = Router::only(out);
+    let router = match framed_out {
+        None => Router::only(out),
+        Some(subject) => {
+            let registries = Registries::new(
+                aws.glue.clone(),
+                settings.confluent_registry.as_deref(),
+                None,
+            )
+            .expect("registries");
+            let target = format!("confluent://{subject}").parse().expect("a target");
+            let writer = FramedWriter::new(target, registries, false).expect("a writer");
+            Router::new(std::collections::BTreeMap::from([(
+                "default".to_owned(),
+                out,
+            )]))
+            .with_framing("default", writer)
+        }
+    };
     let mut best = f64::MAX;
     for b in 0..=EVENTS {
         let decoded = events::decode_within(
@@ -108,6 +135,7 @@ async fn rate(settings: &Settings, scratch: &Path, payload: fn(usize) -> Vec<u8>
             .await
             .expect("run");
         assert_eq!(summary.transformed, BATCH as u64, "{summary}");
+        assert_eq!(summary.failed, 0, "{summary}");
         if b > 0 {
             best = best.min(started.elapsed().as_secs_f64());
         }
@@ -125,8 +153,12 @@ fn main() {
     std::thread::spawn(move || {
         for request in server.incoming_requests() {
             counted.fetch_add(1, Ordering::Relaxed);
-            let body = json!({"schema": EVENT_AVRO}).to_string();
-            let _ = request.respond(tiny_http::Response::from_string(body));
+            let body = if request.url().starts_with("/subjects/enriched-value/") {
+                json!({"id": 2, "version": 1, "schema": ENRICHED_AVRO})
+            } else {
+                json!({"schema": EVENT_AVRO})
+            };
+            let _ = request.respond(tiny_http::Response::from_string(body.to_string()));
         }
     });
     let scratch = tempfile::tempdir().expect("scratch");
@@ -149,20 +181,29 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (json_rate, avro_rate) = runtime.block_on(async {
+    let (json_rate, avro_rate, both_rate) = runtime.block_on(async {
         let json_rate = rate(
             &settings(FramingSetting::None),
             scratch.path(),
             json_payload,
+            None,
         )
         .await;
         let avro_rate = rate(
             &settings(FramingSetting::Confluent),
             scratch.path(),
             avro_payload,
+            None,
         )
         .await;
-        (json_rate, avro_rate)
+        let both_rate = rate(
+            &settings(FramingSetting::Confluent),
+            scratch.path(),
+            avro_payload,
+            Some("enriched-value"),
+        )
+        .await;
+        (json_rate, avro_rate, both_rate)
     });
     let asked = asked.load(Ordering::Relaxed);
     let (json_bytes, avro_bytes) = (json_payload(7).len(), avro_payload(7).len());
@@ -170,7 +211,7 @@ fn main() {
     let _ = writeln!(out, "## Schemas (`./dev bench`)\n");
     let _ = writeln!(
         out,
-        "Machine: {}; `host` built {}. Kinesis events of {BATCH} `enrich` inputs through the pipeline to a file (decode, plugin, JSON out), the best of {EVENTS} events after one to warm up.\n",
+        "Machine: {}; `host` built {}. Kinesis events of {BATCH} `enrich` inputs through the pipeline to a file (decode, plugin, out), the best of {EVENTS} events after one to warm up. The JSON row is the baseline: the same content, no schema work.\n",
         machine(),
         if cfg!(debug_assertions) {
             "unoptimized"
@@ -183,13 +224,18 @@ fn main() {
     let _ = writeln!(out, "| JSON | {json_bytes} | {json_rate:.0} |");
     let _ = writeln!(
         out,
-        "| Confluent-framed Avro, opened to JSON before the plugin | {avro_bytes} | {avro_rate:.0} |"
+        "| Confluent-framed Avro in, opened to JSON before the plugin; JSON out | {avro_bytes} | {avro_rate:.0} |"
     );
     let _ = writeln!(
         out,
-        "\nAvro costs {:.0}% of the JSON rate here (the datum decoded, then written as JSON for the plugin). The registry was asked {asked} time(s) for {} batches: the schema once, then from memory (0 lookups per batch after the first).\n",
+        "| Avro in and out: the outputs written as Confluent-framed Avro (`?schema=confluent://SUBJECT`) | {avro_bytes} | {both_rate:.0} |"
+    );
+    let _ = writeln!(
+        out,
+        "\nOpening Avro costs {:.0}% of the JSON rate here (the datum decoded, then written as JSON for the plugin); writing the outputs as Avro too, {:.0}% (each output parsed as JSON, resolved against the schema, encoded). The registry was asked {asked} time(s) for {} batches of three runs: each schema once (the input's by id, the output subject's latest version), then from memory: 0 lookups per batch after the first.\n",
         (1.0 - avro_rate / json_rate) * 100.0,
-        EVENTS + 1
+        (1.0 - both_rate / json_rate) * 100.0,
+        3 * (EVENTS + 1)
     );
     print!("{out}");
     write_section(&root.join("BENCHMARKS.md"), "schemas", &out);

@@ -73,16 +73,21 @@ impl AwsClients {
             .timeout_config(timeouts)
             .load()
             .await;
-        let s3 = aws_sdk_s3::config::Builder::from(&config)
+        Self::from_config(&config, s3_path_style)
+    }
+
+    /// The clients of a loaded configuration (benches point one at an emulator).
+    pub fn from_config(config: &aws_config::SdkConfig, s3_path_style: bool) -> Self {
+        let s3 = aws_sdk_s3::config::Builder::from(config)
             .force_path_style(s3_path_style)
             .build();
         Self {
             s3: aws_sdk_s3::Client::from_conf(s3),
-            kinesis: aws_sdk_kinesis::Client::new(&config),
-            sqs: aws_sdk_sqs::Client::new(&config),
-            dynamodb: aws_sdk_dynamodb::Client::new(&config),
-            glue: aws_sdk_glue::Client::new(&config),
-            secrets: aws_sdk_secretsmanager::Client::new(&config),
+            kinesis: aws_sdk_kinesis::Client::new(config),
+            sqs: aws_sdk_sqs::Client::new(config),
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
+            glue: aws_sdk_glue::Client::new(config),
+            secrets: aws_sdk_secretsmanager::Client::new(config),
         }
     }
 
@@ -93,14 +98,7 @@ impl AwsClients {
             .behavior_version(BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .build();
-        Self {
-            s3: aws_sdk_s3::Client::new(&config),
-            kinesis: aws_sdk_kinesis::Client::new(&config),
-            sqs: aws_sdk_sqs::Client::new(&config),
-            dynamodb: aws_sdk_dynamodb::Client::new(&config),
-            glue: aws_sdk_glue::Client::new(&config),
-            secrets: aws_sdk_secretsmanager::Client::new(&config),
-        }
+        Self::from_config(&config, false)
     }
 
     /// The whole body of `s3://bucket/key`; the error names the object.

@@ -25,7 +25,7 @@ use super::TestArgs;
 use crate::aws::AwsClients;
 use crate::limits::Budget;
 use crate::pipeline::{Outputs, Pipeline};
-use crate::schemas::{FramingSetting, SchemaRef};
+use crate::schemas::{Encoder, FramingSetting, SchemaRef};
 use crate::settings::Settings;
 use crate::sinks::{Emit, Router, Sink, SinkSpec};
 use crate::sources::{FileSource, InputFormat};
@@ -340,6 +340,7 @@ fn framed_event(case: &Case) -> anyhow::Result<Value> {
     use base64::Engine as _;
     let base64 = base64::engine::general_purpose::STANDARD;
     let mut records = Vec::with_capacity(case.framed.len());
+    let mut encoders = BTreeMap::new();
     for (offset, framed) in case.framed.iter().enumerate() {
         let schema = case.schemas.get(&framed.schema).ok_or_else(|| {
             anyhow::anyhow!(
@@ -349,13 +350,17 @@ fn framed_event(case: &Case) -> anyhow::Result<Value> {
         })?;
         let (reference, format, definition) = inline_schema(&framed.schema, schema)?;
         let bytes = match (&framed.value, &framed.datum_base64) {
-            (Some(value), None) => crate::schemas::frame_with(
-                &reference,
-                format,
-                &definition,
-                &serde_json::to_vec(value)?,
-            )
-            .map_err(|e| anyhow::anyhow!("\"framed\"[{offset}]: the value {e}"))?,
+            (Some(value), None) => {
+                if !encoders.contains_key(&framed.schema) {
+                    let encoder = Encoder::framing(&reference, format, &definition)
+                        .map_err(|e| anyhow::anyhow!("\"schemas\".{}: {e}", framed.schema))?;
+                    encoders.insert(framed.schema.clone(), encoder);
+                }
+                let encoder = &encoders[&framed.schema];
+                encoder
+                    .encode(&serde_json::to_vec(value)?)
+                    .map_err(|e| anyhow::anyhow!("\"framed\"[{offset}]: the value {e}"))?
+            }
             (None, Some(datum)) => {
                 let mut bytes = crate::schemas::header_of(&reference)
                     .map_err(|e| anyhow::anyhow!("\"framed\"[{offset}]: {e}"))?;

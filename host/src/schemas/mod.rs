@@ -12,12 +12,14 @@
 //! # Layout
 //! - `mod.rs`: [`Schemas`], applied to a batch.
 //! - `framing.rs`: the Confluent and Glue wire formats.
+//! - `avro.rs`: Avro datums to and from JSON.
 //! - `registry.rs`: Glue and Confluent-compatible registries, and parsing a schema.
 //! - `outputs.rs`: the output schemas a plugin's manifest declares, checked before
 //!   delivery.
 //! - `writer.rs`: outputs written in a registry's framing, by a sink that asks for it.
 //! - `compatibility.rs`: whether a new version's schema may follow the published ones.
 
+mod avro;
 mod compatibility;
 mod framing;
 mod outputs;
@@ -36,7 +38,7 @@ pub use framing::{FramingSetting, SchemaRef, uuid_bytes};
 pub use outputs::{DeclaredSchema, OutputSchemas};
 use registry::{Format, Resolved};
 pub use registry::{Missing, Registries, secret_credential};
-pub use writer::{Encoder, FramedWriter, SchemaTarget, frame_with, header_of};
+pub use writer::{Encoder, FramedWriter, SchemaTarget, header_of};
 
 use crate::record::{FailureKind, Record, attribute_name};
 use crate::sources::{Decoded, Undecodable};
@@ -226,7 +228,7 @@ fn open_record(
         framed.datum
     };
     let (payload, format) = match &schema.format {
-        Format::Avro(avro) => (avro_to_json(avro, datum)?, "avro"),
+        Format::Avro(avro) => (avro.to_json(datum)?, "avro"),
         Format::Json => {
             serde_json::from_slice::<serde::de::IgnoredAny>(datum)
                 .map_err(|e| format!("the datum is not JSON: {e}"))?;
@@ -251,27 +253,6 @@ fn open_record(
             .push((attribute_name(name.to_owned()), value));
     }
     Ok(())
-}
-
-/// An Avro binary datum as compact JSON (unions unwrapped, enums as strings).
-fn avro_to_json(schema: &apache_avro::Schema, datum: &[u8]) -> Result<Vec<u8>, String> {
-    let mut reader = datum;
-    #[allow(deprecated)]
-    let value = apache_avro::from_avro_datum(schema, &mut reader, None)
-        .map_err(|e| format!("the datum does not decode against its Avro schema: {e}"))?;
-    // A datum cut short inside a field decodes as null: not one the schema allows.
-    if !value.validate(schema) {
-        return Err("the datum does not decode against its Avro schema (cut short?)".into());
-    }
-    if !reader.is_empty() {
-        return Err(format!(
-            "{} bytes left after the Avro datum: not written with its schema",
-            reader.len()
-        ));
-    }
-    let json = serde_json::Value::try_from(value)
-        .map_err(|e| format!("the Avro datum has no JSON form: {e}"))?;
-    serde_json::to_vec(&json).map_err(|e| e.to_string())
 }
 
 /// Message indexes a Confluent Protobuf datum may name (a nesting path; real ones are a
@@ -320,30 +301,6 @@ fn skip_message_indexes<'d>(datum: &'d [u8], reference: &SchemaRef) -> Result<&'
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn avro_datums_become_json_and_leftovers_are_refused() {
-        let schema = apache_avro::Schema::parse_str(
-            r#"{"type":"record","name":"Order","namespace":"shop","fields":[{"name":"id","type":"string"},{"name":"qty","type":"int"},{"name":"note","type":["null","string"],"default":null}]}"#,
-        )
-        .expect("a schema");
-        // "o1" (length 2 zigzag = 4), 3 (zigzag 6), union branch 1 then "hi".
-        let datum = [4, b'o', b'1', 6, 2, 4, b'h', b'i'];
-        let json: serde_json::Value =
-            serde_json::from_slice(&avro_to_json(&schema, &datum).expect("decodes")).expect("json");
-        assert_eq!(
-            json,
-            serde_json::json!({"id": "o1", "qty": 3, "note": "hi"})
-        );
-        let mut longer = datum.to_vec();
-        longer.push(0);
-        assert!(
-            avro_to_json(&schema, &longer)
-                .expect_err("leftover")
-                .contains("1 bytes left")
-        );
-        assert!(avro_to_json(&schema, &datum[..3]).is_err());
-    }
 
     #[test]
     fn protobuf_message_indexes_are_skipped() {

@@ -16,7 +16,7 @@ const MAX_SCHEMA_BYTES: usize = 1 << 20;
 #[derive(Debug)]
 pub enum Format {
     /// Avro binary datums.
-    Avro(Box<apache_avro::Schema>),
+    Avro(Box<super::avro::Avro>),
     /// JSON documents (JSON Schema).
     Json,
     /// Protobuf messages: handed to the plugin as they are, unframed.
@@ -310,7 +310,10 @@ pub(super) fn resolve(
                 _ => name,
             };
             Ok(Resolved {
-                format: Format::Avro(Box::new(schema)),
+                format: Format::Avro(Box::new(
+                    super::avro::Avro::new(schema)
+                        .map_err(|e| Missing::Bad(format!("schema {name} {version}: {e}")))?,
+                )),
                 name,
                 version,
                 fingerprint,

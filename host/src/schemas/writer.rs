@@ -18,6 +18,7 @@ use aws_sdk_glue::types::{
 };
 use sha2::Digest as _;
 
+use super::avro::Avro;
 use super::outputs::DeclaredSchema;
 use super::registry::{Missing, Registries};
 
@@ -82,7 +83,8 @@ impl std::fmt::Display for SchemaTarget {
 
 /// How an encoder writes a datum.
 enum Writes {
-    Avro(Box<apache_avro::Schema>),
+    /// An encoder lives as long as the process (one per sink and declared schema).
+    Avro(Box<Avro>),
     Json(Box<jsonschema::Validator>),
 }
 
@@ -104,7 +106,9 @@ impl Encoder {
                 let schema = apache_avro::Schema::parse_str(definition)
                     .map_err(|e| Missing::Bad(format!("schema version {id} is not Avro: {e}")))?;
                 let fingerprint = hash(&schema.canonical_form());
-                (Writes::Avro(Box::new(schema)), fingerprint)
+                let avro = Avro::new(schema)
+                    .map_err(|e| Missing::Bad(format!("schema version {id}: {e}")))?;
+                (Writes::Avro(Box::new(avro)), fingerprint)
             }
             "JSON" => {
                 let schema: serde_json::Value = serde_json::from_str(definition)
@@ -134,17 +138,9 @@ impl Encoder {
             .map_err(|e| format!("is not JSON, and its sink writes schema {}: {e}", self.id))?;
         let mut framed = self.header.clone();
         match &self.writes {
-            Writes::Avro(schema) => {
-                let avro = apache_avro::types::Value::try_from(value)
-                    .map_err(|e| format!("has no Avro form: {e}"))?
-                    .resolve(schema)
-                    .map_err(|e| format!("does not fit schema version {}: {e}", self.id))?;
-                #[allow(deprecated)]
-                let datum = apache_avro::to_avro_datum(schema, avro).map_err(|e| {
-                    format!("cannot be written with schema version {}: {e}", self.id)
-                })?;
-                framed.extend_from_slice(&datum);
-            }
+            Writes::Avro(avro) => avro
+                .write_json(value, &mut framed)
+                .map_err(|e| format!("does not fit schema version {}: {e}", self.id))?,
             Writes::Json(validator) => {
                 if let Some(error) = validator.iter_errors(&value).next() {
                     return Err(format!(
@@ -498,27 +494,27 @@ impl FramedWriter {
     }
 }
 
-/// `payload` (JSON) written with a schema given by its text (`avro` or `json`), behind
-/// the framing `reference` names: what a producer sends (golden cases frame their
-/// inputs with it).
-pub fn frame_with(
-    reference: &super::SchemaRef,
-    format: &str,
-    definition: &str,
-    payload: &[u8],
-) -> Result<Vec<u8>, String> {
-    let id = match reference {
-        super::SchemaRef::Confluent(id) => id.to_string(),
-        super::SchemaRef::Glue(version) => version.clone(),
-    };
-    Encoder::new(
-        header_of(reference)?,
-        &format.to_ascii_uppercase(),
-        definition,
-        id,
-    )
-    .map_err(|m| m.failure().1)?
-    .encode(payload)
+impl Encoder {
+    /// An encoder for a schema given by its text (`avro` or `json`), behind the framing
+    /// `reference` names: what a producer sends (golden cases frame their inputs with
+    /// one).
+    pub fn framing(
+        reference: &super::SchemaRef,
+        format: &str,
+        definition: &str,
+    ) -> Result<Self, String> {
+        let id = match reference {
+            super::SchemaRef::Confluent(id) => id.to_string(),
+            super::SchemaRef::Glue(version) => version.clone(),
+        };
+        Self::new(
+            header_of(reference)?,
+            &format.to_ascii_uppercase(),
+            definition,
+            id,
+        )
+        .map_err(|m| m.failure().1)
+    }
 }
 
 /// The header a datum written with the schema `reference` names goes behind.
@@ -631,7 +627,10 @@ mod tests {
         let framed = encoder.encode(br#"{"id":"a","n":3}"#).expect("fits");
         assert_eq!(&framed[..5], &[0, 0, 0, 0, 9]);
         let parsed = apache_avro::Schema::parse_str(schema).expect("schema");
-        let back = super::super::avro_to_json(&parsed, &framed[5..]).expect("decodes");
+        let back = Avro::new(parsed)
+            .expect("resolves")
+            .to_json(&framed[5..])
+            .expect("decodes");
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(&back).expect("json"),
             serde_json::json!({"id": "a", "n": 3, "note": null})
