@@ -60,6 +60,21 @@ pub fn attribute_name(name: String) -> AttributeName {
 
 /// How many attributes `record` has; panics if one of their names is not in
 /// [`HOST_NAMES`] (the sources' tests: a name a source sets should be shared).
+/// An output as an element of a pipe's enriched batch: its JSON when it is JSON (what a
+/// pipe's target expects), else its text as a string, else its bytes as a base64 string.
+pub fn pipes_element(payload: &[u8]) -> serde_json::Value {
+    use base64::Engine as _;
+    if let Ok(value) = serde_json::from_slice(payload) {
+        return value;
+    }
+    match std::str::from_utf8(payload) {
+        Ok(text) => text.into(),
+        Err(_) => base64::engine::general_purpose::STANDARD
+            .encode(payload)
+            .into(),
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn assert_shared_names(record: &Record) -> usize {
     for (name, _) in &record.attributes {

@@ -34,7 +34,7 @@ use std::ops::Range;
 pub use crate::limits::RetryPolicy;
 pub use file::{Emit, FileSink, JsonLinesFile, Target};
 pub use kinesis::KinesisSink;
-pub use response::{ResponseSink, pipes_element};
+pub use response::ResponseSink;
 pub use s3::{S3Sink, json_line};
 pub use scripted::{Answer, ScriptedSink};
 pub use sqs::SqsSink;

@@ -6,6 +6,7 @@
 //! before any is sent, or for none: a record that does not fit is refused whole, like
 //! any sink's failed check.
 
+use crate::record::pipes_element;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -32,21 +33,6 @@ pub struct ResponseSink {
     size: Arc<AtomicUsize>,
     limit: usize,
     answer: Answer,
-}
-
-/// An output as an element of a pipe's enriched batch: its JSON when it is JSON (what a
-/// pipe's target expects), else its text as a string, else its bytes as a base64 string.
-pub fn pipes_element(payload: &[u8]) -> serde_json::Value {
-    use base64::Engine as _;
-    if let Ok(value) = serde_json::from_slice(payload) {
-        return value;
-    }
-    match std::str::from_utf8(payload) {
-        Ok(text) => text.into(),
-        Err(_) => base64::engine::general_purpose::STANDARD
-            .encode(payload)
-            .into(),
-    }
 }
 
 impl Default for ResponseSink {

@@ -167,7 +167,7 @@ impl LambdaEvent {
                             _ => None,
                         })
                         .flatten()
-                        .map(|output| crate::sinks::pipes_element(&output.payload))
+                        .map(|output| crate::record::pipes_element(&output.payload))
                         .collect(),
                 )
             }),
