@@ -6,11 +6,10 @@
 //! before any is sent, or for none: a record that does not fit is refused whole, like
 //! any sink's failed check.
 
-use crate::record::pipes_element;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::record::{FailureKind, Output};
+use crate::record::{FailureKind, Output, pipes_element};
 
 /// Firehose refuses a transformation response over 6 MB; keep a margin for the JSON.
 pub const FIREHOSE_RESPONSE_LIMIT: usize = 6_000_000 - (64 << 10);
