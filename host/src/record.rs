@@ -58,8 +58,6 @@ pub fn attribute_name(name: String) -> AttributeName {
     }
 }
 
-/// How many attributes `record` has; panics if one of their names is not in
-/// [`HOST_NAMES`] (the sources' tests: a name a source sets should be shared).
 /// An output as an element of a pipe's enriched batch: its JSON when it is JSON (what a
 /// pipe's target expects), else its text as a string, else its bytes as a base64 string.
 pub fn pipes_element(payload: &[u8]) -> serde_json::Value {
@@ -75,6 +73,8 @@ pub fn pipes_element(payload: &[u8]) -> serde_json::Value {
     }
 }
 
+/// How many attributes `record` has; panics if one of their names is not in
+/// [`HOST_NAMES`] (the sources' tests: a name a source sets should be shared).
 #[cfg(test)]
 pub(crate) fn assert_shared_names(record: &Record) -> usize {
     for (name, _) in &record.attributes {

@@ -137,9 +137,11 @@ fn the_template_grants_the_output_schemas_registry_as_the_parameters_say() {
     ]);
     assert!(stdout.contains("stack status: CREATE_COMPLETE"), "{stdout}");
     assert!(
-        stdout.contains(
-            "grant FindOutputSchema: glue:GetSchemaByDefinition glue:GetSchemaVersion on "
-        ),
+        stdout.contains("grant FindOutputSchema: glue:GetSchemaByDefinition on "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("grant ReadOutputSchemaVersions: glue:GetSchemaVersion on *\n"),
         "{stdout}"
     );
     assert!(

@@ -138,7 +138,7 @@ async fn a_kinesis_sink_writes_glue_framing_with_the_declared_schema_registered_
     assert_eq!(back.balanced(), [4, 4, 0, 0], "{}", back.stderr);
     let read = s.json_lines("back.jsonl");
     assert_eq!(read[1]["payload"], json!({"id": "b", "cents": 250}));
-    assert_eq!(read[1]["attributes"]["schema-id"], version.as_str());
+    assert_eq!(read[1]["attributes"]["schema-version"], "1");
     assert_eq!(read[1]["attributes"]["schema-name"], "orders-out");
 }
 

@@ -191,7 +191,9 @@ impl Delivery<'_> {
             let Some(writer) = router.framing(destination) else {
                 continue;
             };
-            let declared = self.target.schemas.and_then(|s| s.declared(destination));
+            let declared = (self.target.schemas)
+                .and_then(|s| s.declared(destination))
+                .map(|(declared, _)| declared);
             let encoder = writer.encoder(declared, ends).await;
             if let Err(missing) = &encoder {
                 tracing::warn!(destination, reason = ?missing, "no schema to write the sink's framing with");
@@ -228,6 +230,11 @@ impl Delivery<'_> {
             };
             for (position, output) in outputs.iter_mut().enumerate() {
                 output.id = Some(format!("{identity}#{position}"));
+                // The schema an output is written with is the host's to say: a
+                // plugin's (or one copied from its input) would travel as the output's.
+                output
+                    .attributes
+                    .retain(|(name, _)| !HOST_SCHEMA_ATTRIBUTES.contains(&name.as_str()));
             }
             // The declared schema first, then the sink's framing: the size limits are
             // the framed payload's.
@@ -242,6 +249,15 @@ impl Delivery<'_> {
                 );
             match checked {
                 Ok(()) => sending.push((index, outputs)),
+                // A registry that could not answer: the record goes back to a source
+                // that redelivers, and the later ones of its group are held behind it.
+                Err((kind, message)) if self.target.redelivers && hands_back(kind) => {
+                    let entry = &mut self.entries[index];
+                    if let Some(g) = &entry.group {
+                        self.held_from.entry(g.clone()).or_insert(index + 1);
+                    }
+                    entry.verdict = Some(Verdict::Retry(message));
+                }
                 Err((kind, message)) => failures.push((
                     index,
                     Failure {
@@ -265,13 +281,9 @@ impl Delivery<'_> {
         for output in outputs {
             match schemas.check(output.destination.as_deref(), &output.payload) {
                 Ok(None) => {}
-                Ok(Some(fingerprint)) => {
-                    // The host's, never one the plugin made up.
-                    output.attributes.retain(|(n, _)| n != "schema-fingerprint");
-                    output
-                        .attributes
-                        .push(("schema-fingerprint".to_owned(), fingerprint.to_owned()));
-                }
+                Ok(Some(fingerprint)) => output
+                    .attributes
+                    .push(("schema-fingerprint".to_owned(), fingerprint.to_owned())),
                 Err(why) => return Err((FailureKind::Schema, why)),
             }
         }
@@ -380,6 +392,11 @@ fn identity(record: &Record) -> String {
 /// What a framed sink's registry schema came to, by destination.
 type Encoders = HashMap<String, Result<Arc<Encoder>, Missing>>;
 
+/// The attributes that say which schema an output is written with: set by the host
+/// alone (the SQS sink sends them, the S3 sink's object metadata carries the
+/// fingerprint).
+const HOST_SCHEMA_ATTRIBUTES: [&str; 2] = ["schema-id", "schema-fingerprint"];
+
 /// How long resolving a framed sink's schema may take outside an invocation.
 const REGISTRY_WAIT: Duration = Duration::from_secs(30);
 
@@ -402,7 +419,7 @@ fn frame(outputs: &mut [Output], encoders: &Encoders) -> Result<(), (FailureKind
         output.payload = framed.into();
         output
             .attributes
-            .retain(|(name, _)| name != "schema-fingerprint" && name != "schema-id");
+            .retain(|(name, _)| !HOST_SCHEMA_ATTRIBUTES.contains(&name.as_str()));
         output
             .attributes
             .push(("schema-id".to_owned(), encoder.id.clone()));
@@ -617,6 +634,77 @@ mod tests {
             let entries = dlq_entries(&queue);
             assert_eq!(entries[0]["error"]["kind"], "held");
             assert_eq!(entries[0]["identity"], "test/r0");
+        }
+    }
+
+    /// A framed sink whose registry cannot answer: the records bound for it go back to
+    /// a source that redelivers (and hold their group's later ones), else to the DLQ as
+    /// `unfinished`; nothing is sent.
+    #[tokio::test]
+    async fn a_registry_that_cannot_answer_hands_back_records_bound_for_a_framed_sink() {
+        let aws = crate::aws::AwsClients::unconfigured();
+        // Nothing listens on port 9 of the loopback: refused at once.
+        let registries =
+            crate::schemas::Registries::new(aws.glue, Some("http://127.0.0.1:9"), None)
+                .expect("registries");
+        let target: crate::schemas::SchemaTarget = "confluent://out-value".parse().expect("target");
+        for redelivers in [true, false] {
+            let sink = ScriptedSink::new(10, []);
+            let writer =
+                crate::schemas::FramedWriter::new(target.clone(), registries.clone(), false)
+                    .expect("writer");
+            let router = Router::new(std::collections::BTreeMap::from([(
+                "default".to_owned(),
+                Sink::Scripted(sink.clone()),
+            )]))
+            .with_framing("default", writer);
+            let queue = ScriptedSink::new(10, []);
+            let dlq = dead_letters(Sink::Scripted(queue.clone()));
+            let mut entries = [
+                entry(
+                    "a0",
+                    Some("a"),
+                    Outcome::Transformed(vec![keyed("{}", "a")]),
+                ),
+                entry(
+                    "a1",
+                    Some("a"),
+                    Outcome::Transformed(vec![keyed("{}", "a")]),
+                ),
+            ];
+            let verdicts = run(
+                &mut entries,
+                &router,
+                &dlq,
+                retry(1, Budget::unbounded()),
+                redelivers,
+            )
+            .await
+            .expect("verdicts");
+            assert!(sink.calls().is_empty(), "nothing sent");
+            if redelivers {
+                assert!(
+                    matches!(&verdicts[0], Verdict::Retry(why) if why.contains("Connection refused")),
+                    "{verdicts:?}"
+                );
+                assert!(
+                    matches!(&verdicts[1], Verdict::Retry(why) if why.starts_with("held back")),
+                    "{verdicts:?}"
+                );
+                assert!(queue.calls().is_empty());
+            } else {
+                assert!(
+                    verdicts
+                        .iter()
+                        .all(|v| matches!(v, Verdict::DeadLettered(_))),
+                    "{verdicts:?}"
+                );
+                let kinds: Vec<_> = dlq_entries(&queue)
+                    .iter()
+                    .map(|e| e["error"]["kind"].clone())
+                    .collect();
+                assert_eq!(kinds, ["unfinished", "unfinished"]);
+            }
         }
     }
 

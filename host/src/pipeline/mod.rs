@@ -31,7 +31,7 @@ pub use stats::RunStats;
 
 use crate::accounting::{Ledger, Summary, Unbalanced};
 use crate::aws::{AwsClients, AwsError};
-use crate::engine::{Chain, Engine, PluginError};
+use crate::engine::{Chain, Engine, PluginError, Runner};
 use crate::idempotency::Store;
 use crate::limits::Budget;
 use crate::lookup::Tables;
@@ -39,7 +39,7 @@ use crate::record::Verdict;
 use crate::registry::{FollowSettings, FollowedPlugin, LoadError, PluginLocation, SequenceFloor};
 use crate::schemas::{FramedWriter, Registries, Schemas};
 use crate::settings::Settings;
-use crate::sinks::{ConnectError, RetryPolicy, Router, Sink};
+use crate::sinks::{ConnectError, ObjectFormat, RetryPolicy, Router, Sink, SinkSpec};
 use crate::sources::{OutOfTime, Source, SourceError};
 
 /// A pipeline that could not start; the message names the setting behind it.
@@ -273,6 +273,10 @@ impl Pipeline {
                 framed.push((name.clone(), writer));
             }
         }
+        check_parquet_columns(settings, runners.last()).map_err(|reason| StartError::Schemas {
+            setting: settings.name_of("PIPELINE_SINKS"),
+            reason,
+        })?;
         let router = framed
             .into_iter()
             .fold(Router::new(sinks), |router, (name, writer)| {
@@ -726,6 +730,30 @@ impl Pipeline {
         }
         line
     }
+}
+
+/// A Parquet sink takes its columns from the schema the last stage declares for it: one
+/// with no Parquet form (a union of two types, bytes) stops the start, named, rather than
+/// dead-lettering every output. (A version swapped in later is checked per batch.)
+fn check_parquet_columns(settings: &Settings, last: Option<&Runner>) -> Result<(), String> {
+    let Some(schemas) = last.and_then(|r| r.plugin().output_schemas()) else {
+        return Ok(());
+    };
+    for (name, spec) in &settings.sinks {
+        let parquet = matches!(
+            spec,
+            SinkSpec::S3 {
+                format: ObjectFormat::Parquet,
+                ..
+            }
+        );
+        if let (true, Some((declared, _))) = (parquet, schemas.declared(name)) {
+            crate::sinks::parquet::columns_of(declared).map_err(|why| {
+                format!("sink `{name}` writes Parquet in the columns of the plugin's declared schema, which has none: {why}")
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// What plugins read and records are opened and written with, set up at start: the

@@ -5,7 +5,7 @@
 //!
 //! Which schema: the one the last plugin's manifest declares for the destination,
 //! found in the registry by its text, and registered as a new version only where the
-//! operator allows it (`PIPELINE_SCHEMA_REGISTER=true`: the registry's compatibility
+//! operator allows it (`PIPELINE_SCHEMA_REGISTER=on`: the registry's compatibility
 //! rules then decide); without a declared one, the registry's latest version when it
 //! is first needed. Each is resolved once per process and declared schema.
 
@@ -155,14 +155,19 @@ impl Encoder {
     }
 }
 
+/// A declared schema's format and text; `None`: the registry's latest version.
+type DeclaredKey = Option<(String, String)>;
+
 /// A sink's registry framing: its target, and the encoders resolved so far.
 pub struct FramedWriter {
     target: SchemaTarget,
     registries: Registries,
     /// Whether a declared schema missing from the registry is registered.
     register: bool,
-    /// By the declared schema's fingerprint; `""` for the registry's latest version.
-    encoders: Mutex<HashMap<String, Arc<Encoder>>>,
+    /// By the declared schema's format and text (not its fingerprint: Avro's canonical
+    /// form leaves defaults out, and a version changing only a default is another
+    /// registry version); `None` for the registry's latest version.
+    encoders: Mutex<HashMap<DeclaredKey, Arc<Encoder>>>,
 }
 
 impl std::fmt::Debug for FramedWriter {
@@ -191,18 +196,17 @@ impl FramedWriter {
         })
     }
 
-    /// The encoder for outputs declared with `declared` (its schema and fingerprint),
+    /// The encoder for outputs declared with `declared` (their destination's schema),
     /// or, without one, for the registry's latest version; asked by `ends`.
     pub async fn encoder(
         &self,
-        declared: Option<(&DeclaredSchema, &str)>,
+        declared: Option<&DeclaredSchema>,
         ends: Instant,
     ) -> Result<Arc<Encoder>, Missing> {
-        let key = declared.map_or("", |(_, fingerprint)| fingerprint);
-        if let Some(known) = self.encoders.lock().ok().and_then(|e| e.get(key).cloned()) {
+        let key = declared.map(|d| (d.format.clone(), d.definition.clone()));
+        if let Some(known) = self.encoders.lock().ok().and_then(|e| e.get(&key).cloned()) {
             return Ok(known);
         }
-        let declared = declared.map(|(schema, _)| schema);
         let encoder = Arc::new(match &self.target {
             SchemaTarget::Glue { registry, schema } => {
                 self.glue(registry, schema, declared, ends).await?
@@ -211,7 +215,7 @@ impl FramedWriter {
         });
         tracing::info!(sink_schema = %self.target, id = %encoder.id, fingerprint = %encoder.fingerprint, "output schema resolved");
         if let Ok(mut encoders) = self.encoders.lock() {
-            encoders.insert(key.to_owned(), encoder.clone());
+            encoders.insert(key, encoder.clone());
         }
         Ok(encoder)
     }
@@ -277,7 +281,7 @@ impl FramedWriter {
             {
                 if !self.register {
                     return Err(Missing::Bad(format!(
-                        "{target} has no version with the declared schema; register it, or let the host (PIPELINE_SCHEMA_REGISTER=true)"
+                        "{target} has no version with the declared schema; register it, or let the host (PIPELINE_SCHEMA_REGISTER=on)"
                     )));
                 }
                 self.glue_register(client, registry, schema, declared, ends)
@@ -461,7 +465,7 @@ impl FramedWriter {
         {
             if !self.register {
                 return Err(Missing::Bad(format!(
-                    "{target} has no version with the declared schema; register it, or let the host (PIPELINE_SCHEMA_REGISTER=true)"
+                    "{target} has no version with the declared schema; register it, or let the host (PIPELINE_SCHEMA_REGISTER=on)"
                 )));
             }
             let url = format!("{base}/subjects/{subject}/versions");

@@ -157,6 +157,10 @@ impl std::str::FromStr for SinkSpec {
             return Err(error("no name"));
         }
         match scheme {
+            // A consumer reads the registry's header first: compressed, it would not.
+            "kinesis" if gzip && schema.is_some() => {
+                Err(error("registry framing and gzip do not go together"))
+            }
             "kinesis" if !parquet => Ok(Self::Kinesis {
                 stream: target.to_owned(),
                 gzip,

@@ -42,18 +42,53 @@ pub fn from_json_payloads(payloads: &[&[u8]]) -> Result<Vec<u8>, ParquetWriteErr
 /// Payloads that do not fit the columns: each one's index, and why.
 pub type Misfits = Vec<(usize, String)>;
 
-/// A Parquet file of `payloads` in the columns of `schema` (see [`columns_of`]), and
-/// the payloads that do not fit them, by index and why (left out of the file).
+/// A destination's Parquet columns, from its declared schema.
+#[derive(Debug)]
+pub struct Columns {
+    arrow: Arc<Schema>,
+    /// The declared Avro schema: each output is read with it first, so a field it leaves
+    /// out takes its default, as it would written as Avro.
+    avro: Option<apache_avro::Schema>,
+}
+
+impl Columns {
+    /// The Arrow schema of the file.
+    pub fn arrow(&self) -> &Arc<Schema> {
+        &self.arrow
+    }
+
+    /// `payload` as a row of these columns (JSON; with an Avro schema, its defaults
+    /// filled in and its unions unwrapped); the error says why it is not one.
+    fn row(&self, payload: &[u8]) -> Result<serde_json::Value, String> {
+        let value = match serde_json::from_slice::<serde_json::Value>(payload) {
+            Ok(value @ serde_json::Value::Object(_)) => value,
+            Ok(_) => return Err("is JSON but not an object (a row)".into()),
+            Err(e) => return Err(format!("is not JSON: {e}")),
+        };
+        let Some(schema) = &self.avro else {
+            return Ok(value);
+        };
+        let avro = apache_avro::types::Value::try_from(value)
+            .map_err(|e| format!("has no Avro form: {e}"))?
+            .resolve(schema)
+            .map_err(|e| format!("does not fit the declared schema: {e}"))?;
+        serde_json::Value::try_from(avro).map_err(|e| format!("has no JSON form: {e}"))
+    }
+}
+
+/// A Parquet file of `payloads` in `columns` (see [`columns_of`]), and the payloads that
+/// do not fit them, by index and why (left out of the file).
 pub fn typed(
-    schema: &Arc<Schema>,
+    columns: &Columns,
     payloads: &[&[u8]],
 ) -> Result<(Vec<u8>, Misfits), ParquetWriteError> {
+    let schema = &columns.arrow;
     let mut fitting = Vec::with_capacity(payloads.len());
     let mut refused = Vec::new();
     for (i, payload) in payloads.iter().enumerate() {
-        match objects(&[payload]) {
-            Ok(mut one) => fitting.push((i, one.remove(0))),
-            Err(e) => refused.push((i, e.to_string().replacen("output 0", "the output", 1))),
+        match columns.row(payload) {
+            Ok(row) => fitting.push((i, row)),
+            Err(why) => refused.push((i, why)),
         }
     }
     let rows = |fitting: &[(usize, serde_json::Value)]| {
@@ -121,16 +156,19 @@ const MAX_DEPTH: usize = 32;
 /// The Parquet columns a declared schema gives: an Avro record's fields, or a JSON
 /// Schema object's properties, mapped to Arrow types. The error names the field whose
 /// type has no column.
-pub fn columns_of(declared: &DeclaredSchema) -> Result<Arc<Schema>, String> {
+pub fn columns_of(declared: &DeclaredSchema) -> Result<Columns, String> {
+    let mut avro = None;
     let fields = match declared.format.as_str() {
         "avro" => {
             let schema = apache_avro::Schema::parse_str(&declared.definition)
                 .map_err(|e| format!("not an Avro schema: {e}"))?;
             let mut named = std::collections::HashMap::new();
-            match avro_type(&schema, &mut named, 0, "")? {
+            let fields = match avro_type(&schema, &mut named, 0, "")? {
                 (DataType::Struct(fields), _) => fields,
                 _ => return Err("the Avro schema is not a record: no columns".into()),
-            }
+            };
+            avro = Some(schema);
+            fields
         }
         "json" => {
             let schema: serde_json::Value = serde_json::from_str(&declared.definition)
@@ -146,7 +184,10 @@ pub fn columns_of(declared: &DeclaredSchema) -> Result<Arc<Schema>, String> {
         }
         other => return Err(format!("schema format {other:?}")),
     };
-    Ok(Arc::new(Schema::new(fields)))
+    Ok(Columns {
+        arrow: Arc::new(Schema::new(fields)),
+        avro,
+    })
 }
 
 /// An Avro type's Arrow type, and whether it may be null.
@@ -336,26 +377,36 @@ mod tests {
                 {"name":"cents","type":"long"},
                 {"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}},
                 {"name":"tags","type":{"type":"array","items":"string"}},
-                {"name":"note","type":["null","string"],"default":null}]}"#
+                {"name":"note","type":["null","string"],"default":null},
+                {"name":"qty","type":"int","default":1}]}"#
                 .into(),
         };
         let columns = columns_of(&declared).expect("columns");
-        assert_eq!(columns.field(1).data_type(), &DataType::Int64);
-        assert!(columns.field(4).is_nullable() && !columns.field(0).is_nullable());
+        let arrow = columns.arrow();
+        assert_eq!(arrow.field(1).data_type(), &DataType::Int64);
+        assert!(arrow.field(4).is_nullable() && !arrow.field(0).is_nullable());
         let payloads: Vec<&[u8]> = vec![
             br#"{"id":"a","cents":1,"at":1700000000000,"tags":["x"]}"#,
             br#"{"cents":2,"at":0,"tags":[]}"#,
-            br#"{"id":"c","cents":3,"at":0,"tags":[],"note":"n"}"#,
+            br#"{"id":"c","cents":3,"at":0,"tags":[],"note":"n","qty":5}"#,
+            b"[1]",
         ];
         let (file, refused) = typed(&columns, &payloads).expect("parquet");
-        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused.len(), 2, "{refused:?}");
         assert_eq!(refused[0].0, 1, "the one without an id");
+        assert_eq!(
+            refused[1],
+            (3, "is JSON but not an object (a row)".to_owned())
+        );
         let rows = crate::sources::parquet::rows_of(file, 10).expect("rows");
         assert_eq!(rows.len(), 2);
         let first: serde_json::Value = serde_json::from_slice(&rows[0]).expect("json");
         assert_eq!(first["cents"], 1);
+        assert_eq!(first["qty"], 1, "a field left out takes its default");
+        let second: serde_json::Value = serde_json::from_slice(&rows[1]).expect("json");
+        assert_eq!(second["qty"], 5);
         // Even when every row is written, the types are the schema's, not guessed.
-        let (whole, refused) = typed(&columns, &payloads[2..]).expect("parquet");
+        let (whole, refused) = typed(&columns, &payloads[2..3]).expect("parquet");
         assert!(refused.is_empty());
         let reader = parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(whole))
             .expect("reader");
@@ -374,8 +425,9 @@ mod tests {
             definition: r#"{"type":"object","required":["id"],"properties":{"id":{"type":"string"},"n":{"type":["integer","null"]},"tags":{"type":"array","items":{"type":"string"}}}}"#.into(),
         };
         let columns = columns_of(&declared).expect("columns");
-        assert!(!columns.field_with_name("id").expect("id").is_nullable());
-        assert!(columns.field_with_name("n").expect("n").is_nullable());
+        let arrow = columns.arrow();
+        assert!(!arrow.field_with_name("id").expect("id").is_nullable());
+        assert!(arrow.field_with_name("n").expect("n").is_nullable());
         let mixed = DeclaredSchema {
             format: "json".into(),
             definition: r#"{"type":"object","properties":{"v":{"type":["string","integer"]}}}"#

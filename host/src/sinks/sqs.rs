@@ -80,10 +80,20 @@ fn schema_attributes(output: &Output) -> Vec<(&'static str, String)> {
         .collect()
 }
 
-/// What a message counts against the 256 KiB limit: its body and its attributes.
-fn message_size(body: usize, id: Option<&String>, schema: &[(&str, String)]) -> usize {
+/// What a message counts against the 256 KiB limit: its body and its attributes (a
+/// base64 body's `content-transfer-encoding` among them).
+fn message_size(
+    body: usize,
+    base64: bool,
+    id: Option<&String>,
+    schema: &[(&str, String)],
+) -> usize {
     let attribute = |name: &str, value: &str| name.len() + "String".len() + value.len();
-    body + id.map_or(0, |id| attribute(OUTPUT_ID, id))
+    body + if base64 {
+        attribute("content-transfer-encoding", "base64")
+    } else {
+        0
+    } + id.map_or(0, |id| attribute(OUTPUT_ID, id))
         + schema.iter().map(|(n, v)| attribute(n, v)).sum::<usize>()
 }
 
@@ -97,9 +107,9 @@ impl SqsSink {
     /// its identity and its FIFO message group as SQS takes them (one message SQS
     /// refuses would fail its whole call, the other records' messages with it).
     pub fn check(&self, output: &Output) -> Result<(), (FailureKind, String)> {
-        let body = match std::str::from_utf8(&output.payload) {
-            Ok(text) if sqs_accepts(text) => text.len(),
-            _ => output.payload.len().div_ceil(3) * 4,
+        let (body, base64) = match std::str::from_utf8(&output.payload) {
+            Ok(text) if sqs_accepts(text) => (text.len(), false),
+            _ => (output.payload.len().div_ceil(3) * 4, true),
         };
         if let Some(id) = &output.id
             && !sqs_accepts(id)
@@ -121,7 +131,7 @@ impl SqsSink {
                 ),
             ));
         }
-        let size = message_size(body, output.id.as_ref(), &schema_attributes(output));
+        let size = message_size(body, base64, output.id.as_ref(), &schema_attributes(output));
         if size > MAX_BYTES {
             return Err((
                 FailureKind::OutputTooLarge,
@@ -146,7 +156,7 @@ impl SqsSink {
         for (item, output) in outputs {
             let (body, base64) = body(&output.payload);
             let schema = schema_attributes(output);
-            if message_size(body.len(), output.id.as_ref(), &schema) > MAX_BYTES {
+            if message_size(body.len(), base64, output.id.as_ref(), &schema) > MAX_BYTES {
                 failures.push(DeliveryFailure {
                     item,
                     kind: FailureKind::OutputTooLarge,
@@ -266,7 +276,7 @@ fn dedup_id(body: &str) -> String {
 /// Splits messages into calls of at most 10 messages and 256 KiB.
 fn pack(messages: &[Message]) -> Vec<Range<usize>> {
     super::pack(messages, MAX_MESSAGES, MAX_BYTES, |m| {
-        message_size(m.body.len(), m.id.as_ref(), &m.schema)
+        message_size(m.body.len(), m.base64, m.id.as_ref(), &m.schema)
     })
 }
 
