@@ -35,6 +35,7 @@ mod exact;
 mod faults;
 mod front_doors;
 mod infra;
+mod javascript;
 mod lambda;
 mod lifecycle;
 mod limits;

@@ -135,3 +135,54 @@ fn a_new_python_plugin_project_builds_and_passes_its_own_tests() {
         golden.stderr
     );
 }
+
+/// `host new --lang js` and `--lang ts`: a project of its own that installs its tools
+/// (here, the SDK's own, linked: no download in a test), passes its unit tests on Node.js
+/// (TypeScript type-checked first), builds its component and passes its golden cases.
+#[test]
+fn new_javascript_and_typescript_projects_build_and_pass_their_own_tests() {
+    let s = Scratch::new();
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk-js/node_modules");
+    for (lang, name) in [("js", "js-filter"), ("ts", "ts-filter")] {
+        let dir = s.path(name);
+        let run = s.host(
+            &["new", name, "--lang", lang, "--dir", path_str(&dir)],
+            None,
+        );
+        assert!(run.status.success(), "{lang}: {}", run.stderr);
+        assert!(run.stderr.contains("npm test"), "{}", run.stderr);
+        std::os::unix::fs::symlink(&tools, dir.join("node_modules")).expect("node_modules");
+        for script in ["test", "run build"] {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!("npm {script}"))
+                .current_dir(&dir)
+                .output()
+                .unwrap_or_else(|e| panic!("npm {script}: {e}"));
+            let report = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "{lang}: npm {script}: {report}");
+            if script == "test" {
+                assert!(
+                    report.contains("# pass 2") && report.contains("# fail 0"),
+                    "{report}"
+                );
+            }
+        }
+        let wasm = dir.join(format!("{name}.wasm"));
+        let golden = s.host_test(
+            &wasm,
+            &dir.join("tests/cases"),
+            &["--cache-dir", path_str(&s.path("cache"))],
+        );
+        assert!(golden.status.success(), "{lang}: {}", golden.stderr);
+        assert!(
+            golden.stderr.contains("2 cases passed"),
+            "{}",
+            golden.stderr
+        );
+    }
+}

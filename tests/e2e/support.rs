@@ -14,6 +14,11 @@ pub fn python_plugin(name: &str) -> PathBuf {
     built("target/python", name)
 }
 
+/// A JavaScript example plugin as `./dev plugins` builds it (`plugins-js/NAME`).
+pub fn js_plugin(name: &str) -> PathBuf {
+    built("target/js", name)
+}
+
 fn built(dir: &str, name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")

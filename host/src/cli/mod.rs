@@ -20,6 +20,7 @@
 
 mod golden;
 mod new;
+mod new_js;
 mod publish;
 mod run;
 
@@ -191,6 +192,10 @@ enum Lang {
     Rust,
     /// Python, through guest-sdk-python and componentize-py.
     Python,
+    /// JavaScript, through guest-sdk-js and componentize-js.
+    Js,
+    /// TypeScript, through guest-sdk-js (its type declarations) and componentize-js.
+    Ts,
 }
 
 /// Flags of `host test`, as typed.

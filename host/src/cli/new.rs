@@ -44,6 +44,8 @@ pub(super) fn new(args: &NewArgs) -> anyhow::Result<()> {
     let files = match args.lang {
         Lang::Rust => rust_files(args)?,
         Lang::Python => python_files(&args.name),
+        Lang::Js => super::new_js::files(&args.name, false)?,
+        Lang::Ts => super::new_js::files(&args.name, true)?,
     };
     for (path, text) in &files {
         let path = dir.join(path);
@@ -70,6 +72,13 @@ pub(super) fn new(args: &NewArgs) -> anyhow::Result<()> {
             "./build.sh".to_owned(),
             format!(
                 "./test.sh && host test --plugin {}.wasm --cases tests/cases",
+                args.name
+            ),
+        ),
+        Lang::Js | Lang::Ts => (
+            "npm install && npm run build".to_owned(),
+            format!(
+                "npm test && host test --plugin {}.wasm --cases tests/cases",
                 args.name
             ),
         ),
@@ -124,6 +133,18 @@ fn python_files(name: &str) -> Vec<(&'static str, String)> {
             BAD_INPUT_CASE.replace("{message}", PYTHON_JSON_ERROR),
         ),
         ("README.md", PYTHON_README.replace("{name}", name)),
+    ]
+}
+
+/// The golden cases every project starts with: `sample.json`, and `bad-input.json`
+/// with what `record.json()` says of `not json` in the project's SDK.
+pub(super) fn cases(json_error: &str) -> [(&'static str, String); 2] {
+    [
+        ("tests/cases/sample.json", SAMPLE_CASE.into()),
+        (
+            "tests/cases/bad-input.json",
+            BAD_INPUT_CASE.replace("{message}", json_error),
+        ),
     ]
 }
 
