@@ -83,9 +83,20 @@ function wellFormed(text) {
   return true;
 }
 
+/** Text that may hold a number no double holds (an exponent, or 300 digits) or a lone
+ * surrogate (only an escape can write one: the text came from UTF-8). */
+const EXPONENT_OR_SURROGATE = /[0-9][eE]|\\u[dD][89a-fA-F]/;
+const LONG_NUMBER = /[0-9]{300}/;
+
+function maybeLoose(text) {
+  return EXPONENT_OR_SURROGATE.test(text) || (text.length >= 300 && LONG_NUMBER.test(text));
+}
+
 /** JSON.parse, strict as serde_json is: numbers no double holds (`1e400`) and strings
- * with a lone surrogate (no UTF-8 form) are refused. */
+ * with a lone surrogate (no UTF-8 form) are refused. The check runs only on text that
+ * could hold either (a reviver costs as much as the parse). */
 function strictJson(text) {
+  if (!maybeLoose(text)) return JSON.parse(text);
   return JSON.parse(text, (key, value) => {
     if (typeof value === 'number' && !Number.isFinite(value)) {
       throw new SyntaxError('number out of range');
@@ -142,6 +153,21 @@ export class Record {
  * (JavaScript's numbers lose integers past 2^53); an integral number without a fraction.
  * A string with a lone surrogate has no UTF-8 form: a `DomainError`. */
 export function toJson(value) {
+  // JSON.stringify writes what serde_json would, but for a BigInt (it throws) and a lone
+  // surrogate (it writes an escape): those take the long way.
+  let text;
+  try {
+    text = JSON.stringify(value);
+  } catch {
+    text = undefined;
+  }
+  if (text !== undefined && !ESCAPED_SURROGATE.test(text)) return text;
+  return writeJson(value);
+}
+
+const ESCAPED_SURROGATE = /\\u[dD][89a-fA-F]/;
+
+function writeJson(value) {
   switch (typeof value) {
     case 'bigint':
       return value.toString();
@@ -152,14 +178,14 @@ export function toJson(value) {
       return JSON.stringify(value);
     case 'object': {
       if (value === null) return 'null';
-      if (typeof value.toJSON === 'function') return toJson(value.toJSON());
+      if (typeof value.toJSON === 'function') return writeJson(value.toJSON());
       if (Array.isArray(value)) {
-        return `[${value.map((v) => (v === undefined || typeof v === 'function' ? 'null' : toJson(v))).join(',')}]`;
+        return `[${value.map((v) => (v === undefined || typeof v === 'function' ? 'null' : writeJson(v))).join(',')}]`;
       }
       const fields = [];
       for (const [k, v] of Object.entries(value)) {
         if (v === undefined || typeof v === 'function' || typeof v === 'symbol') continue;
-        fields.push(`${toJson(String(k))}:${toJson(v)}`);
+        fields.push(`${writeJson(String(k))}:${writeJson(v)}`);
       }
       return `{${fields.join(',')}}`;
     }

@@ -121,9 +121,11 @@ fn main() {
         }
         let swaps = swap_latency(&engine, &aws, &wasm_dir, "cranelift").await;
         let tiered_swaps = swap_latency(&tiered, &aws, &wasm_dir, "tiered").await;
-        let python = python_enrich(&engine, &tiered, &aws, &root).await;
+        let python = guest_enrich(&engine, &tiered, &aws, &root, &PYTHON).await;
+        let javascript = guest_enrich(&engine, &tiered, &aws, &root, &JAVASCRIPT).await;
         let mut report = render(&rows, &swaps, &tiered_swaps, &root);
         report.push_str(&python);
+        report.push_str(&javascript);
         report
     });
     write_section(&root.join("BENCHMARKS.md"), "cold-start", &report);
@@ -147,17 +149,49 @@ fn release(module: Vec<u8>) -> Release {
     }
 }
 
-/// Loads per way for the Python enrich (each compile takes seconds).
+/// Loads per way for the Python and JavaScript enrich (each compile takes seconds).
 const PYTHON_LOADS: usize = 3;
 
-/// The Python enrich (componentize-py, ~18 MB) from S3: compiled, from its signed
-/// precompiled artifact, and from a warm local cache; the Rust enrich's compile beside it.
-async fn python_enrich(engine: &Engine, tiered: &Engine, aws: &AwsClients, root: &Path) -> String {
-    let path = root.join("target/python/enrich.wasm");
-    let module = std::fs::read(&path).expect("build the Python plugins first: ./dev plugins");
+/// An `enrich` written in another language, built by `./dev plugins`.
+struct Guest {
+    /// The language, as the section names it.
+    language: &'static str,
+    /// Its folder of plugins, and the tool that built it.
+    source: &'static str,
+    /// Its component, from the workspace root.
+    path: &'static str,
+    /// Where it is published in the emulator.
+    prefix: &'static str,
+}
+
+const PYTHON: Guest = Guest {
+    language: "Python",
+    source: "`plugins-python/enrich`, componentize-py 0.25.1",
+    path: "target/python/enrich.wasm",
+    prefix: "s3://plugins/python/enrich/",
+};
+
+const JAVASCRIPT: Guest = Guest {
+    language: "JavaScript",
+    source: "`plugins-js/enrich`, componentize-js 0.23.0",
+    path: "target/js/enrich.wasm",
+    prefix: "s3://plugins/js/enrich/",
+};
+
+/// Another language's enrich from S3: compiled, from its signed precompiled artifact,
+/// and from a warm local cache.
+async fn guest_enrich(
+    engine: &Engine,
+    tiered: &Engine,
+    aws: &AwsClients,
+    root: &Path,
+    guest: &Guest,
+) -> String {
+    let path = root.join(guest.path);
+    let module = std::fs::read(&path).expect("build the plugins first: ./dev plugins");
     let size = module.len();
     let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-    let prefix: Prefix = "s3://plugins/python/enrich/".parse().expect("prefix");
+    let prefix: Prefix = guest.prefix.parse().expect("prefix");
     let published = Instant::now();
     let mut with_artifact = release(module);
     with_artifact.signing_key = Some(key.clone());
@@ -166,7 +200,7 @@ async fn python_enrich(engine: &Engine, tiered: &Engine, aws: &AwsClients, root:
         .await
         .expect("publish");
     let publish_time = published.elapsed();
-    let location = PluginLocation::parse("s3://plugins/python/enrich/").expect("location");
+    let location = PluginLocation::parse(guest.prefix).expect("location");
     let load_with = |public_key: bool, cache: Option<std::path::PathBuf>| {
         let settings = FollowSettings {
             cache: cache.map(|dir| engine.artifact_cache(&dir).expect("cache")),
@@ -205,9 +239,12 @@ async fn python_enrich(engine: &Engine, tiered: &Engine, aws: &AwsClients, root:
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n### A Python plugin\n\nThe Python `enrich` (`plugins-python/enrich`, componentize-py 0.25.1): \
+        "\n### A {} plugin\n\nThe {} `enrich` ({}): \
          a {:.1} MB component. From its manifest in S3 to ready, medians of {PYTHON_LOADS} loads each; \
          publishing it with `--precompile` (compile, precompile, upload) took {} ms.\n",
+        guest.language,
+        guest.language,
+        guest.source,
         size as f64 / 1e6,
         ms(publish_time)
     );

@@ -1,7 +1,9 @@
-//! One transform in two languages: the Python `enrich` (`plugins-python/enrich`, built
-//! with componentize-py) against the Rust `enrich`, as Wasm components in the same host,
-//! and the Rust one compiled natively: records/s at batch 1000, the cost of a call of
-//! one record, component size, compile time, and memory per instance.
+//! One transform in three languages: the Python `enrich` (`plugins-python/enrich`, built
+//! with componentize-py) and the JavaScript one (`plugins-js/enrich`, componentize-js)
+//! against the Rust `enrich`, as Wasm components in the same host, the Rust one compiled
+//! natively, and the JavaScript one as a plain Node.js function: records/s at batch 1000,
+//! the cost of a call of one record, component size, compile time, and memory per
+//! instance.
 //!
 //! Run with `./dev bench`; writes the "Languages" section of `BENCHMARKS.md`.
 
@@ -39,14 +41,19 @@ fn main() {
     let sides: Vec<Side> = [
         ("Rust", root.join("target/wasm32-wasip2/plugin/enrich.wasm")),
         ("Python", root.join("target/python/enrich.wasm")),
+        ("JavaScript", root.join("target/js/enrich.wasm")),
     ]
     .into_iter()
     .map(|(name, path)| measure(&engine, name, &path, &records))
     .collect();
-    assert_eq!(
-        sides[0].outputs, sides[1].outputs,
-        "the Python enrich and the Rust enrich disagree"
-    );
+    for side in &sides[1..] {
+        assert!(
+            side.outputs == sides[0].outputs,
+            "the {} enrich and the Rust enrich disagree",
+            side.name
+        );
+    }
+    let node = node_rate(&root);
     let native = (0..REPEATS)
         .map(|_| {
             let started = Instant::now();
@@ -55,7 +62,7 @@ fn main() {
         })
         .min()
         .unwrap_or_default();
-    let report = render(&sides, native, &root);
+    let report = render(&sides, native, node, &root);
     write_section(&root.join("BENCHMARKS.md"), "languages", &report);
     println!("{report}");
 }
@@ -133,6 +140,22 @@ fn native_enrich(records: &[Record]) -> usize {
         .count()
 }
 
+/// The JavaScript enrich as a plain Node.js function over the same records
+/// (`node_enrich.mjs`): records/s and Node's version, when Node.js is here.
+fn node_rate(root: &Path) -> Option<(f64, String)> {
+    let out = std::process::Command::new("node")
+        .arg(root.join("host/benches/node_enrich.mjs"))
+        .arg(RECORDS.to_string())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some((
+        answer["records_per_second"].as_f64()?,
+        answer["node"].as_str()?.to_owned(),
+    ))
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -142,14 +165,15 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn render(sides: &[Side], native: Duration, root: &Path) -> String {
+fn render(sides: &[Side], native: Duration, node: Option<(f64, String)>, root: &Path) -> String {
     let rate = |d: Duration| RECORDS as f64 / d.as_secs_f64();
     let mut s = String::new();
     let _ = writeln!(s, "## Languages (`./dev bench`)\n");
     let _ = writeln!(
         s,
-        "The `enrich` transform written in Rust (`plugins/enrich`) and in Python \
-         (`plugins-python/enrich`, componentize-py 0.25.1), byte-identical outputs (checked), \
+        "The `enrich` transform written in Rust (`plugins/enrich`), in Python \
+         (`plugins-python/enrich`, componentize-py 0.25.1) and in JavaScript (`plugins-js/enrich`, \
+         componentize-js 0.23.0), byte-identical outputs (checked), \
          {RECORDS} JSON records at batch {BATCH}, best of {REPEATS}; wasmtime {}, epoch deadline on. \
          Native Rust `enrich::transform` in the same process: **{:.0} records/s**. Machine: {}.\n",
         wasmtime_version(root),
@@ -171,6 +195,13 @@ fn render(sides: &[Side], native: Duration, root: &Path) -> String {
             rate(side.batch) / rate(native),
             side.single.as_secs_f64() * 1e6,
             side.instance_kib as f64 / 1024.0,
+        );
+    }
+    if let Some((rate_node, version)) = &node {
+        let _ = writeln!(
+            s,
+            "| JavaScript on Node.js {version}, a plain function (no sandbox) | | | {rate_node:.0} | {:.2}x | | |",
+            rate_node / rate(native),
         );
     }
     let _ = writeln!(

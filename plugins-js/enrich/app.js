@@ -4,14 +4,16 @@
 // from. Config: `currency` (default `EUR`).
 //
 // Where JavaScript differs from Rust, it is made to agree: amounts round half away from
-// zero (`Math.round` rounds halves up), and the cents are a BigInt saturated to an i64
-// (a double past 2^53 prints as rounded digits), written as their exact digits.
+// zero (`Math.round` rounds halves up), and cents past 2^53 are a BigInt saturated to an
+// i64 (a double there prints as rounded digits), written as their exact digits.
 
 import { DomainError, Output, config, plugin } from './sdk/pipeline-plugin.js';
 
 const I64_MAX = 2n ** 63n - 1n;
 const I64_MIN = -(2n ** 63n);
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const ASCII_DATE = /^[\x00-\x7f]{10}/;
 
 /** `event[name]`, which must be of `kind` (a missing or mistyped field is bad data). */
 function field(event, name, kind) {
@@ -23,7 +25,8 @@ function field(event, name, kind) {
 }
 
 /** `amount * 100` rounded half away from zero, saturated to an i64 (as Rust's
- * `f64::round` and `as i64` do). */
+ * `f64::round` and `as i64` do): a number while it is exact (below 2^53), a BigInt
+ * past it (a number there would print rounded digits). */
 export function cents(amount) {
   const scaled = amount * 100;
   if (!Number.isFinite(scaled)) return scaled > 0 ? I64_MAX : I64_MIN;
@@ -31,17 +34,21 @@ export function cents(amount) {
   let whole = Math.floor(magnitude);
   // `magnitude - whole` is exact, so halves round away from zero exactly.
   if (magnitude - whole >= 0.5) whole += 1;
-  const rounded = BigInt(scaled < 0 ? -whole : whole);
-  return rounded > I64_MAX ? I64_MAX : rounded < I64_MIN ? I64_MIN : rounded;
+  const rounded = scaled < 0 ? -whole : whole;
+  if (Number.isSafeInteger(rounded)) return rounded;
+  const big = BigInt(rounded);
+  return big > I64_MAX ? I64_MAX : big < I64_MIN ? I64_MIN : big;
 }
 
 /** The first 10 bytes of `ts` (a date), when they end on a character boundary. */
 export function day(ts) {
+  // Ten ASCII characters are ten bytes, ending on a boundary whatever follows.
+  if (ASCII_DATE.test(ts)) return ts.slice(0, 10);
   const raw = encoder.encode(ts);
   if (raw.length < 10 || (raw.length > 10 && (raw[10] & 0xc0) === 0x80)) {
     throw new DomainError('`ts` is not an RFC 3339 time');
   }
-  return new TextDecoder().decode(raw.subarray(0, 10));
+  return decoder.decode(raw.subarray(0, 10));
 }
 
 export function transform(record) {
