@@ -29,6 +29,19 @@ fn every_example_plugin_passes_its_golden_cases() {
     }
 }
 
+/// The Rust enrich's ten cases (every event shape, framed Avro), with the JavaScript
+/// SDK's own error messages: the same outputs, dead-letter kinds and drops.
+#[test]
+fn the_javascript_enrich_passes_its_golden_cases() {
+    let s = Scratch::new();
+    let wasm = crate::support::js_plugin("enrich");
+    let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins-js/enrich/tests/cases");
+    let cache = s.path("cache");
+    let run = s.host_test(&wasm, &cases, &["--cache-dir", path_str(&cache)]);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.stderr.contains("10 cases passed"), "{}", run.stderr);
+}
+
 #[test]
 fn the_python_enrich_passes_its_golden_cases() {
     // The Rust enrich's cases, with the Python SDK's own error messages: the same
