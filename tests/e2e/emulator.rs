@@ -265,8 +265,37 @@ impl Clients {
     /// Every message in the queue (received and deleted), as the bytes sent (a base64
     /// body decoded).
     pub async fn drain_payloads_bytes(&self, url: &str) -> Vec<Vec<u8>> {
-        use base64::Engine as _;
-        let mut payloads = Vec::new();
+        self.drain_messages(url)
+            .await
+            .into_iter()
+            .map(|(body, base64)| {
+                if base64 {
+                    decode_base64(&body)
+                } else {
+                    body.into_bytes()
+                }
+            })
+            .collect()
+    }
+
+    async fn drain(&self, url: &str, decode: bool) -> Vec<String> {
+        self.drain_messages(url)
+            .await
+            .into_iter()
+            .map(|(body, base64)| {
+                if decode && base64 {
+                    String::from_utf8(decode_base64(&body)).expect("a text payload")
+                } else {
+                    body
+                }
+            })
+            .collect()
+    }
+
+    /// Every message in the queue, received and deleted: its body, and whether the host
+    /// sent it as base64 (its `content-transfer-encoding` attribute).
+    async fn drain_messages(&self, url: &str) -> Vec<(String, bool)> {
+        let mut messages = Vec::new();
         loop {
             let response = self
                 .sqs
@@ -278,67 +307,15 @@ impl Clients {
                 .await
                 .expect("receive");
             if response.messages().is_empty() {
-                return payloads;
+                return messages;
             }
             for m in response.messages() {
-                let body = m.body().expect("an SQS message body");
                 let base64 = m
                     .message_attributes()
                     .and_then(|a| a.get("content-transfer-encoding"))
                     .and_then(|v| v.string_value())
                     == Some("base64");
-                payloads.push(if base64 {
-                    base64::engine::general_purpose::STANDARD
-                        .decode(body)
-                        .expect("a base64 body")
-                } else {
-                    body.as_bytes().to_vec()
-                });
-                if let Some(handle) = m.receipt_handle() {
-                    self.sqs
-                        .delete_message()
-                        .queue_url(url)
-                        .receipt_handle(handle)
-                        .send()
-                        .await
-                        .expect("delete");
-                }
-            }
-        }
-    }
-
-    async fn drain(&self, url: &str, decode: bool) -> Vec<String> {
-        use base64::Engine as _;
-        let mut bodies = Vec::new();
-        loop {
-            let response = self
-                .sqs
-                .receive_message()
-                .queue_url(url)
-                .max_number_of_messages(10)
-                .message_attribute_names("All")
-                .send()
-                .await
-                .expect("receive");
-            let messages = response.messages();
-            if messages.is_empty() {
-                return bodies;
-            }
-            for m in messages {
-                let body = m.body().expect("an SQS message body");
-                let base64 = m
-                    .message_attributes()
-                    .and_then(|a| a.get("content-transfer-encoding"))
-                    .and_then(|v| v.string_value())
-                    == Some("base64");
-                bodies.push(if decode && base64 {
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(body)
-                        .expect("a base64 body");
-                    String::from_utf8(bytes).expect("a text payload")
-                } else {
-                    body.to_owned()
-                });
+                messages.push((m.body().expect("an SQS message body").to_owned(), base64));
                 if let Some(handle) = m.receipt_handle() {
                     self.sqs
                         .delete_message()
@@ -385,4 +362,11 @@ impl Clients {
         }
         objects
     }
+}
+
+fn decode_base64(body: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("a base64 body")
 }

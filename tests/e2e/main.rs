@@ -34,6 +34,7 @@ mod envelopes;
 mod exact;
 mod faults;
 mod front_doors;
+mod guests;
 mod infra;
 mod javascript;
 mod lambda;
