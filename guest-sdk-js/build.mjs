@@ -34,15 +34,16 @@ if (!typescript && !existsSync(join(project, 'app.js'))) {
   process.exit(1);
 }
 
-// Only the plugin's own modules: not its tests, dependencies or builds.
-const skipped = new Set(['node_modules', 'dist', 'test', 'tests', 'wit', 'sdk', '.git']);
-async function copySources(from, to) {
+// Only the plugin's own modules: not the project's tests, dependencies or builds (folders
+// of those names at its top; a module's own `lib/test/` is the module's).
+const skipped = new Set(['node_modules', 'dist', 'build', 'test', 'tests', 'wit', 'sdk']);
+async function copySources(from, to, top = true) {
   await mkdir(to, { recursive: true });
   for (const entry of await readdir(from, { withFileTypes: true })) {
-    if (skipped.has(entry.name) || entry.name.startsWith('.')) continue;
+    if ((top && skipped.has(entry.name)) || entry.name.startsWith('.')) continue;
     const source = join(from, entry.name);
     if (entry.isDirectory()) {
-      await copySources(source, join(to, entry.name));
+      await copySources(source, join(to, entry.name), false);
     } else if (/\.(js|mjs|ts)$/.test(entry.name) && !/\.(test|d)\.[jt]s$/.test(entry.name) && entry.name !== 'build.mjs') {
       await cp(source, join(to, entry.name), { dereference: true });
     }

@@ -92,10 +92,36 @@ function maybeLoose(text) {
   return EXPONENT_OR_SURROGATE.test(text) || (text.length >= 300 && LONG_NUMBER.test(text));
 }
 
+/** serde_json's limit on nesting (arrays and objects inside each other). */
+const MAX_DEPTH = 128;
+
+/** Whether `text` nests arrays and objects deeper than `MAX_DEPTH` (brackets inside
+ * strings aside). Only text long enough to could. */
+function tooDeep(text) {
+  if (text.length <= 2 * MAX_DEPTH) return false;
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // a backslash: skip what it escapes
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > MAX_DEPTH) return true;
+    } else if (c === 0x5d || c === 0x7d) {
+      depth--;
+    }
+  }
+  return false;
+}
+
 /** JSON.parse, strict as serde_json is: numbers no double holds (`1e400`) and strings
  * with a lone surrogate (no UTF-8 form) are refused. The check runs only on text that
  * could hold either (a reviver costs as much as the parse). */
 function strictJson(text) {
+  if (tooDeep(text)) throw new SyntaxError(`nested more than ${MAX_DEPTH} deep`);
   if (!maybeLoose(text)) return JSON.parse(text);
   return JSON.parse(text, (key, value) => {
     if (typeof value === 'number' && !Number.isFinite(value)) {
@@ -167,7 +193,10 @@ export function toJson(value) {
 
 const ESCAPED_SURROGATE = /\\u[dD][89a-fA-F]/;
 
-function writeJson(value) {
+function writeJson(value, key = '') {
+  if (value instanceof Number || value instanceof String || value instanceof Boolean) {
+    value = value.valueOf();
+  }
   switch (typeof value) {
     case 'bigint':
       return value.toString();
@@ -178,20 +207,38 @@ function writeJson(value) {
       return JSON.stringify(value);
     case 'object': {
       if (value === null) return 'null';
-      if (typeof value.toJSON === 'function') return writeJson(value.toJSON());
+      if (typeof value.toJSON === 'function') return writeJson(value.toJSON(key), key);
       if (Array.isArray(value)) {
-        return `[${value.map((v) => (v === undefined || typeof v === 'function' ? 'null' : writeJson(v))).join(',')}]`;
+        // Holes and what JSON cannot hold are `null`, as JSON.stringify writes them.
+        const items = [];
+        for (let i = 0; i < value.length; i++) {
+          const v = value[i];
+          const absent = v === undefined || typeof v === 'function' || typeof v === 'symbol';
+          items.push(absent ? 'null' : writeJson(v, String(i)));
+        }
+        return `[${items.join(',')}]`;
       }
       const fields = [];
       for (const [k, v] of Object.entries(value)) {
         if (v === undefined || typeof v === 'function' || typeof v === 'symbol') continue;
-        fields.push(`${writeJson(String(k))}:${writeJson(v)}`);
+        fields.push(`${writeJson(String(k))}:${writeJson(v, k)}`);
       }
       return `{${fields.join(',')}}`;
     }
     default:
       return JSON.stringify(value) ?? 'null';
   }
+}
+
+/** `value`, which must be text UTF-8 can carry. */
+function text(value, what) {
+  if (typeof value !== 'string') {
+    throw new TypeError(`the ${what} must be a string, not ${typeof value}`);
+  }
+  if (!wellFormed(value)) {
+    throw new DomainError(`the ${what} is not valid text (a lone surrogate)`);
+  }
+  return value;
 }
 
 /** `value` (text or bytes) as bytes; anything else is a bug in the plugin. */
@@ -230,12 +277,12 @@ export class Output {
   }
 
   to(destination) {
-    this.destination = destination;
+    this.destination = text(destination, 'destination');
     return this;
   }
 
   withAttribute(name, value) {
-    this.attributes.push([String(name), String(value)]);
+    this.attributes.push([text(String(name), 'attribute name'), text(String(value), 'attribute value')]);
     return this;
   }
 }
@@ -257,12 +304,15 @@ export class Config {
     const raw = this.values.get(name);
     if (raw === undefined) return fallback;
     const value = Number(raw);
-    if (raw.trim() === '' || !Number.isFinite(value)) {
+    if (!DECIMAL.test(raw) || !Number.isFinite(value)) {
       throw new DomainError(`config ${name}=${JSON.stringify(raw)} is not a number`);
     }
     return value;
   }
 }
+
+/** A number as a setting writes it: decimal, no spaces, no `0x`. */
+const DECIMAL = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 
 let settings = new Config();
 

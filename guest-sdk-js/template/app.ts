@@ -4,9 +4,9 @@
 // keyed by id; drops smaller ones; a negative amount is bad data (the record goes to the
 // dead-letter queue with the message).
 
-import { DomainError, Output, config, plugin, type Record } from './sdk/pipeline-plugin.js';
+import { DomainError, Output, config, plugin, type Record as InputRecord } from './sdk/pipeline-plugin.js';
 
-export function transform(record: Record): Output | null {
+export function transform(record: InputRecord): Output | null {
   const order = record.json();
   if (order === null || typeof order !== 'object' || Array.isArray(order) || typeof order.id !== 'string') {
     throw new DomainError('an order needs an `id`');

@@ -1,8 +1,9 @@
-// The SDK's own tests, on Node.js: `node --test` (./dev test runs them).
+// The SDK's own tests, on Node.js: `node --test test/*.test.js` (./dev test runs them).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
+  Config,
   DomainError,
   InfrastructureError,
   Output,
@@ -98,4 +99,30 @@ test('lookups: each distinct key once, prepare once per batch, unavailable fails
   const failed = runBatch(p, ['ann', 'bob']);
   assert.deepEqual(failed.map((a) => a.error?.tag), ['infrastructure', 'infrastructure']);
   assert.throws(() => lookup('nope', ['x']), /not granted/);
+});
+
+test('the careful writer agrees with JSON.stringify where both write', () => {
+  // A BigInt anywhere takes the careful way for the whole value.
+  const value = { n: 1n, holes: [1, , 3], boxed: [new Number(5), new String('x'), new Boolean(true)], at: new Date(0) };
+  assert.equal(
+    toJson(value),
+    '{"n":1,"holes":[1,null,3],"boxed":[5,"x",true],"at":"1970-01-01T00:00:00.000Z"}',
+  );
+  const { n, ...rest } = value;
+  assert.equal(toJson(rest), JSON.stringify(rest));
+});
+
+test('json() refuses nesting past 128 as serde_json does', () => {
+  assert.deepEqual(new Record(`${'['.repeat(128)}${']'.repeat(128)}`).json().length, 1);
+  assert.throws(() => new Record(`${'['.repeat(129)}${']'.repeat(129)}`).json(), /128 deep/);
+  assert.doesNotThrow(() => new Record(JSON.stringify({ s: '['.repeat(300) })).json(), 'brackets in a string');
+});
+
+test('a destination and attributes must be text UTF-8 can carry', () => {
+  assert.throws(() => new Output('x').to('d\ud800'), DomainError);
+  assert.throws(() => new Output('x').to(42), TypeError);
+  assert.throws(() => new Output('x').withAttribute('a', '\udc00'), DomainError);
+  const config = new Config([['rate', '0x10'], ['ok', '1.5e2']]);
+  assert.throws(() => config.number('rate', 1), DomainError);
+  assert.equal(config.number('ok', 1), 150);
 });

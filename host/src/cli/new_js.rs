@@ -80,10 +80,12 @@ fn package_json(name: &str, typescript: bool) -> anyhow::Result<String> {
         }
     }
     // TypeScript: type-checked and compiled with the tests, the SDK beside them, then run.
+    // The files by a glob: Node 21 and later take `--test`'s arguments as globs, not
+    // folders.
     let test = if typescript {
-        "tsc && mkdir -p build/sdk && cp sdk/pipeline-plugin.js build/sdk/ && node --test build/test/"
+        "tsc && mkdir -p build/sdk && cp sdk/pipeline-plugin.js build/sdk/ && node --test build/test/*.test.js"
     } else {
-        "node --test test/"
+        "node --test test/*.test.js"
     };
     let package = serde_json::json!({
         "name": name,

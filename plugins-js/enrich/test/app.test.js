@@ -1,4 +1,4 @@
-// The JavaScript enrich's unit tests, on Node.js: `node --test` (the SDK decodes and
+// The JavaScript enrich's unit tests, on Node.js: `node --test test/*.test.js` (the SDK decodes and
 // packs batches as the host does; nothing of the contract is needed).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
