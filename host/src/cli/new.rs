@@ -44,8 +44,11 @@ pub(super) fn new(args: &NewArgs) -> anyhow::Result<()> {
     let files = match args.lang {
         Lang::Rust => rust_files(args)?,
         Lang::Python => python_files(&args.name),
-        Lang::Js => super::new_js::files(&args.name, false)?,
-        Lang::Ts => super::new_js::files(&args.name, true)?,
+        Lang::Js | Lang::Ts => {
+            let mut files = super::new_js::files(&args.name, args.lang == Lang::Ts)?;
+            files.extend(cases(super::new_js::JSON_ERROR));
+            files
+        }
     };
     for (path, text) in &files {
         let path = dir.join(path);
@@ -138,7 +141,7 @@ fn python_files(name: &str) -> Vec<(&'static str, String)> {
 
 /// The golden cases every project starts with: `sample.json`, and `bad-input.json`
 /// with what `record.json()` says of `not json` in the project's SDK.
-pub(super) fn cases(json_error: &str) -> [(&'static str, String); 2] {
+fn cases(json_error: &str) -> [(&'static str, String); 2] {
     [
         ("tests/cases/sample.json", SAMPLE_CASE.into()),
         (

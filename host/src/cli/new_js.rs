@@ -20,11 +20,12 @@ const TEST_JS: &str = include_str!("../../../guest-sdk-js/template/app.test.js")
 const TEST_TS: &str = include_str!("../../../guest-sdk-js/template/app.test.ts");
 const TSCONFIG: &str = include_str!("../../../guest-sdk-js/template/tsconfig.json");
 
-/// What `record.json()` says of `not json` in a component (SpiderMonkey's words).
-const JSON_ERROR: &str =
+/// What `record.json()` says of `not json` in a component (SpiderMonkey's words): the
+/// project's `bad-input.json` case expects it.
+pub(super) const JSON_ERROR: &str =
     "invalid JSON payload: JSON.parse: unexpected keyword at line 1 column 1 of the JSON data";
 
-/// The project's files.
+/// The project's files, but its golden cases (`new` adds them).
 pub(super) fn files(name: &str, typescript: bool) -> anyhow::Result<Vec<(&'static str, String)>> {
     let mut files = vec![
         ("package.json", package_json(name, typescript)?),
@@ -61,7 +62,6 @@ pub(super) fn files(name: &str, typescript: bool) -> anyhow::Result<Vec<(&'stati
             ("test/app.test.js", TEST_JS.into()),
         ]);
     }
-    files.extend(super::new::cases(JSON_ERROR));
     Ok(files)
 }
 
