@@ -206,82 +206,17 @@ impl Pipeline {
                 .ok()
         });
         let (lookups, schemas, registries) = reference_data(settings, aws).await?;
-        let mut plugins = Vec::new();
-        let mut runners = Vec::new();
-        let mut start_timings = Vec::new();
-        for location in &settings.plugins {
-            let source_settings = FollowSettings {
-                check_interval: settings.check_interval,
-                cache: cache.clone(),
-                public_key: settings.public_key,
-                config: settings.plugin_config.clone(),
-                // With the idempotency table, a followed manifest's sequence floor is
-                // kept there, where writing the bucket cannot lower it.
-                // Per manifest: a function pinned to a version's manifest has its own.
-                // Only where sequences are signed: unsigned, they protect nothing.
-                floor: match (location, &settings.dedup) {
-                    (PluginLocation::S3Manifest { .. }, Some(store))
-                        if settings.public_key.is_some() =>
-                    {
-                        Some(SequenceFloor::new(
-                            aws.dynamodb.clone(),
-                            store.table.clone(),
-                            &location.to_string(),
-                        ))
-                    }
-                    _ => None,
-                },
-                lookups: lookups.clone(),
-            };
-            let mut source = FollowedPlugin::new(location.clone(), engine.clone(), source_settings);
-            let loaded = source
-                .load(Some(aws))
-                .await
-                .map_err(|reason| StartError::Plugin {
-                    location: location.to_string(),
-                    setting: settings.name_of("PIPELINE_PLUGIN"),
-                    reason,
-                })?;
-            loaded.log_ready("plugin ready");
-            start_timings.push(loaded.timings);
-            runners.push(loaded.runner);
-            plugins.push(source);
-        }
-        if runners.is_empty() {
-            return Err(StartError::NoPlugin {
-                setting: settings.name_of("PIPELINE_PLUGIN"),
-            });
-        }
-        let mut sinks = BTreeMap::new();
-        let mut framed = Vec::new();
-        for (name, spec) in &settings.sinks {
-            let sink = Sink::connect(spec, aws)
-                .await
-                .map_err(|reason| StartError::Sink {
-                    name: name.clone(),
-                    setting: settings.name_of("PIPELINE_SINKS"),
-                    reason,
-                })?;
-            sinks.insert(name.clone(), sink);
-            if let Some(target) = spec.schema() {
-                let writer =
-                    FramedWriter::new(target.clone(), registries.clone(), settings.schema_register)
-                        .map_err(|reason| StartError::Schemas {
-                            setting: settings.name_of("PIPELINE_SINKS"),
-                            reason: format!("sink `{name}`: {reason}"),
-                        })?;
-                framed.push((name.clone(), writer));
-            }
-        }
-        check_parquet_columns(settings, runners.last()).map_err(|reason| StartError::Schemas {
-            setting: settings.name_of("PIPELINE_SINKS"),
-            reason,
-        })?;
-        let router = framed
-            .into_iter()
-            .fold(Router::new(sinks), |router, (name, writer)| {
-                router.with_framing(&name, writer)
-            });
+        let followed = FollowSettings {
+            check_interval: settings.check_interval,
+            cache,
+            public_key: settings.public_key,
+            config: settings.plugin_config.clone(),
+            floor: None,
+            lookups: lookups.clone(),
+        };
+        let (plugins, runners, start_timings) =
+            load_plugins(settings, aws, &engine, followed).await?;
+        let router = connect_sinks(settings, aws, registries, runners.last()).await?;
         let dlq =
             Sink::connect(&settings.dlq, aws)
                 .await
@@ -730,6 +665,103 @@ impl Pipeline {
         }
         line
     }
+}
+
+/// Loads each plugin of the chain, in order, as `followed` says (each manifest with its
+/// own sequence floor): their sources, their runners, and how each became ready.
+async fn load_plugins(
+    settings: &Settings,
+    aws: &AwsClients,
+    engine: &Engine,
+    followed: FollowSettings,
+) -> Result<
+    (
+        Vec<FollowedPlugin>,
+        Vec<Runner>,
+        Vec<crate::registry::Timings>,
+    ),
+    StartError,
+> {
+    let mut plugins = Vec::new();
+    let mut runners = Vec::new();
+    let mut start_timings = Vec::new();
+    for location in &settings.plugins {
+        let source_settings = FollowSettings {
+            // With the idempotency table, a followed manifest's sequence floor is kept
+            // there, where writing the bucket cannot lower it. Per manifest: a function
+            // pinned to a version's manifest has its own. Only where sequences are
+            // signed: unsigned, they protect nothing.
+            floor: match (location, &settings.dedup) {
+                (PluginLocation::S3Manifest { .. }, Some(store))
+                    if settings.public_key.is_some() =>
+                {
+                    Some(SequenceFloor::new(
+                        aws.dynamodb.clone(),
+                        store.table.clone(),
+                        &location.to_string(),
+                    ))
+                }
+                _ => None,
+            },
+            ..followed.clone()
+        };
+        let mut source = FollowedPlugin::new(location.clone(), engine.clone(), source_settings);
+        let loaded = source
+            .load(Some(aws))
+            .await
+            .map_err(|reason| StartError::Plugin {
+                location: location.to_string(),
+                setting: settings.name_of("PIPELINE_PLUGIN"),
+                reason,
+            })?;
+        loaded.log_ready("plugin ready");
+        start_timings.push(loaded.timings);
+        runners.push(loaded.runner);
+        plugins.push(source);
+    }
+    if runners.is_empty() {
+        return Err(StartError::NoPlugin {
+            setting: settings.name_of("PIPELINE_PLUGIN"),
+        });
+    }
+    Ok((plugins, runners, start_timings))
+}
+
+/// The named sinks, connected (a wrong queue name fails here), each writing its
+/// registry's framing when its spec asks; Parquet sinks checked against the columns the
+/// `last` stage declares.
+async fn connect_sinks(
+    settings: &Settings,
+    aws: &AwsClients,
+    registries: Registries,
+    last: Option<&Runner>,
+) -> Result<Router, StartError> {
+    let schemas_error = |reason| StartError::Schemas {
+        setting: settings.name_of("PIPELINE_SINKS"),
+        reason,
+    };
+    let mut sinks = BTreeMap::new();
+    for (name, spec) in &settings.sinks {
+        let sink = Sink::connect(spec, aws)
+            .await
+            .map_err(|reason| StartError::Sink {
+                name: name.clone(),
+                setting: settings.name_of("PIPELINE_SINKS"),
+                reason,
+            })?;
+        sinks.insert(name.clone(), sink);
+    }
+    let mut router = Router::new(sinks);
+    for (name, spec) in &settings.sinks {
+        if let Some(target) = spec.schema() {
+            let writer =
+                FramedWriter::new(target.clone(), registries.clone(), settings.schema_register)
+                    .map_err(|reason| schemas_error(format!("sink `{name}`: {reason}")))?;
+            router = router.with_framing(name, writer);
+        }
+    }
+    check_parquet_columns(settings, last).map_err(schemas_error)?;
+    Ok(router)
 }
 
 /// A Parquet sink takes its columns from the schema the last stage declares for it: one

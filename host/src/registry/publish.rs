@@ -104,55 +104,17 @@ pub async fn publish(
     release: Release,
 ) -> anyhow::Result<Published> {
     let sha256 = sha256_hex(&release.module);
-    if !release.precompile.is_empty() && release.signing_key.is_none() {
-        bail!(
-            "--precompile needs --signing-key: a host loads only artifacts whose manifest signature it verifies (native code from a bucket is trusted by signature, never by location)"
-        );
-    }
-    for arch in &release.precompile {
-        if arch != std::env::consts::ARCH {
-            bail!(
-                "--precompile {arch}: this host compiles for {} only; precompile on a host of that architecture",
-                std::env::consts::ARCH
-            );
-        }
-    }
-    for table in &release.lookups {
-        crate::lookup::check_table_name(table).map_err(|e| anyhow::anyhow!("--lookups: {e}"))?;
-    }
-    let (module, info, artifacts) = {
-        let engine = engine.clone();
-        let config: Vec<(String, String)> = release.config.clone().into_iter().collect();
-        let precompile = !release.precompile.is_empty();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let plugin = engine.load_bytes(&release.module, "the module")?;
-            let info = (
-                plugin.name().to_owned(),
-                plugin.version().to_owned(),
-                plugin.world(),
-            );
-            Runner::new(plugin, config).context("the shipped settings are refused")?;
-            let artifact = if precompile {
-                Some(engine.precompile(&release.module, "the module")?)
-            } else {
-                None
-            };
-            Ok((release.module, info, artifact))
-        })
-        .await??
-    };
-    let engine_key = engine.key();
-    let artifact = artifacts.map(|bytes| {
-        let artifact = Artifact {
-            arch: std::env::consts::ARCH.to_owned(),
-            engine: engine_key.to_owned(),
-            // Content-addressed like modules: an object already at this key has these
-            // very bytes (whatever sits at a guessable name cannot pass for them).
-            key: to.key(&format!("artifacts/{}.cwasm", sha256_hex(&bytes))),
-            sha256: sha256_hex(&bytes),
-        };
-        (artifact, bytes)
-    });
+    check_release(&release)?;
+    let config: Vec<(String, String)> = release.config.clone().into_iter().collect();
+    let checked = check_module(
+        engine,
+        to,
+        release.module,
+        config,
+        !release.precompile.is_empty(),
+    )
+    .await?;
+    let (module, artifact) = (checked.module, checked.artifact);
     // Read first: the new manifest's sequence is the live one's plus one (and the
     // replace below is conditional on this read).
     let live = get_live(s3, to).await?;
@@ -165,9 +127,9 @@ pub async fn publish(
         None => 1,
     };
     let mut manifest = Manifest {
-        name: release.name.unwrap_or(info.0),
-        version: release.version.unwrap_or(info.1),
-        world: info.2.to_owned(),
+        name: release.name.unwrap_or(checked.name),
+        version: release.version.unwrap_or(checked.version),
+        world: checked.world.to_owned(),
         module: to.key(&format!("modules/{sha256}.wasm")),
         sha256,
         config: release.config,
@@ -219,6 +181,84 @@ pub async fn publish(
     let expected = live.as_ref().map(|(_, etag)| etag.as_str());
     replace_live(s3, to, &manifest, expected).await?;
     Ok(Published::Live(Box::new(manifest)))
+}
+
+/// What a release asks that no host could serve: an artifact without a signature, one
+/// for another architecture, a lookup table's name no manifest takes.
+fn check_release(release: &Release) -> anyhow::Result<()> {
+    if !release.precompile.is_empty() && release.signing_key.is_none() {
+        bail!(
+            "--precompile needs --signing-key: a host loads only artifacts whose manifest signature it verifies (native code from a bucket is trusted by signature, never by location)"
+        );
+    }
+    for arch in &release.precompile {
+        if arch != std::env::consts::ARCH {
+            bail!(
+                "--precompile {arch}: this host compiles for {} only; precompile on a host of that architecture",
+                std::env::consts::ARCH
+            );
+        }
+    }
+    for table in &release.lookups {
+        crate::lookup::check_table_name(table).map_err(|e| anyhow::anyhow!("--lookups: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A module checked the way a host will take it, and what it says of itself.
+struct Checked {
+    module: Vec<u8>,
+    name: String,
+    version: String,
+    world: &'static str,
+    /// Its precompiled artifact for this host's engine, when asked for, and its bytes.
+    artifact: Option<(Artifact, Vec<u8>)>,
+}
+
+/// Compiles `module`, links it, asks its `info` and runs its `init` with the shipped
+/// `config` (off the async threads: compiling takes seconds), and precompiles it for
+/// `to` when `precompile`.
+async fn check_module(
+    engine: &Engine,
+    to: &Prefix,
+    module: Vec<u8>,
+    config: Vec<(String, String)>,
+    precompile: bool,
+) -> anyhow::Result<Checked> {
+    let compiling = engine.clone();
+    let (module, name, version, world, bytes) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let plugin = compiling.load_bytes(&module, "the module")?;
+            let (name, version) = (plugin.name().to_owned(), plugin.version().to_owned());
+            let world = plugin.world();
+            Runner::new(plugin, config).context("the shipped settings are refused")?;
+            let artifact = if precompile {
+                Some(compiling.precompile(&module, "the module")?)
+            } else {
+                None
+            };
+            Ok((module, name, version, world, artifact))
+        })
+        .await??;
+    let artifact = bytes.map(|bytes| {
+        let sha256 = sha256_hex(&bytes);
+        let artifact = Artifact {
+            arch: std::env::consts::ARCH.to_owned(),
+            engine: engine.key().to_owned(),
+            // Content-addressed like modules: an object already at this key has these
+            // very bytes (whatever sits at a guessable name cannot pass for them).
+            key: to.key(&format!("artifacts/{sha256}.cwasm")),
+            sha256,
+        };
+        (artifact, bytes)
+    });
+    Ok(Checked {
+        module,
+        name,
+        version,
+        world,
+        artifact,
+    })
 }
 
 /// A version already stored (`existing`) published again: the same module, settings and
