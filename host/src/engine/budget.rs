@@ -130,7 +130,7 @@ pub(super) fn code_bytes(bytes: &[u8]) -> u64 {
         .parse_all(bytes)
         .map_while(Result::ok)
         .map(|payload| match payload {
-            Payload::CodeSectionStart { range, .. } => range.len() as u64,
+            Payload::CodeSectionStart { range, .. } => range.end - range.start,
             _ => 0,
         })
         .sum()
