@@ -20,6 +20,7 @@ use pipeline_host::registry::{FollowSettings, FollowedPlugin, PluginLocation, Ti
 use pipeline_host::{Engine, Limits, Record};
 
 mod common;
+mod start_memory;
 use common::{machine, wasmtime_version, write_section};
 
 /// The emulator the end-to-end tests start, started the same way here.
@@ -37,6 +38,10 @@ const WARM: usize = 50;
 const SWAPS: usize = 5;
 
 fn main() {
+    if let Ok(spec) = std::env::var(start_memory::ENV) {
+        start_memory::child(&spec);
+        return;
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let wasm_dir = root.join("target/wasm32-wasip2/plugin");
     let moto = Moto::start();
@@ -128,6 +133,13 @@ fn main() {
         report.push_str(&javascript);
         report
     });
+    drop(moto);
+    let report = report
+        + &start_memory::measure(&[
+            ("Rust `enrich`", wasm_dir.join("enrich.wasm")),
+            ("Python `enrich`", root.join(PYTHON.path)),
+            ("JavaScript `enrich`", root.join(JAVASCRIPT.path)),
+        ]);
     write_section(&root.join("BENCHMARKS.md"), "cold-start", &report);
     println!("{report}");
 }

@@ -15,6 +15,7 @@ use pipeline_host::limits::Budget;
 use pipeline_host::{Engine, Limits, Outcome, Record, Runner};
 
 mod common;
+mod options;
 mod raw;
 use common::{machine, wasmtime_version, write_section};
 
@@ -92,6 +93,7 @@ fn main() {
             "{}",
             render_decomposition(&parts, (&native, &native_cached), &chained, &[])
         );
+        println!("{}", options::compare(&records, &wasm_dir));
         // The per-call cost: batches of one and of a hundred, echo and enrich.
         let some = &records[..RECORDS / 5];
         for (name, plugin) in [("echo", &echo), ("enrich", &enrich)] {
@@ -149,6 +151,7 @@ fn main() {
         &chained,
         &growth,
     ));
+    report.push_str(&options::compare(&records, &wasm_dir));
     write_section(&root.join("BENCHMARKS.md"), "throughput", &report);
     println!("{report}");
 }

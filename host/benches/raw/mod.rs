@@ -59,9 +59,24 @@ impl lookup::Host for Ctx {
     }
 }
 
+/// How a call is interrupted: the epoch (the host's CPU deadline), fuel (a count of
+/// instructions), or not at all.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[allow(
+    dead_code,
+    reason = "the throughput bench's; the compilers bench uses none"
+)]
+pub enum Interrupt {
+    Epoch,
+    Fuel,
+    Off,
+}
+
 pub struct RawPlugin {
     store: std::cell::RefCell<Store<Ctx>>,
     bindings: Transform,
+    /// Fuel is refilled before each call (else the epoch deadline is pushed away).
+    fuel: bool,
 }
 
 impl RawPlugin {
@@ -72,16 +87,40 @@ impl RawPlugin {
         reason = "the throughput bench's; the compilers bench makes its own engines"
     )]
     pub fn load(path: &Path, epoch: bool) -> Self {
+        let interrupt = if epoch {
+            Interrupt::Epoch
+        } else {
+            Interrupt::Off
+        };
+        Self::load_with(path, interrupt, |_| {})
+    }
+
+    /// The component at `path` on the host's engine settings, interrupted by
+    /// `interrupt`, with `tune` applied last.
+    #[allow(
+        dead_code,
+        reason = "the throughput bench's; the compilers bench makes its own engines"
+    )]
+    pub fn load_with(path: &Path, interrupt: Interrupt, tune: fn(&mut Config)) -> Self {
         let mut config = Config::new();
-        config.epoch_interruption(epoch);
+        config.epoch_interruption(interrupt == Interrupt::Epoch);
+        config.consume_fuel(interrupt == Interrupt::Fuel);
         config.cranelift_opt_level(pipeline_host::wasmtime::OptLevel::Speed);
+        tune(&mut config);
         let engine = Engine::new(&config).expect("engine");
         let component = Component::from_file(&engine, path).expect("component");
-        Self::start(&engine, &component)
+        let mut plugin = Self::start_with(&engine, &component, interrupt == Interrupt::Fuel);
+        plugin.fuel = interrupt == Interrupt::Fuel;
+        plugin
     }
 
     /// An instance of `component`, compiled by `engine`, after its `init`.
+    #[allow(dead_code, reason = "the compilers bench's")]
     pub fn start(engine: &Engine, component: &Component) -> Self {
+        Self::start_with(engine, component, false)
+    }
+
+    fn start_with(engine: &Engine, component: &Component, fuel: bool) -> Self {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).expect("wasi");
         Transform::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).expect("host imports");
@@ -89,6 +128,9 @@ impl RawPlugin {
             TransformPre::new(linker.instantiate_pre(component).expect("link")).expect("world");
         let mut store = Store::new(engine, Ctx::new());
         store.set_epoch_deadline(1 << 40);
+        if fuel {
+            store.set_fuel(u64::MAX).expect("fuel is on");
+        }
         let bindings = pre.instantiate(&mut store).expect("instantiate");
         bindings
             .call_init(&mut store, &[])
@@ -97,6 +139,7 @@ impl RawPlugin {
         Self {
             store: store.into(),
             bindings,
+            fuel,
         }
     }
 
@@ -105,7 +148,11 @@ impl RawPlugin {
         let mut store = self.store.borrow_mut();
         let mut outputs = 0;
         for batch in batches {
-            store.set_epoch_deadline(1 << 40);
+            if self.fuel {
+                store.set_fuel(u64::MAX).expect("fuel is on");
+            } else {
+                store.set_epoch_deadline(1 << 40);
+            }
             let answer = self
                 .bindings
                 .call_transform(&mut *store, batch)
