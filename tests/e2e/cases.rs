@@ -36,7 +36,7 @@ fn the_javascript_enrich_passes_its_golden_cases() {
     let s = Scratch::new();
     let wasm = crate::support::js_plugin("enrich");
     let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins-js/enrich/tests/cases");
-    let cache = s.path("cache");
+    let cache = crate::support::shared_cache();
     let run = s.host_test(&wasm, &cases, &["--cache-dir", path_str(&cache)]);
     assert!(run.status.success(), "{}", run.stderr);
     assert!(run.stderr.contains("10 cases passed"), "{}", run.stderr);
@@ -49,7 +49,7 @@ fn the_python_enrich_passes_its_golden_cases() {
     let s = Scratch::new();
     let wasm = python_plugin("enrich");
     let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins-python/enrich/tests/cases");
-    let cache = s.path("cache");
+    let cache = crate::support::shared_cache();
     let run = s.host_test(&wasm, &cases, &["--cache-dir", path_str(&cache)]);
     assert!(run.status.success(), "{}", run.stderr);
     assert!(run.stderr.contains("3 cases passed"), "{}", run.stderr);

@@ -35,7 +35,7 @@ pub const EDGE_CASES: &[&str] = &[
 pub fn run(s: &Scratch, wasm: &Path, input: &Path, tag: &str) -> (Vec<u8>, Vec<(String, String)>) {
     let output = s.path(&format!("{tag}.out"));
     let dlq = s.path(&format!("{tag}.dlq"));
-    let cache = s.path("cache");
+    let cache = crate::support::shared_cache();
     let run = s
         .run(path_str(wasm))
         .input(input)

@@ -19,6 +19,14 @@ pub fn js_plugin(name: &str) -> PathBuf {
     built("target/js", name)
 }
 
+/// A precompiled cache the tests share, for the big Python and JavaScript components
+/// that several tests run without testing how they compile: each is compiled once per
+/// suite instead of once per test. Entries are keyed by the module's sha256 and the
+/// engine's settings and written by rename, so tests running at once can share it.
+pub fn shared_cache() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-cache")
+}
+
 fn built(dir: &str, name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")

@@ -134,6 +134,8 @@ struct CallFailure {
     message: String,
     /// The call ran on an instance started for it (no earlier record's state in it).
     fresh: bool,
+    /// From the call's start (its instance's start included) to the failure.
+    took: Duration,
 }
 
 /// Runs batches through one plugin, keeping one live instance between calls.
@@ -303,6 +305,7 @@ impl Runner {
                         kind: FailureKind::Unfinished,
                         message: UNFINISHED.into(),
                         fresh: true,
+                        took: Duration::ZERO,
                     }),
                 );
             }
@@ -313,13 +316,12 @@ impl Runner {
             self.fail_together(indices, "not run", true, report);
             return;
         }
-        let started = Instant::now();
         let called = self.call(records, indices);
         if let Err(failure) = &called
             && failure.kind != FailureKind::Deadline
         {
             // Waiting on lookups is not the plugin's doing.
-            self.failed_time += started.elapsed().saturating_sub(self.last_waited);
+            self.failed_time += failure.took.saturating_sub(self.last_waited);
         }
         match called {
             Ok(results) => {
@@ -410,6 +412,7 @@ impl Runner {
                     kind: FailureKind::Deadline,
                     message: message.clone(),
                     fresh,
+                    took: Duration::ZERO,
                 }),
             );
         }
@@ -424,25 +427,29 @@ impl Runner {
         let limits = self.plugin.engine.limits().clone();
         let fresh = self.live.is_none();
         self.last_waited = Duration::ZERO;
-        let mut live = match self.live.take() {
-            Some(live) => live,
-            None => self.start().map_err(|e| CallFailure {
-                kind: FailureKind::Trap,
-                message: e.to_string(),
-                fresh: true,
-            })?,
+        // Four clock reads a call that succeeds, each ending one span and starting the
+        // next: at batch size 1 reading the clock is a measurable share of the call. A
+        // failure reads it once more, for the batch's allowance of failed calls.
+        let began = Instant::now();
+        let failed = |kind, message: String| CallFailure {
+            kind,
+            message,
+            fresh: true,
+            took: began.elapsed(),
         };
-        // Four clock reads a call, each ending one span and starting the next: at batch
-        // size 1 reading the clock is a measurable share of the call.
-        let packing = Instant::now();
+        let (mut live, packing) = match self.live.take() {
+            Some(live) => (live, began),
+            None => {
+                let live = self
+                    .start()
+                    .map_err(|e| failed(FailureKind::Trap, e.to_string()))?;
+                (live, Instant::now())
+            }
+        };
         let batch = self
             .packer
             .pack(indices.iter().map(|&i| &records[i]))
-            .map_err(|e| CallFailure {
-                kind: FailureKind::Contract,
-                message: e.to_string(),
-                fresh: true,
-            })?;
+            .map_err(|e| failed(FailureKind::Contract, e.to_string()))?;
         let calling = Instant::now();
         self.metrics.boundary_time += calling - packing;
         live.store
@@ -467,11 +474,8 @@ impl Runner {
                     outputs_per_record: limits.max_outputs_per_record,
                     call_bytes: limits.max_call_output_bytes,
                 };
-                let results = unpack(batch, indices.len(), caps).map_err(|e| CallFailure {
-                    kind: FailureKind::Contract,
-                    message: e.to_string(),
-                    fresh: true,
-                });
+                let results = unpack(batch, indices.len(), caps)
+                    .map_err(|e| failed(FailureKind::Contract, e.to_string()));
                 self.metrics.boundary_time += unpacking.elapsed();
                 results
             }
@@ -487,6 +491,7 @@ impl Runner {
                     kind,
                     message: sandbox::describe_trap(&live.store, &trap),
                     fresh,
+                    took: began.elapsed(),
                 })
             }
         }
