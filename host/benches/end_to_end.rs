@@ -29,7 +29,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 mod common;
-use common::{machine, wasmtime_version, write_section};
+use common::{event_payload, machine, wasmtime_version, write_section};
 
 #[allow(dead_code)]
 #[path = "../../tests/e2e/runtime_api.rs"]
@@ -122,21 +122,7 @@ fn main() {
 
 /// `n` events as the throughput bench makes them.
 fn payloads(n: usize) -> Vec<String> {
-    let actions = ["buy", "view", "refund", "click"];
-    (0..n)
-        .map(|i| {
-            format!(
-                r#"{{"id":"evt-{i:08}","user":"user-{:05}","action":"{}","amount":{}.{:02},"ts":"2026-11-24T13:{:02}:{:02}Z","country":"DE","device":"android","session":"s-{:012x}","v":2}}"#,
-                i % 50_000,
-                actions[i % actions.len()],
-                i % 1000,
-                i % 100,
-                (i / 60) % 60,
-                i % 60,
-                i * 7919
-            )
-        })
-        .collect()
+    (0..n).map(event_payload).collect()
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -149,27 +135,23 @@ fn unbase64(text: &str) -> Vec<u8> {
         .expect("base64")
 }
 
+/// A Kinesis event of `payloads` with 16 partition keys, as from several producers (the
+/// benches' `common::kinesis_event` gives every record one key, and the host keeps one
+/// key's records in order, one sink call at a time).
 fn kinesis_event(payloads: &[String]) -> Value {
-    let records: Vec<Value> = payloads
-        .iter()
-        .enumerate()
-        .map(|(i, payload)| {
-            let sequence = format!("49590338271490256608559692538361571095921575989136{i:010}");
-            json!({
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0", "partitionKey": format!("k{}", i % 16),
-                    "sequenceNumber": sequence, "data": base64(payload.as_bytes()),
-                    "approximateArrivalTimestamp": 1764075600.987
-                },
-                "eventSource": "aws:kinesis", "eventVersion": "1.0",
-                "eventID": format!("shardId-000000000000:{sequence}"), "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": "arn:aws:iam::123456789012:role/lambda-role",
-                "awsRegion": "us-east-1",
-                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/events"
-            })
-        })
-        .collect();
-    json!({ "Records": records })
+    let mut event = common::kinesis_event(
+        0,
+        &payloads
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect::<Vec<_>>(),
+    );
+    if let Some(records) = event["Records"].as_array_mut() {
+        for (i, record) in records.iter_mut().enumerate() {
+            record["kinesis"]["partitionKey"] = json!(format!("k{}", i % 16));
+        }
+    }
+    event
 }
 
 fn firehose_event(payloads: &[String]) -> Value {

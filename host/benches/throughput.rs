@@ -17,7 +17,7 @@ use pipeline_host::{Engine, Limits, Outcome, Record, Runner};
 mod common;
 mod options;
 mod raw;
-use common::{machine, wasmtime_version, write_section};
+use common::{event_payload, machine, rss_kib, wasmtime_version, write_section};
 
 const RECORDS: usize = 1_000_000;
 const BATCH_SIZES: [usize; 4] = [1, 100, 1000, 10_000];
@@ -190,19 +190,9 @@ struct Row {
 /// Events shaped like the enrich plugin's input, ~200 bytes each, with the attributes
 /// a Kinesis source sets.
 fn make_records(n: usize) -> Vec<Record> {
-    let actions = ["buy", "view", "refund", "click"];
     (0..n)
         .map(|i| {
-            let payload = format!(
-                r#"{{"id":"evt-{i:08}","user":"user-{:05}","action":"{}","amount":{}.{:02},"ts":"2026-11-24T13:{:02}:{:02}Z","country":"DE","device":"android","session":"s-{:012x}","v":2}}"#,
-                i % 50_000,
-                actions[i % actions.len()],
-                i % 1000,
-                i % 100,
-                (i / 60) % 60,
-                i % 60,
-                i * 7919
-            );
+            let payload = event_payload(i);
             Record {
                 key: Some(format!("user-{:05}", i % 50_000).into()),
                 payload: payload.into(),
@@ -535,18 +525,6 @@ fn timed(f: impl FnOnce() -> usize) -> (Duration, usize) {
 }
 
 /// (peak, current) resident set size in KiB.
-fn rss_kib() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
 fn reset_peak_rss() {
     // Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS.
     let _ = std::fs::write("/proc/self/clear_refs", "5");

@@ -60,9 +60,43 @@ pub fn write_section(path: &Path, name: &str, body: &str) {
     }
 }
 
+/// The `i`th event the throughput and end-to-end benches run through `enrich`: JSON of
+/// ~170 bytes, 50,000 users, four actions.
+#[allow(dead_code, reason = "the throughput and end-to-end benches' only")]
+pub fn event_payload(i: usize) -> String {
+    let actions = ["buy", "view", "refund", "click"];
+    format!(
+        r#"{{"id":"evt-{i:08}","user":"user-{:05}","action":"{}","amount":{}.{:02},"ts":"2026-11-24T13:{:02}:{:02}Z","country":"DE","device":"android","session":"s-{:012x}","v":2}}"#,
+        i % 50_000,
+        actions[i % actions.len()],
+        i % 1000,
+        i % 100,
+        (i / 60) % 60,
+        i % 60,
+        i * 7919
+    )
+}
+
+/// This process's peak and current resident memory, KiB (Linux; 0 elsewhere).
+#[allow(dead_code, reason = "the throughput and cold-start benches' only")]
+pub fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
 /// A Kinesis event of `payloads` as Lambda delivers it, its sequence numbers unique to
 /// event `b`.
-#[allow(dead_code, reason = "the lookups and schemas benches' only")]
+#[allow(
+    dead_code,
+    reason = "the lookups, schemas and end-to-end benches' only"
+)]
 pub fn kinesis_event(b: usize, payloads: &[Vec<u8>]) -> serde_json::Value {
     use base64::Engine as _;
     let records: Vec<serde_json::Value> = payloads

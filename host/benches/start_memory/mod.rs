@@ -15,6 +15,8 @@ use pipeline_host::engine::CacheUse;
 use pipeline_host::registry::sha256_hex;
 use pipeline_host::{Engine, Limits, Runner};
 
+use crate::common::rss_kib;
+
 /// Set in a child: `WAY:MODULE:SCRATCH`.
 pub const ENV: &str = "START_MEMORY";
 /// Memory a Lambda function under one vCPU is given here (serial compiles).
@@ -59,18 +61,6 @@ struct Load {
     start_kib: u64,
     peak_kib: u64,
     peak_after_kib: u64,
-}
-
-fn rss_kib() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
 }
 
 fn engine(way: Way) -> Engine {
