@@ -1,6 +1,6 @@
 //! Engine settings, compared on the call alone: each way wasmtime has of interrupting a
 //! call (the epoch, which the host uses for its CPU deadline; fuel; none, which keeps no
-//! deadline), and the settings that could make a call cheaper, each on an engine that
+//! deadline), and Cranelift's inlining across functions, each on an engine that
 //! differs from the host's in that one setting. Batches are packed before timing; the
 //! settings take turns in every round and each keeps its best.
 
@@ -22,7 +22,7 @@ struct Setting {
 
 fn unchanged(_: &mut Config) {}
 
-const SETTINGS: [Setting; 5] = [
+const SETTINGS: [Setting; 4] = [
     Setting {
         name: "epoch interruption (the host's engine)",
         interrupt: Interrupt::Epoch,
@@ -37,13 +37,6 @@ const SETTINGS: [Setting; 5] = [
         name: "fuel instead of the epoch",
         interrupt: Interrupt::Fuel,
         tune: unchanged,
-    },
-    Setting {
-        name: "epoch, concurrency support off",
-        interrupt: Interrupt::Epoch,
-        tune: |config| {
-            config.concurrency_support(false);
-        },
     },
     Setting {
         name: "epoch, Cranelift inlining across functions",
@@ -139,8 +132,8 @@ fn render(measured: &[Measured]) -> String {
          as a deadline it would need a rate measured per machine, and it adds a count to every \
          basic block where the epoch adds a load and a compare at function entries and loop \
          heads. No interruption keeps no deadline: it is how far the epoch's checks are from free. \
-         Concurrency support off leaves out the store's state for the component model's async \
-         features (no plugin contract uses them)."
+         (Concurrency support is not a setting here: the host is built without wasmtime's \
+         `component-model-async` feature, so it is off already.)"
     );
     s
 }
