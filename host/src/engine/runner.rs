@@ -428,8 +428,9 @@ impl Runner {
         let fresh = self.live.is_none();
         self.last_waited = Duration::ZERO;
         // Four clock reads a call that succeeds on a live instance (five when it starts
-        // one), each ending one span and starting the next: at batch size 1 reading the clock is a measurable share of the call. A
-        // failure reads it once more, for the batch's allowance of failed calls.
+        // one), each ending one span and starting the next: at batch size 1 reading the
+        // clock is a measurable share of the call. A failure reads it once more, for the
+        // batch's allowance of failed calls.
         let began = Instant::now();
         let failed = |kind, message: String| CallFailure {
             kind,
