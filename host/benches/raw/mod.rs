@@ -109,9 +109,7 @@ impl RawPlugin {
         tune(&mut config);
         let engine = Engine::new(&config).expect("engine");
         let component = Component::from_file(&engine, path).expect("component");
-        let mut plugin = Self::start_with(&engine, &component, interrupt == Interrupt::Fuel);
-        plugin.fuel = interrupt == Interrupt::Fuel;
-        plugin
+        Self::start_with(&engine, &component, interrupt == Interrupt::Fuel)
     }
 
     /// An instance of `component`, compiled by `engine`, after its `init`.
