@@ -247,8 +247,7 @@ fn file_to_file(dir: &Path, plugin: &Path, payloads: &[String]) -> (Duration, Du
     (median(host), median(native))
 }
 
-/// A runtime process under its own Runtime API server.
-/// The process is declared first so that it stops before its Runtime API server does
+/// A runtime process under its own Runtime API server. The process is declared first so that it stops before its Runtime API server does
 /// (fields drop in order): a native runtime left waiting on `next` would fail loudly.
 struct Runtime {
     _process: Process,
@@ -300,8 +299,9 @@ impl Runtime {
     }
 
     fn invoke(&self, event: &Value) -> (Duration, Value) {
+        let event = event.clone();
         let started = Instant::now();
-        self.api.push(event.clone());
+        self.api.push(event);
         match self.api.next_answer(Duration::from_secs(60)) {
             Answer::Response(answer) => (started.elapsed(), answer),
             other => panic!("the runtime failed: {other:?}"),
