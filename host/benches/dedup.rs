@@ -119,7 +119,7 @@ async fn measure(
     for round in 0..ROUNDS {
         let decoded = events::decode_within(
             EventKind::Kinesis,
-            events(round),
+            events::EventJson::Value(&events(round)),
             pipeline_host::sources::InputLimits::default(),
         )
         .expect("event");

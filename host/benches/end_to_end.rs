@@ -44,6 +44,10 @@ const FILE_TO_FILE: &str = "`host run` file to file: a Kinesis event → JSON li
 const RUNS: usize = 20;
 /// Process starts per runtime for the cold start.
 const STARTS: usize = 5;
+/// `END_TO_END_PROFILE=kinesis|firehose[:N]`: only the host, N invocations (default 200)
+/// of that event on a warm process, nothing written: for `perf record -g` around this
+/// binary (it follows the host's process).
+const PROFILE: &str = "END_TO_END_PROFILE";
 
 fn main() {
     if let Ok(address) = std::env::var(NATIVE_RUNTIME) {
@@ -55,6 +59,10 @@ fn main() {
     assert!(plugin.exists(), "build the plugins first: ./dev plugins");
     let scratch = tempfile::tempdir().expect("tempdir");
     let payloads = payloads(RECORDS);
+    if let Ok(which) = std::env::var(PROFILE) {
+        profile(scratch.path(), &plugin, &payloads, &which);
+        return;
+    }
 
     let files = file_to_file(scratch.path(), &plugin, &payloads);
     let lambda = lambda(scratch.path(), &plugin, &payloads);
@@ -396,6 +404,27 @@ struct LambdaTimes {
     firehose: (Duration, Duration),
     /// Process start to the first answer (a Kinesis event).
     start: (Duration, Duration),
+}
+
+/// The host alone, warm, invoked over and over with one kind of event ([`PROFILE`]).
+fn profile(dir: &Path, plugin: &Path, payloads: &[String], which: &str) {
+    let (kind, count) = which.split_once(':').unwrap_or((which, "200"));
+    let count: usize = count.parse().expect("END_TO_END_PROFILE=kind:N");
+    let event = match kind {
+        "kinesis" => kinesis_event(payloads),
+        "firehose" => firehose_event(payloads),
+        other => panic!("END_TO_END_PROFILE: no event kind {other} (kinesis, firehose)"),
+    };
+    let aws = LoopbackAws::start();
+    // The first process compiles into the cache; the profiled one loads from it.
+    Runtime::host(dir, plugin, &aws).invoke(&event);
+    let host = Runtime::host(dir, plugin, &aws);
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        times.push(host.invoke(&event).0);
+        let _ = aws.take();
+    }
+    eprintln!("{kind}: median {:?} of {count} invocations", median(times));
 }
 
 /// Parts 2 and 3: invocations of a Kinesis and a Firehose event, and process starts to

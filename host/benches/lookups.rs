@@ -242,7 +242,7 @@ async fn through_pipeline(
     for b in 0..=EVENTS {
         let decoded = events::decode_within(
             EventKind::Kinesis,
-            event(b),
+            events::EventJson::Value(&event(b)),
             pipeline_host::sources::InputLimits::default(),
         )
         .expect("event");

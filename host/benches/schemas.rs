@@ -124,7 +124,7 @@ async fn rate(
     for b in 0..=EVENTS {
         let decoded = events::decode_within(
             EventKind::Kinesis,
-            event(b, payload),
+            events::EventJson::Value(&event(b, payload)),
             pipeline_host::sources::InputLimits::default(),
         )
         .expect("event");

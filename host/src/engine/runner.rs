@@ -68,6 +68,9 @@ pub struct RunnerMetrics {
     pub plugin_time: Duration,
     /// Time the host spent packing batches and unpacking results.
     pub boundary_time: Duration,
+    /// The packing's part of `boundary_time` (the rest is unpacking): the most that
+    /// records already laid out in the batch encoding could save.
+    pub packing_time: Duration,
     /// Counters the plugin reported.
     pub counters: BTreeMap<String, u64>,
     /// Gauges the plugin reported (last value).
@@ -87,6 +90,7 @@ impl RunnerMetrics {
         self.isolation_calls += other.isolation_calls;
         self.plugin_time += other.plugin_time;
         self.boundary_time += other.boundary_time;
+        self.packing_time += other.packing_time;
         self.metrics_dropped += other.metrics_dropped;
         for (name, delta) in other.counters {
             let counter = self.counters.entry(name).or_default();
@@ -106,6 +110,7 @@ impl RunnerMetrics {
             isolation_calls: self.isolation_calls.saturating_sub(earlier.isolation_calls),
             plugin_time: self.plugin_time.saturating_sub(earlier.plugin_time),
             boundary_time: self.boundary_time.saturating_sub(earlier.boundary_time),
+            packing_time: self.packing_time.saturating_sub(earlier.packing_time),
             counters: self
                 .counters
                 .iter()
@@ -453,6 +458,7 @@ impl Runner {
             .map_err(|e| failed(FailureKind::Contract, e.to_string()))?;
         let calling = Instant::now();
         self.metrics.boundary_time += calling - packing;
+        self.metrics.packing_time += calling - packing;
         live.store
             .set_epoch_deadline(deadline_ticks(limits.deadline));
         live.store.data_mut().begin_call(calling + limits.deadline);

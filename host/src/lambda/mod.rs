@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use lambda_runtime::{LambdaEvent as Invocation, service_fn};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 use tracing::Instrument as _;
 
@@ -89,17 +90,18 @@ impl Host {
             .with_hard_deadline(now + until_deadline.saturating_sub(crate::limits::ANSWER_TIME))
     }
 
-    /// Handles one event within `budget`; the answer is in the event source's terms. The
-    /// invocation's metrics (EMF) go to stdout, tagged with `request_id`.
+    /// Handles one event (its JSON text) within `budget`; the answer is in the event
+    /// source's terms. The invocation's metrics (EMF) go to stdout, tagged with
+    /// `request_id`.
     pub async fn handle(
         &mut self,
-        event: Value,
+        event: &str,
         budget: Budget,
         request_id: &str,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<Box<RawValue>> {
         let started = std::time::Instant::now();
         self.pipeline.reset_stats();
-        let kind = events::detect(&event)?;
+        let kind = events::detect_text(event)?;
         let Some(namespace) = self.metrics_namespace.clone() else {
             return self.run_event(kind, event, budget, &mut |_| {}).await;
         };
@@ -126,10 +128,11 @@ impl Host {
     async fn run_event(
         &mut self,
         kind: EventKind,
-        event: Value,
+        event: &str,
         budget: Budget,
         watch: &mut (dyn FnMut(&RunStats) + Send),
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<Box<RawValue>> {
+        let event = events::EventJson::Text(event);
         let mut decoded = events::decode_within(kind, event, self.input_limits)?;
         decoded.identify_direct(&self.id_field);
         if kind == EventKind::S3 {
@@ -157,7 +160,7 @@ impl Host {
                     fields.insert("gone_objects".into(), named.into());
                 }
             }
-            return Ok(answer);
+            return Ok(serde_json::value::to_raw_value(&answer)?);
         }
         let mut source = LambdaEvent::new(decoded).reading_objects(ObjectReader {
             aws: self.aws.clone(),
@@ -215,7 +218,9 @@ pub async fn run() -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    lambda_runtime::run(service_fn(move |event: Invocation<Value>| {
+    // The event's text as it came: each kind parses it into its own types, without a
+    // `Value` of the whole event first.
+    lambda_runtime::run(service_fn(move |event: Invocation<Box<RawValue>>| {
         let host = host.clone();
         async move {
             let mut host = host.lock().await;
@@ -227,7 +232,7 @@ pub async fn run() -> anyhow::Result<()> {
                 requestId = %event.context.request_id,
                 plugin = %host.pipeline.plugin_label(),
             );
-            host.handle(event.payload, budget, &event.context.request_id)
+            host.handle(event.payload.get(), budget, &event.context.request_id)
                 .instrument(span)
                 .await
                 .map_err(|e| error_type::diagnostic(&e))

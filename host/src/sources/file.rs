@@ -452,15 +452,19 @@ pub fn read_event_carrying(
             input: input.to_owned(),
             source,
         })?;
-    let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
+    // Checked as JSON whole first (skipping every value, building none), so that what is
+    // not JSON says so before anything else; then parsed once, into its kind's types.
+    let not_json = |reason: String| {
         event_error(EventError {
             expected: "a JSON".into(),
-            reason: e.to_string(),
+            reason,
         })
-    })?;
+    };
+    let text = std::str::from_utf8(&text).map_err(|e| not_json(e.to_string()))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| not_json(e.to_string()))?;
     let kind = match kind {
         Some(kind) => kind,
-        None => match events::detect(&value).map_err(event_error)? {
+        None => match events::detect_text(text).map_err(event_error)? {
             EventKind::S3 => {
                 return Err(event_error(EventError {
                     expected: "record-carrying".into(),
@@ -470,7 +474,7 @@ pub fn read_event_carrying(
             kind => kind,
         },
     };
-    events::decode_within(kind, value, limits).map_err(event_error)
+    events::decode_within(kind, events::EventJson::Text(text), limits).map_err(event_error)
 }
 
 /// Reads one line (through its `\n`) into `buffer`, keeping at most `max` bytes of it

@@ -10,6 +10,7 @@ use aws_lambda_events::event::streams::{
     DynamoDbBatchItemFailure, DynamoDbEventResponse, KinesisBatchItemFailure, KinesisEventResponse,
 };
 use serde_json::Value;
+use serde_json::value::{RawValue, to_raw_value};
 
 use super::carried::{CarriedRun, ObjectReader};
 use super::{DecodedEvent, EventItem, EventKind, Item, OutOfTime, Source, SourceError};
@@ -111,9 +112,10 @@ impl LambdaEvent {
             .collect()
     }
 
-    /// The answer to the invocation, in the event source's terms; `summary` answers a
-    /// direct invocation and a Kafka event.
-    pub fn response(self, summary: Value) -> Result<Value, AnswerError> {
+    /// The answer to the invocation, in the event source's terms, as JSON text (written
+    /// straight from its types: a Firehose answer carries every output); `summary`
+    /// answers a direct invocation and a Kafka event.
+    pub fn response(self, summary: Value) -> Result<Box<RawValue>, AnswerError> {
         // Each once: the user records of one KPL aggregate share its sequence number,
         // the only name Lambda takes back (handing one back hands back the aggregate).
         let retry_ids = || {
@@ -133,7 +135,7 @@ impl LambdaEvent {
                     failure.item_identifier = id;
                     response.batch_item_failures.push(failure);
                 }
-                Ok(serde_json::to_value(response)?)
+                Ok(to_raw_value(&response)?)
             }
             EventKind::Kinesis => {
                 let mut response = KinesisEventResponse::default();
@@ -142,7 +144,7 @@ impl LambdaEvent {
                     failure.item_identifier = Some(id);
                     response.batch_item_failures.push(failure);
                 }
-                Ok(serde_json::to_value(response)?)
+                Ok(to_raw_value(&response)?)
             }
             EventKind::Dynamodb => {
                 let mut response = DynamoDbEventResponse::default();
@@ -151,15 +153,15 @@ impl LambdaEvent {
                     failure.item_identifier = Some(id);
                     response.batch_item_failures.push(failure);
                 }
-                Ok(serde_json::to_value(response)?)
+                Ok(to_raw_value(&response)?)
             }
-            EventKind::Firehose => Ok(serde_json::to_value(firehose_response(self.settled))?),
+            EventKind::Firehose => Ok(to_raw_value(&firehose_response(self.settled))?),
             // A pipe's enriched batch: each delivered record's outputs, in order; the
             // records dropped, dead-lettered or filtered are not in it (a pipe filters
             // by fewer elements). One to retry fails the invocation: the pipe retries
             // the batch by its source's policy.
-            EventKind::Pipes => retried_whole(retry_ids()).map(|()| {
-                Value::Array(
+            EventKind::Pipes => retried_whole(retry_ids()).and_then(|()| {
+                let enriched = Value::Array(
                     self.settled
                         .iter()
                         .filter_map(|(_, verdict)| match verdict {
@@ -169,7 +171,8 @@ impl LambdaEvent {
                         .flatten()
                         .map(|output| crate::record::pipes_element(&output.payload))
                         .collect(),
-                )
+                );
+                Ok(to_raw_value(&enriched)?)
             }),
             // Kafka's event source mapping takes a batch back whole, by a function error:
             // the one answer every mapping understands (its partial batch responses are
@@ -178,9 +181,10 @@ impl LambdaEvent {
             // SNS and EventBridge invoke asynchronously: an error is their retry too (a
             // message whose objects could not all be read).
             EventKind::Kafka | EventKind::Sns | EventKind::EventBridge => {
-                retried_whole(retry_ids()).map(|()| summary)
+                retried_whole(retry_ids())?;
+                Ok(to_raw_value(&summary)?)
             }
-            EventKind::Direct | EventKind::S3 => Ok(summary),
+            EventKind::Direct | EventKind::S3 => Ok(to_raw_value(&summary)?),
         }
     }
 }

@@ -12,12 +12,11 @@ use std::collections::HashMap;
 use aws_lambda_events::event::dynamodb::Event as DynamoDbEvent;
 use base64::Engine as _;
 use serde_dynamo::AttributeValue;
-use serde_json::Value;
 
-use super::{EventError, EventItem, EventKind, arn_name, parse, record};
+use super::{EventError, EventItem, EventJson, EventKind, arn_name, parse, record};
 
 /// The records of a DynamoDB Streams event: each change, its images as exact JSON.
-pub(super) fn decode(event: Value) -> Result<Vec<EventItem>, EventError> {
+pub(super) fn decode(event: EventJson<'_>) -> Result<Vec<EventItem>, EventError> {
     let event: DynamoDbEvent = parse(EventKind::Dynamodb, event)?;
     let mut items = Vec::new();
     for (index, r) in event.records.into_iter().enumerate() {
@@ -143,6 +142,8 @@ fn base64(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
     use crate::sources::events::tests::decode_fixture;
 

@@ -126,7 +126,7 @@ pub(super) fn objects_named(body: &[u8]) -> Option<Result<Vec<ObjectRef>, String
     }
     if super::detect(&value).ok() == Some(EventKind::S3) {
         return Some(
-            super::s3::decode(value)
+            super::s3::decode(super::EventJson::Value(&value))
                 .map_err(|e| format!("the message is an S3 notification that cannot be read: {e}")),
         );
     }

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{EventError, EventItem, EventKind, arn_name, parse};
+use super::{EventError, EventItem, EventJson, EventKind, arn_name, parse};
 use crate::record::{Record, attribute_name};
 use crate::sources::Undecodable;
 
@@ -66,7 +66,7 @@ fn number_or_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i
 
 /// The records of a Kafka event; one whose key, value or header does not decode is
 /// [`Undecodable`], its text kept.
-pub(super) fn decode(event: Value) -> Result<Vec<EventItem>, EventError> {
+pub(super) fn decode(event: EventJson<'_>) -> Result<Vec<EventItem>, EventError> {
     let event: KafkaEvent = parse(EventKind::Kafka, event)?;
     let cluster = cluster_name(&event);
     let mut items = Vec::new();

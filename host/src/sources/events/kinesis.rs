@@ -4,11 +4,12 @@
 //! own file so that what a Kinesis record becomes (attributes, identity, group) is read
 //! and changed in one place.
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::encodings::Base64Data;
 use bytes::Bytes;
-use serde_json::Value;
+use serde::Deserialize;
 
-use super::{EventError, EventItem, EventKind, Inflation, arn_name, parse, record};
+use super::arrival::Seconds;
+use super::{EventError, EventItem, EventJson, EventKind, Inflation, arn_name, parse, record};
 use crate::kpl::{self, UserRecord};
 use crate::record::FailureKind;
 use crate::sources::Undecodable;
@@ -19,10 +20,38 @@ use crate::sources::Undecodable;
 /// otherwise take more memory than its bytes say.
 const PER_USER_RECORD: usize = 256;
 
+/// A Kinesis event: what of it the host reads (`aws_lambda_events`' type has the
+/// arrival time `arrival.rs` replaces, and fields nothing reads).
+#[derive(Deserialize)]
+struct KinesisEvent {
+    #[serde(rename = "Records")]
+    records: Vec<KinesisEventRecord>,
+}
+
+#[derive(Deserialize)]
+struct KinesisEventRecord {
+    #[serde(default, rename = "eventID")]
+    event_id: Option<String>,
+    #[serde(default, rename = "eventSourceARN")]
+    event_source_arn: Option<String>,
+    kinesis: KinesisRecord,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KinesisRecord {
+    approximate_arrival_timestamp: Seconds,
+    data: Base64Data,
+    #[serde(default)]
+    partition_key: String,
+    #[serde(default)]
+    sequence_number: String,
+}
+
 /// The records of a Kinesis event; one whose data does not inflate (or inflates past
 /// the limits), or an aggregate that cannot be read, is [`Undecodable`].
 pub(super) fn decode(
-    event: Value,
+    event: EventJson<'_>,
     inflation: &mut Inflation,
 ) -> Result<Vec<EventItem>, EventError> {
     let event: KinesisEvent = parse(EventKind::Kinesis, event)?;
@@ -295,7 +324,7 @@ mod aggregate_tests {
         };
         let decoded = events::decode_within(
             EventKind::Kinesis,
-            event(std::slice::from_ref(&packed)),
+            events::EventJson::Value(&event(std::slice::from_ref(&packed))),
             limits,
         )
         .expect("event");

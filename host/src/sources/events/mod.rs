@@ -23,7 +23,12 @@
 //! - `direct.rs`: a direct invocation's JSON array, and its records' identities.
 //! - `pipes.rs`: an EventBridge Pipes enrichment batch, each element by its source's
 //!   decoder.
+//! - `detect.rs`: the kind of an invocation's event told from its text, without
+//!   building it as a `Value`.
+//! - `arrival.rs`: Kinesis's and Firehose's arrival times.
 
+mod arrival;
+mod detect;
 mod direct;
 mod dynamodb;
 mod envelopes;
@@ -41,6 +46,7 @@ use std::io::Read;
 use bytes::Bytes;
 use serde_json::Value;
 
+pub use detect::detect_text;
 pub use direct::direct_identity;
 pub use envelopes::Carried;
 
@@ -273,18 +279,43 @@ pub fn detect(event: &Value) -> Result<EventKind, EventError> {
     }
 }
 
+/// An event's JSON as the decoders take it: the text of an invocation, parsed straight
+/// into its kind's types (building a 1,000-record event as a `Value` first was the
+/// larger part of decoding it), or a `Value` already parsed (a file's event, a Pipes
+/// batch's records in their source's shape).
+#[derive(Debug, Clone, Copy)]
+pub enum EventJson<'a> {
+    /// The event's text.
+    Text(&'a str),
+    /// The event, parsed.
+    Value(&'a Value),
+}
+
+impl EventJson<'_> {
+    /// The event as a `Value`, for the decoders that walk one.
+    fn to_value(self, kind: EventKind) -> Result<Value, EventError> {
+        match self {
+            Self::Text(text) => serde_json::from_str(text).map_err(|e| EventError {
+                expected: format!("{kind:?}"),
+                reason: format!("not JSON: {e}"),
+            }),
+            Self::Value(value) => Ok(value.clone()),
+        }
+    }
+}
+
 /// Decodes `event` as `kind`. Malformed records become [`Undecodable`] items; only an
 /// event whose overall shape is wrong is an error.
 ///
 /// [`Undecodable`]: super::Undecodable
 pub fn decode(kind: EventKind, event: Value) -> Result<DecodedEvent, EventError> {
-    decode_within(kind, event, InputLimits::default())
+    decode_within(kind, EventJson::Value(&event), InputLimits::default())
 }
 
 /// [`decode`], gzip records inflating within `limits`.
 pub fn decode_within(
     kind: EventKind,
-    event: Value,
+    event: EventJson<'_>,
     limits: InputLimits,
 ) -> Result<DecodedEvent, EventError> {
     let mut inflation = Inflation::new(limits);
@@ -295,13 +326,13 @@ pub fn decode_within(
         carried: Vec::new(),
     };
     match kind {
-        EventKind::Direct => decoded.items = direct::decode(event)?,
-        EventKind::Pipes => decoded.items = pipes::decode(event, &mut inflation)?,
+        EventKind::Direct => decoded.items = direct::decode(event.to_value(kind)?)?,
+        EventKind::Pipes => decoded.items = pipes::decode(event.to_value(kind)?, &mut inflation)?,
         EventKind::Kinesis => decoded.items = kinesis::decode(event, &mut inflation)?,
         EventKind::Sqs => decoded.items = sqs::decode(event)?,
         EventKind::Kafka => decoded.items = kafka::decode(event)?,
         EventKind::Sns => decoded.items = sns::decode(event)?,
-        EventKind::EventBridge => decoded.items = eventbridge::decode(event)?,
+        EventKind::EventBridge => decoded.items = eventbridge::decode(event.to_value(kind)?)?,
         EventKind::Dynamodb => decoded.items = dynamodb::decode(event)?,
         EventKind::Firehose => decoded.items = firehose::decode(event, &mut inflation)?,
         EventKind::S3 => decoded.objects = s3::decode(event)?,
@@ -314,11 +345,24 @@ pub fn decode_within(
 
 /// `event` as the AWS event type of `kind`; one of another shape is an error naming the
 /// kind expected.
-fn parse<T: serde::de::DeserializeOwned>(kind: EventKind, event: Value) -> Result<T, EventError> {
-    serde_json::from_value(event).map_err(|e| EventError {
+fn parse<T: serde::de::DeserializeOwned>(
+    kind: EventKind,
+    event: EventJson<'_>,
+) -> Result<T, EventError> {
+    let error = |e: serde_json::Error| EventError {
         expected: format!("{kind:?}"),
         reason: e.to_string(),
-    })
+    };
+    match event {
+        // Text it does not parse from is read again as a `Value`: what that accepts (a
+        // repeated key, its last value) is accepted, and what it refuses is said in the
+        // same words as for an event read from a file.
+        EventJson::Text(text) => serde_json::from_str(text).or_else(|_| {
+            let value = EventJson::Text(text).to_value(kind)?;
+            T::deserialize(&value).map_err(error)
+        }),
+        EventJson::Value(value) => T::deserialize(value).map_err(error),
+    }
 }
 
 /// A record of `payload`, `key` and the attributes that are not empty.

@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{EventError, EventItem, Inflation, dynamodb, kafka, kinesis, sqs};
+use super::{EventError, EventItem, EventJson, Inflation, dynamodb, kafka, kinesis, sqs};
 
 /// The sources a pipe's batch may come from, by their elements' `eventSource`.
 const SOURCES: [&str; 5] = [
@@ -57,13 +57,15 @@ pub(super) fn decode(
         )));
     }
     let mut items = match source.as_str() {
-        "aws:sqs" => sqs::decode(json!({ "Records": elements }))?,
-        "aws:dynamodb" => dynamodb::decode(json!({ "Records": elements }))?,
+        "aws:sqs" => sqs::decode(EventJson::Value(&json!({ "Records": elements })))?,
+        "aws:dynamodb" => dynamodb::decode(EventJson::Value(&json!({ "Records": elements })))?,
         "aws:kinesis" => {
             let records: Vec<Value> = elements.into_iter().map(kinesis_record).collect();
-            kinesis::decode(json!({ "Records": records }), inflation)?
+            kinesis::decode(EventJson::Value(&json!({ "Records": records })), inflation)?
         }
-        "aws:kafka" | "SelfManagedKafka" => kafka::decode(kafka_event(&source, elements))?,
+        "aws:kafka" | "SelfManagedKafka" => {
+            kafka::decode(EventJson::Value(&kafka_event(&source, elements)))?
+        }
         other => return Err(error(format!("records of an unknown source {other:?}"))),
     };
     for item in &mut items {

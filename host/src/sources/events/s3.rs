@@ -3,13 +3,12 @@
 //! which objects (and versions) a notification names.
 
 use aws_lambda_events::event::s3::S3Event;
-use serde_json::Value;
 
-use super::{EventError, EventKind, ObjectRef, parse};
+use super::{EventError, EventJson, EventKind, ObjectRef, parse};
 
 /// The objects an S3 notification names; a record without bucket or key makes the whole
 /// event an error.
-pub(super) fn decode(event: Value) -> Result<Vec<ObjectRef>, EventError> {
+pub(super) fn decode(event: EventJson<'_>) -> Result<Vec<ObjectRef>, EventError> {
     let event: S3Event = parse(EventKind::S3, event)?;
     let mut objects = Vec::new();
     for r in event.records {

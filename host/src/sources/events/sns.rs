@@ -5,10 +5,9 @@
 //! changed in one place.
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::envelopes::SnsNotification;
-use super::{EventError, EventItem, EventKind, arn_name, parse};
+use super::{EventError, EventItem, EventJson, EventKind, arn_name, parse};
 use crate::record::Record;
 
 #[derive(Debug, Deserialize)]
@@ -24,7 +23,7 @@ struct SnsRecord {
 }
 
 /// The records of an SNS event: each notification's message, as it is.
-pub(super) fn decode(event: Value) -> Result<Vec<EventItem>, EventError> {
+pub(super) fn decode(event: EventJson<'_>) -> Result<Vec<EventItem>, EventError> {
     let event: SnsEvent = parse(EventKind::Sns, event)?;
     let mut items = Vec::new();
     for (index, r) in event.records.into_iter().enumerate() {

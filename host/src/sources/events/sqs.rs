@@ -3,12 +3,11 @@
 //! an SQS message becomes (attributes, identity, group) is read and changed in one place.
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use serde_json::Value;
 
-use super::{EventError, EventItem, EventKind, arn_name, parse, record};
+use super::{EventError, EventItem, EventJson, EventKind, arn_name, parse, record};
 
 /// The records of an SQS event: each message's body, as it is.
-pub(super) fn decode(event: Value) -> Result<Vec<EventItem>, EventError> {
+pub(super) fn decode(event: EventJson<'_>) -> Result<Vec<EventItem>, EventError> {
     let event: SqsEvent = parse(EventKind::Sqs, event)?;
     let mut items = Vec::new();
     for (index, m) in event.records.into_iter().enumerate() {
