@@ -44,9 +44,10 @@ const FILE_TO_FILE: &str = "`host run` file to file: a Kinesis event → JSON li
 const RUNS: usize = 20;
 /// Process starts per runtime for the cold start.
 const STARTS: usize = 5;
-/// `END_TO_END_PROFILE=kinesis|firehose[:N]`: only the host, N invocations (default 200)
-/// of that event on a warm process, nothing written: for `perf record -g` around this
-/// binary (it follows the host's process).
+/// `END_TO_END_PROFILE=kinesis|firehose|start[:N]`: only the host, N invocations
+/// (default 200) of that event on a warm process, or N cold starts to a first answer to
+/// a Kinesis event; nothing written: for `perf record -g` around this binary (it follows
+/// the host's processes).
 const PROFILE: &str = "END_TO_END_PROFILE";
 
 fn main() {
@@ -411,20 +412,54 @@ fn profile(dir: &Path, plugin: &Path, payloads: &[String], which: &str) {
     let (kind, count) = which.split_once(':').unwrap_or((which, "200"));
     let count: usize = count.parse().expect("END_TO_END_PROFILE=kind:N");
     let event = match kind {
-        "kinesis" => kinesis_event(payloads),
+        "kinesis" | "start" => kinesis_event(payloads),
         "firehose" => firehose_event(payloads),
-        other => panic!("END_TO_END_PROFILE: no event kind {other} (kinesis, firehose)"),
+        other => panic!("END_TO_END_PROFILE: no event kind {other} (kinesis, firehose, start)"),
     };
     let aws = LoopbackAws::start();
-    // The first process compiles into the cache; the profiled one loads from it.
-    Runtime::host(dir, plugin, &aws).invoke(&event);
-    let host = Runtime::host(dir, plugin, &aws);
+    // The first process compiles into the cache; the profiled ones load from it.
+    let warm = Runtime::host(dir, plugin, &aws);
+    warm.invoke(&event);
+    wait_for_cache(dir);
+    drop(warm);
     let mut times = Vec::with_capacity(count);
-    for _ in 0..count {
-        times.push(host.invoke(&event).0);
-        let _ = aws.take();
+    if kind == "start" {
+        for _ in 0..count {
+            let started = Instant::now();
+            Runtime::host(dir, plugin, &aws).invoke(&event);
+            times.push(started.elapsed());
+            let _ = aws.take();
+        }
+    } else {
+        let host = Runtime::host(dir, plugin, &aws);
+        for _ in 0..count {
+            times.push(host.invoke(&event).0);
+            let _ = aws.take();
+        }
     }
     eprintln!("{kind}: median {:?} of {count} invocations", median(times));
+}
+
+/// Waits until the function's precompiled cache in `dir` holds an artifact. A start
+/// with an empty cache answers on Winch's code (a tiered start) and writes Cranelift's
+/// from the background: a process stopped at its first answer never writes it, and
+/// every later start would compile again.
+fn wait_for_cache(dir: &Path) {
+    let cache = dir.join("plugin-cache");
+    let written = || {
+        std::fs::read_dir(&cache).is_ok_and(|mut entries| {
+            entries.any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "cwasm")))
+        })
+    };
+    let started = Instant::now();
+    while !written() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no precompiled artifact in {} after 120 s",
+            cache.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Parts 2 and 3: invocations of a Kinesis and a Firehose event, and process starts to
@@ -437,6 +472,7 @@ fn lambda(dir: &Path, plugin: &Path, payloads: &[String]) -> LambdaTimes {
     // The first start compiles into the function's cache; the starts after load from it.
     let warm = Runtime::host(&function_dir, plugin, &host_aws);
     warm.invoke(&kinesis);
+    wait_for_cache(&function_dir);
     drop(warm);
     let (mut host_starts, mut native_starts) = (Vec::new(), Vec::new());
     for _ in 0..STARTS {

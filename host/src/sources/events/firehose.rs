@@ -88,4 +88,30 @@ mod tests {
         let record = event.items[0].decoded.as_ref().expect("ok");
         assert_eq!(record.attribute("delivery-stream"), Some("events-to-s3"));
     }
+
+    /// Read from an invocation's text, as Lambda hands it over; a fractional millisecond
+    /// (which panicked the decoder `aws_lambda_events` has) is rounded.
+    #[test]
+    fn arrival_times_are_read_to_the_millisecond_from_the_text() {
+        let text = r#"{"records": [
+            {"recordId": "a", "approximateArrivalTimestamp": 1495072949453, "data": "eA=="},
+            {"recordId": "b", "approximateArrivalTimestamp": 1495072949453.6, "data": "eA=="}
+        ]}"#;
+        let event = crate::sources::events::decode_within(
+            EventKind::Firehose,
+            crate::sources::events::EventJson::Text(text),
+            crate::sources::InputLimits::default(),
+        )
+        .expect("decodes");
+        let times: Vec<_> = (event.items.iter())
+            .map(|item| item.decoded.as_ref().expect("ok").attribute("arrival-time"))
+            .collect();
+        assert_eq!(
+            times,
+            [
+                Some("2017-05-18T02:02:29.453+00:00"),
+                Some("2017-05-18T02:02:29.454+00:00")
+            ]
+        );
+    }
 }

@@ -183,6 +183,39 @@ mod tests {
     use crate::sources::events::EventKind;
     use crate::sources::events::tests::decode_fixture;
 
+    /// Seconds whose last digit of milliseconds is 0 come without it (`.98`): 980 ms
+    /// (`aws_lambda_events`' decoder made it 98).
+    #[test]
+    fn arrival_times_keep_their_milliseconds() {
+        let record = |seconds: &str| {
+            format!(
+                r#"{{"eventID": "shardId-0:1", "kinesis": {{"partitionKey": "k",
+                "sequenceNumber": "1", "data": "eA==", "approximateArrivalTimestamp": {seconds}}}}}"#
+            )
+        };
+        let text = format!(
+            r#"{{"Records": [{}, {}]}}"#,
+            record("1545084650.98"),
+            record("1545084650.987")
+        );
+        let event = crate::sources::events::decode_within(
+            EventKind::Kinesis,
+            crate::sources::events::EventJson::Text(&text),
+            crate::sources::InputLimits::default(),
+        )
+        .expect("decodes");
+        let times: Vec<_> = (event.items.iter())
+            .map(|item| item.decoded.as_ref().expect("ok").attribute("arrival-time"))
+            .collect();
+        assert_eq!(
+            times,
+            [
+                Some("2018-12-17T22:10:50.980+00:00"),
+                Some("2018-12-17T22:10:50.987+00:00")
+            ]
+        );
+    }
+
     #[test]
     fn kinesis_inflates_gzip_and_keeps_bad_records_for_the_dlq() {
         let event = decode_fixture("kinesis-event.json");
