@@ -453,7 +453,9 @@ pub fn read_event_carrying(
             source,
         })?;
     // Checked as JSON whole first (skipping every value, building none), so that what is
-    // not JSON says so before anything else; then parsed once, into its kind's types.
+    // not JSON says so before anything else; then parsed once, into its kind's types. (A
+    // skipped value is checked less than a `Value` is: a number past f64's range or a lone
+    // surrogate escape in a field no decoder reads passes, as it does in an invocation.)
     let not_json = |reason: String| {
         event_error(EventError {
             expected: "a JSON".into(),
