@@ -216,6 +216,8 @@ fn file_to_file(dir: &Path, plugin: &Path, payloads: &[String]) -> (Duration, Du
             .arg("--output")
             .arg(&host_out)
             .env("PIPELINE_CACHE_DIR", &cache)
+            // Its default dead-letter file goes in the scratch directory too.
+            .current_dir(dir)
             .stderr(Stdio::null())
             .status()
             .expect("host run");
