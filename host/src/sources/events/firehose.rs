@@ -75,7 +75,7 @@ pub(super) fn decode(
 #[cfg(test)]
 mod tests {
     use crate::sources::events::EventKind;
-    use crate::sources::events::tests::decode_fixture;
+    use crate::sources::events::tests::{arrival_times, decode_fixture};
 
     #[test]
     fn firehose_records_keep_their_record_ids() {
@@ -97,20 +97,11 @@ mod tests {
             {"recordId": "a", "approximateArrivalTimestamp": 1495072949453, "data": "eA=="},
             {"recordId": "b", "approximateArrivalTimestamp": 1495072949453.6, "data": "eA=="}
         ]}"#;
-        let event = crate::sources::events::decode_within(
-            EventKind::Firehose,
-            crate::sources::events::EventJson::Text(text),
-            crate::sources::InputLimits::default(),
-        )
-        .expect("decodes");
-        let times: Vec<_> = (event.items.iter())
-            .map(|item| item.decoded.as_ref().expect("ok").attribute("arrival-time"))
-            .collect();
         assert_eq!(
-            times,
+            arrival_times(EventKind::Firehose, text),
             [
-                Some("2017-05-18T02:02:29.453+00:00"),
-                Some("2017-05-18T02:02:29.454+00:00")
+                "2017-05-18T02:02:29.453+00:00",
+                "2017-05-18T02:02:29.454+00:00"
             ]
         );
     }

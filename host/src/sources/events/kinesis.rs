@@ -181,7 +181,7 @@ fn inflated(
 #[cfg(test)]
 mod tests {
     use crate::sources::events::EventKind;
-    use crate::sources::events::tests::decode_fixture;
+    use crate::sources::events::tests::{arrival_times, decode_fixture};
 
     /// Seconds whose last digit of milliseconds is 0 come without it (`.98`): 980 ms
     /// (`aws_lambda_events`' decoder made it 98).
@@ -198,20 +198,11 @@ mod tests {
             record("1545084650.98"),
             record("1545084650.987")
         );
-        let event = crate::sources::events::decode_within(
-            EventKind::Kinesis,
-            crate::sources::events::EventJson::Text(&text),
-            crate::sources::InputLimits::default(),
-        )
-        .expect("decodes");
-        let times: Vec<_> = (event.items.iter())
-            .map(|item| item.decoded.as_ref().expect("ok").attribute("arrival-time"))
-            .collect();
         assert_eq!(
-            times,
+            arrival_times(EventKind::Kinesis, &text),
             [
-                Some("2018-12-17T22:10:50.980+00:00"),
-                Some("2018-12-17T22:10:50.987+00:00")
+                "2018-12-17T22:10:50.980+00:00",
+                "2018-12-17T22:10:50.987+00:00"
             ]
         );
     }

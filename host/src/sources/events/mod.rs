@@ -481,6 +481,17 @@ mod tests {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
+    /// The `arrival-time` of each record of the event of `kind` whose text is `text`,
+    /// decoded as an invocation's is.
+    pub(super) fn arrival_times(kind: EventKind, text: &str) -> Vec<String> {
+        let event =
+            decode_within(kind, EventJson::Text(text), InputLimits::default()).expect("decodes");
+        (event.items.iter())
+            .map(|item| item.decoded.as_ref().expect("ok").attribute("arrival-time"))
+            .map(|time| time.expect("an arrival time").to_owned())
+            .collect()
+    }
+
     /// A captured event from `tests/fixtures`, its kind detected, decoded.
     pub(super) fn decode_fixture(name: &str) -> DecodedEvent {
         let event = fixture(name);
