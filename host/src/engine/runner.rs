@@ -457,8 +457,9 @@ impl Runner {
             .pack(indices.iter().map(|&i| &records[i]))
             .map_err(|e| failed(FailureKind::Contract, e.to_string()))?;
         let calling = Instant::now();
-        self.metrics.boundary_time += calling - packing;
-        self.metrics.packing_time += calling - packing;
+        let packed = calling - packing;
+        self.metrics.boundary_time += packed;
+        self.metrics.packing_time += packed;
         live.store
             .set_epoch_deadline(deadline_ticks(limits.deadline));
         live.store.data_mut().begin_call(calling + limits.deadline);

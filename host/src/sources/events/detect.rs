@@ -5,7 +5,7 @@
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::{EventError, EventKind, detect};
@@ -80,9 +80,9 @@ impl<'de> Deserialize<'de> for Present {
     }
 }
 
-/// `Records[0]`'s `eventSource` and `EventSource`, as an object of those it has (each
-/// its last value); `None` when `Records` is an empty array. Any other shape (`Records`
-/// not an array of objects) fails the probe, and [`detect`] reads the event as a `Value`.
+/// `Records[0]`'s `eventSource` and `EventSource` ([`SourceFields`]); `None` when
+/// `Records` is an empty array. Any other shape (`Records` not an array, its first
+/// element not an object) fails the probe, and [`detect`] reads the event as a `Value`.
 #[derive(Debug, Default)]
 struct FirstSource(Option<Value>);
 
@@ -104,39 +104,38 @@ impl<'de> Visitor<'de> for FirstSourceVisitor {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FirstSource, A::Error> {
         let first = seq.next_element::<SourceFields>()?;
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(FirstSource(first.map(|f| f.0)))
+        Ok(FirstSource(first.map(SourceFields::into_value)))
     }
 }
 
-/// An object's `eventSource` and `EventSource`, as an object of those it has.
-struct SourceFields(Value);
+/// An element's `eventSource` and `EventSource`, each kept when it is there, `null`
+/// included (a `null` `eventSource` names no source, and `EventSource` is not asked).
+/// A field given twice, or an element that is not an object, fails the probe.
+#[derive(Deserialize)]
+struct SourceFields {
+    #[serde(default, rename = "eventSource", deserialize_with = "present")]
+    event_source: Option<Value>,
+    #[serde(default, rename = "EventSource", deserialize_with = "present")]
+    event_source_capitalized: Option<Value>,
+}
 
-impl<'de> Deserialize<'de> for SourceFields {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(SourceFieldsVisitor)
+impl SourceFields {
+    /// The two fields as an object of those there are.
+    fn into_value(self) -> Value {
+        let fields = [
+            ("eventSource", self.event_source),
+            ("EventSource", self.event_source_capitalized),
+        ];
+        let fields = fields
+            .into_iter()
+            .filter_map(|(name, value)| Some((name.to_owned(), value?)));
+        Value::Object(fields.collect())
     }
 }
 
-struct SourceFieldsVisitor;
-
-impl<'de> Visitor<'de> for SourceFieldsVisitor {
-    type Value = SourceFields;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SourceFields, A::Error> {
-        let mut fields = serde_json::Map::new();
-        while let Some(name) = map.next_key::<String>()? {
-            if name == "eventSource" || name == "EventSource" {
-                fields.insert(name, map.next_value::<Value>()?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(SourceFields(Value::Object(fields)))
-    }
+/// A field's value, `null` included (`Option`'s own reading makes `null` absent).
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 #[cfg(test)]
